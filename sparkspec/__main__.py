@@ -1,0 +1,3 @@
+from sparkspec.cli import main
+
+main()

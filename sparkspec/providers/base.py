@@ -1,0 +1,89 @@
+"""What every provider is: submit a render, poll its task, download its outputs.
+
+The apply engine drives providers only through `Provider`, so it cannot tell the
+offline `local` renderer from the hosted `spark` API. Providers never sleep
+between polls and never touch the journal, the cache or the lock: those belong
+to the engine. A provider may retry its own transient transport faults.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class FirstFrame:
+    """The image a render starts from: a file on disk, or a URL passed through."""
+
+    path: Path | None = None  # a project image, or the upstream's last-frame PNG
+    url: str | None = None  # an https URL or a data URL from the spec
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    """One render, fully resolved. Exactly one of `duration` and `frames` is set."""
+
+    key: str
+    scene: str
+    model: str
+    prompt: str
+    resolution: str
+    ratio: str  # one of apifacts.ALL_RATIOS
+    duration: int | None
+    frames: int | None
+    seed: int
+    camera_fixed: bool = False
+    watermark: bool = False
+    first_frame: FirstFrame | None = None
+    service_tier: str | None = None
+    execution_expires_after: int | None = None
+    callback_url: str | None = None
+
+
+class TaskState(enum.Enum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    task_id: str
+    state: TaskState
+    progress: float | None = None
+    video_url: str | None = None
+    last_frame_url: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    tokens: int | None = None  # as reported by the provider
+    cost: float | None = None
+    seed: int | None = None  # as reported by the provider, when it does
+    created_at: float | None = None  # unix seconds
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    path: Path
+    sha256: str
+    size: int
+
+
+class Provider(Protocol):
+    type: str
+
+    async def submit(self, request: RenderRequest) -> TaskStatus:
+        """Create the task. The returned status carries the task id (and may be final)."""
+        ...
+
+    async def poll(self, task_id: str) -> TaskStatus:
+        """Read the task. Raises TaskNotFound when the provider no longer knows it."""
+        ...
+
+    async def download(self, url: str, dest: Path) -> Downloaded:
+        """Stream `url` into `dest` (a temporary path), hashing while it streams."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,1 @@
+"""The spec language: YAML with positions, the schema, templates, the resolved model."""

@@ -1,0 +1,80 @@
+"""First-frame images: the API's bounds, checked before anything is sent."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from sparkspec.apifacts import (
+    IMAGE_ASPECT_EXCLUSIVE,
+    IMAGE_FORMATS,
+    IMAGE_MAX_BYTES,
+    IMAGE_SIDE_EXCLUSIVE,
+)
+
+_DATA_URL = re.compile(r"^data:image/([a-z]+);base64,(.*)$", re.DOTALL)
+
+
+class ImageProblem(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str  # lower case, one of IMAGE_FORMATS
+    width: int
+    height: int
+    size: int  # bytes
+
+
+def inspect_stream(stream: BinaryIO, size: int) -> ImageInfo:
+    """Read an image's header and check it against the API's bounds."""
+    from PIL import Image, UnidentifiedImageError
+
+    if size >= IMAGE_MAX_BYTES:
+        raise ImageProblem(f"image is {size / 2**20:.1f} MB; the API takes under 30 MB")
+    try:
+        with Image.open(stream) as image:
+            fmt = (image.format or "").lower()
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ImageProblem(f"not a readable image ({exc.__class__.__name__})") from None
+    if fmt not in IMAGE_FORMATS:
+        raise ImageProblem(f"image format {fmt or 'unknown'} is not one of {', '.join(IMAGE_FORMATS)}")
+    low, high = IMAGE_SIDE_EXCLUSIVE
+    if not (low < width < high and low < height < high):
+        raise ImageProblem(f"image is {width}x{height}; width and height must be between {low} and {high} px")
+    aspect = width / height
+    if not IMAGE_ASPECT_EXCLUSIVE[0] < aspect < IMAGE_ASPECT_EXCLUSIVE[1]:
+        raise ImageProblem(f"image aspect {aspect:.2f} ({width}x{height}) must be between 0.4 and 2.5")
+    return ImageInfo(fmt, width, height, size)
+
+
+def inspect_file(path: Path) -> ImageInfo:
+    try:
+        with path.open("rb") as stream:
+            return inspect_stream(stream, path.stat().st_size)
+    except FileNotFoundError:
+        raise ImageProblem("image not found") from None
+    except IsADirectoryError:
+        raise ImageProblem("is a folder, not an image") from None
+
+
+def decode_data_url(url: str) -> bytes:
+    match = _DATA_URL.match(url)
+    if match is None:
+        raise ImageProblem("a data URL must read data:image/<format>;base64,<data> with a lower-case format")
+    try:
+        return base64.b64decode(match.group(2), validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageProblem("the data URL's base64 does not decode") from None
+
+
+def inspect_data_url(url: str) -> ImageInfo:
+    data = decode_data_url(url)
+    return inspect_stream(io.BytesIO(data), len(data))

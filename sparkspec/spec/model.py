@@ -1,0 +1,81 @@
+"""The resolved project: what the rest of sparkspec works from.
+
+Past the loader nothing reads raw YAML: every default is applied, every template
+rendered, every reference checked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sparkspec.apifacts import MODEL
+
+
+@dataclass(frozen=True)
+class PollConfig:
+    initial: float = 2.0
+    max: float = 15.0
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    type: str = "spark"
+    model: str = MODEL
+    base_url: str | None = None
+    api_key_env: str = "SPARK_API_KEY"
+    parallelism: int = 4
+    poll: PollConfig = field(default_factory=PollConfig)
+    price_per_million_tokens: float | None = None
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A first-frame image: a file inside the project, a data URL, or an https URL."""
+
+    text: str  # as rendered from the spec
+    path: Path | None = None  # absolute, for a file
+    url: str | None = None  # for an https or data URL
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True)
+class Scene:
+    id: str
+    source_id: str  # the id in the spec; differs for matrix expansions
+    prompt: str  # rendered
+    resolution: str
+    ratio: str
+    duration: int | None  # exactly one of duration and frames is set
+    frames: int | None
+    seed: int | None  # None: derived from the key inputs
+    camera_fixed: bool
+    watermark: bool
+    image: ImageRef | None = None
+    upstream: str | None = None  # first_frame: {scene: ...}
+    service_tier: str | None = None
+    execution_expires_after: int | None = None
+    callback_url: str | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class SequenceSpec:
+    id: str
+    scenes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Project:
+    spec_path: Path  # absolute
+    display_path: str  # the spec's path as the user named it, for messages
+    root: Path  # absolute, resolved: the spec's folder
+    name: str
+    salt: str
+    output_dir: str
+    provider: ProviderConfig
+    scenes: dict[str, Scene]
+    sequences: dict[str, SequenceSpec]
+    spec_sha256: str  # of the spec file's bytes
+    vars_sha256: str  # of the variables in force, after --var-file and --var

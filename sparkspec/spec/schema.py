@@ -1,0 +1,125 @@
+"""The JSON Schema of the spec, and its errors as positioned diagnostics."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sparkspec.diagnostics import Diagnostic
+from sparkspec.spec.yamlsource import Document, dotted
+
+SCHEMA_NAME = "project.spark.schema.json"
+
+
+@functools.cache
+def schema_text() -> str:
+    packaged = resources.files("sparkspec").joinpath(SCHEMA_NAME)
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    # An editable install reads the schema from the source tree.
+    source = Path(__file__).resolve().parents[2] / "schemas" / SCHEMA_NAME
+    return source.read_text(encoding="utf-8")
+
+
+@functools.cache
+def schema() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(schema_text())
+    return loaded
+
+
+@functools.cache
+def _validator() -> Any:
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(schema())
+
+
+def validate(doc: Document) -> list[Diagnostic]:
+    """Every schema violation in the document, each at its YAML position."""
+    diagnostics: list[Diagnostic] = []
+    for error in _validator().iter_errors(doc.data):
+        diagnostics.extend(_diagnose(doc, error))
+    return diagnostics
+
+
+def _diagnose(doc: Document, error: Any) -> list[Diagnostic]:
+    path = tuple(error.absolute_path)
+    keyword = error.validator
+    subschema = error.schema if isinstance(error.schema, dict) else {}
+    instance = error.instance
+
+    def at(where: tuple[str | int, ...], message: str, *, at_key: bool = False) -> Diagnostic:
+        line, col = doc.position(where, at_key=at_key)
+        return Diagnostic(doc.file, line, col, "error", dotted(where), message)
+
+    if keyword == "additionalProperties" and isinstance(instance, dict):
+        known = sorted(subschema.get("properties", {}))
+        out = []
+        for key in instance:
+            if key in known:
+                continue
+            hint = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else f"; allowed: {', '.join(known)}"
+            out.append(at(path + (key,), f"unknown key {key!r}{suggestion}", at_key=True))
+        return out
+    if keyword == "propertyNames":
+        key = instance
+        return [at(path + (key,),
+                   f"id {key!r} must match ^[a-z0-9][a-z0-9_-]{{0,63}}$ "
+                   "(start with a lower-case letter or digit; then letters, digits, - or _)",
+                   at_key=True)]
+    if keyword == "required":
+        missing = error.validator_value
+        absent = [k for k in missing if isinstance(instance, dict) and k not in instance]
+        return [at(path, f"missing required key {key!r}") for key in absent]
+    if keyword in ("minimum", "maximum"):
+        low, high = subschema.get("minimum"), subschema.get("maximum")
+        if low is not None and high is not None:
+            return [at(path, f"{instance} is not in {low}..{high}")]
+        return [at(path, f"{instance} is {'below' if keyword == 'minimum' else 'above'} {error.validator_value}")]
+    if keyword == "exclusiveMinimum":
+        return [at(path, f"{instance} must be greater than {error.validator_value}")]
+    if keyword == "enum":
+        allowed = ", ".join(str(v) for v in error.validator_value)
+        hint = difflib.get_close_matches(str(instance), [str(v) for v in error.validator_value], n=1)
+        suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+        return [at(path, f"{instance!r} is not one of {allowed}{suggestion}")]
+    if keyword == "const":
+        return [at(path, f"must be {error.validator_value!r}, not {instance!r}")]
+    if keyword == "type":
+        wanted = error.validator_value
+        names = wanted if isinstance(wanted, list) else [wanted]
+        return [at(path, f"{_show(instance)} is not {' or '.join(_article(n) for n in names)}")]
+    if keyword == "minProperties" and isinstance(instance, dict):
+        if path == ("scenes",):
+            return [at(path, "at least one scene is required")]
+        return [at(path, "must not be empty")]
+    if keyword == "maxProperties" and path[-1:] == ("first_frame",):
+        return [at(path, "give either image or scene, not both")]
+    if keyword == "minItems":
+        return [at(path, "must not be empty")]
+    if keyword == "minLength":
+        return [at(path, "must not be empty")]
+    if keyword == "pattern":
+        if path and path[-1] in ("callback_url", "base_url"):
+            return [at(path, f"{instance!r} is not an http or https URL")]
+        return [at(path, f"{instance!r} does not match {error.validator_value}")]
+    return [at(path, error.message)]
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return "a mapping" if isinstance(value, dict) else "a list"
+    if value is None:
+        return "an empty value"
+    return repr(value)
+
+
+def _article(type_name: str) -> str:
+    nouns = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
+             "number": "a number", "boolean": "true or false", "null": "empty"}
+    return nouns.get(type_name, type_name)

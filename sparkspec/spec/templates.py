@@ -1,0 +1,188 @@
+"""Prompt templates: sandboxed Jinja2, undefined variables are errors.
+
+Most prompts are text with a few `{{ name }}` substitutions. Compiling each of
+those to Python costs far more than rendering it, so a template whose parsed
+form is only text and plain names is rendered straight from Jinja's own AST,
+with Jinja's semantics (str() of the value, a missing name is an error). Any
+other template goes through Jinja's compiler.
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2 import nodes
+from jinja2.sandbox import SandboxedEnvironment
+
+_INLINE_NAME = "<prompt>"
+_DELIMITERS = ("{{", "{%", "{#")
+_NEWLINES = re.compile(r"\r\n|\r|\n")
+
+Renderer = Callable[[Mapping[str, Any]], str]
+
+
+class TemplateProblem(Exception):
+    """A template failed to load, parse or render. `file` is None for an inline prompt."""
+
+    def __init__(self, message: str, file: str | None, line: int | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.file = file
+        self.line = line
+
+
+def inside(root: Path, relative: str) -> Path | None:
+    """`relative` resolved under `root`, or None when it leaves it (symlinks included)."""
+    if not relative or Path(relative).is_absolute():
+        return None
+    candidate = (root / relative).resolve()
+    if candidate != root and root not in candidate.parents:
+        return None
+    return candidate
+
+
+class _ProjectLoader(jinja2.BaseLoader):
+    """Loads template files from the project folder and nowhere else."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        path = inside(self.root, template)
+        if path is None:
+            raise jinja2.TemplateNotFound(f"{template} (outside the project folder)")
+        try:
+            source = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise jinja2.TemplateNotFound(f"{template} ({_reason(exc)})") from None
+        mtime = path.stat().st_mtime_ns
+        return source, str(path), lambda: path.stat().st_mtime_ns == mtime
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+class Templates:
+    """Renders the project's prompts and image templates."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.env = SandboxedEnvironment(
+            loader=_ProjectLoader(self.root),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,
+        )
+        self._inline: dict[str, Renderer] = {}
+
+    def render_inline(self, source: str, context: Mapping[str, Any]) -> str:
+        renderer = self._inline.get(source)
+        if renderer is None:
+            renderer = self._inline[source] = self._compile_inline(source)
+        return self._run(renderer, context, _INLINE_NAME, None)
+
+    def render_file(self, relative: str, context: Mapping[str, Any]) -> str:
+        try:
+            template = self.env.get_template(relative)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateProblem(f"template syntax: {exc.message}", exc.filename, exc.lineno) from None
+        except jinja2.TemplateNotFound as exc:
+            raise TemplateProblem(f"template file not found: {exc.message}", None, None) from None
+        return self._run(template.render, context, template.filename or relative, template.filename)
+
+    def _compile_inline(self, source: str) -> Renderer:
+        if not any(d in source for d in _DELIMITERS):
+            text = _as_jinja_reads_it(source)
+            return lambda context: text
+        try:
+            tree = self.env.parse(source, _INLINE_NAME)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateProblem(f"template syntax: {exc.message}", None, exc.lineno) from None
+        simple = self._simple_parts(tree)
+        if simple is not None:
+            return simple
+        code = self.env.compile(tree, _INLINE_NAME, _INLINE_NAME)
+        template = self.env.template_class.from_code(self.env, code, self.env.make_globals(None))
+        return template.render
+
+    def _simple_parts(self, tree: nodes.Template) -> Renderer | None:
+        """A direct renderer for text-and-names templates, else None."""
+        if len(tree.body) != 1 or not isinstance(tree.body[0], nodes.Output):
+            return None
+        parts: list[tuple[bool, str, int]] = []
+        for node in tree.body[0].nodes:
+            if isinstance(node, nodes.TemplateData):
+                parts.append((False, node.data, node.lineno))
+            elif isinstance(node, nodes.Name) and node.ctx == "load":
+                if node.name in self.env.globals:
+                    return None
+                parts.append((True, node.name, node.lineno))
+            else:
+                return None
+
+        def render(context: Mapping[str, Any]) -> str:
+            out = []
+            for is_name, text, line in parts:
+                if not is_name:
+                    out.append(text)
+                elif text in context:
+                    out.append(str(context[text]))
+                else:
+                    raise TemplateProblem(f"undefined variable: '{text}' is undefined", None, line)
+            return "".join(out)
+
+        return render
+
+    def _run(self, render: Renderer, context: Mapping[str, Any], name: str, file: str | None) -> str:
+        try:
+            return render(context)
+        except TemplateProblem:
+            raise
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateProblem(f"template syntax: {exc.message}", exc.filename, exc.lineno) from None
+        except jinja2.TemplateNotFound as exc:
+            raise TemplateProblem(f"template file not found: {exc.message}", file, _template_line(exc, name)) from None
+        except jinja2.UndefinedError as exc:
+            where = _template_frame(exc)
+            raise TemplateProblem(f"undefined variable: {exc.message}",
+                                  where[0] if where else file, where[1] if where else None) from None
+        except jinja2.exceptions.SecurityError as exc:
+            raise TemplateProblem(f"not allowed in a template: {exc}", file, _template_line(exc, name)) from None
+        except Exception as exc:  # noqa: BLE001 - any error inside user template code
+            raise TemplateProblem(f"template failed: {type(exc).__name__}: {exc}", file,
+                                  _template_line(exc, name)) from None
+
+
+def _as_jinja_reads_it(source: str) -> str:
+    """What Jinja renders for text with no delimiters: newlines unified, one trailing newline dropped."""
+    lines = _NEWLINES.split(source)
+    if lines[-1] == "":
+        lines.pop()
+    return "\n".join(lines)
+
+
+def _template_frame(exc: BaseException) -> tuple[str | None, int] | None:
+    """The innermost template frame: Jinja rewrites tracebacks to template lines."""
+    found = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == _INLINE_NAME:
+            found = (None, frame.lineno or 1)
+        elif not frame.filename.endswith(".py") and frame.lineno is not None:
+            found = (frame.filename, frame.lineno)
+    return found
+
+
+def _template_line(exc: BaseException, name: str) -> int | None:
+    where = _template_frame(exc)
+    return where[1] if where else None

@@ -1,0 +1,214 @@
+"""YAML with a position for every node.
+
+PyYAML's C composer builds the node tree quickly; this module turns it into
+plain Python values itself, so that it can refuse what a spec must not hold
+(duplicate keys, non-standard tags, alias bombs) with a position for each, and
+so that any key path can be mapped back to its line and column afterwards.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+try:
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+from sparkspec.diagnostics import Diagnostic
+
+Path = tuple[str | int, ...]
+
+_STR = "tag:yaml.org,2002:str"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_BOOL = "tag:yaml.org,2002:bool"
+_NULL = "tag:yaml.org,2002:null"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+_MERGE = "tag:yaml.org,2002:merge"
+_SCALAR_TAGS = {_STR, _INT, _FLOAT, _BOOL, _NULL}
+
+# Alias expansion may visit a node many times; a legitimate spec reuses a few
+# anchors, a "billion laughs" document multiplies them without bound.
+_EXPANSION_FACTOR = 20
+_EXPANSION_SLACK = 10_000
+
+_scalar_constructor = yaml.SafeLoader("")
+
+
+@dataclass
+class Document:
+    """A parsed YAML file: its data and the node tree to find positions in."""
+
+    file: str
+    data: Any
+    root: yaml.Node | None
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    def position(self, path: Path, *, at_key: bool = False) -> tuple[int, int]:
+        """1-based (line, column) of the value at `path`, or of its key."""
+        node = self.root
+        key_node: yaml.Node | None = None
+        best = (1, 1)
+        for part in path:
+            if node is None:
+                break
+            best = _mark(node)
+            if isinstance(node, yaml.MappingNode):
+                found = _lookup(node, part)
+                if found is None:
+                    return best
+                key_node, node = found
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+                if not 0 <= part < len(node.value):
+                    return best
+                key_node, node = None, node.value[part]
+            else:
+                return best
+        if node is None:
+            return best
+        if at_key and key_node is not None:
+            return _mark(key_node)
+        return _mark(node)
+
+
+def _mark(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _lookup(node: yaml.MappingNode, key: str | int) -> tuple[yaml.Node, yaml.Node] | None:
+    found = None
+    for key_node, value_node in node.value:
+        if key_node.tag == _MERGE:
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for source in sources:
+                if isinstance(source, yaml.MappingNode) and found is None:
+                    found = _lookup(source, key)
+        elif isinstance(key_node, yaml.ScalarNode) and str(key_node.value) == str(key):
+            found = (key_node, value_node)
+    return found
+
+
+def load_yaml(text: str, file: str) -> Document:
+    """Parse `text`; problems become diagnostics on the returned document."""
+    try:
+        root = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = exc.problem or exc.context or "invalid YAML"
+        diag = Diagnostic(file, line, col, "error", "", f"YAML syntax: {problem}")
+        return Document(file, None, None, [diag])
+    except yaml.YAMLError as exc:
+        diag = Diagnostic(file, 1, 1, "error", "", f"YAML syntax: {exc}")
+        return Document(file, None, None, [diag])
+    doc = Document(file, None, root)
+    if root is None:
+        return doc
+    builder = _Builder(doc)
+    try:
+        doc.data = builder.build(root, ())
+    except _AliasBomb as exc:
+        line, col = _mark(exc.node)
+        doc.diagnostics.append(Diagnostic(
+            file, line, col, "error", "",
+            "YAML aliases expand too far (an alias bomb?); write the values out instead"))
+        doc.data = None
+    return doc
+
+
+class _AliasBomb(Exception):
+    def __init__(self, node: yaml.Node) -> None:
+        self.node = node
+
+
+class _Builder:
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        self.visits = 0
+        self.unique: set[int] = set()
+
+    def _error(self, node: yaml.Node, path: Path, message: str) -> None:
+        line, col = _mark(node)
+        self.doc.diagnostics.append(
+            Diagnostic(self.doc.file, line, col, "error", dotted(path), message))
+
+    def build(self, node: yaml.Node, path: Path) -> Any:
+        self.visits += 1
+        self.unique.add(id(node))
+        if self.visits > _EXPANSION_SLACK and self.visits > _EXPANSION_FACTOR * len(self.unique):
+            raise _AliasBomb(node)
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            if node.tag != _SEQ:
+                self._error(node, path, f"tag {node.tag} is not allowed; remove it")
+            return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
+        assert isinstance(node, yaml.MappingNode)
+        if node.tag != _MAP:
+            self._error(node, path, f"tag {node.tag} is not allowed; remove it")
+        result: dict[Any, Any] = {}
+        merged: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                self._merge(value_node, path, merged)
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                self._error(key_node, path, "a key must be a plain scalar")
+                continue
+            key = self._scalar(key_node, path)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                continue
+            key = str(key) if not isinstance(key, str) else key
+            if key in result:
+                self._error(key_node, path + (key,),
+                            f"duplicate key {key!r}; each key may appear once in a mapping")
+                continue
+            result[key] = self.build(value_node, path + (key,))
+        for key, value in merged.items():
+            result.setdefault(key, value)
+        return result
+
+    def _merge(self, node: yaml.Node, path: Path, into: dict[Any, Any]) -> None:
+        sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        for source in sources:
+            if not isinstance(source, yaml.MappingNode):
+                self._error(source, path, "a merge key (<<) takes a mapping or a list of mappings")
+                continue
+            for key, value in self.build(source, path).items():
+                into.setdefault(key, value)
+
+    def _scalar(self, node: yaml.ScalarNode, path: Path) -> Any:
+        tag = node.tag
+        if tag == _STR:
+            return node.value
+        if tag not in _SCALAR_TAGS:
+            self._error(node, path, f"tag {tag} is not allowed; remove it")
+            return node.value
+        if tag == _INT and ":" in node.value:
+            # YAML 1.1 reads 16:9 as base 60 (969); the user meant the text.
+            return node.value
+        if tag == _FLOAT and ":" in node.value:
+            return node.value
+        return _scalar_constructor.construct_object(node, deep=True)
+
+
+_SIMPLE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def dotted(path: Path) -> str:
+    """`scenes.pour.duration`, `sequences.final.scenes[1]`, `vars["a.b"]`."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _SIMPLE_KEY.match(part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{part!r}]"
+    return out
