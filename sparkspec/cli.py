@@ -1,0 +1,240 @@
+"""The command line: parse options, call one core function, map the result to an exit code.
+
+Heavy modules are imported inside the commands so `sparkspec --help` stays fast.
+This is the one error boundary: a SparkspecError prints its message and exits 1;
+anything else writes a log and exits 3.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from sparkspec.plan import PlanOptions
+    from sparkspec.spec.loader import LoadOptions
+    from sparkspec.workspace import Workspace
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_SPEC = "project.spark.yaml"
+EXIT_ERROR, EXIT_CHANGES, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+
+def spec_options(func: F) -> F:
+    options = [
+        click.option("-f", "--file", "spec", default=DEFAULT_SPEC, show_default=True,
+                     help="The spec file."),
+        click.option("--var", "variables", multiple=True, metavar="K=V",
+                     help="Set a template variable (repeatable; beats --var-file and the spec's vars)."),
+        click.option("--var-file", "var_files", multiple=True, metavar="FILE",
+                     help="A YAML file of variables (repeatable; later files win)."),
+        click.option("--provider", type=click.Choice(["spark", "local"]),
+                     help="Render with this provider instead of the spec's."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def plan_options(func: F) -> F:
+    func = click.option("--replace", "replace", multiple=True, metavar="ID",
+                        help="Render this scene again even if nothing changed.")(func)
+    return click.option("--target", "targets", multiple=True, metavar="ID",
+                        help="Only this scene or sequence, with what it needs upstream.")(func)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-C", "directory", type=click.Path(file_okay=False), metavar="DIR",
+              help="Run as if started in DIR.")
+@click.version_option(package_name="sparkspec")
+def cli(directory: str | None) -> None:
+    """sparkspec: terraform for AI video.
+
+    Keep prompts, parameters and the scene graph in project.spark.yaml; `plan` shows
+    what would render and what it costs; `apply` renders only what changed.
+    """
+    if directory:
+        try:
+            os.chdir(directory)
+        except OSError as exc:
+            raise click.UsageError(f"-C {directory}: {exc.strerror}") from None
+
+
+def _load_options(variables: tuple[str, ...], var_files: tuple[str, ...],
+                  provider: str | None) -> LoadOptions:
+    from sparkspec.spec.loader import LoadOptions
+
+    return LoadOptions(tuple(variables), tuple(var_files), provider)
+
+
+def _open(spec: str, options: LoadOptions) -> Workspace:
+    from sparkspec.workspace import open_workspace
+
+    workspace = open_workspace(Path(spec), options, display=spec)
+    _print_warnings(workspace)
+    return workspace
+
+
+def _print_warnings(workspace: Workspace) -> None:
+    for warning in sorted(workspace.warnings, key=lambda d: (d.file, d.line, d.column)):
+        click.echo(str(warning), err=True)
+
+
+def _plan_options(targets: tuple[str, ...], replace: tuple[str, ...]) -> PlanOptions:
+    from sparkspec.plan import PlanOptions
+
+    return PlanOptions(tuple(targets), tuple(replace))
+
+
+@cli.command()
+@spec_options
+def validate(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], provider: str | None) -> None:
+    """Check the spec: syntax, schema, templates, images and the scene graph."""
+    workspace = _open(spec, _load_options(variables, var_files, provider))
+    scenes = len(workspace.project.scenes)
+    click.echo(f"{spec}: valid ({scenes} scene{'s' if scenes != 1 else ''}, "
+               f"{len(workspace.project.sequences)} sequence(s)).")
+
+
+@cli.command()
+@spec_options
+@plan_options
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), help="Save the plan for `apply FILE`.")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 0 with no changes, 2 with changes, 1 on error.")
+def plan(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], provider: str | None,
+         targets: tuple[str, ...], replace: tuple[str, ...], as_json: bool, out: str | None,
+         detailed_exitcode: bool) -> None:
+    """Show what apply would render, why, and at what cost."""
+    from sparkspec import planview
+    from sparkspec.planfile import save_plan
+
+    options = _load_options(variables, var_files, provider)
+    workspace = _open(spec, options)
+    try:
+        the_plan = workspace.plan(_plan_options(targets, replace))
+    finally:
+        workspace.close()
+    click.echo(planview.dumps(the_plan) if as_json else planview.render_text(the_plan))
+    if out:
+        save_plan(Path(out), spec, the_plan, options)
+        if not as_json:
+            click.echo(f"Saved the plan to {out}; run `sparkspec apply {out}` to carry it out.")
+    if detailed_exitcode and the_plan.has_changes:
+        sys.exit(EXIT_CHANGES)
+
+
+@cli.command()
+@click.argument("planfile", required=False, type=click.Path(dir_okay=False))
+@spec_options
+@plan_options
+@click.option("--auto-approve", is_flag=True, help="Apply without asking.")
+@click.option("--parallelism", type=click.IntRange(1, 64), help="Renders in flight at once.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines of events.")
+@click.option("--fail-fast", is_flag=True, help="Stop submitting after the first failed render.")
+def apply(planfile: str | None, spec: str, variables: tuple[str, ...], var_files: tuple[str, ...],
+          provider: str | None, targets: tuple[str, ...], replace: tuple[str, ...], auto_approve: bool,
+          parallelism: int | None, as_json: bool, fail_fast: bool) -> None:
+    """Render what changed, reuse what the cache has, and write the lock."""
+    from sparkspec.apply.command import run_apply
+
+    code = run_apply(planfile=planfile, spec=spec, load_options=_load_options(variables, var_files, provider),
+                     plan_options=_plan_options(targets, replace), auto_approve=auto_approve,
+                     parallelism=parallelism, as_json=as_json, fail_fast=fail_fast)
+    if code:
+        sys.exit(code)
+
+
+@cli.command()
+@click.option("-f", "--file", "spec", default=DEFAULT_SPEC, show_default=True, help="The spec file.")
+def show(spec: str) -> None:
+    """Print the lock as a table."""
+    from sparkspec.show import show_lock
+
+    show_lock(Path(spec))
+
+
+@cli.command(name="graph")
+@spec_options
+@click.option("--format", "fmt", type=click.Choice(["text", "dot", "mermaid"]), default="text",
+              show_default=True)
+def graph_command(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], provider: str | None,
+                  fmt: str) -> None:
+    """Print the scene graph."""
+    from sparkspec.graph import render
+
+    project = _open(spec, _load_options(variables, var_files, provider)).project
+    upstreams = {sid: s.upstream for sid, s in project.scenes.items()}
+    click.echo(render(upstreams, {n: s.scenes for n, s in project.sequences.items()}, fmt))
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of project.spark.yaml."""
+    from sparkspec.spec.schema import schema_text
+
+    click.echo(schema_text(), nl=False)
+
+
+@cli.command()
+@click.option("-f", "--file", "spec", default=DEFAULT_SPEC, show_default=True, help="The spec file.")
+@click.option("--dry-run", is_flag=True, help="Only list what would be dropped.")
+def gc(spec: str, dry_run: bool) -> None:
+    """Drop cache entries and blobs that no lock refers to."""
+    from sparkspec.gc import collect
+
+    for line in collect(Path(spec), dry_run=dry_run):
+        click.echo(line)
+
+
+@cli.command()
+@click.option("-f", "--file", "spec", default=DEFAULT_SPEC, show_default=True, help="The spec file to write.")
+def init(spec: str) -> None:
+    """Write a starter project that validates and renders offline."""
+    from sparkspec.init import write_starter
+
+    for line in write_starter(Path(spec)):
+        click.echo(line)
+
+
+def main() -> None:
+    from sparkspec.errors import SparkspecError, SpecError
+
+    try:
+        cli.main(standalone_mode=False, prog_name="sparkspec")
+    except SpecError as exc:
+        for diagnostic in sorted(exc.diagnostics, key=lambda d: (d.file, d.line, d.column)):
+            click.echo(str(diagnostic), err=True)
+        sys.exit(EXIT_ERROR)
+    except SparkspecError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    except click.exceptions.Abort:
+        click.echo("Interrupted.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code if exc.exit_code != 2 else EXIT_ERROR)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except SystemExit:
+        raise
+    except BrokenPipeError:
+        sys.exit(EXIT_ERROR)
+    except Exception:  # noqa: BLE001 - the boundary for bugs: log, don't dump on the user
+        import tempfile
+        import traceback
+
+        fd, log = tempfile.mkstemp(prefix="sparkspec-crash-", suffix=".log")
+        with os.fdopen(fd, "w") as stream:
+            traceback.print_exc(file=stream)
+        click.echo(f"sparkspec: internal error; details in {log}. Please report it.", err=True)
+        sys.exit(EXIT_INTERNAL)

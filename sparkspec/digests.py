@@ -1,0 +1,70 @@
+"""File digests remembered by (size, mtime_ns, inode), so unchanged files are not read again.
+
+Used for first-frame images and for the outputs in renders/, whose bytes plan
+must vouch for on every run. The memo lives in the project's .sparkspec/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from sparkspec.fsutil import atomic_write_text, sha256_file
+
+MEMO_NAME = "digests.json"
+
+
+class DigestMemo:
+    def __init__(self, state_dir: Path, root: Path) -> None:
+        self.path = state_dir / MEMO_NAME
+        self.root = root
+        self.dirty = False
+        self._entries: dict[str, list[int | str]] | None = None
+
+    @property
+    def entries(self) -> dict[str, list[int | str]]:
+        if self._entries is None:
+            try:
+                loaded = json.loads(self.path.read_text(encoding="utf-8"))
+                self._entries = loaded if isinstance(loaded, dict) else {}
+            except (OSError, ValueError):
+                self._entries = {}
+        return self._entries
+
+    def _name(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    def sha256(self, path: Path) -> str | None:
+        """The file's sha256, or None when it does not exist."""
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        stamp: list[int | str] = [st.st_size, st.st_mtime_ns, st.st_ino]
+        name = self._name(path)
+        entry = self.entries.get(name)
+        if entry is not None and entry[:3] == stamp:
+            return str(entry[3])
+        digest = sha256_file(path)
+        self.entries[name] = stamp + [digest]
+        self.dirty = True
+        return digest
+
+    def size(self, path: Path) -> int | None:
+        entry = self.entries.get(self._name(path))
+        return int(entry[0]) if entry else None
+
+    def remember(self, path: Path, digest: str) -> None:
+        """Record a digest the caller just computed while writing the file."""
+        st = os.stat(path)
+        self.entries[self._name(path)] = [st.st_size, st.st_mtime_ns, st.st_ino, digest]
+        self.dirty = True
+
+    def save(self) -> None:
+        if self.dirty and self._entries is not None:
+            atomic_write_text(self.path, json.dumps(self._entries, sort_keys=True, separators=(",", ":")))
+            self.dirty = False

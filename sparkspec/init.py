@@ -1,0 +1,51 @@
+"""`sparkspec init`: a starter project that validates and renders offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sparkspec.errors import SparkspecError
+from sparkspec.fsutil import atomic_write_text
+
+STARTER = """\
+# A sparkspec project: `sparkspec plan` shows what would render, `sparkspec apply` renders it.
+# Schema: `sparkspec schema`. The local provider renders offline; switch `type` to `spark`
+# and set SPARK_API_KEY to render through the Spark Dance API.
+version: 1
+name: {name}
+provider:
+  type: local
+  parallelism: 2
+vars:
+  subject: a paper boat
+defaults:
+  resolution: 480p
+  ratio: "16:9"
+  seed: 42
+scenes:
+  opening:
+    prompt: "{{{{ subject }}}} drifting on a rain puddle, soft morning light"
+    duration: 2
+  follow:
+    first_frame: {{scene: opening}}
+    prompt: "The camera follows {{{{ subject }}}} as it sails into a gutter stream"
+    duration: 2
+sequences:
+  film: {{scenes: [opening, follow]}}
+"""
+
+GITIGNORE = ".sparkspec/\nrenders/\n"
+
+
+def write_starter(spec: Path) -> list[str]:
+    if spec.exists():
+        raise SparkspecError(f"{spec} already exists; edit it, or pass -f NEW.yaml for another spec")
+    name = spec.resolve().parent.name or "project"
+    atomic_write_text(spec, STARTER.format(name=name))
+    written = [f"Wrote {spec}"]
+    ignore = spec.parent / ".gitignore"
+    if not ignore.exists():
+        atomic_write_text(ignore, GITIGNORE)
+        written.append(f"Wrote {ignore}")
+    written.append("Next: `sparkspec plan`, then `sparkspec apply`.")
+    return written

@@ -1,0 +1,129 @@
+"""project.spark.lock: what apply made, committed beside the spec (DESIGN section 4).
+
+JSON with sorted keys and 2-space indent, no secrets, no absolute paths, no
+timestamps, so a no-op apply rewrites it byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sparkspec.errors import StatePathError
+from sparkspec.fsutil import atomic_write_text
+
+LOCK_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    path: str  # relative to the project folder, with forward slashes
+    sha256: str
+    bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "sha256": self.sha256, "bytes": self.bytes}
+
+    @staticmethod
+    def from_json(raw: dict[str, Any]) -> FileRecord:
+        return FileRecord(str(raw["path"]), str(raw["sha256"]), int(raw["bytes"]))
+
+
+@dataclass(frozen=True)
+class SceneRecord:
+    key: str
+    provider: str
+    model: str
+    task_id: str
+    seed: int
+    tokens: int
+    video: FileRecord
+    last_frame: FileRecord
+    inputs: dict[str, Any] = field(default_factory=dict)  # the key's inputs, for plan's reasons
+    seed_derived: bool = False
+    cost: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "key": self.key, "provider": self.provider, "model": self.model,
+            "task_id": self.task_id, "seed": self.seed, "tokens": self.tokens,
+            "video": self.video.to_json(), "last_frame": self.last_frame.to_json(),
+            "inputs": self.inputs, "seed_derived": self.seed_derived,
+        }
+        if self.cost is not None:
+            out["cost"] = self.cost
+        return out
+
+    @staticmethod
+    def from_json(raw: dict[str, Any]) -> SceneRecord:
+        return SceneRecord(
+            key=str(raw["key"]), provider=str(raw["provider"]), model=str(raw["model"]),
+            task_id=str(raw.get("task_id", "")), seed=int(raw["seed"]), tokens=int(raw.get("tokens", 0)),
+            video=FileRecord.from_json(raw["video"]), last_frame=FileRecord.from_json(raw["last_frame"]),
+            inputs=dict(raw.get("inputs") or {}), seed_derived=bool(raw.get("seed_derived", False)),
+            cost=float(raw["cost"]) if raw.get("cost") is not None else None)
+
+
+@dataclass(frozen=True)
+class SequenceRecord:
+    members: tuple[str, ...]  # the members' video sha256, in order
+    video: FileRecord
+
+    def to_json(self) -> dict[str, Any]:
+        return {"members": list(self.members), "video": self.video.to_json()}
+
+    @staticmethod
+    def from_json(raw: dict[str, Any]) -> SequenceRecord:
+        return SequenceRecord(tuple(str(m) for m in raw["members"]), FileRecord.from_json(raw["video"]))
+
+
+@dataclass(frozen=True)
+class Lock:
+    scenes: dict[str, SceneRecord] = field(default_factory=dict)
+    sequences: dict[str, SequenceRecord] = field(default_factory=dict)
+
+    def to_text(self) -> str:
+        payload = {
+            "version": LOCK_VERSION,
+            "scenes": {k: v.to_json() for k, v in self.scenes.items()},
+            "sequences": {k: v.to_json() for k, v in self.sequences.items()},
+        }
+        return json.dumps(payload, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def lock_path(spec_path: Path) -> Path:
+    """project.spark.yaml -> project.spark.lock; other names get `.lock` beside them."""
+    name = spec_path.name
+    for suffix in (".yaml", ".yml"):
+        if name.endswith(suffix):
+            return spec_path.with_name(name[: -len(suffix)] + ".lock")
+    return spec_path.with_name(name + ".lock")
+
+
+def read_lock(path: Path) -> tuple[Lock, str]:
+    """The lock and its text (empty when there is no lock yet)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Lock(), ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StatePathError(f"{path.name}: cannot read the lock ({exc}); restore it from git") from None
+    try:
+        raw = json.loads(text)
+        if not isinstance(raw, dict) or raw.get("version") != LOCK_VERSION:
+            raise ValueError(f"expected version {LOCK_VERSION}")
+        scenes = {str(k): SceneRecord.from_json(v) for k, v in (raw.get("scenes") or {}).items()}
+        sequences = {str(k): SequenceRecord.from_json(v) for k, v in (raw.get("sequences") or {}).items()}
+    except json.JSONDecodeError as exc:
+        raise StatePathError(f"{path.name}:{exc.lineno}:{exc.colno}: the lock is not valid JSON "
+                             f"({exc.msg}); restore it from git or delete it to render afresh") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StatePathError(f"{path.name}: the lock is malformed ({exc}); restore it from git "
+                             "or delete it to render afresh") from None
+    return Lock(scenes, sequences), text
+
+
+def write_lock(path: Path, lock: Lock) -> None:
+    atomic_write_text(path, lock.to_text())

@@ -1,0 +1,299 @@
+"""Planning: spec + lock + cache -> what apply must do, and why. A pure value.
+
+Scenes are walked upstream first. A scene's key needs its first frame's digest;
+for a chained scene that is its upstream's last frame, known from the lock or
+the cache unless the upstream renders in this apply, in which case the key is
+known only after apply.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sparkspec import apifacts, graph
+from sparkspec.cache import Cache
+from sparkspec.digests import DigestMemo
+from sparkspec.errors import SparkspecError
+from sparkspec.keys import SceneKey, first_frame_input, scene_key
+from sparkspec.lockfile import FileRecord, Lock, SceneRecord
+from sparkspec.prompt_diff import word_diff
+from sparkspec.spec.model import Project, Scene
+
+
+class Action(enum.Enum):
+    CREATE = "create"
+    UPDATE = "update"
+    REPLACE = "replace"
+    REUSE = "reuse"
+    RESTORE = "restore"
+    DELETE = "delete"
+    NOOP = "no-op"
+    STITCH = "stitch"
+
+    @property
+    def symbol(self) -> str:
+        return _SYMBOLS[self]
+
+    @property
+    def renders(self) -> bool:
+        return self in (Action.CREATE, Action.UPDATE, Action.REPLACE)
+
+
+_SYMBOLS = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.REUSE: "=",
+            Action.RESTORE: "<", Action.DELETE: "-", Action.NOOP: " ", Action.STITCH: ">"}
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: str  # "scene" or "sequence"
+    id: str
+    action: Action
+    reasons: tuple[str, ...] = ()
+    key: str | None = None  # None: known only after apply (or a delete)
+    estimated_tokens: int = 0
+    estimated_cost: float | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.kind}.{self.id}"
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    targets: tuple[str, ...] = ()
+    replace: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[Change, ...]
+    options: PlanOptions = PlanOptions()
+    fingerprint: Mapping[str, str] = field(default_factory=dict)
+
+    def scene(self, scene_id: str) -> Change | None:
+        return next((c for c in self.changes if c.kind == "scene" and c.id == scene_id), None)
+
+    def count(self, *actions: Action) -> int:
+        return sum(1 for c in self.changes if c.action in actions)
+
+    @property
+    def has_changes(self) -> bool:
+        return any(c.action is not Action.NOOP for c in self.changes)
+
+    @property
+    def estimated_tokens(self) -> int:
+        return sum(c.estimated_tokens for c in self.changes)
+
+    @property
+    def estimated_cost(self) -> float | None:
+        costs = [c.estimated_cost for c in self.changes if c.estimated_cost is not None]
+        return sum(costs) if costs else None
+
+
+def output_paths(project: Project, scene_id: str) -> tuple[str, str]:
+    base = project.output_dir.rstrip("/")
+    return f"{base}/{scene_id}.mp4", f"{base}/{scene_id}.last.png"
+
+
+def sequence_path(project: Project, name: str) -> str:
+    return f"{project.output_dir.rstrip('/')}/{name}.mp4"
+
+
+def image_identity(scene: Scene, memo: DigestMemo) -> dict[str, str] | None:
+    image = scene.image
+    if image is None:
+        return None
+    if image.path is not None:
+        return first_frame_input(sha256=memo.sha256(image.path))
+    assert image.url is not None
+    if image.url.startswith("data:"):
+        data = base64.b64decode(image.url.split(",", 1)[1])
+        return first_frame_input(sha256=hashlib.sha256(data).hexdigest())
+    return first_frame_input(url=image.url)
+
+
+def check_ids(project: Project, options: PlanOptions) -> None:
+    known = set(project.scenes) | set(project.sequences)
+    for flag, ids in (("--target", options.targets), ("--replace", options.replace)):
+        for wanted in ids:
+            if wanted not in known:
+                raise SparkspecError(f"{flag} {wanted}: no scene or sequence of that id in "
+                                     f"{project.display_path}; see `sparkspec graph`")
+
+
+class _Planner:
+    def __init__(self, project: Project, lock: Lock, cache: Cache, memo: DigestMemo,
+                 options: PlanOptions) -> None:
+        self.project = project
+        self.lock = lock
+        self.cache = cache
+        self.memo = memo
+        self.options = options
+        self.last_frames: dict[str, str | None] = {}  # None: re-renders in this apply
+        self.videos: dict[str, str | None] = {}
+        self.ratios: dict[str, tuple[int, int]] = {}  # pixel size, for estimates
+
+    def file_ok(self, record: FileRecord, wanted_path: str) -> str | None:
+        """Why a recorded output is not as the lock says, or None if it is."""
+        if record.path != wanted_path:
+            return f"{wanted_path} is not materialised yet"
+        digest = self.memo.sha256(self.project.root / record.path)
+        if digest is None:
+            return f"{record.path} is missing"
+        if digest != record.sha256:
+            return f"{record.path} was altered"
+        return None
+
+    def size(self, scene: Scene) -> tuple[int, int]:
+        ratio = scene.ratio
+        if ratio == "adaptive":
+            if scene.image is not None and scene.image.width and scene.image.height:
+                ratio = apifacts.nearest_ratio(scene.image.width, scene.image.height)
+            elif scene.upstream is not None and scene.upstream in self.ratios:
+                w, h = self.ratios[scene.upstream]
+                ratio = apifacts.nearest_ratio(w, h)
+            else:
+                ratio = "16:9"
+        size = apifacts.pixel_size(scene.resolution, ratio)
+        self.ratios[scene.id] = size
+        return size
+
+    def estimate(self, scene: Scene) -> tuple[int, float | None]:
+        width, height = self.size(scene)
+        tokens = apifacts.estimate_tokens(width, height, apifacts.frame_count(scene.duration, scene.frames))
+        price = self.project.provider.price_per_million_tokens
+        if price is None:
+            return tokens, None
+        factor = 0.5 if scene.service_tier == "flex" else 1.0
+        return tokens, tokens / 1e6 * price * factor
+
+    def plan_scene(self, scene: Scene) -> Change:
+        record = self.lock.scenes.get(scene.id)
+        upstream = scene.upstream
+        tokens, cost = self.estimate(scene)
+        forced = scene.id in self.options.replace
+        if upstream is not None and self.last_frames.get(upstream) is None:
+            self.last_frames[scene.id] = self.videos[scene.id] = None
+            partial = scene_key(self.project, scene, None)
+            reasons = [f"upstream {upstream} re-renders"]
+            reasons += _reasons(record, partial, skip=("first_frame",)) if record else []
+            action = Action.REPLACE if forced else Action.UPDATE if record else Action.CREATE
+            return Change("scene", scene.id, action, tuple(reasons), None, tokens, cost)
+        if upstream is not None:
+            first = first_frame_input(sha256=self.last_frames[upstream])
+        else:
+            first = image_identity(scene, self.memo)
+        key = scene_key(self.project, scene, first)
+        if forced:
+            return self.renders(scene, Change("scene", scene.id, Action.REPLACE,
+                                              ("forced by --replace",), key.hex, tokens, cost))
+        if record is not None and record.key == key.hex:
+            video_path, frame_path = output_paths(self.project, scene.id)
+            problem = self.file_ok(record.video, video_path) or self.file_ok(record.last_frame, frame_path)
+            self.last_frames[scene.id], self.videos[scene.id] = record.last_frame.sha256, record.video.sha256
+            if problem is None:
+                return Change("scene", scene.id, Action.NOOP, (), key.hex)
+            if self.cache.lookup(key.hex) is not None:
+                return Change("scene", scene.id, Action.RESTORE, (problem,), key.hex)
+            return self.renders(scene, Change("scene", scene.id, Action.UPDATE,
+                                              (f"{problem} and not in the cache",), key.hex, tokens, cost))
+        cached = self.cache.lookup(key.hex)
+        if cached is not None:
+            self.last_frames[scene.id], self.videos[scene.id] = cached.last_frame_sha256, cached.video_sha256
+            reasons = _reasons(record, key) if record else []
+            return Change("scene", scene.id, Action.REUSE,
+                          tuple(reasons + ["already rendered: in the cache"]), key.hex)
+        if record is not None:
+            return self.renders(scene, Change("scene", scene.id, Action.UPDATE,
+                                              tuple(_reasons(record, key)), key.hex, tokens, cost))
+        return self.renders(scene, Change("scene", scene.id, Action.CREATE, (), key.hex, tokens, cost))
+
+    def renders(self, scene: Scene, change: Change) -> Change:
+        self.last_frames[scene.id] = self.videos[scene.id] = None
+        return change
+
+    def plan_sequence(self, name: str, members: tuple[str, ...]) -> Change:
+        record = self.lock.sequences.get(name)
+        changed = [m for m in dict.fromkeys(members) if self.videos.get(m) is None]
+        if changed:
+            return Change("sequence", name, Action.STITCH,
+                          tuple(f"member {m} re-renders" for m in changed))
+        digests = tuple(str(self.videos[m]) for m in members)
+        if record is None:
+            return Change("sequence", name, Action.STITCH, ("new sequence",))
+        if record.members != digests:
+            return Change("sequence", name, Action.STITCH, ("its members changed",))
+        problem = self.file_ok(record.video, sequence_path(self.project, name))
+        if problem is not None:
+            return Change("sequence", name, Action.STITCH, (problem,))
+        return Change("sequence", name, Action.NOOP)
+
+
+def plan_changes(project: Project, lock: Lock, cache: Cache, memo: DigestMemo,
+                 options: PlanOptions = PlanOptions(), fingerprint: Mapping[str, str] | None = None) -> Plan:
+    check_ids(project, options)
+    upstreams = {sid: s.upstream for sid, s in project.scenes.items()}
+    sequences = project.sequences
+    if options.targets:
+        wanted = [t for t in options.targets if t in project.scenes]
+        for name in options.targets:
+            if name in sequences:
+                wanted.extend(sequences[name].scenes)
+        selected: Collection[str] = graph.with_upstreams(wanted, upstreams)
+        sequences = {n: s for n, s in sequences.items()
+                     if n in options.targets or (set(s.scenes) <= set(selected) and set(s.scenes) & set(options.targets))}
+    else:
+        selected = project.scenes
+    planner = _Planner(project, lock, cache, memo, options)
+    changes = [planner.plan_scene(project.scenes[sid])
+               for sid in graph.topological_order(upstreams) if sid in selected]
+    if not options.targets:
+        changes += [Change("scene", sid, Action.DELETE, ("not in the spec",))
+                    for sid in lock.scenes if sid not in project.scenes]
+    changes += [planner.plan_sequence(name, seq.scenes) for name, seq in sequences.items()]
+    if not options.targets:
+        changes += [Change("sequence", name, Action.DELETE, ("not in the spec",))
+                    for name in lock.sequences if name not in project.sequences]
+    return Plan(tuple(changes), options, dict(fingerprint or {}))
+
+
+_PARAMETERS = ("resolution", "ratio", "duration", "frames", "camera_fixed", "watermark", "model", "salt",
+               "key_version")
+
+
+def _reasons(record: SceneRecord, key: SceneKey, skip: tuple[str, ...] = ()) -> list[str]:
+    """Why `record` (from the lock) differs from `key`, parameter by parameter."""
+    old, new = record.inputs, key.inputs
+    if not old:
+        return ["the lock has no inputs recorded for it"]
+    reasons = []
+    if old.get("provider") != new.get("provider"):
+        reasons.append(f"provider: {old.get('provider')} -> {new.get('provider')}")
+    if old.get("prompt") != new.get("prompt"):
+        reasons.append(f"prompt: {word_diff(str(old.get('prompt', '')), str(new.get('prompt', '')))}")
+    for name in _PARAMETERS:
+        if old.get(name) != new.get(name):
+            reasons.append(f"{name}: {_show(old.get(name))} -> {_show(new.get(name))}")
+    if "seed" not in skip and not (record.seed_derived and key.seed_derived) and old.get("seed") != new.get("seed"):
+        reasons.append(f"seed: {_show(old.get('seed'))} -> {_show(new.get('seed'))}")
+    if "first_frame" not in skip and old.get("first_frame") != new.get("first_frame"):
+        reasons.append("first frame changed")
+    return reasons or ["key changed"]
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "(unset)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def scene_output_files(project: Project, record: SceneRecord) -> list[Path]:
+    return [project.root / record.video.path, project.root / record.last_frame.path]

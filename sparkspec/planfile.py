@@ -1,0 +1,73 @@
+"""Saved plans (`plan --out FILE`, `apply FILE`): the options they were made with,
+what they were made from, and the changes, so apply can refuse a stale one."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sparkspec.errors import StalePlanError, StatePathError
+from sparkspec.fsutil import atomic_write_text
+from sparkspec.plan import Plan, PlanOptions
+from sparkspec.planview import plan_json
+from sparkspec.spec.loader import LoadOptions
+
+KIND = "sparkspec-plan"
+
+
+@dataclass(frozen=True)
+class SavedPlan:
+    spec: str
+    load_options: LoadOptions
+    plan_options: PlanOptions
+    fingerprint: dict[str, str]
+    changes: list[dict[str, Any]]
+
+
+def save_plan(path: Path, spec: str, plan: Plan, load_options: LoadOptions) -> None:
+    payload = {
+        "kind": KIND,
+        "spec": spec,
+        "options": {
+            "variables": list(load_options.variables), "var_files": list(load_options.var_files),
+            "provider": load_options.provider, "targets": list(plan.options.targets),
+            "replace": list(plan.options.replace),
+        },
+        "fingerprint": dict(plan.fingerprint),
+        **plan_json(plan),
+    }
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def load_plan(path: Path) -> SavedPlan:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if raw.get("kind") != KIND:
+            raise ValueError("not a sparkspec plan")
+        opts = raw["options"]
+        return SavedPlan(
+            spec=str(raw["spec"]),
+            load_options=LoadOptions(tuple(opts["variables"]), tuple(opts["var_files"]), opts["provider"]),
+            plan_options=PlanOptions(tuple(opts["targets"]), tuple(opts["replace"])),
+            fingerprint={str(k): str(v) for k, v in raw["fingerprint"].items()},
+            changes=list(raw["changes"]))
+    except FileNotFoundError:
+        raise StatePathError(f"{path}: no such plan file; make one with `sparkspec plan --out {path}`") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StatePathError(f"{path}: not a readable sparkspec plan ({exc}); make a new one with "
+                             "`sparkspec plan --out FILE`") from None
+
+
+def check_fresh(saved: SavedPlan, fresh: Plan, path: Path) -> None:
+    """Refuse a plan made from another spec, other variables, another lock or cache state."""
+    labels = {"spec_sha256": "the spec", "vars_sha256": "the variables", "lock_sha256": "the lock",
+              "provider": "the provider"}
+    for field, label in labels.items():
+        if saved.fingerprint.get(field) != fresh.fingerprint.get(field):
+            raise StalePlanError(f"{path}: stale plan: {label} changed since it was made; "
+                                 "run `sparkspec plan --out FILE` again")
+    if saved.changes != plan_json(fresh)["changes"]:
+        raise StalePlanError(f"{path}: stale plan: the renders or the cache changed since it was made; "
+                             "run `sparkspec plan --out FILE` again")

@@ -1,0 +1,79 @@
+"""A plan shown to people (text) and to programs (JSON, format_version 1)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sparkspec.plan import Action, Change, Plan
+
+FORMAT_VERSION = "1"
+
+
+def summary(plan: Plan) -> dict[str, Any]:
+    return {
+        "render": plan.count(Action.CREATE, Action.UPDATE, Action.REPLACE),
+        "reuse": plan.count(Action.REUSE),
+        "restore": plan.count(Action.RESTORE),
+        "delete": plan.count(Action.DELETE),
+        "stitch": plan.count(Action.STITCH),
+        "unchanged": plan.count(Action.NOOP),
+        "estimated_tokens": plan.estimated_tokens,
+        "estimated_cost": plan.estimated_cost,
+    }
+
+
+def change_json(change: Change) -> dict[str, Any]:
+    return {
+        "address": change.address, "kind": change.kind, "id": change.id,
+        "action": change.action.value, "reasons": list(change.reasons), "key": change.key,
+        "estimated_tokens": change.estimated_tokens, "estimated_cost": change.estimated_cost,
+    }
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "changes": [change_json(c) for c in plan.changes],
+        "summary": summary(plan),
+    }
+
+
+def dumps(plan: Plan) -> str:
+    return json.dumps(plan_json(plan), sort_keys=False, ensure_ascii=False)
+
+
+def summary_line(plan: Plan) -> str:
+    s = summary(plan)
+    money = f", ~{s['estimated_cost']:,.2f}" if s["estimated_cost"] is not None else ""
+    parts = [f"{s['render']} to render (~{s['estimated_tokens']:,} tokens{money})", f"{s['reuse']} to reuse"]
+    if s["restore"]:
+        parts.append(f"{s['restore']} to restore")
+    parts.append(f"{s['delete']} to delete")
+    if s["stitch"]:
+        parts.append(f"{s['stitch']} to stitch")
+    parts.append(f"{s['unchanged']} unchanged")
+    return "Plan: " + ", ".join(parts) + "."
+
+
+def render_text(plan: Plan) -> str:
+    lines = []
+    shown = [c for c in plan.changes if c.action is not Action.NOOP]
+    if not shown:
+        lines.append("No changes. The renders match the spec.")
+    else:
+        lines.append("sparkspec will:")
+        lines.append("")
+    for change in shown:
+        head = f"  {change.action.symbol:>3} {change.address} ({change.action.value})"
+        if change.action.renders:
+            head += f"  ~{change.estimated_tokens:,} tokens"
+            if change.estimated_cost is not None:
+                head += f", ~{change.estimated_cost:,.2f}"
+            if change.key is None:
+                head += "  [key known after apply]"
+        lines.append(head)
+        lines.extend(f"        {reason}" for reason in change.reasons)
+    lines.append("")
+    lines.append(summary_line(plan))
+    return "\n".join(lines)

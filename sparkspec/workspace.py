@@ -1,0 +1,63 @@
+"""A project opened for work: the spec loaded, its lock, cache and state folder."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sparkspec.cache import Cache, cache_dir
+from sparkspec.diagnostics import Diagnostic
+from sparkspec.digests import DigestMemo
+from sparkspec.lockfile import Lock, lock_path, read_lock
+from sparkspec.plan import Plan, PlanOptions, plan_changes
+from sparkspec.spec.loader import LoadOptions, load_project
+from sparkspec.spec.model import Project
+
+STATE_DIR = ".sparkspec"
+
+
+@dataclass
+class Workspace:
+    project: Project
+    warnings: tuple[Diagnostic, ...]
+    load_options: LoadOptions
+    lock_path: Path
+    lock: Lock
+    lock_text: str
+    state_dir: Path
+    cache: Cache
+    memo: DigestMemo
+
+    def fingerprint(self, options: PlanOptions) -> dict[str, str]:
+        """What a saved plan was made from; apply refuses it when any of this changed."""
+        return {
+            "spec_sha256": self.project.spec_sha256,
+            "vars_sha256": self.project.vars_sha256,
+            "lock_sha256": hashlib.sha256(self.lock_text.encode()).hexdigest(),
+            "provider": self.project.provider.type,
+        }
+
+    def plan(self, options: PlanOptions = PlanOptions()) -> Plan:
+        return plan_changes(self.project, self.lock, self.cache, self.memo, options,
+                            self.fingerprint(options))
+
+    def reload_lock(self) -> None:
+        self.lock, self.lock_text = read_lock(self.lock_path)
+
+    def close(self) -> None:
+        self.memo.save()
+        self.cache.close()
+
+
+def open_workspace(spec: Path, options: LoadOptions = LoadOptions(), display: str | None = None,
+                   environ: Mapping[str, str] = os.environ) -> Workspace:
+    loaded = load_project(spec, options, display)
+    project = loaded.project
+    state_dir = project.root / STATE_DIR
+    path = lock_path(project.spec_path)
+    lock, text = read_lock(path)
+    return Workspace(project, loaded.warnings, options, path, lock, text, state_dir,
+                     Cache(cache_dir(state_dir, environ)), DigestMemo(state_dir, project.root))
