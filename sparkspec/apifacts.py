@@ -14,10 +14,12 @@ EXPIRES_RANGE = (3600, 259200)
 SERVICE_TIERS = ("default", "flex")
 PROMPT_ADVISED_CHARS = 500
 
-API_DEFAULTS = {
+DEFAULT_DURATION = 5
+
+API_DEFAULTS: dict[str, str | int | bool] = {
     "resolution": "1080p",
     "ratio": "16:9",
-    "duration": 5,
+    "duration": DEFAULT_DURATION,
     "camera_fixed": False,
     "watermark": False,
 }
@@ -45,7 +47,7 @@ def frame_count(duration: int | None, frames: int | None) -> int:
     """Frames the API renders: `frames` as given, else 24 per second plus one."""
     if frames is not None:
         return frames
-    return FPS * (duration if duration is not None else API_DEFAULTS["duration"]) + 1  # type: ignore[operator]
+    return FPS * (duration if duration is not None else DEFAULT_DURATION) + 1
 
 
 def nearest_ratio(width: int, height: int) -> str:

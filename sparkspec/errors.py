@@ -76,3 +76,7 @@ class TaskNotFound(ProviderError):
 
 class DownloadError(ProviderError):
     pass
+
+
+class MediaError(SparkspecError):
+    """A video or image that cannot be decoded, probed or stitched."""

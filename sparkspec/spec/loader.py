@@ -160,8 +160,8 @@ class _Resolver:
             base_url=_typed(raw, "base_url", str, None),
             api_key_env=_typed(raw, "api_key_env", str, "SPARK_API_KEY"),
             parallelism=_typed(raw, "parallelism", int, 4),
-            poll=PollConfig(float(initial), float(ceiling)),
-            price_per_million_tokens=float(price) if _is_number(price) else None)
+            poll=PollConfig(float(initial or 0), float(ceiling or 0)),
+            price_per_million_tokens=float(price) if isinstance(price, (int, float)) and _is_number(price) else None)
 
     # -- scenes --------------------------------------------------------------------------
     def scenes(self, data: dict[str, Any], defaults: dict[str, Any], variables: dict[str, Any]
@@ -210,16 +210,13 @@ class _Resolver:
         """The duration or frames set at one level, if any; both at once is an error."""
         duration, frames = level.get("duration"), level.get("frames")
         if duration is not None and frames is not None:
-            if path[0] == "defaults":
-                self.report(path, "set duration or frames, not both", at_key=True)
-            else:
-                self.report(path, "set duration or frames, not both", at_key=True)
-        if _is_int(frames):
+            self.report(path, "set duration or frames, not both", at_key=True)
+        if isinstance(frames, int) and _is_int(frames):
             if not apifacts.valid_frames(frames) and 29 <= frames <= 289:
                 self.report(path + ("frames",), f"{frames} is not 25+4n in [29, 289]; "
                             f"use {frames - (frames - 25) % 4} or {frames - (frames - 25) % 4 + 4}")
             return ("frames", frames)
-        if _is_int(duration):
+        if isinstance(duration, int) and _is_int(duration):
             return ("duration", duration)
         return None
 
@@ -247,7 +244,8 @@ class _Resolver:
         ratio = pick("ratio", str, "adaptive" if has_first_frame else "16:9")
         if ratio == "adaptive" and not has_first_frame:
             self.report(path, "ratio: adaptive needs a first_frame to take the ratio from", at_key=True)
-        length = self.length(raw, path) or default_length or ("duration", apifacts.API_DEFAULTS["duration"])
+        length: tuple[str, int] = (self.length(raw, path) or default_length
+                                   or ("duration", apifacts.DEFAULT_DURATION))
         seed = pick("seed", int, None)
         if seed == -1:
             where = path + ("seed",) if raw.get("seed") == -1 else ("defaults", "seed")

@@ -174,7 +174,7 @@ def _as_jinja_reads_it(source: str) -> str:
 
 def _template_frame(exc: BaseException) -> tuple[str | None, int] | None:
     """The innermost template frame: Jinja rewrites tracebacks to template lines."""
-    found = None
+    found: tuple[str | None, int] | None = None
     for frame in traceback.extract_tb(exc.__traceback__):
         if frame.filename == _INLINE_NAME:
             found = (None, frame.lineno or 1)

@@ -1,0 +1,1 @@
+"""Executing a plan: the engine, its journal, outputs and the apply command."""

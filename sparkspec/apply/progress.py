@@ -1,0 +1,92 @@
+"""How apply reports: JSON lines, plain lines, or a live display on a terminal."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, TextIO
+
+
+class JsonReporter:
+    def __init__(self, stream: TextIO = sys.stdout) -> None:
+        self.stream = stream
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.stream.write(json.dumps(event, sort_keys=True) + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        pass
+
+
+def describe(event: dict[str, Any]) -> str | None:
+    kind = event["event"]
+    subject = event.get("scene") or f"sequence {event.get('sequence')}"
+    if kind == "submitted":
+        return f"{subject}: submitted (task {event['task_id']})"
+    if kind == "completed":
+        return f"{subject}: rendered ({event['tokens']:,} tokens)"
+    if kind == "failed":
+        return f"{subject}: FAILED: {event['error']}"
+    if kind == "skipped":
+        return f"{subject}: skipped: {event['reason']}"
+    if kind in ("reused", "restored", "deleted", "stitched"):
+        return f"{subject}: {kind}"
+    if kind == "progress" and event.get("state") == "collecting":
+        return f"{subject}: collecting task {event['task_id']} from an earlier apply"
+    if kind == "done":
+        return (f"Apply {'complete' if event['ok'] else 'finished with problems'}: "
+                f"{event['completed']} rendered, {event['reused']} reused, {event['restored']} restored, "
+                f"{event['deleted']} deleted, {event['stitched']} stitched, {event['failed']} failed, "
+                f"{event['skipped']} skipped; {event['tokens']:,} tokens.")
+    return None
+
+
+class PlainReporter:
+    def __init__(self, stream: TextIO = sys.stdout) -> None:
+        self.stream = stream
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        line = describe(event)
+        if line is not None:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class LiveReporter:
+    """A rich progress display: a bar per render in flight, and the whole apply's count."""
+
+    def __init__(self, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = Console()
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[state]}"),
+                                 TimeElapsedColumn(), console=self.console, transient=False)
+        self.overall = self.progress.add_task("apply", total=max(total, 1), state="0 tokens")
+        self.tasks: dict[str, Any] = {}
+        self.tokens = 0
+        self.started = time.monotonic()
+        self.progress.start()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind, scene = event["event"], event.get("scene")
+        if kind == "submitted" and scene:
+            self.tasks[scene] = self.progress.add_task(scene, total=1.0, state="submitted")
+        elif kind == "progress" and scene in self.tasks:
+            self.progress.update(self.tasks[scene], completed=event.get("progress") or 0, state="rendering")
+        elif kind in ("completed", "failed", "skipped", "reused", "restored") and scene:
+            if scene in self.tasks:
+                self.progress.update(self.tasks[scene], completed=1.0, state=kind)
+            self.tokens += int(event.get("tokens") or 0)
+            self.progress.update(self.overall, advance=1, state=f"{self.tokens:,} tokens")
+        line = describe(event)
+        if line is not None and kind not in ("submitted", "progress"):
+            self.progress.console.print(line)
+
+    def close(self) -> None:
+        self.progress.stop()

@@ -1,0 +1,38 @@
+"""Providers by type. Each satisfies `sparkspec.providers.base.Provider`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from sparkspec.providers.base import Provider
+from sparkspec.spec.model import ProviderConfig
+
+DEFAULT_BASE_URL = "https://api.sparkdance.ai"
+BASE_URL_ENV = "SPARK_BASE_URL"
+
+
+def _local(config: ProviderConfig, state_dir: Path, environ: Mapping[str, str]) -> Provider:
+    from sparkspec.providers.local import LocalProvider
+
+    return LocalProvider(state_dir / "local")
+
+
+def _spark(config: ProviderConfig, state_dir: Path, environ: Mapping[str, str]) -> Provider:
+    from sparkspec.providers.spark import SparkProvider, api_key_from_env
+
+    key = api_key_from_env(config.api_key_env, environ)
+    base_url = config.base_url or environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+    return SparkProvider(base_url=base_url, api_key=key, model=config.model)
+
+
+PROVIDERS: dict[str, Callable[[ProviderConfig, Path, Mapping[str, str]], Provider]] = {
+    "local": _local,
+    "spark": _spark,
+}
+
+
+def make_provider(config: ProviderConfig, state_dir: Path,
+                  environ: Mapping[str, str] = os.environ) -> Provider:
+    return PROVIDERS[config.type](config, state_dir, environ)
