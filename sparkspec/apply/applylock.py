@@ -1,0 +1,52 @@
+"""One apply (or gc) at a time per project: an OS file lock, and a note of who holds it.
+
+The lock is a filelock on .sparkspec/apply.lock: the OS releases it when its holder
+dies, even by SIGKILL, so a crashed apply never blocks the next one. Beside it,
+apply.holder.json says which process holds it, for the message a second apply prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sparkspec.errors import ApplyLockedError
+from sparkspec.fsutil import atomic_write_text
+
+LOCK_NAME = "apply.lock"
+HOLDER_NAME = "apply.holder.json"
+
+
+@contextmanager
+def apply_lock(state_dir: Path, command: str = "apply") -> Iterator[None]:
+    from filelock import FileLock, Timeout
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(state_dir / LOCK_NAME), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ApplyLockedError(f"{state_dir / LOCK_NAME}: another sparkspec {_holder(state_dir)} "
+                               "is running on this project; wait for it to finish") from None
+    holder = state_dir / HOLDER_NAME
+    try:
+        atomic_write_text(holder, json.dumps({
+            "command": command, "pid": os.getpid(), "host": socket.gethostname(),
+            "started_at": time.strftime("%Y-%m-%d %H:%M:%S %z")}, sort_keys=True))
+        yield
+    finally:
+        holder.unlink(missing_ok=True)
+        lock.release()
+
+
+def _holder(state_dir: Path) -> str:
+    try:
+        raw = json.loads((state_dir / HOLDER_NAME).read_text(encoding="utf-8"))
+        return (f"{raw['command']} (pid {raw['pid']} on {raw['host']}, started {raw['started_at']})")
+    except (OSError, ValueError, KeyError, TypeError):
+        return "apply (holder unknown)"

@@ -1,0 +1,172 @@
+"""`sparkspec apply`: take the apply lock, plan (or load a saved plan), confirm, run the engine.
+
+Exit codes: 0 done, 1 a render failed or was skipped, 130 interrupted (the renders
+still running remotely are named; the next apply collects them from the journal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from sparkspec.apply.applylock import apply_lock
+from sparkspec.apply.engine import ApplyResult, Engine, running_remotely
+from sparkspec.apply.progress import JsonReporter, LiveReporter, PlainReporter
+from sparkspec.errors import SparkspecError
+from sparkspec.gc import register_project
+from sparkspec.plan import Action, Plan, PlanOptions
+from sparkspec.planfile import check_fresh, load_plan
+from sparkspec.planview import render_text
+from sparkspec.providers import make_provider
+from sparkspec.providers.base import Provider
+from sparkspec.spec.loader import LoadOptions
+from sparkspec.workspace import Workspace, open_workspace
+
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+RENDERS = (Action.CREATE, Action.UPDATE, Action.REPLACE)
+
+
+def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, plan_options: PlanOptions,
+              auto_approve: bool, parallelism: int | None, as_json: bool, fail_fast: bool,
+              environ: Mapping[str, str] = os.environ, stdin: TextIO | None = None,
+              stdout: TextIO | None = None) -> int:
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    saved = None
+    if planfile is not None:
+        saved = load_plan(Path(planfile))
+        spec, load_options, plan_options = saved.spec, saved.load_options, saved.plan_options
+    workspace = open_workspace(Path(spec), load_options, display=spec, environ=environ)
+    for warning in sorted(workspace.warnings, key=lambda d: (d.file, d.line, d.column)):
+        click.echo(str(warning), err=True)
+    try:
+        with apply_lock(workspace.state_dir):
+            plan = workspace.plan(plan_options)
+            if saved is not None and planfile is not None:
+                check_fresh(saved, plan, Path(planfile))
+            if not as_json:
+                click.echo(render_text(plan), file=stdout)
+            if not plan.has_changes:
+                if as_json:
+                    JsonReporter(stdout)({"event": "done", "ok": True, "completed": 0, "failed": 0,
+                                          "skipped": 0, "reused": 0, "restored": 0, "deleted": 0,
+                                          "stitched": 0, "tokens": 0})
+                return EXIT_OK
+            # A saved plan was reviewed when it was made, as in terraform.
+            if saved is None and not auto_approve:
+                _confirm(stdin)
+            provider = _provider(workspace, plan, environ)
+            register_project(workspace.cache.directory, workspace.lock_path)
+            return _execute(workspace, plan, provider, parallelism or workspace.project.provider.parallelism,
+                            as_json, fail_fast, stdout)
+    finally:
+        workspace.close()
+
+
+def _confirm(stdin: TextIO) -> None:
+    if not stdin.isatty():
+        raise SparkspecError("apply asks before rendering and there is no terminal to ask on; "
+                             "pass --auto-approve, or apply a saved plan (`sparkspec plan --out FILE`)")
+    click.echo("\nDo you want to render these changes? Only 'yes' is accepted.")
+    answer = click.prompt("Enter a value", default="", show_default=False)
+    if answer.strip() != "yes":
+        raise SparkspecError("apply cancelled; nothing was rendered")
+
+
+def _provider(workspace: Workspace, plan: Plan, environ: Mapping[str, str]) -> Provider:
+    """The provider, or one that refuses, when the plan renders nothing (reuse/restore/delete
+    need no API key)."""
+    if any(c.action in RENDERS for c in plan.changes if c.kind == "scene"):
+        return make_provider(workspace.project.provider, workspace.state_dir, environ)
+    return _NoRenders(workspace.project.provider.type)
+
+
+class _NoRenders:
+    """Stands in for a provider when the plan needs none; the engine never calls it unless an
+    output it was about to reuse vanished while it ran."""
+
+    def __init__(self, type_: str) -> None:
+        self.type = type_
+
+    async def submit(self, request: Any) -> Any:
+        raise SparkspecError(f"{request.scene}: its cached render vanished during apply; "
+                             "run `sparkspec apply` again")
+
+    async def poll(self, task_id: str) -> Any:
+        raise SparkspecError(f"task {task_id} cannot be collected in this apply")
+
+    async def download(self, url: str, dest: Path) -> Any:
+        raise SparkspecError("nothing to download in this apply")
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _execute(workspace: Workspace, plan: Plan, provider: Provider, parallelism: int, as_json: bool,
+             fail_fast: bool, stdout: TextIO) -> int:
+    total = sum(1 for c in plan.changes if c.kind == "scene" and c.action is not Action.NOOP)
+    reporter: JsonReporter | PlainReporter | LiveReporter
+    if as_json:
+        reporter = JsonReporter(stdout)
+    elif stdout.isatty():
+        reporter = LiveReporter(total)
+    else:
+        reporter = PlainReporter(stdout)
+    engine = Engine(workspace, plan, provider, reporter, parallelism, fail_fast=fail_fast)
+    try:
+        result = asyncio.run(_drive(engine, provider))
+    finally:
+        reporter.close()
+    if result.interrupted:
+        running = running_remotely(workspace.state_dir)
+        reporter({"event": "done", "ok": False, "interrupted": True, "running": running,
+                  "completed": len(result.completed), "failed": len(result.failed),
+                  "skipped": len(result.skipped), "reused": len(result.reused),
+                  "restored": len(result.restored), "deleted": len(result.deleted),
+                  "stitched": len(result.stitched), "tokens": result.tokens})
+        if not as_json:
+            click.echo("Interrupted: no new renders were submitted.", err=True)
+            if running:
+                click.echo("Still rendering remotely (the next `sparkspec apply` collects them, "
+                           "at no new cost): " + ", ".join(running), err=True)
+        return EXIT_INTERRUPTED
+    if not result.ok and not as_json:
+        for scene, message in sorted(result.failed.items()):
+            click.echo(f"error: {scene}: {message}", err=True)
+        for scene, reason in sorted(result.skipped.items()):
+            click.echo(f"error: {scene}: skipped: {reason}", err=True)
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+async def _drive(engine: Engine, provider: Provider) -> ApplyResult:
+    """Run the engine; Ctrl-C stops new submissions and leaves running tasks in the journal."""
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+
+    def interrupt() -> None:
+        engine.stop_submitting = "interrupted"
+        engine.result.interrupted = True
+        loop.remove_signal_handler(signal.SIGINT)  # a second Ctrl-C is the default one
+        main.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, interrupt)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+        pass
+    try:
+        return await engine.run()
+    except asyncio.CancelledError:
+        if not engine.result.interrupted:
+            raise
+        return engine.result
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        await provider.aclose()

@@ -1,0 +1,95 @@
+"""`sparkspec gc`: drop cache entries and blobs that no lock refers to.
+
+A cache may be shared by several projects (SPARKSPEC_CACHE_DIR), so every apply
+registers its lock in the cache (projects/<sha256 of the lock's path>), and gc
+keeps whatever any registered lock that still exists refers to. Dropping is the
+only way a paid render leaves the cache, so `--dry-run` lists first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from sparkspec.cache import Cache, cache_dir
+from sparkspec.fsutil import atomic_write_text
+from sparkspec.lockfile import lock_path, read_lock
+
+PROJECTS = "projects"
+
+
+def register_project(cache_directory: Path, lock: Path) -> None:
+    """Note that `lock` keeps entries of this cache alive (idempotent)."""
+    where = str(lock.resolve())
+    entry = cache_directory / PROJECTS / hashlib.sha256(where.encode()).hexdigest()
+    if not entry.exists():
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(entry, where + "\n")
+
+
+def registered_locks(cache_directory: Path) -> list[Path]:
+    folder = cache_directory / PROJECTS
+    if not folder.is_dir():
+        return []
+    return sorted(Path(p.read_text(encoding="utf-8").strip()) for p in folder.iterdir()
+                  if not p.name.startswith("."))
+
+
+def collect(spec: Path, dry_run: bool = False, environ: Mapping[str, str] = os.environ) -> list[str]:
+    from sparkspec.apply.applylock import apply_lock
+
+    root = spec.resolve().parent
+    state_dir = root / ".sparkspec"
+    cache = Cache(cache_dir(state_dir, environ))
+    if not cache.exists():
+        return ["The cache is empty; nothing to drop."]
+    own = lock_path(spec.resolve())
+    locks = sorted({own, *registered_locks(cache.directory)})
+    with apply_lock(state_dir, command="gc"):
+        keep_keys: set[str] = set()
+        keep_blobs: set[str] = set()
+        for path in locks:
+            lock, _ = read_lock(path)
+            for record in lock.scenes.values():
+                keep_keys.add(record.key)
+                keep_blobs.update((record.video.sha256, record.last_frame.sha256))
+        lines: list[str] = []
+        verb = "would drop" if dry_run else "dropped"
+        try:
+            dropped_keys = 0
+            for key in sorted(cache.keys()):
+                render = cache.lookup(key)
+                if key in keep_keys:
+                    if render is not None:
+                        keep_blobs.update((render.video_sha256, render.last_frame_sha256))
+                    continue
+                dropped_keys += 1
+                lines.append(f"{verb} render {key[:12]}" + (f" (task {render.task_id})" if render else ""))
+                if not dry_run:
+                    cache.drop(key)
+            freed = dropped_blobs = 0
+            for sha, blob in list(cache.blobs()):
+                if sha in keep_blobs:
+                    continue
+                size = blob.stat().st_size
+                freed += size
+                dropped_blobs += 1
+                lines.append(f"{verb} blob {sha[:12]} ({_size(size)})")
+                if not dry_run:
+                    blob.unlink(missing_ok=True)
+        finally:
+            cache.close()
+    summary = (f"{'Would drop' if dry_run else 'Dropped'} {dropped_keys} render(s) and {dropped_blobs} "
+               f"blob(s), {_size(freed)}; kept what {len(locks)} lock(s) refer to.")
+    return lines + [summary]
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"

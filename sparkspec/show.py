@@ -1,0 +1,33 @@
+"""`sparkspec show`: the lock as a table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sparkspec.lockfile import lock_path, read_lock
+
+
+def show_lock(spec: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    path = lock_path(spec)
+    lock, text = read_lock(path)
+    console = Console(highlight=False)
+    if not text:
+        console.print(f"No lock at {path}: nothing rendered yet; run `sparkspec apply`.")
+        return
+    table = Table(title=str(path), title_justify="left")
+    for column in ("scene", "provider", "model", "seed", "tokens", "video", "key", "task"):
+        table.add_column(column, justify="right" if column in ("seed", "tokens") else "left",
+                         overflow="fold")
+    total = 0
+    for sid, record in sorted(lock.scenes.items()):
+        total += record.tokens
+        seed = f"{record.seed}{' (derived)' if record.seed_derived else ''}"
+        table.add_row(sid, record.provider, record.model, seed, f"{record.tokens:,}", record.video.path,
+                      record.key[:12], record.task_id)
+    console.print(table)
+    for name, seq in sorted(lock.sequences.items()):
+        console.print(f"sequence {name}: {seq.video.path} ({len(seq.members)} clips)")
+    console.print(f"{len(lock.scenes)} scene(s), {total:,} tokens in all.")
