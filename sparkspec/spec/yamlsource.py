@@ -102,6 +102,8 @@ def load_yaml(text: str, file: str) -> Document:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
+        if _char_at(text, line, col) == "\t":
+            problem = "a tab character; YAML indents with spaces only"
         diag = Diagnostic(file, line, col, "error", "", f"YAML syntax: {problem}")
         return Document(file, None, None, [diag])
     except yaml.YAMLError as exc:
@@ -120,6 +122,14 @@ def load_yaml(text: str, file: str) -> Document:
             "YAML aliases expand too far (an alias bomb?); write the values out instead"))
         doc.data = None
     return doc
+
+
+def _char_at(text: str, line: int, col: int) -> str:
+    """The character at a 1-based position, or '' past the end."""
+    lines = text.split("\n", line)
+    if line > len(lines) or col > len(lines[line - 1]):
+        return ""
+    return lines[line - 1][col - 1]
 
 
 class _AliasBomb(Exception):
