@@ -19,7 +19,7 @@ from typing import Any
 
 from sparkspec import apifacts
 from sparkspec.apply.journal import Journal
-from sparkspec.apply.outputs import check_png, materialize, remove_output
+from sparkspec.apply.outputs import check_png, materialize, remove_output, write_index
 from sparkspec.cache import CachedRender
 from sparkspec.errors import (
     AuthError,
@@ -121,6 +121,10 @@ class Engine:
                     self.delete_sequence(change.id)
                 else:
                     self.sequence(change)
+        if self.scenes or self.sequences:
+            write_index(self.project.root / self.project.output_dir, self.project.name,
+                        {sid: (r.video.path, r.last_frame.path) for sid, r in self.scenes.items()},
+                        {name: r.video.path for name, r in self.sequences.items()})
         self.emit({"event": "done", "ok": self.result.ok, "completed": len(self.result.completed),
                    "failed": len(self.result.failed), "skipped": len(self.result.skipped),
                    "reused": len(self.result.reused), "restored": len(self.result.restored),

@@ -41,8 +41,7 @@ class Loaded:
 
 
 def slugify(value: Any) -> str:
-    text = str(value).lower() if not isinstance(value, bool) else str(value).lower()
-    return _SLUG_RUNS.sub("-", text).strip("-")
+    return _SLUG_RUNS.sub("-", str(value).lower()).strip("-")
 
 
 def load_project(spec_path: Path, options: LoadOptions = LoadOptions(),
