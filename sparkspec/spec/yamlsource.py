@@ -116,9 +116,10 @@ def load_yaml(text: str, file: str) -> Document:
     try:
         doc.data = builder.build(root, ())
     except _AliasBomb as exc:
-        line, col = _mark(exc.node)
+        where, at_key = _alias_site(root, exc.path)
+        line, col = doc.position(where, at_key=at_key)
         doc.diagnostics.append(Diagnostic(
-            file, line, col, "error", "",
+            file, line, col, "error", dotted(where),
             "YAML aliases expand too far (an alias bomb?); write the values out instead"))
         doc.data = None
     return doc
@@ -132,9 +133,32 @@ def _char_at(text: str, line: int, col: int) -> str:
     return lines[line - 1][col - 1]
 
 
+def _alias_site(root: yaml.Node, path: Path) -> tuple[Path, bool]:
+    """Where along `path` the first alias is written: the key it is the value of, or its list.
+
+    An alias resolves to its anchored node, defined earlier in the text than
+    the collection that refers to it.
+    """
+    node = root
+    for i, part in enumerate(path):
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            found = _lookup(node, part)
+            child = found[1] if found else None
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            child = node.value[part]
+        if child is None:
+            break
+        if child.start_mark.index < node.start_mark.index:
+            return (path[: i + 1], True) if isinstance(part, str) else (path[:i], False)
+        node = child
+    return path, False
+
+
 class _AliasBomb(Exception):
-    def __init__(self, node: yaml.Node) -> None:
+    def __init__(self, node: yaml.Node, path: Path) -> None:
         self.node = node
+        self.path = path
 
 
 class _Builder:
@@ -152,7 +176,7 @@ class _Builder:
         self.visits += 1
         self.unique.add(id(node))
         if self.visits > _EXPANSION_SLACK and self.visits > _EXPANSION_FACTOR * len(self.unique):
-            raise _AliasBomb(node)
+            raise _AliasBomb(node, path)
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node, path)
         if isinstance(node, yaml.SequenceNode):
