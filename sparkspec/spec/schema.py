@@ -66,7 +66,8 @@ def _diagnose(doc: Document, error: Any) -> list[Diagnostic]:
             suggestion = f"; did you mean {hint[0]!r}?" if hint else f"; allowed: {', '.join(known)}"
             out.append(at(path + (key,), f"unknown key {key!r}{suggestion}", at_key=True))
         return out
-    if keyword == "propertyNames":
+    # jsonschema reports a bad property name by the keyword inside propertyNames (`pattern`).
+    if keyword == "propertyNames" or "propertyNames" in list(error.absolute_schema_path)[-2:-1]:
         key = instance
         return [at(path + (key,),
                    f"id {key!r} must match ^[a-z0-9][a-z0-9_-]{{0,63}}$ "
