@@ -1,0 +1,123 @@
+"""The apply engine with a provider whose renders fail on purpose: a failed scene skips the
+scenes chained after it, the rest go on, nothing failed enters the lock; --fail-fast stops
+submitting; a task in the journal is collected, not submitted again."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from sparkspec.apply.engine import Engine
+from sparkspec.apply.journal import Journal
+from sparkspec.lockfile import read_lock
+from sparkspec.providers.base import RenderRequest, TaskState, TaskStatus
+from sparkspec.providers.local import LocalProvider
+from sparkspec.workspace import open_workspace
+
+SPEC = """\
+version: 1
+provider: {type: local, parallelism: 1, poll: {initial: 0.01, max: 0.02}}
+defaults: {resolution: 480p, frames: 29, seed: 3}
+scenes:
+  a: {prompt: "a red kite over a beach"}
+  b: {first_frame: {scene: a}, prompt: "the kite dives"}
+  c: {first_frame: {scene: b}, prompt: "the kite lands"}
+  other: {prompt: "a blue boat"}
+sequences:
+  film: {scenes: [a, b, c]}
+"""
+
+
+class FailingProvider(LocalProvider):
+    """The real local renderer, except that the scenes named fail as the API reports it."""
+
+    def __init__(self, workdir: Path, failing: set[str]) -> None:
+        super().__init__(workdir)
+        self.failing = failing
+        self.submitted: list[str] = []
+
+    async def submit(self, request: RenderRequest) -> TaskStatus:
+        self.submitted.append(request.scene)
+        if request.scene in self.failing:
+            return TaskStatus(f"t-{request.scene}", TaskState.FAILED, error_code="003021098",
+                              error_message="generation failed")
+        return await super().submit(request)
+
+
+def run(tmp_path: Path, failing: set[str], *, fail_fast: bool = False,
+        provider: Any = None) -> tuple[Any, Any, list[dict[str, Any]]]:
+    spec = tmp_path / "project.spark.yaml"
+    if not spec.exists():
+        spec.write_text(SPEC)
+    workspace = open_workspace(spec)
+    events: list[dict[str, Any]] = []
+    provider = provider or FailingProvider(workspace.state_dir / "local", failing)
+
+    async def no_sleep(seconds: float) -> None:
+        await asyncio.sleep(0)
+
+    engine = Engine(workspace, workspace.plan(), provider, events.append, parallelism=1,
+                    fail_fast=fail_fast, sleep=no_sleep)
+    try:
+        result = asyncio.run(engine.run())
+    finally:
+        workspace.close()
+    return result, provider, events
+
+
+def test_a_failed_render_skips_its_dependents_and_the_rest_go_on(tmp_path: Path) -> None:
+    result, provider, events = run(tmp_path, {"b"})
+    assert sorted(result.completed) == ["a", "other"]
+    assert set(result.failed) == {"b"} and "003021098" in result.failed["b"]
+    assert "c" in result.skipped and "upstream b did not render" in result.skipped["c"]
+    assert "c" not in provider.submitted
+    assert "sequence film" in result.skipped
+    assert not result.ok
+    lock, _ = read_lock(tmp_path / "project.spark.lock")
+    assert sorted(lock.scenes) == ["a", "other"]
+    assert not (tmp_path / "renders/b.mp4").exists()
+    assert events[-1]["event"] == "done" and events[-1]["failed"] == 1 and events[-1]["skipped"] == 2
+
+    # The failed scene stays out of the lock, so the next apply plans it again.
+    again, provider, _ = run(tmp_path, set())
+    assert sorted(again.completed) == ["b", "c"] and again.ok
+    assert sorted(provider.submitted) == ["b", "c"]
+
+
+def test_fail_fast_stops_submitting(tmp_path: Path) -> None:
+    result, provider, _ = run(tmp_path, {"a"}, fail_fast=True)
+    assert provider.submitted == ["a"]
+    assert set(result.failed) == {"a"}
+    assert "other" in result.skipped and "--fail-fast" in result.skipped["other"]
+
+
+def test_a_task_in_the_journal_is_collected_not_submitted_again(tmp_path: Path) -> None:
+    # A first apply renders `other` only (a, b, c are failed/skipped); then we pretend an apply
+    # was killed after submitting `a`: its task is in the journal and done on the provider's side.
+    (tmp_path / "project.spark.yaml").write_text(SPEC)
+    workspace = open_workspace(tmp_path / "project.spark.yaml")
+    plan = workspace.plan()
+    key = plan.scene("a")
+    assert key is not None and key.key is not None
+    provider = LocalProvider(workspace.state_dir / "local")
+    request = Engine(workspace, plan, provider, lambda e: None, 1).request(
+        workspace.project.scenes["a"], _scene_key(workspace, "a"), None)
+    status = asyncio.run(provider.submit(request))
+    Journal(workspace.state_dir / "journal").record(key.key, "a", "local", status.task_id, 172800)
+    workspace.close()
+
+    counting = FailingProvider(tmp_path / ".sparkspec/local", set())
+    result, _, events = run(tmp_path, set(), provider=counting)
+    assert result.ok
+    assert "a" not in counting.submitted
+    assert {"event": "progress", "scene": "a", "task_id": status.task_id, "state": "collecting"} in events
+    assert Journal(tmp_path / ".sparkspec/journal").entries() == []
+
+
+def _scene_key(workspace: Any, scene_id: str) -> Any:
+    from sparkspec.keys import scene_key
+    from sparkspec.plan import image_identity
+
+    scene = workspace.project.scenes[scene_id]
+    return scene_key(workspace.project, scene, image_identity(scene, workspace.memo))
