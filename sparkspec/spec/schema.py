@@ -94,7 +94,11 @@ def _diagnose(doc: Document, error: Any) -> list[Diagnostic]:
     if keyword == "type":
         wanted = error.validator_value
         names = wanted if isinstance(wanted, list) else [wanted]
-        return [at(path, f"{_show(instance)} is not {' or '.join(_article(n) for n in names)}")]
+        if "number" in names and "integer" in names:
+            names = [n for n in names if n != "integer"]  # every integer is a number
+        nouns = [_article(n) for n in names]
+        either = nouns[0] if len(nouns) == 1 else f"{', '.join(nouns[:-1])} or {nouns[-1]}"
+        return [at(path, f"{_show(instance)} is not {either}")]
     if keyword == "minProperties" and isinstance(instance, dict):
         if path == ("scenes",):
             return [at(path, "at least one scene is required")]
