@@ -59,7 +59,9 @@ def load_project(spec_path: Path, options: LoadOptions = LoadOptions(),
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError([Diagnostic(display, 1, 1, "error", "",
+        before = raw[: exc.start].decode("utf-8")  # valid up to the bad byte
+        line, col = before.count("\n") + 1, len(before) - before.rfind("\n")
+        raise SpecError([Diagnostic(display, line, col, "error", "",
                                     f"not UTF-8 text (byte {exc.start}); save the spec as UTF-8")]) from None
     doc = load_yaml(text, display)
     return _Resolver(spec_path, doc, hashlib.sha256(raw).hexdigest(), options).run()
