@@ -82,16 +82,17 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
 
 
 def _lookup(node: yaml.MappingNode, key: str | int) -> tuple[yaml.Node, yaml.Node] | None:
-    found = None
+    # As the builder does: the first explicit key wins (a duplicate is an error), then merges.
+    merged = None
     for key_node, value_node in node.value:
         if key_node.tag == _MERGE:
             sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
             for source in sources:
-                if isinstance(source, yaml.MappingNode) and found is None:
-                    found = _lookup(source, key)
+                if isinstance(source, yaml.MappingNode) and merged is None:
+                    merged = _lookup(source, key)
         elif isinstance(key_node, yaml.ScalarNode) and str(key_node.value) == str(key):
-            found = (key_node, value_node)
-    return found
+            return key_node, value_node
+    return merged
 
 
 def load_yaml(text: str, file: str) -> Document:
