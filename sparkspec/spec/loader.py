@@ -357,6 +357,7 @@ class _Resolver:
     def check_references(self, data: dict[str, Any], scenes: dict[str, Scene],
                          variants: dict[str, list[str]]) -> None:
         upstreams: dict[str, str | None] = {}
+        declared = _declared_ids(data, variants)
         for eid, scene in scenes.items():
             up = scene.upstream
             if up is None or up in scenes:
@@ -366,10 +367,10 @@ class _Resolver:
             if up in variants:
                 self.report(where, f"{up!r} is a matrix scene; name one of its expansions: "
                             f"{', '.join(variants[up])}")
-            elif up in _mapping(data.get("scenes")):
+            elif up in declared:
                 continue  # that scene has errors of its own
             else:
-                self.report(where, f"no scene {up!r}{_did_you_mean(up, scenes)}")
+                self.report(where, f"no scene {up!r}{_did_you_mean(up, declared)}")
             upstreams[eid] = None
         for cycle in graph.find_cycles(upstreams):
             scene = scenes[cycle[0]]
@@ -380,6 +381,7 @@ class _Resolver:
     def sequences(self, data: dict[str, Any], scenes: dict[str, Scene],
                   variants: dict[str, list[str]]) -> dict[str, SequenceSpec]:
         out: dict[str, SequenceSpec] = {}
+        declared = _declared_ids(data, variants)
         for name, raw in _mapping(data.get("sequences")).items():
             members = _mapping(raw).get("scenes")
             if not isinstance(members, list) or not _ID.match(name):
@@ -393,11 +395,17 @@ class _Resolver:
                 if member in variants:
                     self.report(where, f"{member!r} is a matrix scene; list its expansions: "
                                 f"{', '.join(variants[member])}")
-                elif member not in _mapping(data.get("scenes")):
-                    self.report(where, f"no scene {member!r}{_did_you_mean(member, scenes)}")
+                elif member not in declared:
+                    self.report(where, f"no scene {member!r}{_did_you_mean(member, declared)}")
             if ok and all(isinstance(m, str) for m in members):
                 out[name] = SequenceSpec(name, tuple(members))
         return out
+
+
+def _declared_ids(data: dict[str, Any], variants: dict[str, list[str]]) -> dict[str, None]:
+    """Every scene id the spec declares, resolved or not: plain ids and matrix expansions."""
+    plain = (sid for sid in _mapping(data.get("scenes")) if sid not in variants)
+    return dict.fromkeys([*plain, *(eid for ids in variants.values() for eid in ids)])
 
 
 def _did_you_mean(name: str, options: Mapping[str, Any]) -> str:
