@@ -20,9 +20,10 @@ def _local(config: ProviderConfig, state_dir: Path, environ: Mapping[str, str]) 
 
 
 def _spark(config: ProviderConfig, state_dir: Path, environ: Mapping[str, str]) -> Provider:
-    from sparkspec.providers.spark import SparkProvider, api_key_from_env
+    from sparkspec.providers.spark import SparkProvider, api_key_from_env, enable_debug_log
 
     key = api_key_from_env(config.api_key_env, environ)
+    enable_debug_log(environ)
     base_url = config.base_url or environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
     return SparkProvider(base_url=base_url, api_key=key, model=config.model)
 

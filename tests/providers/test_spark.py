@@ -1,0 +1,526 @@
+"""The spark provider against the fake gateway on loopback: real HTTP, every mapping and fault."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import random
+import socket
+from collections.abc import Awaitable, Callable
+from email.utils import format_datetime
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from PIL import Image
+
+from fakeapi import FakeSparkAPI
+from sparkspec.errors import AuthError, DownloadError, ProviderError, TaskNotFound, TransientError
+from sparkspec.providers.base import FirstFrame, RenderRequest, TaskState, TaskStatus
+from sparkspec.providers.spark import CreateBody, SparkProvider, api_key_from_env, parse_task
+
+MODEL = "spark_dance_v1_0_pro_fast"
+T = TypeVar("T")
+
+
+class Sleeps:
+    """An injected sleep that records and returns at once: no test sleeps for real."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+        await asyncio.sleep(0)
+
+
+def request(**changes: Any) -> RenderRequest:
+    fields: dict[str, Any] = dict(key="k" * 64, scene="intro", model=MODEL, prompt="A kettle, steam rising",
+                                  resolution="480p", ratio="16:9", duration=2, frames=None, seed=1234)
+    fields.update(changes)
+    return RenderRequest(**fields)
+
+
+def run(api: FakeSparkAPI, body: Callable[[SparkProvider], Awaitable[T]], *, key: str | None = None,
+        sleeps: Sleeps | None = None, base_url: str | None = None, **options: Any) -> T:
+    async def main() -> T:
+        provider = SparkProvider(base_url or api.base_url, key or api.api_key, MODEL, sleep=sleeps or Sleeps(),
+                                 rng=random.Random(0), **options)
+        try:
+            return await body(provider)
+        finally:
+            await provider.aclose()
+
+    return asyncio.run(main())
+
+
+async def render(provider: SparkProvider, req: RenderRequest | None = None) -> TaskStatus:
+    status = await provider.submit(req or request())
+    while status.state is TaskState.RUNNING:
+        await asyncio.sleep(0.01)
+        status = await provider.poll(status.task_id)
+    return status
+
+
+@pytest.fixture
+def api(fake_api: FakeSparkAPI) -> FakeSparkAPI:
+    fake_api.render_mode = "placeholder"  # these tests move bytes; the e2e tests decode real videos
+    fake_api.latency = 0.05  # creates answer in_progress, so every render is queried at least once
+    return fake_api
+
+
+# -- the key ---------------------------------------------------------------------------------
+def test_missing_key_names_the_variable_and_the_way_out() -> None:
+    with pytest.raises(AuthError) as info:
+        api_key_from_env("MY_SPARK_KEY", {})
+    assert "MY_SPARK_KEY" in str(info.value) and "--provider local" in str(info.value)
+    with pytest.raises(AuthError):
+        api_key_from_env("MY_SPARK_KEY", {"MY_SPARK_KEY": "  "})
+
+
+def test_a_key_a_header_cannot_carry_is_refused_without_echoing_it() -> None:
+    with pytest.raises(AuthError) as info:
+        api_key_from_env("SPARK_API_KEY", {"SPARK_API_KEY": "sk-abc\ndef"})
+    assert "sk-abc" not in str(info.value)
+    assert api_key_from_env("SPARK_API_KEY", {"SPARK_API_KEY": " sk-abc\n"}) == "sk-abc"
+
+
+# -- the create body -------------------------------------------------------------------------
+def test_create_body_is_exactly_the_reference_shape(api: FakeSparkAPI) -> None:
+    run(api, lambda p: p.submit(request()))
+    assert api.create_bodies == [{"model": MODEL, "input": [{"params": {
+        "content": [{"type": "text", "text": "A kettle, steam rising"}],
+        "return_last_frame": True, "resolution": "480p", "ratio": "16:9", "duration": 2,
+        "seed": 1234, "camera_fixed": False, "watermark": False}}]}]
+
+
+def test_frames_replace_duration_and_request_options_appear_only_when_set(api: FakeSparkAPI) -> None:
+    req = request(duration=None, frames=57, camera_fixed=True, watermark=True, service_tier="flex",
+                  execution_expires_after=3600, callback_url="https://example.com/hook")
+    run(api, lambda p: p.submit(req))
+    params = api.create_bodies[0]["input"][0]["params"]
+    assert params["frames"] == 57 and "duration" not in params
+    assert (params["service_tier"], params["execution_expires_after"], params["callback_url"]) == \
+        ("flex", 3600, "https://example.com/hook")
+    assert params["camera_fixed"] is True and params["watermark"] is True
+
+
+@pytest.mark.parametrize("url", ["https://cdn.example.com/frame.png", "data:image/png;base64,iVBORw0KGgo="])
+def test_url_first_frames_pass_through(api: FakeSparkAPI, url: str) -> None:
+    run(api, lambda p: p.submit(request(first_frame=FirstFrame(url=url), ratio="adaptive")))
+    content = api.create_bodies[0]["input"][0]["params"]["content"]
+    assert content[1] == {"type": "image_url", "image_url": {"url": url}, "role": "first_frame"}
+
+
+@pytest.mark.parametrize("fmt,suffix", [("PNG", "png"), ("JPEG", "jpeg"), ("WEBP", "webp")])
+def test_a_local_first_frame_becomes_a_lower_case_data_url(api: FakeSparkAPI, tmp_path: Path, fmt: str,
+                                                          suffix: str) -> None:
+    path = tmp_path / f"frame.{suffix}"
+    Image.new("RGB", (640, 360), (200, 30, 40)).save(path, fmt)
+    run(api, lambda p: p.submit(request(first_frame=FirstFrame(path=path))))
+    content = api.create_bodies[0]["input"][0]["params"]["content"]
+    assert content[1]["role"] == "first_frame"
+    assert content[1]["image_url"]["url"] == \
+        f"data:image/{suffix};base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def test_the_body_streams_with_its_length_known_and_no_chunk_larger_than_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "big.png"
+    data = random.Random(1).randbytes(1_000_003)
+    Image.frombytes("L", (1000, 1000), data[:1_000_000]).save(path, "PNG")
+    body = CreateBody.build(request(first_frame=FirstFrame(path=path), prompt='quote " and \\ sparkspec'),
+                            MODEL)
+
+    async def collect() -> list[bytes]:
+        return [chunk async for chunk in body.stream()]
+
+    chunks = asyncio.run(collect())
+    joined = b"".join(chunks)
+    assert len(joined) == body.length
+    assert max(len(c) for c in chunks[1:-1]) <= 4 * 64 * 1024
+    parsed = json.loads(joined)
+    url = parsed["input"][0]["params"]["content"][1]["image_url"]["url"]
+    assert base64.b64decode(url.split(",", 1)[1]) == path.read_bytes()
+    assert parsed["input"][0]["params"]["content"][0]["text"] == 'quote " and \\ sparkspec'
+
+
+def test_the_server_receives_exactly_the_announced_length(api: FakeSparkAPI, tmp_path: Path) -> None:
+    path = tmp_path / "f.png"
+    Image.new("RGB", (500, 400), (1, 2, 3)).save(path, "PNG")
+    run(api, lambda p: p.submit(request(first_frame=FirstFrame(path=path))))
+    assert api.create_body_bytes[0] == CreateBody.build(request(first_frame=FirstFrame(path=path)), MODEL).length
+
+
+def test_a_first_frame_that_is_no_image_fails_before_sending(api: FakeSparkAPI, tmp_path: Path) -> None:
+    path = tmp_path / "frame.png"
+    path.write_bytes(b"not an image")
+    with pytest.raises(ProviderError) as info:
+        run(api, lambda p: p.submit(request(first_frame=FirstFrame(path=path))))
+    assert info.value.code == "bad_image" and api.requests["create"] == 0
+
+
+# -- the lifecycle -----------------------------------------------------------------------------
+def test_a_render_completes_with_urls_tokens_and_seed(api: FakeSparkAPI) -> None:
+    api.report_seed = True
+    api.latency = 0.05
+    status = run(api, render)
+    assert status.state is TaskState.COMPLETED and status.progress == 1.0
+    assert status.video_url and "/video.mp4" in status.video_url
+    assert status.last_frame_url and "/last.png" in status.last_frame_url
+    assert status.tokens == 864 * 480 * 49 // 1024
+    assert status.seed == 1234 and status.created_at is not None
+
+
+def test_the_upstream_dialect_is_read_too(api: FakeSparkAPI) -> None:
+    api.dialect = "upstream"
+    api.latency = 0.05
+    status = run(api, render)
+    assert status.state is TaskState.COMPLETED and status.video_url and status.last_frame_url
+    assert status.seed == 1234 and status.tokens == 864 * 480 * 49 // 1024
+
+
+@pytest.mark.parametrize("state", ["in_progress", "queued", "in_queue", "processing", "pending", "running"])
+def test_every_running_status(state: str) -> None:
+    status = parse_task({"id": "t1", "status": state, "progress": 0.4, "created_at": 1700000000})
+    assert (status.state, status.progress, status.created_at) == (TaskState.RUNNING, 0.4, 1700000000.0)
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ({"status": "completed", "output": [{"content": [{"type": "image", "url": "f"}, {"type": "video", "url": "v"}]}],
+      "usage": {"completion_tokens": 100, "total_tokens": 120, "cost": 0.42}, "metadata": {"seed": 9}},
+     dict(video_url="v", last_frame_url="f", tokens=100, cost=0.42, seed=9)),
+    ({"status": "succeeded", "content": {"video_url": "v", "last_frame_url": "f"}, "usage": {"total_tokens": 120},
+      "seed": 7}, dict(video_url="v", last_frame_url="f", tokens=120, seed=7)),
+    ({"status": "completed", "output": [{"content": [{"type": "video", "url": "v"}]}]},
+     dict(video_url="v", last_frame_url=None, tokens=None, seed=None)),
+])
+def test_completed_tasks(raw: dict[str, Any], expected: dict[str, Any]) -> None:
+    status = parse_task({"id": "t1", **raw})
+    assert status.state is TaskState.COMPLETED
+    for name, value in expected.items():
+        assert getattr(status, name) == value, name
+
+
+@pytest.mark.parametrize("raw,code,message", [
+    ({"status": "failed", "error": {"code": "003021098", "error_message": "generation failed"}},
+     "003021098", "generation failed"),
+    ({"status": "failed", "error": {"code": 3021099, "message": "service unavailable"}},
+     "003021099", "service unavailable"),
+    ({"status": "failed", "error": "content policy"}, None, "content policy"),
+    ({"status": "expired"}, "expired", "the task expired"),
+    ({"status": "cancelled"}, "cancelled", "the task cancelled"),
+])
+def test_failed_tasks(raw: dict[str, Any], code: str | None, message: str) -> None:
+    status = parse_task({"id": "t1", **raw})
+    assert (status.state, status.error_code, status.error_message) == (TaskState.FAILED, code, message)
+
+
+def test_an_unknown_status_keeps_the_task_collectable() -> None:
+    with pytest.raises(ProviderError) as info:
+        parse_task({"id": "t1", "status": "teleporting"})
+    assert info.value.code == "unknown_status" and "journal" in str(info.value)
+    assert parse_task({"id": "t1", "status": "teleporting"}, unknown_running=True).state is TaskState.RUNNING
+
+
+@pytest.mark.parametrize("kind,code,message", [
+    ("failed", "003021098", "generation failed"),
+    ("failed", "003021099", "service unavailable"),
+    ("expired", None, None),
+    ("cancelled", None, None),
+])
+def test_failed_tasks_from_the_server(api: FakeSparkAPI, kind: str, code: str | None, message: str | None) -> None:
+    api.outcome(kind, code=code, message=message)
+    status = run(api, render)
+    assert status.state is TaskState.FAILED
+    assert status.error_code == (code or kind)
+    assert (message or kind) in (status.error_message or "")
+
+
+def test_a_plain_string_error_from_the_server(api: FakeSparkAPI) -> None:
+    api.outcome("failed", message="prompt rejected", error_as_string=True)
+    status = run(api, render)
+    assert (status.state, status.error_code, status.error_message) == (TaskState.FAILED, None, "prompt rejected")
+
+
+def test_an_unknown_task_is_task_not_found(api: FakeSparkAPI) -> None:
+    with pytest.raises(TaskNotFound):
+        run(api, lambda p: p.poll("cgt-nope"))
+    assert api.requests["query"] == 1
+
+
+def test_a_forgotten_task_is_task_not_found(api: FakeSparkAPI) -> None:
+    api.latency = 10
+
+    async def body(p: SparkProvider) -> None:
+        status = await p.submit(request())
+        api.forget(status.task_id)
+        await p.poll(status.task_id)
+
+    with pytest.raises(TaskNotFound):
+        run(api, body)
+
+
+# -- faults on the API -------------------------------------------------------------------------
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_key_is_an_auth_error_and_never_retried(api: FakeSparkAPI, status: int) -> None:
+    api.inject("create", "status", status=status, body={"message": "Invalid API key"})
+    with pytest.raises(AuthError) as info:
+        run(api, lambda p: p.submit(request()))
+    assert "Invalid API key" in str(info.value) and api.requests["create"] == 1
+
+
+def test_a_wrong_key_is_refused_by_the_server(api: FakeSparkAPI) -> None:
+    sleeps = Sleeps()
+    with pytest.raises(AuthError):
+        run(api, lambda p: p.poll("cgt-1"), key="wrong", sleeps=sleeps)
+    assert sleeps.calls == [] and api.requests["query"] == 1
+
+
+def test_the_key_never_reaches_a_message_even_when_the_api_echoes_it(api: FakeSparkAPI) -> None:
+    api.inject("create", "status", status=401, body={"message": f"key {api.api_key} is revoked"})
+    with pytest.raises(AuthError) as info:
+        run(api, lambda p: p.submit(request()))
+    assert api.api_key not in str(info.value) and "<redacted>" in str(info.value)
+
+
+def test_insufficient_credits_fails_with_the_apis_message_and_no_retry(api: FakeSparkAPI) -> None:
+    api.inject("create", "status", status=402, body={"message": "Insufficient credits"})
+    with pytest.raises(ProviderError) as info:
+        run(api, lambda p: p.submit(request()))
+    assert not isinstance(info.value, TransientError)
+    assert "Insufficient credits" in str(info.value) and info.value.code == "http_402"
+    assert api.requests["create"] == 1 and api.total_creates == 0
+
+
+def test_a_4xx_with_error_field_carries_that_message(api: FakeSparkAPI) -> None:
+    api.inject("create", "status", status=400, body={"error": "ratio adaptive needs a first frame"})
+    with pytest.raises(ProviderError, match="ratio adaptive needs a first frame"):
+        run(api, lambda p: p.submit(request()))
+
+
+@pytest.mark.parametrize("endpoint", ["create", "query"])
+def test_429_honours_retry_after_in_seconds(api: FakeSparkAPI, endpoint: str) -> None:
+    api.inject(endpoint, "status", status=429, body={"message": "rate limited"}, headers={"Retry-After": "3"},
+               times=2)
+    sleeps = Sleeps()
+    status = run(api, render, sleeps=sleeps)
+    assert status.state is TaskState.COMPLETED
+    assert sleeps.calls == [3.0, 3.0]
+    assert api.total_creates == 1
+
+
+def test_429_honours_retry_after_as_a_date(api: FakeSparkAPI) -> None:
+    when = datetime.now(timezone.utc) + timedelta(seconds=20)
+    api.inject("query", "status", status=429, headers={"Retry-After": format_datetime(when, usegmt=True)})
+    sleeps = Sleeps()
+
+    async def body(p: SparkProvider) -> TaskStatus:
+        status = await p.submit(request())
+        return await p.poll(status.task_id)
+
+    run(api, body, sleeps=sleeps)
+    assert len(sleeps.calls) == 1 and 15 <= sleeps.calls[0] <= 21
+
+
+@pytest.mark.parametrize("endpoint", ["create", "query"])
+@pytest.mark.parametrize("status", [500, 503])
+def test_5xx_is_retried_with_growing_jittered_backoff(api: FakeSparkAPI, endpoint: str, status: int) -> None:
+    api.inject(endpoint, "status", status=status, times=3)
+    sleeps = Sleeps()
+    assert run(api, render, sleeps=sleeps).state is TaskState.COMPLETED
+    assert len(sleeps.calls) == 3
+    for attempt, delay in enumerate(sleeps.calls, start=1):
+        base = 0.5 * 2 ** (attempt - 1)
+        assert base / 2 <= delay <= base
+    assert api.total_creates == 1
+
+
+def test_retries_are_bounded_then_transient(api: FakeSparkAPI) -> None:
+    api.inject("query", "status", status=503, times=100)
+    sleeps = Sleeps()
+    with pytest.raises(TransientError) as info:
+        run(api, lambda p: p.poll("cgt-1"), sleeps=sleeps, max_retries=4)
+    assert len(sleeps.calls) == 4 and api.requests["query"] == 5
+    assert "gave up after 5 attempt(s)" in str(info.value)
+
+
+def test_a_long_retry_after_is_handed_to_the_engine_not_slept(api: FakeSparkAPI) -> None:
+    api.inject("query", "status", status=429, headers={"Retry-After": "3600"})
+    sleeps = Sleeps()
+    with pytest.raises(TransientError) as info:
+        run(api, lambda p: p.poll("cgt-1"), sleeps=sleeps, max_wait=60)
+    assert sleeps.calls == [] and info.value.retry_after == 3600
+
+
+def test_a_reset_query_is_retried(api: FakeSparkAPI) -> None:
+    api.inject("query", "reset", times=2)
+    sleeps = Sleeps()
+    assert run(api, render, sleeps=sleeps).state is TaskState.COMPLETED
+    assert len(sleeps.calls) == 2
+
+
+def test_a_slow_query_times_out_and_is_retried(api: FakeSparkAPI) -> None:
+    api.inject("query", "slow", delay=1.0)
+    sleeps = Sleeps()
+    assert run(api, render, sleeps=sleeps, timeout=0.3).state is TaskState.COMPLETED
+    assert len(sleeps.calls) == 1
+
+
+@pytest.mark.parametrize("kind", ["reset", "slow"])
+def test_a_create_lost_after_sending_is_not_retried_so_it_is_not_paid_twice(api: FakeSparkAPI, kind: str) -> None:
+    api.inject("create", kind, delay=1.0, create_task=True)
+    sleeps = Sleeps()
+    with pytest.raises(ProviderError) as info:
+        run(api, lambda p: p.submit(request()), sleeps=sleeps, timeout=0.3)
+    assert not isinstance(info.value, TransientError)
+    assert info.value.code == "create_unconfirmed" and "paying twice" in str(info.value)
+    assert api.requests["create"] == 1 and api.total_creates == 1 and sleeps.calls == []
+
+
+def test_a_504_on_create_is_not_retried_but_on_query_it_is(api: FakeSparkAPI) -> None:
+    api.inject("create", "status", status=504)
+    with pytest.raises(ProviderError) as info:
+        run(api, lambda p: p.submit(request()))
+    assert info.value.code == "create_unconfirmed" and api.requests["create"] == 1
+    api.inject("query", "status", status=504)
+    assert run(api, render).state is TaskState.COMPLETED
+
+
+def test_connect_errors_are_retried_even_for_create(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    sleeps = Sleeps()
+
+    async def main() -> None:
+        provider = SparkProvider(f"http://127.0.0.1:{port}", "k", MODEL, sleep=sleeps, rng=random.Random(0),
+                                 max_retries=3)
+        try:
+            await provider.submit(request())
+        finally:
+            await provider.aclose()
+
+    with pytest.raises(TransientError, match="could not connect"):
+        asyncio.run(main())
+    assert len(sleeps.calls) == 3
+
+
+def test_a_create_answered_with_an_unknown_status_is_still_returned_for_the_journal(api: FakeSparkAPI) -> None:
+    api.inject("create", "status", status=200, body={"id": "cgt-x", "status": "warming_up"})
+    status = run(api, lambda p: p.submit(request()))
+    assert (status.task_id, status.state) == ("cgt-x", TaskState.RUNNING)
+
+
+# -- downloads -----------------------------------------------------------------------------------
+def completed(api: FakeSparkAPI) -> TaskStatus:
+    status = run(api, render)
+    assert status.state is TaskState.COMPLETED and status.video_url and status.last_frame_url
+    return status
+
+
+def download(api: FakeSparkAPI, url: str, dest: Path, sleeps: Sleeps | None = None, **options: Any) -> Any:
+    return run(api, lambda p: p.download(url, dest), sleeps=sleeps, **options)
+
+
+def expected_bytes(api: FakeSparkAPI, which: str) -> bytes:
+    task = next(iter(api.tasks.values()))
+    assert task.render is not None
+    video, frame, *_ = task.render.result()
+    return (video if which == "video" else frame).read_bytes()
+
+
+def test_downloads_carry_no_authorization_and_hash_while_streaming(api: FakeSparkAPI, tmp_path: Path) -> None:
+    status = completed(api)
+    assert status.video_url and status.last_frame_url
+    video = download(api, status.video_url, tmp_path / "v.part")
+    frame = download(api, status.last_frame_url, tmp_path / "f.part")
+    assert api.download_authorization == [None, None]
+    assert all(h == f"Bearer {api.api_key}" for h in api.api_authorization)
+    data = expected_bytes(api, "video")
+    assert (video.path.read_bytes(), video.sha256, video.size) == (data, hashlib.sha256(data).hexdigest(), len(data))
+    assert frame.path.read_bytes() == expected_bytes(api, "image")
+
+
+@pytest.mark.parametrize("status", [404, 403])
+def test_a_lapsed_url_is_url_expired_and_leaves_no_file(api: FakeSparkAPI, tmp_path: Path, status: int) -> None:
+    url = completed(api).video_url
+    assert url
+    api.inject("video", "status", status=status, body={"message": "NoSuchKey"})
+    sleeps = Sleeps()
+    with pytest.raises(DownloadError) as info:
+        download(api, url, tmp_path / "v.part", sleeps)
+    assert info.value.code == "url_expired" and sleeps.calls == []
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["truncate", "short_length"])
+def test_a_wrong_length_is_retried(api: FakeSparkAPI, tmp_path: Path, kind: str) -> None:
+    url = completed(api).video_url
+    assert url
+    api.inject("video", kind, times=2)
+    sleeps = Sleeps()
+    got = download(api, url, tmp_path / "v.part", sleeps)
+    assert got.path.read_bytes() == expected_bytes(api, "video") and len(sleeps.calls) == 2
+    assert api.requests["download"] == 3
+
+
+@pytest.mark.parametrize("kind", ["truncate", "short_length"])
+def test_a_length_that_stays_wrong_is_bad_length_and_leaves_no_file(api: FakeSparkAPI, tmp_path: Path,
+                                                                    kind: str) -> None:
+    url = completed(api).video_url
+    assert url
+    api.inject("video", kind, times=100)
+    with pytest.raises(DownloadError) as info:
+        download(api, url, tmp_path / "v.part", max_retries=2)
+    assert info.value.code == "bad_length" and api.requests["download"] == 3
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_5xx_and_resets_are_retried(api: FakeSparkAPI, tmp_path: Path) -> None:
+    url = completed(api).last_frame_url
+    assert url
+    api.inject("image", "status", status=503)
+    api.inject("image", "reset")
+    got = download(api, url, tmp_path / "f.part")
+    assert got.path.read_bytes() == expected_bytes(api, "image")
+
+
+def test_a_garbage_body_of_the_right_length_is_delivered_for_the_engine_to_reject(api: FakeSparkAPI,
+                                                                                  tmp_path: Path) -> None:
+    url = completed(api).video_url
+    assert url
+    api.inject("video", "garbage")
+    got = download(api, url, tmp_path / "v.part")
+    assert got.size == len(expected_bytes(api, "video")) and got.path.read_bytes() != expected_bytes(api, "video")
+
+
+def test_a_cancelled_download_leaves_no_file(api: FakeSparkAPI, tmp_path: Path) -> None:
+    url = completed(api).video_url
+    assert url
+    api.inject("video", "slow", delay=1.0)
+
+    async def body(p: SparkProvider) -> None:
+        task = asyncio.create_task(p.download(url, tmp_path / "v.part"))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(api, body)
+    assert not (tmp_path / "v.part").exists()
+
+
+# -- the debug log ---------------------------------------------------------------------------------
+def test_the_debug_log_redacts_the_key_and_url_signatures(api: FakeSparkAPI, tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="sparkspec.providers.spark")
+    status = completed(api)
+    assert status.video_url
+    download(api, status.video_url, tmp_path / "v.part")
+    text = caplog.text
+    assert "Authorization" in text or "authorization" in text
+    assert "<redacted>" in text and api.api_key not in text and "X-Signature" not in text
