@@ -1,0 +1,236 @@
+"""Prompt templates: the sandbox, strict variables, project-only includes, variable precedence."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sparkspec.errors import SpecError
+from sparkspec.spec.loader import LoadOptions, load_project
+from sparkspec.spec.templates import Templates, TemplateProblem, inside
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    (project / "prompts").mkdir(parents=True)
+    (tmp_path / "secret.j2").write_text("the secret\n")
+    return project
+
+
+# -- rendering --------------------------------------------------------------------------------
+
+
+def test_renders_names_filters_loops_and_macros(root: Path) -> None:
+    t = Templates(root)
+    ctx = {"product": "espresso machine", "n": 3, "tastes": ["vanilla", "mocha"], "on": True}
+    assert t.render_inline("A {{ product }}", ctx) == "A espresso machine"
+    assert t.render_inline("{{ n }} cups, {{ on }}", ctx) == "3 cups, True"
+    assert t.render_inline("{{ product | upper }}", ctx) == "ESPRESSO MACHINE"
+    assert t.render_inline("{% for x in tastes %}{{ x }}{% if not loop.last %}, {% endif %}{% endfor %}",
+                           ctx) == "vanilla, mocha"
+    assert t.render_inline("{% macro shot(x) %}[{{ x }}]{% endmacro %}{{ shot(product) }}", ctx) == \
+        "[espresso machine]"
+    assert t.render_inline("no template at all\n", ctx) == "no template at all"
+
+
+names = st.sampled_from(["a", "b", "product", "n"])
+texts = st.text(st.characters(blacklist_characters="{}%#", blacklist_categories=("Cs",)), max_size=12)
+pieces = st.lists(st.one_of(texts, names.map(lambda n: "{{ " + n + " }}"),
+                            names.map(lambda n: "{{" + n + "}}")), max_size=6)
+values = st.one_of(st.text(max_size=8), st.integers(), st.booleans(), st.none(), st.floats(allow_nan=False),
+                   st.lists(st.integers(), max_size=2))
+
+
+@settings(max_examples=60, deadline=None)
+@given(pieces, st.dictionaries(names, values))
+def test_fast_path_renders_exactly_as_jinja(parts: list[str], context: dict[str, Any]) -> None:
+    """Text-and-names prompts skip Jinja's compiler; the result must not change."""
+    source = "".join(parts)
+    reference = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+    with tempfile.TemporaryDirectory() as name:
+        templates = Templates(Path(name))
+        try:
+            expected: str | None = reference.from_string(source).render(context)
+        except jinja2.UndefinedError:
+            expected = None
+        if expected is None:
+            with pytest.raises(TemplateProblem, match="undefined variable"):
+                templates.render_inline(source, context)
+        else:
+            assert templates.render_inline(source, context) == expected
+            assert templates.render_inline(source, context) == expected  # from its cache
+
+
+def test_undefined_variable_is_an_error_with_its_line(root: Path) -> None:
+    t = Templates(root)
+    with pytest.raises(TemplateProblem) as info:
+        t.render_inline("line one\nline two {{ missing }}", {})
+    assert info.value.message == "undefined variable: 'missing' is undefined"
+    assert (info.value.file, info.value.line) == (None, 2)
+    with pytest.raises(TemplateProblem, match="undefined variable"):
+        t.render_inline("{{ product.colour }}", {"product": "x"})
+    with pytest.raises(TemplateProblem, match="undefined variable"):
+        t.render_inline("{% for x in missing %}{{ x }}{% endfor %}", {})
+    # `default` is the explicit way out
+    assert t.render_inline("{{ missing | default('none') }}", {}) == "none"
+
+
+def test_syntax_error_has_its_line(root: Path) -> None:
+    with pytest.raises(TemplateProblem) as info:
+        Templates(root).render_inline("ok\n{% if %}", {})
+    assert info.value.message.startswith("template syntax: ")
+    assert (info.value.file, info.value.line) == (None, 2)
+
+
+# -- the sandbox ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", [
+    "{{ ''.__class__ }}",
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "{{ product.__init__.__globals__ }}",
+    "{{ cycler.__init__.__globals__.os }}",
+    "{{ lipsum.__globals__['os'].system('true') }}",
+    "{{ product['__class__'] }}",
+    "{{ product|attr('__class__') }}",
+    "{{ '{0.__class__}'.format(product) }}",
+])
+def test_sandbox_refuses_unsafe_access(root: Path, source: str) -> None:
+    with pytest.raises(TemplateProblem) as info:
+        Templates(root).render_inline(source, {"product": "espresso"})
+    assert info.value.message.startswith(("not allowed in a template", "undefined variable")), info.value.message
+
+
+def test_sandbox_problem_is_a_diagnostic_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "project.spark.yaml").write_text(
+        'version: 1\nscenes:\n  intro:\n    prompt: "{{ product.__class__.__mro__ }}"\n'
+        "vars: {product: x}\n")
+    with pytest.raises(SpecError) as info:
+        load_project(tmp_path / "project.spark.yaml")
+    (diag,) = info.value.diagnostics
+    assert (diag.line, diag.column, diag.path) == (4, 13, "scenes.intro.prompt")
+    assert "not allowed in a template" in diag.message
+
+
+# -- files, includes and imports -----------------------------------------------------------------
+
+
+def test_prompt_files_include_and_import_from_the_project(root: Path) -> None:
+    (root / "prompts" / "macros.j2").write_text("{% macro shot(x) %}close-up of {{ x }}{% endmacro %}")
+    (root / "prompts" / "style.j2").write_text("in {{ light }} light")
+    (root / "prompts" / "main.j2").write_text(
+        '{% import "prompts/macros.j2" as m %}{{ m.shot(product) }}, {% include "prompts/style.j2" %}\n')
+    out = Templates(root).render_file("prompts/main.j2", {"product": "a cup", "light": "warm"})
+    assert out == "close-up of a cup, in warm light"
+
+
+@pytest.mark.parametrize("reference", ["../secret.j2", "prompts/../../secret.j2", "/etc/hostname", "{abs}"])
+def test_include_and_import_cannot_leave_the_project(root: Path, reference: str) -> None:
+    reference = reference.format(abs=root.parent / "secret.j2")
+    for statement in (f'{{% include "{reference}" %}}', f'{{% import "{reference}" as x %}}',
+                      f'{{% extends "{reference}" %}}'):
+        (root / "prompts" / "main.j2").write_text(f"first line\n{statement}\n")
+        with pytest.raises(TemplateProblem) as info:
+            Templates(root).render_file("prompts/main.j2", {})
+        assert "outside the project folder" in info.value.message
+        assert info.value.file == str(root / "prompts" / "main.j2")
+        assert info.value.line == 2
+        with pytest.raises(TemplateProblem, match="outside the project folder"):
+            Templates(root).render_inline(statement, {})
+
+
+def test_symlink_out_of_the_project_is_refused(root: Path) -> None:
+    os.symlink(root.parent / "secret.j2", root / "prompts" / "link.j2")
+    with pytest.raises(TemplateProblem, match="outside the project folder"):
+        Templates(root).render_inline('{% include "prompts/link.j2" %}', {})
+    assert inside(root, "prompts/link.j2") is None
+    assert inside(root, "prompts/../prompts/x.j2") == root / "prompts" / "x.j2"
+    assert inside(root, "") is None
+    assert inside(root, "/abs") is None
+
+
+def test_errors_inside_included_files_name_that_file_and_line(root: Path) -> None:
+    (root / "prompts" / "inner.j2").write_text("one\ntwo\nthree {{ nope }}\n")
+    (root / "prompts" / "outer.j2").write_text('outer\n{% include "prompts/inner.j2" %}\n')
+    with pytest.raises(TemplateProblem) as info:
+        Templates(root).render_file("prompts/outer.j2", {})
+    assert info.value.file == str(root / "prompts" / "inner.j2")
+    assert info.value.line == 3
+    (root / "prompts" / "inner.j2").write_text("one\n{% endif %}\n")
+    with pytest.raises(TemplateProblem) as info:
+        Templates(root).render_file("prompts/outer.j2", {})
+    assert (info.value.file, info.value.line) == (str(root / "prompts" / "inner.j2"), 2)
+    assert info.value.message.startswith("template syntax:")
+
+
+def test_missing_prompt_file(root: Path) -> None:
+    with pytest.raises(TemplateProblem, match="template file not found: prompts/none.j2"):
+        Templates(root).render_file("prompts/none.j2", {})
+
+
+# -- variable precedence ----------------------------------------------------------------------
+
+PRECEDENCE_SPEC = """\
+version: 1
+vars:
+  a: spec
+  b: spec
+  c: spec
+  d: spec
+  e: spec
+scenes:
+  plain:
+    prompt: "{{ a }} {{ b }} {{ c }} {{ d }} {{ e }}"
+  local:
+    vars: {d: scene, e: scene}
+    prompt: "{{ a }} {{ b }} {{ c }} {{ d }} {{ e }}"
+  variant:
+    vars: {d: scene, e: scene}
+    matrix: {e: [matrix]}
+    prompt: "{{ a }} {{ b }} {{ c }} {{ d }} {{ e }}"
+"""
+
+
+def test_variable_precedence(tmp_path: Path) -> None:
+    """vars < --var-file (later files win) < --var < a scene's vars < its matrix values."""
+    spec = tmp_path / "project.spark.yaml"
+    spec.write_text(PRECEDENCE_SPEC)
+    (tmp_path / "one.yaml").write_text("b: file1\nc: file1\nd: file1\ne: file1\n")
+    (tmp_path / "two.yaml").write_text("c: file2\nd: file2\ne: file2\n")
+    options = LoadOptions(variables=("d=cli", "e=cli"),
+                          var_files=(str(tmp_path / "one.yaml"), str(tmp_path / "two.yaml")))
+    scenes = load_project(spec, options).project.scenes
+    assert scenes["plain"].prompt == "spec file1 file2 cli cli"
+    assert scenes["local"].prompt == "spec file1 file2 scene scene"
+    assert scenes["variant-matrix"].prompt == "spec file1 file2 scene matrix"
+    assert load_project(spec).project.scenes["plain"].prompt == "spec spec spec spec spec"
+
+
+def test_var_values(tmp_path: Path) -> None:
+    spec = tmp_path / "project.spark.yaml"
+    spec.write_text('version: 1\nvars: {n: 2, items: [x, y], nested: {k: v}}\nscenes:\n'
+                    '  s:\n    prompt: "{{ n + 1 }} {{ items | join(\'+\') }} {{ nested.k }} {{ word }}"\n')
+    project = load_project(spec, LoadOptions(variables=("word=a=b",))).project
+    # YAML values keep their types; --var values are text, split at the first `=`
+    assert project.scenes["s"].prompt == "3 x+y v a=b"
+    with pytest.raises(SpecError) as info:
+        load_project(spec, LoadOptions(variables=(" n =5", "word=x")))
+    (diag,) = info.value.diagnostics
+    assert diag.path == "scenes.s.prompt"
+    assert diag.message.startswith("template failed: TypeError")
+
+
+def test_vars_change_the_fingerprint(tmp_path: Path) -> None:
+    spec = tmp_path / "project.spark.yaml"
+    spec.write_text('version: 1\nvars: {a: 1}\nscenes:\n  s:\n    prompt: "x"\n')
+    one = load_project(spec).project.vars_sha256
+    assert load_project(spec, LoadOptions(variables=("a=2",))).project.vars_sha256 != one
+    assert load_project(spec).project.vars_sha256 == one
