@@ -9,6 +9,7 @@ other template goes through Jinja's compiler.
 
 from __future__ import annotations
 
+import keyword
 import re
 import traceback
 from collections.abc import Callable, Mapping
@@ -22,6 +23,11 @@ from jinja2.sandbox import SandboxedEnvironment
 _INLINE_NAME = "<prompt>"
 _DELIMITERS = ("{{", "{%", "{#")
 _NEWLINES = re.compile(r"\r\n|\r|\n")
+_OPENING = re.compile(r"\{[{%#]")  # where Jinja's lexer leaves text: the earliest tag opening
+_NAME_TAG = re.compile(r"\{\{[ \t\n]*([A-Za-z_][A-Za-z0-9_]*)[ \t\n]*\}\}")
+# Names Jinja's parser reads as constants or operators, not as variables.
+_NOT_PLAIN_NAMES = frozenset(keyword.kwlist) | {"true", "false", "none", "and", "or", "not", "in", "is",
+                                                "if", "else"}
 
 Renderer = Callable[[Mapping[str, Any]], str]
 
@@ -105,6 +111,9 @@ class Templates:
         if not any(d in source for d in _DELIMITERS):
             text = _as_jinja_reads_it(source)
             return lambda context: text
+        scanned = _names_only(_as_jinja_reads_it(source))
+        if scanned is not None and not any(is_name and text in self.env.globals for is_name, text, _ in scanned):
+            return _render_parts(scanned)
         try:
             tree = self.env.parse(source, _INLINE_NAME)
         except jinja2.TemplateSyntaxError as exc:
@@ -130,19 +139,7 @@ class Templates:
                 parts.append((True, node.name, node.lineno))
             else:
                 return None
-
-        def render(context: Mapping[str, Any]) -> str:
-            out = []
-            for is_name, text, line in parts:
-                if not is_name:
-                    out.append(text)
-                elif text in context:
-                    out.append(str(context[text]))
-                else:
-                    raise TemplateProblem(f"undefined variable: '{text}' is undefined", None, line)
-            return "".join(out)
-
-        return render
+        return _render_parts(parts)
 
     def _run(self, render: Renderer, context: Mapping[str, Any], name: str, file: str | None) -> str:
         try:
@@ -162,6 +159,44 @@ class Templates:
         except Exception as exc:  # noqa: BLE001 - any error inside user template code
             raise TemplateProblem(f"template failed: {type(exc).__name__}: {exc}", file,
                                   _template_line(exc, name)) from None
+
+
+Parts = list[tuple[bool, str, int]]  # (is a name, the text or the name, its line)
+
+
+def _render_parts(parts: Parts) -> Renderer:
+    def render(context: Mapping[str, Any]) -> str:
+        out = []
+        for is_name, text, line in parts:
+            if not is_name:
+                out.append(text)
+            elif text in context:
+                out.append(str(context[text]))
+            else:
+                raise TemplateProblem(f"undefined variable: '{text}' is undefined", None, line)
+        return "".join(out)
+
+    return render
+
+
+def _names_only(text: str) -> Parts | None:
+    """Jinja's parse of `text` (newlines as Jinja reads them) when it is only text and
+    `{{ name }}`s, found without Jinja's lexer and parser; None for anything else."""
+    parts: Parts = []
+    pos = 0
+    while True:
+        opening = _OPENING.search(text, pos)
+        if opening is None:
+            if pos < len(text):
+                parts.append((False, text[pos:], 0))
+            return parts
+        tag = _NAME_TAG.match(text, opening.start())
+        if tag is None or tag.group(1) in _NOT_PLAIN_NAMES:
+            return None
+        if opening.start() > pos:
+            parts.append((False, text[pos:opening.start()], 0))
+        parts.append((True, tag.group(1), text.count("\n", 0, tag.start(1)) + 1))
+        pos = tag.end()
 
 
 def _as_jinja_reads_it(source: str) -> str:
