@@ -19,6 +19,10 @@ class DigestMemo:
     def __init__(self, state_dir: Path, root: Path) -> None:
         self.path = state_dir / MEMO_NAME
         self.root = root
+        root_text = str(root)
+        # "<root>/": a prefix that names a path's place in the memo without pathlib, where
+        # paths are spelled with "/" (elsewhere `_name` takes pathlib's way).
+        self._prefix = root_text + "/" if os.sep == "/" and not root_text.endswith("/") else None
         self.dirty = False
         self._entries: dict[str, list[int | str]] | None = None
 
@@ -33,23 +37,34 @@ class DigestMemo:
         return self._entries
 
     def _name(self, path: Path) -> str:
+        text = str(path)
+        if self._prefix is not None and text.startswith(self._prefix):
+            return text[len(self._prefix):]  # what relative_to gives: str(path) is normalised
         try:
             return str(path.relative_to(self.root))
         except ValueError:
-            return str(path)
+            return text
 
     def sha256(self, path: Path) -> str | None:
         """The file's sha256, or None when it does not exist."""
+        return self._digest(path, self._name(path))
+
+    def sha256_under(self, root: Path, relative: str) -> str | None:
+        """`sha256(root / relative)`; without building a Path when `relative` is plain."""
+        if self._prefix is None or (root is not self.root and root != self.root) or not _plain(relative):
+            return self.sha256(root / relative)
+        return self._digest(self._prefix + relative, relative)
+
+    def _digest(self, path: Path | str, name: str) -> str | None:
         try:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             return None
         stamp: list[int | str] = [st.st_size, st.st_mtime_ns, st.st_ino]
-        name = self._name(path)
         entry = self.entries.get(name)
         if entry is not None and entry[:3] == stamp:
             return str(entry[3])
-        digest = sha256_file(path)
+        digest = sha256_file(Path(path))
         self.entries[name] = stamp + [digest]
         self.dirty = True
         return digest
@@ -68,3 +83,8 @@ class DigestMemo:
         if self.dirty and self._entries is not None:
             atomic_write_text(self.path, json.dumps(self._entries, sort_keys=True, separators=(",", ":")))
             self.dirty = False
+
+
+def _plain(relative: str) -> bool:
+    """A relative path that pathlib spells as written: no leading "/", no empty or "." parts."""
+    return all(part not in ("", ".") for part in relative.split("/"))

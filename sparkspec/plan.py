@@ -143,7 +143,7 @@ class _Planner:
         """Why a recorded output is not as the lock says, or None if it is."""
         if record.path != wanted_path:
             return f"{wanted_path} is not materialised yet"
-        digest = self.memo.sha256(self.project.root / record.path)
+        digest = self.memo.sha256_under(self.project.root, record.path)
         if digest is None:
             return f"{record.path} is missing"
         if digest != record.sha256:
