@@ -88,6 +88,7 @@ class Task:
     token: str = field(default_factory=lambda: secrets.token_hex(8))
     queries: int = 0
     downloads: int = 0
+    created_mono: float = field(default_factory=time.monotonic)
 
 
 class FakeSparkAPI:

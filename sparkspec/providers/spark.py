@@ -111,8 +111,9 @@ class SparkProvider:
             base_url=self.base_url, transport=transport, timeout=timeout, event_hooks=hooks,
             headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"})
         # Signed output URLs: no key, no cookies, nothing from the environment's netrc.
+        # identity: the announced length is then the length on disk, and can be checked.
         self._files = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=True,
-                                        event_hooks=hooks)
+                                        event_hooks=hooks, headers={"Accept-Encoding": "identity"})
 
     def __repr__(self) -> str:
         return f"SparkProvider(base_url={self.base_url!r}, model={self.model!r})"
