@@ -182,7 +182,9 @@ class _Planner:
             self.last_frames[scene.id] = self.videos[scene.id] = None
             partial = scene_key(self.project, scene, None)
             reasons = [f"upstream {upstream} re-renders"]
-            reasons += _reasons(record, partial, skip=("first_frame",)) if record else []
+            if record is not None:
+                # The upstream explains the new key; list only what else changed.
+                reasons += [r for r in _reasons(record, partial, skip=("first_frame",)) if r != "key changed"]
             action = Action.REPLACE if forced else Action.UPDATE if record else Action.CREATE
             return Change("scene", scene.id, action, tuple(reasons), None, tokens, cost)
         if upstream is not None:
