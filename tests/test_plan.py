@@ -1,0 +1,539 @@
+"""`sparkspec plan`: every action with its reasons, the summary, --json, exit codes, saved plans.
+
+States that need a lock and a cache are built with the lockfile and cache APIs
+directly (`fake_apply`), the way apply leaves them: outputs in renders/, blobs
+and an index entry in the cache, a lock entry per scene and sequence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sparkspec import cli, graph
+from sparkspec.cache import CachedRender
+from sparkspec.errors import SparkspecError, StalePlanError
+from sparkspec.fsutil import atomic_write_bytes
+from sparkspec.keys import first_frame_input, scene_key
+from sparkspec.lockfile import FileRecord, Lock, SceneRecord, SequenceRecord, read_lock, write_lock
+from sparkspec.plan import Action, Plan, PlanOptions, image_identity, output_paths, sequence_path
+from sparkspec.planfile import check_fresh, load_plan
+from sparkspec.planview import plan_json, render_text, summary_line
+from sparkspec.spec.loader import LoadOptions
+from sparkspec.workspace import open_workspace
+
+SPEC = "project.spark.yaml"
+TOKENS = 108_900  # 720p 1:1 (960x960), 5 s = 121 frames: 960*960*121/1024
+
+BASE = """\
+version: 1
+provider: {type: local}
+defaults: {resolution: 720p, ratio: "1:1", seed: 7}
+scenes:
+  intro:
+    prompt: "A cup on a marble counter"
+  pour:
+    first_frame: {scene: intro}
+    prompt: "Coffee pours"
+  logo:
+    prompt: "The logo"
+sequences:
+  final: {scenes: [intro, pour, logo]}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _no_cache_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SPARKSPEC_CACHE_DIR", raising=False)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / SPEC).write_text(BASE)
+    return project
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def fake_apply(root: Path, *, cache: bool = True, load: LoadOptions = LoadOptions()) -> Lock:
+    """Leave the project as a successful apply of its current spec would."""
+    workspace = open_workspace(root / SPEC, load)
+    project = workspace.project
+    upstreams = {sid: s.upstream for sid, s in project.scenes.items()}
+    scenes: dict[str, SceneRecord] = {}
+    last_frames: dict[str, str] = {}
+    for sid in graph.topological_order(upstreams):
+        scene = project.scenes[sid]
+        first = (first_frame_input(sha256=last_frames[scene.upstream]) if scene.upstream
+                 else image_identity(scene, workspace.memo))
+        key = scene_key(project, scene, first)
+        video, frame = f"video {key.hex}".encode(), f"frame {key.hex}".encode()
+        video_path, frame_path = output_paths(project, sid)
+        atomic_write_bytes(root / video_path, video)
+        atomic_write_bytes(root / frame_path, frame)
+        scenes[sid] = SceneRecord(
+            key=key.hex, provider=project.provider.type, model=project.provider.model, task_id=f"task-{sid}",
+            seed=key.seed, tokens=TOKENS, video=FileRecord(video_path, _sha(video), len(video)),
+            last_frame=FileRecord(frame_path, _sha(frame), len(frame)), inputs=dict(key.inputs),
+            seed_derived=key.seed_derived)
+        if cache:
+            for data in (video, frame):
+                atomic_write_bytes(workspace.cache.blob_path(_sha(data)), data)
+            workspace.cache.record(CachedRender(
+                key=key.hex, provider=project.provider.type, model=project.provider.model,
+                task_id=f"task-{sid}", seed=key.seed, tokens=TOKENS, video_sha256=_sha(video),
+                video_bytes=len(video), last_frame_sha256=_sha(frame), last_frame_bytes=len(frame),
+                inputs=dict(key.inputs), seed_derived=key.seed_derived))
+        last_frames[sid] = _sha(frame)
+    sequences = {}
+    for name, seq in project.sequences.items():
+        members = tuple(scenes[m].video.sha256 for m in seq.scenes)
+        data = ("sequence " + " ".join(members)).encode()
+        path = sequence_path(project, name)
+        atomic_write_bytes(root / path, data)
+        sequences[name] = SequenceRecord(members, FileRecord(path, _sha(data), len(data)))
+    lock = Lock(scenes, sequences)
+    write_lock(workspace.lock_path, lock)
+    workspace.close()
+    return lock
+
+
+def plan_of(root: Path, options: PlanOptions = PlanOptions(), load: LoadOptions = LoadOptions()) -> Plan:
+    workspace = open_workspace(root / SPEC, load)
+    try:
+        return workspace.plan(options)
+    finally:
+        workspace.close()
+
+
+def actions(plan: Plan) -> dict[str, str]:
+    return {c.address: c.action.value for c in plan.changes}
+
+
+def reasons(plan: Plan, address: str) -> list[str]:
+    return next(list(c.reasons) for c in plan.changes if c.address == address)
+
+
+def edit(root: Path, old: str, new: str) -> None:
+    text = (root / SPEC).read_text()
+    assert old in text, old
+    (root / SPEC).write_text(text.replace(old, new))
+
+
+def run(args: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
+    """`sparkspec ARGS` through the console entry point; (exit code, stdout, stderr)."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["sparkspec", *args])
+    with CliRunner().isolation() as (out, err, *_):
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        return code, out.getvalue().decode(), err.getvalue().decode()
+
+
+# -- create and no-op --------------------------------------------------------------------------
+
+
+def test_fresh_project_creates_every_scene(root: Path) -> None:
+    plan = plan_of(root)
+    assert actions(plan) == {"scene.intro": "create", "scene.pour": "create", "scene.logo": "create",
+                             "sequence.final": "stitch"}
+    intro, pour = plan.scene("intro"), plan.scene("pour")
+    assert intro is not None and pour is not None
+    assert intro.key is not None and len(intro.key) == 64
+    assert (pour.key, pour.reasons) == (None, ("upstream intro re-renders",))
+    assert [c.estimated_tokens for c in plan.changes] == [TOKENS, TOKENS, TOKENS, 0]
+    assert reasons(plan, "sequence.final") == ["member intro re-renders", "member pour re-renders",
+                                               "member logo re-renders"]
+    assert summary_line(plan) == "Plan: 3 to render (~326,700 tokens), 0 to reuse, 0 to delete, " \
+                                 "1 to stitch, 0 unchanged."
+    text = render_text(plan)
+    assert "    + scene.intro (create)  ~108,900 tokens\n" in text
+    assert "    + scene.pour (create)  ~108,900 tokens  [key known after apply]\n" \
+           "        upstream intro re-renders\n" in text
+
+
+def test_no_op_after_apply(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_apply(root)
+    plan = plan_of(root)
+    assert set(actions(plan).values()) == {"no-op"}
+    assert not plan.has_changes
+    assert render_text(plan) == ("No changes. The renders match the spec.\n\n"
+                                 "Plan: 0 to render (~0 tokens), 0 to reuse, 0 to delete, 4 unchanged.")
+    code, out, _ = run(["plan", "--detailed-exitcode"], root, monkeypatch)
+    assert code == 0 and out.endswith("4 unchanged.\n")
+    lock_text = (root / "project.spark.lock").read_text()
+    run(["plan"], root, monkeypatch)
+    assert (root / "project.spark.lock").read_text() == lock_text  # plan never writes the lock
+
+
+# -- update and its reasons ------------------------------------------------------------------------
+
+
+def test_prompt_change_is_a_word_diff_and_re_renders_downstream(root: Path) -> None:
+    fake_apply(root)
+    edit(root, "A cup on a marble counter", "A mug on a marble counter")
+    plan = plan_of(root)
+    assert actions(plan) == {"scene.intro": "update", "scene.pour": "update", "scene.logo": "no-op",
+                             "sequence.final": "stitch"}
+    assert reasons(plan, "scene.intro") == ["prompt: A [-cup-] {+mug+} on a marble counter"]
+    assert reasons(plan, "scene.pour") == ["upstream intro re-renders"]
+    pour = plan.scene("pour")
+    assert pour is not None and pour.key is None and pour.estimated_tokens == TOKENS
+    assert reasons(plan, "sequence.final") == ["member intro re-renders", "member pour re-renders"]
+    assert summary_line(plan) == ("Plan: 2 to render (~217,800 tokens), 0 to reuse, 0 to delete, "
+                                  "1 to stitch, 1 unchanged.")
+    assert "    ~ scene.intro (update)" in render_text(plan)
+
+
+def test_seed_change(root: Path) -> None:
+    fake_apply(root)
+    edit(root, "seed: 7", "seed: 8")
+    plan = plan_of(root)
+    assert reasons(plan, "scene.intro") == ["seed: 7 -> 8"]
+    assert reasons(plan, "scene.logo") == ["seed: 7 -> 8"]
+    assert reasons(plan, "scene.pour") == ["upstream intro re-renders", "seed: 7 -> 8"]
+
+
+def test_parameter_changes_are_listed_old_to_new(root: Path) -> None:
+    fake_apply(root)
+    edit(root, '  logo:\n    prompt: "The logo"',
+         '  logo:\n    prompt: "The logo"\n    resolution: 1080p\n    frames: 97\n    camera_fixed: true')
+    assert reasons(plan_of(root), "scene.logo") == [
+        "resolution: 720p -> 1080p", "duration: 5 -> (unset)", "frames: (unset) -> 97",
+        "camera_fixed: false -> true"]
+
+
+def test_salt_changes_every_key(root: Path) -> None:
+    fake_apply(root)
+    edit(root, "version: 1\n", "version: 1\nsalt: v2\n")
+    plan = plan_of(root)
+    assert reasons(plan, "scene.intro") == ["salt:  -> v2"]
+    assert plan.count(Action.UPDATE) == 3
+
+
+def test_provider_change(root: Path) -> None:
+    fake_apply(root)
+    plan = plan_of(root, load=LoadOptions(provider="spark"))
+    assert reasons(plan, "scene.intro") == ["provider: local -> spark"]
+    assert reasons(plan, "scene.logo") == ["provider: local -> spark"]
+    assert reasons(plan, "scene.pour") == ["upstream intro re-renders", "provider: local -> spark"]
+
+
+def test_first_frame_change(root: Path) -> None:
+    from PIL import Image
+
+    (root / "assets").mkdir()
+    Image.new("RGB", (640, 480), (1, 2, 3)).save(root / "assets" / "logo.png")
+    edit(root, '    prompt: "The logo"', '    prompt: "The logo"\n    first_frame: {image: assets/logo.png}')
+    fake_apply(root)
+    assert not plan_of(root).has_changes
+    Image.new("RGB", (640, 480), (9, 9, 9)).save(root / "assets" / "logo.png")
+    (root / "assets" / "logo.png").write_bytes((root / "assets" / "logo.png").read_bytes() + b"\0")
+    plan = plan_of(root)
+    assert reasons(plan, "scene.logo") == ["first frame changed"]
+    assert actions(plan)["scene.intro"] == "no-op"
+
+
+def test_image_estimate_uses_the_ratio_nearest_the_first_frame(root: Path) -> None:
+    from PIL import Image
+
+    (root / "assets").mkdir()
+    Image.new("RGB", (480, 640), (1, 2, 3)).save(root / "assets" / "tall.png")  # 0.75: 3:4
+    edit(root, '    prompt: "The logo"',
+         '    prompt: "The logo"\n    ratio: adaptive\n    first_frame: {image: assets/tall.png}')
+    logo = plan_of(root).scene("logo")
+    assert logo is not None and logo.estimated_tokens == 832 * 1120 * 121 // 1024
+
+
+def test_cost_estimate(root: Path) -> None:
+    edit(root, "provider: {type: local}", "provider: {type: local, price_per_million_tokens: 4.2}")
+    edit(root, '    prompt: "The logo"', '    prompt: "The logo"\n    service_tier: flex')
+    plan = plan_of(root)
+    intro, logo = plan.scene("intro"), plan.scene("logo")
+    assert intro is not None and logo is not None
+    assert intro.estimated_cost == pytest.approx(TOKENS / 1e6 * 4.2)
+    assert logo.estimated_cost == pytest.approx(TOKENS / 1e6 * 4.2 / 2)
+    assert summary_line(plan).startswith("Plan: 3 to render (~326,700 tokens, ~1.14), ")
+
+
+# -- replace, reuse, restore, delete ---------------------------------------------------------------
+
+
+def test_replace(root: Path) -> None:
+    fake_apply(root)
+    plan = plan_of(root, PlanOptions(replace=("intro",)))
+    assert actions(plan) == {"scene.intro": "replace", "scene.pour": "update", "scene.logo": "no-op",
+                             "sequence.final": "stitch"}
+    intro = plan.scene("intro")
+    assert intro is not None and intro.reasons == ("forced by --replace",) and intro.key is not None
+    assert reasons(plan, "scene.pour") == ["upstream intro re-renders"]
+    assert "  -/+ scene.intro (replace)" in render_text(plan)
+    fresh = plan_of(root, PlanOptions(replace=("logo",)))
+    assert fresh.count(Action.REPLACE) == 1 and fresh.count(Action.UPDATE) == 0
+
+
+def test_reuse_from_the_cache(root: Path) -> None:
+    first = fake_apply(root)
+    edit(root, "A cup on", "A mug on")
+    fake_apply(root)  # the lock now holds the mug; the cache has both
+    edit(root, "A mug on", "A cup on")
+    plan = plan_of(root)
+    assert actions(plan) == {"scene.intro": "reuse", "scene.pour": "reuse", "scene.logo": "no-op",
+                             "sequence.final": "stitch"}
+    assert reasons(plan, "scene.intro") == ["prompt: A [-mug-] {+cup+} on a marble counter",
+                                            "already rendered: in the cache"]
+    assert reasons(plan, "scene.pour") == ["first frame changed", "already rendered: in the cache"]
+    assert [plan.scene(s).key for s in ("intro", "pour")] == [first.scenes["intro"].key,  # type: ignore[union-attr]
+                                                               first.scenes["pour"].key]
+    assert plan.estimated_tokens == 0
+    assert reasons(plan, "sequence.final") == ["its members changed"]
+    assert summary_line(plan) == ("Plan: 0 to render (~0 tokens), 2 to reuse, 0 to delete, 1 to stitch, "
+                                  "1 unchanged.")
+    assert "    = scene.intro (reuse)" in render_text(plan)
+
+
+def test_restore_missing_or_altered_outputs(root: Path) -> None:
+    fake_apply(root)
+    (root / "renders" / "logo.mp4").unlink()
+    (root / "renders" / "intro.last.png").write_bytes(b"edited by hand, longer than before")
+    plan = plan_of(root)
+    assert actions(plan) == {"scene.intro": "restore", "scene.pour": "no-op", "scene.logo": "restore",
+                             "sequence.final": "no-op"}
+    assert reasons(plan, "scene.logo") == ["renders/logo.mp4 is missing"]
+    assert reasons(plan, "scene.intro") == ["renders/intro.last.png was altered"]
+    assert plan.estimated_tokens == 0
+    assert summary_line(plan) == ("Plan: 0 to render (~0 tokens), 0 to reuse, 2 to restore, 0 to delete, "
+                                  "2 unchanged.")
+    (root / "renders" / "final.mp4").unlink()
+    assert reasons(plan_of(root), "sequence.final") == ["renders/final.mp4 is missing"]
+
+
+def test_missing_output_not_in_the_cache_renders_again(root: Path) -> None:
+    fake_apply(root, cache=False)
+    (root / "renders" / "logo.mp4").unlink()
+    plan = plan_of(root)
+    assert actions(plan)["scene.logo"] == "update"
+    assert reasons(plan, "scene.logo") == ["renders/logo.mp4 is missing and not in the cache"]
+
+
+def test_output_dir_change_restores_from_the_cache(root: Path) -> None:
+    fake_apply(root)
+    edit(root, "version: 1\n", "version: 1\noutput_dir: out\n")
+    plan = plan_of(root)
+    assert actions(plan)["scene.intro"] == "restore"
+    assert reasons(plan, "scene.intro") == ["out/intro.mp4 is not materialised yet"]
+
+
+def test_delete(root: Path) -> None:
+    fake_apply(root)
+    edit(root, '  logo:\n    prompt: "The logo"\n', "")
+    edit(root, "sequences:\n  final: {scenes: [intro, pour, logo]}\n", "")
+    plan = plan_of(root)
+    assert actions(plan) == {"scene.intro": "no-op", "scene.pour": "no-op", "scene.logo": "delete",
+                             "sequence.final": "delete"}
+    assert reasons(plan, "scene.logo") == ["not in the spec"]
+    assert summary_line(plan) == "Plan: 0 to render (~0 tokens), 0 to reuse, 2 to delete, 2 unchanged."
+    assert "    - scene.logo (delete)" in render_text(plan)
+
+
+def test_stitch_new_sequence_and_changed_members(root: Path) -> None:
+    fake_apply(root)
+    edit(root, "  final: {scenes: [intro, pour, logo]}",
+         "  final: {scenes: [intro, pour, logo]}\n  short: {scenes: [logo, intro]}")
+    plan = plan_of(root)
+    assert actions(plan)["sequence.short"] == "stitch"
+    assert reasons(plan, "sequence.short") == ["new sequence"]
+    edit(root, "  final: {scenes: [intro, pour, logo]}", "  final: {scenes: [logo, intro, pour]}")
+    assert reasons(plan_of(root), "sequence.final") == ["its members changed"]
+
+
+def test_the_summary_line_of_design(root: Path) -> None:
+    """`Plan: 2 to render (~217,800 tokens), 1 to reuse, 1 to delete, 5 unchanged.`"""
+    scenes = "".join(f"  {s}:\n    prompt: \"scene {s}\"\n" for s in "abcdefgh")
+    (root / SPEC).write_text("version: 1\nprovider: {type: local}\n"
+                             "defaults: {resolution: 720p, ratio: \"1:1\"}\nscenes:\n" + scenes)
+    fake_apply(root)
+    edit(root, 'scene c"', 'scene C"')
+    fake_apply(root)
+    edit(root, 'scene C"', 'scene c"')  # c: back to what the cache has
+    edit(root, 'scene a"', 'scene A"')  # a: update
+    edit(root, '  h:\n    prompt: "scene h"\n', '  i:\n    prompt: "scene i"\n')  # h deleted, i created
+    plan = plan_of(root)
+    assert summary_line(plan) == "Plan: 2 to render (~217,800 tokens), 1 to reuse, 1 to delete, 5 unchanged."
+    assert sorted(actions(plan).items()) == [
+        ("scene.a", "update"), ("scene.b", "no-op"), ("scene.c", "reuse"), ("scene.d", "no-op"),
+        ("scene.e", "no-op"), ("scene.f", "no-op"), ("scene.g", "no-op"), ("scene.h", "delete"),
+        ("scene.i", "create")]
+
+
+# -- --json ---------------------------------------------------------------------------------------
+
+
+def test_plan_json(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_apply(root)
+    edit(root, "A cup on", "A mug on")
+    edit(root, '  logo:\n    prompt: "The logo"\n', "")
+    edit(root, "[intro, pour, logo]", "[intro, pour]")
+    code, out, err = run(["plan", "--json"], root, monkeypatch)
+    assert code == 0, err
+    payload = json.loads(out)
+    assert list(payload) == ["format_version", "changes", "summary"]
+    assert payload["format_version"] == "1"
+    by_address = {c["address"]: c for c in payload["changes"]}
+    assert list(by_address) == ["scene.intro", "scene.pour", "scene.logo", "sequence.final"]
+    pour = by_address["scene.pour"]
+    assert {k: pour[k] for k in ("address", "kind", "id", "action", "reasons", "key", "estimated_tokens")} == {
+        "address": "scene.pour", "kind": "scene", "id": "pour", "action": "update",
+        "reasons": ["upstream intro re-renders"], "key": None, "estimated_tokens": TOKENS}
+    assert by_address["scene.intro"]["key"] == plan_of(root).scene("intro").key  # type: ignore[union-attr]
+    assert by_address["scene.logo"]["action"] == "delete"
+    assert by_address["sequence.final"]["kind"] == "sequence"
+    assert by_address["sequence.final"]["action"] == "stitch"
+    summary = payload["summary"]
+    assert {k: summary[k] for k in ("render", "reuse", "restore", "delete", "unchanged", "estimated_tokens")} == {
+        "render": 2, "reuse": 0, "restore": 0, "delete": 1, "unchanged": 0, "estimated_tokens": 217_800}
+    for change in payload["changes"]:
+        assert change["action"] in {"create", "update", "replace", "reuse", "restore", "delete", "no-op",
+                                    "stitch"}
+
+
+def test_plan_json_lists_no_ops(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_apply(root)
+    code, out, _ = run(["plan", "--json", "--detailed-exitcode"], root, monkeypatch)
+    assert code == 0
+    payload = json.loads(out)
+    assert [(c["address"], c["action"], c["reasons"]) for c in payload["changes"]] == [
+        ("scene.intro", "no-op", []), ("scene.pour", "no-op", []), ("scene.logo", "no-op", []),
+        ("sequence.final", "no-op", [])]
+    assert payload["summary"]["unchanged"] == 4
+    assert all(c["key"] for c in payload["changes"] if c["kind"] == "scene")
+
+
+# -- exit codes -----------------------------------------------------------------------------------
+
+
+def test_detailed_exitcode(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run(["plan", "--detailed-exitcode"], root, monkeypatch)[0] == 2
+    assert run(["plan"], root, monkeypatch)[0] == 0
+    fake_apply(root)
+    assert run(["plan", "--detailed-exitcode"], root, monkeypatch)[0] == 0
+    edit(root, "seed: 7", "seed: 99999999999")
+    code, out, err = run(["plan", "--detailed-exitcode"], root, monkeypatch)
+    assert code == 1 and out == ""
+    assert err.startswith("project.spark.yaml:3:50: error: defaults.seed: 99999999999 is not in")
+
+
+def test_unknown_target_or_replace(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for flag in ("--target", "--replace"):
+        code, out, err = run(["plan", flag, "nope"], root, monkeypatch)
+        assert code == 1 and "Traceback" not in err
+        assert err == (f"error: {flag} nope: no scene or sequence of that id in project.spark.yaml; "
+                       "see `sparkspec graph`\n")
+
+
+# -- --target -----------------------------------------------------------------------------------
+
+
+def test_target_plans_the_upstream_closure_only(root: Path) -> None:
+    plan = plan_of(root, PlanOptions(targets=("pour",)))
+    assert actions(plan) == {"scene.intro": "create", "scene.pour": "create"}
+    plan = plan_of(root, PlanOptions(targets=("logo",)))
+    assert actions(plan) == {"scene.logo": "create"}
+    plan = plan_of(root, PlanOptions(targets=("final",)))
+    assert actions(plan) == {"scene.intro": "create", "scene.pour": "create", "scene.logo": "create",
+                             "sequence.final": "stitch"}
+
+
+def test_target_never_deletes(root: Path) -> None:
+    fake_apply(root)
+    edit(root, '  logo:\n    prompt: "The logo"\n', "")
+    edit(root, "[intro, pour, logo]", "[intro, pour]")
+    edit(root, "A cup on", "A mug on")
+    plan = plan_of(root, PlanOptions(targets=("intro",)))
+    assert actions(plan) == {"scene.intro": "update"}
+
+
+# -- saved plans ---------------------------------------------------------------------------------
+
+
+def test_saved_plan_and_stale_detection(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_apply(root)
+    edit(root, "A cup on", "A mug on")
+    code, out, _ = run(["plan", "--out", "mug.plan", "--var", "unused=1"], root, monkeypatch)
+    assert code == 0
+    assert out.rstrip().endswith("Saved the plan to mug.plan; run `sparkspec apply mug.plan` to carry it out.")
+    saved = load_plan(root / "mug.plan")
+    assert saved.spec == SPEC
+    assert saved.load_options == LoadOptions(variables=("unused=1",))
+    assert [c["action"] for c in saved.changes] == ["update", "update", "no-op", "stitch"]
+    load = saved.load_options
+
+    def fresh() -> Plan:
+        return plan_of(root, saved.plan_options, load)
+
+    check_fresh(saved, fresh(), root / "mug.plan")  # nothing changed: fine
+
+    original = (root / SPEC).read_text()
+    (root / SPEC).write_text(original + "# a comment\n")
+    with pytest.raises(StalePlanError, match="the spec changed"):
+        check_fresh(saved, fresh(), root / "mug.plan")
+    (root / SPEC).write_text(original)
+
+    load = LoadOptions(variables=("unused=2",))
+    with pytest.raises(StalePlanError, match="the variables changed"):
+        check_fresh(saved, fresh(), root / "mug.plan")
+    load = saved.load_options
+
+    lock_text = (root / "project.spark.lock").read_text()
+    (root / "project.spark.lock").write_text(lock_text.replace('"task-logo"', '"task-logo-2"'))
+    with pytest.raises(StalePlanError, match="the lock changed"):
+        check_fresh(saved, fresh(), root / "mug.plan")
+    (root / "project.spark.lock").write_text(lock_text)
+
+    load = LoadOptions(variables=("unused=1",), provider="spark")
+    with pytest.raises(StalePlanError, match="(the provider|the variables) changed"):
+        check_fresh(saved, fresh(), root / "mug.plan")
+    load = saved.load_options
+
+    # The mug appears in the cache (another checkout applied it): same spec and lock, other changes.
+    lock_before = read_lock(root / "project.spark.lock")[1]
+    fake_apply(root)
+    (root / "project.spark.lock").write_text(lock_before)
+    with pytest.raises(StalePlanError, match="the renders or the cache changed"):
+        check_fresh(saved, fresh(), root / "mug.plan")
+
+
+def test_saved_plan_json_matches_plan_json(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, _ = run(["plan", "--json", "--out", "p.json", "--target", "pour"], root, monkeypatch)
+    assert code == 0
+    saved = json.loads((root / "p.json").read_text())
+    printed = json.loads(out)
+    assert saved["changes"] == printed["changes"]
+    assert saved["options"]["targets"] == ["pour"]
+    assert set(saved["fingerprint"]) == {"spec_sha256", "vars_sha256", "lock_sha256", "provider"}
+    assert load_plan(root / "p.json").plan_options == PlanOptions(targets=("pour",))
+
+
+def test_unreadable_saved_plan(tmp_path: Path) -> None:
+    (tmp_path / "bad.plan").write_text("{not json")
+    with pytest.raises(SparkspecError, match="not a readable sparkspec plan"):
+        load_plan(tmp_path / "bad.plan")
+    with pytest.raises(SparkspecError, match="no such plan file"):
+        load_plan(tmp_path / "none.plan")
+
+
+def test_plan_json_is_a_pure_function_of_the_plan(root: Path) -> None:
+    plan = plan_of(root)
+    assert plan_json(plan) == plan_json(plan_of(root))
