@@ -1,0 +1,283 @@
+"""The loader: how values resolve, what matrices expand to, what warns, and what passes."""
+
+from __future__ import annotations
+
+import base64
+import io
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sparkspec import cli
+from sparkspec.errors import SpecError
+from sparkspec.spec.loader import LoadOptions, load_project, slugify
+from sparkspec.spec.model import Project
+
+SPEC = "project.spark.yaml"
+
+
+def load(tmp_path: Path, text: str, options: LoadOptions = LoadOptions()) -> Project:
+    (tmp_path / SPEC).write_text(text)
+    return load_project(tmp_path / SPEC, options).project
+
+
+def errors(tmp_path: Path, text: str) -> list[str]:
+    (tmp_path / SPEC).write_text(text)
+    with pytest.raises(SpecError) as info:
+        load_project(tmp_path / SPEC)
+    return [f"{d.line}:{d.column} {d.path}: {d.message}"
+            for d in sorted(info.value.diagnostics) if d.severity == "error"]
+
+
+def png(path: Path, size: tuple[int, int] = (640, 480)) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (200, 100, 50)).save(buffer, "PNG")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buffer.getvalue())
+    return buffer.getvalue()
+
+
+# -- resolution of values ---------------------------------------------------------------------------
+
+
+def test_api_defaults(tmp_path: Path) -> None:
+    project = load(tmp_path, 'version: 1\nscenes:\n  s:\n    prompt: "x"\n')
+    s = project.scenes["s"]
+    assert (s.resolution, s.ratio, s.duration, s.frames, s.seed, s.camera_fixed, s.watermark) == \
+        ("1080p", "16:9", 5, None, None, False, False)
+    assert (s.service_tier, s.execution_expires_after, s.callback_url, s.description) == (None, None, None, None)
+    assert (project.name, project.output_dir, project.salt) == (tmp_path.name, "renders", "")
+    p = project.provider
+    assert (p.type, p.model, p.api_key_env, p.parallelism, p.base_url, p.price_per_million_tokens) == \
+        ("spark", "spark_dance_v1_0_pro_fast", "SPARK_API_KEY", 4, None, None)
+
+
+def test_scene_beats_defaults(tmp_path: Path) -> None:
+    project = load(tmp_path, """\
+version: 1
+defaults: {resolution: 720p, ratio: "4:3", seed: 1, camera_fixed: true, watermark: true,
+           service_tier: flex, execution_expires_after: 7200, callback_url: "https://a.example/cb"}
+scenes:
+  inherit:
+    prompt: "x"
+  own:
+    prompt: "y"
+    resolution: 480p
+    ratio: "9:16"
+    seed: 2
+    camera_fixed: false
+    watermark: false
+    service_tier: default
+    execution_expires_after: 3600
+    callback_url: "http://b.example/cb"
+    description: "the own scene"
+""")
+    inherit, own = project.scenes["inherit"], project.scenes["own"]
+    assert (inherit.resolution, inherit.ratio, inherit.seed, inherit.camera_fixed, inherit.watermark,
+            inherit.service_tier, inherit.execution_expires_after, inherit.callback_url) == \
+        ("720p", "4:3", 1, True, True, "flex", 7200, "https://a.example/cb")
+    assert (own.resolution, own.ratio, own.seed, own.camera_fixed, own.watermark, own.service_tier,
+            own.execution_expires_after, own.callback_url, own.description) == \
+        ("480p", "9:16", 2, False, False, "default", 3600, "http://b.example/cb", "the own scene")
+
+
+@pytest.mark.parametrize("defaults, scene, expected", [
+    ("", "", ("duration", 5)),
+    ("duration: 4", "", ("duration", 4)),
+    ("frames: 97", "", ("frames", 97)),
+    ("frames: 97", "duration: 3", ("duration", 3)),  # the more specific level wins
+    ("duration: 3", "frames: 57", ("frames", 57)),
+    ("duration: 3", "duration: 6", ("duration", 6)),
+    ("frames: 97", "frames: 29", ("frames", 29)),
+])
+def test_duration_or_frames_the_most_specific_wins(tmp_path: Path, defaults: str, scene: str,
+                                                   expected: tuple[str, int]) -> None:
+    text = (f"version: 1\ndefaults: {{{defaults}}}\nscenes:\n  s:\n    prompt: \"x\"\n"
+            + (f"    {scene}\n" if scene else ""))
+    s = load(tmp_path, text).scenes["s"]
+    assert (("duration", s.duration) if s.frames is None else ("frames", s.frames)) == expected
+    assert (s.duration is None) != (s.frames is None)
+
+
+@pytest.mark.parametrize("ratio", ["16:9", "4:3", "1:1", "3:4", "9:16", "21:9"])
+def test_unquoted_ratio_is_the_ratio_written(tmp_path: Path, ratio: str) -> None:
+    project = load(tmp_path, f"version: 1\ndefaults: {{ratio: {ratio}}}\nscenes:\n"
+                             f"  a:\n    prompt: x\n  b:\n    prompt: y\n    ratio: {ratio}\n")
+    assert project.scenes["a"].ratio == project.scenes["b"].ratio == ratio
+
+
+def test_first_frame_defaults_to_adaptive(tmp_path: Path) -> None:
+    png(tmp_path / "assets" / "a.png")
+    project = load(tmp_path, """\
+version: 1
+scenes:
+  still:
+    prompt: "x"
+    first_frame: {image: assets/a.png}
+  chained:
+    prompt: "y"
+    first_frame: {scene: still}
+  plain:
+    prompt: "z"
+""")
+    assert [project.scenes[s].ratio for s in ("still", "chained", "plain")] == ["adaptive", "adaptive", "16:9"]
+    assert project.scenes["chained"].upstream == "still"
+    image = project.scenes["still"].image
+    assert image is not None and image.path == tmp_path.resolve() / "assets" / "a.png"
+    assert (image.width, image.height) == (640, 480)
+
+
+def test_images_files_urls_data_urls_and_templates(tmp_path: Path) -> None:
+    data = base64.b64encode(png(tmp_path / "assets" / "espresso.png", (500, 400))).decode()
+    project = load(tmp_path, f"""\
+version: 1
+vars: {{product: espresso}}
+scenes:
+  file:
+    prompt: "x"
+    first_frame: {{image: "assets/{{{{ product }}}}.png"}}
+  remote:
+    prompt: "x"
+    first_frame: {{image: "https://cdn.example.com/frame.png"}}
+  inline:
+    prompt: "x"
+    first_frame: {{image: "data:image/png;base64,{data}"}}
+""")
+    file, remote, inline = (project.scenes[s].image for s in ("file", "remote", "inline"))
+    assert file is not None and file.text == "assets/espresso.png" and file.width == 500
+    assert remote is not None and remote.url == "https://cdn.example.com/frame.png" and remote.path is None
+    assert inline is not None and inline.url is not None and inline.url.startswith("data:image/png;base64,")
+    assert (inline.width, inline.height) == (500, 400)
+
+
+def test_merge_keys_and_anchors(tmp_path: Path) -> None:
+    project = load(tmp_path, """\
+version: 1
+vars:
+  look: &look {resolution: 720p, ratio: "1:1", seed: 3}
+scenes:
+  a:
+    <<: *look
+    prompt: "x"
+  b:
+    <<: *look
+    seed: 4
+    prompt: "y"
+""")
+    a, b = project.scenes["a"], project.scenes["b"]
+    assert (a.resolution, a.ratio, a.seed) == ("720p", "1:1", 3)
+    assert (b.resolution, b.seed) == ("720p", 4)  # an explicit key beats the merged one
+
+
+# -- matrices ---------------------------------------------------------------------------------
+
+
+def test_matrix_expansion_ids_and_values(tmp_path: Path) -> None:
+    project = load(tmp_path, """\
+version: 1
+vars: {product: latte}
+scenes:
+  flavor:
+    matrix:
+      taste: [Vanilla Bean, "caramel!"]
+      size: [1.5, true]
+    vars: {cup: mug}
+    prompt: "{{ size }} {{ taste }} {{ product }} in a {{ cup }}"
+sequences:
+  all: {scenes: [flavor-vanilla-bean-1-5, flavor-caramel-true]}
+""")
+    assert list(project.scenes) == ["flavor-vanilla-bean-1-5", "flavor-vanilla-bean-true",
+                                    "flavor-caramel-1-5", "flavor-caramel-true"]
+    assert project.scenes["flavor-caramel-true"].prompt == "True caramel! latte in a mug"
+    assert {s.source_id for s in project.scenes.values()} == {"flavor"}
+    assert project.sequences["all"].scenes == ("flavor-vanilla-bean-1-5", "flavor-caramel-true")
+
+
+@pytest.mark.parametrize("value, slug", [
+    ("Vanilla Bean", "vanilla-bean"), ("  a__b  ", "a-b"), ("Crème brûlée", "cr-me-br-l-e"),
+    (1.5, "1-5"), (True, "true"), (42, "42"), ("x--y", "x-y"),
+])
+def test_slugify(value: object, slug: str) -> None:
+    assert slugify(value) == slug
+
+
+def test_matrix_scene_chained_by_expanded_id(tmp_path: Path) -> None:
+    project = load(tmp_path, """\
+version: 1
+scenes:
+  base:
+    matrix: {taste: [a, b]}
+    prompt: "{{ taste }}"
+  next:
+    first_frame: {scene: base-b}
+    prompt: "after"
+""")
+    assert project.scenes["next"].upstream == "base-b"
+
+
+# -- warnings --------------------------------------------------------------------------------
+
+
+def test_warnings_do_not_fail(tmp_path: Path) -> None:
+    long = "word " * 120
+    (tmp_path / SPEC).write_text(f"version: 1\ndefaults: {{seed: -1}}\nscenes:\n"
+                                 f"  a:\n    prompt: \"{long}\"\n  b:\n    prompt: x\n    seed: -1\n")
+    loaded = load_project(tmp_path / SPEC)
+    assert [(w.line, w.column, w.path, w.message.split(":")[0]) for w in sorted(loaded.warnings)] == [
+        (2, 18, "defaults.seed", "seed -1 asks the API for a random seed"),
+        (5, 13, "scenes.a.prompt", "the rendered prompt is 600 characters; the API advises at most 500"),
+        (8, 11, "scenes.b.seed", "seed -1 asks the API for a random seed"),
+    ]
+    assert all(w.severity == "warning" for w in loaded.warnings)
+    assert loaded.project.scenes["a"].seed == -1
+
+
+def test_validate_prints_warnings_and_needs_no_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / SPEC).write_text("version: 1\nscenes:\n  a:\n    prompt: x\n    seed: -1\n"
+                                 "sequences:\n  all: {scenes: [a]}\n")
+    monkeypatch.delenv("SPARK_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["sparkspec", "validate"])
+    with CliRunner().isolation() as (out, err, *_):
+        cli.main()  # returns: exit 0
+        stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
+    assert stdout == "project.spark.yaml: valid (1 scene, 1 sequence(s)).\n"
+    assert stderr.startswith("project.spark.yaml:5:11: warning: scenes.a.seed: seed -1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [SPEC]
+
+
+# -- errors the corpus does not spell out -----------------------------------------------------
+
+
+def test_errors_are_unique(tmp_path: Path) -> None:
+    assert errors(tmp_path, """\
+version: 1
+scenes:
+  flavor:
+    matrix: {taste: [a, b, c]}
+    prompt: "{{ nope }}"
+  z:
+    prompt: "x"
+    duration: 99
+""") == ["5:13 scenes.flavor.prompt: undefined variable: 'nope' is undefined",
+         "8:15 scenes.z.duration: 99 is not in 2..12"]
+
+
+def test_template_error_in_a_folded_block_points_into_it(tmp_path: Path) -> None:
+    assert errors(tmp_path, 'version: 1\nscenes:\n  s:\n    prompt: |\n      one\n      two {{ x }}\n') == [
+        "6:7 scenes.s.prompt: undefined variable: 'x' is undefined"]
+
+
+def test_spec_under_another_name_and_folder(tmp_path: Path) -> None:
+    (tmp_path / "sub" / "prompts").mkdir(parents=True)
+    (tmp_path / "sub" / "prompts" / "p.j2").write_text("hello {{ who }}\n")
+    (tmp_path / "sub" / "spot.yml").write_text(
+        "version: 1\nvars: {who: world}\nscenes:\n  s:\n    prompt_file: prompts/p.j2\n")
+    project = load_project(tmp_path / "sub" / "spot.yml", display="sub/spot.yml").project
+    assert project.scenes["s"].prompt == "hello world"
+    assert project.root == (tmp_path / "sub").resolve()
+    assert project.display_path == "sub/spot.yml"
