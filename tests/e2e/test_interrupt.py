@@ -1,0 +1,48 @@
+"""Ctrl-C during apply: no new submissions, exit 130, what finished is kept, nothing re-rendered."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+from .conftest import Project
+
+SPEC = """\
+version: 1
+provider: {type: local, parallelism: 1}
+defaults: {resolution: 480p, frames: 29}
+scenes:
+""" + "".join(f"  s{i}: {{prompt: \"shot number {i} of a slow river\"}}\n" for i in range(8))
+
+
+def test_ctrl_c_stops_new_submissions_and_exits_130(project: Project) -> None:
+    project.write(SPEC)
+    proc = subprocess.Popen([sys.executable, "-m", "sparkspec", "apply", "--auto-approve", "--json"],
+                            cwd=project.root, env=project.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    events = []
+    for line in proc.stdout:  # wait for the first finished render, then interrupt
+        events.append(json.loads(line))
+        if events[-1]["event"] == "completed":
+            proc.send_signal(signal.SIGINT)
+            break
+    started = time.monotonic()
+    out, err = proc.communicate(timeout=60)
+    events += [json.loads(line) for line in out.splitlines()]
+    assert proc.returncode == 130, err
+    assert time.monotonic() - started < 30
+    assert "Traceback" not in err
+    done = events[-1]
+    assert done["event"] == "done" and done["interrupted"] is True and done["ok"] is False
+    finished = sorted(e["scene"] for e in events if e["event"] == "completed")
+    assert 1 <= len(finished) < 8
+    lock = project.lock()
+    assert sorted(lock["scenes"]) == finished
+
+    # The next apply renders only what was left, and nothing already rendered.
+    rest = project.apply()
+    assert set(rest.rendered()) == {f"s{i}" for i in range(8)} - set(finished)
