@@ -25,6 +25,7 @@ _SLUG_RUNS = re.compile(r"[^a-z0-9]+")
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _GENERATION = ("resolution", "ratio", "seed", "camera_fixed", "watermark")
 _REQUEST = ("service_tier", "execution_expires_after", "callback_url")
+_INTEGER_FIELDS = ("duration", "frames", "seed", "execution_expires_after", "parallelism")
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class _Resolver:
         if not isinstance(data, dict):
             raise SpecError(sorted(set(self.diagnostics)))
         self.diagnostics.extend(schema.validate(self.doc))
+        _whole_numbers(data)
         variables = self.variables(data)
         provider = self.provider(data)
         defaults = _mapping(data.get("defaults"))
@@ -406,6 +408,17 @@ def _declared_ids(data: dict[str, Any], variants: dict[str, list[str]]) -> dict[
     """Every scene id the spec declares, resolved or not: plain ids and matrix expansions."""
     plain = (sid for sid in _mapping(data.get("scenes")) if sid not in variants)
     return dict.fromkeys([*plain, *(eid for ids in variants.values() for eid in ids)])
+
+
+def _whole_numbers(data: dict[str, Any]) -> None:
+    """JSON Schema counts 4.0 as an integer, so editors accept it: take it as 4, not ignore it."""
+    levels = [_mapping(data.get("defaults")), _mapping(data.get("provider"))]
+    levels += [scene for scene in _mapping(data.get("scenes")).values() if isinstance(scene, dict)]
+    for level in levels:
+        for name in _INTEGER_FIELDS:
+            value = level.get(name)
+            if isinstance(value, float) and value.is_integer():
+                level[name] = int(value)
 
 
 def _did_you_mean(name: str, options: Mapping[str, Any]) -> str:
