@@ -281,3 +281,20 @@ def test_spec_under_another_name_and_folder(tmp_path: Path) -> None:
     assert project.scenes["s"].prompt == "hello world"
     assert project.root == (tmp_path / "sub").resolve()
     assert project.display_path == "sub/spot.yml"
+
+
+def test_whole_number_floats_count_as_integers(tmp_path: Path) -> None:
+    """The schema (JSON Schema: 4.0 is an integer) accepts them, so they must take effect."""
+    floats = load(tmp_path, "version: 1\nprovider: {parallelism: 2.0}\ndefaults: {seed: 7.0}\nscenes:\n"
+                            "  a: {prompt: x, duration: 4.0, execution_expires_after: 3600.0}\n"
+                            "  b: {prompt: y, frames: 33.0}\n")
+    ints = load(tmp_path, "version: 1\nprovider: {parallelism: 2}\ndefaults: {seed: 7}\nscenes:\n"
+                          "  a: {prompt: x, duration: 4, execution_expires_after: 3600}\n"
+                          "  b: {prompt: y, frames: 33}\n")
+    assert floats.provider.parallelism == 2
+    assert floats.scenes == ints.scenes
+    assert errors(tmp_path, "version: 1\nscenes:\n  a: {prompt: x, duration: 4.5, frames: 30.0}\n") == [
+        "3:3 scenes.a: set duration or frames, not both",
+        "3:28 scenes.a.duration: 4.5 is not an integer",
+        "3:41 scenes.a.frames: 30 is not 25+4n in [29, 289]; use 29 or 33",
+    ]
