@@ -37,6 +37,7 @@ _SCALAR_TAGS = {_STR, _INT, _FLOAT, _BOOL, _NULL}
 # anchors, a "billion laughs" document multiplies them without bound.
 _EXPANSION_FACTOR = 20
 _EXPANSION_SLACK = 10_000
+_MAX_DEPTH = 100
 
 _scalar_constructor = yaml.SafeLoader("")
 
@@ -123,6 +124,13 @@ def load_yaml(text: str, file: str) -> Document:
             file, line, col, "error", dotted(where),
             "YAML aliases expand too far (an alias bomb?); write the values out instead"))
         doc.data = None
+    except _TooDeep as exc:
+        where = exc.path[:2]
+        line, col = doc.position(where)
+        doc.diagnostics.append(Diagnostic(
+            file, line, col, "error", dotted(where),
+            f"nested more than {_MAX_DEPTH} levels deep; flatten it"))
+        doc.data = None
     return doc
 
 
@@ -162,6 +170,11 @@ class _AliasBomb(Exception):
         self.path = path
 
 
+class _TooDeep(Exception):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+
 class _Builder:
     def __init__(self, doc: Document) -> None:
         self.doc = doc
@@ -180,6 +193,8 @@ class _Builder:
             raise _AliasBomb(node, path)
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node, path)
+        if len(path) >= _MAX_DEPTH:  # libyaml allows 1000 levels; Python's stack does not
+            raise _TooDeep(path)
         if isinstance(node, yaml.SequenceNode):
             if node.tag != _SEQ:
                 self._error(node, path, f"tag {node.tag} is not allowed; remove it")
