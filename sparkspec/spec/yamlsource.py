@@ -245,7 +245,13 @@ class _Builder:
             return node.value
         if tag == _FLOAT and ":" in node.value:
             return node.value
-        return _scalar_constructor.construct_object(node, deep=True)
+        # The constructor function itself: construct_object would keep every node alive in
+        # the shared constructor's cache, and poison it when an explicit tag does not fit.
+        try:
+            return _scalar_constructor.yaml_constructors[tag](_scalar_constructor, node)
+        except (ValueError, KeyError, yaml.YAMLError):  # e.g. `!!int prompt`
+            self._error(node, path, f"{node.value!r} is not a valid !!{tag.rsplit(':', 1)[-1]}; remove the tag")
+            return node.value
 
 
 _SIMPLE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
