@@ -1,0 +1,69 @@
+"""Single frames out of a video, as RGB images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sparkspec.errors import MediaError
+
+if TYPE_CHECKING:
+    import av
+    from PIL import Image
+
+
+def first_frame(path: Path) -> Image.Image:
+    """The first decoded frame of the video stream."""
+    import av
+
+    try:
+        with av.open(str(path), mode="r") as container:
+            stream = _video_stream(container, path)
+            for frame in container.decode(stream):
+                return to_image(frame)
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise MediaError(f"{path}: cannot decode a frame ({exc})") from None
+    raise MediaError(f"{path}: the video stream holds no frame")
+
+
+def last_frame(path: Path) -> Image.Image:
+    """The last decoded frame: decoding starts at the last keyframe, not at the start."""
+    import av
+
+    try:
+        with av.open(str(path), mode="r") as container:
+            stream = _video_stream(container, path)
+            last = None
+            if stream.duration is not None:
+                # Lands on the keyframe before the end; if the seek fails, start from 0.
+                try:
+                    container.seek(stream.duration, stream=stream, backward=True)
+                except av.FFmpegError:
+                    container.seek(0, stream=stream, backward=True)
+            for frame in container.decode(stream):
+                last = frame
+            if last is None and stream.duration is not None:
+                container.seek(0, stream=stream, backward=True)
+                for frame in container.decode(stream):
+                    last = frame
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise MediaError(f"{path}: cannot decode a frame ({exc})") from None
+    if last is None:
+        raise MediaError(f"{path}: the video stream holds no frame")
+    return to_image(last)
+
+
+def to_image(frame: av.VideoFrame) -> Image.Image:
+    """A decoded or built frame as an RGB image (swscale, bit-exact, one thread)."""
+    from sparkspec.media.encode import scale_flags
+
+    rgb = frame.reformat(format="rgb24", interpolation=scale_flags(), threads=1)
+    image: Image.Image = rgb.to_image()  # type: ignore[no-untyped-call]
+    return image
+
+
+def _video_stream(container: av.container.InputContainer,
+                  path: Path) -> av.video.stream.VideoStream:
+    if not container.streams.video:
+        raise MediaError(f"{path}: the file holds no video stream")
+    return container.streams.video[0]

@@ -1,0 +1,129 @@
+"""What a video file holds, read cheaply and checked for real.
+
+`probe_video` is the gate every downloaded render passes before it enters the cache:
+it opens the container, decodes the first frame of the video stream and reads the
+last packets, so an empty, truncated or mislabelled file fails here with a message
+rather than later in a player. It never decodes the whole video: frame count and
+duration come from the container's index, and only when the container has none are
+packets counted (demuxed, not decoded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sparkspec.errors import MediaError
+
+if TYPE_CHECKING:
+    import av.container
+    import av.video.stream
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    frames: int
+    fps: float
+    duration: float  # seconds
+    codec: str
+
+
+def probe_video(path: Path) -> VideoInfo:
+    """Open `path`, decode its first frame and check its tail; raise MediaError if it fails."""
+    import av
+
+    if not path.is_file():
+        raise MediaError(f"{path}: no such video file")
+    if path.stat().st_size == 0:
+        raise MediaError(f"{path}: the video file is empty")
+    try:
+        with av.open(str(path), mode="r") as container:
+            if not container.streams.video:
+                raise MediaError(f"{path}: the file holds no video stream")
+            stream = container.streams.video[0]
+            first = _first_frame(container, stream)
+            if first is None:
+                raise MediaError(f"{path}: no frame of the video stream decodes; "
+                                 "the file is damaged or incomplete")
+            fps = _fps(stream)
+            frames = stream.frames
+            if frames > 0:
+                _check_tail(container, stream, path)
+            else:
+                frames = _count_packets(container, stream)
+            duration = _duration(container, stream, frames, fps)
+            return VideoInfo(width=first.width, height=first.height, frames=frames, fps=fps,
+                             duration=duration, codec=stream.codec_context.name)
+    except MediaError:
+        raise
+    except (av.FFmpegError, OSError, ValueError, EOFError) as exc:
+        raise MediaError(f"{path}: not a readable video ({_reason(exc)}); "
+                         "the file is damaged, incomplete or not a video") from None
+
+
+def _first_frame(container: av.container.InputContainer,
+                 stream: av.video.stream.VideoStream) -> av.VideoFrame | None:
+    for frame in container.decode(stream):
+        return frame
+    return None
+
+
+def _check_tail(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                path: Path) -> None:
+    """Seek to the last packet by the index and read it: a cut-off file fails here.
+
+    libavformat hands a short last packet over flagged corrupt, and none at all when
+    the cut falls before it.
+    """
+    duration = stream.duration
+    if duration is None or duration <= 0:
+        _count_packets(container, stream)
+        return
+    container.seek(max(0, duration - 1), stream=stream, backward=True, any_frame=True)
+    read = 0
+    for packet in container.demux(stream):
+        if packet.size == 0:
+            continue
+        if packet.is_corrupt:
+            raise MediaError(f"{path}: the video's last packets are damaged; "
+                             "the file is incomplete")
+        read += 1
+    if read == 0:
+        raise MediaError(f"{path}: the video ends before its index says; the file is incomplete")
+
+
+def _count_packets(container: av.container.InputContainer,
+                   stream: av.video.stream.VideoStream) -> int:
+    container.seek(0, stream=stream, backward=True)
+    count = 0
+    for packet in container.demux(stream):
+        if packet.size > 0:
+            if packet.is_corrupt:
+                raise MediaError("a video packet is damaged; the file is incomplete")
+            count += 1
+    if count == 0:
+        raise MediaError("the video stream holds no frames")
+    return count
+
+
+def _fps(stream: av.video.stream.VideoStream) -> float:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else 0.0
+
+
+def _duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+              frames: int, fps: float) -> float:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * Fraction(stream.time_base))
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return frames / fps if fps else 0.0
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text or exc.__class__.__name__
