@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from sparkspec.plan import PlanOptions
     from sparkspec.spec.loader import LoadOptions
     from sparkspec.workspace import Workspace
@@ -23,6 +24,12 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_SPEC = "project.spark.yaml"
 EXIT_ERROR, EXIT_CHANGES, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+
+def _path(name: str) -> Path:
+    from pathlib import Path  # not at import time: `sparkspec --help` has no use for it
+
+    return Path(name)
 
 
 def spec_options(func: F) -> F:
@@ -75,7 +82,7 @@ def _load_options(variables: tuple[str, ...], var_files: tuple[str, ...],
 def _open(spec: str, options: LoadOptions) -> Workspace:
     from sparkspec.workspace import open_workspace
 
-    workspace = open_workspace(Path(spec), options, display=spec)
+    workspace = open_workspace(_path(spec), options, display=spec)
     _print_warnings(workspace)
     return workspace
 
@@ -122,7 +129,7 @@ def plan(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], prov
         workspace.close()
     click.echo(planview.dumps(the_plan) if as_json else planview.render_text(the_plan))
     if out:
-        save_plan(Path(out), spec, the_plan, options)
+        save_plan(_path(out), spec, the_plan, options)
         if not as_json:
             click.echo(f"Saved the plan to {out}; run `sparkspec apply {out}` to carry it out.")
     if detailed_exitcode and the_plan.has_changes:
@@ -156,7 +163,7 @@ def show(spec: str) -> None:
     """Print the lock as a table."""
     from sparkspec.show import show_lock
 
-    show_lock(Path(spec))
+    show_lock(_path(spec))
 
 
 @cli.command(name="graph")
@@ -188,7 +195,7 @@ def gc(spec: str, dry_run: bool) -> None:
     """Drop cache entries and blobs that no lock refers to."""
     from sparkspec.gc import collect
 
-    for line in collect(Path(spec), dry_run=dry_run):
+    for line in collect(_path(spec), dry_run=dry_run):
         click.echo(line)
 
 
@@ -198,7 +205,7 @@ def init(spec: str) -> None:
     """Write a starter project that validates and renders offline."""
     from sparkspec.init import write_starter
 
-    for line in write_starter(Path(spec)):
+    for line in write_starter(_path(spec)):
         click.echo(line)
 
 
