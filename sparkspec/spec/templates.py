@@ -121,7 +121,10 @@ class Templates:
         simple = self._simple_parts(tree)
         if simple is not None:
             return simple
-        code = self.env.compile(tree, _INLINE_NAME, _INLINE_NAME)
+        try:
+            code = self.env.compile(tree, _INLINE_NAME, _INLINE_NAME)
+        except jinja2.TemplateSyntaxError as exc:  # an unknown filter or test shows up here
+            raise TemplateProblem(f"template syntax: {exc.message}", None, exc.lineno) from None
         template = self.env.template_class.from_code(self.env, code, self.env.make_globals(None))
         return template.render
 
