@@ -249,7 +249,7 @@ class _Builder:
         # the shared constructor's cache, and poison it when an explicit tag does not fit.
         try:
             return _scalar_constructor.yaml_constructors[tag](_scalar_constructor, node)
-        except (ValueError, KeyError, yaml.YAMLError):  # e.g. `!!int prompt`
+        except (ValueError, LookupError, yaml.YAMLError):  # e.g. `!!int prompt`, `!!float ''`
             self._error(node, path, f"{node.value!r} is not a valid !!{tag.rsplit(':', 1)[-1]}; remove the tag")
             return node.value
 
