@@ -44,6 +44,8 @@ def probe_video(path: Path) -> VideoInfo:
         with av.open(str(path), mode="r") as container:
             if not container.streams.video:
                 raise MediaError(f"{path}: the file holds no video stream")
+            if _is_still_image(container.format.name):
+                raise MediaError(f"{path}: is a still image ({container.format.name}), not a video")
             stream = container.streams.video[0]
             first = _first_frame(container, stream)
             if first is None:
@@ -54,7 +56,9 @@ def probe_video(path: Path) -> VideoInfo:
             if frames > 0:
                 _check_tail(container, stream, path)
             else:
-                frames = _count_packets(container, stream)
+                frames = _count_packets(path)
+            if container.format.name.startswith("mov,"):
+                _check_boxes(path)
             duration = _duration(container, stream, frames, fps)
             return VideoInfo(width=first.width, height=first.height, frames=frames, fps=fps,
                              duration=duration, codec=stream.codec_context.name)
@@ -63,6 +67,11 @@ def probe_video(path: Path) -> VideoInfo:
     except (av.FFmpegError, OSError, ValueError, EOFError) as exc:
         raise MediaError(f"{path}: not a readable video ({_reason(exc)}); "
                          "the file is damaged, incomplete or not a video") from None
+
+
+def _is_still_image(format_name: str) -> bool:
+    # libavformat opens pictures as one-frame videos through these demuxers.
+    return format_name.endswith("_pipe") or format_name in ("image2", "gif", "apng")
 
 
 def _first_frame(container: av.container.InputContainer,
@@ -81,7 +90,7 @@ def _check_tail(container: av.container.InputContainer, stream: av.video.stream.
     """
     duration = stream.duration
     if duration is None or duration <= 0:
-        _count_packets(container, stream)
+        _count_packets(path)
         return
     container.seek(max(0, duration - 1), stream=stream, backward=True, any_frame=True)
     read = 0
@@ -96,18 +105,49 @@ def _check_tail(container: av.container.InputContainer, stream: av.video.stream.
         raise MediaError(f"{path}: the video ends before its index says; the file is incomplete")
 
 
-def _count_packets(container: av.container.InputContainer,
-                   stream: av.video.stream.VideoStream) -> int:
-    container.seek(0, stream=stream, backward=True)
+def _count_packets(path: Path) -> int:
+    """Frames by demuxing every packet, from a fresh open: raw streams cannot seek back."""
+    import av
+
     count = 0
-    for packet in container.demux(stream):
-        if packet.size > 0:
-            if packet.is_corrupt:
-                raise MediaError("a video packet is damaged; the file is incomplete")
-            count += 1
+    with av.open(str(path), mode="r") as container:
+        for packet in container.demux(container.streams.video[0]):
+            if packet.size > 0:
+                if packet.is_corrupt:
+                    raise MediaError(f"{path}: a video packet is damaged; the file is incomplete")
+                count += 1
     if count == 0:
-        raise MediaError("the video stream holds no frames")
+        raise MediaError(f"{path}: the video stream holds no frames")
     return count
+
+
+def _check_boxes(path: Path) -> None:
+    """An mp4's top-level boxes must tile the file exactly; a cut anywhere breaks that.
+
+    libavformat forgives a missing tail of the index when the frames it needs are there,
+    so this catches what decoding would not: a download that stopped a few bytes short.
+    """
+    size = path.stat().st_size
+    offset = 0
+    with path.open("rb") as stream:
+        while offset < size:
+            stream.seek(offset)
+            header = stream.read(16)
+            if len(header) < 8:
+                break
+            length = int.from_bytes(header[:4], "big")
+            if length == 1 and len(header) == 16:
+                length = int.from_bytes(header[8:16], "big")
+            elif length == 0:
+                length = size - offset  # "to the end of the file"
+            if length < 8:
+                break
+            offset += length
+    if offset > size:
+        raise MediaError(f"{path}: the file ends inside its last box; the file is incomplete")
+    if offset < size:
+        raise MediaError(f"{path}: the file ends with bytes that are not an mp4 box; "
+                         "the file is damaged")
 
 
 def _fps(stream: av.video.stream.VideoStream) -> float:
