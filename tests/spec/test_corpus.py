@@ -25,12 +25,15 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sparkspec import cli
 
@@ -292,3 +295,50 @@ def test_as_a_process(name: str, tmp_path: Path) -> None:
         assert any(ln.startswith(want.prefix) and want.message in ln for ln in lines), proc.stderr
     assert listing(tmp_path) == before
     assert not (project / "pwned").exists()
+
+
+# -- no spec crashes sparkspec -------------------------------------------------------------------
+
+_SEEDS = [(c.source / SPEC if c.source.is_dir() else c.source).read_text("utf-8", "replace") for c in CASES]
+_TOKENS = ["{{", "}}", "{%", "%}", ":", "- ", "[", "]", "{", "}", "&a ", "*a", "<<: ", "!!int ", "!!str ",
+           "!!float ", "!!bool ", "!!binary ", "!!timestamp ", "!!set ", "\n  ", "\t", "'", '"', "#", "~", "? ",
+           "|", ">", "null", "-1", "1e9", "0x10", ".inf", "2001-12-14", "4.0", "scene: ", "image: ", "../",
+           "data:image/png;base64,", "matrix: {a: [1, {}]}", "first_frame: {scene: a}", "{{ x | nofilter }}",
+           '{% include "prompts/p.j2" %}', "{{ product.upper() }}", "{% for a in b %}", "{{ 1/0 }}",
+           "{{ ''.__class__ }}", "{% macro m() %}", "{{ super() }}"]
+
+
+@st.composite
+def mutated_specs(draw: st.DrawFn) -> str:
+    text = draw(st.sampled_from(_SEEDS))
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, len(text)))
+        kind = draw(st.sampled_from(["insert", "delete", "copy"]))
+        if kind == "insert":
+            text = text[:at] + draw(st.sampled_from(_TOKENS)) + text[at:]
+        elif kind == "delete":
+            text = text[:at] + text[at + draw(st.integers(1, 10)):]
+        else:
+            start = draw(st.integers(0, len(text)))
+            text = text[:at] + text[start:start + draw(st.integers(1, 20))] + text[at:]
+    return text
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_specs())
+def test_no_spec_crashes_the_loader_or_the_planner(text: str) -> None:
+    """Whatever the bytes, sparkspec answers with diagnostics or a plan, never an internal error."""
+    from sparkspec.errors import SparkspecError
+    from sparkspec.spec.loader import LoadOptions
+    from sparkspec.workspace import open_workspace
+
+    with tempfile.TemporaryDirectory() as name:
+        root = Path(name)
+        (root / "prompts").mkdir()
+        (root / "prompts" / "p.j2").write_text("a {{ product }}\n")
+        (root / SPEC).write_text(text)
+        try:
+            workspace = open_workspace(root / SPEC, LoadOptions(variables=("product=x",)))
+            workspace.plan()
+        except SparkspecError:
+            pass
