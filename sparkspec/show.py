@@ -13,14 +13,17 @@ def show_lock(spec: Path) -> None:
 
     path = lock_path(spec)
     lock, text = read_lock(path)
-    console = Console(highlight=False)
+    import sys
+
+    # On a terminal the table fits the window; piped, it is never folded mid-path.
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
     if not text:
         console.print(f"No lock at {path}: nothing rendered yet; run `sparkspec apply`.")
         return
     table = Table(title=str(path), title_justify="left")
     for column in ("scene", "provider", "model", "seed", "tokens", "video", "key", "task"):
         table.add_column(column, justify="right" if column in ("seed", "tokens") else "left",
-                         overflow="fold")
+                         no_wrap=column in ("scene", "video"))
     total = 0
     for sid, record in sorted(lock.scenes.items()):
         total += record.tokens
