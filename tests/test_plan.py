@@ -48,8 +48,9 @@ sequences:
 
 
 @pytest.fixture(autouse=True)
-def _no_cache_override(monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_cache_override_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SPARKSPEC_CACHE_DIR", raising=False)
+    monkeypatch.delenv("SPARK_API_KEY", raising=False)  # plan never needs one
 
 
 @pytest.fixture
