@@ -298,7 +298,7 @@ class _Resolver:
             return
         line, col = self.doc.position(path)
         node_style = self.doc_style(path)
-        if problem.line and problem.line > 1 and node_style in ("|", ">"):
+        if problem.line and node_style in ("|", ">"):  # the block's text starts below its indicator
             line, col = line + problem.line, self.doc.position(path, at_key=True)[1] + 2
         elif problem.line and problem.line > 1:
             line += problem.line - 1
