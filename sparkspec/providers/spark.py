@@ -242,7 +242,8 @@ class SparkProvider:
                         stream.write(chunk)
                         size += len(chunk)
                     stream.flush()
-                    os.fsync(stream.fileno())
+                    # Durable before the engine moves it into the cache; off the event loop.
+                    await asyncio.to_thread(os.fsync, stream.fileno())
                 received = response.num_bytes_downloaded
                 if expected is not None and not encoded and expected.isdigit() and int(expected) != received:
                     raise _RetryableDownload(f"the file host announced {expected} bytes and sent {received}",

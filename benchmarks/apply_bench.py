@@ -1,0 +1,198 @@
+"""`sparkspec apply` against the fake Spark gateway on loopback: makespan, requests, memory.
+
+    python benchmarks/apply_bench.py            # all three parts
+    python benchmarks/apply_bench.py makespan   # or: downloads, image
+
+Every apply is the real CLI in a subprocess (`python -m sparkspec apply --auto-approve`),
+talking HTTP to the fake gateway that runs in this process (tests/fakeapi.py).
+
+1. makespan: 200 scenes in 40 chains of five, render latency per scene drawn from a
+   seeded 0.2-1.0 s range, parallelism 16. Prints the apply's wall time and its lower
+   bound, max(longest chain's render time, total render time / 16), their ratio, and
+   the HTTP requests per scene. The fake serves one pre-rendered clip per output shape
+   ("template" mode) so its own encoding does not compete with the apply for the CPU.
+2. downloads: 20 scenes whose videos are 50 MB each, all in flight at once; peak RSS
+   of the apply process. Each video is a real H.264 mp4 from the local renderer followed
+   by a 50 MB ISO BMFF `free` box: a valid file of that size, which the engine's probe
+   decodes like any other, streamed by the fake from zeros.
+3. image: one scene whose first frame is a 25 MB PNG (incompressible noise, 2900x2900),
+   sent as a data URL; peak RSS against the same apply with a 640x640 first frame.
+
+Peak RSS is the apply process's own high-water mark (VmHWM, read by the process as it
+exits), so the fake in this process is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fakeapi import FakeSparkAPI  # noqa: E402
+
+KEY = "sk-bench"
+SEED = 4242
+MB = 1024 * 1024
+
+
+def environment(api: FakeSparkAPI, cache: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARK", "SPARKSPEC_"))}
+    env.update(SPARK_API_KEY=KEY, SPARK_BASE_URL=api.base_url, SPARKSPEC_CACHE_DIR=str(cache))
+    return env
+
+
+# The CLI, with its own peak RSS written at exit. VmHWM belongs to the process's own
+# address space; ru_maxrss would also count the parent's pages at fork (Linux keeps the
+# larger of the two across exec), and the parent here holds the fake gateway.
+CHILD = """
+import atexit, os, sys
+def _hwm():
+    with open("/proc/self/status") as status, open(os.environ["BENCH_HWM_FILE"], "w") as out:
+        out.write(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+atexit.register(_hwm)
+sys.argv[0] = "sparkspec"
+from sparkspec.cli import main
+main()
+"""
+
+
+def apply(root: Path, env: dict[str, str], *args: str) -> tuple[float, int, list[dict[str, Any]]]:
+    """Run one apply; its wall time, its peak RSS in bytes, and its JSON events."""
+    out, err, hwm = root / "apply.out", root / "apply.err", root / "apply.hwm"
+    started = time.perf_counter()
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.run([sys.executable, "-c", CHILD, "apply", "--auto-approve", "--json", *args],
+                              cwd=root, env=dict(env, BENCH_HWM_FILE=str(hwm)), stdout=stdout, stderr=stderr)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"apply failed ({proc.returncode}):\n{err.read_text()[-3000:]}")
+    events = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    return elapsed, int(hwm.read_text()) * 1024, events
+
+
+# -- 1. makespan -----------------------------------------------------------------------------
+CHAINS, LENGTH, PARALLELISM = 40, 5, 16
+
+
+def makespan(poll_initial: float, poll_max: float) -> dict[str, float]:
+    lines = ["version: 1", "provider: {type: spark, parallelism: %d, poll: {initial: %s, max: %s}}"
+             % (PARALLELISM, poll_initial, poll_max),
+             'defaults: {resolution: 480p, ratio: "16:9", frames: 29}', "scenes:"]
+    for chain in range(CHAINS):
+        for step in range(LENGTH):
+            scene = f"c{chain:02d}-{step}"
+            first = f", first_frame: {{scene: c{chain:02d}-{step - 1}}}" if step else ""
+            lines.append(f'  {scene}: {{prompt: "shot {step} of story {chain}"{first}}}')
+    with tempfile.TemporaryDirectory(prefix="apply-bench-") as tmp, \
+            FakeSparkAPI(api_key=KEY, latency=(0.2, 1.0), seed=SEED, render="template", render_workers=1) as api:
+        root = Path(tmp)
+        (root / "project.spark.yaml").write_text("\n".join(lines) + "\n")
+        api._schedule_render(_template_task(api)).result()  # the one clip, before the clock starts
+        wall, _, events = apply(root, environment(api, root / "cache"))
+        latency = {api.prompt_of_key[t.key]: t.latency for t in api.tasks.values()}
+        chains = [sum(latency[f"shot {s} of story {c}"] for s in range(LENGTH)) for c in range(CHAINS)]
+        total = sum(latency.values())
+        bound = max(max(chains), total / PARALLELISM)
+        completed = sum(1 for e in events if e["event"] == "completed")
+        requests = sum(api.requests.values())
+        assert completed == CHAINS * LENGTH and len(latency) == CHAINS * LENGTH, (completed, len(latency))
+        render_phase = max(m for m, _, _ in api.events) - min(m for m, _, _ in api.events)
+        return {"wall": wall, "render_phase": render_phase, "bound": bound, "longest_chain": max(chains),
+                "total_over_p": total / PARALLELISM, "ratio": wall / bound, "ratio_render_phase": render_phase / bound,
+                "requests_per_scene": requests / completed, "creates": api.requests["create"],
+                "queries": api.requests["query"], "downloads": api.requests["download"]}
+
+
+def _template_task(api: FakeSparkAPI) -> Any:
+    from fakeapi import Task
+
+    params = {"content": [{"type": "text", "text": "warm"}], "resolution": "480p", "ratio": "16:9", "frames": 29}
+    return Task("warm", "warm", params, "m", time.time(), 0.0, 0.0)
+
+
+# -- 2. downloads ------------------------------------------------------------------------------
+def downloads(count: int = 20, size: int = 50 * MB) -> dict[str, float]:
+    lines = ["version: 1", "provider: {type: spark, parallelism: %d, poll: {initial: 0.05, max: 0.2}}" % count,
+             'defaults: {resolution: 480p, ratio: "16:9", frames: 29}', "scenes:"]
+    lines += [f'  s{i:02d}: {{prompt: "clip number {i}"}}' for i in range(count)]
+    with tempfile.TemporaryDirectory(prefix="apply-bench-") as tmp, \
+            FakeSparkAPI(api_key=KEY, latency=0.1, render="template", render_workers=1) as api:
+        root = Path(tmp)
+        (root / "project.spark.yaml").write_text("\n".join(lines) + "\n")
+        clip, *_ = api._schedule_render(_template_task(api)).result()
+        api.video_padding = size - clip.stat().st_size - 8
+        wall, rss, _ = apply(root, environment(api, root / "cache"))
+        sizes = [p.stat().st_size for p in (root / "renders").glob("*.mp4")]
+        assert len(sizes) == count and all(s == size for s in sizes), sizes
+        return {"videos": count, "video_mb": size / MB, "peak_rss_mb": rss / MB, "wall": wall}
+
+
+# -- 3. a 25 MB first frame --------------------------------------------------------------------
+def image() -> dict[str, float]:
+    from PIL import Image
+
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="apply-bench-") as tmp:
+        for name, side in (("small", 640), ("large", 2900)):
+            root = Path(tmp) / name
+            (root / "assets").mkdir(parents=True)
+            noise = random.Random(SEED).randbytes(side * side * 3)
+            Image.frombytes("RGB", (side, side), noise).save(root / "assets" / "first.png", compress_level=1)
+            del noise
+            (root / "project.spark.yaml").write_text(
+                "version: 1\nprovider: {type: spark, poll: {initial: 0.05, max: 0.2}}\n"
+                'defaults: {resolution: 480p, ratio: "1:1", frames: 29}\n'
+                'scenes:\n  hero: {first_frame: {image: assets/first.png}, prompt: "the image comes alive"}\n')
+            with FakeSparkAPI(api_key=KEY, latency=0.1, render="template", render_workers=1,
+                              keep_bodies=False) as api:
+                _, rss, _ = apply(root, environment(api, root / "cache"))
+                sent = api.create_body_bytes[0]
+            results[name] = {"image_mb": (root / "assets" / "first.png").stat().st_size / MB,
+                             "body_mb": sent / MB, "peak_rss_mb": rss / MB}
+    return {"image_mb": results["large"]["image_mb"], "body_mb": results["large"]["body_mb"],
+            "peak_rss_mb": results["large"]["peak_rss_mb"], "baseline_rss_mb": results["small"]["peak_rss_mb"],
+            "above_baseline_mb": results["large"]["peak_rss_mb"] - results["small"]["peak_rss_mb"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("parts", nargs="*", default=["makespan", "downloads", "image"],
+                        choices=["makespan", "downloads", "image"])
+    parser.add_argument("--poll", nargs=2, type=float, default=(0.1, 0.3), metavar=("INITIAL", "MAX"),
+                        help="provider.poll for the makespan run")
+    args = parser.parse_args()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    if "makespan" in args.parts:
+        m = makespan(*args.poll)
+        print(f"makespan: {CHAINS} chains x {LENGTH} scenes, latency 0.2-1.0 s (seed {SEED}), "
+              f"parallelism {PARALLELISM}, poll {args.poll[0]}-{args.poll[1]} s")
+        print(f"  apply wall time      {m['wall']:.2f} s  (ratio {m['ratio']:.3f}, target <= 1.15)")
+        print(f"  first to last request {m['render_phase']:.2f} s  (ratio {m['ratio_render_phase']:.3f})")
+        print(f"  lower bound          {m['bound']:.2f} s  = max(longest chain {m['longest_chain']:.2f} s, "
+              f"total / {PARALLELISM} = {m['total_over_p']:.2f} s)")
+        print(f"  HTTP requests/scene  {m['requests_per_scene']:.2f}  (target <= 8; {m['creates']} creates, "
+              f"{m['queries']} queries, {m['downloads']} downloads)")
+    if "downloads" in args.parts:
+        d = downloads()
+        print(f"downloads: {d['videos']} x {d['video_mb']:.0f} MB videos, all in flight: peak RSS "
+              f"{d['peak_rss_mb']:.1f} MB (target <= 150), {d['wall']:.1f} s")
+    if "image" in args.parts:
+        i = image()
+        print(f"image: a {i['image_mb']:.1f} MB first frame ({i['body_mb']:.1f} MB request body): peak RSS "
+              f"{i['peak_rss_mb']:.1f} MB, {i['above_baseline_mb']:.1f} MB above the {i['baseline_rss_mb']:.1f} MB "
+              f"of a 640x640 first frame (target <= 120)")
+
+
+if __name__ == "__main__":
+    main()
