@@ -15,6 +15,7 @@ bit-exact, accurately rounded output on one thread.
 
 from __future__ import annotations
 
+import contextlib
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -130,8 +131,14 @@ class H264Writer:
             self._container.close()
 
     def abort(self) -> None:
-        self._container.close()
-        self.path.unlink(missing_ok=True)
+        """Give the file up after a failure; the failure itself is what gets reported."""
+        import av
+
+        try:
+            with contextlib.suppress(av.FFmpegError, OSError):
+                self._container.close()
+        finally:
+            self.path.unlink(missing_ok=True)
 
     def __enter__(self) -> H264Writer:
         return self

@@ -36,8 +36,9 @@ def last_frame(path: Path) -> Image.Image:
             last = None
             if stream.duration is not None:
                 # Lands on the keyframe before the end; if the seek fails, start from 0.
+                end = (stream.start_time or 0) + stream.duration
                 try:
-                    container.seek(stream.duration, stream=stream, backward=True)
+                    container.seek(end, stream=stream, backward=True)
                 except av.FFmpegError:
                     container.seek(0, stream=stream, backward=True)
             for frame in container.decode(stream):

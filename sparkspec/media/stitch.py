@@ -108,6 +108,7 @@ def _remux(paths: list[Path], tmp: Path) -> None:
                     out_stream = out.add_stream_from_template(stream)
                 start = stream.start_time
                 shift = offset - (start if start is not None else 0)
+                step = _frame_step(stream)
                 end = offset
                 copied = 0
                 for packet in clip.demux(stream):
@@ -117,13 +118,20 @@ def _remux(paths: list[Path], tmp: Path) -> None:
                         raise MediaError(f"{path}: a packet is damaged; the clip is incomplete")
                     packet.pts += shift
                     packet.dts = packet.dts + shift if packet.dts is not None else None
-                    end = max(end, packet.pts + (packet.duration or 0))
+                    end = max(end, packet.pts + (packet.duration or step))
                     packet.stream = out_stream
                     out.mux(packet)
                     copied += 1
                 if copied == 0:
                     raise MediaError(f"{path}: the clip holds no frames")
                 offset = end
+
+
+def _frame_step(stream: av.video.stream.VideoStream) -> int:
+    """One frame in the stream's time base, for packets that carry no duration."""
+    if stream.average_rate and stream.time_base:
+        return max(1, round(1 / (Fraction(stream.average_rate) * Fraction(stream.time_base))))
+    return 1
 
 
 def _reencode(paths: list[Path], tmp: Path, first: _StreamParams) -> None:

@@ -95,6 +95,7 @@ def render_video(request: RenderRequest, video_path: Path, last_frame_path: Path
                 writer.write(frame)
                 if progress is not None and (index % 8 == 7 or index == frames - 1):
                     progress((index + 1) / frames)
+        _fsync(video_tmp)
         for tmp, dest in ((video_tmp, video_path), (png_tmp, last_frame_path)):
             os.chmod(tmp, 0o644)
             os.replace(tmp, dest)
@@ -357,6 +358,11 @@ def _save_png(image: Image.Image, path: Path) -> None:
         os.fsync(stream.fileno())
 
 
+def _fsync(path: Path) -> None:
+    with path.open("rb+") as stream:
+        os.fsync(stream.fileno())
+
+
 def _temp_beside(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -391,20 +397,20 @@ class LocalProvider:
     def __init__(self, workdir: Path, max_parallel: int | None = None) -> None:
         self.workdir = workdir
         self.max_parallel = max_parallel or max(1, (os.cpu_count() or 1) // 2)
-        self._slots: asyncio.Semaphore | None = None
+        # Taken in the render's thread, not the loop: a provider may outlive one event loop.
+        self._slots = threading.BoundedSemaphore(self.max_parallel)
+        self._tasks_lock = threading.Lock()
+        self._task_locks: dict[str, threading.Lock] = {}
 
     async def submit(self, request: RenderRequest) -> TaskStatus:
         task_id = task_id_for(request.key)
         done = self._completed(task_id)
         if done is not None:
             return done  # the same key renders the same bytes: keep what is there
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.max_parallel)
-        async with self._slots:
-            try:
-                await asyncio.to_thread(self._render, request, task_id)
-            except MediaError as exc:
-                raise RenderFailed(f"local render of {request.scene} failed: {exc}") from None
+        try:
+            await asyncio.to_thread(self._render, request, task_id)
+        except MediaError as exc:
+            raise RenderFailed(f"local render of {request.scene} failed: {exc}") from None
         done = self._completed(task_id)
         if done is None:
             raise RenderFailed(f"local render of {request.scene} left no output in "
@@ -426,14 +432,25 @@ class LocalProvider:
         return None
 
     def _render(self, request: RenderRequest, task_id: str) -> None:
+        folder = self.workdir / task_id
+        with self._tasks_lock:
+            task_lock = self._task_locks.setdefault(task_id, threading.Lock())
+        # The same key submitted twice at once renders once; the second finds it done.
+        with task_lock:
+            if self._completed(task_id) is None:
+                with self._slots:
+                    self._render_into(request, task_id, folder)
+
+    def _render_into(self, request: RenderRequest, task_id: str, folder: Path) -> None:
         import json
 
-        folder = self.workdir / task_id
         width, height = render_video(request, folder / _VIDEO, folder / _LAST_FRAME)
         frames = apifacts.frame_count(request.duration, request.frames)
         record = {"task_id": task_id, "scene": request.scene, "width": width, "height": height,
                   "frames": frames, "seed": request.seed,
-                  "tokens": apifacts.estimate_tokens(width, height, frames)}
+                  "tokens": apifacts.estimate_tokens(width, height, frames),
+                  "bytes": {_VIDEO: (folder / _VIDEO).stat().st_size,
+                            _LAST_FRAME: (folder / _LAST_FRAME).stat().st_size}}
         # Written last: its presence says both outputs are whole.
         atomic_write_text(folder / _RECORD, json.dumps(record, sort_keys=True, indent=2) + "\n")
 
@@ -443,14 +460,15 @@ class LocalProvider:
         if not _TASK_ID.match(task_id):
             return None
         folder = self.workdir / task_id
+        video, frame = folder / _VIDEO, folder / _LAST_FRAME
         try:
             record = json.loads((folder / _RECORD).read_text(encoding="utf-8"))
             tokens = int(record["tokens"])
             seed = int(record["seed"])
+            # A file of another size than recorded was damaged since: render again.
+            if any(path.stat().st_size != int(record["bytes"][path.name]) for path in (video, frame)):
+                return None
         except (OSError, ValueError, KeyError, TypeError):
-            return None
-        video, frame = folder / _VIDEO, folder / _LAST_FRAME
-        if not (video.is_file() and frame.is_file()):
             return None
         return TaskStatus(task_id, TaskState.COMPLETED, progress=1.0,
                           video_url=video.resolve().as_uri(),

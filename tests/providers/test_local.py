@@ -272,6 +272,18 @@ def test_a_task_without_its_record_is_not_done(tmp_path: Path) -> None:
         asyncio.run(provider.poll(status.task_id))
 
 
+def test_a_damaged_output_is_rendered_again(tmp_path: Path) -> None:
+    provider = LocalProvider(tmp_path / "work")
+    status = asyncio.run(provider.submit(request()))
+    video = tmp_path / "work" / status.task_id / "video.mp4"
+    whole = video.read_bytes()
+    video.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(TaskNotFound):
+        asyncio.run(provider.poll(status.task_id))
+    assert asyncio.run(provider.submit(request())) == status
+    assert video.read_bytes() == whole
+
+
 def test_download_serves_only_the_providers_own_files(tmp_path: Path) -> None:
     provider = LocalProvider(tmp_path / "work")
     secret = tmp_path / "secret.txt"
@@ -298,11 +310,14 @@ def test_a_bad_first_frame_fails_the_render(tmp_path: Path) -> None:
 
 def test_renders_in_parallel_are_each_whole(tmp_path: Path) -> None:
     provider = LocalProvider(tmp_path / "work", max_parallel=2)
-    requests = [request(key=f"{i:064x}", seed=i) for i in range(3)]
+    requests = [request(key=hashlib.sha256(bytes([i])).hexdigest(), seed=i) for i in range(3)]
+    requests.append(requests[0])  # the same key twice at once: rendered once
 
     async def go() -> list[str]:
         done = await asyncio.gather(*(provider.submit(r) for r in requests))
         return [s.task_id for s in done]
 
-    for task_id in asyncio.run(go()):
+    task_ids = asyncio.run(go())
+    assert len(set(task_ids)) == 3 and task_ids[0] == task_ids[3]
+    for task_id in task_ids:
         assert probe_video(tmp_path / "work" / task_id / "video.mp4").frames == 29
