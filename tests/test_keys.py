@@ -90,6 +90,7 @@ def projects(draw: st.DrawFn) -> dict[str, Any]:
 _PLAIN = re.compile(r"^[A-Za-z][A-Za-z0-9 ._/-]*[A-Za-z0-9]$|^[A-Za-z]$")
 _RESERVED = {"y", "n", "yes", "no", "true", "false", "on", "off", "null", "~"}
 _RATIO = re.compile(r"^\d+:\d+$")
+_BLOCKABLE = re.compile(r"^[^\s].*[^\s]$|^[^\s]$")  # one line, no edge spaces
 
 
 @dataclasses.dataclass
@@ -146,6 +147,10 @@ class Style:
             if isinstance(v, dict) and v and self.rng.random() >= self.flow:
                 lines.append(f"{pad}{self.key(k)}:")
                 lines.extend(self.block(v, indent + self.rng.choice([2, 4])))
+            elif k == "prompt" and _BLOCKABLE.match(v) and self.rng.random() < 0.3:
+                # a literal block: Jinja drops the one trailing newline `|` keeps
+                lines.append(f"{pad}{self.key(k)}: {self.rng.choice(['|', '|-', '|+'])}")
+                lines.append(f"{pad}  {v}")
             else:
                 tail = "  # trailing note" if self.comments and self.rng.random() < 0.3 else ""
                 lines.append(f"{pad}{self.key(k)}: {self.flow_value(v)}{tail}")
