@@ -6,28 +6,28 @@ still running remotely are named; the next apply collects them from the journal)
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
 from sparkspec.apply.applylock import apply_lock
-from sparkspec.apply.engine import ApplyResult, Engine, running_remotely
 from sparkspec.apply.progress import JsonReporter, LiveReporter, PlainReporter
 from sparkspec.errors import SparkspecError
-from sparkspec.gc import register_project
 from sparkspec.plan import Action, Plan, PlanOptions
 from sparkspec.planfile import check_fresh, load_plan
 from sparkspec.planview import render_text
-from sparkspec.providers import make_provider
-from sparkspec.providers.base import Provider
 from sparkspec.spec.loader import LoadOptions
 from sparkspec.workspace import Workspace, open_workspace
+
+# The engine, asyncio and the providers are imported only when there is something to do,
+# so a no-op apply costs what a no-op plan costs.
+if TYPE_CHECKING:
+    from sparkspec.apply.engine import ApplyResult, Engine
+    from sparkspec.providers.base import Provider
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 RENDERS = (Action.CREATE, Action.UPDATE, Action.REPLACE)
@@ -62,6 +62,8 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
             # A saved plan was reviewed when it was made, as in terraform.
             if saved is None and not auto_approve:
                 _confirm(stdin)
+            from sparkspec.gc import register_project
+
             provider = _provider(workspace, plan, environ)
             register_project(workspace.cache.directory, workspace.lock_path)
             return _execute(workspace, plan, provider, parallelism or workspace.project.provider.parallelism,
@@ -84,6 +86,8 @@ def _provider(workspace: Workspace, plan: Plan, environ: Mapping[str, str]) -> P
     """The provider, or one that refuses, when the plan renders nothing (reuse/restore/delete
     need no API key)."""
     if any(c.action in RENDERS for c in plan.changes if c.kind == "scene"):
+        from sparkspec.providers import make_provider
+
         return make_provider(workspace.project.provider, workspace.state_dir, environ)
     return _NoRenders(workspace.project.provider.type)
 
@@ -111,6 +115,10 @@ class _NoRenders:
 
 def _execute(workspace: Workspace, plan: Plan, provider: Provider, parallelism: int, as_json: bool,
              fail_fast: bool, stdout: TextIO) -> int:
+    import asyncio
+
+    from sparkspec.apply.engine import Engine, running_remotely
+
     total = sum(1 for c in plan.changes if c.kind == "scene" and c.action is not Action.NOOP)
     reporter: JsonReporter | PlainReporter | LiveReporter
     if as_json:
@@ -147,6 +155,9 @@ def _execute(workspace: Workspace, plan: Plan, provider: Provider, parallelism: 
 
 async def _drive(engine: Engine, provider: Provider) -> ApplyResult:
     """Run the engine; Ctrl-C stops new submissions and leaves running tasks in the journal."""
+    import asyncio
+    import signal
+
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
