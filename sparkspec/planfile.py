@@ -62,8 +62,8 @@ def load_plan(path: Path) -> SavedPlan:
 
 def check_fresh(saved: SavedPlan, fresh: Plan, path: Path) -> None:
     """Refuse a plan made from another spec, other variables, another lock or cache state."""
-    labels = {"spec_sha256": "the spec", "vars_sha256": "the variables", "lock_sha256": "the lock",
-              "provider": "the provider"}
+    labels = {"spec_sha256": "the spec", "vars_sha256": "the variables",
+              "templates_sha256": "a template file", "lock_sha256": "the lock", "provider": "the provider"}
     for field, label in labels.items():
         if saved.fingerprint.get(field) != fresh.fingerprint.get(field):
             raise StalePlanError(f"{path}: stale plan: {label} changed since it was made; "

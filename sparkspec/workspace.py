@@ -53,6 +53,7 @@ class Workspace:
         return {
             "spec_sha256": self.project.spec_sha256,
             "vars_sha256": self.project.vars_sha256,
+            "templates_sha256": self.project.templates_sha256,
             "lock_sha256": hashlib.sha256(self.lock_text.encode()).hexdigest(),
             "provider": self.project.provider.type,
         }

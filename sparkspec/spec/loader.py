@@ -116,7 +116,8 @@ class _Resolver:
             name=_typed(data, "name", str, self.root.name), salt=_typed(data, "salt", str, ""),
             output_dir=output_dir, provider=provider, scenes=scenes, sequences=sequences,
             spec_sha256=self.digest,
-            vars_sha256=hashlib.sha256(_canonical(variables).encode()).hexdigest())
+            vars_sha256=hashlib.sha256(_canonical(variables).encode()).hexdigest(),
+            templates_sha256=self.templates.digest())
         return Loaded(project, tuple(diagnostics))
 
     def variables(self, data: dict[str, Any]) -> dict[str, Any]:

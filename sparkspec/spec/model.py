@@ -79,3 +79,4 @@ class Project:
     sequences: dict[str, SequenceSpec]
     spec_sha256: str  # of the spec file's bytes
     vars_sha256: str  # of the variables in force, after --var-file and --var
+    templates_sha256: str = ""  # of every template file read (prompt files and their includes)

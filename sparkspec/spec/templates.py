@@ -9,6 +9,8 @@ other template goes through Jinja's compiler.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import keyword
 import re
 import traceback
@@ -57,6 +59,7 @@ class _ProjectLoader(jinja2.BaseLoader):
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.read: dict[str, str] = {}  # template name -> sha256 of its source, as loaded
 
     def get_source(
         self, environment: jinja2.Environment, template: str
@@ -69,6 +72,7 @@ class _ProjectLoader(jinja2.BaseLoader):
         except (OSError, UnicodeDecodeError) as exc:
             raise jinja2.TemplateNotFound(f"{template} ({_reason(exc)})") from None
         mtime = path.stat().st_mtime_ns
+        self.read[template] = hashlib.sha256(source.encode()).hexdigest()
         return source, str(path), lambda: path.stat().st_mtime_ns == mtime
 
 
@@ -91,6 +95,12 @@ class Templates:
             autoescape=False,
         )
         self._inline: dict[str, Renderer] = {}
+
+    def digest(self) -> str:
+        """The sha256 of every template file read so far, so a saved plan notices their edits."""
+        loader = self.env.loader
+        read = loader.read if isinstance(loader, _ProjectLoader) else {}
+        return hashlib.sha256(json.dumps(read, sort_keys=True).encode()).hexdigest()
 
     def render_inline(self, source: str, context: Mapping[str, Any]) -> str:
         renderer = self._inline.get(source)
