@@ -109,6 +109,22 @@ def test_sandbox_refuses_unsafe_access(root: Path, source: str) -> None:
     assert info.value.message.startswith(("not allowed in a template", "undefined variable")), info.value.message
 
 
+@pytest.mark.parametrize("source", [
+    "{{ 'ab' * 400000000 }}",
+    "{{ 400000000 * 'ab' }}",
+    "{{ [1, 2] * 100000 }}",
+    "{{ 2 ** 99999999 }}",
+])
+def test_templates_cannot_build_huge_values(root: Path, source: str) -> None:
+    with pytest.raises(TemplateProblem) as info:
+        Templates(root).render_inline(source, {})
+    assert info.value.message.startswith("not allowed in a template"), info.value.message
+
+
+def test_small_repeats_and_powers_still_render(root: Path) -> None:
+    assert Templates(root).render_inline("{{ 'ab' * 3 }} {{ 2 ** 10 }} {{ 3 * 4 }}", {}) == "ababab 1024 12"
+
+
 def test_sandbox_problem_is_a_diagnostic_not_a_crash(tmp_path: Path) -> None:
     (tmp_path / "project.spark.yaml").write_text(
         'version: 1\nscenes:\n  intro:\n    prompt: "{{ product.__class__.__mro__ }}"\n'

@@ -84,12 +84,34 @@ def _reason(exc: Exception) -> str:
     return getattr(exc, "strerror", None) or str(exc)
 
 
+MAX_PRODUCT = 100_000  # characters or items a `*` may make; a prompt is advised at 500 characters
+
+
+class _BoundedEnvironment(SandboxedEnvironment):
+    """The sandbox refuses unsafe attributes; this also bounds what `*` and `**` can build,
+    so `{{ 'ab' * 400000000 }}` is an error, not gigabytes and minutes (Jinja's sandbox
+    already bounds `range`)."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(times, int) \
+                        and len(seq) * times > MAX_PRODUCT:
+                    raise jinja2.exceptions.SecurityError(
+                        f"repeating a value {times:,} times makes more than {MAX_PRODUCT:,} items")
+        if operator == "**" and isinstance(right, int) and abs(right) > 1000:
+            raise jinja2.exceptions.SecurityError(f"an exponent of {right:,} is too large")
+        return super().call_binop(context, operator, left, right)
+
+
 class Templates:
     """Renders the project's prompts and image templates."""
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
-        self.env = SandboxedEnvironment(
+        self.env = _BoundedEnvironment(
             loader=_ProjectLoader(self.root),
             undefined=jinja2.StrictUndefined,
             autoescape=False,
