@@ -64,7 +64,7 @@ class LiveReporter:
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.console = Console()
+        self.console = Console(highlight=False)
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[state]}"),
                                  TimeElapsedColumn(), console=self.console, transient=False)
         self.overall = self.progress.add_task("apply", total=max(total, 1), state="0 tokens")
