@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from sparkspec.errors import SparkspecError
@@ -41,7 +42,8 @@ def write_starter(spec: Path) -> list[str]:
     if spec.exists():
         raise SparkspecError(f"{spec} already exists; edit it, or pass -f NEW.yaml for another spec")
     name = spec.resolve().parent.name or "project"
-    atomic_write_text(spec, STARTER.format(name=name))
+    # JSON quoting is YAML quoting: a folder named `a: b` or `#x` still makes a valid spec.
+    atomic_write_text(spec, STARTER.format(name=json.dumps(name)))
     written = [f"Wrote {spec}"]
     ignore = spec.parent / ".gitignore"
     if not ignore.exists():

@@ -1,0 +1,81 @@
+"""The command line around the core: init, -C, schema, --help, version, bad options."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def sparkspec(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "sparkspec", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def test_init_writes_a_starter_that_validates_and_renders_offline(tmp_path: Path) -> None:
+    project = tmp_path / "odd: #name"
+    project.mkdir()
+    made = sparkspec(project, "init")
+    assert made.returncode == 0, made.stderr
+    assert (project / "project.spark.yaml").exists() and (project / ".gitignore").exists()
+    assert sparkspec(project, "validate").returncode == 0
+    applied = sparkspec(project, "apply", "--auto-approve", "--json")
+    assert applied.returncode == 0, applied.stderr
+    assert json.loads(applied.stdout.splitlines()[-1])["completed"] == 2
+    assert (project / "renders/film.mp4").exists()
+
+
+def test_init_never_overwrites(tmp_path: Path) -> None:
+    (tmp_path / "project.spark.yaml").write_text("mine\n")
+    refused = sparkspec(tmp_path, "init")
+    assert refused.returncode == 1
+    assert "already exists" in refused.stderr
+    assert (tmp_path / "project.spark.yaml").read_text() == "mine\n"
+
+
+def test_dash_c_runs_elsewhere_and_names_a_missing_folder(tmp_path: Path) -> None:
+    (tmp_path / "p").mkdir()
+    assert sparkspec(tmp_path, "-C", "p", "init").returncode == 0
+    assert sparkspec(tmp_path, "-C", "p", "validate").returncode == 0
+    missing = sparkspec(tmp_path, "-C", "nowhere", "validate")
+    assert missing.returncode == 1 and "-C nowhere" in missing.stderr
+
+
+def test_a_missing_spec_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    for command in ("validate", "plan", "apply", "graph"):
+        result = sparkspec(tmp_path, command)
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines() == [
+            "error: project.spark.yaml: no such file; run `sparkspec init` to start a project, or pass -f FILE"]
+
+
+def test_help_lists_every_command_and_a_bad_option_exits_1(tmp_path: Path) -> None:
+    shown = sparkspec(tmp_path, "--help")
+    assert shown.returncode == 0
+    for command in ("init", "validate", "plan", "apply", "show", "graph", "schema", "gc"):
+        assert command in shown.stdout
+    bad = sparkspec(tmp_path, "plan", "--frobnicate")
+    assert bad.returncode == 1 and "No such option" in bad.stderr
+
+
+def test_show_and_gc_before_any_apply(tmp_path: Path) -> None:
+    assert sparkspec(tmp_path, "init").returncode == 0
+    shown = sparkspec(tmp_path, "show")
+    assert shown.returncode == 0 and "nothing rendered yet" in shown.stdout
+    collected = sparkspec(tmp_path, "gc", "--dry-run")
+    assert collected.returncode == 0 and "nothing to drop" in collected.stdout
+    assert not (tmp_path / ".sparkspec").exists()
+
+
+def test_a_corrupt_lock_is_one_line_naming_it(tmp_path: Path) -> None:
+    assert sparkspec(tmp_path, "init").returncode == 0
+    (tmp_path / "project.spark.lock").write_text('{"version": 1, "scenes": {')
+    for command in ("plan", "apply", "show"):
+        result = sparkspec(tmp_path, command, *(["--auto-approve"] if command == "apply" else []))
+        assert result.returncode == 1
+        line, = result.stderr.strip().splitlines()
+        assert line.startswith("error: project.spark.lock:1:") and "restore it from git" in line
+    assert (tmp_path / "project.spark.lock").read_text() == '{"version": 1, "scenes": {'
