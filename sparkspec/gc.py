@@ -81,9 +81,33 @@ def collect(spec: Path, dry_run: bool = False, environ: Mapping[str, str] = os.e
                     blob.unlink(missing_ok=True)
         finally:
             cache.close()
+        scratch, scratch_bytes = _local_scratch(state_dir, verb, dry_run)
     summary = (f"{'Would drop' if dry_run else 'Dropped'} {dropped_keys} render(s) and {dropped_blobs} "
-               f"blob(s), {_size(freed)}; kept what {len(locks)} lock(s) refer to.")
-    return lines + [summary]
+               f"blob(s), {_size(freed + scratch_bytes)}; kept what {len(locks)} lock(s) refer to.")
+    return lines + scratch + [summary]
+
+
+def _local_scratch(state_dir: Path, verb: str, dry_run: bool) -> tuple[list[str], int]:
+    """The local renderer's task folders, once collected into the cache, are copies; the ones
+    the journal still names are renders an interrupted apply has yet to collect."""
+    import shutil
+
+    from sparkspec.apply.journal import Journal
+
+    folder = state_dir / "local"
+    if not folder.is_dir():
+        return [], 0
+    pending = {entry.task_id for entry in Journal(state_dir / "journal").entries()}
+    lines, freed = [], 0
+    for task in sorted(folder.iterdir()):
+        if task.name in pending or not task.is_dir():
+            continue
+        size = sum(f.stat().st_size for f in task.rglob("*") if f.is_file())
+        freed += size
+        lines.append(f"{verb} local task {task.name} ({_size(size)}, already in the cache)")
+        if not dry_run:
+            shutil.rmtree(task, ignore_errors=True)
+    return lines, freed
 
 
 def _size(size: int) -> str:

@@ -251,9 +251,11 @@ def test_gc_drops_only_what_no_lock_refers_to(applied: Project) -> None:
     assert "Would drop 1 render(s) and 2 blob(s)" in dry.out
     blob = applied.root / ".sparkspec/cache/blobs" / old_solo["video"]["sha256"][:2] / old_solo["video"]["sha256"]
     assert blob.exists()
+    assert "would drop local task local-" in dry.out  # the local renderer's copies
     done = applied.run("gc")
     assert "Dropped 1 render(s) and 2 blob(s)" in done.out
     assert not blob.exists()
+    assert not any((applied.root / ".sparkspec/local").iterdir())
     # What the lock refers to survives: deleting renders/ still restores without rendering.
     shutil.rmtree(applied.root / "renders")
     assert applied.apply().rendered() == []
