@@ -205,8 +205,9 @@ class FakeSparkAPI:
             return float(self.latency(key, params))
         if isinstance(self.latency, tuple):
             low, high = self.latency
-            # Seeded by the key: the same scene takes the same time, run after run.
-            draw = random.Random(f"{self.seed}:{key}").random()
+            # Seeded by the prompt: the same scene takes the same time, run after run, even
+            # when its first frame's bytes change with the renderer.
+            draw = random.Random(f"{self.seed}:{_prompt(params)}").random()
             return low + (high - low) * draw
         return float(self.latency)
 
