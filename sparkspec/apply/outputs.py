@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from sparkspec.errors import DownloadError
-from sparkspec.fsutil import fsync_dir
+from sparkspec.fsutil import atomic_copy
 
 
 def materialize(blob: Path, dest: Path) -> None:
-    """Copy a cached blob to `dest` atomically (a copy: users may edit renders/)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(blob, tmp)
-        with open(tmp, "rb+") as stream:
-            os.fsync(stream.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(dest.parent)
+    """Copy a cached blob into renders/ (a copy, not a link: users may edit renders/)."""
+    atomic_copy(blob, dest)
 
 
 def check_png(path: Path) -> tuple[int, int]:
