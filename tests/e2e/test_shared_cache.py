@@ -1,0 +1,48 @@
+"""Two projects sharing one cache (SPARKSPEC_CACHE_DIR), applied at the same time by two
+processes: both finish with identical renders, and a third project renders nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from .conftest import Project
+
+SPEC = """\
+version: 1
+provider: {type: local, parallelism: 2}
+defaults: {resolution: 480p, frames: 29, seed: 11}
+scenes:
+""" + "".join(f"  s{i}: {{prompt: \"lantern number {i} floating on a lake\"}}\n" for i in range(4))
+
+
+def test_two_processes_share_a_cache_safely(tmp_path: Path) -> None:
+    cache = tmp_path / "shared-cache"
+    projects = []
+    for name in ("one", "two", "three"):
+        project = Project(tmp_path / name)
+        project.root.mkdir()
+        project.write(SPEC)
+        project.env["SPARKSPEC_CACHE_DIR"] = str(cache)
+        projects.append(project)
+    running = [subprocess.Popen([sys.executable, "-m", "sparkspec", "apply", "--auto-approve", "--json"],
+                                cwd=p.root, env=p.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for p in projects[:2]]
+    for proc in running:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        assert json.loads(out.splitlines()[-1])["ok"] is True
+    one, two, three = projects
+    assert one.lock()["scenes"].keys() == two.lock()["scenes"].keys()
+    for sid, record in one.lock()["scenes"].items():
+        assert two.lock()["scenes"][sid]["video"]["sha256"] == record["video"]["sha256"]
+    assert not (one.root / ".sparkspec/cache").exists()  # the cache is where it was told to be
+    third = three.apply()
+    assert third.rendered() == []
+    assert sorted(e["scene"] for e in third.events() if e["event"] == "reused") == ["s0", "s1", "s2", "s3"]
+    # gc in one project keeps what the others' locks refer to.
+    collected = one.run("gc")
+    assert collected.code == 0 and "Dropped 0 render(s) and 0 blob(s)" in collected.out
+    assert "kept what 3 lock(s) refer to" in collected.out
