@@ -19,7 +19,9 @@ class Diagnostic:
 
     def __str__(self) -> str:
         where = f"{self.path}: " if self.path else ""
-        return f"{self.file}:{self.line}:{self.column}: {self.severity}: {where}{self.message}"
+        text = f"{self.file}:{self.line}:{self.column}: {self.severity}: {where}{self.message}"
+        # One diagnostic, one line, whatever a key, a value or a library's message holds.
+        return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def has_errors(diagnostics: list[Diagnostic]) -> bool:

@@ -22,7 +22,7 @@ from sparkspec.spec.templates import Templates, TemplateProblem, inside
 from sparkspec.spec.yamlsource import Document, Path as KeyPath, dotted, load_yaml
 
 _SLUG_RUNS = re.compile(r"[^a-z0-9]+")
-_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # used with fullmatch: no trailing newline
 _GENERATION = ("resolution", "ratio", "seed", "camera_fixed", "watermark")
 _REQUEST = ("service_tier", "execution_expires_after", "callback_url")
 _INTEGER_FIELDS = ("duration", "frames", "seed", "execution_expires_after", "parallelism")
@@ -175,7 +175,7 @@ class _Resolver:
         origin: dict[str, str] = {}
         default_length = self.length(defaults, ("defaults",))
         for sid, raw in _mapping(data.get("scenes")).items():
-            if not isinstance(raw, dict) or not _ID.match(sid):
+            if not isinstance(raw, dict) or not _ID.fullmatch(sid):
                 continue
             path: KeyPath = ("scenes", sid)
             for eid, combo in self.expand(sid, raw):
@@ -202,7 +202,7 @@ class _Resolver:
         out: list[tuple[str, dict[str, Any] | None]] = []
         for values in itertools.product(*(matrix[n] for n in names)):
             eid = "-".join([sid] + [slugify(v) for v in values])
-            if not _ID.match(eid):
+            if not _ID.fullmatch(eid):
                 self.report(("scenes", sid), f"matrix expansion {eid!r} is not a valid id "
                             "(at most 64 characters of a-z, 0-9, - and _); shorten the id or the values",
                             at_key=True)
@@ -387,7 +387,7 @@ class _Resolver:
         declared = _declared_ids(data, variants)
         for name, raw in _mapping(data.get("sequences")).items():
             members = _mapping(raw).get("scenes")
-            if not isinstance(members, list) or not _ID.match(name):
+            if not isinstance(members, list) or not _ID.fullmatch(name):
                 continue
             ok = True
             for i, member in enumerate(members):
