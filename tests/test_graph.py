@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from sparkspec import cli, graph
+from cli_runner import run_main
+
+from sparkspec import graph
 
 Up = dict[str, str | None]
 
@@ -151,15 +151,8 @@ sequences:
 
 
 def _run(args: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
-    monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", ["sparkspec", *args])
-    with CliRunner().isolation() as (out, err, *_):
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        return code, out.getvalue().decode() + err.getvalue().decode()
+    code, out, err = run_main(args, cwd, monkeypatch)
+    return code, out + err
 
 
 def test_graph_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from sparkspec import cli, graph
+from cli_runner import run_main
+
+from sparkspec import graph
 from sparkspec.cache import CachedRender
 from sparkspec.errors import SparkspecError, StalePlanError
 from sparkspec.fsutil import atomic_write_bytes
@@ -130,17 +130,7 @@ def edit(root: Path, old: str, new: str) -> None:
     (root / SPEC).write_text(text.replace(old, new))
 
 
-def run(args: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
-    """`sparkspec ARGS` through the console entry point; (exit code, stdout, stderr)."""
-    monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", ["sparkspec", *args])
-    with CliRunner().isolation() as (out, err, *_):
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        return code, out.getvalue().decode(), err.getvalue().decode()
+run = run_main
 
 
 # -- create and no-op --------------------------------------------------------------------------
