@@ -1,0 +1,116 @@
+"""`sparkspec apply` through the `spark` provider against the fake gateway on loopback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fakeapi import FakeSparkAPI
+
+from .conftest import Project
+
+SPEC = """\
+version: 1
+provider:
+  type: spark
+  parallelism: 1
+  poll: {initial: 0.05, max: 0.2}
+defaults: {resolution: 480p, frames: 29, seed: 9}
+scenes:
+  a: {prompt: "a paper crane unfolds"}
+  b: {first_frame: {scene: a}, prompt: "the crane takes off"}
+  solo: {prompt: "an origami frog jumps"}
+"""
+
+
+@pytest.fixture
+def spark(project: Project, fake_api: FakeSparkAPI) -> Project:
+    project.write(SPEC)
+    project.env.update(SPARK_API_KEY=fake_api.api_key, SPARK_BASE_URL=fake_api.base_url)
+    return project
+
+
+def test_apply_renders_through_the_api_once_and_then_asks_nothing(spark: Project,
+                                                                 fake_api: FakeSparkAPI) -> None:
+    first = spark.apply()
+    assert first.rendered() == ["a", "b", "solo"]
+    assert sorted(fake_api.creates_by_key.values()) == [1, 1, 1]
+    lock = spark.lock()
+    assert {r["provider"] for r in lock["scenes"].values()} == {"spark"}
+    assert all(r["task_id"] in fake_api.tasks for r in lock["scenes"].values())
+    # b was created from a's last frame, as a data URL of the PNG
+    body = next(b for b in fake_api.create_bodies
+                if b["input"][0]["params"]["content"][0]["text"] == "the crane takes off")
+    image = body["input"][0]["params"]["content"][1]
+    assert image["role"] == "first_frame" and image["image_url"]["url"].startswith("data:image/png;base64,")
+
+    fake_api.reset_counters()
+    again = spark.apply()
+    assert again.rendered() == []
+    assert sum(fake_api.requests.values()) == 0
+
+
+def test_a_missing_key_is_an_error_before_any_work(spark: Project, fake_api: FakeSparkAPI) -> None:
+    del spark.env["SPARK_API_KEY"]
+    result = spark.run("apply", "--auto-approve")
+    assert result.code == 1
+    line, = result.err.strip().splitlines()
+    assert "SPARK_API_KEY" in line and "--provider local" in line
+    assert sum(fake_api.requests.values()) == 0
+    assert not (spark.root / "project.spark.lock").exists()
+    # plan never needs a key
+    assert spark.run("plan").code == 0
+
+
+def test_restoring_from_the_cache_needs_no_key(spark: Project, fake_api: FakeSparkAPI) -> None:
+    spark.apply()
+    shutil.rmtree(spark.root / "renders")
+    del spark.env["SPARK_API_KEY"]
+    fake_api.reset_counters()
+    restored = spark.apply()
+    assert sorted(e["scene"] for e in restored.events() if e["event"] == "restored") == ["a", "b", "solo"]
+    assert sum(fake_api.requests.values()) == 0
+
+
+def test_a_failed_render_fails_its_chain_with_the_apis_message(spark: Project,
+                                                              fake_api: FakeSparkAPI) -> None:
+    fake_api.outcome("failed", code="003021098", message="content policy: the crane is too pointy")
+    result = spark.run("apply", "--auto-approve")  # plan order: a first, with parallelism 1
+    assert result.code == 1
+    assert "error: a: spark task" in result.err and "the crane is too pointy" in result.err
+    assert "error: b: skipped: upstream a did not render" in result.err
+    assert sorted(spark.lock()["scenes"]) == ["solo"]
+    # The failed scene stays out of the lock: the next apply plans it again and the user pays again.
+    assert "+ scene.a (create)" in spark.run("plan").out
+    assert spark.apply().rendered() == ["a", "b"]
+
+
+def test_ctrl_c_names_the_renders_still_running_and_the_next_apply_collects_them(
+        spark: Project, fake_api: FakeSparkAPI) -> None:
+    fake_api.latency = 3.0
+    proc = subprocess.Popen([sys.executable, "-m", "sparkspec", "apply", "--auto-approve"], cwd=spark.root,
+                            env=spark.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while fake_api.total_creates == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # the journal write follows the create's reply
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    running_task = next(iter(fake_api.tasks))
+    assert "Still rendering remotely" in err and running_task in err
+    assert fake_api.total_creates == 1  # nothing new was submitted after Ctrl-C
+
+    fake_api.latency = 0.0
+    done = spark.apply()
+    assert done.rendered() == ["a", "b", "solo"]
+    assert {"event": "progress", "scene": "a", "task_id": running_task, "state": "collecting"} in done.events()
+    assert sorted(fake_api.creates_by_key.values()) == [1, 1, 1]  # a was collected, not paid twice
+    assert json.loads((spark.root / "project.spark.lock").read_text())["scenes"]["a"]["task_id"] == running_task
