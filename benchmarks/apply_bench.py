@@ -15,7 +15,7 @@ talking HTTP to the fake gateway that runs in this process (tests/fakeapi.py).
    of the apply process. Each video is a real H.264 mp4 from the local renderer followed
    by a 50 MB ISO BMFF `free` box: a valid file of that size, which the engine's probe
    decodes like any other, streamed by the fake from zeros.
-3. image: one scene whose first frame is a 25 MB PNG (incompressible noise, 2900x2900),
+3. image: one scene whose first frame is a 25 MB PNG (incompressible noise, 2960x2960),
    sent as a data URL; peak RSS against the same apply with a 640x640 first frame.
 
 Peak RSS is the apply process's own high-water mark (VmHWM, read by the process as it
@@ -144,7 +144,7 @@ def image() -> dict[str, float]:
 
     results = {}
     with tempfile.TemporaryDirectory(prefix="apply-bench-") as tmp:
-        for name, side in (("small", 640), ("large", 2900)):
+        for name, side in (("small", 640), ("large", 2960)):
             root = Path(tmp) / name
             (root / "assets").mkdir(parents=True)
             noise = random.Random(SEED).randbytes(side * side * 3)
@@ -167,11 +167,13 @@ def image() -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("parts", nargs="*", default=["makespan", "downloads", "image"],
-                        choices=["makespan", "downloads", "image"])
-    parser.add_argument("--poll", nargs=2, type=float, default=(0.1, 0.3), metavar=("INITIAL", "MAX"),
+    parser.add_argument("parts", nargs="*", metavar="PART", help="makespan, downloads, image (default: all)")
+    parser.add_argument("--poll", nargs=2, type=float, default=(0.1, 1.0), metavar=("INITIAL", "MAX"),
                         help="provider.poll for the makespan run")
     args = parser.parse_args()
+    args.parts = args.parts or ["makespan", "downloads", "image"]
+    if set(args.parts) - {"makespan", "downloads", "image"}:
+        parser.error(f"unknown part(s): {sorted(set(args.parts) - {'makespan', 'downloads', 'image'})}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
     if "makespan" in args.parts:
         m = makespan(*args.poll)
