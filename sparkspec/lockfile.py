@@ -6,6 +6,7 @@ timestamps, so a no-op apply rewrites it byte for byte.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,22 @@ from sparkspec.errors import StatePathError
 from sparkspec.fsutil import atomic_write_text
 
 LOCK_VERSION = 1
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False)
+
+
+class _Fragment:
+    """A record's text as it stands inside the lock, made once per record: apply rewrites
+    the lock after every scene, and re-encoding every record each time is quadratic."""
+
+    def to_json(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @functools.cached_property
+    def lock_text(self) -> str:
+        return _dumps(self.to_json()).replace("\n", "\n    ")
 
 
 @dataclass(frozen=True)
@@ -32,7 +49,7 @@ class FileRecord:
 
 
 @dataclass(frozen=True)
-class SceneRecord:
+class SceneRecord(_Fragment):
     key: str
     provider: str
     model: str
@@ -67,7 +84,7 @@ class SceneRecord:
 
 
 @dataclass(frozen=True)
-class SequenceRecord:
+class SequenceRecord(_Fragment):
     members: tuple[str, ...]  # the members' video sha256, in order
     video: FileRecord
 
@@ -85,12 +102,17 @@ class Lock:
     sequences: dict[str, SequenceRecord] = field(default_factory=dict)
 
     def to_text(self) -> str:
-        payload = {
-            "version": LOCK_VERSION,
-            "scenes": {k: v.to_json() for k, v in self.scenes.items()},
-            "sequences": {k: v.to_json() for k, v in self.sequences.items()},
-        }
-        return json.dumps(payload, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+        """Byte for byte `json.dumps(payload, sort_keys=True, indent=2)`, from cached fragments."""
+        return (f'{{\n  "scenes": {_section(self.scenes)},\n  "sequences": {_section(self.sequences)},\n'
+                f'  "version": {LOCK_VERSION}\n}}\n')
+
+
+def _section(records: dict[str, SceneRecord] | dict[str, SequenceRecord]) -> str:
+    if not records:
+        return "{}"
+    items = [f"    {json.dumps(name, ensure_ascii=False)}: {record.lock_text}"
+             for name, record in sorted(records.items())]
+    return "{\n" + ",\n".join(items) + "\n  }"
 
 
 def lock_path(spec_path: Path) -> Path:
