@@ -66,6 +66,10 @@ class _SceneFailed(Exception):
     pass
 
 
+class _Skipped(Exception):
+    pass
+
+
 @dataclass
 class Engine:
     workspace: Workspace
@@ -77,6 +81,7 @@ class Engine:
     sleep: Sleep = asyncio.sleep
     rng: random.Random = field(default_factory=random.Random)
     wall_clock: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
         ws = self.workspace
@@ -88,7 +93,8 @@ class Engine:
         self.result = ApplyResult()
         self.done: dict[str, asyncio.Future[SceneRecord | None]] = {}
         self.stop_submitting: str | None = None
-        self.semaphore = asyncio.Semaphore(self.parallelism)
+        self.semaphore = asyncio.Semaphore(self.parallelism)  # tasks rendering remotely
+        self.installing = asyncio.Lock()  # lock writes happen one at a time, in order
 
     # -- the lock ----------------------------------------------------------------------
     def save_lock(self) -> None:
@@ -140,6 +146,10 @@ class Engine:
             if not future.done():
                 future.set_result(None)
             raise
+        except _Skipped as exc:
+            self.result.skipped[change.id] = str(exc)
+            self.emit({"event": "skipped", "scene": change.id, "reason": str(exc)})
+            record = None
         except _SceneFailed as exc:
             self.result.failed[change.id] = str(exc)
             self.emit({"event": "failed", "scene": change.id, "error": str(exc)})
@@ -176,21 +186,14 @@ class Engine:
         cached = self.workspace.cache.lookup(key.hex)
         if cached is not None and change.action is not Action.REPLACE:
             verb = "restored" if record is not None and record.key == key.hex else "reused"
-            record = self.install(scene, cached)
+            record = await self.install(scene, cached)
             getattr(self.result, verb).append(scene.id)
             self.emit({"event": verb, "scene": scene.id, "key": key.hex})
             return record
         if self.stop_submitting is not None:
-            self.result.skipped[scene.id] = self.stop_submitting
-            self.emit({"event": "skipped", "scene": scene.id, "reason": self.stop_submitting})
-            return None
-        async with self.semaphore:
-            if self.stop_submitting is not None:
-                self.result.skipped[scene.id] = self.stop_submitting
-                self.emit({"event": "skipped", "scene": scene.id, "reason": self.stop_submitting})
-                return None
-            cached = await self.render(scene, key, upstream_frame)
-        record = self.install(scene, cached)
+            raise _Skipped(self.stop_submitting)
+        cached = await self.render(scene, key, upstream_frame)
+        record = await self.install(scene, cached)
         self.result.completed.append(scene.id)
         self.result.tokens += cached.tokens
         self.emit({"event": "completed", "scene": scene.id, "key": key.hex, "task_id": cached.task_id,
@@ -204,8 +207,12 @@ class Engine:
                 and memo.sha256(self.project.root / video) == record.video.sha256
                 and memo.sha256(self.project.root / frame) == record.last_frame.sha256)
 
-    def install(self, scene: Scene, cached: CachedRender) -> SceneRecord:
-        """Cache -> renders/ -> lock, in that order."""
+    async def install(self, scene: Scene, cached: CachedRender) -> SceneRecord:
+        """Cache -> renders/ -> lock, in that order, off the event loop and one at a time."""
+        async with self.installing:
+            return await asyncio.to_thread(self._install, scene, cached)
+
+    def _install(self, scene: Scene, cached: CachedRender) -> SceneRecord:
         cache, memo = self.workspace.cache, self.workspace.memo
         video, frame = output_paths(self.project, scene.id)
         for rel, sha in ((video, cached.video_sha256), (frame, cached.last_frame_sha256)):
@@ -238,37 +245,50 @@ class Engine:
             callback_url=scene.callback_url)
 
     async def render(self, scene: Scene, key: SceneKey, upstream_frame: Path | None) -> CachedRender:
+        """Submit (or collect) and wait while holding a render slot; download and check after
+        releasing it, so the slot bounds only the tasks rendering remotely."""
         request = self.request(scene, key, upstream_frame)
         provider_type = self.provider.type
         resubmits = 0
-        status = await self.collect_or_submit(request)
         while True:
             try:
-                status = await self.wait(scene.id, status)
+                async with self.semaphore:
+                    if self.stop_submitting is not None and self.journal.get(key.hex) is None:
+                        raise _Skipped(self.stop_submitting)
+                    status = await self.collect_or_submit(request)
+                    status = await self.wait(scene.id, status)
                 if status.state is TaskState.COMPLETED:
                     return await self.deliver(scene, key, status)
-                if status.error_code == UNAVAILABLE and resubmits < MAX_RESUBMITS:
-                    resubmits += 1
-                    self.journal.forget(key.hex)
-                    await self.sleep(self.backoff(resubmits))
-                    status = await self.submit(request)
-                    continue
-                self.journal.forget(key.hex)
-                message = status.error_message or "the render failed"
-                code = f" ({status.error_code})" if status.error_code else ""
-                raise _SceneFailed(f"{provider_type} task {status.task_id} failed{code}: {message}")
+                error = None
+                if status.error_code != UNAVAILABLE or resubmits == MAX_RESUBMITS:
+                    message = status.error_message or "the render failed"
+                    code = f" ({status.error_code})" if status.error_code else ""
+                    error = self.failure(scene.id, f"{provider_type} task {status.task_id} failed{code}: "
+                                                   f"{message}")
+                await asyncio.to_thread(self.journal.forget, key.hex)
+                if error is not None:
+                    raise error
+                resubmits += 1
+                await self.sleep(self.backoff(resubmits))
             except TaskNotFound:
-                self.journal.forget(key.hex)
-                status = await self.submit(request)
+                await asyncio.to_thread(self.journal.forget, key.hex)
             except AuthError as exc:
                 self.stop_submitting = f"the API refused the key: {exc}"
-                raise _SceneFailed(str(exc)) from None
+                raise self.failure(scene.id, str(exc)) from None
             except RenderFailed as exc:
-                self.journal.forget(key.hex)
-                raise _SceneFailed(str(exc)) from None
+                error = self.failure(scene.id, str(exc))
+                await asyncio.to_thread(self.journal.forget, key.hex)
+                raise error from None
             except ProviderError as exc:
                 # The task id stays in the journal: a later apply can still collect it.
-                raise _SceneFailed(str(exc)) from None
+                raise self.failure(scene.id, str(exc)) from None
+
+    def failure(self, scene_id: str, message: str) -> _SceneFailed:
+        """The error that fails a scene. With --fail-fast, submissions stop here, before any
+        other scene can take the render slot this one just freed."""
+        if self.fail_fast and self.stop_submitting is None:
+            self.stop_submitting = f"--fail-fast: {scene_id} failed"
+        return _SceneFailed(message)
 
     async def collect_or_submit(self, request: RenderRequest) -> TaskStatus:
         entry = self.journal.get(request.key)
@@ -277,7 +297,7 @@ class Engine:
                 self.emit({"event": "progress", "scene": request.scene, "task_id": entry.task_id,
                            "state": "collecting"})
                 return TaskStatus(entry.task_id, TaskState.RUNNING)
-            self.journal.forget(request.key)
+            await asyncio.to_thread(self.journal.forget, request.key)
         return await self.submit(request)
 
     async def submit(self, request: RenderRequest) -> TaskStatus:
@@ -285,11 +305,12 @@ class Engine:
             status = await self.provider.submit(request)
         except AuthError as exc:
             self.stop_submitting = f"the API refused the key: {exc}"
-            raise _SceneFailed(str(exc)) from None
+            raise self.failure(request.scene, str(exc)) from None
         except ProviderError as exc:
-            raise _SceneFailed(str(exc)) from None
-        self.journal.record(request.key, request.scene, self.provider.type, status.task_id,
-                            request.execution_expires_after or DEFAULT_EXPIRY, now=self.wall_clock())
+            raise self.failure(request.scene, str(exc)) from None
+        await asyncio.to_thread(self.journal.record, request.key, request.scene, self.provider.type,
+                                status.task_id, request.execution_expires_after or DEFAULT_EXPIRY,
+                                self.wall_clock())
         self.emit({"event": "submitted", "scene": request.scene, "task_id": status.task_id})
         return status
 
@@ -298,11 +319,24 @@ class Engine:
         base = min(poll.max, poll.initial * (2 ** (attempt - 1)))
         return float(base * (0.5 + self.rng.random() / 2))
 
+    def next_poll(self, attempt: int, status: TaskStatus, elapsed: float) -> float:
+        """When to look again. With a reported progress p after `elapsed` seconds, the task
+        should be done in elapsed*(1-p)/p: poll then, but never wait longer than the time
+        already spent (an early, small p extrapolates badly) nor than poll.max. Without
+        progress, back off exponentially with jitter. Never sooner than poll.initial/4."""
+        poll = self.project.provider.poll
+        p = status.progress
+        if p is None or not 0 < p < 1 or elapsed <= 0:
+            return self.backoff(attempt)
+        remaining = elapsed * (1 - p) / p
+        return max(poll.initial / 4, min(poll.max, elapsed, remaining + 0.005))
+
     async def wait(self, scene_id: str, status: TaskStatus) -> TaskStatus:
         attempt = 0
+        started = self.monotonic()
         while status.state is TaskState.RUNNING:
             attempt += 1
-            await self.sleep(self.backoff(attempt))
+            await self.sleep(self.next_poll(attempt, status, self.monotonic() - started))
             status = await self.provider.poll(status.task_id)
             if status.state is TaskState.RUNNING:
                 self.emit({"event": "progress", "scene": scene_id, "task_id": status.task_id,
@@ -314,7 +348,7 @@ class Engine:
         cache = self.workspace.cache
         for refresh in range(MAX_URL_REFRESHES + 1):
             if not status.video_url or not status.last_frame_url:
-                raise _SceneFailed(f"task {status.task_id} completed without "
+                raise self.failure(scene.id, f"task {status.task_id} completed without "
                                    f"{'a video' if not status.video_url else 'a last frame'}")
             try:
                 video = await self.provider.download(status.video_url, self.tmp_dir / f"{key.hex}.mp4.part")
@@ -323,17 +357,17 @@ class Engine:
                 break
             except DownloadError as exc:
                 if exc.code != "url_expired" or refresh == MAX_URL_REFRESHES:
-                    raise _SceneFailed(f"download of task {status.task_id} failed: {exc}") from None
+                    raise self.failure(scene.id, f"download of task {status.task_id} failed: {exc}") from None
                 status = await self.provider.poll(status.task_id)
         try:
             await asyncio.to_thread(_check_video, video.path)
-            check_png(frame.path)
+            await asyncio.to_thread(check_png, frame.path)
         except (DownloadError, MediaError) as exc:
             video.path.unlink(missing_ok=True)
             frame.path.unlink(missing_ok=True)
-            raise _SceneFailed(f"task {status.task_id} delivered a bad output: {exc}") from None
-        cache.put_blob(video.path, video.sha256)
-        cache.put_blob(frame.path, frame.sha256)
+            raise self.failure(scene.id, f"task {status.task_id} delivered a bad output: {exc}") from None
+        await asyncio.to_thread(cache.put_blob, video.path, video.sha256)
+        await asyncio.to_thread(cache.put_blob, frame.path, frame.sha256)
         tokens = status.tokens if status.tokens is not None else self.estimate(scene)
         inputs = dict(key.inputs)
         cached = CachedRender(
@@ -342,8 +376,8 @@ class Engine:
             tokens=tokens, video_sha256=video.sha256, video_bytes=video.size,
             last_frame_sha256=frame.sha256, last_frame_bytes=frame.size, inputs=inputs,
             seed_derived=key.seed_derived, cost=status.cost)
-        cache.record(cached)
-        self.journal.forget(key.hex)
+        await asyncio.to_thread(cache.record, cached)
+        await asyncio.to_thread(self.journal.forget, key.hex)
         return cached
 
     def estimate(self, scene: Scene) -> int:
