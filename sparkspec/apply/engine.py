@@ -41,7 +41,7 @@ Sleep = Callable[[float], Awaitable[None]]
 
 UNAVAILABLE = "003021099"
 MAX_RESUBMITS = 2  # of a task that failed with 003021099, per apply
-MAX_URL_REFRESHES = 3
+MAX_DOWNLOAD_ATTEMPTS = 4  # of a finished task's outputs: lapsed URLs refreshed, damaged bodies fetched again
 DEFAULT_EXPIRY = 172800
 
 
@@ -346,26 +346,27 @@ class Engine:
     async def deliver(self, scene: Scene, key: SceneKey, status: TaskStatus) -> CachedRender:
         """Download, check and cache both outputs; then the journal entry can go."""
         cache = self.workspace.cache
-        for refresh in range(MAX_URL_REFRESHES + 1):
+        parts = (self.tmp_dir / f"{key.hex}.mp4.part", self.tmp_dir / f"{key.hex}.png.part")
+        for attempt in range(1, MAX_DOWNLOAD_ATTEMPTS + 1):
             if not status.video_url or not status.last_frame_url:
                 raise self.failure(scene.id, f"task {status.task_id} completed without "
                                    f"{'a video' if not status.video_url else 'a last frame'}")
             try:
-                video = await self.provider.download(status.video_url, self.tmp_dir / f"{key.hex}.mp4.part")
-                frame = await self.provider.download(status.last_frame_url,
-                                                     self.tmp_dir / f"{key.hex}.png.part")
+                video = await self.provider.download(status.video_url, parts[0])
+                frame = await self.provider.download(status.last_frame_url, parts[1])
+                await asyncio.to_thread(_check_video, video.path)
+                await asyncio.to_thread(check_png, frame.path)
                 break
-            except DownloadError as exc:
-                if exc.code != "url_expired" or refresh == MAX_URL_REFRESHES:
+            except (DownloadError, MediaError) as exc:
+                for part in parts:
+                    part.unlink(missing_ok=True)
+                expired = isinstance(exc, DownloadError) and exc.code == "url_expired"
+                damaged = isinstance(exc, MediaError) or getattr(exc, "code", None) == "bad_content"
+                if not (expired or damaged) or attempt == MAX_DOWNLOAD_ATTEMPTS:
+                    # The task id stays in the journal: a later apply can download it again.
                     raise self.failure(scene.id, f"download of task {status.task_id} failed: {exc}") from None
-                status = await self.provider.poll(status.task_id)
-        try:
-            await asyncio.to_thread(_check_video, video.path)
-            await asyncio.to_thread(check_png, frame.path)
-        except (DownloadError, MediaError) as exc:
-            video.path.unlink(missing_ok=True)
-            frame.path.unlink(missing_ok=True)
-            raise self.failure(scene.id, f"task {status.task_id} delivered a bad output: {exc}") from None
+                if expired:  # signed URLs lapse: the task gives fresh ones
+                    status = await self.provider.poll(status.task_id)
         await asyncio.to_thread(cache.put_blob, video.path, video.sha256)
         await asyncio.to_thread(cache.put_blob, frame.path, frame.sha256)
         tokens = status.tokens if status.tokens is not None else self.estimate(scene)

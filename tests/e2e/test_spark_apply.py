@@ -114,3 +114,29 @@ def test_ctrl_c_names_the_renders_still_running_and_the_next_apply_collects_them
     assert {"event": "progress", "scene": "a", "task_id": running_task, "state": "collecting"} in done.events()
     assert sorted(fake_api.creates_by_key.values()) == [1, 1, 1]  # a was collected, not paid twice
     assert json.loads((spark.root / "project.spark.lock").read_text())["scenes"]["a"]["task_id"] == running_task
+
+
+def test_a_damaged_download_is_fetched_again_and_never_cached(spark: Project, fake_api: FakeSparkAPI) -> None:
+    fake_api.inject("video", "garbage", times=1)  # right length, not a video
+    result = spark.apply()
+    assert result.rendered() == ["a", "b", "solo"]
+    assert fake_api.requests["download"] == 8 and fake_api.total_creates == 3  # one pair fetched again
+    for record in spark.lock()["scenes"].values():
+        blob = spark.root / ".sparkspec/cache/blobs" / record["video"]["sha256"][:2] / record["video"]["sha256"]
+        assert blob.stat().st_size == record["video"]["bytes"]
+    blobs = list((spark.root / ".sparkspec/cache/blobs").rglob("*"))
+    assert len([b for b in blobs if b.is_file()]) == 6  # 3 videos, 3 frames: the garbage is nowhere
+
+
+def test_a_download_that_keeps_failing_fails_the_scene_and_keeps_the_task(spark: Project,
+                                                                         fake_api: FakeSparkAPI) -> None:
+    fake_api.inject("video", "garbage", times=100)
+    failed = spark.run("apply", "--auto-approve")
+    assert failed.code == 1 and "download of task" in failed.err
+    assert (spark.root / ".sparkspec/journal").is_dir() and any((spark.root / ".sparkspec/journal").iterdir())
+    fake_api.faults.clear()
+    creates = fake_api.total_creates
+    collected = spark.apply()
+    assert collected.rendered() == ["a", "b", "solo"]
+    assert sorted(e["scene"] for e in collected.events() if e.get("state") == "collecting") == ["a", "solo"]
+    assert fake_api.total_creates == creates + 1  # a and solo are collected, only b (skipped) is new
