@@ -153,8 +153,6 @@ class Engine:
         except _SceneFailed as exc:
             self.result.failed[change.id] = str(exc)
             self.emit({"event": "failed", "scene": change.id, "error": str(exc)})
-            if self.fail_fast and self.stop_submitting is None:
-                self.stop_submitting = f"--fail-fast: {change.id} failed"
             record = None
         if not future.done():
             future.set_result(record)
@@ -167,10 +165,7 @@ class Engine:
             upstream = await self.done[scene.upstream] if scene.upstream in self.done else \
                 self.scenes.get(scene.upstream)
             if upstream is None:
-                reason = f"upstream {scene.upstream} did not render"
-                self.result.skipped[scene.id] = reason
-                self.emit({"event": "skipped", "scene": scene.id, "reason": reason})
-                return None
+                raise _Skipped(f"upstream {scene.upstream} did not render")
             first = first_frame_input(sha256=upstream.last_frame.sha256)
             upstream_frame = self.workspace.cache.blob_path(upstream.last_frame.sha256)
             if not upstream_frame.exists():
