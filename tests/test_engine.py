@@ -121,3 +121,31 @@ def _scene_key(workspace: Any, scene_id: str) -> Any:
 
     scene = workspace.project.scenes[scene_id]
     return scene_key(workspace.project, scene, image_identity(scene, workspace.memo))
+
+
+def _journal_a(tmp_path: Path, task_id: str, submitted_at: float) -> None:
+    (tmp_path / "project.spark.yaml").write_text(SPEC)
+    workspace = open_workspace(tmp_path / "project.spark.yaml")
+    key = workspace.plan().scene("a")
+    assert key is not None and key.key is not None
+    Journal(workspace.state_dir / "journal").record(key.key, "a", "local", task_id, 3600, now=submitted_at)
+    workspace.close()
+
+
+def test_a_journalled_task_past_its_expiry_is_submitted_again(tmp_path: Path) -> None:
+    import time
+
+    _journal_a(tmp_path, "local-long-gone", submitted_at=time.time() - 7200)
+    result, provider, events = run(tmp_path, set())
+    assert result.ok and "a" in provider.submitted
+    assert not any(e.get("state") == "collecting" for e in events)
+
+
+def test_a_journalled_task_the_provider_no_longer_knows_is_submitted_again(tmp_path: Path) -> None:
+    import time
+
+    _journal_a(tmp_path, "local-unknown-task", submitted_at=time.time())
+    result, provider, events = run(tmp_path, set())
+    assert {"event": "progress", "scene": "a", "task_id": "local-unknown-task", "state": "collecting"} in events
+    assert result.ok and "a" in provider.submitted
+    assert Journal(tmp_path / ".sparkspec/journal").entries() == []
