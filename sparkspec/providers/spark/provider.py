@@ -1,9 +1,10 @@
 """The hosted Spark Dance API over httpx: create a task, read it, fetch its outputs.
 
-Wire format: reference section 5 (the gateway), with upstream's own dialect
-(section 6) read too. The provider retries its own transport faults within a
-bounded budget and then raises `TransientError`; the engine owns the polling
-cadence, the journal and the resubmission of 003021099.
+This module owns the two HTTP clients, the retries and the downloads; the
+bodies and task objects are built and read in `wire`. The provider retries its
+own transport faults within a bounded budget and then raises `TransientError`;
+the engine owns the polling cadence, the journal and the resubmission of
+003021099.
 
 Money rule for creates. The API has no idempotency key and no way to list
 tasks, so a create that reached the server and whose answer was lost cannot be
@@ -19,24 +20,18 @@ again, at most one orphan per scene per apply, and the message says so.
 The API key goes only into the `Authorization` header of API calls; downloads
 use a second client that has no key, so a signed file host never sees it. Text
 from the server is scrubbed of the key before it reaches any message, and the
-debug log (SPARKSPEC_DEBUG=1) redacts the header.
+debug log (SPARKSPEC_DEBUG=1, see `apikey`) redacts the header.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import email.utils
 import hashlib
-import json
-import logging
-import math
 import os
 import random
-import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urljoin
@@ -51,45 +46,14 @@ from sparkspec.errors import (
     TaskNotFound,
     TransientError,
 )
-from sparkspec.providers.base import Downloaded, RenderRequest, TaskState, TaskStatus
+from sparkspec.providers.base import Downloaded, RenderRequest, TaskStatus
+from sparkspec.providers.spark.apikey import log, log_request, log_response
+from sparkspec.providers.spark.wire import CreateBody, parse_task
 
-log = logging.getLogger("sparkspec.providers.spark")
-
-DEBUG_ENV = "SPARKSPEC_DEBUG"
 CREATE_PATH = "/model/v1/generation"
 TASK_PATH = "/model/v1/generation/task/"
-RUNNING = frozenset({"in_progress", "queued", "in_queue", "processing", "pending", "running", "created"})
-COMPLETED = frozenset({"completed", "succeeded", "success"})
-ENDED = frozenset({"expired", "cancelled", "canceled"})
 CREATE_RETRY_STATUSES = frozenset({429, 500, 502, 503})  # the request was refused: no task exists
-IMAGE_CHUNK = 3 * 64 * 1024  # a multiple of 3, so chunks base64-encode without padding
 Sleep = Callable[[float], Awaitable[None]]
-
-
-def api_key_from_env(var: str, environ: Mapping[str, str] = os.environ) -> str:
-    """The key from the variable `var`; a clear error, before any work, when it is unusable."""
-    key = environ.get(var, "").strip()
-    if not key:
-        raise AuthError(f"no API key: the environment variable {var} is not set. Export {var} with "
-                        f"your Spark API key, or render offline with --provider local.")
-    if not key.isascii() or not key.isprintable() or " " in key:
-        raise AuthError(f"the API key in {var} contains spaces or characters a header cannot carry; "
-                        f"set it again, or render offline with --provider local.")
-    return key
-
-
-def enable_debug_log(environ: Mapping[str, str] = os.environ) -> None:
-    """With SPARKSPEC_DEBUG=1, every API call is logged to stderr (the key redacted)."""
-    if environ.get(DEBUG_ENV, "") not in ("", "0") and not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("sparkspec debug: %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.DEBUG)
-
-
-def redacted_headers(headers: httpx.Headers) -> dict[str, str]:
-    return {name: ("<redacted>" if name.lower() in ("authorization", "cookie") else value)
-            for name, value in headers.items()}
 
 
 class SparkProvider:
@@ -106,7 +70,7 @@ class SparkProvider:
         self.sleep = sleep
         self.rng = rng or random.Random()
         self._secret = api_key
-        hooks: dict[str, list[Callable[..., Any]]] = {"request": [_log_request], "response": [_log_response]}
+        hooks: dict[str, list[Callable[..., Any]]] = {"request": [log_request], "response": [log_response]}
         self._api = httpx.AsyncClient(
             base_url=self.base_url, transport=transport, timeout=timeout, event_hooks=hooks,
             headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"})
@@ -270,155 +234,6 @@ class _RetryableDownload(Exception):
         self.code = code
 
 
-class CreateBody:
-    """The create call's JSON, streamed: a local first frame is base64-encoded chunk by chunk.
-
-    A 25 MB image would otherwise sit in memory as bytes, as base64 and as JSON at
-    once; here at most one chunk of it does, and the length is known up front.
-    """
-
-    def __init__(self, prefix: bytes, image: Path | None, image_bytes: int, suffix: bytes) -> None:
-        self.prefix, self.image, self.image_bytes, self.suffix = prefix, image, image_bytes, suffix
-        self.length = len(prefix) + 4 * math.ceil(image_bytes / 3) + len(suffix)
-
-    @staticmethod
-    def build(request: RenderRequest, model: str) -> CreateBody:
-        frame = request.first_frame
-        path = frame.path if frame is not None and not frame.url else None
-        sentinel = f"sparkspec-first-frame-{uuid.uuid4().hex}"
-        url: str | None = None
-        if frame is not None:
-            url = frame.url or sentinel
-        text = json.dumps({"model": model, "input": [{"params": create_params(request, url)}]},
-                          ensure_ascii=False, separators=(",", ":"))
-        if path is None:
-            return CreateBody(text.encode("utf-8"), None, 0, b"")
-        before, _, after = text.partition(json.dumps(sentinel))
-        fmt = image_format(path)
-        prefix = f'{before}"data:image/{fmt};base64,'.encode()
-        return CreateBody(prefix, path, path.stat().st_size, f'"{after}'.encode())
-
-    async def stream(self) -> AsyncIterator[bytes]:
-        yield self.prefix
-        if self.image is not None:
-            sent = 0
-            with self.image.open("rb") as source:
-                while chunk := source.read(IMAGE_CHUNK):
-                    sent += len(chunk)
-                    yield base64.b64encode(chunk)
-            if sent != self.image_bytes:
-                raise ProviderError(f"{self.image} changed while it was being sent; run apply again",
-                                    code="image_changed")
-        yield self.suffix
-
-
-def create_params(request: RenderRequest, first_frame_url: str | None) -> dict[str, Any]:
-    """`input[0].params` of the create call (reference sections 2, 5 and 5b)."""
-    content: list[dict[str, Any]] = [{"type": "text", "text": request.prompt}]
-    if first_frame_url is not None:
-        content.append({"type": "image_url", "image_url": {"url": first_frame_url}, "role": "first_frame"})
-    params: dict[str, Any] = {"content": content, "return_last_frame": True,
-                              "resolution": request.resolution, "ratio": request.ratio}
-    if request.frames is not None:
-        params["frames"] = request.frames
-    else:
-        params["duration"] = request.duration if request.duration is not None else apifacts.DEFAULT_DURATION
-    params.update(seed=request.seed, camera_fixed=request.camera_fixed, watermark=request.watermark)
-    for name in ("service_tier", "execution_expires_after", "callback_url"):
-        value = getattr(request, name)
-        if value is not None:
-            params[name] = value
-    return params
-
-
-def image_format(path: Path) -> str:
-    """The lower-case format name the data URL carries, read by Pillow from the header."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            fmt = (image.format or "").lower()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ProviderError(f"first frame {path}: not a readable image ({exc})", code="bad_image") from None
-    fmt = "jpeg" if fmt == "mpo" else fmt
-    if fmt not in apifacts.IMAGE_FORMATS:
-        raise ProviderError(f"first frame {path}: {fmt or 'unknown'} images are not accepted "
-                            f"(allowed: {', '.join(apifacts.IMAGE_FORMATS)})", code="bad_image")
-    return fmt
-
-
-def parse_task(raw: Mapping[str, Any], scrub: Callable[[str], str] = str,
-               unknown_running: bool = False) -> TaskStatus:
-    """A task object of either dialect as a `TaskStatus`."""
-    task_id = raw.get("id") or raw.get("task_id")
-    if not isinstance(task_id, (str, int)) or isinstance(task_id, bool) or str(task_id) == "":
-        raise ProviderError("the API answered with a task object that has no id", code="bad_answer")
-    task_id = str(task_id)
-    status = str(raw.get("status", "")).lower()
-    common: dict[str, Any] = {"progress": _number(raw.get("progress")),
-                              "created_at": _number(raw.get("created_at"))}
-    if status in RUNNING:
-        return TaskStatus(task_id, TaskState.RUNNING, **common)
-    if status in COMPLETED:
-        video, frame = _outputs(raw)
-        usage = _mapping(raw.get("usage"))
-        tokens = _integer(usage.get("completion_tokens"))
-        if tokens is None:
-            tokens = _integer(usage.get("total_tokens"))
-        cost = _number(usage.get("cost", raw.get("cost")))
-        metadata = _mapping(raw.get("metadata"))
-        seed = _integer(raw.get("seed"))
-        if seed is None:
-            seed = _integer(metadata.get("seed"))
-        return TaskStatus(task_id, TaskState.COMPLETED, video_url=video, last_frame_url=frame,
-                          tokens=tokens, cost=cost, seed=seed, **dict(common, progress=1.0))
-    if status == "failed":
-        code, message = _error(raw.get("error"))
-        return TaskStatus(task_id, TaskState.FAILED, error_code=code,
-                          error_message=scrub(message or "the render failed"), **common)
-    if status in ENDED:
-        code, message = _error(raw.get("error"))
-        text = f"the task {status}" + (f": {message}" if message else "")
-        return TaskStatus(task_id, TaskState.FAILED, error_code=code or status,
-                          error_message=scrub(text), **common)
-    if unknown_running:
-        return TaskStatus(task_id, TaskState.RUNNING, **common)
-    raise ProviderError(f"task {task_id}: unknown status {scrub(status)!r}; its id stays in the journal, "
-                        f"so a later apply can collect it", code="unknown_status")
-
-
-def _outputs(raw: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    video: str | None = None
-    frame: str | None = None
-    outputs = raw.get("output")
-    for output in outputs if isinstance(outputs, list) else [outputs]:
-        items = output.get("content") if isinstance(output, dict) else None
-        for item in items if isinstance(items, list) else []:
-            if isinstance(item, dict) and isinstance(item.get("url"), str):
-                if item.get("type") == "video" and video is None:
-                    video = item["url"]
-                elif item.get("type") == "image" and frame is None:
-                    frame = item["url"]
-    content = raw.get("content")  # upstream's dialect
-    if isinstance(content, dict):
-        video = video or _string(content.get("video_url"))
-        frame = frame or _string(content.get("last_frame_url"))
-    return video, frame
-
-
-def _error(error: Any) -> tuple[str | None, str | None]:
-    if isinstance(error, dict):
-        code = error.get("code")
-        message = error.get("error_message") or error.get("message")
-        if isinstance(code, int) and not isinstance(code, bool):
-            code = f"{code:09d}"  # the API's codes are nine digits with leading zeros
-        return (str(code) if code not in (None, "") else None,
-                str(message) if message not in (None, "") else None)
-    if isinstance(error, str) and error:
-        return None, error
-    return None, None
-
-
 def _api_message(response: httpx.Response) -> str:
     try:
         body = response.json()
@@ -448,42 +263,3 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    return None
-
-
-def _integer(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _string(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-async def _log_request(request: httpx.Request) -> None:
-    if log.isEnabledFor(logging.DEBUG):
-        log.debug("-> %s %s %s", request.method, _short_url(request.url), redacted_headers(request.headers))
-
-
-async def _log_response(response: httpx.Response) -> None:
-    if log.isEnabledFor(logging.DEBUG):
-        log.debug("<- %s %s HTTP %d", response.request.method, _short_url(response.request.url),
-                  response.status_code)
-
-
-def _short_url(url: httpx.URL) -> str:
-    """Signed URLs carry their signature in the query: keep it out of the log."""
-    return str(url.copy_with(query=None)) + ("?<signed>" if url.query else "")
-
-
-__all__ = ["SparkProvider", "api_key_from_env", "create_params", "enable_debug_log", "parse_task"]

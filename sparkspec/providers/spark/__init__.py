@@ -1,0 +1,15 @@
+"""The hosted Spark Dance API as a provider.
+
+`provider` holds the HTTP clients, their retries (and why a create is retried
+only when no task can exist) and the downloads; `wire` builds the create body
+and reads task objects of both dialects; `apikey` reads the key and keeps it
+out of the debug log.
+"""
+
+from __future__ import annotations
+
+from sparkspec.providers.spark.apikey import api_key_from_env, enable_debug_log
+from sparkspec.providers.spark.provider import SparkProvider
+from sparkspec.providers.spark.wire import CreateBody, create_params, parse_task
+
+__all__ = ["CreateBody", "SparkProvider", "api_key_from_env", "create_params", "enable_debug_log", "parse_task"]

@@ -1,0 +1,64 @@
+"""The API key, read from the environment, and the debug log, which must never show it.
+
+The key goes only into the `Authorization` header of API calls. The debug log
+(SPARKSPEC_DEBUG=1) shows every request with that header redacted and signed
+URLs without their signature, so its output can be pasted into a bug report.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+
+import httpx
+
+from sparkspec.errors import AuthError
+
+log = logging.getLogger("sparkspec.providers.spark")
+
+DEBUG_ENV = "SPARKSPEC_DEBUG"
+
+
+def api_key_from_env(var: str, environ: Mapping[str, str] = os.environ) -> str:
+    """The key from the variable `var`; a clear error, before any work, when it is unusable."""
+    key = environ.get(var, "").strip()
+    if not key:
+        raise AuthError(f"no API key: the environment variable {var} is not set. Export {var} with "
+                        f"your Spark API key, or render offline with --provider local.")
+    if not key.isascii() or not key.isprintable() or " " in key:
+        raise AuthError(f"the API key in {var} contains spaces or characters a header cannot carry; "
+                        f"set it again, or render offline with --provider local.")
+    return key
+
+
+def enable_debug_log(environ: Mapping[str, str] = os.environ) -> None:
+    """With SPARKSPEC_DEBUG=1, every API call is logged to stderr (the key redacted)."""
+    if environ.get(DEBUG_ENV, "") not in ("", "0") and not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("sparkspec debug: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.DEBUG)
+
+
+def redacted_headers(headers: httpx.Headers) -> dict[str, str]:
+    return {name: ("<redacted>" if name.lower() in ("authorization", "cookie") else value)
+            for name, value in headers.items()}
+
+
+async def log_request(request: httpx.Request) -> None:
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("-> %s %s %s", request.method, _short_url(request.url), redacted_headers(request.headers))
+
+
+async def log_response(response: httpx.Response) -> None:
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("<- %s %s HTTP %d", response.request.method, _short_url(response.request.url),
+                  response.status_code)
+
+
+def _short_url(url: httpx.URL) -> str:
+    """Signed URLs carry their signature in the query: keep it out of the log."""
+    return str(url.copy_with(query=None)) + ("?<signed>" if url.query else "")
+

@@ -1,0 +1,197 @@
+"""The API's wire format: the create call's body, and task objects read as `TaskStatus`.
+
+The create body follows reference section 5 (the gateway); task objects are read
+in the gateway's dialect and in upstream's own (section 6). Nothing here talks
+to the network: the provider sends what `CreateBody` streams and hands the
+decoded answer to `parse_task`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from sparkspec import apifacts
+from sparkspec.errors import ProviderError
+from sparkspec.providers.base import RenderRequest, TaskState, TaskStatus
+
+RUNNING = frozenset({"in_progress", "queued", "in_queue", "processing", "pending", "running", "created"})
+COMPLETED = frozenset({"completed", "succeeded", "success"})
+ENDED = frozenset({"expired", "cancelled", "canceled"})
+IMAGE_CHUNK = 3 * 64 * 1024  # a multiple of 3, so chunks base64-encode without padding
+
+
+class CreateBody:
+    """The create call's JSON, streamed: a local first frame is base64-encoded chunk by chunk.
+
+    A 25 MB image would otherwise sit in memory as bytes, as base64 and as JSON at
+    once; here at most one chunk of it does, and the length is known up front.
+    """
+
+    def __init__(self, prefix: bytes, image: Path | None, image_bytes: int, suffix: bytes) -> None:
+        self.prefix, self.image, self.image_bytes, self.suffix = prefix, image, image_bytes, suffix
+        self.length = len(prefix) + 4 * math.ceil(image_bytes / 3) + len(suffix)
+
+    @staticmethod
+    def build(request: RenderRequest, model: str) -> CreateBody:
+        frame = request.first_frame
+        path = frame.path if frame is not None and not frame.url else None
+        sentinel = f"sparkspec-first-frame-{uuid.uuid4().hex}"
+        url: str | None = None
+        if frame is not None:
+            url = frame.url or sentinel
+        text = json.dumps({"model": model, "input": [{"params": create_params(request, url)}]},
+                          ensure_ascii=False, separators=(",", ":"))
+        if path is None:
+            return CreateBody(text.encode("utf-8"), None, 0, b"")
+        before, _, after = text.partition(json.dumps(sentinel))
+        fmt = image_format(path)
+        prefix = f'{before}"data:image/{fmt};base64,'.encode()
+        return CreateBody(prefix, path, path.stat().st_size, f'"{after}'.encode())
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        yield self.prefix
+        if self.image is not None:
+            sent = 0
+            with self.image.open("rb") as source:
+                while chunk := source.read(IMAGE_CHUNK):
+                    sent += len(chunk)
+                    yield base64.b64encode(chunk)
+            if sent != self.image_bytes:
+                raise ProviderError(f"{self.image} changed while it was being sent; run apply again",
+                                    code="image_changed")
+        yield self.suffix
+
+
+def create_params(request: RenderRequest, first_frame_url: str | None) -> dict[str, Any]:
+    """`input[0].params` of the create call (reference sections 2, 5 and 5b)."""
+    content: list[dict[str, Any]] = [{"type": "text", "text": request.prompt}]
+    if first_frame_url is not None:
+        content.append({"type": "image_url", "image_url": {"url": first_frame_url}, "role": "first_frame"})
+    params: dict[str, Any] = {"content": content, "return_last_frame": True,
+                              "resolution": request.resolution, "ratio": request.ratio}
+    if request.frames is not None:
+        params["frames"] = request.frames
+    else:
+        params["duration"] = request.duration if request.duration is not None else apifacts.DEFAULT_DURATION
+    params.update(seed=request.seed, camera_fixed=request.camera_fixed, watermark=request.watermark)
+    for name in ("service_tier", "execution_expires_after", "callback_url"):
+        value = getattr(request, name)
+        if value is not None:
+            params[name] = value
+    return params
+
+
+def image_format(path: Path) -> str:
+    """The lower-case format name the data URL carries, read by Pillow from the header."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            fmt = (image.format or "").lower()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ProviderError(f"first frame {path}: not a readable image ({exc})", code="bad_image") from None
+    fmt = "jpeg" if fmt == "mpo" else fmt
+    if fmt not in apifacts.IMAGE_FORMATS:
+        raise ProviderError(f"first frame {path}: {fmt or 'unknown'} images are not accepted "
+                            f"(allowed: {', '.join(apifacts.IMAGE_FORMATS)})", code="bad_image")
+    return fmt
+
+
+def parse_task(raw: Mapping[str, Any], scrub: Callable[[str], str] = str,
+               unknown_running: bool = False) -> TaskStatus:
+    """A task object of either dialect as a `TaskStatus`."""
+    task_id = raw.get("id") or raw.get("task_id")
+    if not isinstance(task_id, (str, int)) or isinstance(task_id, bool) or str(task_id) == "":
+        raise ProviderError("the API answered with a task object that has no id", code="bad_answer")
+    task_id = str(task_id)
+    status = str(raw.get("status", "")).lower()
+    common: dict[str, Any] = {"progress": _number(raw.get("progress")),
+                              "created_at": _number(raw.get("created_at"))}
+    if status in RUNNING:
+        return TaskStatus(task_id, TaskState.RUNNING, **common)
+    if status in COMPLETED:
+        video, frame = _outputs(raw)
+        usage = _mapping(raw.get("usage"))
+        tokens = _integer(usage.get("completion_tokens"))
+        if tokens is None:
+            tokens = _integer(usage.get("total_tokens"))
+        cost = _number(usage.get("cost", raw.get("cost")))
+        metadata = _mapping(raw.get("metadata"))
+        seed = _integer(raw.get("seed"))
+        if seed is None:
+            seed = _integer(metadata.get("seed"))
+        return TaskStatus(task_id, TaskState.COMPLETED, video_url=video, last_frame_url=frame,
+                          tokens=tokens, cost=cost, seed=seed, **dict(common, progress=1.0))
+    if status == "failed":
+        code, message = _error(raw.get("error"))
+        return TaskStatus(task_id, TaskState.FAILED, error_code=code,
+                          error_message=scrub(message or "the render failed"), **common)
+    if status in ENDED:
+        code, message = _error(raw.get("error"))
+        text = f"the task {status}" + (f": {message}" if message else "")
+        return TaskStatus(task_id, TaskState.FAILED, error_code=code or status,
+                          error_message=scrub(text), **common)
+    if unknown_running:
+        return TaskStatus(task_id, TaskState.RUNNING, **common)
+    raise ProviderError(f"task {task_id}: unknown status {scrub(status)!r}; its id stays in the journal, "
+                        f"so a later apply can collect it", code="unknown_status")
+
+
+def _outputs(raw: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    video: str | None = None
+    frame: str | None = None
+    outputs = raw.get("output")
+    for output in outputs if isinstance(outputs, list) else [outputs]:
+        items = output.get("content") if isinstance(output, dict) else None
+        for item in items if isinstance(items, list) else []:
+            if isinstance(item, dict) and isinstance(item.get("url"), str):
+                if item.get("type") == "video" and video is None:
+                    video = item["url"]
+                elif item.get("type") == "image" and frame is None:
+                    frame = item["url"]
+    content = raw.get("content")  # upstream's dialect
+    if isinstance(content, dict):
+        video = video or _string(content.get("video_url"))
+        frame = frame or _string(content.get("last_frame_url"))
+    return video, frame
+
+
+def _error(error: Any) -> tuple[str | None, str | None]:
+    if isinstance(error, dict):
+        code = error.get("code")
+        message = error.get("error_message") or error.get("message")
+        if isinstance(code, int) and not isinstance(code, bool):
+            code = f"{code:09d}"  # the API's codes are nine digits with leading zeros
+        return (str(code) if code not in (None, "") else None,
+                str(message) if message not in (None, "") else None)
+    if isinstance(error, str) and error:
+        return None, error
+    return None, None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _integer(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _string(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
