@@ -4,7 +4,7 @@ A scene starts when its upstream is done; at most `parallelism` renders are in
 flight. A chained scene's key is computed only when its upstream's real last
 frame exists. A failed render skips its dependents while the rest go on. Every
 finished scene is in the cache, in renders/ and in the lock before the next
-lock write; a task's id is in the journal before it is polled.
+lock write. One render's life (submit or collect, wait, download) is in tasks.py.
 """
 
 from __future__ import annotations
@@ -12,37 +12,20 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from sparkspec import apifacts
 from sparkspec.apply.journal import Journal
-from sparkspec.apply.outputs import check_png, materialize, remove_output, write_index
+from sparkspec.apply.outputs import materialize, remove_output, write_index
+from sparkspec.apply.tasks import Emit, SceneFailed, SceneSkipped, Sleep, TaskRunner
 from sparkspec.cache import CachedRender
-from sparkspec.errors import (
-    AuthError,
-    DownloadError,
-    MediaError,
-    ProviderError,
-    RenderFailed,
-    TaskNotFound,
-)
 from sparkspec.keys import SceneKey, first_frame_input, scene_key
 from sparkspec.lockfile import FileRecord, Lock, SceneRecord, SequenceRecord, write_lock
 from sparkspec.plan import Action, Change, Plan, image_identity, output_paths, sequence_path
-from sparkspec.providers.base import FirstFrame, Provider, RenderRequest, TaskState, TaskStatus
+from sparkspec.providers.base import FirstFrame, Provider, RenderRequest
 from sparkspec.spec.model import Scene
 from sparkspec.workspace import Workspace
-
-Emit = Callable[[dict[str, Any]], None]
-Sleep = Callable[[float], Awaitable[None]]
-
-UNAVAILABLE = "003021099"
-MAX_RESUBMITS = 2  # of a task that failed with 003021099, per apply
-MAX_DOWNLOAD_ATTEMPTS = 4  # of a finished task's outputs: lapsed URLs refreshed, damaged bodies fetched again
-DEFAULT_EXPIRY = 172800
 
 
 @dataclass
@@ -62,14 +45,6 @@ class ApplyResult:
         return not self.failed and not self.skipped and not self.interrupted
 
 
-class _SceneFailed(Exception):
-    pass
-
-
-class _Skipped(Exception):
-    pass
-
-
 @dataclass
 class Engine:
     workspace: Workspace
@@ -86,15 +61,27 @@ class Engine:
     def __post_init__(self) -> None:
         ws = self.workspace
         self.project = ws.project
-        self.journal = Journal(ws.state_dir / "journal")
         self.tmp_dir = ws.state_dir / "tmp"
         self.scenes: dict[str, SceneRecord] = dict(ws.lock.scenes)
         self.sequences: dict[str, SequenceRecord] = dict(ws.lock.sequences)
         self.result = ApplyResult()
         self.done: dict[str, asyncio.Future[SceneRecord | None]] = {}
-        self.stop_submitting: str | None = None
-        self.semaphore = asyncio.Semaphore(self.parallelism)  # tasks rendering remotely
         self.installing = asyncio.Lock()  # lock writes happen one at a time, in order
+        self.runner = TaskRunner(
+            provider=self.provider, journal=Journal(ws.state_dir / "journal"), cache=ws.cache,
+            emit=self.emit, sleep=self.sleep, rng=self.rng, wall_clock=self.wall_clock,
+            monotonic=self.monotonic, poll=self.project.provider.poll, tmp_dir=self.tmp_dir,
+            parallelism=self.parallelism, fail_fast=self.fail_fast)
+
+    @property
+    def stop_submitting(self) -> str | None:
+        """Why new submissions stopped (Ctrl-C, a refused key, --fail-fast); the runner's flag,
+        so a scene about to render and a render about to submit see the same one."""
+        return self.runner.stop_submitting
+
+    @stop_submitting.setter
+    def stop_submitting(self, reason: str | None) -> None:
+        self.runner.stop_submitting = reason
 
     # -- the lock ----------------------------------------------------------------------
     def save_lock(self) -> None:
@@ -146,11 +133,11 @@ class Engine:
             if not future.done():
                 future.set_result(None)
             raise
-        except _Skipped as exc:
+        except SceneSkipped as exc:
             self.result.skipped[change.id] = str(exc)
             self.emit({"event": "skipped", "scene": change.id, "reason": str(exc)})
             record = None
-        except _SceneFailed as exc:
+        except SceneFailed as exc:
             self.result.failed[change.id] = str(exc)
             self.emit({"event": "failed", "scene": change.id, "error": str(exc)})
             record = None
@@ -165,7 +152,7 @@ class Engine:
             upstream = await self.done[scene.upstream] if scene.upstream in self.done else \
                 self.scenes.get(scene.upstream)
             if upstream is None:
-                raise _Skipped(f"upstream {scene.upstream} did not render")
+                raise SceneSkipped(f"upstream {scene.upstream} did not render")
             first = first_frame_input(sha256=upstream.last_frame.sha256)
             upstream_frame = self.workspace.cache.blob_path(upstream.last_frame.sha256)
             if not upstream_frame.exists():
@@ -186,8 +173,8 @@ class Engine:
             self.emit({"event": verb, "scene": scene.id, "key": key.hex})
             return record
         if self.stop_submitting is not None:
-            raise _Skipped(self.stop_submitting)
-        cached = await self.render(scene, key, upstream_frame)
+            raise SceneSkipped(self.stop_submitting)
+        cached = await self.runner.render(key, self.request(scene, key, upstream_frame))
         record = await self.install(scene, cached)
         self.result.completed.append(scene.id)
         self.result.tokens += cached.tokens
@@ -225,7 +212,7 @@ class Engine:
         self.save_lock()
         return record
 
-    # -- rendering --------------------------------------------------------------------------
+    # -- what a render asks for -----------------------------------------------------------
     def request(self, scene: Scene, key: SceneKey, upstream_frame: Path | None) -> RenderRequest:
         first: FirstFrame | None = None
         if upstream_frame is not None:
@@ -238,148 +225,6 @@ class Engine:
             seed=key.seed, camera_fixed=scene.camera_fixed, watermark=scene.watermark, first_frame=first,
             service_tier=scene.service_tier, execution_expires_after=scene.execution_expires_after,
             callback_url=scene.callback_url)
-
-    async def render(self, scene: Scene, key: SceneKey, upstream_frame: Path | None) -> CachedRender:
-        """Submit (or collect) and wait while holding a render slot; download and check after
-        releasing it, so the slot bounds only the tasks rendering remotely."""
-        request = self.request(scene, key, upstream_frame)
-        provider_type = self.provider.type
-        resubmits = 0
-        while True:
-            try:
-                async with self.semaphore:
-                    if self.stop_submitting is not None and self.journal.get(key.hex) is None:
-                        raise _Skipped(self.stop_submitting)
-                    status = await self.collect_or_submit(request)
-                    status = await self.wait(scene.id, status)
-                if status.state is TaskState.COMPLETED:
-                    return await self.deliver(scene, key, status)
-                error = None
-                if status.error_code != UNAVAILABLE or resubmits == MAX_RESUBMITS:
-                    message = status.error_message or "the render failed"
-                    code = f" ({status.error_code})" if status.error_code else ""
-                    error = self.failure(scene.id, f"{provider_type} task {status.task_id} failed{code}: "
-                                                   f"{message}")
-                await asyncio.to_thread(self.journal.forget, key.hex)
-                if error is not None:
-                    raise error
-                resubmits += 1
-                await self.sleep(self.backoff(resubmits))
-            except TaskNotFound:
-                await asyncio.to_thread(self.journal.forget, key.hex)
-            except AuthError as exc:
-                self.stop_submitting = f"the API refused the key: {exc}"
-                raise self.failure(scene.id, str(exc)) from None
-            except RenderFailed as exc:
-                error = self.failure(scene.id, str(exc))
-                await asyncio.to_thread(self.journal.forget, key.hex)
-                raise error from None
-            except ProviderError as exc:
-                # The task id stays in the journal: a later apply can still collect it.
-                raise self.failure(scene.id, str(exc)) from None
-
-    def failure(self, scene_id: str, message: str) -> _SceneFailed:
-        """The error that fails a scene. With --fail-fast, submissions stop here, before any
-        other scene can take the render slot this one just freed."""
-        if self.fail_fast and self.stop_submitting is None:
-            self.stop_submitting = f"--fail-fast: {scene_id} failed"
-        return _SceneFailed(message)
-
-    async def collect_or_submit(self, request: RenderRequest) -> TaskStatus:
-        entry = self.journal.get(request.key)
-        if entry is not None and entry.provider == self.provider.type:
-            if self.wall_clock() < entry.submitted_at + entry.expires_after:
-                self.emit({"event": "progress", "scene": request.scene, "task_id": entry.task_id,
-                           "state": "collecting"})
-                return TaskStatus(entry.task_id, TaskState.RUNNING)
-            await asyncio.to_thread(self.journal.forget, request.key)
-        return await self.submit(request)
-
-    async def submit(self, request: RenderRequest) -> TaskStatus:
-        try:
-            status = await self.provider.submit(request)
-        except AuthError as exc:
-            self.stop_submitting = f"the API refused the key: {exc}"
-            raise self.failure(request.scene, str(exc)) from None
-        except ProviderError as exc:
-            raise self.failure(request.scene, str(exc)) from None
-        await asyncio.to_thread(self.journal.record, request.key, request.scene, self.provider.type,
-                                status.task_id, request.execution_expires_after or DEFAULT_EXPIRY,
-                                self.wall_clock())
-        self.emit({"event": "submitted", "scene": request.scene, "task_id": status.task_id})
-        return status
-
-    def backoff(self, attempt: int) -> float:
-        poll = self.project.provider.poll
-        base = min(poll.max, poll.initial * (2 ** (attempt - 1)))
-        return float(base * (0.5 + self.rng.random() / 2))
-
-    def next_poll(self, attempt: int, status: TaskStatus, elapsed: float) -> float:
-        """When to look again. With a reported progress p after `elapsed` seconds, the task
-        should be done in elapsed*(1-p)/p: poll then, but never wait longer than the time
-        already spent (an early, small p extrapolates badly) nor than poll.max. Without
-        progress, back off exponentially with jitter. Never sooner than poll.initial/4."""
-        poll = self.project.provider.poll
-        p = status.progress
-        if p is None or not 0 < p < 1 or elapsed <= 0:
-            return self.backoff(attempt)
-        remaining = elapsed * (1 - p) / p
-        return max(poll.initial / 4, min(poll.max, elapsed, remaining + 0.005))
-
-    async def wait(self, scene_id: str, status: TaskStatus) -> TaskStatus:
-        attempt = 0
-        started = self.monotonic()
-        while status.state is TaskState.RUNNING:
-            attempt += 1
-            await self.sleep(self.next_poll(attempt, status, self.monotonic() - started))
-            status = await self.provider.poll(status.task_id)
-            if status.state is TaskState.RUNNING:
-                self.emit({"event": "progress", "scene": scene_id, "task_id": status.task_id,
-                           "progress": status.progress})
-        return status
-
-    async def deliver(self, scene: Scene, key: SceneKey, status: TaskStatus) -> CachedRender:
-        """Download, check and cache both outputs; then the journal entry can go."""
-        cache = self.workspace.cache
-        parts = (self.tmp_dir / f"{key.hex}.mp4.part", self.tmp_dir / f"{key.hex}.png.part")
-        for attempt in range(1, MAX_DOWNLOAD_ATTEMPTS + 1):
-            if not status.video_url or not status.last_frame_url:
-                raise self.failure(scene.id, f"task {status.task_id} completed without "
-                                   f"{'a video' if not status.video_url else 'a last frame'}")
-            try:
-                video = await self.provider.download(status.video_url, parts[0])
-                frame = await self.provider.download(status.last_frame_url, parts[1])
-                await asyncio.to_thread(_check_video, video.path)
-                await asyncio.to_thread(check_png, frame.path)
-                break
-            except (DownloadError, MediaError) as exc:
-                for part in parts:
-                    part.unlink(missing_ok=True)
-                expired = isinstance(exc, DownloadError) and exc.code == "url_expired"
-                damaged = isinstance(exc, MediaError) or getattr(exc, "code", None) == "bad_content"
-                if not (expired or damaged) or attempt == MAX_DOWNLOAD_ATTEMPTS:
-                    # The task id stays in the journal: a later apply can download it again.
-                    raise self.failure(scene.id, f"download of task {status.task_id} failed: {exc}") from None
-                if expired:  # signed URLs lapse: the task gives fresh ones
-                    status = await self.provider.poll(status.task_id)
-        await asyncio.to_thread(cache.put_blob, video.path, video.sha256)
-        await asyncio.to_thread(cache.put_blob, frame.path, frame.sha256)
-        tokens = status.tokens if status.tokens is not None else self.estimate(scene)
-        inputs = dict(key.inputs)
-        cached = CachedRender(
-            key=key.hex, provider=self.provider.type, model=self.project.provider.model,
-            task_id=status.task_id, seed=status.seed if status.seed is not None else key.seed,
-            tokens=tokens, video_sha256=video.sha256, video_bytes=video.size,
-            last_frame_sha256=frame.sha256, last_frame_bytes=frame.size, inputs=inputs,
-            seed_derived=key.seed_derived, cost=status.cost)
-        await asyncio.to_thread(cache.record, cached)
-        await asyncio.to_thread(self.journal.forget, key.hex)
-        return cached
-
-    def estimate(self, scene: Scene) -> int:
-        ratio = scene.ratio if scene.ratio != "adaptive" else "16:9"
-        width, height = apifacts.pixel_size(scene.resolution, ratio)
-        return apifacts.estimate_tokens(width, height, apifacts.frame_count(scene.duration, scene.frames))
 
     # -- deletes and sequences ------------------------------------------------------------
     def delete_scene(self, scene_id: str) -> None:
@@ -426,12 +271,6 @@ class Engine:
         self.save_lock()
         self.result.stitched.append(change.id)
         self.emit({"event": "stitched", "sequence": change.id})
-
-
-def _check_video(path: Path) -> None:
-    from sparkspec.media.probe import probe_video
-
-    probe_video(path)
 
 
 def running_remotely(state_dir: Path) -> list[str]:
