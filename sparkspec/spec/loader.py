@@ -30,7 +30,7 @@ from sparkspec.spec.values import (
     unique,
     whole_numbers,
 )
-from sparkspec.spec.yamlsource import Document, Path as KeyPath, dotted, load_yaml
+from sparkspec.spec.yamlsource import Document, Path as KeyPath, load_yaml
 
 __all__ = ["LoadOptions", "Loaded", "load_project", "slugify"]
 
@@ -84,8 +84,7 @@ class _Resolver:
     # -- diagnostics ------------------------------------------------------------------
     def report(self, path: KeyPath, message: str, *, at_key: bool = False,
                severity: Severity = "error") -> None:
-        line, col = self.doc.position(path, at_key=at_key)
-        self.diagnostics.append(Diagnostic(self.doc.file, line, col, severity, dotted(path), message))
+        self.diagnostics.append(self.doc.diagnostic(path, message, at_key=at_key, severity=severity))
 
     # -- the whole spec -------------------------------------------------------------------
     def run(self) -> Loaded:

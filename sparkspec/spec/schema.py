@@ -11,7 +11,7 @@ from typing import Any
 
 from sparkspec.diagnostics import Diagnostic
 from sparkspec.spec.schemacheck import Check, compile_schema
-from sparkspec.spec.yamlsource import Document, dotted
+from sparkspec.spec.yamlsource import Document
 
 SCHEMA_NAME = "project.spark.schema.json"
 
@@ -63,9 +63,7 @@ def _diagnose(doc: Document, error: Any) -> list[Diagnostic]:
     subschema = error.schema if isinstance(error.schema, dict) else {}
     instance = error.instance
 
-    def at(where: tuple[str | int, ...], message: str, *, at_key: bool = False) -> Diagnostic:
-        line, col = doc.position(where, at_key=at_key)
-        return Diagnostic(doc.file, line, col, "error", dotted(where), message)
+    at = doc.diagnostic
 
     if keyword == "additionalProperties" and isinstance(instance, dict):
         known = sorted(subschema.get("properties", {}))

@@ -73,8 +73,7 @@ class TemplatedFields:
         self.images: dict[str, ImageRef | str] = {}  # rendered text -> ref or problem
 
     def report(self, path: KeyPath, message: str, *, at_key: bool = False) -> None:
-        line, col = self.doc.position(path, at_key=at_key)
-        self.diagnostics.append(Diagnostic(self.doc.file, line, col, "error", dotted(path), message))
+        self.diagnostics.append(self.doc.diagnostic(path, message, at_key=at_key))
 
     def prompt(self, raw: dict[str, Any], path: KeyPath, context: Mapping[str, Any]) -> str | None:
         inline, file = raw.get("prompt"), raw.get("prompt_file")

@@ -19,7 +19,7 @@ try:
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
-from sparkspec.diagnostics import Diagnostic
+from sparkspec.diagnostics import Diagnostic, Severity
 
 Path = tuple[str | int, ...]
 
@@ -50,6 +50,12 @@ class Document:
     data: Any
     root: yaml.Node | None
     diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    def diagnostic(self, path: Path, message: str, *, at_key: bool = False,
+                   severity: Severity = "error") -> Diagnostic:
+        """A problem with the value at `path` (or its key), where it stands in this file."""
+        line, col = self.position(path, at_key=at_key)
+        return Diagnostic(self.file, line, col, severity, dotted(path), message)
 
     def position(self, path: Path, *, at_key: bool = False) -> tuple[int, int]:
         """1-based (line, column) of the value at `path`, or of its key."""
