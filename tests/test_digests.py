@@ -1,0 +1,68 @@
+"""The digest memo: an unchanged file is hashed once, across processes' worth of instances;
+any change of size, mtime or inode makes it read the file again."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from sparkspec import digests
+from sparkspec.digests import DigestMemo
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    seen: list[Path] = []
+    real = digests.sha256_file
+
+    def counting(path: Path) -> str:
+        seen.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(digests, "sha256_file", counting)
+    return seen
+
+
+def memo(root: Path) -> DigestMemo:
+    return DigestMemo(root / ".sparkspec", root)
+
+
+def test_an_unchanged_file_is_read_once_even_by_a_new_memo(tmp_path: Path, reads: list[Path]) -> None:
+    image = tmp_path / "assets/logo.png"
+    image.parent.mkdir()
+    image.write_bytes(b"pixels")
+    first = memo(tmp_path)
+    assert first.sha256(image) == hashlib.sha256(b"pixels").hexdigest()
+    assert first.sha256(image) == hashlib.sha256(b"pixels").hexdigest()
+    first.save()
+    assert memo(tmp_path).sha256(image) == hashlib.sha256(b"pixels").hexdigest()
+    assert memo(tmp_path).sha256_under(tmp_path, "assets/logo.png") == hashlib.sha256(b"pixels").hexdigest()
+    assert reads == [image]
+    assert "assets/logo.png" in (tmp_path / ".sparkspec/digests.json").read_text()
+
+
+def test_a_changed_size_mtime_or_inode_is_read_again(tmp_path: Path, reads: list[Path]) -> None:
+    image = tmp_path / "logo.png"
+    image.write_bytes(b"one")
+    m = memo(tmp_path)
+    m.sha256(image)
+    image.write_bytes(b"three")  # size
+    assert m.sha256(image) == hashlib.sha256(b"three").hexdigest()
+    stat = image.stat()
+    image.write_bytes(b"THREE")  # same size: only mtime tells
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert m.sha256(image) == hashlib.sha256(b"THREE").hexdigest()
+    replacement = tmp_path / "new.png"
+    replacement.write_bytes(b"three")
+    os.utime(replacement, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns))
+    os.replace(replacement, image)  # same size and mtime, another inode
+    assert m.sha256(image) == hashlib.sha256(b"three").hexdigest()
+    assert len(reads) == 4
+
+
+def test_a_missing_file_has_no_digest(tmp_path: Path) -> None:
+    assert memo(tmp_path).sha256(tmp_path / "nope.png") is None
+    assert not (tmp_path / ".sparkspec").exists()
