@@ -259,3 +259,17 @@ def test_gc_drops_only_what_no_lock_refers_to(applied: Project) -> None:
     # What the lock refers to survives: deleting renders/ still restores without rendering.
     shutil.rmtree(applied.root / "renders")
     assert applied.apply().rendered() == []
+
+
+def test_a_sequence_is_stitched_again_only_when_a_member_changes(applied: Project) -> None:
+    film = applied.lock()["sequences"]["film"]
+    applied.write(CHAIN.replace("a lighthouse at dusk", "a lighthouse in fog"))  # solo is no member
+    result = applied.apply()
+    assert result.rendered() == ["solo"]
+    assert not [e for e in result.events() if e["event"] == "stitched"]
+    assert applied.lock()["sequences"]["film"] == film
+    applied.write(CHAIN.replace("reaches the gutter", "reaches the river"))  # c is
+    result = applied.apply()
+    assert result.rendered() == ["c"]
+    assert [e["sequence"] for e in result.events() if e["event"] == "stitched"] == ["film"]
+    assert applied.lock()["sequences"]["film"]["members"][2] == applied.lock()["scenes"]["c"]["video"]["sha256"]
