@@ -94,7 +94,8 @@ class Task:
 class FakeSparkAPI:
     def __init__(self, api_key: str = "test-key", *, latency: Latency = 0.0, seed: int = 0,
                  render: str = "local", video_padding: int = 0, dialect: str = "gateway",
-                 render_workers: int = 2, report_seed: bool = False, keep_bodies: bool = True) -> None:
+                 render_workers: int = 2, report_seed: bool = False, keep_bodies: bool = True,
+                 report_usage: bool = True) -> None:
         self.api_key = api_key
         self.latency = latency
         self.rng = random.Random(seed)
@@ -103,6 +104,7 @@ class FakeSparkAPI:
         self.video_padding = video_padding
         self.dialect = dialect
         self.report_seed = report_seed
+        self.report_usage = report_usage  # False: tasks finish with an empty usage, as some gateways do
         self.keep_bodies = keep_bodies
         self.lock = threading.RLock()
         self.tasks: dict[str, Task] = {}
@@ -299,7 +301,7 @@ class FakeSparkAPI:
         tokens = width * height * frames // 1024
         video_url = f"{self.base_url}/files/{task.id}/video.mp4?X-Signature={task.token}"
         frame_url = f"{self.base_url}/files/{task.id}/last.png?X-Signature={task.token}"
-        usage = {"completion_tokens": tokens, "total_tokens": tokens}
+        usage = {"completion_tokens": tokens, "total_tokens": tokens} if self.report_usage else {}
         seed = task.params.get("seed")
         if upstream:
             obj.update(status="succeeded", content={"video_url": video_url, "last_frame_url": frame_url},

@@ -30,6 +30,7 @@ from sparkspec.errors import (
     TaskNotFound,
 )
 from sparkspec.keys import SceneKey
+from sparkspec.media.probe import probe_video
 from sparkspec.providers.base import Provider, RenderRequest, TaskState, TaskStatus
 from sparkspec.spec.model import PollConfig
 
@@ -182,7 +183,7 @@ class TaskRunner:
             try:
                 video = await self.provider.download(status.video_url, parts[0])
                 frame = await self.provider.download(status.last_frame_url, parts[1])
-                await asyncio.to_thread(_check_video, video.path)
+                info = await asyncio.to_thread(probe_video, video.path)
                 await asyncio.to_thread(check_png, frame.path)
                 break
             except (DownloadError, MediaError) as exc:
@@ -198,7 +199,10 @@ class TaskRunner:
                     status = await self.provider.poll(status.task_id)
         await asyncio.to_thread(cache.put_blob, video.path, video.sha256)
         await asyncio.to_thread(cache.put_blob, frame.path, frame.sha256)
-        tokens = status.tokens if status.tokens is not None else estimate(request)
+        # Unreported usage: the formula on what was actually rendered (an adaptive ratio's
+        # size is only known from the output).
+        tokens = status.tokens if status.tokens is not None else \
+            apifacts.estimate_tokens(info.width, info.height, info.frames)
         inputs = dict(key.inputs)
         cached = CachedRender(
             key=key.hex, provider=self.provider.type, model=request.model,
@@ -209,16 +213,3 @@ class TaskRunner:
         await asyncio.to_thread(cache.record, cached)
         await asyncio.to_thread(self.journal.forget, key.hex)
         return cached
-
-
-def estimate(request: RenderRequest) -> int:
-    """Tokens, when the provider does not report them."""
-    ratio = request.ratio if request.ratio != "adaptive" else "16:9"
-    width, height = apifacts.pixel_size(request.resolution, ratio)
-    return apifacts.estimate_tokens(width, height, apifacts.frame_count(request.duration, request.frames))
-
-
-def _check_video(path: Path) -> None:
-    from sparkspec.media.probe import probe_video
-
-    probe_video(path)

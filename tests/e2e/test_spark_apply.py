@@ -140,3 +140,18 @@ def test_a_download_that_keeps_failing_fails_the_scene_and_keeps_the_task(spark:
     assert collected.rendered() == ["a", "b", "solo"]
     assert sorted(e["scene"] for e in collected.events() if e.get("state") == "collecting") == ["a", "solo"]
     assert fake_api.total_creates == creates + 1  # a and solo are collected, only b (skipped) is new
+
+
+def test_unreported_usage_is_estimated_from_the_size_actually_rendered(spark: Project,
+                                                                      fake_api: FakeSparkAPI) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (800, 600), (200, 120, 40)).save(spark.root / "poster.png")
+    spark.write(SPEC.replace('  solo: {prompt: "an origami frog jumps"}',
+                             '  solo: {prompt: "an origami frog jumps", first_frame: {image: poster.png}, '
+                             'ratio: adaptive}'))
+    fake_api.report_usage = False
+    spark.apply()
+    lock = spark.lock()["scenes"]
+    assert lock["solo"]["tokens"] == 736 * 544 * 29 // 1024  # 4:3 from the 800x600 poster, not 16:9
+    assert lock["a"]["tokens"] == 864 * 480 * 29 // 1024
