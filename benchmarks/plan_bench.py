@@ -123,9 +123,9 @@ def settle(project_dir: Path) -> None:
     """Write renders/ placeholders and a lock whose keys are the plan's, so plan is a no-op."""
     from sparkspec import apifacts, graph
     from sparkspec.keys import first_frame_input, scene_key
-    from sparkspec.lockfile import FileRecord, Lock, SceneRecord, SequenceRecord, lock_path, write_lock
-    from sparkspec.plan import output_paths, sequence_path
-    from sparkspec.spec.loader import load_project
+    from sparkspec.state.lockfile import FileRecord, Lock, SceneRecord, SequenceRecord, lock_path, write_lock
+    from sparkspec.plan.planner import output_paths, sequence_path
+    from sparkspec.config.loader import load_project
 
     project = load_project(project_dir / SPEC).project
     assert all(s.image is None for s in project.scenes.values()), "the bench has no image scenes"

@@ -17,9 +17,9 @@ import click
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from sparkspec.plan import PlanOptions
-    from sparkspec.spec.loader import LoadOptions
-    from sparkspec.workspace import Workspace
+    from sparkspec.plan.planner import PlanOptions
+    from sparkspec.config.loader import LoadOptions
+    from sparkspec.state.workspace import Workspace
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_SPEC = "project.spark.yaml"
@@ -74,13 +74,13 @@ def cli(directory: str | None) -> None:
 
 def _load_options(variables: tuple[str, ...], var_files: tuple[str, ...],
                   provider: str | None) -> LoadOptions:
-    from sparkspec.spec.loader import LoadOptions
+    from sparkspec.config.loader import LoadOptions
 
     return LoadOptions(tuple(variables), tuple(var_files), provider)
 
 
 def _open(spec: str, options: LoadOptions) -> Workspace:
-    from sparkspec.workspace import open_workspace
+    from sparkspec.state.workspace import open_workspace
 
     workspace = open_workspace(_path(spec), options, display=spec)
     _print_warnings(workspace)
@@ -93,7 +93,7 @@ def _print_warnings(workspace: Workspace) -> None:
 
 
 def _plan_options(targets: tuple[str, ...], replace: tuple[str, ...]) -> PlanOptions:
-    from sparkspec.plan import PlanOptions
+    from sparkspec.plan.planner import PlanOptions
 
     return PlanOptions(tuple(targets), tuple(replace))
 
@@ -118,8 +118,8 @@ def plan(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], prov
          targets: tuple[str, ...], replace: tuple[str, ...], as_json: bool, out: str | None,
          detailed_exitcode: bool) -> None:
     """Show what apply would render, why, and at what cost."""
-    from sparkspec import planview
-    from sparkspec.planfile import save_plan
+    from sparkspec.plan import view as planview
+    from sparkspec.plan.planfile import save_plan
 
     options = _load_options(variables, var_files, provider)
     workspace = _open(spec, options)
@@ -148,7 +148,7 @@ def apply(planfile: str | None, spec: str, variables: tuple[str, ...], var_files
           provider: str | None, targets: tuple[str, ...], replace: tuple[str, ...], auto_approve: bool,
           parallelism: int | None, as_json: bool, fail_fast: bool) -> None:
     """Render what changed, reuse what the cache has, and write the lock."""
-    from sparkspec.apply.command import run_apply
+    from sparkspec.commands.apply import run_apply
 
     code = run_apply(planfile=planfile, spec=spec, load_options=_load_options(variables, var_files, provider),
                      plan_options=_plan_options(targets, replace), auto_approve=auto_approve,
@@ -161,7 +161,7 @@ def apply(planfile: str | None, spec: str, variables: tuple[str, ...], var_files
 @click.option("-f", "--file", "spec", default=DEFAULT_SPEC, show_default=True, help="The spec file.")
 def show(spec: str) -> None:
     """Print the lock as a table."""
-    from sparkspec.show import show_lock
+    from sparkspec.commands.show import show_lock
 
     show_lock(_path(spec))
 
@@ -183,7 +183,7 @@ def graph_command(spec: str, variables: tuple[str, ...], var_files: tuple[str, .
 @cli.command()
 def schema() -> None:
     """Print the JSON Schema of project.spark.yaml."""
-    from sparkspec.spec.schema import schema_text
+    from sparkspec.config.schema import schema_text
 
     click.echo(schema_text(), nl=False)
 
@@ -193,7 +193,7 @@ def schema() -> None:
 @click.option("--dry-run", is_flag=True, help="Only list what would be dropped.")
 def gc(spec: str, dry_run: bool) -> None:
     """Drop cache entries and blobs that no lock refers to."""
-    from sparkspec.gc import collect
+    from sparkspec.commands.gc import collect
 
     for line in collect(_path(spec), dry_run=dry_run):
         click.echo(line)
@@ -203,7 +203,7 @@ def gc(spec: str, dry_run: bool) -> None:
 @click.option("-f", "--file", "spec", default=DEFAULT_SPEC, show_default=True, help="The spec file to write.")
 def init(spec: str) -> None:
     """Write a starter project that validates and renders offline."""
-    from sparkspec.init import write_starter
+    from sparkspec.commands.init import write_starter
 
     for line in write_starter(_path(spec)):
         click.echo(line)

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sparkspec.spec.model import Project, Scene
+from sparkspec.config.model import Project, Scene
 
 KEY_VERSION = 1
 

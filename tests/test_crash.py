@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fakeapi import FakeSparkAPI
-from sparkspec.apply.outputs import check_png
+from sparkspec.media.probe import check_png
 from sparkspec.media.probe import probe_video
 
 KILLS = 12

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sparkspec import digests
-from sparkspec.digests import DigestMemo
+from sparkspec.state import digests
+from sparkspec.state.digests import DigestMemo
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from sparkspec.apply.engine import Engine
-from sparkspec.apply.journal import Journal
-from sparkspec.lockfile import read_lock
+from sparkspec.state.journal import Journal
+from sparkspec.state.lockfile import read_lock
 from sparkspec.providers.base import RenderRequest, TaskState, TaskStatus
 from sparkspec.providers.local import LocalProvider
-from sparkspec.workspace import open_workspace
+from sparkspec.state.workspace import open_workspace
 
 SPEC = """\
 version: 1
@@ -117,7 +117,7 @@ def test_a_task_in_the_journal_is_collected_not_submitted_again(tmp_path: Path) 
 
 def _scene_key(workspace: Any, scene_id: str) -> Any:
     from sparkspec.keys import scene_key
-    from sparkspec.plan import image_identity
+    from sparkspec.plan.planner import image_identity
 
     scene = workspace.project.scenes[scene_id]
     return scene_key(workspace.project, scene, image_identity(scene, workspace.memo))

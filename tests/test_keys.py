@@ -21,11 +21,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sparkspec.digests import DigestMemo
+from sparkspec.state.digests import DigestMemo
 from sparkspec.keys import SceneKey, canonical_json, first_frame_input, scene_key
-from sparkspec.plan import image_identity
-from sparkspec.spec.loader import load_project
-from sparkspec.spec.model import Project
+from sparkspec.plan.planner import image_identity
+from sparkspec.config.loader import load_project
+from sparkspec.config.model import Project
 
 SETTINGS = settings(max_examples=50, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -264,7 +264,7 @@ def test_key_ignores_other_presentation_details() -> None:
         assert keys_of(root, text)["hero"].hex == key
         # --var and a var file that set it to the same value
         (root / "vars.yaml").write_text("product: espresso machine\n")
-        from sparkspec.spec.loader import LoadOptions
+        from sparkspec.config.loader import LoadOptions
 
         (root / SPEC).write_text(to_yaml({**base, "vars": {"product": "tea kettle"}}))
         for options in (LoadOptions(variables=("product=espresso machine",)),
@@ -434,7 +434,7 @@ def test_local_and_spark_never_share_a_key() -> None:
     local = hero_key({**spec, "provider": {"type": "local"}})
     assert spark != local
     with project_dir() as root:
-        from sparkspec.spec.loader import LoadOptions
+        from sparkspec.config.loader import LoadOptions
 
         (root / SPEC).write_text(to_yaml({**spec, "provider": {"type": "spark"}}))
         overridden = load_project(root / SPEC, LoadOptions(provider="local")).project

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from sparkspec import cli
 from sparkspec.errors import SpecError
-from sparkspec.spec.loader import LoadOptions, load_project, slugify
-from sparkspec.spec.model import Project
+from sparkspec.config.loader import LoadOptions, load_project, slugify
+from sparkspec.config.model import Project
 
 SPEC = "project.spark.yaml"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sparkspec.lockfile import FileRecord, Lock, SceneRecord, SequenceRecord, read_lock, write_lock
+from sparkspec.state.lockfile import FileRecord, Lock, SceneRecord, SequenceRecord, read_lock, write_lock
 
 names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12)
 digests = st.text("0123456789abcdef", min_size=4, max_size=8)

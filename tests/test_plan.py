@@ -16,16 +16,16 @@ import pytest
 from cli_runner import run_main
 
 from sparkspec import graph
-from sparkspec.cache import CachedRender
+from sparkspec.state.cache import CachedRender
 from sparkspec.errors import SparkspecError, StalePlanError
 from sparkspec.fsutil import atomic_write_bytes
 from sparkspec.keys import first_frame_input, scene_key
-from sparkspec.lockfile import FileRecord, Lock, SceneRecord, SequenceRecord, read_lock, write_lock
-from sparkspec.plan import Action, Plan, PlanOptions, image_identity, output_paths, sequence_path
-from sparkspec.planfile import check_fresh, load_plan
-from sparkspec.planview import plan_json, render_text, summary_line
-from sparkspec.spec.loader import LoadOptions
-from sparkspec.workspace import open_workspace
+from sparkspec.state.lockfile import FileRecord, Lock, SceneRecord, SequenceRecord, read_lock, write_lock
+from sparkspec.plan.planner import Action, Plan, PlanOptions, image_identity, output_paths, sequence_path
+from sparkspec.plan.planfile import check_fresh, load_plan
+from sparkspec.plan.view import plan_json, render_text, summary_line
+from sparkspec.config.loader import LoadOptions
+from sparkspec.state.workspace import open_workspace
 
 SPEC = "project.spark.yaml"
 TOKENS = 108_900  # 720p 1:1 (960x960), 5 s = 121 frames: 960*960*121/1024

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sparkspec.errors import SpecError
-from sparkspec.spec.loader import LoadOptions, load_project
-from sparkspec.spec.templates import Templates, TemplateProblem, inside
+from sparkspec.config.loader import LoadOptions, load_project
+from sparkspec.config.jinja_env import Templates, TemplateProblem, inside
 
 
 @pytest.fixture

@@ -1,1 +1,1 @@
-"""Executing a plan: the engine, its journal, outputs and the apply command."""
+"""Executing a plan: the engine walks the graph, tasks carry one render, outputs materialise files."""

@@ -16,16 +16,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sparkspec.apply.journal import Journal
+from sparkspec.state.journal import Journal
 from sparkspec.apply.outputs import materialize, remove_output, write_index
 from sparkspec.apply.tasks import Emit, SceneFailed, SceneSkipped, Sleep, TaskRunner
-from sparkspec.cache import CachedRender
+from sparkspec.state.cache import CachedRender
 from sparkspec.keys import SceneKey, first_frame_input, scene_key
-from sparkspec.lockfile import FileRecord, Lock, SceneRecord, SequenceRecord, write_lock
-from sparkspec.plan import Action, Change, Plan, image_identity, output_paths, sequence_path
+from sparkspec.state.lockfile import FileRecord, Lock, SceneRecord, SequenceRecord, write_lock
+from sparkspec.plan.planner import Action, Change, Plan, image_identity, output_paths, sequence_path
 from sparkspec.providers.base import FirstFrame, Provider, RenderRequest
-from sparkspec.spec.model import Scene
-from sparkspec.workspace import Workspace
+from sparkspec.config.model import Scene
+from sparkspec.state.workspace import Workspace
 
 
 @dataclass

@@ -4,27 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sparkspec.errors import DownloadError
 from sparkspec.fsutil import atomic_copy
 
 
 def materialize(blob: Path, dest: Path) -> None:
     """Copy a cached blob into renders/ (a copy, not a link: users may edit renders/)."""
     atomic_copy(blob, dest)
-
-
-def check_png(path: Path) -> tuple[int, int]:
-    """A delivered last frame must be a decodable PNG; returns its size."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.format != "PNG":
-                raise DownloadError(f"the last frame is {image.format}, not PNG", code="bad_content")
-            return image.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DownloadError(f"the last frame is not a readable image ({exc})", code="bad_content") from None
 
 
 def remove_output(path: Path) -> bool:

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from sparkspec import apifacts
-from sparkspec.apply.journal import Journal
-from sparkspec.apply.outputs import check_png
-from sparkspec.cache import Cache, CachedRender
+from sparkspec.state.journal import Journal
+from sparkspec.media.probe import check_png
+from sparkspec.state.cache import Cache, CachedRender
 from sparkspec.errors import (
     AuthError,
     DownloadError,
@@ -32,7 +32,7 @@ from sparkspec.errors import (
 from sparkspec.keys import SceneKey
 from sparkspec.media.probe import probe_video
 from sparkspec.providers.base import Provider, RenderRequest, TaskState, TaskStatus
-from sparkspec.spec.model import PollConfig
+from sparkspec.config.model import PollConfig
 
 Emit = Callable[[dict[str, Any]], None]
 Sleep = Callable[[float], Awaitable[None]]

@@ -15,7 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sparkspec.errors import MediaError
+from sparkspec.errors import DownloadError, MediaError
 
 if TYPE_CHECKING:
     import av.container
@@ -167,3 +167,17 @@ def _duration(container: av.container.InputContainer, stream: av.video.stream.Vi
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip()
     return text or exc.__class__.__name__
+
+
+def check_png(path: Path) -> tuple[int, int]:
+    """A delivered last frame must be a decodable PNG; returns its size."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.format != "PNG":
+                raise DownloadError(f"the last frame is {image.format}, not PNG", code="bad_content")
+            return image.size
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DownloadError(f"the last frame is not a readable image ({exc})", code="bad_content") from None

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from sparkspec.providers.base import Provider
-from sparkspec.spec.model import ProviderConfig
+from sparkspec.config.model import ProviderConfig
 
 DEFAULT_BASE_URL = "https://api.sparkdance.ai"
 BASE_URL_ENV = "SPARK_BASE_URL"

@@ -113,7 +113,7 @@ def _first_frame_image(first: FirstFrame | None) -> Image.Image | None:
         except OSError as exc:
             raise MediaError(f"first frame {where}: cannot read it ({exc.strerror})") from None
     elif first.url is not None and first.url.startswith("data:"):
-        from sparkspec.spec.images import ImageProblem, decode_data_url
+        from sparkspec.config.images import ImageProblem, decode_data_url
 
         where = "data URL"
         try:

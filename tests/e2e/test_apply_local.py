@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
-from sparkspec.apply.applylock import apply_lock
+from sparkspec.state.applylock import apply_lock
 from sparkspec.media.frames import first_frame, last_frame
 from sparkspec.media.probe import probe_video
 

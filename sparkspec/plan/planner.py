@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from sparkspec import apifacts, graph
-from sparkspec.cache import Cache
-from sparkspec.digests import DigestMemo
+from sparkspec.state.cache import Cache
+from sparkspec.state.digests import DigestMemo
 from sparkspec.errors import SparkspecError
 from sparkspec.keys import SceneKey, first_frame_input, scene_key
-from sparkspec.lockfile import FileRecord, Lock, SceneRecord
-from sparkspec.prompt_diff import word_diff
-from sparkspec.spec.model import Project, Scene
+from sparkspec.state.lockfile import FileRecord, Lock, SceneRecord
+from sparkspec.plan.prompt_diff import word_diff
+from sparkspec.config.model import Project, Scene
 
 
 class Action(enum.Enum):

@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
-from sparkspec.apply.applylock import apply_lock
+from sparkspec.state.applylock import apply_lock
 from sparkspec.apply.progress import JsonReporter, LiveReporter, PlainReporter
 from sparkspec.errors import SparkspecError
-from sparkspec.plan import Action, Plan, PlanOptions
-from sparkspec.planfile import check_fresh, load_plan
-from sparkspec.planview import render_text
-from sparkspec.spec.loader import LoadOptions
-from sparkspec.workspace import Workspace, open_workspace
+from sparkspec.plan.planner import Action, Plan, PlanOptions
+from sparkspec.plan.planfile import check_fresh, load_plan
+from sparkspec.plan.view import render_text
+from sparkspec.config.loader import LoadOptions
+from sparkspec.state.workspace import Workspace, open_workspace
 
 # The engine, asyncio and the providers are imported only when there is something to do,
 # so a no-op apply costs what a no-op plan costs.
@@ -62,7 +62,7 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
             # A saved plan was reviewed when it was made, as in terraform.
             if saved is None and not auto_approve:
                 _confirm(stdin)
-            from sparkspec.gc import register_project
+            from sparkspec.commands.gc import register_project
 
             provider = _provider(workspace, plan, environ)
             register_project(workspace.cache.directory, workspace.lock_path)

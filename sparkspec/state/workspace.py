@@ -10,13 +10,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sparkspec.cache import Cache, cache_dir
+from sparkspec.state.cache import Cache, cache_dir
 from sparkspec.diagnostics import Diagnostic
-from sparkspec.digests import DigestMemo
-from sparkspec.lockfile import Lock, lock_path, read_lock
-from sparkspec.plan import Plan, PlanOptions, plan_changes
-from sparkspec.spec.loader import LoadOptions, load_project
-from sparkspec.spec.model import Project
+from sparkspec.state.digests import DigestMemo
+from sparkspec.state.lockfile import Lock, lock_path, read_lock
+from sparkspec.plan.planner import Plan, PlanOptions, plan_changes
+from sparkspec.config.loader import LoadOptions, load_project
+from sparkspec.config.model import Project
 
 STATE_DIR = ".sparkspec"
 

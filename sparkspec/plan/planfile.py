@@ -10,9 +10,9 @@ from typing import Any
 
 from sparkspec.errors import StalePlanError, StatePathError
 from sparkspec.fsutil import atomic_write_text
-from sparkspec.plan import Plan, PlanOptions
-from sparkspec.planview import plan_json
-from sparkspec.spec.loader import LoadOptions
+from sparkspec.plan.planner import Plan, PlanOptions
+from sparkspec.plan.view import plan_json
+from sparkspec.config.loader import LoadOptions
 
 KIND = "sparkspec-plan"
 

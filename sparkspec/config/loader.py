@@ -12,11 +12,11 @@ from typing import Any
 from sparkspec import apifacts, graph
 from sparkspec.diagnostics import Diagnostic, Severity, has_errors
 from sparkspec.errors import SparkspecError, SpecError
-from sparkspec.spec import schema
-from sparkspec.spec.model import PollConfig, Project, ProviderConfig, Scene, SequenceSpec
-from sparkspec.spec.templates import Templates, inside
-from sparkspec.spec.templating import TemplatedFields, merge_variables, scene_variables
-from sparkspec.spec.values import (
+from sparkspec.config import schema
+from sparkspec.config.model import PollConfig, Project, ProviderConfig, Scene, SequenceSpec
+from sparkspec.config.jinja_env import Templates, inside
+from sparkspec.config.scene_templates import TemplatedFields, merge_variables, scene_variables
+from sparkspec.config.values import (
     SCENE_ID,
     as_mapping,
     canonical_json,
@@ -30,7 +30,7 @@ from sparkspec.spec.values import (
     unique,
     whole_numbers,
 )
-from sparkspec.spec.yamlsource import Document, Path as KeyPath, load_yaml
+from sparkspec.config.yamlsource import Document, Path as KeyPath, load_yaml
 
 __all__ = ["LoadOptions", "Loaded", "load_project", "slugify"]
 

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, note, settings
 from hypothesis import strategies as st
 
-from sparkspec.spec.schema import schema
-from sparkspec.spec.schemacheck import compile_schema
+from sparkspec.config.schema import schema
+from sparkspec.config.schemacheck import compile_schema
 
 SCHEMA = schema()
 JSONSCHEMA = jsonschema.Draft202012Validator(SCHEMA)

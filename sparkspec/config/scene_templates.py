@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from sparkspec.diagnostics import Diagnostic
-from sparkspec.spec import images
-from sparkspec.spec.model import ImageRef
-from sparkspec.spec.templates import Templates, TemplateProblem, inside
-from sparkspec.spec.values import as_mapping
-from sparkspec.spec.yamlsource import Document, Path as KeyPath, dotted, load_yaml
+from sparkspec.config import images
+from sparkspec.config.model import ImageRef
+from sparkspec.config.jinja_env import Templates, TemplateProblem, inside
+from sparkspec.config.values import as_mapping
+from sparkspec.config.yamlsource import Document, Path as KeyPath, dotted, load_yaml
 
 
 def merge_variables(spec_vars: Any, var_files: Sequence[str], assignments: Sequence[str]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sparkspec.lockfile import lock_path, read_lock
+from sparkspec.state.lockfile import lock_path, read_lock
 
 
 def show_lock(spec: Path) -> None:

@@ -329,8 +329,8 @@ def mutated_specs(draw: st.DrawFn) -> str:
 def test_no_spec_crashes_the_loader_or_the_planner(text: str) -> None:
     """Whatever the bytes, sparkspec answers with diagnostics or a plan, never an internal error."""
     from sparkspec.errors import SparkspecError
-    from sparkspec.spec.loader import LoadOptions
-    from sparkspec.workspace import open_workspace
+    from sparkspec.config.loader import LoadOptions
+    from sparkspec.state.workspace import open_workspace
 
     with tempfile.TemporaryDirectory() as name:
         root = Path(name)

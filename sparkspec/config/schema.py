@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from sparkspec.diagnostics import Diagnostic
-from sparkspec.spec.schemacheck import Check, compile_schema
-from sparkspec.spec.yamlsource import Document
+from sparkspec.config.schemacheck import Check, compile_schema
+from sparkspec.config.yamlsource import Document
 
 SCHEMA_NAME = "project.spark.schema.json"
 

@@ -13,9 +13,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from sparkspec.cache import Cache, cache_dir
+from sparkspec.state.cache import Cache, cache_dir
 from sparkspec.fsutil import atomic_write_text
-from sparkspec.lockfile import lock_path, read_lock
+from sparkspec.state.lockfile import lock_path, read_lock
 
 PROJECTS = "projects"
 
@@ -38,7 +38,7 @@ def registered_locks(cache_directory: Path) -> list[Path]:
 
 
 def collect(spec: Path, dry_run: bool = False, environ: Mapping[str, str] = os.environ) -> list[str]:
-    from sparkspec.apply.applylock import apply_lock
+    from sparkspec.state.applylock import apply_lock
 
     root = spec.resolve().parent
     state_dir = root / ".sparkspec"
@@ -92,7 +92,7 @@ def _local_scratch(state_dir: Path, verb: str, dry_run: bool) -> tuple[list[str]
     the journal still names are renders an interrupted apply has yet to collect."""
     import shutil
 
-    from sparkspec.apply.journal import Journal
+    from sparkspec.state.journal import Journal
 
     folder = state_dir / "local"
     if not folder.is_dir():
