@@ -1,7 +1,9 @@
-"""Fixtures shared by every test folder: the fake Spark API on loopback."""
+"""Fixtures shared by every test folder: an environment cut off from the developer's, and the
+fake Spark API on loopback."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +13,24 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fakeapi import FakeSparkAPI  # noqa: E402
+
+# What the developer's shell may set that would change what sparkspec does or where it writes.
+_FOREIGN = ("SPARK_", "SPARKSPEC_", "ARK_", "AWS_", "GOOGLE_", "AZURE_", "XDG_")
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No test reads the developer's environment: their keys, remotes and caches are cleared,
+    HOME is an empty folder of the test's own, and every cache goes into the test's tmp folder.
+    Subprocesses inherit this environment."""
+    for name in list(os.environ):
+        if name.startswith(_FOREIGN):
+            monkeypatch.delenv(name)
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    return home
 
 
 @pytest.fixture

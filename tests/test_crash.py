@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from fakeapi import FakeSparkAPI
-from sparkspec.media.probe import check_png
-from sparkspec.media.probe import probe_video
+from sparkspec.media.probe import check_png, probe_video
 
 KILLS = 12
 SEED = 20261125
@@ -56,6 +57,7 @@ def start_apply(root: Path, env: dict[str, str], log: Path) -> subprocess.Popen[
                                 cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
+@pytest.mark.slow
 def test_apply_killed_at_random_moments_pays_once_per_render(tmp_path: Path) -> None:
     rng = random.Random(SEED)
     root = tmp_path / "project"

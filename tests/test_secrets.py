@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from fakeapi import FakeSparkAPI
@@ -48,6 +49,7 @@ class Runner:
         return proc
 
 
+@pytest.mark.slow
 def test_a_canary_key_appears_in_no_file_and_no_output(tmp_path: Path) -> None:
     canary = "sk-canary-" + secrets.token_hex(16)
     forms = [canary, base64.b64encode(canary.encode()).decode(), canary.encode().hex()]
