@@ -67,7 +67,7 @@ class Fault:
 
 @dataclass
 class Outcome:
-    kind: str  # failed | expired | cancelled
+    kind: str  # failed | expired | cancelled | completed_with_error
     code: str | None = None
     message: str | None = None
     error_as_string: bool = False
@@ -95,7 +95,8 @@ class FakeSparkAPI:
     def __init__(self, api_key: str = "test-key", *, latency: Latency = 0.0, seed: int = 0,
                  render: str = "local", video_padding: int = 0, dialect: str = "gateway",
                  render_workers: int = 2, report_seed: bool = False, keep_bodies: bool = True,
-                 report_usage: bool = True) -> None:
+                 report_usage: bool = True, last_frame: str = "image", usage: dict[str, Any] | None = None,
+                 status_names: dict[str, str] | None = None) -> None:
         self.api_key = api_key
         self.latency = latency
         self.rng = random.Random(seed)
@@ -106,6 +107,12 @@ class FakeSparkAPI:
         self.report_seed = report_seed
         self.report_usage = report_usage  # False: tasks finish with an empty usage, as some gateways do
         self.keep_bodies = keep_bodies
+        # Where a finished task shows its last frame: "image" (a typed item), "untyped" (an item
+        # with no type, known by its .png URL and content type), "last_frame_url" (a field on the
+        # task), or "none" (nowhere: the client must extract it from the video).
+        self.last_frame = last_frame
+        self.usage = usage  # served as the finished task's usage instead of the token count
+        self.status_names = status_names or {}  # e.g. {"completed": "done", "in_progress": "rendering"}
         self.lock = threading.RLock()
         self.tasks: dict[str, Task] = {}
         self.forgotten: set[str] = set()
@@ -283,12 +290,17 @@ class FakeSparkAPI:
         rendered = task.render is not None and task.render.done()
         upstream = self.dialect == "upstream"
         obj: dict[str, Any] = {"id": task.id, "model": task.model, "created_at": int(task.created_at)}
+        names = self.status_names
         if now < task.ready_at or (task.outcome is None and not rendered):
-            obj.update(status="running" if upstream else "in_progress", progress=round(progress, 3))
+            running = "running" if upstream else "in_progress"
+            obj.update(status=names.get(running, running), progress=round(progress, 3))
             return obj
         if task.outcome is not None:
             out = task.outcome
-            if out.kind == "failed":
+            if out.kind == "completed_with_error":
+                obj.update(status="completed", error={"code": out.code or "003021098",
+                                                      "message": out.message or "generation failed"})
+            elif out.kind == "failed":
                 error: Any = out.message or "generation failed"
                 if not out.error_as_string:
                     error = {"code": out.code or "003021098", "error_message": out.message or "generation failed"}
@@ -302,17 +314,26 @@ class FakeSparkAPI:
         video_url = f"{self.base_url}/files/{task.id}/video.mp4?X-Signature={task.token}"
         frame_url = f"{self.base_url}/files/{task.id}/last.png?X-Signature={task.token}"
         usage = {"completion_tokens": tokens, "total_tokens": tokens} if self.report_usage else {}
+        if self.usage is not None:
+            usage = dict(self.usage)
         seed = task.params.get("seed")
         if upstream:
-            obj.update(status="succeeded", content={"video_url": video_url, "last_frame_url": frame_url},
-                       usage=usage, seed=seed)
+            content = {"video_url": video_url}
+            if self.last_frame != "none":
+                content["last_frame_url"] = frame_url
+            obj.update(status=names.get("succeeded", "succeeded"), content=content, usage=usage, seed=seed)
         else:
-            obj.update(status="completed", progress=1, usage=usage, metadata={"seed": seed} if self.report_seed else {},
-                       output=[{"content": [
-                           {"type": "video", "url": video_url, "jobId": f"job-{task.id}", "duration": frames / 24,
-                            "format": "mp4", "resolution": f"{width}x{height}",
-                            "ratio": task.params.get("ratio"), "fps": 24},
-                           {"type": "image", "url": frame_url, "format": "png"}]}])
+            items: list[dict[str, Any]] = [
+                {"type": "video", "url": video_url, "jobId": f"job-{task.id}", "duration": frames / 24,
+                 "format": "mp4", "resolution": f"{width}x{height}", "ratio": task.params.get("ratio"), "fps": 24}]
+            if self.last_frame == "image":
+                items.append({"type": "image", "url": frame_url, "format": "png"})
+            elif self.last_frame == "untyped":
+                items.append({"url": frame_url, "content_type": "image/png"})
+            elif self.last_frame == "last_frame_url":
+                obj["last_frame_url"] = frame_url
+            obj.update(status=names.get("completed", "completed"), progress=1, usage=usage,
+                       metadata={"seed": seed} if self.report_seed else {}, output=[{"content": items}])
         return obj
 
 
