@@ -4,7 +4,7 @@
     python benchmarks/apply_bench.py makespan   # or: downloads, image
 
 Every apply is the real CLI in a subprocess (`python -m sparkspec apply --auto-approve`),
-talking HTTP to the fake gateway that runs in this process (tests/fakeapi.py).
+talking HTTP to the fake gateway that runs in this process (tests/fakeapi/).
 
 1. makespan: 200 scenes in 40 chains of five, render latency per scene drawn from a
    seeded 0.2-1.0 s range, parallelism 16. Prints the apply's wall time and its lower

@@ -176,7 +176,7 @@ def test_a_render_completes_with_urls_tokens_and_seed(api: FakeSparkAPI) -> None
 
 
 def test_the_upstream_dialect_is_read_too(api: FakeSparkAPI) -> None:
-    api.dialect = "upstream"
+    api.generation_shape = "upstream"
     api.latency = 0.05
     status = run(api, render)
     assert status.state is TaskState.COMPLETED and status.video_url and status.last_frame_url
