@@ -209,6 +209,18 @@ def init(spec: str) -> None:
         click.echo(line)
 
 
+@cli.command(name="merge-lock")
+@click.argument("base", type=click.Path(dir_okay=False))
+@click.argument("ours", type=click.Path(dir_okay=False))
+@click.argument("theirs", type=click.Path(dir_okay=False))
+def merge_lock(base: str, ours: str, theirs: str) -> None:
+    """Merge project.spark.lock as a git merge driver (`sparkspec merge-lock %O %A %B`)."""
+    from sparkspec.commands.merge_lock import merge_lock_files
+
+    for line in merge_lock_files(_path(base), _path(ours), _path(theirs)):
+        click.echo(line, err=True)
+
+
 def main() -> None:
     from sparkspec.errors import SparkspecError, SpecError
 
