@@ -1,10 +1,12 @@
-"""The apply engine: carries out a plan with a provider, upstream scenes first.
+"""The apply engine: carries out a plan's changes with a provider, upstream scenes first.
 
-A scene starts when its upstream is done; at most `parallelism` renders are in
-flight. A chained scene's key is computed only when its upstream's real last
-frame exists. A failed render skips its dependents while the rest go on. Every
-finished scene is in the cache, in renders/ and in the lock before the next
-lock write. One render's life (submit or collect, wait, download) is in tasks.py.
+Each change is executed as planned: no-op, restore and reuse install what the cache
+holds, the render actions submit. Only a chained scene whose upstream renders in this
+apply has its key computed here, and the planner's own rule (`decide`) then chooses
+its action. A world that no longer matches the plan (a cached render gone, an input
+file changed) fails the scene as stale instead of doing something else. A scene
+starts when its upstream is done; a failed render skips its dependents while the
+rest go on. One render's life (submit or collect, wait, download) is in tasks.py.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from sparkspec.apply.tasks import Emit, SceneFailed, SceneSkipped, Sleep, TaskRu
 from sparkspec.state.cache import CachedRender
 from sparkspec.keys import SceneKey, first_frame_input, scene_key
 from sparkspec.state.lockfile import FileRecord, Lock, SceneRecord, SequenceRecord, write_lock
-from sparkspec.plan.planner import Action, Change, Plan, image_identity, output_paths, sequence_path
+from sparkspec.plan.planner import Action, Change, Plan, decide, file_problem, output_paths, sequence_path
 from sparkspec.providers.base import FirstFrame, Provider, RenderRequest
 from sparkspec.config.model import Scene
 from sparkspec.state.workspace import Workspace
@@ -49,7 +51,7 @@ class ApplyResult:
 class Engine:
     workspace: Workspace
     plan: Plan
-    provider: Provider
+    provider: Provider | None  # None: the plan renders nothing (reuse, restore, delete, stitch)
     emit: Emit
     parallelism: int
     fail_fast: bool = False
@@ -146,35 +148,43 @@ class Engine:
 
     async def scene(self, change: Change) -> SceneRecord | None:
         scene = self.project.scenes[change.id]
-        first: dict[str, str] | None
-        upstream_frame: Path | None = None
+        upstream: SceneRecord | None = None
         if scene.upstream is not None:
             upstream = await self.done[scene.upstream] if scene.upstream in self.done else \
                 self.scenes.get(scene.upstream)
             if upstream is None:
                 raise SceneSkipped(f"upstream {scene.upstream} did not render")
-            first = first_frame_input(sha256=upstream.last_frame.sha256)
-            upstream_frame = self.workspace.cache.blob_path(upstream.last_frame.sha256)
-            if not upstream_frame.exists():
-                upstream_frame = self.project.root / upstream.last_frame.path
-        else:
-            first = image_identity(scene, self.workspace.memo)
-        key = scene_key(self.project, scene, first)
-        record = self.scenes.get(scene.id)
-        if change.action is Action.NOOP or (
-                record is not None and record.key == key.hex and change.action is not Action.REPLACE
-                and self.outputs_intact(scene.id, record)):
-            return record
-        cached = self.workspace.cache.lookup(key.hex)
-        if cached is not None and change.action is not Action.REPLACE:
-            verb = "restored" if record is not None and record.key == key.hex else "reused"
-            record = await self.install(scene, cached)
-            getattr(self.result, verb).append(scene.id)
-            self.emit({"event": verb, "scene": scene.id, "key": key.hex})
-            return record
+        if change.key is None:
+            # Known only after apply: the upstream's real last frame exists now, so the
+            # planner's rule decides this scene as it would have with that frame in the lock.
+            assert upstream is not None
+            key = scene_key(self.project, scene, first_frame_input(sha256=upstream.last_frame.sha256))
+            change = decide(self.project, scene, key, self.scenes.get(scene.id), self.workspace.cache,
+                            self.workspace.memo, forced=change.action is Action.REPLACE, same_as=change.same_as,
+                            estimate=(change.estimated_tokens, change.estimated_cost)).change
+        return await self.execute(scene, change, upstream)
+
+    async def execute(self, scene: Scene, change: Change, upstream: SceneRecord | None) -> SceneRecord | None:
+        """Carry out the change as planned; a world that no longer matches the plan fails it."""
+        if change.action is Action.NOOP:
+            return self.scenes.get(scene.id)
+        key = change.scene_key
+        if key is None or key.hex != change.key:
+            raise AssertionError(f"{change.address}: a planned change without its key")
+        if change.action in (Action.REUSE, Action.RESTORE):
+            if change.same_as is not None and await self.done[change.same_as] is None:
+                raise SceneSkipped(f"scene {change.same_as}, whose render it shares, did not render")
+            cached = self.workspace.cache.lookup(key.hex)
+            if cached is None:
+                raise SceneFailed(f"the plan is stale: run plan again (the cached render {key.hex[:12]} "
+                                  "it was to use is no longer in the cache)")
+            return await self.installed(scene, cached, "restored" if change.action is Action.RESTORE else "reused")
         if self.stop_submitting is not None:
             raise SceneSkipped(self.stop_submitting)
-        cached = await self.runner.render(key, self.request(scene, key, upstream_frame))
+        request = self.request(scene, key, self.first_frame(scene, key, upstream))
+        cached, shared = await self.runner.obtain(key, request, fresh=change.action is Action.REPLACE)
+        if shared:
+            return await self.installed(scene, cached, "reused")
         record = await self.install(scene, cached)
         self.result.completed.append(scene.id)
         self.result.tokens += cached.tokens
@@ -182,12 +192,30 @@ class Engine:
                    "tokens": cached.tokens})
         return record
 
-    def outputs_intact(self, scene_id: str, record: SceneRecord) -> bool:
-        video, frame = output_paths(self.project, scene_id)
+    async def installed(self, scene: Scene, cached: CachedRender, verb: str) -> SceneRecord:
+        record = await self.install(scene, cached)
+        getattr(self.result, verb).append(scene.id)
+        self.emit({"event": verb, "scene": scene.id, "key": cached.key})
+        return record
+
+    def first_frame(self, scene: Scene, key: SceneKey, upstream: SceneRecord | None) -> Path | None:
+        """The upstream's last frame to start from, as the key says; the plan is stale if the
+        file no longer holds what the key was made of. None: not a chained scene."""
         memo = self.workspace.memo
-        return (record.video.path == video and record.last_frame.path == frame
-                and memo.sha256(self.project.root / video) == record.video.sha256
-                and memo.sha256(self.project.root / frame) == record.last_frame.sha256)
+        wanted = (key.inputs.get("first_frame") or {}).get("sha256")
+        if upstream is None:
+            image = scene.image
+            if image is not None and image.path is not None and memo.sha256(image.path) != wanted:
+                raise SceneFailed(f"the plan is stale: run plan again ({image.path} changed since the plan)")
+            return None
+        frame = upstream.last_frame
+        local = self.project.root / frame.path
+        if frame.sha256 == wanted and file_problem(memo, self.project.root, frame, frame.path) is None:
+            return local
+        blob = self.workspace.cache.blob_path(str(wanted))
+        if frame.sha256 == wanted and self.workspace.cache.has_blob(frame.sha256, frame.bytes):
+            return blob
+        raise SceneFailed(f"the plan is stale: run plan again ({frame.path} changed since the plan)")
 
     async def install(self, scene: Scene, cached: CachedRender) -> SceneRecord:
         """Cache -> renders/ -> lock, in that order, off the event loop and one at a time."""
@@ -245,6 +273,8 @@ class Engine:
         self.emit({"event": "deleted", "sequence": name})
 
     def sequence(self, change: Change) -> None:
+        if change.action is not Action.STITCH:
+            return
         members = self.project.sequences[change.id].scenes
         records = [self.scenes.get(m) for m in members]
         missing = [m for m, r in zip(members, records) if r is None or m in self.result.failed
@@ -254,17 +284,23 @@ class Engine:
             self.result.skipped[f"sequence {change.id}"] = reason
             self.emit({"event": "skipped", "sequence": change.id, "reason": reason})
             return
-        digests = tuple(r.video.sha256 for r in records if r is not None)
-        rel = sequence_path(self.project, change.id)
-        dest = self.project.root / rel
-        old = self.sequences.get(change.id)
-        memo = self.workspace.memo
-        if old is not None and old.members == digests and old.video.path == rel \
-                and memo.sha256(dest) == old.video.sha256:
+        present = [r for r in records if r is not None]
+        root, memo = self.project.root, self.workspace.memo
+        altered = next((p for p in (file_problem(memo, root, r.video, r.video.path) for r in present) if p), None)
+        if altered is not None:
+            reason = f"the plan is stale: run plan again ({altered} since the plan)"
+            self.result.failed[f"sequence {change.id}"] = reason
+            self.emit({"event": "failed", "sequence": change.id, "error": reason})
             return
+        digests = tuple(r.video.sha256 for r in present)
+        rel = sequence_path(self.project, change.id)
+        old = self.sequences.get(change.id)
+        if old is not None and old.members == digests and file_problem(memo, root, old.video, rel) is None:
+            return  # its members re-rendered to the very same videos
         from sparkspec.media.stitch import stitch
 
-        stitch([self.project.root / r.video.path for r in records if r is not None], dest)
+        dest = root / rel
+        stitch([root / r.video.path for r in present], dest)
         digest = memo.sha256(dest)
         assert digest is not None
         self.sequences[change.id] = SequenceRecord(digests, FileRecord(rel, digest, dest.stat().st_size))

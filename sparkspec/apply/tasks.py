@@ -57,7 +57,7 @@ class SceneSkipped(Exception):
 class TaskRunner:
     """Runs renders for one apply: at most `parallelism` of them rendering remotely at once."""
 
-    provider: Provider
+    provider: Provider | None  # None: the plan renders nothing
     journal: Journal
     cache: Cache
     emit: Emit
@@ -75,12 +75,47 @@ class TaskRunner:
         # The engine reads and sets this same attribute: one flag for the walk and the renders.
         self.stop_submitting: str | None = None
         self.semaphore = asyncio.Semaphore(self.parallelism)  # tasks rendering remotely
+        # One render per key per apply: scenes with the same key wait for the first one's.
+        self.flights: dict[str, asyncio.Future[CachedRender | str]] = {}
 
-    async def render(self, key: SceneKey, request: RenderRequest) -> CachedRender:
+    @property
+    def api(self) -> Provider:
+        if self.provider is None:
+            raise AssertionError("a render was asked of an apply whose plan renders nothing")
+        return self.provider
+
+    async def obtain(self, key: SceneKey, request: RenderRequest, *, fresh: bool = False) -> tuple[CachedRender, bool]:
+        """The render for `key`, and whether it came from another scene's render or the cache
+        (True) rather than a task of this scene's own. A key already rendered, or rendering,
+        in this apply is never paid for again; `fresh` (--replace) skips the cache."""
+        flight = self.flights.get(key.hex)
+        if flight is None and not fresh:
+            cached = await asyncio.to_thread(self.cache.lookup, key.hex)
+            if cached is not None:
+                return cached, True
+            flight = self.flights.get(key.hex)
+        if flight is not None:
+            outcome = await asyncio.shield(flight)
+            if isinstance(outcome, str):
+                raise SceneSkipped(outcome)
+            return outcome, True
+        flight = self.flights[key.hex] = asyncio.get_running_loop().create_future()
+        try:
+            cached = await self.render(key, request, fresh=fresh)
+        except BaseException as exc:
+            reason = "interrupted" if isinstance(exc, asyncio.CancelledError) else str(exc)
+            flight.set_result(f"the render it shares with {request.scene} did not finish: {reason}")
+            raise
+        flight.set_result(cached)
+        return cached, False
+
+    async def render(self, key: SceneKey, request: RenderRequest, *, fresh: bool = False) -> CachedRender:
         """Submit (or collect) and wait while holding a render slot; download and check after
         releasing it, so the slot bounds only the tasks rendering remotely."""
-        provider_type = self.provider.type
+        provider_type = self.api.type
         resubmits = 0
+        if fresh:  # --replace: whatever an earlier apply submitted is not collected
+            await asyncio.to_thread(self.journal.forget, key.hex)
         while True:
             try:
                 async with self.semaphore:
@@ -123,7 +158,7 @@ class TaskRunner:
 
     async def collect_or_submit(self, request: RenderRequest) -> TaskStatus:
         entry = self.journal.get(request.key)
-        if entry is not None and entry.provider == self.provider.type:
+        if entry is not None and entry.provider == self.api.type:
             if self.wall_clock() < entry.submitted_at + entry.expires_after:
                 self.emit({"event": "progress", "scene": request.scene, "task_id": entry.task_id,
                            "state": "collecting"})
@@ -133,13 +168,13 @@ class TaskRunner:
 
     async def submit(self, request: RenderRequest) -> TaskStatus:
         try:
-            status = await self.provider.submit(request)
+            status = await self.api.submit(request)
         except AuthError as exc:
             self.stop_submitting = f"the API refused the key: {exc}"
             raise self.failure(request.scene, str(exc)) from None
         except ProviderError as exc:
             raise self.failure(request.scene, str(exc)) from None
-        await asyncio.to_thread(self.journal.record, request.key, request.scene, self.provider.type,
+        await asyncio.to_thread(self.journal.record, request.key, request.scene, self.api.type,
                                 status.task_id, request.execution_expires_after or DEFAULT_EXPIRY,
                                 self.wall_clock())
         self.emit({"event": "submitted", "scene": request.scene, "task_id": status.task_id})
@@ -166,7 +201,7 @@ class TaskRunner:
         while status.state is TaskState.RUNNING:
             attempt += 1
             await self.sleep(self.next_poll(attempt, status, self.monotonic() - started))
-            status = await self.provider.poll(status.task_id)
+            status = await self.api.poll(status.task_id)
             if status.state is TaskState.RUNNING:
                 self.emit({"event": "progress", "scene": scene_id, "task_id": status.task_id,
                            "progress": status.progress})
@@ -181,8 +216,8 @@ class TaskRunner:
                 raise self.failure(request.scene, f"task {status.task_id} completed without "
                                    f"{'a video' if not status.video_url else 'a last frame'}")
             try:
-                video = await self.provider.download(status.video_url, parts[0])
-                frame = await self.provider.download(status.last_frame_url, parts[1])
+                video = await self.api.download(status.video_url, parts[0])
+                frame = await self.api.download(status.last_frame_url, parts[1])
                 info = await asyncio.to_thread(probe_video, video.path)
                 await asyncio.to_thread(check_png, frame.path)
                 break
@@ -196,7 +231,7 @@ class TaskRunner:
                     raise self.failure(request.scene,
                                        f"download of task {status.task_id} failed: {exc}") from None
                 if expired:  # signed URLs lapse: the task gives fresh ones
-                    status = await self.provider.poll(status.task_id)
+                    status = await self.api.poll(status.task_id)
         await asyncio.to_thread(cache.put_blob, video.path, video.sha256)
         await asyncio.to_thread(cache.put_blob, frame.path, frame.sha256)
         # Unreported usage: the formula on what was actually rendered (an adaptive ratio's
@@ -205,7 +240,7 @@ class TaskRunner:
             apifacts.estimate_tokens(info.width, info.height, info.frames)
         inputs = dict(key.inputs)
         cached = CachedRender(
-            key=key.hex, provider=self.provider.type, model=request.model,
+            key=key.hex, provider=self.api.type, model=request.model,
             task_id=status.task_id, seed=status.seed if status.seed is not None else key.seed,
             tokens=tokens, video_sha256=video.sha256, video_bytes=video.size,
             last_frame_sha256=frame.sha256, last_frame_bytes=frame.size, inputs=inputs,

@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
@@ -82,38 +82,16 @@ def _confirm(stdin: TextIO) -> None:
         raise SparkspecError("apply cancelled; nothing was rendered")
 
 
-def _provider(workspace: Workspace, plan: Plan, environ: Mapping[str, str]) -> Provider:
-    """The provider, or one that refuses, when the plan renders nothing (reuse/restore/delete
-    need no API key)."""
+def _provider(workspace: Workspace, plan: Plan, environ: Mapping[str, str]) -> Provider | None:
+    """The provider, when the plan renders (reuse, restore, delete need no API key)."""
     if any(c.action in RENDERS for c in plan.changes if c.kind == "scene"):
         from sparkspec.providers import make_provider
 
         return make_provider(workspace.project.provider, workspace.state_dir, environ)
-    return _NoRenders(workspace.project.provider.type)
+    return None
 
 
-class _NoRenders:
-    """Stands in for a provider when the plan needs none; the engine never calls it unless an
-    output it was about to reuse vanished while it ran."""
-
-    def __init__(self, type_: str) -> None:
-        self.type = type_
-
-    async def submit(self, request: Any) -> Any:
-        raise SparkspecError(f"{request.scene}: its cached render vanished during apply; "
-                             "run `sparkspec apply` again")
-
-    async def poll(self, task_id: str) -> Any:
-        raise SparkspecError(f"task {task_id} cannot be collected in this apply")
-
-    async def download(self, url: str, dest: Path) -> Any:
-        raise SparkspecError("nothing to download in this apply")
-
-    async def aclose(self) -> None:
-        return None
-
-
-def _execute(workspace: Workspace, plan: Plan, provider: Provider, parallelism: int, as_json: bool,
+def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parallelism: int, as_json: bool,
              fail_fast: bool, stdout: TextIO) -> int:
     import asyncio
 
@@ -153,7 +131,7 @@ def _execute(workspace: Workspace, plan: Plan, provider: Provider, parallelism: 
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
-async def _drive(engine: Engine, provider: Provider) -> ApplyResult:
+async def _drive(engine: Engine, provider: Provider | None) -> ApplyResult:
     """Run the engine; Ctrl-C stops new submissions and leaves running tasks in the journal."""
     import asyncio
     import signal
@@ -180,4 +158,5 @@ async def _drive(engine: Engine, provider: Provider) -> ApplyResult:
         return engine.result
     finally:
         loop.remove_signal_handler(signal.SIGINT)
-        await provider.aclose()
+        if provider is not None:
+            await provider.aclose()

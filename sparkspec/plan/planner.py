@@ -3,7 +3,10 @@
 Scenes are walked upstream first. A scene's key needs its first frame's digest;
 for a chained scene that is its upstream's last frame, known from the lock or
 the cache unless the upstream renders in this apply, in which case the key is
-known only after apply.
+known only after apply. `decide` is the one place a scene's action is chosen:
+the planner calls it for every known key, and apply calls it for a key the plan
+left unknown. `file_problem` is the one check of an output against its record.
+Two scenes with one key render once: the second is `reuse` of the first.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ class Change:
     key: str | None = None  # None: known only after apply (or a delete)
     estimated_tokens: int = 0
     estimated_cost: float | None = None
+    same_as: str | None = None  # reuse: the scene whose render in this apply it shares
+    scene_key: SceneKey | None = field(default=None, compare=False, repr=False)  # what `key` was made of
 
     @property
     def address(self) -> str:
@@ -127,6 +132,66 @@ def check_ids(project: Project, options: PlanOptions) -> None:
                                      f"{project.display_path}; see `sparkspec graph`")
 
 
+def file_problem(memo: DigestMemo, root: Path, record: FileRecord, wanted_path: str) -> str | None:
+    """Why an output is not as its record says (or not where the spec wants it), or None:
+    the one check of an output, for plan and apply alike."""
+    if record.path != wanted_path:
+        return f"{wanted_path} is not materialised yet"
+    digest = memo.sha256_under(root, record.path)
+    if digest is None:
+        return f"{record.path} is missing"
+    if digest != record.sha256:
+        return f"{record.path} was altered"
+    return None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A scene's change, and its outputs' digests when they are known before apply runs."""
+
+    change: Change
+    video: str | None = None
+    last_frame: str | None = None
+
+
+def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | None, cache: Cache,
+           memo: DigestMemo, *, forced: bool = False, same_as: str | None = None,
+           estimate: tuple[int, float | None] = (0, None)) -> Decision:
+    """What to do for `scene` whose key is known: the one place an action is chosen.
+    `same_as` names an earlier scene that renders this key in the same apply."""
+    tokens, cost = estimate
+    problem = None
+    if record is not None and record.key == key.hex:
+        video_path, frame_path = output_paths(project, scene.id)
+        problem = file_problem(memo, project.root, record.video, video_path) or \
+            file_problem(memo, project.root, record.last_frame, frame_path)
+        if problem is None and not forced:
+            return Decision(Change("scene", scene.id, Action.NOOP, (), key.hex, scene_key=key),
+                            record.video.sha256, record.last_frame.sha256)
+    if same_as is not None:
+        reasons = _reasons(record, key) if record is not None and record.key != key.hex else []
+        return Decision(Change("scene", scene.id, Action.REUSE, tuple(reasons + [f"same render as scene.{same_as}"]),
+                               key.hex, same_as=same_as, scene_key=key))
+    if forced:
+        return Decision(Change("scene", scene.id, Action.REPLACE, ("forced by --replace",), key.hex, tokens, cost,
+                               scene_key=key))
+    if record is not None and problem is not None:
+        if cache.lookup(key.hex) is not None:
+            return Decision(Change("scene", scene.id, Action.RESTORE, (problem,), key.hex, scene_key=key),
+                            record.video.sha256, record.last_frame.sha256)
+        return Decision(Change("scene", scene.id, Action.UPDATE, (f"{problem} and not in the cache",),
+                               key.hex, tokens, cost, scene_key=key))
+    cached = cache.lookup(key.hex)
+    if cached is not None:
+        reasons = _reasons(record, key) if record else []
+        return Decision(Change("scene", scene.id, Action.REUSE, tuple(reasons + ["already rendered: in the cache"]),
+                               key.hex, scene_key=key), cached.video_sha256, cached.last_frame_sha256)
+    if record is not None:
+        return Decision(Change("scene", scene.id, Action.UPDATE, tuple(_reasons(record, key)), key.hex, tokens,
+                               cost, scene_key=key))
+    return Decision(Change("scene", scene.id, Action.CREATE, (), key.hex, tokens, cost, scene_key=key))
+
+
 class _Planner:
     def __init__(self, project: Project, lock: Lock, cache: Cache, memo: DigestMemo,
                  options: PlanOptions) -> None:
@@ -138,17 +203,8 @@ class _Planner:
         self.last_frames: dict[str, str | None] = {}  # None: re-renders in this apply
         self.videos: dict[str, str | None] = {}
         self.ratios: dict[str, tuple[int, int]] = {}  # pixel size, for estimates
-
-    def file_ok(self, record: FileRecord, wanted_path: str) -> str | None:
-        """Why a recorded output is not as the lock says, or None if it is."""
-        if record.path != wanted_path:
-            return f"{wanted_path} is not materialised yet"
-        digest = self.memo.sha256_under(self.project.root, record.path)
-        if digest is None:
-            return f"{record.path} is missing"
-        if digest != record.sha256:
-            return f"{record.path} was altered"
-        return None
+        self.rendering: dict[str, str] = {}  # key -> the first scene that renders it in this apply
+        self.render_ids: dict[str, str] = {}  # scene -> its key, or what will make its key
 
     def size(self, scene: Scene) -> tuple[int, int]:
         ratio = scene.ratio
@@ -181,6 +237,14 @@ class _Planner:
         if upstream is not None and self.last_frames.get(upstream) is None:
             self.last_frames[scene.id] = self.videos[scene.id] = None
             partial = scene_key(self.project, scene, None)
+            # Its key is unknown, but two such scenes made alike from one render share it.
+            render = self.render_ids[scene.id] = hashlib.sha256(
+                f"{partial.hex}:{self.render_ids[upstream]}".encode()).hexdigest()
+            same_as = self.rendering.get(render)
+            if same_as is not None:
+                return Change("scene", scene.id, Action.REUSE, (f"same render as scene.{same_as}",), None,
+                              same_as=same_as)
+            self.rendering[render] = scene.id
             reasons = [f"upstream {upstream} re-renders"]
             if record is not None:
                 # The upstream explains the new key; list only what else changed.
@@ -192,32 +256,13 @@ class _Planner:
         else:
             first = image_identity(scene, self.memo)
         key = scene_key(self.project, scene, first)
-        if forced:
-            return self.renders(scene, Change("scene", scene.id, Action.REPLACE,
-                                              ("forced by --replace",), key.hex, tokens, cost))
-        if record is not None and record.key == key.hex:
-            video_path, frame_path = output_paths(self.project, scene.id)
-            problem = self.file_ok(record.video, video_path) or self.file_ok(record.last_frame, frame_path)
-            self.last_frames[scene.id], self.videos[scene.id] = record.last_frame.sha256, record.video.sha256
-            if problem is None:
-                return Change("scene", scene.id, Action.NOOP, (), key.hex)
-            if self.cache.lookup(key.hex) is not None:
-                return Change("scene", scene.id, Action.RESTORE, (problem,), key.hex)
-            return self.renders(scene, Change("scene", scene.id, Action.UPDATE,
-                                              (f"{problem} and not in the cache",), key.hex, tokens, cost))
-        cached = self.cache.lookup(key.hex)
-        if cached is not None:
-            self.last_frames[scene.id], self.videos[scene.id] = cached.last_frame_sha256, cached.video_sha256
-            reasons = _reasons(record, key) if record else []
-            return Change("scene", scene.id, Action.REUSE,
-                          tuple(reasons + ["already rendered: in the cache"]), key.hex)
-        if record is not None:
-            return self.renders(scene, Change("scene", scene.id, Action.UPDATE,
-                                              tuple(_reasons(record, key)), key.hex, tokens, cost))
-        return self.renders(scene, Change("scene", scene.id, Action.CREATE, (), key.hex, tokens, cost))
-
-    def renders(self, scene: Scene, change: Change) -> Change:
-        self.last_frames[scene.id] = self.videos[scene.id] = None
+        self.render_ids[scene.id] = key.hex
+        decision = decide(self.project, scene, key, record, self.cache, self.memo, forced=forced,
+                          same_as=self.rendering.get(key.hex), estimate=(tokens, cost))
+        change = decision.change
+        if change.action.renders:
+            self.rendering[key.hex] = scene.id
+        self.last_frames[scene.id], self.videos[scene.id] = decision.last_frame, decision.video
         return change
 
     def plan_sequence(self, name: str, members: tuple[str, ...]) -> Change:
@@ -231,7 +276,7 @@ class _Planner:
             return Change("sequence", name, Action.STITCH, ("new sequence",))
         if record.members != digests:
             return Change("sequence", name, Action.STITCH, ("its members changed",))
-        problem = self.file_ok(record.video, sequence_path(self.project, name))
+        problem = file_problem(self.memo, self.project.root, record.video, sequence_path(self.project, name))
         if problem is not None:
             return Change("sequence", name, Action.STITCH, (problem,))
         return Change("sequence", name, Action.NOOP)
@@ -295,7 +340,3 @@ def _show(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def scene_output_files(project: Project, record: SceneRecord) -> list[Path]:
-    return [project.root / record.video.path, project.root / record.last_frame.path]

@@ -1,0 +1,157 @@
+"""Apply carries out the plan it is given: two scenes with one key render once, a key the
+plan left unknown is decided by the planner's rule when it becomes known (and shared the
+same way), and a world that changed since the plan fails the scene as stale."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from sparkspec.apply.engine import ApplyResult, Engine
+from sparkspec.plan.planner import Action, Plan
+from sparkspec.plan.view import render_text
+from sparkspec.providers.base import RenderRequest, TaskStatus
+from sparkspec.providers.local import LocalProvider
+from sparkspec.state.lockfile import read_lock
+from sparkspec.state.workspace import Workspace, open_workspace
+
+SPEC = """\
+version: 1
+provider: {type: local, parallelism: 4, poll: {initial: 0.01, max: 0.02}}
+defaults: {resolution: 480p, frames: 29, seed: 5}
+scenes:
+  a: {prompt: "a lantern floats up", description: "the first take"}
+  twin: {prompt: "a lantern floats up", description: "the same shot, for the trailer"}
+  b: {first_frame: {scene: a}, prompt: "the lantern drifts away"}
+  b2: {first_frame: {scene: twin}, prompt: "the lantern drifts away"}
+  solo: {prompt: "a moth circles a flame"}
+"""
+
+
+class CountingProvider(LocalProvider):
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.submitted: list[str] = []
+
+    async def submit(self, request: RenderRequest) -> TaskStatus:
+        self.submitted.append(request.scene)
+        return await super().submit(request)
+
+
+async def _no_sleep(seconds: float) -> None:
+    await asyncio.sleep(0)
+
+
+def opened(root: Path, spec: str = SPEC) -> Workspace:
+    path = root / "project.spark.yaml"
+    if not path.exists():
+        path.write_text(spec)
+    return open_workspace(path)
+
+
+def execute(workspace: Workspace, plan: Plan, provider: Any) -> tuple[ApplyResult, list[dict[str, Any]]]:
+    events: list[dict[str, Any]] = []
+    engine = Engine(workspace, plan, provider, events.append, parallelism=4, sleep=_no_sleep)
+    try:
+        return asyncio.run(engine.run()), events
+    finally:
+        workspace.close()
+
+
+def apply_all(root: Path) -> tuple[ApplyResult, CountingProvider]:
+    workspace = opened(root)
+    provider = CountingProvider(workspace.state_dir / "local")
+    result, _ = execute(workspace, workspace.plan(), provider)
+    return result, provider
+
+
+def test_two_scenes_with_one_key_are_rendered_once(tmp_path: Path) -> None:
+    workspace = opened(tmp_path)
+    plan = workspace.plan()
+    workspace.close()
+    twin = plan.scene("twin")
+    assert twin is not None and twin.action is Action.REUSE and twin.same_as == "a"
+    assert twin.reasons == ("same render as scene.a",) and twin.estimated_tokens == 0
+    a, solo = plan.scene("a"), plan.scene("solo")
+    assert a is not None and solo is not None and twin.key == a.key
+    b2 = plan.scene("b2")  # its key is known only after apply, but it is made as b is
+    assert b2 is not None and b2.action is Action.REUSE and b2.key is None and b2.same_as == "b"
+    assert plan.estimated_tokens == a.estimated_tokens * 2 + solo.estimated_tokens  # a, b, solo
+    assert "= scene.twin (reuse)" in render_text(plan) and "same render as scene.a" in render_text(plan)
+
+    result, provider = apply_all(tmp_path)
+    assert result.ok
+    assert sorted(provider.submitted) == ["a", "b", "solo"]
+    assert sorted(result.reused) == ["b2", "twin"]
+    assert result.tokens == sum(read_lock(tmp_path / "project.spark.lock")[0].scenes[s].tokens
+                                for s in provider.submitted)
+    lock, _ = read_lock(tmp_path / "project.spark.lock")
+    assert lock.scenes["a"].video.sha256 == lock.scenes["twin"].video.sha256
+    assert lock.scenes["b"].video.sha256 == lock.scenes["b2"].video.sha256
+    assert (tmp_path / "renders/twin.mp4").read_bytes() == (tmp_path / "renders/a.mp4").read_bytes()
+
+    again, provider = apply_all(tmp_path)
+    assert again.ok and provider.submitted == [] and not again.reused
+
+
+def test_a_cached_render_gone_since_the_plan_fails_as_stale_and_renders_nothing(tmp_path: Path) -> None:
+    assert apply_all(tmp_path)[0].ok
+    (tmp_path / "renders/solo.mp4").unlink()
+    workspace = opened(tmp_path)
+    plan = workspace.plan()
+    solo = plan.scene("solo")
+    assert solo is not None and solo.action is Action.RESTORE
+    record = workspace.lock.scenes["solo"]
+    workspace.cache.blob_path(record.video.sha256).unlink()  # gone between plan and apply
+
+    result, events = execute(workspace, plan, None)  # no provider: this plan renders nothing
+    assert set(result.failed) == {"solo"}
+    assert result.failed["solo"].startswith("the plan is stale: run plan again")
+    assert {"event": "failed", "scene": "solo", "error": result.failed["solo"]} in events
+    assert not (tmp_path / "renders/solo.mp4").exists()
+    lock, _ = read_lock(tmp_path / "project.spark.lock")
+    assert lock.scenes["solo"] == record  # the lock still tells the truth: unchanged
+
+
+def test_an_upstream_frame_altered_since_the_plan_fails_its_render_as_stale(tmp_path: Path) -> None:
+    assert apply_all(tmp_path)[0].ok
+    text = (tmp_path / "project.spark.yaml").read_text()
+    (tmp_path / "project.spark.yaml").write_text(text.replace('prompt: "the lantern drifts away"}\n  b2',
+                                                              'prompt: "the lantern drifts far away"}\n  b2'))
+    workspace = opened(tmp_path)
+    plan = workspace.plan()
+    b = plan.scene("b")
+    assert b is not None and b.action is Action.UPDATE and b.key is not None
+    frame = workspace.lock.scenes["a"].last_frame
+    (tmp_path / frame.path).write_bytes(b"not the frame the key was made of")
+    workspace.cache.blob_path(frame.sha256).unlink()
+    provider = CountingProvider(workspace.state_dir / "local")
+
+    result, _ = execute(workspace, plan, provider)
+    assert result.failed == {"b": f"the plan is stale: run plan again ({frame.path} changed since the plan)"}
+    assert provider.submitted == []
+
+
+def test_one_render_in_flight_per_key_the_others_wait_and_share_it(tmp_path: Path) -> None:
+    """Keys the plan could not foresee as equal meet at apply time: one task, the rest share it."""
+    workspace = opened(tmp_path)
+    plan = workspace.plan()
+    change = plan.scene("solo")
+    assert change is not None and change.scene_key is not None
+    provider = CountingProvider(workspace.state_dir / "local")
+    engine = Engine(workspace, plan, provider, lambda event: None, parallelism=4, sleep=_no_sleep)
+    scene = workspace.project.scenes["solo"]
+    request = engine.request(scene, change.scene_key, None)
+
+    async def three_at_once() -> list[Any]:
+        engine.tmp_dir.mkdir(parents=True, exist_ok=True)
+        return await asyncio.gather(*(engine.runner.obtain(change.scene_key, request) for _ in range(3)))
+
+    try:
+        outcomes = asyncio.run(three_at_once())
+    finally:
+        workspace.close()
+    assert provider.submitted == ["solo"]
+    assert [shared for _, shared in outcomes] == [False, True, True]
+    assert len({cached.video_sha256 for cached, _ in outcomes}) == 1
