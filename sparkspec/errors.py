@@ -8,6 +8,7 @@ message and maps them to an exit code. Every message says what to do next.
      +-- StatePathError       a lock, plan or cache file is unreadable or unsafe
      +-- StalePlanError       a saved plan no longer matches spec, vars or lock
      +-- ApplyLockedError     another apply holds the project's lock
+     +-- RemoteError          the team's remote cache is misconfigured or answered with an error
      +-- ProviderError        anything a provider reports
           +-- AuthError        the API key is missing or refused: stop submitting
           +-- TransientError   worth retrying (connection, timeout, 429, 5xx, 003021099)
@@ -46,6 +47,10 @@ class StalePlanError(SparkspecError):
 
 class ApplyLockedError(SparkspecError):
     pass
+
+
+class RemoteError(SparkspecError):
+    """The remote render cache: a bad setting, or the store's own words about a failed request."""
 
 
 class ProviderError(SparkspecError):

@@ -13,7 +13,7 @@ from sparkspec import apifacts, graph
 from sparkspec.diagnostics import Diagnostic, Severity, has_errors
 from sparkspec.errors import SparkspecError, SpecError
 from sparkspec.config import schema
-from sparkspec.config.model import PollConfig, Project, ProviderConfig, Scene, SequenceSpec
+from sparkspec.config.model import PollConfig, Project, ProviderConfig, RemoteConfig, Scene, SequenceSpec
 from sparkspec.config.jinja_env import Templates, inside
 from sparkspec.config.scene_templates import TemplatedFields, merge_variables, scene_variables
 from sparkspec.config.values import (
@@ -117,7 +117,7 @@ class _Resolver:
             output_dir=output_dir, provider=provider, scenes=scenes, sequences=sequences,
             spec_sha256=self.digest,
             vars_sha256=hashlib.sha256(canonical_json(variables).encode()).hexdigest(),
-            templates_sha256=self.templates.digest())
+            templates_sha256=self.templates.digest(), remote=self.remote(data))
         return Loaded(project, tuple(diagnostics))
 
     def provider(self, data: dict[str, Any]) -> ProviderConfig:
@@ -137,6 +137,15 @@ class _Resolver:
             parallelism=typed(raw, "parallelism", int, 4),
             poll=PollConfig(float(initial or 0), float(ceiling or 0)),
             price_per_million_tokens=float(price) if isinstance(price, (int, float)) and is_number(price) else None)
+
+    def remote(self, data: dict[str, Any]) -> RemoteConfig | None:
+        if "remote" not in data:
+            return None
+        raw = as_mapping(data.get("remote"))
+        ttl = typed(raw, "claim_ttl", (int, float), None)
+        return RemoteConfig(url=typed(raw, "url", str, None), endpoint=typed(raw, "endpoint", str, None),
+                            region=typed(raw, "region", str, None),
+                            claim_ttl=float(ttl) if ttl is not None and ttl > 0 else None)
 
     # -- scenes --------------------------------------------------------------------------
     def scenes(self, data: dict[str, Any], defaults: dict[str, Any], variables: dict[str, Any]

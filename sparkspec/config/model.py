@@ -30,6 +30,16 @@ class ProviderConfig:
 
 
 @dataclass(frozen=True)
+class RemoteConfig:
+    """The spec's `remote:` (section 9): where the team's render cache is; never credentials."""
+
+    url: str | None = None
+    endpoint: str | None = None
+    region: str | None = None
+    claim_ttl: float | None = None
+
+
+@dataclass(frozen=True)
 class ImageRef:
     """A first-frame image: a file inside the project, a data URL, or an https URL."""
 
@@ -80,3 +90,4 @@ class Project:
     spec_sha256: str  # of the spec file's bytes
     vars_sha256: str  # of the variables in force, after --var-file and --var
     templates_sha256: str = ""  # of every template file read (prompt files and their includes)
+    remote: RemoteConfig | None = None

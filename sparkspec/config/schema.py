@@ -12,6 +12,7 @@ from typing import Any
 from sparkspec.diagnostics import Diagnostic
 from sparkspec.config.schemacheck import Check, compile_schema
 from sparkspec.config.yamlsource import Document
+from sparkspec.remote.settings import credential_like
 
 SCHEMA_NAME = "project.spark.schema.json"
 
@@ -71,6 +72,11 @@ def _diagnose(doc: Document, error: Any) -> list[Diagnostic]:
         for key in instance:
             if key in known:
                 continue
+            if path == ("remote",) and credential_like(str(key)):
+                out.append(at(path + (key,), f"{key!r}: credentials never go in the spec (it is shared in "
+                              "git); set them in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+                              "AWS_PROFILE, ...)", at_key=True))
+                continue
             hint = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
             suggestion = f"; did you mean {hint[0]!r}?" if hint else f"; allowed: {', '.join(known)}"
             out.append(at(path + (key,), f"unknown key {key!r}{suggestion}", at_key=True))
@@ -119,8 +125,11 @@ def _diagnose(doc: Document, error: Any) -> list[Diagnostic]:
     if keyword == "minLength":
         return [at(path, "must not be empty")]
     if keyword == "pattern":
-        if path and path[-1] in ("callback_url", "base_url"):
+        if path and path[-1] in ("callback_url", "base_url", "endpoint"):
             return [at(path, f"{instance!r} is not an http or https URL")]
+        if path == ("remote", "url"):
+            return [at(path, f"{instance!r} is not a remote URL; use s3://bucket/prefix, gs://bucket/prefix, "
+                             "az://container/prefix or file:///path/to/folder")]
         return [at(path, f"{instance!r} does not match {error.validator_value}")]
     return [at(path, error.message)]
 

@@ -1,0 +1,80 @@
+"""Which of many keys the remote has: a listing per prefix page, not a request per key.
+
+Keys are grouped by their two-hex-digit shard. A shard asked for one key costs one GET of
+that entry (a 404 is the miss); a shard asked for more is listed once (1,000 names a page)
+and only the entries present are fetched. Claims are listed once for the whole remote
+(they are few: the renders in flight), and read only for keys that missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Awaitable, Collection
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from sparkspec.remote.claims import Claim, Claims
+from sparkspec.remote.entries import decode_entry
+from sparkspec.remote.layout import entry_path, entry_prefix, parse_entry_path
+from sparkspec.remote.store import Store
+from sparkspec.state.cache import CachedRender
+
+CONCURRENCY = 32
+T = TypeVar("T")
+
+
+@dataclass
+class Lookup:
+    hits: dict[str, CachedRender] = field(default_factory=dict)
+    claims: dict[str, Claim] = field(default_factory=dict)  # misses that another machine renders now
+    ignored: dict[str, str] = field(default_factory=dict)  # key -> why its entry was not usable
+
+
+async def lookup(store: Store, keys: Collection[str], signing_key: bytes | None, signer: str, *,
+                 with_claims: bool = True, owner: str | None = None) -> Lookup:
+    """The entries (and, for misses, live claims) of `keys`. Raises RemoteError."""
+    found = Lookup()
+    limit = asyncio.Semaphore(CONCURRENCY)
+
+    async def bounded(work: Awaitable[T]) -> T:
+        async with limit:
+            return await work
+
+    shards: dict[str, list[str]] = defaultdict(list)
+    for key in dict.fromkeys(keys):
+        shards[key[:2]].append(key)
+
+    async def present(shard: str, wanted: list[str]) -> list[str]:
+        if len(wanted) == 1:
+            return wanted
+        names = set()
+        async for page in store.list_pages(entry_prefix(shard)):
+            for info in page:
+                parsed = parse_entry_path(info.path)
+                if parsed is not None and parsed[1] == signer:
+                    names.add(parsed[0])
+        return [k for k in wanted if k in names]
+
+    async def fetch(key: str) -> None:
+        got = await store.get(entry_path(key, signer))
+        if got is None:
+            return
+        render = decode_entry(got[0], key, signing_key)
+        if isinstance(render, str):
+            found.ignored[key] = render
+        else:
+            found.hits[key] = render
+
+    listed = await asyncio.gather(*(bounded(present(s, w)) for s, w in shards.items()))
+    await asyncio.gather(*(bounded(fetch(k)) for ks in listed for k in ks))
+    misses = [k for k in dict.fromkeys(keys) if k not in found.hits]
+    if with_claims and misses:
+        claims = Claims(store)
+        claimed = await claims.live_keys()
+        wanted = [k for k in misses if k in claimed]
+        seen = await asyncio.gather(*(bounded(claims.read(k)) for k in wanted))
+        for key, state in zip(wanted, seen):
+            if state is not None and state.claim is not None and state.claim.owner != owner:
+                found.claims[key] = state.claim
+    return found

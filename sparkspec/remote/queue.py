@@ -1,0 +1,52 @@
+"""Uploads that failed, kept in `.sparkspec/remote-queue.json` until a later apply or `push` succeeds.
+
+A render is never lost to a flaky store: it is in the local cache already, and its key waits
+here (per remote) until it is pushed. Written atomically; the apply lock keeps writers single.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sparkspec.fsutil import atomic_write_text
+from sparkspec.remote.layout import is_digest
+
+QUEUE_NAME = "remote-queue.json"
+
+
+class PushQueue:
+    def __init__(self, state_dir: Path, identity: str) -> None:
+        self.path = state_dir / QUEUE_NAME
+        self.identity = identity
+
+    def _load(self) -> dict[str, list[str]]:
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(raw, dict):
+            return {}
+        return {str(k): [x for x in v if is_digest(x)] for k, v in raw.items() if isinstance(v, list)}
+
+    def keys(self) -> list[str]:
+        return self._load().get(self.identity, [])
+
+    def add(self, key: str) -> None:
+        self._change(add=(key,))
+
+    def remove(self, *keys: str) -> None:
+        self._change(remove=keys)
+
+    def _change(self, add: tuple[str, ...] = (), remove: tuple[str, ...] = ()) -> None:
+        memo = self._load()
+        current = memo.get(self.identity, [])
+        wanted = [k for k in dict.fromkeys(current + list(add)) if k not in remove]
+        if wanted == current:
+            return
+        if wanted:
+            memo[self.identity] = wanted
+        else:
+            memo.pop(self.identity, None)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.path, json.dumps(memo, sort_keys=True, indent=2) + "\n")

@@ -1,0 +1,126 @@
+"""`Remote`: one remote as a command run uses it (lookups, pulls, pushes, claims, the queue).
+
+`open_remote` resolves the settings and opens the store without a request; everything that
+talks to the store is a coroutine raising `RemoteError` with the store's own words. Keys
+whose entry turned out to point at a missing or damaged blob are remembered in
+`.sparkspec/remote-bad.json`, so they are reported once and then are plain misses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from collections.abc import Collection, Mapping
+from pathlib import Path
+
+from sparkspec.config.model import RemoteConfig
+from sparkspec.errors import RemoteError
+from sparkspec.fsutil import atomic_write_text
+from sparkspec.remote import index, transfer
+from sparkspec.remote.claims import Claim, Claims, new_claim
+from sparkspec.remote.probe import ProbeResult, probe_conditional_writes, remember, remembered
+from sparkspec.remote.queue import PushQueue
+from sparkspec.remote.settings import RemoteSettings, resolve_remote
+from sparkspec.remote.store import Store, open_store
+from sparkspec.state.cache import Cache, CachedRender
+
+BAD_NAME = "remote-bad.json"
+
+
+class Remote:
+    def __init__(self, settings: RemoteSettings, store: Store, state_dir: Path) -> None:
+        self.settings = settings
+        self.store = store
+        self.state_dir = state_dir
+        self.owner = uuid.uuid4().hex  # this run, as a claim owner
+        self.claims = Claims(store)
+        self.queue = PushQueue(state_dir, settings.identity)
+        self._probe: ProbeResult | None = None
+
+    @property
+    def writable(self) -> bool:
+        return self.settings.writable
+
+    @property
+    def signer(self) -> str:
+        return self.settings.signer
+
+    @property
+    def display(self) -> str:
+        return self.settings.display
+
+    # -- reading -------------------------------------------------------------------------
+    async def lookup(self, keys: Collection[str], *, with_claims: bool = True) -> index.Lookup:
+        bad = self.bad_keys()
+        wanted = [k for k in keys if k not in bad]
+        if not wanted:
+            return index.Lookup()
+        await transfer.check_format(self.store)
+        return await index.lookup(self.store, wanted, self.settings.signing_key, self.signer,
+                                  with_claims=with_claims, owner=self.owner)
+
+    async def pull(self, render: CachedRender, cache: Cache, tmp_dir: Path) -> None:
+        """Into the local cache, verified; a BlobProblem marks the key bad before it is raised."""
+        try:
+            await transfer.pull_render(self.store, render, cache, tmp_dir)
+        except transfer.BlobProblem as exc:
+            await asyncio.to_thread(self.mark_bad, render.key, str(exc))
+            raise
+
+    # -- writing -------------------------------------------------------------------------
+    async def push(self, render: CachedRender, cache: Cache) -> bool:
+        """Blobs, HEAD check, entry. True if this push created the entry."""
+        if not self.writable:
+            raise RemoteError(f"remote {self.display} is read-only here; nothing is pushed")
+        created = await transfer.push_render(self.store, render, cache, self.settings.signing_key, self.signer)
+        await asyncio.to_thread(self.queue.remove, render.key)
+        return created
+
+    # -- claims --------------------------------------------------------------------------
+    def new_claim(self, key: str) -> Claim:
+        return new_claim(key, self.settings.claim_ttl, self.owner)
+
+    async def claims_work(self) -> ProbeResult:
+        """Whether claims can be trusted on this store: probed once per machine and remote.
+        Read-only: never probed, and no claims are made (the answer is False)."""
+        if not self.writable:
+            return ProbeResult(False, "read-only")
+        if self._probe is None:
+            found = await asyncio.to_thread(remembered, self.state_dir, self.settings.identity)
+            if found is None:
+                found = await probe_conditional_writes(self.store)
+                await asyncio.to_thread(remember, self.state_dir, self.settings.identity, found)
+            self._probe = found
+        return self._probe
+
+    # -- keys whose entry is broken ------------------------------------------------------
+    def bad_keys(self) -> dict[str, str]:
+        try:
+            raw = json.loads((self.state_dir / BAD_NAME).read_text(encoding="utf-8"))
+            found = raw.get(self.settings.identity, {})
+        except (OSError, ValueError, AttributeError):
+            return {}
+        return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+    def mark_bad(self, key: str, reason: str) -> None:
+        path = self.state_dir / BAD_NAME
+        try:
+            memo = json.loads(path.read_text(encoding="utf-8"))
+            memo = memo if isinstance(memo, dict) else {}
+        except (OSError, ValueError):
+            memo = {}
+        memo.setdefault(self.settings.identity, {})[key] = reason
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(memo, sort_keys=True, indent=2) + "\n")
+
+
+def open_remote(spec: RemoteConfig | None, state_dir: Path, environ: Mapping[str, str] = os.environ, *,
+                remote: str | None = None, mode: str | None = None) -> Remote | None:
+    """The remote in force for this run, or None; makes no request. Raises RemoteError for a
+    bad setting (a URL that is not one, an unknown mode)."""
+    settings = resolve_remote(spec, environ, remote=remote, mode=mode)
+    if settings is None:
+        return None
+    return Remote(settings, open_store(settings, environ), state_dir)

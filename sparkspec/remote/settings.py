@@ -1,0 +1,136 @@
+"""Which remote this machine uses, and how: the spec's `remote:`, then the environment, then the CLI.
+
+Precedence (DESIGN section 9): `SPARKSPEC_REMOTE` over `remote.url`; `AWS_ENDPOINT_URL_S3`
+(or `AWS_ENDPOINT_URL`) over `remote.endpoint`; `SPARKSPEC_REMOTE_CLAIM_TTL` over
+`remote.claim_ttl`; `--remote off` / `--remote-mode MODE` over `SPARKSPEC_REMOTE_MODE`.
+Credentials are never part of the settings: the store's own chain reads them from the
+environment (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...), and `secrets()` lists their values so any
+message that echoes one can be redacted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, cast
+
+from sparkspec.config.model import RemoteConfig
+from sparkspec.errors import RemoteError
+
+Mode = Literal["read-write", "read-only", "off"]
+MODES: tuple[Mode, ...] = ("read-write", "read-only", "off")
+DEFAULT_CLAIM_TTL = 120.0
+
+REMOTE_ENV = "SPARKSPEC_REMOTE"
+MODE_ENV = "SPARKSPEC_REMOTE_MODE"
+TTL_ENV = "SPARKSPEC_REMOTE_CLAIM_TTL"
+SIGNING_KEY_ENV = "SPARKSPEC_REMOTE_SIGNING_KEY"
+ENDPOINT_ENVS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+SCHEMES = ("s3", "gs", "az", "file", "memory")
+_URL = re.compile(r"^(?P<scheme>[a-z0-9]+)://(?P<rest>.*)$")
+
+# Names whose values are secrets in the storage's standard credential chains.
+_SECRET_ENVS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_KEY", "AZURE_CLIENT_SECRET",
+                "GOOGLE_SERVICE_ACCOUNT_KEY", SIGNING_KEY_ENV)
+
+# Keys that look like credentials: a validation error in the spec, which lives in git.
+CREDENTIAL_WORDS = ("key", "secret", "token", "password", "credential", "sas", "signature")
+
+
+def credential_like(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in CREDENTIAL_WORDS)
+
+
+@dataclass(frozen=True)
+class RemoteSettings:
+    """A resolved remote. `url` has no trailing slash; `mode` is never "off" (that is None)."""
+
+    url: str
+    mode: Mode = "read-write"
+    endpoint: str | None = None
+    region: str | None = None
+    claim_ttl: float = DEFAULT_CLAIM_TTL
+    signing_key: bytes | None = field(default=None, repr=False)
+
+    @property
+    def scheme(self) -> str:
+        return self.url.split("://", 1)[0]
+
+    @property
+    def writable(self) -> bool:
+        return self.mode == "read-write"
+
+    @property
+    def signer(self) -> str:
+        """The `<signer>` part of entry names: whose entries this machine writes and reads."""
+        if self.signing_key is None:
+            return "unsigned"
+        return hashlib.sha256(self.signing_key).hexdigest()[:16]
+
+    @property
+    def identity(self) -> str:
+        """Names the remote in .sparkspec/ (probe memo, queue) without its credentials."""
+        return hashlib.sha256(f"{self.url}\n{self.endpoint or ''}".encode()).hexdigest()[:16]
+
+    @property
+    def display(self) -> str:
+        return self.url if self.endpoint is None else f"{self.url} (endpoint {self.endpoint})"
+
+
+def resolve_remote(spec: RemoteConfig | None, environ: Mapping[str, str] = os.environ, *,
+                   remote: str | None = None, mode: str | None = None) -> RemoteSettings | None:
+    """The remote this run uses, or None (none configured, or switched off).
+
+    `remote` and `mode` are the CLI's `--remote` (only "off") and `--remote-mode`."""
+    if remote == "off":
+        return None
+    chosen = mode or environ.get(MODE_ENV, "").strip() or "read-write"
+    if chosen not in MODES:
+        source = "--remote-mode" if mode else MODE_ENV
+        raise RemoteError(f"{source}={chosen!r}: use one of {', '.join(MODES)}")
+    if chosen == "off":
+        return None
+    url = environ.get(REMOTE_ENV, "").strip() or (spec.url if spec else None)
+    if not url:
+        return None
+    url = _check_url(url, REMOTE_ENV if environ.get(REMOTE_ENV, "").strip() else "remote.url")
+    endpoint = next((environ[n].strip() for n in ENDPOINT_ENVS if environ.get(n, "").strip()), None)
+    endpoint = endpoint or (spec.endpoint if spec else None)
+    ttl_text = environ.get(TTL_ENV, "").strip()
+    ttl = spec.claim_ttl if spec and spec.claim_ttl else DEFAULT_CLAIM_TTL
+    if ttl_text:
+        try:
+            ttl = float(ttl_text)
+        except ValueError:
+            ttl = -1.0
+        if not ttl > 0:
+            raise RemoteError(f"{TTL_ENV}={ttl_text!r}: give the claim lifetime in seconds, above 0")
+    key = environ.get(SIGNING_KEY_ENV, "")
+    return RemoteSettings(url=url, mode=cast(Mode, chosen), endpoint=endpoint,
+                          region=spec.region if spec else None,
+                          claim_ttl=ttl, signing_key=key.encode() if key else None)
+
+
+def _check_url(url: str, source: str) -> str:
+    match = _URL.match(url)
+    if match is None or match["scheme"] not in SCHEMES or not match["rest"].strip("/"):
+        raise RemoteError(f"{source}: {url!r} is not a remote URL; use s3://bucket/prefix, gs://bucket/prefix, "
+                          "az://container/prefix or file:///path/to/folder")
+    return url.rstrip("/")
+
+
+def secrets(environ: Mapping[str, str] = os.environ) -> tuple[str, ...]:
+    """Credential values in force, longest first, for redacting messages."""
+    values = {environ.get(name, "").strip() for name in _SECRET_ENVS}
+    return tuple(sorted((v for v in values if len(v) >= 4), key=len, reverse=True))
+
+
+def redact(text: str, environ: Mapping[str, str] = os.environ) -> str:
+    for value in secrets(environ):
+        text = text.replace(value, "<redacted>")
+    return text

@@ -1,0 +1,264 @@
+"""One remote as a small typed object store over obstore, rooted at `<prefix>/v1/`.
+
+Every method is a coroutine, takes a path relative to `v1/` (see `layout`) and answers in
+plain values: a missing object is None, a lost conditional write is None, anything else the
+store refuses is a `RemoteError` carrying the store's own words (first line, credentials
+redacted). A read-only store refuses every write before it reaches the network.
+
+Backends: `s3://` (AWS or any S3-compatible store; `endpoint` for others, `http://` allowed
+as given), `gs://`, `az://` (obstore's own configuration from the environment),
+`file:///path` (a shared folder) and `memory://name` (in-process, for tests). obstore's local
+folder cannot update an object conditionally, so `update` there takes an flock beside the
+object, compares the ETag and replaces the file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from sparkspec.errors import RemoteError
+from sparkspec.remote.layout import ROOT
+from sparkspec.remote.settings import RemoteSettings, redact
+
+CHUNK = 1 << 20
+# Bounded so that an unreachable store costs seconds, not the default minutes.
+CLIENT_OPTIONS = {"connect_timeout": "3s", "timeout": "120s"}
+RETRY = {"max_retries": 3, "retry_timeout": timedelta(seconds=10),
+         "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=2),
+                     "base": 2}}
+_MEMORY: dict[str, Any] = {}  # memory://name -> one MemoryStore per process
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    path: str  # relative to v1/
+    size: int
+    etag: str | None
+    modified: datetime | None
+
+
+class Store:
+    def __init__(self, backend: Any, display: str, *, writable: bool = True,
+                 local_root: Path | None = None, environ: Mapping[str, str] = os.environ) -> None:
+        self.backend = backend
+        self.display = display
+        self.writable = writable
+        self.local_root = local_root  # the v1/ folder of a file:// remote
+        self.environ = environ
+        self.format_known = False  # format.json read (a layout we know) or written by us
+
+    # -- errors ----------------------------------------------------------------------------
+    def failure(self, exc: BaseException, doing: str) -> RemoteError:
+        words = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if len(words) > 300:
+            words = words[:300] + "..."
+        return RemoteError(redact(f"remote {self.display}: {doing}: {words}", self.environ))
+
+    def _check_writable(self, path: str) -> None:
+        if not self.writable:
+            raise RemoteError(f"remote {self.display} is read-only here; not writing {path}")
+
+    # -- reads -----------------------------------------------------------------------------
+    async def head(self, path: str) -> ObjectInfo | None:
+        import obstore
+
+        try:
+            meta = await obstore.head_async(self.backend, path)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise self.failure(exc, f"HEAD {path}") from None
+        return _info(meta)
+
+    async def get(self, path: str) -> tuple[bytes, ObjectInfo] | None:
+        """A small object's bytes (entries, claims, format.json)."""
+        import obstore
+
+        try:
+            result = await obstore.get_async(self.backend, path)
+            data = bytes(await result.bytes_async())
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise self.failure(exc, f"GET {path}") from None
+        return data, _info(result.meta)
+
+    async def download(self, path: str, dest: Path) -> tuple[int, str] | None:
+        """Stream an object into `dest`: (bytes, sha256) of what arrived, None if absent."""
+        import obstore
+
+        digest, size = hashlib.sha256(), 0
+        try:
+            result = await obstore.get_async(self.backend, path)
+            with dest.open("wb") as out:
+                async for chunk in result.stream(min_chunk_size=CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.__class__.__module__.startswith("obstore"):
+                raise self.failure(exc, f"GET {path}") from None
+            raise RemoteError(f"{dest}: cannot write a download from the remote: {exc.strerror}") from None
+        except Exception as exc:
+            raise self.failure(exc, f"GET {path}") from None
+        return size, digest.hexdigest()
+
+    async def list_pages(self, prefix: str) -> AsyncIterator[list[ObjectInfo]]:
+        """The objects under `prefix`, a page (the store's listing page) at a time."""
+        import obstore
+
+        try:
+            async for page in obstore.list(self.backend, prefix, chunk_size=1000):
+                yield [_info(meta) for meta in page]
+        except FileNotFoundError:
+            return
+        except Exception as exc:
+            raise self.failure(exc, f"LIST {prefix}") from None
+
+    async def list(self, prefix: str) -> list[ObjectInfo]:
+        return [info async for page in self.list_pages(prefix) for info in page]
+
+    # -- writes ----------------------------------------------------------------------------
+    async def put(self, path: str, data: bytes) -> str | None:
+        """Write unconditionally (content-addressed blobs); the ETag. On S3 the body carries
+        its sha256 checksum, so the store refuses one damaged in transit."""
+        self._check_writable(path)
+        import obstore
+
+        try:
+            result = await obstore.put_async(self.backend, path, data, mode="overwrite", use_multipart=False)
+        except Exception as exc:
+            raise self.failure(exc, f"PUT {path}") from None
+        return result["e_tag"]
+
+    async def create(self, path: str, data: bytes) -> str | None:
+        """Write only if nothing is at `path` (If-None-Match: *): the ETag, or None if taken."""
+        self._check_writable(path)
+        import obstore
+        from obstore.exceptions import AlreadyExistsError, PreconditionError
+
+        try:
+            result = await obstore.put_async(self.backend, path, data, mode="create")
+        except (AlreadyExistsError, PreconditionError):
+            return None
+        except Exception as exc:
+            raise self.failure(exc, f"PUT {path} (If-None-Match)") from None
+        return result["e_tag"] or ""
+
+    async def update(self, path: str, data: bytes, etag: str) -> str | None:
+        """Replace `path` only if its ETag is still `etag` (If-Match): the new ETag, or None."""
+        self._check_writable(path)
+        if self.local_root is not None:
+            return await self._update_local(path, data, etag)
+        import obstore
+        from obstore.exceptions import AlreadyExistsError, PreconditionError
+
+        try:
+            result = await obstore.put_async(self.backend, path, data, mode={"e_tag": etag})
+        except (PreconditionError, AlreadyExistsError, FileNotFoundError):
+            return None
+        except Exception as exc:
+            raise self.failure(exc, f"PUT {path} (If-Match)") from None
+        return result["e_tag"] or ""
+
+    async def _update_local(self, path: str, data: bytes, etag: str) -> str | None:
+        # Blocking calls in a thread: an flock held across an await could deadlock this very loop.
+        import asyncio
+
+        return await asyncio.to_thread(self._update_local_sync, path, data, etag)
+
+    def _update_local_sync(self, path: str, data: bytes, etag: str) -> str | None:
+        import obstore
+
+        assert self.local_root is not None
+        # One lock file beside v1/ for every conditional update: they are rare (heartbeats,
+        # takeovers) and short, and nothing appears in v1/'s listings.
+        try:
+            fd = os.open(self.local_root.parent / ".sparkspec-update.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise self.failure(exc, f"lock {path}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                current = obstore.head(self.backend, path)
+            except FileNotFoundError:
+                return None
+            if current.get("e_tag") != etag:
+                return None
+            return obstore.put(self.backend, path, data, mode="overwrite")["e_tag"] or ""
+        except Exception as exc:
+            raise self.failure(exc, f"PUT {path} (If-Match)") from None
+        finally:
+            os.close(fd)  # closing drops the flock
+
+    async def delete(self, path: str) -> None:
+        self._check_writable(path)
+        import obstore
+
+        try:
+            await obstore.delete_async(self.backend, path)
+        except FileNotFoundError:
+            return
+        except Exception as exc:
+            raise self.failure(exc, f"DELETE {path}") from None
+
+
+def _info(meta: Mapping[str, Any]) -> ObjectInfo:
+    return ObjectInfo(path=str(meta["path"]), size=int(meta["size"]), etag=meta.get("e_tag"),
+                      modified=meta.get("last_modified"))
+
+
+def open_store(settings: RemoteSettings, environ: Mapping[str, str] = os.environ) -> Store:
+    """The store `settings` name, rooted at `<prefix>/v1/`. Makes no request."""
+    import obstore.store as stores
+
+    url = settings.url
+    parts = urlsplit(url)
+    writable = settings.writable
+    prefix = "/".join(p for p in (parts.path.strip("/"), ROOT) if p)
+    options: dict[str, Any] = dict(CLIENT_OPTIONS)
+    try:
+        if parts.scheme == "file":
+            root = Path(unquote(parts.path)) / ROOT
+            if parts.netloc not in ("", "localhost"):
+                raise RemoteError(f"{url}: a file:// remote names a local folder (file:///path)")
+            if not root.is_dir() and writable:
+                root.mkdir(parents=True, exist_ok=True)
+            return Store(stores.LocalStore(root) if root.is_dir() else stores.MemoryStore(), settings.display,
+                         writable=writable, local_root=root, environ=environ)
+        if parts.scheme == "memory":
+            backend = _MEMORY.setdefault(parts.netloc + parts.path, stores.MemoryStore())
+            return Store(backend, settings.display, writable=writable, environ=environ)
+        if parts.scheme == "s3":
+            config: dict[str, Any] = {"checksum_algorithm": "sha256"}
+            if settings.endpoint:
+                config["endpoint"] = settings.endpoint
+                options["allow_http"] = settings.endpoint.startswith("http://")
+            if settings.region:
+                config["region"] = settings.region
+            for name, key in (("AWS_ACCESS_KEY_ID", "access_key_id"), ("AWS_SECRET_ACCESS_KEY", "secret_access_key"),
+                              ("AWS_SESSION_TOKEN", "session_token"), ("AWS_REGION", "region"),
+                              ("AWS_DEFAULT_REGION", "region")):
+                if environ.get(name) and key not in config:
+                    config[key] = environ[name]
+            backend = stores.S3Store(parts.netloc, prefix=prefix, config=config,  # type: ignore[arg-type]
+                                     client_options=options, retry_config=RETRY)  # type: ignore[arg-type]
+        else:
+            backend = stores.from_url(f"{parts.scheme}://{parts.netloc}/{prefix}",  # type: ignore[call-overload]
+                                      client_options=options, retry_config=RETRY)
+    except RemoteError:
+        raise
+    except Exception as exc:
+        words = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RemoteError(redact(f"remote {settings.display}: {words}", environ)) from None
+    return Store(backend, settings.display, writable=writable, environ=environ)

@@ -1,0 +1,110 @@
+"""Moving one render between the local cache and a remote, in the order that keeps both honest.
+
+Push: each blob (unless the remote has it at the right size) is read, checked against its
+sha256, and uploaded with that checksum; then a HEAD confirms both blobs are there at the
+right size; only then is the write-once entry created. The entry is the commit point: no
+entry ever points at a blob that was not verified present (DVC #4343, Bazel #22822).
+
+Pull: each blob streams to a temporary file, hashed while it arrives; its length and sha256
+must match the entry, else nothing is installed. Then the blob moves into the local cache,
+then the entry is recorded there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from pathlib import Path
+
+from sparkspec.errors import RemoteError
+from sparkspec.remote.entries import encode_entry
+from sparkspec.remote.layout import FORMAT, LAYOUT_VERSION, blob_path, entry_path
+from sparkspec.remote.store import Store
+from sparkspec.state.cache import Cache, CachedRender
+
+
+class BlobProblem(RemoteError):
+    """An entry's blob is missing or damaged on the remote: the entry is a miss."""
+
+
+def _blobs(render: CachedRender) -> tuple[tuple[str, int], tuple[str, int]]:
+    return (render.video_sha256, render.video_bytes), (render.last_frame_sha256, render.last_frame_bytes)
+
+
+async def push_render(store: Store, render: CachedRender, cache: Cache, signing_key: bytes | None,
+                      signer: str) -> bool:
+    """Upload `render` (already in the local cache). True if this call created the entry,
+    False if the remote had it already. Raises RemoteError (the caller queues the push)."""
+    path = entry_path(render.key, signer)
+    if await store.head(path) is not None:
+        return False
+    for sha, size in _blobs(render):
+        present = await store.head(blob_path(sha))
+        if present is not None and present.size == size:
+            continue
+        data = await asyncio.to_thread(_read_verified, cache.blob_path(sha), sha, size)
+        await store.put(blob_path(sha), data)
+    for sha, size in _blobs(render):
+        present = await store.head(blob_path(sha))
+        if present is None or present.size != size:
+            raise RemoteError(f"remote {store.display}: blob {sha[:12]} is not there after its upload; "
+                              "the entry was not written")
+    await ensure_format(store)
+    return await store.create(path, encode_entry(render, signing_key)) is not None
+
+
+def _read_verified(path: Path, sha: str, size: int) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RemoteError(f"{path}: cannot read the cached file to upload: {exc.strerror}") from None
+    if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
+        raise RemoteError(f"{path}: the cached file is damaged; not uploading it "
+                          "(`sparkspec gc` and a new apply repair the cache)")
+    return data
+
+
+async def ensure_format(store: Store) -> None:
+    """format.json names the layout; written once by the first machine that pushes."""
+    if not store.format_known:
+        await store.create(FORMAT, json.dumps({"layout": LAYOUT_VERSION}).encode())
+        store.format_known = True
+
+
+async def check_format(store: Store) -> None:
+    if store.format_known:
+        return
+    found = await store.get(FORMAT)
+    if found is None:
+        return
+    try:
+        layout = json.loads(found[0]).get("layout")
+    except (ValueError, AttributeError):
+        layout = None
+    if layout != LAYOUT_VERSION:
+        raise RemoteError(f"remote {store.display}: its format.json names layout {layout!r}; this sparkspec "
+                          f"reads layout {LAYOUT_VERSION}")
+    store.format_known = True
+
+
+async def pull_render(store: Store, render: CachedRender, cache: Cache, tmp_dir: Path) -> None:
+    """Download `render`'s blobs into the local cache (verified), then record it there.
+    Raises BlobProblem for a missing or damaged blob, RemoteError for a failed request."""
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    for sha, size in _blobs(render):
+        if cache.has_blob(sha, size):
+            continue
+        part = tmp_dir / f"{sha}.remote.part"
+        try:
+            got = await store.download(blob_path(sha), part)
+            if got is None:
+                raise BlobProblem(f"remote {store.display}: entry {render.key[:12]} points at blob "
+                                  f"{sha[:12]}, which is missing; treated as not cached")
+            if got != (size, sha):
+                raise BlobProblem(f"remote {store.display}: blob {sha[:12]} is damaged ({got[0]} bytes, "
+                                  f"sha256 {got[1][:12]}); not installed, treated as not cached")
+            await asyncio.to_thread(cache.put_blob, part, sha)
+        finally:
+            part.unlink(missing_ok=True)
+    await asyncio.to_thread(cache.record, render)

@@ -1,0 +1,81 @@
+"""Which remote a run uses: spec, environment, CLI; and no credentials in the spec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sparkspec.config.loader import load_project
+from sparkspec.config.model import RemoteConfig
+from sparkspec.errors import RemoteError, SpecError
+from sparkspec.remote.settings import redact, resolve_remote
+
+SPEC = RemoteConfig(url="s3://team/renders", endpoint="https://s3.example.com", region="eu-west-1", claim_ttl=60)
+
+
+def test_spec_settings_apply_without_environment() -> None:
+    settings = resolve_remote(SPEC, {})
+    assert settings is not None
+    assert (settings.url, settings.endpoint, settings.region, settings.claim_ttl, settings.mode) == \
+        ("s3://team/renders", "https://s3.example.com", "eu-west-1", 60, "read-write")
+    assert settings.signer == "unsigned"
+
+
+def test_environment_overrides_the_spec() -> None:
+    env = {"SPARKSPEC_REMOTE": "file:///srv/cache/", "AWS_ENDPOINT_URL": "http://a:1", "AWS_ENDPOINT_URL_S3": "http://b:2",
+           "SPARKSPEC_REMOTE_CLAIM_TTL": "5", "SPARKSPEC_REMOTE_MODE": "read-only",
+           "SPARKSPEC_REMOTE_SIGNING_KEY": "k"}
+    settings = resolve_remote(SPEC, env)
+    assert settings is not None
+    assert (settings.url, settings.endpoint, settings.claim_ttl, settings.mode) == \
+        ("file:///srv/cache", "http://b:2", 5.0, "read-only")
+    assert len(settings.signer) == 16 and "k" not in repr(settings)
+
+
+def test_cli_switches_win() -> None:
+    assert resolve_remote(SPEC, {}, remote="off") is None
+    assert resolve_remote(SPEC, {"SPARKSPEC_REMOTE_MODE": "off"}) is None
+    ro = resolve_remote(SPEC, {"SPARKSPEC_REMOTE_MODE": "off"}, mode="read-only")
+    assert ro is not None and not ro.writable
+    assert resolve_remote(None, {}) is None
+
+
+@pytest.mark.parametrize("env", [{"SPARKSPEC_REMOTE": "ftp://x/y"}, {"SPARKSPEC_REMOTE_MODE": "sometimes"},
+                                 {"SPARKSPEC_REMOTE_CLAIM_TTL": "-3"}, {"SPARKSPEC_REMOTE": "s3://"}])
+def test_bad_environment_is_one_clear_error(env: dict[str, str]) -> None:
+    with pytest.raises(RemoteError):
+        resolve_remote(SPEC, env)
+
+
+def test_redact_removes_credential_values() -> None:
+    env = {"AWS_SECRET_ACCESS_KEY": "s3cr3t-value", "AWS_SESSION_TOKEN": "tok-en-123"}
+    assert redact("failed with s3cr3t-value and tok-en-123", env) == "failed with <redacted> and <redacted>"
+
+
+def test_spec_remote_is_loaded(tmp_path: Path) -> None:
+    spec = tmp_path / "project.spark.yaml"
+    spec.write_text("version: 1\nremote: {url: 's3://team/x', endpoint: 'http://127.0.0.1:9000', claim_ttl: 30}\n"
+                    "scenes:\n  a: {prompt: hi, duration: 4}\n")
+    project = load_project(spec).project
+    assert project.remote == RemoteConfig(url="s3://team/x", endpoint="http://127.0.0.1:9000", claim_ttl=30.0)
+
+
+def test_credentials_in_the_spec_are_an_error_pointing_to_the_environment(tmp_path: Path) -> None:
+    spec = tmp_path / "project.spark.yaml"
+    spec.write_text("version: 1\nremote:\n  url: 's3://team/x'\n  secret_access_key: abc\n  urll: x\n"
+                    "scenes:\n  a: {prompt: hi, duration: 4}\n")
+    with pytest.raises(SpecError) as raised:
+        load_project(spec)
+    messages = [str(d) for d in raised.value.diagnostics]
+    assert any(":4:3: error: remote.secret_access_key:" in m and "AWS_ACCESS_KEY_ID" in m
+               and "environment" in m for m in messages), messages
+    assert any("unknown key 'urll'; did you mean 'url'?" in m for m in messages), messages
+
+
+def test_a_bad_remote_url_in_the_spec_is_a_diagnostic(tmp_path: Path) -> None:
+    spec = tmp_path / "project.spark.yaml"
+    spec.write_text("version: 1\nremote: {url: 'bucket/x'}\nscenes:\n  a: {prompt: hi, duration: 4}\n")
+    with pytest.raises(SpecError) as raised:
+        load_project(spec)
+    assert any("is not a remote URL" in str(d) for d in raised.value.diagnostics)
