@@ -66,7 +66,9 @@ class SeaweedServer:
                 "-filer", "-s3", f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0",
                 f"-filer.localSocket={self.dir / 'filer.sock'}", f"-s3.localSocket={self.dir / 's3.sock'}",
                 "-master.telemetry=false", "-webdav=false", "-metricsPort=0",
-                "-master.volumeSizeLimitMB=64", "-volume.max=16", "-volume.preStopSeconds=0"]
+                # Each bucket is a collection that grows volumes of its own (sparse files), and
+                # tests make a bucket each: without room for many, writes fail with a 500.
+                "-master.volumeSizeLimitMB=64", "-volume.max=2000", "-volume.preStopSeconds=0"]
 
     def start(self, timeout: float = 60) -> SeaweedServer:
         exe = weed_binary()
