@@ -209,6 +209,98 @@ def init(spec: str) -> None:
         click.echo(line)
 
 
+def remote_options(func: F) -> F:
+    """`--remote off` and `--remote-mode MODE`, after the verb (DESIGN section 9)."""
+    func = click.option("--remote-mode", "remote_mode", type=click.Choice(["read-write", "read-only", "off"]),
+                        help="Use the team's remote this way for this run (beats SPARKSPEC_REMOTE_MODE).")(func)
+    return click.option("--remote", "remote", type=click.Choice(["off"]),
+                        help="`--remote off`: leave the team's remote alone for this run.")(func)
+
+
+@cli.command(name="push")
+@spec_options
+@remote_options
+def push_command(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], provider: str | None,
+                 remote: str | None, remote_mode: str | None) -> None:
+    """Upload the renders the lock refers to (and queued uploads) that the remote lacks."""
+    from sparkspec.commands.push import push
+
+    lines, complete = push(_path(spec), _load_options(variables, var_files, provider), remote, remote_mode,
+                           display=spec)
+    for line in lines:
+        click.echo(line)
+    if not complete:
+        sys.exit(EXIT_ERROR)
+
+
+@cli.command(name="pull")
+@spec_options
+@remote_options
+def pull_command(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], provider: str | None,
+                 remote: str | None, remote_mode: str | None) -> None:
+    """Fill renders/ with what the lock refers to, from the local cache or the remote."""
+    from sparkspec.commands.pull import pull
+
+    lines, complete = pull(_path(spec), _load_options(variables, var_files, provider), remote, remote_mode,
+                           display=spec)
+    for line in lines:
+        click.echo(line)
+    if not complete:
+        sys.exit(EXIT_ERROR)
+
+
+@cli.group(name="remote")
+def remote_group() -> None:
+    """The team's render cache: status, verify, gc."""
+
+
+@remote_group.command(name="status")
+@spec_options
+@remote_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def remote_status(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], provider: str | None,
+                  remote: str | None, remote_mode: str | None, as_json: bool) -> None:
+    """Counts and bytes of the lock's renders: local only, remote only, both."""
+    from sparkspec.commands.remote import status_lines
+
+    for line in status_lines(_path(spec), _load_options(variables, var_files, provider), remote, remote_mode,
+                             as_json):
+        click.echo(line)
+
+
+@remote_group.command(name="verify")
+@spec_options
+@remote_options
+@click.option("--deep", is_flag=True, help="Download every blob and hash it again.")
+def remote_verify(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], provider: str | None,
+                  remote: str | None, remote_mode: str | None, deep: bool) -> None:
+    """Check the remote's entries and blobs for the lock's renders (exit 1 on a problem)."""
+    from sparkspec.commands.remote import verify_lines
+
+    lines, sound = verify_lines(_path(spec), _load_options(variables, var_files, provider), remote,
+                                remote_mode, deep)
+    for line in lines:
+        click.echo(line)
+    if not sound:
+        sys.exit(EXIT_ERROR)
+
+
+@remote_group.command(name="gc")
+@spec_options
+@remote_options
+@click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+@click.option("--grace", default="7d", show_default=True, metavar="DURATION",
+              help="Keep anything younger than this (7d, 12h, 30m, 600s).")
+def remote_gc(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], provider: str | None,
+              remote: str | None, remote_mode: str | None, dry_run: bool, grace: str) -> None:
+    """Delete remote entries and blobs that no pushed lock refers to, past a grace period."""
+    from sparkspec.commands.remote import gc_lines, parse_grace
+
+    for line in gc_lines(_path(spec), _load_options(variables, var_files, provider), remote, remote_mode,
+                         dry_run, parse_grace(grace)):
+        click.echo(line)
+
+
 @cli.command(name="merge-lock")
 @click.argument("base", type=click.Path(dir_okay=False))
 @click.argument("ours", type=click.Path(dir_okay=False))

@@ -1,0 +1,117 @@
+"""`sparkspec remote status|verify|gc`, and the remote a command run uses.
+
+Thin: open the project and its remote, run one coroutine of sparkspec.remote, print lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from sparkspec.config.loader import LoadOptions
+from sparkspec.errors import RemoteError
+from sparkspec.remote.session import Remote, open_remote
+from sparkspec.state.workspace import Workspace, open_workspace
+
+
+@contextmanager
+def remote_workspace(spec: Path, options: LoadOptions, remote: str | None, mode: str | None, *,
+                     required: bool = True, environ: Mapping[str, str] = os.environ,
+                     display: str | None = None) -> Iterator[tuple[Workspace, Remote | None]]:
+    workspace = open_workspace(spec, options, display=display, environ=environ)
+    try:
+        session = open_remote(workspace.project.remote, workspace.state_dir, environ, remote=remote, mode=mode)
+        if session is None and required:
+            raise RemoteError("no remote in use: set `remote: {url: ...}` in the spec or SPARKSPEC_REMOTE "
+                              "(and not --remote off / SPARKSPEC_REMOTE_MODE=off)")
+        yield workspace, session
+    finally:
+        workspace.close()
+
+
+def size_text(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def status_lines(spec: Path, options: LoadOptions, remote: str | None, mode: str | None,
+                 as_json: bool) -> list[str]:
+    from sparkspec.remote.audit import status
+
+    with remote_workspace(spec, options, remote, mode) as (workspace, session):
+        assert session is not None
+        report = asyncio.run(status(session, workspace.lock, workspace.cache))
+    if as_json:
+        return [json.dumps(report.to_json(), sort_keys=True)]
+    labels = {"both": "local and remote", "local_only": "local only", "remote_only": "remote only",
+              "neither": "in neither (render again)"}
+    lines = [f"Remote {report.remote}: the lock's renders"]
+    for place, label in labels.items():
+        tally = report.places[place]
+        lines.append(f"  {label + ':':<27}{tally.count:>6} ({size_text(tally.bytes)})")
+    if report.queued:
+        lines.append(f"  {report.queued} upload(s) queued; `sparkspec push` sends them")
+    return lines
+
+
+def verify_lines(spec: Path, options: LoadOptions, remote: str | None, mode: str | None,
+                 deep: bool) -> tuple[list[str], bool]:
+    """The report, and whether the remote is sound for this lock."""
+    from sparkspec.remote.audit import verify
+
+    with remote_workspace(spec, options, remote, mode) as (workspace, session):
+        assert session is not None
+        report = asyncio.run(verify(session, workspace.lock, workspace.cache, workspace.state_dir / "tmp", deep))
+    lines = [f"{key[:12]}: {problem}" for key, problem in sorted(report.problems.items())]
+    how = f"re-hashed {report.blobs} blob(s), {size_text(report.blob_bytes)}" if deep else (
+        f"{report.blobs} blob(s) present at their sizes" if not report.problems else f"{report.blobs} blob(s) checked")
+    lines.append(f"Verified {report.checked} entr{'y' if report.checked == 1 else 'ies'} ({how}); "
+                 f"{len(report.problems)} problem(s); {len(report.missing)} of the lock's render(s) not on "
+                 "the remote" + ("; `sparkspec push` uploads them" if report.missing else ""))
+    return lines, not report.problems
+
+
+def gc_lines(spec: Path, options: LoadOptions, remote: str | None, mode: str | None, dry_run: bool,
+             grace: timedelta, now: datetime | None = None) -> list[str]:
+    from sparkspec.remote.sweep import collect
+
+    with remote_workspace(spec, options, remote, mode) as (_, session):
+        assert session is not None
+        report = asyncio.run(collect(session, now or datetime.now(timezone.utc), grace, dry_run))
+    verb = "would delete" if dry_run else "deleted"
+    lines = [f"{verb} {path}" for path in report.entries + report.blobs]
+    lines.append(f"{'Would delete' if dry_run else 'Deleted'} {len(report.entries)} entr"
+                 f"{'y' if len(report.entries) == 1 else 'ies'} and {len(report.blobs)} blob(s), "
+                 f"{size_text(report.freed)}; kept {report.kept_entries} entr"
+                 f"{'y' if report.kept_entries == 1 else 'ies'} and {report.kept_blobs} blob(s) "
+                 f"({report.roots} root(s), grace {_grace_text(grace)}).")
+    return lines
+
+
+def _grace_text(grace: timedelta) -> str:
+    seconds = int(grace.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def parse_grace(text: str) -> timedelta:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise RemoteError(f"--grace {text!r}: give a duration such as 7d, 12h, 30m or 600s")
+    return timedelta(seconds=value * units[unit])

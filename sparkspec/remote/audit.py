@@ -1,0 +1,119 @@
+"""`remote status` and `remote verify`: what the lock's renders look like here and on the remote.
+
+Both look only at the renders the lock refers to (and the queued uploads), never the whole
+remote (DVC #2373), and ask the remote with one listing per shard. Verify then reads each
+entry (decoded and, with a signing key, its signature checked) and checks each blob's size
+from the listings; `--deep` downloads every blob and hashes it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sparkspec.remote.inventory import gather_bounded, present_blobs, present_entries
+from sparkspec.remote.layout import blob_path
+from sparkspec.remote.session import Remote
+from sparkspec.remote.sync import TRANSFERS
+from sparkspec.state.cache import Cache
+from sparkspec.state.lockfile import Lock
+
+PLACES = ("local_only", "remote_only", "both", "neither")
+
+
+@dataclass
+class Tally:
+    count: int = 0
+    bytes: int = 0
+
+
+@dataclass
+class Status:
+    remote: str
+    places: dict[str, Tally] = field(default_factory=lambda: {p: Tally() for p in PLACES})
+    queued: int = 0
+
+    def to_json(self) -> dict[str, object]:
+        return {"remote": self.remote, "queued": self.queued,
+                "renders": {p: {"count": t.count, "bytes": t.bytes} for p, t in self.places.items()}}
+
+
+def _wanted(lock: Lock, queued: list[str], cache: Cache) -> dict[str, int]:
+    """key -> bytes of its two files, for the lock's renders and the queued uploads."""
+    sizes = {r.key: r.video.bytes + r.last_frame.bytes for r in lock.scenes.values()}
+    for key in queued:
+        if key not in sizes:
+            render = cache.lookup(key)
+            sizes[key] = render.video_bytes + render.last_frame_bytes if render else 0
+    return sizes
+
+
+async def status(remote: Remote, lock: Lock, cache: Cache) -> Status:
+    queued = await asyncio.to_thread(remote.queue.keys)
+    sizes = await asyncio.to_thread(_wanted, lock, queued, cache)
+    on_remote = await present_entries(remote.store, list(sizes), remote.signer)
+    report = Status(remote.display, queued=len(queued))
+    for key, size in sizes.items():
+        here = await asyncio.to_thread(cache.lookup, key) is not None
+        there = key in on_remote
+        place = "both" if here and there else "local_only" if here else "remote_only" if there else "neither"
+        report.places[place].count += 1
+        report.places[place].bytes += size
+    return report
+
+
+@dataclass
+class Verification:
+    checked: int = 0
+    blobs: int = 0
+    blob_bytes: int = 0
+    missing: list[str] = field(default_factory=list)  # keys with no entry on the remote
+    problems: dict[str, str] = field(default_factory=dict)  # key -> what is wrong
+
+
+async def verify(remote: Remote, lock: Lock, cache: Cache, tmp_dir: Path, deep: bool = False) -> Verification:
+    queued = await asyncio.to_thread(remote.queue.keys)
+    keys = list(await asyncio.to_thread(_wanted, lock, queued, cache))
+    report = Verification()
+    present = await present_entries(remote.store, keys, remote.signer)
+    report.missing = [k for k in keys if k not in present]
+    found = await remote.lookup(list(present), with_claims=False)
+    report.problems.update({k: f"entry not usable: {why}" for k, why in found.ignored.items()})
+    for key in present:
+        if key not in found.hits and key not in found.ignored:
+            report.problems[key] = "entry listed but not readable (or marked bad after a failed pull)"
+    report.checked = len(found.hits)
+    wanted: dict[str, int] = {}
+    owners: dict[str, str] = {}
+    for key, render in found.hits.items():
+        for sha, size in ((render.video_sha256, render.video_bytes),
+                          (render.last_frame_sha256, render.last_frame_bytes)):
+            wanted[sha] = size
+            owners.setdefault(sha, key)
+    blobs = await present_blobs(remote.store, list(wanted))
+    for sha, size in wanted.items():
+        info = blobs.get(sha)
+        if info is None:
+            report.problems[owners[sha]] = f"blob {sha[:12]} is missing"
+        elif info.size != size:
+            report.problems[owners[sha]] = f"blob {sha[:12]} has {info.size} bytes, the entry says {size}"
+    report.blobs = len(wanted)
+    if deep:
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+
+        async def rehash(sha: str) -> None:
+            part = tmp_dir / f"{sha}.verify.part"
+            try:
+                got = await remote.store.download(blob_path(sha), part)
+            finally:
+                part.unlink(missing_ok=True)
+            if got is None:
+                report.problems[owners[sha]] = f"blob {sha[:12]} is missing"
+            elif got[1] != sha:
+                report.problems[owners[sha]] = f"blob {sha[:12]} is damaged (its bytes hash to {got[1][:12]})"
+            else:
+                report.blob_bytes += got[0]
+
+        await gather_bounded([rehash(s) for s in wanted if s in blobs and blobs[s].size == wanted[s]], TRANSFERS)
+    return report

@@ -1,0 +1,211 @@
+"""`push` and `pull`: make the remote hold what the lock refers to, or renders/ hold it.
+
+Push uploads every render the lock refers to (and every queued upload) that the remote
+lacks, in transfer's order (blobs with their checksum, HEAD check, then the write-once
+entry), then registers a root, `roots/<project>/<digest>.json`, naming the lock's keys so
+`remote gc` keeps them. A render missing from the local cache whose files in renders/ still
+match the lock is taken from renders/ (hashed first). Pull fills renders/ with what the lock
+says, from the local cache, or from the remote into the cache first (verified). Both write
+only to the paths the spec gives a scene (never a path read from the lock or the remote).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sparkspec.errors import RemoteError
+from sparkspec.fsutil import sha256_file
+from sparkspec.plan.planner import output_paths
+from sparkspec.remote.inventory import gather_bounded, present_entries
+from sparkspec.remote.layout import project_slug, root_path
+from sparkspec.remote.session import Remote
+from sparkspec.remote.transfer import BlobProblem, ensure_format
+from sparkspec.state.cache import Cache, CachedRender
+from sparkspec.state.lockfile import FileRecord, SceneRecord
+from sparkspec.state.workspace import Workspace
+
+ROOT_FORMAT = 1
+TRANSFERS = 8  # blobs moving at once
+
+
+@dataclass
+class PushReport:
+    pushed: dict[str, int] = field(default_factory=dict)  # key -> bytes uploaded (both blobs)
+    present: int = 0  # already on the remote
+    unavailable: dict[str, str] = field(default_factory=dict)  # scene -> why it cannot be pushed
+    failed: dict[str, str] = field(default_factory=dict)  # key -> the store's words (queued again)
+    root: str | None = None
+
+
+@dataclass
+class PullReport:
+    pulled: dict[str, int] = field(default_factory=dict)  # scene -> bytes downloaded
+    restored: list[str] = field(default_factory=list)  # scenes written into renders/ from the cache
+    in_place: int = 0
+    problems: dict[str, str] = field(default_factory=dict)  # scene or sequence -> what to do
+    sequences: list[str] = field(default_factory=list)  # to stitch with `apply` (no render cost)
+
+
+def _render_of(record: SceneRecord) -> CachedRender:
+    return CachedRender(key=record.key, provider=record.provider, model=record.model, task_id=record.task_id,
+                        seed=record.seed, tokens=record.tokens, video_sha256=record.video.sha256,
+                        video_bytes=record.video.bytes, last_frame_sha256=record.last_frame.sha256,
+                        last_frame_bytes=record.last_frame.bytes, inputs=record.inputs,
+                        seed_derived=record.seed_derived, cost=record.cost)
+
+
+def _wanted_files(workspace: Workspace, scene: str, record: SceneRecord) -> tuple[Path, Path] | None:
+    """The scene's files in renders/ if the lock names the paths the spec gives it, else None."""
+    if scene not in workspace.project.scenes:
+        return None
+    video, frame = output_paths(workspace.project, scene)
+    if (record.video.path, record.last_frame.path) != (video, frame):
+        return None
+    return workspace.project.root / video, workspace.project.root / frame
+
+
+def _adopt_from_renders(workspace: Workspace, scene: str, record: SceneRecord) -> CachedRender | None:
+    """Rebuild the cache entry of `record` from renders/, if both files are what the lock says."""
+    files = _wanted_files(workspace, scene, record)
+    if files is None:
+        return None
+    staged: list[tuple[Path, FileRecord]] = []
+    try:
+        for path, wanted in zip(files, (record.video, record.last_frame)):
+            if workspace.cache.has_blob(wanted.sha256, wanted.bytes):
+                continue
+            if path.stat().st_size != wanted.bytes:
+                return None
+            copy = workspace.cache.directory / f".{wanted.sha256}.adopt.part"
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            import shutil
+
+            shutil.copyfile(path, copy)
+            staged.append((copy, wanted))
+            if sha256_file(copy) != wanted.sha256:
+                return None
+        for copy, wanted in staged:
+            workspace.cache.put_blob(copy, wanted.sha256)
+    except OSError:
+        return None
+    finally:
+        for copy, _ in staged:
+            copy.unlink(missing_ok=True)
+    render = _render_of(record)
+    workspace.cache.record(render)
+    return render
+
+
+async def push_lock(remote: Remote, workspace: Workspace) -> PushReport:
+    if not remote.writable:
+        raise RemoteError(f"remote {remote.display} is read-only here (--remote-mode read-only or "
+                          "SPARKSPEC_REMOTE_MODE); `sparkspec push` writes, so nothing was pushed")
+    report = PushReport()
+    scenes = {record.key: (sid, record) for sid, record in sorted(workspace.lock.scenes.items())}
+    queued = await asyncio.to_thread(remote.queue.keys)
+    keys = list(dict.fromkeys([*scenes, *queued]))
+    on_remote = await present_entries(remote.store, keys, remote.signer)
+    report.present = sum(1 for k in keys if k in on_remote)
+    cache = workspace.cache
+    todo: list[CachedRender] = []
+    for key in keys:
+        if key in on_remote:
+            continue
+        render = await asyncio.to_thread(cache.lookup, key)
+        if render is None and key in scenes:
+            render = await asyncio.to_thread(_adopt_from_renders, workspace, *scenes[key])
+        if render is None:
+            name = f"scene {scenes[key][0]}" if key in scenes else f"queued render {key[:12]}"
+            report.unavailable[name] = ("not in the local cache and its files in renders/ do not match the "
+                                        "lock; a machine that has it can push it")
+            continue
+        todo.append(render)
+
+    async def push(render: CachedRender) -> None:
+        try:
+            created = await remote.push(render, cache)
+        except RemoteError as exc:
+            report.failed[render.key] = str(exc)
+            await asyncio.to_thread(remote.queue.add, render.key)
+            return
+        if created:
+            report.pushed[render.key] = render.video_bytes + render.last_frame_bytes
+        else:
+            report.present += 1
+
+    await gather_bounded([push(r) for r in todo], TRANSFERS)
+    if scenes:
+        report.root = await _register_root(remote, workspace.project.name, sorted(scenes))
+    await asyncio.to_thread(remote.queue.remove, *[k for k in queued if k in on_remote])
+    return report
+
+
+async def _register_root(remote: Remote, project: str, keys: list[str]) -> str:
+    slug = project_slug(project)
+    body = json.dumps({"format": ROOT_FORMAT, "project": slug, "keys": keys}, sort_keys=True,
+                      separators=(",", ":")).encode()
+    path = root_path(slug, hashlib.sha256(body).hexdigest())
+    await ensure_format(remote.store)
+    await remote.store.create(path, body)  # None: the same root is there already
+    return path
+
+
+async def pull_lock(remote: Remote | None, workspace: Workspace) -> PullReport:
+    report = PullReport()
+    cache, memo, root = workspace.cache, workspace.memo, workspace.project.root
+    need: dict[str, tuple[str, SceneRecord, tuple[Path, Path]]] = {}  # key -> one scene that needs it
+    stale: list[tuple[str, SceneRecord, tuple[Path, Path]]] = []
+    for sid, record in sorted(workspace.lock.scenes.items()):
+        files = _wanted_files(workspace, sid, record)
+        if files is None:
+            report.problems[f"scene {sid}"] = ("the spec no longer gives it the paths the lock names; "
+                                               "`sparkspec apply` settles it")
+            continue
+        if all(memo.sha256(p) == f.sha256 for p, f in zip(files, (record.video, record.last_frame))):
+            report.in_place += 1
+            continue
+        stale.append((sid, record, files))
+        if not (cache.has_blob(record.video.sha256, record.video.bytes)
+                and cache.has_blob(record.last_frame.sha256, record.last_frame.bytes)):
+            need.setdefault(record.key, (sid, record, files))
+
+    if need and remote is not None:
+        found = await remote.lookup(list(need), with_claims=False)
+        for key, reason in found.ignored.items():
+            report.problems[f"scene {need[key][0]}"] = f"its remote entry is not usable ({reason})"
+
+        async def pull(key: str, render: CachedRender) -> None:
+            try:
+                await remote.pull(render, cache, workspace.state_dir / "tmp")
+            except (BlobProblem, RemoteError) as exc:
+                report.problems[f"scene {need[key][0]}"] = str(exc)
+                return
+            report.pulled[need[key][0]] = render.video_bytes + render.last_frame_bytes
+
+        await gather_bounded([pull(k, r) for k, r in found.hits.items()], TRANSFERS)
+
+    for sid, record, files in stale:
+        wanted = (record.video, record.last_frame)
+        if not all(cache.has_blob(f.sha256, f.bytes) for f in wanted):
+            if f"scene {sid}" not in report.problems:
+                where = "on the remote" if remote is not None else "(no remote in use)"
+                report.problems[f"scene {sid}"] = (f"not in the local cache nor {where}; "
+                                                   "`sparkspec plan` shows what rendering it again costs")
+            continue
+        from sparkspec.apply.outputs import materialize
+
+        for path, file in zip(files, wanted):
+            if memo.sha256(path) != file.sha256:
+                await asyncio.to_thread(materialize, cache.blob_path(file.sha256), path)
+                memo.remember(path, file.sha256)
+        if sid not in report.pulled:
+            report.restored.append(sid)
+
+    for name, sequence in sorted(workspace.lock.sequences.items()):
+        if memo.sha256_under(root, sequence.video.path) != sequence.video.sha256:
+            report.sequences.append(name)
+    return report

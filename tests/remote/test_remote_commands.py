@@ -1,0 +1,280 @@
+"""push, pull, remote status|verify|gc as a team uses them, against a real S3 server (moto on
+127.0.0.1). Two project folders with their own caches act as two machines; the renders are
+made once per module by the offline `local` provider."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli_runner import run_main
+from s3server import MotoServer
+from sparkspec.remote import layout
+from sparkspec.remote.settings import RemoteSettings
+from sparkspec.remote.store import Store, open_store
+
+SPEC = """\
+version: 1
+name: kites
+provider: {type: local, parallelism: 2}
+defaults: {resolution: 480p, ratio: "1:1", frames: 29, seed: 3}
+scenes:
+  intro: {prompt: "a red kite over a beach"}
+  outro: {prompt: "a blue kite lands in the sand"}
+sequences:
+  film: {scenes: [intro, outro]}
+"""
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project applied once with the local provider: spec, lock, renders/ and its cache."""
+    root = tmp_path_factory.mktemp("rendered")
+    (root / "project.spark.yaml").write_text(SPEC)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARK", "AWS_"))}
+    done = subprocess.run([sys.executable, "-m", "sparkspec", "apply", "--auto-approve", "--json"], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return root
+
+
+class Team:
+    """One bucket on the S3 server, and machines (project folders) that use it."""
+
+    def __init__(self, server: MotoServer, rendered: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.server = server
+        self.url = server.bucket()
+        self.rendered = rendered
+        self.tmp_path = tmp_path
+        self.monkeypatch = monkeypatch
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)
+
+    def machine(self, name: str, *, with_renders: bool) -> Path:
+        """A clone: the spec (naming the remote) and the lock; renders/ and the cache if asked."""
+        root = self.tmp_path / name
+        if with_renders:
+            shutil.copytree(self.rendered, root)
+        else:
+            root.mkdir()
+            shutil.copy(self.rendered / "project.spark.lock", root)
+        (root / "project.spark.yaml").write_text(SPEC + f"remote: {{url: '{self.url}'}}\n")
+        return root
+
+    def run(self, root: Path, *args: str) -> tuple[int, str, str]:
+        code, out, err = run_main(list(args), root, self.monkeypatch)
+        assert "Traceback" not in err, err
+        return code, out, err
+
+    def store(self) -> Store:
+        settings = RemoteSettings(self.url, endpoint=self.server.endpoint, region="us-east-1")
+        return open_store(settings, self.server.env())
+
+    def listing(self) -> list[str]:
+        return sorted(i.path for i in asyncio.run(self.store().list("")))
+
+
+@pytest.fixture
+def team(moto_server: MotoServer, rendered: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Team:
+    return Team(moto_server, rendered, tmp_path, monkeypatch)
+
+
+def lock_of(root: Path) -> dict[str, Any]:
+    return dict(json.loads((root / "project.spark.lock").read_text()))
+
+
+def status(team: Team, root: Path) -> dict[str, Any]:
+    code, out, err = team.run(root, "remote", "status", "--json")
+    assert code == 0, err
+    return dict(json.loads(out))
+
+
+@pytest.mark.slow  # a real render once per module, then S3 round trips
+def test_push_then_a_second_machine_pulls_and_renders_nothing(team: Team) -> None:
+    first = team.machine("first", with_renders=True)
+    assert status(team, first)["renders"]["local_only"] == {"count": 2, "bytes": _bytes(first)}
+    code, out, err = team.run(first, "push")
+    assert code == 0, err
+    assert "Pushed 2 render(s)" in out and "0 already on the remote" in out
+    root_line = next(line for line in out.splitlines() if line.startswith("registered roots/kites/"))
+    root_path = root_line.split()[1]
+    keys = sorted(r["key"] for r in lock_of(first)["scenes"].values())
+    data, _ = asyncio.run(team.store().get(root_path))  # type: ignore[misc]
+    assert json.loads(data)["keys"] == keys
+    assert status(team, first)["renders"]["both"]["count"] == 2
+    assert "Pushed 0 render(s)" in team.run(first, "push")[1]  # nothing twice
+
+    second = team.machine("second", with_renders=False)
+    before = (second / "project.spark.lock").read_bytes()
+    assert status(team, second)["renders"]["remote_only"] == {"count": 2, "bytes": _bytes(first)}
+    code, out, err = team.run(second, "pull")
+    assert code == 0, err + out
+    assert "Pulled 2 render(s)" in out and "sequence(s) film: `sparkspec apply` stitches them" in out
+    for record in lock_of(second)["scenes"].values():
+        for file in (record["video"], record["last_frame"]):
+            assert hashlib.sha256((second / file["path"]).read_bytes()).hexdigest() == file["sha256"]
+    assert (second / "project.spark.lock").read_bytes() == before
+    assert status(team, second)["renders"]["both"]["count"] == 2
+    code, out, err = team.run(second, "plan", "--json")
+    assert code == 0, err
+    assert json.loads(out)["summary"]["render"] == 0
+    code, out, _ = team.run(second, "pull")
+    assert code == 0 and "Pulled 0 render(s)" in out and "2 already in place" in out
+
+
+def _bytes(root: Path) -> int:
+    return sum(r["video"]["bytes"] + r["last_frame"]["bytes"] for r in lock_of(root)["scenes"].values())
+
+
+@pytest.mark.slow  # a real render once per module, then S3 round trips
+def test_push_takes_renders_from_renders_folder_when_the_cache_lost_them(team: Team) -> None:
+    first = team.machine("first", with_renders=True)
+    shutil.rmtree(first / ".sparkspec" / "cache")
+    code, out, err = team.run(first, "push")
+    assert code == 0, err + out
+    assert "Pushed 2 render(s)" in out
+    # An altered render is never pushed as if it were the lock's.
+    other = team.machine("other", with_renders=True)
+    shutil.rmtree(other / ".sparkspec" / "cache")
+    team.url = team.server.bucket()
+    (other / "project.spark.yaml").write_text(SPEC + f"remote: {{url: '{team.url}'}}\n")
+    video = other / "renders" / "intro.mp4"
+    video.write_bytes(video.read_bytes()[:-1] + b"\x00")
+    code, out, _ = team.run(other, "push")
+    assert code == 1 and "scene intro: not in the local cache" in out and "Pushed 1 render(s)" in out
+
+
+@pytest.mark.slow  # a real render once per module, then S3 round trips
+def test_read_only_and_off_write_nothing(team: Team) -> None:
+    first = team.machine("first", with_renders=True)
+    code, _, err = team.run(first, "push", "--remote-mode", "read-only")
+    assert code == 1 and "read-only" in err and len(err.strip().splitlines()) == 1
+    code, _, err = team.run(first, "push", "--remote", "off")
+    assert code == 1 and "no remote in use" in err
+    team.monkeypatch.setenv("SPARKSPEC_REMOTE_MODE", "read-only")
+    assert team.run(first, "remote", "gc")[0] == 1
+    assert team.run(first, "remote", "status")[0] == 0
+    assert team.listing() == []
+
+
+@pytest.mark.slow  # a real render once per module, then S3 round trips
+def test_queued_uploads_are_pushed(team: Team) -> None:
+    from sparkspec.remote.queue import PushQueue
+
+    first = team.machine("first", with_renders=True)
+    settings = RemoteSettings(team.url, endpoint=team.server.endpoint)
+    extra = _extra_render(first)
+    PushQueue(first / ".sparkspec", settings.identity).add(extra)
+    assert status(team, first)["queued"] == 1
+    code, out, err = team.run(first, "push")
+    assert code == 0, err
+    assert "Pushed 3 render(s)" in out
+    assert PushQueue(first / ".sparkspec", settings.identity).keys() == []
+    assert any(extra in path for path in team.listing())
+
+
+def _extra_render(root: Path) -> str:
+    """A render in the machine's cache that no lock refers to (an experiment); its key."""
+    from sparkspec.state.cache import Cache, CachedRender
+
+    cache = Cache(root / ".sparkspec" / "cache")
+    blobs = []
+    for data in (secrets.token_bytes(4000), secrets.token_bytes(200)):
+        sha = hashlib.sha256(data).hexdigest()
+        part = root / f"{sha}.part"
+        part.write_bytes(data)
+        cache.put_blob(part, sha)
+        blobs.append((sha, len(data)))
+    render = CachedRender(key=secrets.token_hex(32), provider="local", model="m", task_id="t", seed=1, tokens=0,
+                          video_sha256=blobs[0][0], video_bytes=blobs[0][1], last_frame_sha256=blobs[1][0],
+                          last_frame_bytes=blobs[1][1], inputs={})
+    cache.record(render)
+    cache.close()
+    return render.key
+
+
+@pytest.mark.slow  # a real render once per module, then S3 round trips
+def test_verify_finds_missing_and_damaged_blobs(team: Team) -> None:
+    first = team.machine("first", with_renders=True)
+    code, out, _ = team.run(first, "remote", "verify")
+    assert code == 0 and "2 of the lock's render(s) not on the remote" in out
+    assert team.run(first, "push")[0] == 0
+    code, out, err = team.run(first, "remote", "verify", "--deep")
+    assert code == 0, out + err
+    assert "Verified 2 entries (re-hashed 4 blob(s)" in out and "0 problem(s)" in out
+
+    record = lock_of(first)["scenes"]["intro"]
+    store = team.store()
+    video = layout.blob_path(record["video"]["sha256"])
+    damaged = secrets.token_bytes(record["video"]["bytes"])  # same size: only --deep sees it
+    asyncio.run(store.put(video, damaged))
+    assert team.run(first, "remote", "verify")[0] == 0
+    code, out, _ = team.run(first, "remote", "verify", "--deep")
+    assert code == 1 and f"{record['key'][:12]}: blob {record['video']['sha256'][:12]} is damaged" in out
+
+    frame = layout.blob_path(record["last_frame"]["sha256"])
+    asyncio.run(store.delete(frame))
+    code, out, _ = team.run(first, "remote", "verify")
+    assert code == 1 and f"blob {record['last_frame']['sha256'][:12]} is missing" in out
+
+    # The damaged render is never installed on a machine that pulls it.
+    second = team.machine("second", with_renders=False)
+    code, out, _ = team.run(second, "pull")
+    assert code == 1 and "scene intro:" in out and "Pulled 1 render(s)" in out
+    assert not (second / "renders" / "intro.mp4").exists()
+
+
+@pytest.mark.slow  # a real render once per module, then S3 round trips
+def test_gc_sweeps_only_old_unreferenced_entries_and_blobs(team: Team) -> None:
+    first = team.machine("first", with_renders=True)
+    settings = RemoteSettings(team.url, endpoint=team.server.endpoint)
+    from sparkspec.remote.queue import PushQueue
+
+    orphan, claimed = _extra_render(first), _extra_render(first)
+    for key in (orphan, claimed):
+        PushQueue(first / ".sparkspec", settings.identity).add(key)
+    assert team.run(first, "push")[0] == 0  # 2 rooted renders + 2 queued ones (not in the root)
+    from sparkspec.remote.claims import Claims, new_claim
+
+    asyncio.run(Claims(team.store()).acquire(new_claim(claimed, 120.0)))
+    everything = team.listing()
+
+    code, out, err = team.run(first, "remote", "gc", "--dry-run")
+    assert code == 0, err
+    assert "Would delete 0 entries and 0 blob(s)" in out  # all younger than the grace period
+    code, out, err = team.run(first, "remote", "gc", "--dry-run", "--grace", "0s")
+    assert code == 0, err
+    assert f"would delete renders/{orphan[:2]}/{orphan}.unsigned.json" in out
+    assert "Would delete 1 entry and 2 blob(s)" in out
+    assert team.listing() == everything
+
+    code, out, err = team.run(first, "remote", "gc", "--grace", "0s")
+    assert code == 0, err
+    assert "Deleted 1 entry and 2 blob(s)" in out
+    left = team.listing()
+    assert not any(orphan in p for p in left)
+    assert any(claimed in p and p.startswith("renders/") for p in left)  # a live claim protects it
+    assert any(p.startswith("claims/") for p in left) and any(p.startswith("roots/") for p in left)
+    code, out, _ = team.run(first, "remote", "verify", "--deep")
+    assert code == 0, out  # what the lock refers to is whole
+    second = team.machine("second", with_renders=False)
+    assert team.run(second, "pull")[0] == 0
+
+
+def test_bad_grace_is_one_line() -> None:
+    from sparkspec.commands.remote import parse_grace
+    from sparkspec.errors import RemoteError
+
+    assert parse_grace("7d").total_seconds() == 7 * 86400 and parse_grace("90").total_seconds() == 90
+    with pytest.raises(RemoteError, match="--grace 'soon'"):
+        parse_grace("soon")
