@@ -1,24 +1,28 @@
-"""A TCP proxy on 127.0.0.1 that damages request bodies in transit, for tests of what a store
-does with a body that is not what the client sent.
+"""A TCP proxy on 127.0.0.1 in front of an HTTP server, that counts requests and can damage
+request bodies in transit (what does a store do with a body that is not what was sent?).
 
-`CorruptingProxy(upstream_port).start()` listens on a free port and forwards every connection
-to the upstream. Requests are read one by one (HTTP/1.1 keep-alive); a PUT whose path contains
-`match` and that has a Content-Length gets one byte of its body flipped, its headers (and so
-its checksum and signature) untouched. Everything else, and every response, passes as is.
+`LoopbackProxy(upstream_port).start()` listens on a free port and forwards every connection
+to the upstream. Requests are read one by one (HTTP/1.1 keep-alive) and counted by method
+in `requests`. With `match` given (`CorruptingProxy`), a PUT whose path contains it and that
+has a Content-Length gets one byte of its body flipped, its headers (and so its checksum and
+signature) untouched. Everything else, and every response, passes as is.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
+from collections import Counter
 from contextlib import suppress
 
 
-class CorruptingProxy:
-    def __init__(self, upstream_port: int, match: str = "/blobs/") -> None:
+class LoopbackProxy:
+    def __init__(self, upstream_port: int, match: str | None = None) -> None:
         self.upstream = ("127.0.0.1", upstream_port)
-        self.match = match.encode()
+        self.match = match.encode() if match is not None else None
         self.damaged = 0
+        self.requests: Counter[str] = Counter()
+        self._count = threading.Lock()
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._server.getsockname()[1])
         self._stop = threading.Event()
@@ -71,6 +75,8 @@ class CorruptingProxy:
                         length = int(value.strip())
                     if name.strip().lower() == b"transfer-encoding":
                         length = None  # chunked: stop parsing, pass the rest through
+                        with self._count:
+                            self.requests[lines[0].partition(b" ")[0].decode("ascii", "replace")] += 1
                         upstream.sendall(head + b"\r\n\r\n" + buffer)
                         self._pipe(client, upstream)
                         return
@@ -82,7 +88,9 @@ class CorruptingProxy:
                     buffer += chunk
                 body, buffer = buffer[:body_length], buffer[body_length:]
                 method, _, rest = lines[0].partition(b" ")
-                if method == b"PUT" and self.match in rest.split(b" ")[0] and body:
+                with self._count:
+                    self.requests[method.decode("ascii", "replace")] += 1
+                if self.match is not None and method == b"PUT" and self.match in rest.split(b" ")[0] and body:
                     middle = len(body) // 2
                     body = body[:middle] + bytes([body[middle] ^ 0x01]) + body[middle + 1:]
                     self.damaged += 1
@@ -92,3 +100,8 @@ class CorruptingProxy:
         finally:
             with suppress(OSError):
                 upstream.shutdown(socket.SHUT_WR)
+
+
+class CorruptingProxy(LoopbackProxy):
+    def __init__(self, upstream_port: int, match: str = "/blobs/") -> None:
+        super().__init__(upstream_port, match)

@@ -5,8 +5,10 @@ lacks, in transfer's order (blobs with their checksum, HEAD check, then the writ
 entry), then registers a root, `roots/<project>/<digest>.json`, naming the lock's keys so
 `remote gc` keeps them. A render missing from the local cache whose files in renders/ still
 match the lock is taken from renders/ (hashed first). Pull fills renders/ with what the lock
-says, from the local cache, or from the remote into the cache first (verified). Both write
-only to the paths the spec gives a scene (never a path read from the lock or the remote).
+says, from the local cache, or from the remote into the cache first: the lock names every
+blob by its sha256, so pull fetches blobs by digest and checks them against the lock (two
+requests a scene; no entry needs trusting). Both write only to the paths the spec gives a
+scene (never a path read from the lock or the remote).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from sparkspec.plan.planner import output_paths
 from sparkspec.remote.inventory import gather_bounded, present_entries
 from sparkspec.remote.layout import project_slug, root_path
 from sparkspec.remote.session import Remote
-from sparkspec.remote.transfer import BlobProblem, ensure_format
+from sparkspec.remote.transfer import BlobProblem, check_format, ensure_format
 from sparkspec.state.cache import Cache, CachedRender
 from sparkspec.state.lockfile import FileRecord, SceneRecord
 from sparkspec.state.workspace import Workspace
@@ -174,19 +176,20 @@ async def pull_lock(remote: Remote | None, workspace: Workspace) -> PullReport:
             need.setdefault(record.key, (sid, record, files))
 
     if need and remote is not None:
-        found = await remote.lookup(list(need), with_claims=False)
-        for key, reason in found.ignored.items():
-            report.problems[f"scene {need[key][0]}"] = f"its remote entry is not usable ({reason})"
+        # The lock names each blob by its sha256, so the blobs are fetched by digest (two
+        # requests a scene, no entry read): what arrives is checked against the lock itself.
+        await check_format(remote.store)
 
-        async def pull(key: str, render: CachedRender) -> None:
+        async def pull(key: str) -> None:
+            sid, record, _ = need[key]
             try:
-                await remote.pull(render, cache, workspace.state_dir / "tmp")
+                await remote.pull(_render_of(record), cache, workspace.state_dir / "tmp")
             except (BlobProblem, RemoteError) as exc:
-                report.problems[f"scene {need[key][0]}"] = str(exc)
+                report.problems[f"scene {sid}"] = str(exc)
                 return
-            report.pulled[need[key][0]] = render.video_bytes + render.last_frame_bytes
+            report.pulled[sid] = record.video.bytes + record.last_frame.bytes
 
-        await gather_bounded([pull(k, r) for k, r in found.hits.items()], TRANSFERS)
+        await gather_bounded([pull(k) for k in need], TRANSFERS)
 
     for sid, record, files in stale:
         wanted = (record.video, record.last_frame)

@@ -221,3 +221,4 @@ def test_the_proxy_damages_only_what_it_is_asked_to(tmp_path: Path) -> None:
         server.shutdown()
     assert received[0] != b"abcdef" and len(received[0]) == 6
     assert received[1] == b"abcdef" and proxy.damaged == 1
+    assert proxy.requests == {"PUT": 2}

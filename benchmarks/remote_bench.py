@@ -1,0 +1,229 @@
+"""The team's remote render cache on a real S3 server (SeaweedFS on loopback): DESIGN section 9.
+
+    python benchmarks/remote_bench.py                    # every part
+    python benchmarks/remote_bench.py second-machine     # or: four-machines, plan
+
+1. second-machine: machine A renders 100 scenes with the `local` provider and pushes them;
+   each video is padded to --video-mb with an mp4 `free` box of its own random bytes (a valid
+   file; real renders are megabytes, and transfer should dominate as it does for them).
+   Machine B has the spec and the lock and an empty cache, and runs `sparkspec apply` (or
+   `pull`, --verb): renders made (target 0), wall time against a plain concurrent download
+   of the same objects with obstore in its own process (target <= 1.3x, best of --runs each,
+   taking turns), the process's peak RSS (VmHWM, target <= 150 MB), and, in one more cold
+   run through a counting proxy, HTTP requests to the store per scene (target <= 3).
+2. four-machines: 4 `sparkspec apply` processes, each its own project folder, cache and
+   HOME, apply the same 40-scene spec at once against the fake Spark API and one store:
+   creates at the API (target exactly 40).
+3. plan: `sparkspec plan` of 1,000 scenes whose renders are only on the remote, against the
+   plan of the same spec with every render in the local cache (target <= 3x, best of --runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from flaky_proxy import LoopbackProxy  # noqa: E402
+from seaweedfs import SeaweedServer  # noqa: E402
+
+MB = 1024 * 1024
+KEY = "sk-bench"
+
+# The CLI, with its own peak RSS written at exit (VmHWM: this process's own high-water mark).
+CHILD = """
+import atexit, os, sys
+def _hwm():
+    with open("/proc/self/status") as status, open(os.environ["BENCH_HWM_FILE"], "w") as out:
+        out.write(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+atexit.register(_hwm)
+sys.argv[0] = "sparkspec"
+from sparkspec.cli import main
+main()
+"""
+
+# The baseline: the same objects, downloaded concurrently with obstore, streamed to files.
+BASELINE = """
+import asyncio, json, os, sys
+import obstore
+from obstore.store import S3Store
+
+async def main():
+    spec = json.loads(sys.argv[1])
+    store = S3Store(spec["bucket"], prefix=spec["prefix"], endpoint=spec["endpoint"], region="us-east-1",
+                    access_key_id=os.environ["AWS_ACCESS_KEY_ID"], secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+                    client_options={"allow_http": True})
+    gate = asyncio.Semaphore(spec["concurrency"])
+    async def one(i, path):
+        async with gate:
+            result = await obstore.get_async(store, path)
+            with open(os.path.join(spec["dest"], str(i)), "wb") as out:
+                async for chunk in result.stream(min_chunk_size=1 << 20):
+                    out.write(chunk)
+    await asyncio.gather(*(one(i, p) for i, p in enumerate(spec["paths"])))
+
+asyncio.run(main())
+"""
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARK", "SPARKSPEC_", "AWS_"))}
+    home.mkdir(parents=True, exist_ok=True)
+    env.update(HOME=str(home), PYTHONDONTWRITEBYTECODE="1")
+    return env
+
+
+def sparkspec(root: Path, env: dict[str, str], *args: str, check: bool = True) -> tuple[float, int, str, str]:
+    """Run the CLI: wall time, peak RSS in bytes, stdout, stderr."""
+    hwm = root.parent / f".{root.name}.hwm"
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", CHILD, *args], cwd=root, env=dict(env, BENCH_HWM_FILE=str(hwm)),
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if check and proc.returncode != 0:
+        raise SystemExit(f"sparkspec {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+                         f"\n{proc.stdout[-2000:]}")
+    return wall, int(hwm.read_text()) * 1024, proc.stdout, proc.stderr
+
+
+# -- 1. a second machine ------------------------------------------------------------------------
+def pad_renders(root: Path, size: int) -> None:
+    """Grow each scene's video to `size` with an mp4 `free` box of its own random bytes, and
+    make the cache, renders/ and the lock say so (as if the renders had been that big)."""
+    sys.path.insert(0, str(ROOT))
+    from sparkspec.state.cache import Cache
+    from sparkspec.state.lockfile import FileRecord, read_lock, write_lock
+
+    lock_file = root / "project.spark.lock"
+    lock, _ = read_lock(lock_file)
+    cache = Cache(root / ".sparkspec" / "cache")
+    scenes = {}
+    for sid, record in lock.scenes.items():
+        video = root / record.video.path
+        data = video.read_bytes()
+        pad = size - len(data)
+        if pad > 8:
+            data += (pad).to_bytes(4, "big") + b"free" + os.urandom(pad - 8)
+        video.write_bytes(data)
+        sha = hashlib.sha256(data).hexdigest()
+        part = root / f".{sid}.part"
+        part.write_bytes(data)
+        cache.put_blob(part, sha)
+        old = cache.lookup(record.key)
+        assert old is not None
+        from dataclasses import replace
+
+        cache.record(replace(old, video_sha256=sha, video_bytes=len(data)))
+        scenes[sid] = replace(record, video=FileRecord(record.video.path, sha, len(data)))
+    cache.close()
+    write_lock(lock_file, type(lock)(scenes, dict(lock.sequences)))
+
+
+def second_machine(work: Path, server: SeaweedServer, scenes: int, video_mb: float, runs: int,
+                   verb: str) -> dict[str, Any]:
+    url = server.bucket("team")
+    remote_env = dict(server.env(), SPARKSPEC_REMOTE=url)
+    spec = ["version: 1", "name: second-machine", "provider: {type: local, parallelism: 2}",
+            'defaults: {resolution: 480p, ratio: "1:1", frames: 29}', "scenes:"]
+    spec += [f'  s{i:03d}: {{prompt: "clip number {i} of the bench"}}' for i in range(scenes)]
+    first = work / "first"
+    first.mkdir(parents=True)
+    (first / "project.spark.yaml").write_text("\n".join(spec) + "\n")
+    env = clean_env(work / "home-first")
+    print(f"  machine A renders {scenes} scenes with the local provider ...", flush=True)
+    sparkspec(first, env, "apply", "--auto-approve", "--json")
+    pad_renders(first, int(video_mb * MB))
+    sparkspec(first, dict(env, **remote_env), "push")
+
+    lock = json.loads((first / "project.spark.lock").read_text())
+    blobs = sorted({f["sha256"] for r in lock["scenes"].values() for f in (r["video"], r["last_frame"])})
+    total = sum(f["bytes"] for r in lock["scenes"].values() for f in (r["video"], r["last_frame"]))
+    bucket, prefix = url[len("s3://"):].split("/", 1)
+
+    def clone(name: str) -> Path:
+        root = work / name
+        root.mkdir()
+        for file in ("project.spark.yaml", "project.spark.lock"):
+            shutil.copy(first / file, root / file)
+        return root
+
+    def machine_b(name: str, endpoint: str) -> tuple[float, int, str]:
+        root = clone(name)
+        env_b = {**clean_env(work / f"home-{name}"), **remote_env, "AWS_ENDPOINT_URL_S3": endpoint}
+        wall, rss, out, _ = sparkspec(root, env_b, verb, *(["--auto-approve", "--json"] if verb == "apply" else []))
+        for record in lock["scenes"].values():
+            got = hashlib.sha256((root / record["video"]["path"]).read_bytes()).hexdigest()
+            assert got == record["video"]["sha256"], f"{name}: {record['video']['path']} differs"
+        assert (root / "project.spark.lock").read_text() == (first / "project.spark.lock").read_text()
+        shutil.rmtree(root)
+        return wall, rss, out
+
+    def baseline(i: int) -> float:
+        dest = work / f"plain-{i}"
+        dest.mkdir()
+        job = {"bucket": bucket, "prefix": f"{prefix}/v1", "endpoint": server.endpoint, "concurrency": 8,
+               "paths": [f"blobs/sha256/{b[:2]}/{b}" for b in blobs], "dest": str(dest)}
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", BASELINE, json.dumps(job)], check=True,
+                       env=dict(clean_env(work / "home-plain"), **server.env()))
+        wall = time.perf_counter() - started
+        assert sum(p.stat().st_size for p in dest.iterdir()) == total
+        shutil.rmtree(dest)
+        return wall
+
+    walls, plains, rss_max, renders = [], [], 0, 0
+    for i in range(runs):
+        plains.append(baseline(i))
+        wall, rss, out = machine_b(f"second-{i}", server.endpoint)
+        walls.append(wall)
+        rss_max = max(rss_max, rss)
+        if verb == "apply":
+            renders += sum(1 for line in out.splitlines() if line.strip() and
+                           json.loads(line).get("event") in ("submitted", "completed"))
+    proxy = LoopbackProxy(server.ports["s3.port"]).start()
+    try:
+        machine_b("counted", proxy.endpoint)
+    finally:
+        proxy.stop()
+    requests = sum(proxy.requests.values())
+    return {"scenes": scenes, "objects": len(blobs), "mb": total / MB, "wall": min(walls), "plain": min(plains),
+            "ratio": min(walls) / min(plains), "peak_rss_mb": rss_max / MB, "renders": renders,
+            "requests": requests, "per_scene": requests / scenes, "by_method": dict(proxy.requests)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("parts", nargs="*", metavar="PART", help="second-machine, four-machines, plan (default: all)")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--scenes", type=int, default=100)
+    parser.add_argument("--video-mb", type=float, default=4.0)
+    parser.add_argument("--verb", choices=["apply", "pull"], default="apply",
+                        help="what machine B runs in second-machine")
+    args = parser.parse_args()
+    parts = args.parts or ["second-machine", "four-machines", "plan"]
+    with tempfile.TemporaryDirectory(prefix="remote-bench-") as tmp, SeaweedServer() as server:
+        work = Path(tmp)
+        if "second-machine" in parts:
+            print(f"second-machine: {args.scenes} cached scenes, videos {args.video_mb:g} MB, SeaweedFS on loopback")
+            r = second_machine(work / "second", server, args.scenes, args.video_mb, args.runs, args.verb)
+            print(f"  `sparkspec {args.verb}` on a cold cache: {r['wall']:.2f} s for {r['objects']} objects, "
+                  f"{r['mb']:.0f} MB; plain obstore download {r['plain']:.2f} s: {r['ratio']:.2f}x (target <= 1.3)")
+            print(f"  renders {r['renders']} (target 0); peak RSS {r['peak_rss_mb']:.1f} MB (target <= 150)")
+            print(f"  requests to the store {r['requests']} = {r['per_scene']:.2f} per scene (target <= 3) "
+                  f"{r['by_method']}")
+
+
+if __name__ == "__main__":
+    main()
