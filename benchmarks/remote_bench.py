@@ -203,12 +203,114 @@ def second_machine(work: Path, server: SeaweedServer, scenes: int, video_mb: flo
             "requests": requests, "per_scene": requests / scenes, "by_method": dict(proxy.requests)}
 
 
+# -- 2. four machines at once ------------------------------------------------------------------
+def spark_spec(name: str, scenes: int, parallelism: int) -> str:
+    lines = ["version: 1", f"name: {name}",
+             f"provider: {{type: spark, parallelism: {parallelism}, poll: {{initial: 0.05, max: 0.3}}}}",
+             'defaults: {resolution: 480p, ratio: "16:9", frames: 29}', "scenes:"]
+    lines += [f'  s{i:04d}: {{prompt: "shot {i} of the shared spec"}}' for i in range(scenes)]
+    return "\n".join(lines) + "\n"
+
+
+def api_env(api: Any, home: Path) -> dict[str, str]:
+    return dict(clean_env(home), SPARK_API_KEY=KEY, SPARK_BASE_URL=api.base_url)
+
+
+def warm_templates(api: Any) -> None:
+    """The fake serves one pre-rendered clip per shape; render it before any clock starts."""
+    from fakeapi import Task
+
+    params = {"content": [{"type": "text", "text": "warm"}], "resolution": "480p", "ratio": "16:9", "frames": 29}
+    api._schedule_render(Task("warm", "warm", params, "m", time.time(), 0.0, 0.0)).result()
+
+
+def four_machines(work: Path, server: SeaweedServer, machines: int = 4, scenes: int = 40) -> dict[str, Any]:
+    from fakeapi import FakeSparkAPI
+
+    url = server.bucket("team")
+    with FakeSparkAPI(api_key=KEY, latency=(1.0, 3.0), seed=7, render="template", render_workers=1) as api:
+        warm_templates(api)
+        procs = []
+        started = time.perf_counter()
+        for m in range(machines):
+            root = work / f"machine-{m}"
+            root.mkdir(parents=True)
+            (root / "project.spark.yaml").write_text(spark_spec("four-machines", scenes, 8))
+            env = dict(api_env(api, work / f"home-{m}"), **server.env(), SPARKSPEC_REMOTE=url,
+                       SPARKSPEC_REMOTE_CLAIM_TTL="10")
+            out = (root / "apply.out").open("w")
+            procs.append((root, out, subprocess.Popen(
+                [sys.executable, "-m", "sparkspec", "apply", "--auto-approve", "--json"], cwd=root, env=env,
+                stdout=out, stderr=subprocess.STDOUT)))
+        codes = []
+        for root, out, proc in procs:
+            codes.append(proc.wait(timeout=900))
+            out.close()
+        wall = time.perf_counter() - started
+        locks = [json.loads((root / "project.spark.lock").read_text()) if (root / "project.spark.lock").exists()
+                 else {"scenes": {}} for root, _, _ in procs]
+        complete = sum(1 for lock in locks if len(lock["scenes"]) == scenes)
+        events: dict[str, int] = {}
+        for root, _, _ in procs:
+            for line in (root / "apply.out").read_text().splitlines():
+                try:
+                    event = json.loads(line).get("event", "?")
+                except ValueError:
+                    continue
+                events[event] = events.get(event, 0) + 1
+        return {"machines": machines, "scenes": scenes, "creates": api.total_creates(), "codes": codes,
+                "complete": complete, "wall": wall, "events": events,
+                "max_creates_per_key": max(api.creates_by_key.values(), default=0)}
+
+
+# -- 3. plan against the remote ----------------------------------------------------------------
+def plan_remote(work: Path, server: SeaweedServer, scenes: int, runs: int) -> dict[str, Any]:
+    from fakeapi import FakeSparkAPI
+
+    url = server.bucket("team")
+    first = work / "first"
+    first.mkdir(parents=True)
+    (first / "project.spark.yaml").write_text(spark_spec("plan-bench", scenes, 32))
+    with FakeSparkAPI(api_key=KEY, latency=0.0, render="template", render_workers=1) as api:
+        warm_templates(api)
+        print(f"  machine A renders {scenes} scenes against the fake API and pushes them ...", flush=True)
+        sparkspec(first, api_env(api, work / "home-first"), "apply", "--auto-approve", "--json")
+    sparkspec(first, dict(clean_env(work / "home-first"), **server.env(), SPARKSPEC_REMOTE=url), "push")
+
+    def clone(name: str, with_cache: bool) -> Path:
+        root = work / name
+        root.mkdir()
+        for file in ("project.spark.yaml", "project.spark.lock"):
+            shutil.copy(first / file, root / file)
+        if with_cache:
+            shutil.copytree(first / ".sparkspec" / "cache", root / ".sparkspec" / "cache")
+        return root
+
+    remote_only, local = clone("remote-only", False), clone("local", True)
+    env_remote = dict(clean_env(work / "home-remote"), **server.env(), SPARKSPEC_REMOTE=url)
+    env_local = clean_env(work / "home-local")
+    remote_walls, local_walls = [], []
+    summary_remote: dict[str, Any] = {}
+    summary_local: dict[str, Any] = {}
+    for _ in range(runs):
+        wall, _, out, _ = sparkspec(remote_only, env_remote, "plan", "--json")
+        remote_walls.append(wall)
+        summary_remote = json.loads(out)["summary"]
+        wall, _, out, _ = sparkspec(local, env_local, "plan", "--json")
+        local_walls.append(wall)
+        summary_local = json.loads(out)["summary"]
+    return {"scenes": scenes, "remote": min(remote_walls), "local": min(local_walls),
+            "ratio": min(remote_walls) / min(local_walls), "summary_remote": summary_remote,
+            "summary_local": summary_local}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("parts", nargs="*", metavar="PART", help="second-machine, four-machines, plan (default: all)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--scenes", type=int, default=100)
     parser.add_argument("--video-mb", type=float, default=4.0)
+    parser.add_argument("--plan-scenes", type=int, default=1000)
     parser.add_argument("--verb", choices=["apply", "pull"], default="apply",
                         help="what machine B runs in second-machine")
     args = parser.parse_args()
@@ -223,6 +325,17 @@ def main() -> None:
             print(f"  renders {r['renders']} (target 0); peak RSS {r['peak_rss_mb']:.1f} MB (target <= 150)")
             print(f"  requests to the store {r['requests']} = {r['per_scene']:.2f} per scene (target <= 3) "
                   f"{r['by_method']}")
+        if "four-machines" in parts:
+            print("four-machines: 4 applies of one 40-scene spec at once, fake Spark API (1-3 s a render), one store")
+            f = four_machines(work / "four", server)
+            print(f"  creates at the API {f['creates']} (target exactly {f['scenes']}); most for one key "
+                  f"{f['max_creates_per_key']}; exit codes {f['codes']}; complete locks {f['complete']}/"
+                  f"{f['machines']}; {f['wall']:.1f} s; events {f['events']}")
+        if "plan" in parts:
+            print(f"plan: {args.plan_scenes} scenes whose renders are only on the remote, against all in the local cache")
+            p = plan_remote(work / "plan", server, args.plan_scenes, args.runs)
+            print(f"  remote only {p['remote']:.2f} s, local cache {p['local']:.2f} s: {p['ratio']:.2f}x (target <= 3)")
+            print(f"  summaries: remote {p['summary_remote']}; local {p['summary_local']}")
 
 
 if __name__ == "__main__":

@@ -159,8 +159,7 @@ async def _register_root(remote: Remote, project: str, keys: list[str]) -> str:
 async def pull_lock(remote: Remote | None, workspace: Workspace) -> PullReport:
     report = PullReport()
     cache, memo, root = workspace.cache, workspace.memo, workspace.project.root
-    need: dict[str, tuple[str, SceneRecord, tuple[Path, Path]]] = {}  # key -> one scene that needs it
-    stale: list[tuple[str, SceneRecord, tuple[Path, Path]]] = []
+    by_key: dict[str, list[tuple[str, SceneRecord, tuple[Path, Path]]]] = {}  # scenes not in place
     for sid, record in sorted(workspace.lock.scenes.items()):
         files = _wanted_files(workspace, sid, record)
         if files is None:
@@ -170,43 +169,42 @@ async def pull_lock(remote: Remote | None, workspace: Workspace) -> PullReport:
         if all(memo.sha256(p) == f.sha256 for p, f in zip(files, (record.video, record.last_frame))):
             report.in_place += 1
             continue
-        stale.append((sid, record, files))
-        if not (cache.has_blob(record.video.sha256, record.video.bytes)
-                and cache.has_blob(record.last_frame.sha256, record.last_frame.bytes)):
-            need.setdefault(record.key, (sid, record, files))
-
-    if need and remote is not None:
-        # The lock names each blob by its sha256, so the blobs are fetched by digest (two
-        # requests a scene, no entry read): what arrives is checked against the lock itself.
+        by_key.setdefault(record.key, []).append((sid, record, files))
+    if remote is not None and by_key:
         await check_format(remote.store)
+    from sparkspec.apply.outputs import materialize
 
-        async def pull(key: str) -> None:
-            sid, record, _ = need[key]
+    async def settle(scenes: list[tuple[str, SceneRecord, tuple[Path, Path]]]) -> None:
+        """One key: into the cache if it is not there (by the lock's digests, two requests,
+        checked against the lock: no entry read), then into renders/ for each of its scenes,
+        while other keys are still downloading."""
+        sid, record, _ = scenes[0]
+        wanted = (record.video, record.last_frame)
+        pulled = False
+        if not all(cache.has_blob(f.sha256, f.bytes) for f in wanted):
+            if remote is None:
+                report.problems[f"scene {sid}"] = ("not in the local cache (no remote in use); "
+                                                   "`sparkspec plan` shows what rendering it again costs")
+                return
             try:
                 await remote.pull(_render_of(record), cache, workspace.state_dir / "tmp")
             except (BlobProblem, RemoteError) as exc:
                 report.problems[f"scene {sid}"] = str(exc)
                 return
-            report.pulled[sid] = record.video.bytes + record.last_frame.bytes
+            pulled = True
+        for scene, scene_record, files in scenes:
+            for path, file in zip(files, (scene_record.video, scene_record.last_frame)):
+                if memo.sha256(path) != file.sha256:
+                    await asyncio.to_thread(materialize, cache.blob_path(file.sha256), path)
+                    memo.remember(path, file.sha256)
+            if pulled:
+                report.pulled[scene] = record.video.bytes + record.last_frame.bytes
+                pulled = False  # the other scenes of this key came from the cache
+            else:
+                report.restored.append(scene)
 
-        await gather_bounded([pull(k) for k in need], TRANSFERS)
-
-    for sid, record, files in stale:
-        wanted = (record.video, record.last_frame)
-        if not all(cache.has_blob(f.sha256, f.bytes) for f in wanted):
-            if f"scene {sid}" not in report.problems:
-                where = "on the remote" if remote is not None else "(no remote in use)"
-                report.problems[f"scene {sid}"] = (f"not in the local cache nor {where}; "
-                                                   "`sparkspec plan` shows what rendering it again costs")
-            continue
-        from sparkspec.apply.outputs import materialize
-
-        for path, file in zip(files, wanted):
-            if memo.sha256(path) != file.sha256:
-                await asyncio.to_thread(materialize, cache.blob_path(file.sha256), path)
-                memo.remember(path, file.sha256)
-        if sid not in report.pulled:
-            report.restored.append(sid)
+    await gather_bounded([settle(scenes) for scenes in by_key.values()], TRANSFERS)
+    report.restored.sort()
 
     for name, sequence in sorted(workspace.lock.sequences.items()):
         if memo.sha256_under(root, sequence.video.path) != sequence.video.sha256:
