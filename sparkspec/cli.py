@@ -55,6 +55,14 @@ def plan_options(func: F) -> F:
                         help="Only this scene or sequence, with what it needs upstream.")(func)
 
 
+def remote_options(func: F) -> F:
+    """`--remote off` and `--remote-mode MODE`: the team's render cache for this run (section 9)."""
+    func = click.option("--remote-mode", "remote_mode", type=click.Choice(["read-write", "read-only", "off"]),
+                        help="read-only: use the team's renders, write nothing (beats SPARKSPEC_REMOTE_MODE).")(func)
+    return click.option("--remote", "remote", type=click.Choice(["off"]),
+                        help="`off`: leave the team's remote render cache alone for this run.")(func)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-C", "directory", type=click.Path(file_okay=False), metavar="DIR",
               help="Run as if started in DIR.")
@@ -207,14 +215,6 @@ def init(spec: str) -> None:
 
     for line in write_starter(_path(spec)):
         click.echo(line)
-
-
-def remote_options(func: F) -> F:
-    """`--remote off` and `--remote-mode MODE`, after the verb (DESIGN section 9)."""
-    func = click.option("--remote-mode", "remote_mode", type=click.Choice(["read-write", "read-only", "off"]),
-                        help="Use the team's remote this way for this run (beats SPARKSPEC_REMOTE_MODE).")(func)
-    return click.option("--remote", "remote", type=click.Choice(["off"]),
-                        help="`--remote off`: leave the team's remote alone for this run.")(func)
 
 
 @cli.command(name="push")
