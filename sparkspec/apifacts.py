@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 MODEL = "spark_dance_v1_0_pro_fast"
+ARK_MODEL = "seedance-1-0-pro-fast-251015"  # the same model on BytePlus ModelArk (reference section 8)
+PROTOCOLS = ("generation", "queue")  # of the spark gateway (reference sections 5 and 7)
+# Upstream's text commands (older clients appended parameters to the prompt); ModelArk may read
+# them as parameters, so a prompt for `ark` should not contain them.
+ARK_TEXT_COMMANDS = ("rs", "resolution", "rt", "ratio", "dur", "duration", "fps", "framepersecond", "frames",
+                     "wm", "watermark", "seed", "cf", "camerafixed")
 FPS = 24
 RESOLUTIONS = ("480p", "720p", "1080p")
 RATIOS = ("16:9", "4:3", "1:1", "3:4", "9:16", "21:9")

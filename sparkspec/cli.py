@@ -40,7 +40,7 @@ def spec_options(func: F) -> F:
                      help="Set a template variable (repeatable; beats --var-file and the spec's vars)."),
         click.option("--var-file", "var_files", multiple=True, metavar="FILE",
                      help="A YAML file of variables (repeatable; later files win)."),
-        click.option("--provider", type=click.Choice(["spark", "local"]),
+        click.option("--provider", type=click.Choice(["spark", "ark", "local"]),
                      help="Render with this provider instead of the spec's."),
     ]
     for option in reversed(options):

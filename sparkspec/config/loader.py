@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,9 @@ from sparkspec.config.values import (
 from sparkspec.config.yamlsource import Document, Path as KeyPath, load_yaml
 
 __all__ = ["LoadOptions", "Loaded", "load_project", "slugify"]
+
+# `--rs 720p`, `--seed=7`: upstream's text commands, as words of their own in a prompt.
+ARK_COMMAND = re.compile(r"(?<!\S)--(?:%s)(?=[\s=]|$)" % "|".join(apifacts.ARK_TEXT_COMMANDS), re.IGNORECASE)
 
 @dataclass(frozen=True)
 class LoadOptions:
@@ -80,6 +84,7 @@ class _Resolver:
         self.diagnostics: list[Diagnostic] = list(doc.diagnostics)
         self.templates = Templates(self.root)
         self.fields = TemplatedFields(doc, self.root, self.templates, self.diagnostics)
+        self.kind = "spark"  # the provider type in force, once read
 
     # -- diagnostics ------------------------------------------------------------------
     def report(self, path: KeyPath, message: str, *, at_key: bool = False,
@@ -129,11 +134,22 @@ class _Resolver:
             self.report(("provider", "poll", "max"),
                         f"{ceiling} is below poll.initial ({initial}); raise max or lower initial")
         price = raw.get("price_per_million_tokens")
+        spec_type = typed(raw, "type", str, "spark")
+        kind = self.options.provider or spec_type
+        # --provider another type keeps none of the spec's model, key variable or URL.
+        own = raw if kind == spec_type else {}
+        model = typed(own, "model", str, apifacts.ARK_MODEL if kind == "ark" else apifacts.MODEL)
+        if kind != "ark" and model != apifacts.MODEL:
+            self.report(("provider", "model"), f"{model!r} is not a model of type {kind}; it serves "
+                        f"{apifacts.MODEL} (a ModelArk model id needs `type: ark`)")
+        if "protocol" in own and kind != "spark":
+            self.report(("provider", "protocol"), f"protocol is an option of type spark only, not {kind}",
+                        at_key=True)
+        self.kind = kind
         return ProviderConfig(
-            type=self.options.provider or typed(raw, "type", str, "spark"),
-            model=typed(raw, "model", str, apifacts.MODEL),
-            base_url=typed(raw, "base_url", str, None),
-            api_key_env=typed(raw, "api_key_env", str, "SPARK_API_KEY"),
+            type=kind, model=model, protocol=typed(own, "protocol", str, "generation"),
+            base_url=typed(own, "base_url", str, None),
+            api_key_env=typed(own, "api_key_env", str, "ARK_API_KEY" if kind == "ark" else "SPARK_API_KEY"),
             parallelism=typed(raw, "parallelism", int, 4),
             poll=PollConfig(float(initial or 0), float(ceiling or 0)),
             price_per_million_tokens=float(price) if isinstance(price, (int, float)) and is_number(price) else None)
@@ -236,6 +252,13 @@ class _Resolver:
             where = path + (("prompt",) if "prompt" in raw else ("prompt_file",))
             self.report(where, f"the rendered prompt is {len(prompt)} characters; the API advises at most "
                         f"{apifacts.PROMPT_ADVISED_CHARS}", severity="warning")
+        if prompt is not None and self.kind == "ark":
+            command = ARK_COMMAND.search(prompt)
+            if command:
+                where = path + (("prompt",) if "prompt" in raw else ("prompt_file",))
+                self.report(where, f"the prompt contains {command.group(0).strip()!r}, one of upstream's text "
+                            f"commands; ModelArk may read it as a parameter. Set parameters as keys, and "
+                            f"reword the prompt", severity="warning")
         if prompt is None or (image is None and "image" in first):
             return None
         return Scene(

@@ -24,6 +24,7 @@ class ProviderConfig:
     model: str = MODEL
     base_url: str | None = None
     api_key_env: str = "SPARK_API_KEY"
+    protocol: str = "generation"  # spark only: generation | queue
     parallelism: int = 4
     poll: PollConfig = field(default_factory=PollConfig)
     price_per_million_tokens: float | None = None
