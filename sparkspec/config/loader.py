@@ -140,8 +140,8 @@ class _Resolver:
         own = raw if kind == spec_type else {}
         model = typed(own, "model", str, apifacts.ARK_MODEL if kind == "ark" else apifacts.MODEL)
         if kind != "ark" and model != apifacts.MODEL:
-            self.report(("provider", "model"), f"{model!r} is not a model of type {kind}; it serves "
-                        f"{apifacts.MODEL} (a ModelArk model id needs `type: ark`)")
+            self.report(("provider", "model"), f"must be {apifacts.MODEL!r}, not {model!r} for type {kind} "
+                        f"(a ModelArk model id needs `type: ark`)")
         if "protocol" in own and kind != "spark":
             self.report(("provider", "protocol"), f"protocol is an option of type spark only, not {kind}",
                         at_key=True)
