@@ -162,7 +162,7 @@ class TaskRunner:
             if self.wall_clock() < entry.submitted_at + entry.expires_after:
                 self.emit({"event": "progress", "scene": request.scene, "task_id": entry.task_id,
                            "state": "collecting"})
-                return TaskStatus(entry.task_id, TaskState.RUNNING)
+                return TaskStatus(entry.task_id, TaskState.RUNNING, locator=entry.locator)
             await asyncio.to_thread(self.journal.forget, request.key)
         return await self.submit(request)
 
@@ -176,7 +176,7 @@ class TaskRunner:
             raise self.failure(request.scene, str(exc)) from None
         await asyncio.to_thread(self.journal.record, request.key, request.scene, self.api.type,
                                 status.task_id, request.execution_expires_after or DEFAULT_EXPIRY,
-                                self.wall_clock())
+                                self.wall_clock(), status.locator)
         self.emit({"event": "submitted", "scene": request.scene, "task_id": status.task_id})
         return status
 
@@ -201,7 +201,7 @@ class TaskRunner:
         while status.state is TaskState.RUNNING:
             attempt += 1
             await self.sleep(self.next_poll(attempt, status, self.monotonic() - started))
-            status = await self.api.poll(status.task_id)
+            status = await self.api.poll(status.task_id, status.locator)
             if status.state is TaskState.RUNNING:
                 self.emit({"event": "progress", "scene": scene_id, "task_id": status.task_id,
                            "progress": status.progress})
@@ -231,7 +231,7 @@ class TaskRunner:
                     raise self.failure(request.scene,
                                        f"download of task {status.task_id} failed: {exc}") from None
                 if expired:  # signed URLs lapse: the task gives fresh ones
-                    status = await self.api.poll(status.task_id)
+                    status = await self.api.poll(status.task_id, status.locator)
         await asyncio.to_thread(cache.put_blob, video.path, video.sha256)
         await asyncio.to_thread(cache.put_blob, frame.path, frame.sha256)
         # Unreported usage: the formula on what was actually rendered (an adaptive ratio's

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,9 @@ class TaskStatus:
     cost: float | None = None
     seed: int | None = None  # as reported by the provider, when it does
     created_at: float | None = None  # unix seconds
+    # What the provider needs, besides the id, to find the task again (the queue protocol's
+    # status, response and cancel URLs); journalled with the id and handed back to `poll`.
+    locator: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,9 @@ class Provider(Protocol):
         """Create the task. The returned status carries the task id (and may be final)."""
         ...
 
-    async def poll(self, task_id: str) -> TaskStatus:
-        """Read the task. Raises TaskNotFound when the provider no longer knows it."""
+    async def poll(self, task_id: str, locator: str | None = None) -> TaskStatus:
+        """Read the task (`locator`: as its submit reported it). Raises TaskNotFound when the
+        provider no longer knows it."""
         ...
 
     async def download(self, url: str, dest: Path) -> Downloaded:
@@ -87,3 +91,13 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class CancelsQueued(Protocol):
+    """A provider whose API can cancel a task that still waits in its queue (nothing is paid
+    for it yet). Ctrl-C cancels those; tasks already rendering are left to finish."""
+
+    async def cancel_queued(self, task_id: str, locator: str | None = None) -> bool:
+        """Cancel the task if it still waits in the queue; True when it was cancelled."""
+        ...

@@ -192,7 +192,7 @@ class LocalProvider:
                                f"{self.workdir / task_id}")
         return done
 
-    async def poll(self, task_id: str) -> TaskStatus:
+    async def poll(self, task_id: str, locator: str | None = None) -> TaskStatus:
         done = self._completed(task_id)
         if done is None:
             raise TaskNotFound(f"local task {task_id} has no finished output in {self.workdir}; "

@@ -23,6 +23,7 @@ class JournalEntry:
     task_id: str
     submitted_at: float  # unix seconds, to judge expiry
     expires_after: int  # seconds
+    locator: str | None = None  # what the provider needs besides the id to find the task (queue URLs)
 
 
 class Journal:
@@ -40,8 +41,9 @@ class Journal:
             return None
 
     def record(self, key: str, scene: str, provider: str, task_id: str, expires_after: int,
-               now: float | None = None) -> JournalEntry:
-        entry = JournalEntry(key, scene, provider, task_id, time.time() if now is None else now, expires_after)
+               now: float | None = None, locator: str | None = None) -> JournalEntry:
+        entry = JournalEntry(key, scene, provider, task_id, time.time() if now is None else now, expires_after,
+                             locator)
         atomic_write_text(self._path(key), json.dumps(entry.__dict__, sort_keys=True))
         return entry
 

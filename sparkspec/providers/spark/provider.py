@@ -94,7 +94,7 @@ class SparkProvider:
         # A task the API made is journalled and polled even if its first status is new to us.
         return self._task(response, f"creating the task for {request.scene}", unknown_running=True)
 
-    async def poll(self, task_id: str) -> TaskStatus:
+    async def poll(self, task_id: str, locator: str | None = None) -> TaskStatus:
         response = await self._call("GET", TASK_PATH + quote(task_id, safe=""), what=f"reading task {task_id}")
         return self._task(response, f"reading task {task_id}")
 

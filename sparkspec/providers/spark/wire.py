@@ -23,6 +23,7 @@ from sparkspec.providers.base import RenderRequest, TaskState, TaskStatus
 RUNNING = frozenset({"in_progress", "queued", "in_queue", "processing", "pending", "running", "created"})
 COMPLETED = frozenset({"completed", "succeeded", "success"})
 ENDED = frozenset({"expired", "cancelled", "canceled"})
+Envelope = Callable[[str, dict[str, Any]], dict[str, Any]]  # (model, parameters) -> the create body
 IMAGE_CHUNK = 3 * 64 * 1024  # a multiple of 3, so chunks base64-encode without padding
 
 
@@ -38,14 +39,16 @@ class CreateBody:
         self.length = len(prefix) + 4 * math.ceil(image_bytes / 3) + len(suffix)
 
     @staticmethod
-    def build(request: RenderRequest, model: str) -> CreateBody:
+    def build(request: RenderRequest, model: str, envelope: Envelope | None = None) -> CreateBody:
+        """The body for `request`; `envelope` puts the parameters into the dialect's body
+        (default: the generation protocol's `{"model", "input": [{"params"}]}`)."""
         frame = request.first_frame
         path = frame.path if frame is not None and not frame.url else None
         sentinel = f"sparkspec-first-frame-{uuid.uuid4().hex}"
         url: str | None = None
         if frame is not None:
             url = frame.url or sentinel
-        text = json.dumps({"model": model, "input": [{"params": create_params(request, url)}]},
+        text = json.dumps((envelope or generation_envelope)(model, create_params(request, url)),
                           ensure_ascii=False, separators=(",", ":"))
         if path is None:
             return CreateBody(text.encode("utf-8"), None, 0, b"")
@@ -66,6 +69,10 @@ class CreateBody:
                 raise ProviderError(f"{self.image} changed while it was being sent; run apply again",
                                     code="image_changed")
         yield self.suffix
+
+
+def generation_envelope(model: str, params: dict[str, Any]) -> dict[str, Any]:
+    return {"model": model, "input": [{"params": params}]}
 
 
 def create_params(request: RenderRequest, first_frame_url: str | None) -> dict[str, Any]:
