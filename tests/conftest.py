@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from dialects import GENERATION, Dialect  # noqa: E402
 from fakeapi import FakeSparkAPI  # noqa: E402
 from seaweedfs import SeaweedServer, weed_binary  # noqa: E402
 
@@ -59,3 +60,9 @@ def seaweedfs_server() -> Iterator[SeaweedServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def dialect() -> Dialect:
+    """The way the fake serves the model; tests parametrize it with `dialects.every_dialect`."""
+    return GENERATION

@@ -41,6 +41,7 @@ class ApplyResult:
     stitched: list[str] = field(default_factory=list)
     tokens: int = 0
     interrupted: bool = False
+    cancelled: list[str] = field(default_factory=list)  # queued tasks cancelled after Ctrl-C
 
     @property
     def ok(self) -> bool:

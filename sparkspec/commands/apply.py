@@ -113,12 +113,16 @@ def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parall
     if result.interrupted:
         running = running_remotely(workspace.state_dir)
         reporter({"event": "done", "ok": False, "interrupted": True, "running": running,
+                  "cancelled": result.cancelled,
                   "completed": len(result.completed), "failed": len(result.failed),
                   "skipped": len(result.skipped), "reused": len(result.reused),
                   "restored": len(result.restored), "deleted": len(result.deleted),
                   "stitched": len(result.stitched), "tokens": result.tokens})
         if not as_json:
             click.echo("Interrupted: no new renders were submitted.", err=True)
+            if result.cancelled:
+                click.echo("Cancelled while still queued (nothing was paid for them): "
+                           + ", ".join(result.cancelled), err=True)
             if running:
                 click.echo("Still rendering remotely (the next `sparkspec apply` collects them, "
                            "at no new cost): " + ", ".join(running), err=True)
@@ -155,6 +159,12 @@ async def _drive(engine: Engine, provider: Provider | None) -> ApplyResult:
     except asyncio.CancelledError:
         if not engine.result.interrupted:
             raise
+        from sparkspec.apply.cancel import cancel_queued
+        from sparkspec.state.journal import Journal
+
+        if provider is not None:
+            engine.result.cancelled = await cancel_queued(provider,
+                                                          Journal(engine.workspace.state_dir / "journal"))
         return engine.result
     finally:
         loop.remove_signal_handler(signal.SIGINT)

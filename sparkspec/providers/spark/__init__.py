@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sparkspec.providers.spark.apikey import api_key_from_env, enable_debug_log
 from sparkspec.providers.spark.provider import SparkProvider
+from sparkspec.providers.spark.queue import SparkGateway
 from sparkspec.providers.spark.wire import CreateBody, create_params, parse_task
 
-__all__ = ["CreateBody", "SparkProvider", "api_key_from_env", "create_params", "enable_debug_log", "parse_task"]
+__all__ = ["CreateBody", "SparkGateway", "SparkProvider", "api_key_from_env", "create_params", "enable_debug_log", "parse_task"]

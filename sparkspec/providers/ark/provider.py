@@ -1,0 +1,149 @@
+"""ModelArk's content generation tasks over httpx (reference section 8).
+
+`POST /contents/generations/tasks` takes the model and the parameters at the top level
+and answers `{"id"}`; `GET .../tasks/{id}` is upstream's task object (queued, running,
+succeeded, failed, cancelled, expired; `content.video_url` and `content.last_frame_url`;
+`usage.completion_tokens`; the `seed` used), read by the same parser as the gateway's.
+Errors are `{"error": {"code", "message"}}` with text codes; the HTTP status carries their
+meaning (401 AuthenticationError, 403 AccountOverdueError or AccessDenied, 429
+RateLimitExceeded.*), and the API's words are shown. Clients, retries and downloads are the
+spark provider's.
+
+Unlike the gateway, ModelArk lists tasks. So a create whose answer was lost (a read
+timeout, a connection dropped after the body went out) is looked up before the scene is
+failed: the tasks of the model created in the window of the lost call, with the
+parameters it sent. Exactly one such task, not already known to this apply, is adopted
+(journalled and collected like any other); none or several fail the scene as before, with
+no second create. A task still queued can be cancelled (`DELETE`), which Ctrl-C does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import httpx
+
+from sparkspec.errors import ProviderError, TaskNotFound
+from sparkspec.providers.base import RenderRequest, TaskState, TaskStatus
+from sparkspec.providers.spark.provider import SparkProvider
+from sparkspec.providers.spark.wire import CreateBody, create_params, parse_task
+
+TASKS_PATH = "/contents/generations/tasks"
+LOOKUP_SLACK = 30.0  # seconds either side of the lost call: whole-second created_at, clocks apart
+LOOKUP_PAGE = 100  # newest first; more tasks than this in the window is "several" anyway
+# Fields of a listed task compared with what the lost create sent (where the task reports them).
+FITTING = ("seed", "resolution", "ratio", "duration", "frames", "camera_fixed", "watermark")
+
+
+def top_level(model: str, params: dict[str, Any]) -> dict[str, Any]:
+    """ModelArk's create body: the model and the parameters side by side."""
+    return {"model": model, **params}
+
+
+class ArkProvider(SparkProvider):
+    type = "ark"
+
+    def __init__(self, *args: Any, wall_clock: Callable[[], float] = time.time, **options: Any) -> None:
+        super().__init__(*args, **options)
+        self.wall_clock = wall_clock
+        self._known: set[str] = set()  # tasks this provider made or read: never adopted for another scene
+
+    async def submit(self, request: RenderRequest) -> TaskStatus:
+        what = f"creating the task for {request.scene}"
+        model = request.model or self.model
+        body = await asyncio.to_thread(CreateBody.build, request, model, top_level)
+        started = self.wall_clock()
+        try:
+            response = await self._call("POST", TASKS_PATH, what=what, body=body)
+            task_id = _id(response)
+            if task_id is None:
+                raise ProviderError(f"{what}: the API answered HTTP {response.status_code} without a task id; it "
+                                    f"may have created a task", code="create_unconfirmed")
+        except ProviderError as exc:
+            if exc.code != "create_unconfirmed":
+                raise
+            found, note = await self.lookup(request, model, started, self.wall_clock())
+            if found is None:
+                raise ProviderError(f"{exc} ({note})", code=exc.code) from None
+            return found
+        self._known.add(task_id)
+        return TaskStatus(task_id, TaskState.RUNNING)
+
+    async def poll(self, task_id: str, locator: str | None = None) -> TaskStatus:
+        self._known.add(task_id)
+        response = await self._call("GET", f"{TASKS_PATH}/{quote(task_id, safe='')}", what=f"reading task {task_id}")
+        return self._task(response, f"reading task {task_id}")
+
+    async def cancel_queued(self, task_id: str, locator: str | None = None) -> bool:
+        """Cancel the task if it still waits in the queue (a running one cannot be cancelled)."""
+        what = f"cancelling queued task {task_id}"
+        path = f"{TASKS_PATH}/{quote(task_id, safe='')}"
+        try:
+            status = _object(await self._call("GET", path, what=what))
+            if status is None or str(status.get("status", "")).lower() != "queued":
+                return False
+            await self._call("DELETE", path, what=what)
+        except (ProviderError, TaskNotFound):
+            return False
+        return True
+
+    async def lookup(self, request: RenderRequest, model: str, started: float,
+                     ended: float) -> tuple[TaskStatus | None, str]:
+        """The task a lost create made, if the list shows exactly one that fits; else why not."""
+        query = urlencode({"page_num": 1, "page_size": LOOKUP_PAGE, "filter.model": model})
+        try:
+            listing = _object(await self._call("GET", f"{TASKS_PATH}?{query}",
+                                               what=f"looking up the task of {request.scene}"))
+        except ProviderError as exc:
+            return None, f"looking the task up failed too: {exc}"
+        items = listing.get("items") if listing is not None else None
+        if not isinstance(items, list):
+            return None, "the task list could not be read, so no task was adopted"
+        low, high = math.floor(started - LOOKUP_SLACK), math.ceil(ended + LOOKUP_SLACK)
+        sent = create_params(request, None)
+        matches = [item for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)
+                   and item["id"] not in self._known and _created_within(item, low, high) and _fits(item, sent)]
+        if len(matches) != 1:
+            return None, (f"looked up: {len(matches)} tasks of {model} with these parameters were created then, "
+                          f"so none was adopted" if matches else
+                          f"looked up: no task of {model} with these parameters was created then")
+        found = parse_task(matches[0], self._scrub)
+        self._known.add(found.task_id)
+        return found, "adopted"
+
+
+def _object(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        raw = response.json()
+    except ValueError:
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def _id(response: httpx.Response) -> str | None:
+    raw = _object(response)
+    task_id = raw.get("id") if raw is not None else None
+    return task_id if isinstance(task_id, str) and task_id else None
+
+
+def _created_within(item: dict[str, Any], low: float, high: float) -> bool:
+    created = item.get("created_at")
+    return isinstance(created, (int, float)) and not isinstance(created, bool) and low <= created <= high
+
+
+def _fits(item: dict[str, Any], sent: dict[str, Any]) -> bool:
+    """Every parameter the listed task reports equals what was sent (a random seed, -1, is
+    whatever the task reports)."""
+    for name in FITTING:
+        if name not in item or item[name] is None or name not in sent:
+            continue
+        if name == "seed" and sent[name] == -1:
+            continue
+        if item[name] != sent[name]:
+            return False
+    return True

@@ -1,0 +1,169 @@
+"""The three dialects of the model's API against the fake on loopback: the gateway's generation
+and queue protocols and upstream's ModelArk; what each sends, how each is read, how a queued
+task is cancelled and how ModelArk finds a task whose create answer was lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from dialects import ARK, QUEUE, Dialect, every_dialect
+from fakeapi import FakeSparkAPI
+from sparkspec.errors import AuthError, ProviderError
+from sparkspec.providers.base import RenderRequest, TaskState, TaskStatus
+from sparkspec.state.journal import Journal
+
+T = TypeVar("T")
+
+
+async def no_sleep(seconds: float) -> None:
+    await asyncio.sleep(0)
+
+
+def request(**changes: Any) -> RenderRequest:
+    fields: dict[str, Any] = dict(key="k" * 64, scene="intro", model="", prompt="A kettle, steam rising",
+                                  resolution="480p", ratio="16:9", duration=2, frames=None, seed=1234)
+    fields.update(changes)
+    return RenderRequest(**fields)
+
+
+def run(api: FakeSparkAPI, dialect: Dialect, body: Callable[[Any], Awaitable[T]], **options: Any) -> T:
+    async def main() -> T:
+        provider = dialect.make(api, sleep=no_sleep, **options)
+        try:
+            return await body(provider)
+        finally:
+            await provider.aclose()
+
+    return asyncio.run(main())
+
+
+async def render(provider: Any, req: RenderRequest | None = None) -> TaskStatus:
+    status = await provider.submit(req or request())
+    while status.state is TaskState.RUNNING:
+        await asyncio.sleep(0.01)
+        status = await provider.poll(status.task_id, status.locator)
+    return status
+
+
+@pytest.fixture
+def api(fake_api: FakeSparkAPI) -> FakeSparkAPI:
+    fake_api.render_mode = "placeholder"
+    fake_api.latency = 0.05
+    return fake_api
+
+
+@every_dialect()
+def test_a_render_completes_in_every_dialect(api: FakeSparkAPI, dialect: Dialect) -> None:
+    status = run(api, dialect, render)
+    assert status.state is TaskState.COMPLETED and status.video_url and status.last_frame_url
+    assert status.tokens == 864 * 480 * 49 // 1024
+    task, = api.tasks.values()
+    assert task.dialect == dialect.name and task.model == dialect.model and status.task_id == task.id
+    assert dialect.params(api.create_bodies[0]) == task.params
+    assert task.params["content"] == [{"type": "text", "text": "A kettle, steam rising"}]
+
+
+def test_the_queue_protocol_sends_bare_parameters_and_journals_the_urls_it_was_given(api: FakeSparkAPI) -> None:
+    status = run(api, QUEUE, lambda p: p.submit(request()))
+    body, = api.create_bodies
+    assert "model" not in body and "input" not in body and body["seed"] == 1234 and body["return_last_frame"]
+    locator = json.loads(status.locator or "")
+    assert locator["status_url"].startswith(api.base_url + "/model/v1/queue/spark_dance_v1_0_pro_fast/requests/")
+    assert {"response_url", "cancel_url"} <= set(locator)
+    # The journal keeps the locator with the id, so a later apply reads the task where it lives.
+    journal = Journal(Path(api._dir) / "journal")
+    journal.record("k" * 64, "intro", "spark", status.task_id, 3600, locator=status.locator)
+    entry = journal.get("k" * 64)
+    assert entry is not None and entry.locator == status.locator
+
+
+def test_queue_urls_on_another_origin_are_not_followed_with_the_key(api: FakeSparkAPI) -> None:
+    async def body(p: Any) -> TaskStatus:
+        status = await p.submit(request())
+        foreign = json.dumps({"model": "spark_dance_v1_0_pro_fast", "status_url": "https://evil.example/s",
+                              "response_url": "https://evil.example/r", "cancel_url": "https://evil.example/c"})
+        await asyncio.sleep(0.1)
+        return await p.poll(status.task_id, foreign)  # the CLI's layout on the gateway instead
+
+    assert run(api, QUEUE, body).state is TaskState.COMPLETED
+
+
+@pytest.mark.parametrize("kind", ["completed_with_error", "failed"])
+def test_a_queue_request_completed_with_an_error_has_failed(api: FakeSparkAPI, kind: str) -> None:
+    api.outcome(kind, code="003021098", message="the crane is too pointy")
+    status = run(api, QUEUE, render)
+    assert status.state is TaskState.FAILED and "the crane is too pointy" in (status.error_message or "")
+
+
+def test_ark_sends_the_model_and_parameters_side_by_side(api: FakeSparkAPI) -> None:
+    run(api, ARK, lambda p: p.submit(request()))
+    body, = api.create_bodies
+    assert body["model"] == "seedance-1-0-pro-fast-251015" and body["duration"] == 2 and "input" not in body
+
+
+def test_ark_errors_show_the_apis_words_and_a_refused_key_stops(api: FakeSparkAPI) -> None:
+    api.inject("create", "status", status=401,
+               body={"error": {"code": "AuthenticationError", "message": "the API key is invalid"}})
+    with pytest.raises(AuthError, match="the API key is invalid"):
+        run(api, ARK, lambda p: p.submit(request()))
+    api.inject("create", "status", status=429, times=2,
+               body={"error": {"code": "RateLimitExceeded.EndpointRPMExceeded", "message": "slow down"}})
+    assert run(api, ARK, render).state is TaskState.COMPLETED
+    assert api.total_creates == 1
+
+
+def test_ark_adopts_the_one_task_a_lost_create_made(api: FakeSparkAPI) -> None:
+    api.inject("create", "reset", create_task=True)
+    status = run(api, ARK, render)
+    made, = api.tasks.values()
+    assert status.state is TaskState.COMPLETED and status.task_id == made.id
+    assert api.total_creates == 1 and api.requests["list"] == 1
+
+
+def test_ark_adopts_nothing_when_several_tasks_could_be_it(api: FakeSparkAPI) -> None:
+    async def body(p: Any) -> None:
+        api.create(dict(api_params(), seed=1234), "seedance-1-0-pro-fast-251015", "ark")  # another client's twin
+        api.inject("create", "reset", create_task=True)
+        await p.submit(request())
+
+    with pytest.raises(ProviderError, match="2 tasks of seedance-1-0-pro-fast-251015 .* none was adopted"):
+        run(api, ARK, body)
+    assert api.total_creates == 2
+
+
+def test_ark_adopts_nothing_when_no_task_fits(api: FakeSparkAPI) -> None:
+    async def body(p: Any) -> None:
+        api.create(dict(api_params(), seed=99), "seedance-1-0-pro-fast-251015", "ark")  # other parameters
+        api.inject("create", "reset")  # lost before any task was made
+        await p.submit(request())
+
+    with pytest.raises(ProviderError, match="no task of .* was created then"):
+        run(api, ARK, body)
+
+
+def api_params() -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": "A kettle, steam rising"}], "return_last_frame": True,
+            "resolution": "480p", "ratio": "16:9", "duration": 2, "camera_fixed": False, "watermark": False}
+
+
+@every_dialect(only=(QUEUE, ARK))
+def test_a_queued_task_is_cancelled_and_a_running_one_is_not(api: FakeSparkAPI, dialect: Dialect) -> None:
+    api.latency = 30.0
+
+    async def body(p: Any) -> tuple[bool, bool]:
+        api.queue_time = 30.0
+        queued = await p.submit(request())
+        api.queue_time = 0.0
+        running = await p.submit(request(seed=5))
+        return (await p.cancel_queued(queued.task_id, queued.locator),
+                await p.cancel_queued(running.task_id, running.locator))
+
+    assert run(api, dialect, body) == (True, False)
+    by_seed = {t.params["seed"]: t for t in api.tasks.values()}
+    assert by_seed[1234].cancelled and not by_seed[5].cancelled
