@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from dialects import Dialect, every_dialect
 from fakeapi import FakeSparkAPI
 from sparkspec.media.probe import check_png, probe_video
 
@@ -32,7 +33,7 @@ KEY = "sk-crash-test"
 SPEC = """\
 version: 1
 vars: {{take: "{take}"}}  # a new take is a new set of render keys
-provider: {{type: spark, parallelism: 3, poll: {{initial: 0.05, max: 0.25}}}}
+provider: {{{provider}, parallelism: 3, poll: {{initial: 0.05, max: 0.25}}}}
 defaults: {{resolution: 480p, ratio: "16:9", frames: 29}}
 scenes:
   a: {{prompt: "a paper boat on a puddle, {{{{ take }}}}"}}
@@ -58,18 +59,19 @@ def start_apply(root: Path, env: dict[str, str], log: Path) -> subprocess.Popen[
 
 
 @pytest.mark.slow
-def test_apply_killed_at_random_moments_pays_once_per_render(tmp_path: Path) -> None:
+@every_dialect()
+def test_apply_killed_at_random_moments_pays_once_per_render(tmp_path: Path, dialect: Dialect) -> None:
     rng = random.Random(SEED)
     root = tmp_path / "project"
     root.mkdir()
     log = tmp_path / "apply.log"
     api = FakeSparkAPI(api_key=KEY, latency=(0.3, 1.0), seed=SEED).start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARK", "SPARKSPEC_"))}
-    env.update(SPARK_API_KEY=KEY, SPARK_BASE_URL=api.base_url, SPARKSPEC_CACHE_DIR=str(tmp_path / "cache"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARK", "SPARKSPEC_", "ARK_"))}
+    env.update(dialect.env(api), SPARKSPEC_CACHE_DIR=str(tmp_path / "cache"))
     kills: list[float] = []  # monotonic time of each SIGKILL
     rounds = 0
     try:
-        (root / "project.spark.yaml").write_text(SPEC.format(take=f"take {rounds}"))
+        (root / "project.spark.yaml").write_text(SPEC.format(take=f"take {rounds}", provider=dialect.inline()))
         while len(kills) < KILLS:
             proc = start_apply(root, env, log)
             delay = rng.uniform(0.2, 2.0)
@@ -83,7 +85,7 @@ def test_apply_killed_at_random_moments_pays_once_per_render(tmp_path: Path) -> 
             assert code == 0, log.read_text()
             # Everything rendered before the kills ran out: render a new take.
             rounds += 1
-            (root / "project.spark.yaml").write_text(SPEC.format(take=f"take {rounds}"))
+            (root / "project.spark.yaml").write_text(SPEC.format(take=f"take {rounds}", provider=dialect.inline()))
         final = subprocess.run([sys.executable, "-m", "sparkspec", "apply", "--auto-approve", "--json"],
                                cwd=root, env=env, capture_output=True, text=True, timeout=120)
         assert final.returncode == 0, final.stdout + final.stderr
@@ -91,7 +93,7 @@ def test_apply_killed_at_random_moments_pays_once_per_render(tmp_path: Path) -> 
         again = subprocess.run([sys.executable, "-m", "sparkspec", "apply", "--auto-approve", "--json"],
                                cwd=root, env=env, capture_output=True, text=True, timeout=120)
         assert again.returncode == 0 and api.total_creates == creates_before_noop
-        check_outputs(root)
+        check_outputs(root, dialect)
         orphans = check_creates(api, kills)
     finally:
         api.stop()
@@ -103,7 +105,7 @@ def test_apply_killed_at_random_moments_pays_once_per_render(tmp_path: Path) -> 
         print(f"  {task_id} ({prompt!r}) created {gap * 1000:.0f} ms before a kill")
 
 
-def check_outputs(root: Path) -> None:
+def check_outputs(root: Path, dialect: Dialect) -> None:
     lock: dict[str, Any] = json.loads((root / "project.spark.lock").read_text())
     assert sorted(lock["scenes"]) == list(SCENES)
     for scene_id, record in lock["scenes"].items():
@@ -113,7 +115,7 @@ def check_outputs(root: Path) -> None:
             (record["last_frame"]["sha256"], record["last_frame"]["bytes"])
         info = probe_video(video)
         assert (info.width, info.height) == check_png(frame), scene_id
-        assert info.frames == 29 and record["provider"] == "spark" and record["task_id"]
+        assert info.frames == 29 and record["provider"] == dialect.provider and record["task_id"]
     assert not list((root / ".sparkspec" / "journal").glob("*.json")), "tasks left uncollected"
     assert not list((root / ".sparkspec" / "tmp").glob("*.part")), "partial downloads left behind"
 

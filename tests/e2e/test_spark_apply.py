@@ -1,4 +1,5 @@
-"""`sparkspec apply` through the `spark` provider against the fake gateway on loopback."""
+"""`sparkspec apply` through the remote providers against the fake API on loopback: the
+gateway's generation and queue protocols (`spark`) and upstream's own API (`ark`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 
 import pytest
 
+from dialects import Dialect, every_dialect
 from fakeapi import FakeSparkAPI
 
 from .conftest import Project
@@ -18,8 +20,7 @@ from .conftest import Project
 SPEC = """\
 version: 1
 provider:
-  type: spark
-  parallelism: 1
+{provider}  parallelism: 1
   poll: {initial: 0.05, max: 0.2}
 defaults: {resolution: 480p, frames: 29, seed: 9}
 scenes:
@@ -30,24 +31,27 @@ scenes:
 
 
 @pytest.fixture
-def spark(project: Project, fake_api: FakeSparkAPI) -> Project:
-    project.write(SPEC)
-    project.env.update(SPARK_API_KEY=fake_api.api_key, SPARK_BASE_URL=fake_api.base_url)
+def spark(project: Project, fake_api: FakeSparkAPI, dialect: Dialect) -> Project:
+    project.write(SPEC.replace("{provider}", dialect.spec_provider()))
+    project.env.update(dialect.env(fake_api))
     return project
 
 
-def test_apply_renders_through_the_api_once_and_then_asks_nothing(spark: Project,
-                                                                 fake_api: FakeSparkAPI) -> None:
+@every_dialect()
+def test_apply_renders_through_the_api_once_and_then_asks_nothing(spark: Project, fake_api: FakeSparkAPI,
+                                                                 dialect: Dialect) -> None:
     first = spark.apply()
     assert first.rendered() == ["a", "b", "solo"]
     assert sorted(fake_api.creates_by_key.values()) == [1, 1, 1]
+    assert {t.dialect for t in fake_api.tasks.values()} == {dialect.name}
     lock = spark.lock()
-    assert {r["provider"] for r in lock["scenes"].values()} == {"spark"}
+    assert {r["provider"] for r in lock["scenes"].values()} == {dialect.provider}
+    assert {r["model"] for r in lock["scenes"].values()} == {dialect.model}
     assert all(r["task_id"] in fake_api.tasks for r in lock["scenes"].values())
     # b was created from a's last frame, as a data URL of the PNG
-    body = next(b for b in fake_api.create_bodies
-                if b["input"][0]["params"]["content"][0]["text"] == "the crane takes off")
-    image = body["input"][0]["params"]["content"][1]
+    body = next(dialect.params(b) for b in fake_api.create_bodies
+                if dialect.params(b)["content"][0]["text"] == "the crane takes off")
+    image = body["content"][1]
     assert image["role"] == "first_frame" and image["image_url"]["url"].startswith("data:image/png;base64,")
 
     fake_api.reset_counters()
@@ -56,34 +60,38 @@ def test_apply_renders_through_the_api_once_and_then_asks_nothing(spark: Project
     assert sum(fake_api.requests.values()) == 0
 
 
-def test_a_missing_key_is_an_error_before_any_work(spark: Project, fake_api: FakeSparkAPI) -> None:
-    del spark.env["SPARK_API_KEY"]
+@every_dialect()
+def test_a_missing_key_is_an_error_before_any_work(spark: Project, fake_api: FakeSparkAPI, dialect: Dialect) -> None:
+    del spark.env[dialect.key_env]
     result = spark.run("apply", "--auto-approve")
     assert result.code == 1
     line, = result.err.strip().splitlines()
-    assert "SPARK_API_KEY" in line and "--provider local" in line
+    assert dialect.key_env in line and "--provider local" in line
     assert sum(fake_api.requests.values()) == 0
     assert not (spark.root / "project.spark.lock").exists()
     # plan never needs a key
     assert spark.run("plan").code == 0
 
 
-def test_restoring_from_the_cache_needs_no_key(spark: Project, fake_api: FakeSparkAPI) -> None:
+@every_dialect(slow=True)
+def test_restoring_from_the_cache_needs_no_key(spark: Project, fake_api: FakeSparkAPI, dialect: Dialect) -> None:
     spark.apply()
     shutil.rmtree(spark.root / "renders")
-    del spark.env["SPARK_API_KEY"]
+    del spark.env[dialect.key_env]
     fake_api.reset_counters()
     restored = spark.apply()
     assert sorted(e["scene"] for e in restored.events() if e["event"] == "restored") == ["a", "b", "solo"]
     assert sum(fake_api.requests.values()) == 0
 
 
-def test_a_failed_render_fails_its_chain_with_the_apis_message(spark: Project,
-                                                              fake_api: FakeSparkAPI) -> None:
-    fake_api.outcome("failed", code="003021098", message="content policy: the crane is too pointy")
+@every_dialect(slow=True)
+def test_a_failed_render_fails_its_chain_with_the_apis_message(spark: Project, fake_api: FakeSparkAPI,
+                                                              dialect: Dialect) -> None:
+    code = "InputTextSensitiveContentDetected" if dialect.provider == "ark" else "003021098"
+    fake_api.outcome("failed", code=code, message="content policy: the crane is too pointy")
     result = spark.run("apply", "--auto-approve")  # plan order: a first, with parallelism 1
     assert result.code == 1
-    assert "error: a: spark task" in result.err and "the crane is too pointy" in result.err
+    assert f"error: a: {dialect.provider} task" in result.err and code in result.err and "the crane is too pointy" in result.err
     assert "error: b: skipped: upstream a did not render" in result.err
     assert sorted(spark.lock()["scenes"]) == ["solo"]
     # The failed scene stays out of the lock: the next apply plans it again and the user pays again.
@@ -91,8 +99,9 @@ def test_a_failed_render_fails_its_chain_with_the_apis_message(spark: Project,
     assert spark.apply().rendered() == ["a", "b"]
 
 
+@every_dialect(slow=True)
 def test_ctrl_c_names_the_renders_still_running_and_the_next_apply_collects_them(
-        spark: Project, fake_api: FakeSparkAPI) -> None:
+        spark: Project, fake_api: FakeSparkAPI, dialect: Dialect) -> None:
     fake_api.latency = 3.0
     proc = subprocess.Popen([sys.executable, "-m", "sparkspec", "apply", "--auto-approve"], cwd=spark.root,
                             env=spark.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -116,7 +125,9 @@ def test_ctrl_c_names_the_renders_still_running_and_the_next_apply_collects_them
     assert json.loads((spark.root / "project.spark.lock").read_text())["scenes"]["a"]["task_id"] == running_task
 
 
-def test_a_damaged_download_is_fetched_again_and_never_cached(spark: Project, fake_api: FakeSparkAPI) -> None:
+@every_dialect(slow=True)
+def test_a_damaged_download_is_fetched_again_and_never_cached(spark: Project, fake_api: FakeSparkAPI,
+                                                              dialect: Dialect) -> None:
     fake_api.inject("video", "garbage", times=1)  # right length, not a video
     result = spark.apply()
     assert result.rendered() == ["a", "b", "solo"]
@@ -128,8 +139,9 @@ def test_a_damaged_download_is_fetched_again_and_never_cached(spark: Project, fa
     assert len([b for b in blobs if b.is_file()]) == 6  # 3 videos, 3 frames: the garbage is nowhere
 
 
-def test_a_download_that_keeps_failing_fails_the_scene_and_keeps_the_task(spark: Project,
-                                                                         fake_api: FakeSparkAPI) -> None:
+@every_dialect(slow=True)
+def test_a_download_that_keeps_failing_fails_the_scene_and_keeps_the_task(spark: Project, fake_api: FakeSparkAPI,
+                                                                         dialect: Dialect) -> None:
     fake_api.inject("video", "garbage", times=100)
     failed = spark.run("apply", "--auto-approve")
     assert failed.code == 1 and "download of task" in failed.err
@@ -142,12 +154,13 @@ def test_a_download_that_keeps_failing_fails_the_scene_and_keeps_the_task(spark:
     assert fake_api.total_creates == creates + 1  # a and solo are collected, only b (skipped) is new
 
 
-def test_unreported_usage_is_estimated_from_the_size_actually_rendered(spark: Project,
-                                                                      fake_api: FakeSparkAPI) -> None:
+@every_dialect(slow=True)
+def test_unreported_usage_is_estimated_from_the_size_actually_rendered(spark: Project, fake_api: FakeSparkAPI,
+                                                                      dialect: Dialect) -> None:
     from PIL import Image
 
     Image.new("RGB", (800, 600), (200, 120, 40)).save(spark.root / "poster.png")
-    spark.write(SPEC.replace('  solo: {prompt: "an origami frog jumps"}',
+    spark.write(SPEC.replace("{provider}", dialect.spec_provider()).replace('  solo: {prompt: "an origami frog jumps"}',
                              '  solo: {prompt: "an origami frog jumps", first_frame: {image: poster.png}, '
                              'ratio: adaptive}'))
     fake_api.report_usage = False
@@ -155,3 +168,39 @@ def test_unreported_usage_is_estimated_from_the_size_actually_rendered(spark: Pr
     lock = spark.lock()["scenes"]
     assert lock["solo"]["tokens"] == 736 * 544 * 29 // 1024  # 4:3 from the 800x600 poster, not 16:9
     assert lock["a"]["tokens"] == 864 * 480 * 29 // 1024
+
+
+@every_dialect(slow=True)
+def test_ctrl_c_cancels_the_tasks_still_queued_where_the_api_can(spark: Project, fake_api: FakeSparkAPI,
+                                                                  dialect: Dialect) -> None:
+    spark.write(SPEC.replace("{provider}", dialect.spec_provider()).replace("parallelism: 1", "parallelism: 2"))
+    fake_api.latency = 3.0
+    fake_api.queue_time = lambda key, params: 60.0 if "frog" in params["content"][0]["text"] else 0.0
+    proc = subprocess.Popen([sys.executable, "-m", "sparkspec", "apply", "--auto-approve"], cwd=spark.root,
+                            env=spark.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while fake_api.total_creates < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # the journal writes follow the creates' replies
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    by_prompt = {fake_api.prompt_of_key[t.key]: t for t in fake_api.tasks.values()}
+    running, queued = by_prompt["a paper crane unfolds"], by_prompt["an origami frog jumps"]
+    assert "Still rendering remotely" in err and running.id in err
+    if dialect.name == "generation":  # the generation protocol cannot cancel: both stay journalled
+        assert not queued.cancelled and queued.id in err.split("Still rendering remotely")[1]
+    else:
+        assert queued.cancelled and fake_api.requests["cancel"] >= 1
+        assert f"Cancelled while still queued (nothing was paid for them): solo (task {queued.id})" in err
+        assert queued.id not in err.split("Still rendering remotely")[1]
+        assert not running.cancelled
+
+    fake_api.latency, fake_api.queue_time = 0.0, 0.0
+    done = spark.apply()
+    assert done.rendered() == ["a", "b", "solo"]
+    collecting = sorted(e["scene"] for e in done.events() if e.get("state") == "collecting")
+    assert collecting == (["a", "solo"] if dialect.name == "generation" else ["a"])
+    assert fake_api.creates_by_prompt()["a paper crane unfolds"] == 1  # collected, not paid twice
+    assert fake_api.creates_by_prompt()["an origami frog jumps"] == (1 if dialect.name == "generation" else 2)
