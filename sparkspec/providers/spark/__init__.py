@@ -3,7 +3,8 @@
 `provider` holds the HTTP clients, their retries (and why a create is retried
 only when no task can exist) and the downloads; `wire` builds the create body
 and reads task objects of both dialects; `apikey` reads the key and keeps it
-out of the debug log.
+out of the debug log; `queue` adds the gateway's queue protocol (`SparkGateway`, the
+provider `type: spark` builds).
 """
 
 from __future__ import annotations
