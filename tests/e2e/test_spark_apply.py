@@ -204,3 +204,18 @@ def test_ctrl_c_cancels_the_tasks_still_queued_where_the_api_can(spark: Project,
     assert collecting == (["a", "solo"] if dialect.name == "generation" else ["a"])
     assert fake_api.creates_by_prompt()["a paper crane unfolds"] == 1  # collected, not paid twice
     assert fake_api.creates_by_prompt()["an origami frog jumps"] == (1 if dialect.name == "generation" else 2)
+
+
+@every_dialect(slow=True)
+def test_a_create_whose_answer_was_lost_is_found_on_ark_and_failed_elsewhere(spark: Project, fake_api: FakeSparkAPI,
+                                                                            dialect: Dialect) -> None:
+    fake_api.inject("create", "reset", create_task=True)  # the task is made, its answer never arrives
+    result = spark.run("apply", "--auto-approve")
+    made = next(iter(fake_api.tasks.values()))
+    if dialect.provider == "ark":  # listed, adopted and collected: paid once, nothing failed
+        assert result.code == 0, result.err
+        assert spark.lock()["scenes"]["a"]["task_id"] == made.id
+        assert fake_api.requests["list"] == 1 and fake_api.total_creates == 3
+    else:  # no way to find it: the scene fails saying so, and is not created twice in this apply
+        assert result.code == 1 and "error: a:" in result.err and "paying twice" in result.err
+        assert fake_api.creates_by_prompt()["a paper crane unfolds"] == 1
