@@ -258,7 +258,7 @@ def four_machines(work: Path, server: SeaweedServer, machines: int = 4, scenes: 
                 except ValueError:
                     continue
                 events[event] = events.get(event, 0) + 1
-        return {"machines": machines, "scenes": scenes, "creates": api.total_creates(), "codes": codes,
+        return {"machines": machines, "scenes": scenes, "creates": api.total_creates, "codes": codes,
                 "complete": complete, "wall": wall, "events": events,
                 "max_creates_per_key": max(api.creates_by_key.values(), default=0)}
 
