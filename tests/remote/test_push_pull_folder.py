@@ -1,0 +1,98 @@
+"""push, pull and remote status through the CLI against a shared folder (`file://`), fast:
+the lock and the cache are made here (random bytes for the renders), not rendered."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from pathlib import Path
+
+import pytest
+
+from cli_runner import run_main
+from sparkspec.state.cache import Cache, CachedRender
+from sparkspec.state.lockfile import FileRecord, Lock, SceneRecord, write_lock
+
+SPEC = """\
+version: 1
+name: folder-team
+provider: {type: local}
+scenes:
+  intro: {prompt: "a red kite"}
+  outro: {prompt: "a blue kite"}
+"""
+
+
+def machine(root: Path, remote: Path, lock: Lock | None = None) -> Path:
+    root.mkdir(parents=True)
+    (root / "project.spark.yaml").write_text(SPEC + f"remote: {{url: 'file://{remote}'}}\n")
+    if lock is not None:
+        write_lock(root / "project.spark.lock", lock)
+    return root
+
+
+def rendered(root: Path) -> Lock:
+    """Renders in renders/ and the cache, and the lock that records them."""
+    cache = Cache(root / ".sparkspec" / "cache")
+    scenes = {}
+    for sid in ("intro", "outro"):
+        files = []
+        for name, size in ((f"renders/{sid}.mp4", 20_000), (f"renders/{sid}.last.png", 700)):
+            data = secrets.token_bytes(size)
+            sha = hashlib.sha256(data).hexdigest()
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(data)
+            part = root / f"{sha}.part"
+            part.write_bytes(data)
+            cache.put_blob(part, sha)
+            files.append(FileRecord(name, sha, size))
+        record = SceneRecord(key=secrets.token_hex(32), provider="local", model="local", task_id=f"t-{sid}", seed=1,
+                             tokens=0, video=files[0], last_frame=files[1])
+        cache.record(CachedRender(record.key, "local", "local", record.task_id, 1, 0, files[0].sha256, files[0].bytes,
+                                  files[1].sha256, files[1].bytes, {}))
+        scenes[sid] = record
+    cache.close()
+    lock = Lock(scenes)
+    write_lock(root / "project.spark.lock", lock)
+    return lock
+
+
+def test_push_pull_and_status_through_a_shared_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    remote = tmp_path / "shared"
+    first = machine(tmp_path / "first", remote)
+    lock = rendered(first)
+    code, out, err = run_main(["push"], first, monkeypatch)
+    assert code == 0, err
+    assert "Pushed 2 render(s)" in out and "registered roots/folder-team/" in out
+    assert len(list((remote / "v1" / "renders").rglob("*.unsigned.json"))) == 2
+
+    second = machine(tmp_path / "second", remote, lock)
+    code, out, err = run_main(["remote", "status", "--json"], second, monkeypatch)
+    assert code == 0, err
+    assert json.loads(out)["renders"]["remote_only"]["count"] == 2
+    code, out, err = run_main(["pull", "--remote-mode", "read-only"], second, monkeypatch)
+    assert code == 0, err + out
+    assert "Pulled 2 render(s)" in out
+    for sid in ("intro", "outro"):
+        assert (second / f"renders/{sid}.mp4").read_bytes() == (first / f"renders/{sid}.mp4").read_bytes()
+    code, out, _ = run_main(["remote", "status", "--json"], second, monkeypatch)
+    assert json.loads(out)["renders"]["both"]["count"] == 2
+
+    # Off: pull restores from the local cache only; push has nothing to talk to.
+    (second / "renders" / "intro.mp4").unlink()
+    code, out, err = run_main(["pull", "--remote", "off"], second, monkeypatch)
+    assert code == 0 and "restored intro from the local cache" in out
+    code, _, err = run_main(["push", "--remote", "off"], second, monkeypatch)
+    assert code == 1 and "no remote in use" in err
+
+
+def test_pull_names_what_is_nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    remote = tmp_path / "shared"
+    lock = rendered(tmp_path / "elsewhere")
+    second = machine(tmp_path / "second", remote, lock)
+    code, out, err = run_main(["pull"], second, monkeypatch)
+    assert code == 1, out
+    assert "scene intro:" in out and "blob" in out and "missing" in out
+    assert not (second / "renders" / "intro.mp4").exists()
+    assert "Traceback" not in err
