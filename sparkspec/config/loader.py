@@ -14,7 +14,15 @@ from sparkspec import apifacts, graph
 from sparkspec.diagnostics import Diagnostic, Severity, has_errors
 from sparkspec.errors import SparkspecError, SpecError
 from sparkspec.config import schema
-from sparkspec.config.model import PollConfig, Project, ProviderConfig, RemoteConfig, Scene, SequenceSpec
+from sparkspec.config.model import (
+    MAX_TAKES,
+    PollConfig,
+    Project,
+    ProviderConfig,
+    RemoteConfig,
+    Scene,
+    SequenceSpec,
+)
 from sparkspec.config.jinja_env import Templates, inside
 from sparkspec.config.scene_templates import TemplatedFields, merge_variables, scene_variables
 from sparkspec.config.values import (
@@ -259,6 +267,11 @@ class _Resolver:
                 self.report(where, f"the prompt contains {command.group(0).strip()!r}, one of upstream's text "
                             f"commands; ModelArk may read it as a parameter. Set parameters as keys, and "
                             f"reword the prompt", severity="warning")
+        takes, chosen = pick("takes", int, 1), pick("pick", int, 1)
+        if 1 <= takes <= MAX_TAKES and chosen > takes:
+            where, whose = (path + ("pick",), "") if "pick" in raw else (("defaults", "pick"), f" of scene {sid}")
+            fix = f"pick one of 1..{takes}" if takes > 1 else "use pick: 1"
+            self.report(where, f"pick {chosen} is greater than takes ({takes}){whose}; {fix} or raise takes")
         if prompt is None or (image is None and "image" in first):
             return None
         return Scene(
@@ -271,7 +284,8 @@ class _Resolver:
             service_tier=pick("service_tier", str, None),
             execution_expires_after=pick("execution_expires_after", int, None),
             callback_url=pick("callback_url", str, None),
-            description=raw.get("description") if isinstance(raw.get("description"), str) else None)
+            description=raw.get("description") if isinstance(raw.get("description"), str) else None,
+            takes=takes, pick=chosen)
 
     # -- the graph -------------------------------------------------------------------------
     def check_references(self, data: dict[str, Any], scenes: dict[str, Scene],

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from sparkspec.apifacts import MODEL
 
+MAX_TAKES = 8  # candidates per scene (`takes: 1..8`)
+
 
 @dataclass(frozen=True)
 class PollConfig:
@@ -69,6 +71,8 @@ class Scene:
     execution_expires_after: int | None = None
     callback_url: str | None = None
     description: str | None = None
+    takes: int = 1  # candidates rendered, each with its own seed (keys.take_seed)
+    pick: int = 1  # the take that stands for the scene: renders/<id>.mp4, chains, sequences
 
 
 @dataclass(frozen=True)
