@@ -32,8 +32,18 @@ def first_frame_input(sha256: str | None = None, url: str | None = None) -> dict
     return None
 
 
-def scene_key(project: Project, scene: Scene, first_frame: dict[str, str] | None) -> SceneKey:
-    """The key of `scene`, given its first frame's identity (see `first_frame_input`)."""
+def take_seed(seed: int, take: int) -> int:
+    """The seed of take `take` of a scene whose seed (take 1's) is `seed`: the first 31 bits
+    of sha256 of canonical JSON `[seed, take]`, so every take is as reproducible as take 1."""
+    if take == 1:
+        return seed
+    return int.from_bytes(hashlib.sha256(canonical_json([seed, take])).digest()[:4], "big") >> 1
+
+
+def scene_key(project: Project, scene: Scene, first_frame: dict[str, str] | None,
+              take: int = 1) -> SceneKey:
+    """The key of `scene` (of its take `take`), given its first frame's identity (see
+    `first_frame_input`). Take 1 is the scene's key as if it had no other takes."""
     inputs: dict[str, Any] = {
         "key_version": KEY_VERSION,
         "salt": project.salt,
@@ -57,5 +67,9 @@ def scene_key(project: Project, scene: Scene, first_frame: dict[str, str] | None
     else:
         assert scene.seed is not None
         seed = scene.seed
+    if take > 1 and seed == -1:
+        inputs["take"] = take  # every take asks for a random seed; the keys still differ
+    elif take > 1:
+        seed = take_seed(seed, take)
     inputs["seed"] = seed
     return SceneKey(hashlib.sha256(canonical_json(inputs)).hexdigest(), seed, derived, inputs)

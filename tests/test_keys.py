@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sparkspec.state.digests import DigestMemo
-from sparkspec.keys import SceneKey, canonical_json, first_frame_input, scene_key
+from sparkspec.keys import SceneKey, canonical_json, first_frame_input, scene_key, take_seed
 from sparkspec.plan.planner import image_identity
 from sparkspec.config.loader import load_project
 from sparkspec.config.model import Project
@@ -446,3 +446,55 @@ def test_prompt_text_is_keyed_exactly() -> None:
     keys = {hero_key({"version": 1, "scenes": {"hero": {"prompt": p, "seed": 1}}}) for p in prompts}
     assert len(keys) == len(prompts)
     assert first_frame_input() is None
+
+
+# -- takes ---------------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(projects(), st.integers(1, 8), st.data())
+def test_take_one_is_the_scene_key_whatever_takes_and_pick_say(spec: dict[str, Any], takes: int,
+                                                               data: st.DataObject) -> None:
+    changed = json.loads(json.dumps(spec))
+    level = changed["scenes"]["hero"] if data.draw(st.booleans()) else changed.setdefault("defaults", {})
+    level["takes"] = takes
+    if data.draw(st.booleans()):
+        changed["scenes"]["hero"]["pick"] = data.draw(st.integers(1, takes))
+        changed["scenes"]["hero"]["takes"] = takes
+    assert hero_key(spec) == hero_key(changed)
+
+
+def _hero_takes(spec: dict[str, Any], takes: int = 8) -> list[SceneKey]:
+    with project_dir() as root:
+        (root / SPEC).write_text(to_yaml(spec), encoding="utf-8")
+        project = load_project(root / SPEC).project
+        hero = project.scenes["hero"]
+        return [scene_key(project, hero, None, take) for take in range(1, takes + 1)]
+
+
+@SETTINGS
+@given(projects())
+def test_take_k_seed_is_31_bits_of_sha256_of_seed_and_k(spec: dict[str, Any]) -> None:
+    import hashlib
+
+    keys = _hero_takes(spec)
+    assert len({k.hex for k in keys}) == len(keys) == 8  # each take its own key
+    base = keys[0]
+    for take, key in enumerate(keys, start=1):
+        expected = base.seed if take == 1 else \
+            int.from_bytes(hashlib.sha256(f"[{base.seed},{take}]".encode()).digest()[:4], "big") >> 1
+        assert key.seed == take_seed(base.seed, take) == expected
+        assert 0 <= key.seed < 2**32 and (take == 1 or key.seed < 2**31)
+        # Only the seed differs between takes, and the key is the hash of exactly its inputs.
+        assert {n: v for n, v in key.inputs.items() if n != "seed"} == \
+            {n: v for n, v in base.inputs.items() if n != "seed"}
+        assert key.inputs["seed"] == key.seed and key.seed_derived == base.seed_derived
+        assert key.hex == hashlib.sha256(canonical_json(key.inputs)).hexdigest()
+    assert [k.hex for k in _hero_takes(spec)] == [k.hex for k in keys]  # reproducible
+
+
+def test_takes_of_a_random_seed_all_ask_for_a_random_seed_under_their_own_keys() -> None:
+    keys = _hero_takes({"version": 1, "scenes": {"hero": {"prompt": "x", "seed": -1}}}, takes=3)
+    assert [k.seed for k in keys] == [-1, -1, -1]
+    assert len({k.hex for k in keys}) == 3
+    assert "take" not in keys[0].inputs and [k.inputs.get("take") for k in keys[1:]] == [2, 3]
