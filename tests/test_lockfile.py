@@ -4,12 +4,21 @@ fragments so that writing it after every scene stays linear."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sparkspec.state.lockfile import FileRecord, Lock, SceneRecord, SequenceRecord, read_lock, write_lock
+from sparkspec.state.lockfile import (
+    FileRecord,
+    Lock,
+    SceneRecord,
+    SequenceRecord,
+    read_lock,
+    scene_entry,
+    write_lock,
+)
 
 names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12)
 digests = st.text("0123456789abcdef", min_size=4, max_size=8)
@@ -20,8 +29,19 @@ scenes = st.builds(
     seed=st.integers(0, 2**32 - 1), tokens=st.integers(0, 10**7), video=files, last_frame=files,
     inputs=st.dictionaries(names, st.one_of(scalars, st.dictionaries(names, scalars, max_size=3)), max_size=4),
     seed_derived=st.booleans(), cost=st.one_of(st.none(), st.floats(0, 1000, allow_nan=False)))
+
+
+
+@st.composite
+def entries(draw: st.DrawFn) -> SceneRecord:
+    """A scene's lock entry: a lone render, or several takes (each its own key) and a pick."""
+    numbers = draw(st.sets(st.integers(1, 8), min_size=1, max_size=4))
+    takes = {n: replace(draw(scenes), key=f"{draw(digests)}t{n}") for n in numbers}
+    return scene_entry(takes, draw(st.integers(1, 8)))
+
+
 sequences = st.builds(SequenceRecord, members=st.tuples(digests, digests), video=files)
-locks = st.builds(Lock, scenes=st.dictionaries(names, scenes, max_size=5),
+locks = st.builds(Lock, scenes=st.dictionaries(names, st.one_of(scenes, entries()), max_size=5),
                   sequences=st.dictionaries(names, sequences, max_size=3))
 
 
@@ -43,3 +63,23 @@ def test_lock_round_trips_byte_for_byte(lock: Lock) -> None:
         write_lock(path, lock)
         again, text = read_lock(path)
         assert text == lock.to_text() == again.to_text()
+
+
+@settings(max_examples=100, deadline=None)
+@given(entries())
+def test_a_scene_with_takes_records_every_take_and_the_pick_on_top(entry: SceneRecord) -> None:
+    raw = entry.to_json()
+    takes = entry.take_records()
+    if "takes" not in raw:  # a lone take 1, picked: version 1's shape exactly
+        assert list(takes) == [1] and entry.pick == 1
+        assert set(raw) == {"key", "provider", "model", "task_id", "seed", "tokens", "video",
+                            "last_frame", "inputs", "seed_derived"} | ({"cost"} if entry.cost is not None else set())
+        return
+    assert [t["take"] for t in raw["takes"]] == sorted(takes)
+    top = takes.get(raw["pick"]) or takes[min(takes)]
+    # The top-level fields are the picked take's (the lowest take's while the pick is not recorded).
+    assert {k: v for k, v in raw.items() if k not in ("takes", "pick")} == top.to_json()
+    for listed in raw["takes"]:
+        assert {k: v for k, v in listed.items() if k != "take"} == takes[listed["take"]].to_json()
+    again = SceneRecord.from_json(json.loads(json.dumps(raw)))
+    assert again == entry and again.take == top.take

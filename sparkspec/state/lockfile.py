@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,9 @@ class FileRecord:
 
 @dataclass(frozen=True)
 class SceneRecord(_Fragment):
+    """A scene's render; for a scene with several takes, its picked take's, with every
+    recorded take in `takes` (DESIGN section 10), so readers of version 1 see the pick."""
+
     key: str
     provider: str
     model: str
@@ -61,6 +64,9 @@ class SceneRecord(_Fragment):
     inputs: dict[str, Any] = field(default_factory=dict)  # the key's inputs, for plan's reasons
     seed_derived: bool = False
     cost: float | None = None
+    take: int = 1  # which take this render is
+    takes: tuple[SceneRecord, ...] = ()  # every recorded take, by number; () for a lone take 1
+    pick: int = 1
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -71,16 +77,39 @@ class SceneRecord(_Fragment):
         }
         if self.cost is not None:
             out["cost"] = self.cost
+        if self.takes:
+            out["takes"] = [{**t.to_json(), "take": t.take} for t in self.takes]
+            out["pick"] = self.pick
         return out
 
     @staticmethod
-    def from_json(raw: dict[str, Any]) -> SceneRecord:
+    def from_json(raw: dict[str, Any], take: int = 1) -> SceneRecord:
+        takes = tuple(SceneRecord.from_json(t, int(t["take"])) for t in raw.get("takes") or ())
         return SceneRecord(
             key=str(raw["key"]), provider=str(raw["provider"]), model=str(raw["model"]),
             task_id=str(raw.get("task_id", "")), seed=int(raw["seed"]), tokens=int(raw.get("tokens", 0)),
             video=FileRecord.from_json(raw["video"]), last_frame=FileRecord.from_json(raw["last_frame"]),
             inputs=dict(raw.get("inputs") or {}), seed_derived=bool(raw.get("seed_derived", False)),
-            cost=float(raw["cost"]) if raw.get("cost") is not None else None)
+            cost=float(raw["cost"]) if raw.get("cost") is not None else None,
+            take=take if not takes else next((t.take for t in takes if t.key == str(raw["key"])), take),
+            takes=takes, pick=int(raw.get("pick", 1)))
+
+    def take_records(self) -> dict[int, SceneRecord]:
+        """Every recorded take by number, each without the others."""
+        if not self.takes:
+            return {self.take: self}
+        return {t.take: t for t in self.takes}
+
+
+def scene_entry(takes: dict[int, SceneRecord], pick: int) -> SceneRecord:
+    """The lock entry of a scene with these recorded takes (at least one): the picked take's
+    render on top (the lowest recorded take's while the picked one is not recorded), every
+    take listed; a lone take 1 picked keeps version 1's shape exactly."""
+    ordered = [replace(takes[n], take=n, takes=(), pick=1) for n in sorted(takes)]
+    top = next((t for t in ordered if t.take == pick), ordered[0])
+    if len(ordered) == 1 and top.take == 1 and pick == 1:
+        return top
+    return replace(top, takes=tuple(ordered), pick=pick)
 
 
 @dataclass(frozen=True)
