@@ -52,9 +52,10 @@ def collect(spec: Path, dry_run: bool = False, environ: Mapping[str, str] = os.e
         keep_blobs: set[str] = set()
         for path in locks:
             lock, _ = read_lock(path)
-            for record in lock.scenes.values():
-                keep_keys.add(record.key)
-                keep_blobs.update((record.video.sha256, record.last_frame.sha256))
+            for entry in lock.scenes.values():
+                for record in entry.take_records().values():
+                    keep_keys.add(record.key)
+                    keep_blobs.update((record.video.sha256, record.last_frame.sha256))
         lines: list[str] = []
         verb = "would drop" if dry_run else "dropped"
         try:

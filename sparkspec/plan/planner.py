@@ -15,7 +15,7 @@ import base64
 import enum
 import hashlib
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +63,16 @@ class Change:
     estimated_cost: float | None = None
     same_as: str | None = None  # reuse: the scene whose render in this apply it shares
     scene_key: SceneKey | None = field(default=None, compare=False, repr=False)  # what `key` was made of
+    take: int = 1  # which of the scene's takes; take 1 is the scene itself
 
     @property
     def address(self) -> str:
-        return f"{self.kind}.{self.id}"
+        return f"{self.kind}.{self.id}" + (f".take{self.take}" if self.take != 1 else "")
+
+    @property
+    def render(self) -> str:
+        """What `same_as` names: the scene's id, `id.takeK` for its other takes."""
+        return self.address.split(".", 1)[1]
 
 
 @dataclass(frozen=True)
@@ -81,8 +87,8 @@ class Plan:
     options: PlanOptions = PlanOptions()
     fingerprint: Mapping[str, str] = field(default_factory=dict)
 
-    def scene(self, scene_id: str) -> Change | None:
-        return next((c for c in self.changes if c.kind == "scene" and c.id == scene_id), None)
+    def scene(self, scene_id: str, take: int = 1) -> Change | None:
+        return next((c for c in self.changes if c.kind == "scene" and c.id == scene_id and c.take == take), None)
 
     def count(self, *actions: Action) -> int:
         return sum(1 for c in self.changes if c.action in actions)
@@ -101,9 +107,11 @@ class Plan:
         return sum(costs) if costs else None
 
 
-def output_paths(project: Project, scene_id: str) -> tuple[str, str]:
+def output_paths(project: Project, scene_id: str, take: int = 1, pick: int = 1) -> tuple[str, str]:
+    """Where a take's video and last frame go: the picked take is the scene's."""
     base = project.output_dir.rstrip("/")
-    return f"{base}/{scene_id}.mp4", f"{base}/{scene_id}.last.png"
+    stem = scene_id if take == pick else f"{scene_id}.take{take}"
+    return f"{base}/{stem}.mp4", f"{base}/{stem}.last.png"
 
 
 def sequence_path(project: Project, name: str) -> str:
@@ -156,40 +164,43 @@ class Decision:
 
 def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | None, cache: Cache,
            memo: DigestMemo, *, forced: bool = False, same_as: str | None = None,
-           estimate: tuple[int, float | None] = (0, None)) -> Decision:
-    """What to do for `scene` whose key is known: the one place an action is chosen.
-    `same_as` names an earlier scene that renders this key in the same apply."""
+           estimate: tuple[int, float | None] = (0, None), take: int = 1, moved: str | None = None) -> Decision:
+    """What to do for take `take` of `scene` (its own record in `record`) whose key is known:
+    the one place an action is chosen. `same_as` names an earlier render of this key in the
+    same apply; `moved` says why a take's outputs move (`pick: 1 -> 3`)."""
     tokens, cost = estimate
     problem = None
     if record is not None and record.key == key.hex:
-        video_path, frame_path = output_paths(project, scene.id)
+        video_path, frame_path = output_paths(project, scene.id, take, scene.pick)
         problem = file_problem(memo, project.root, record.video, video_path) or \
             file_problem(memo, project.root, record.last_frame, frame_path)
+        if problem is not None and moved is not None and record.video.path != video_path:
+            problem = moved
         if problem is None and not forced:
-            return Decision(Change("scene", scene.id, Action.NOOP, (), key.hex, scene_key=key),
+            return Decision(Change("scene", scene.id, Action.NOOP, (), key.hex, scene_key=key, take=take),
                             record.video.sha256, record.last_frame.sha256)
     if same_as is not None:
         reasons = _reasons(record, key) if record is not None and record.key != key.hex else []
         return Decision(Change("scene", scene.id, Action.REUSE, tuple(reasons + [f"same render as scene.{same_as}"]),
-                               key.hex, same_as=same_as, scene_key=key))
+                               key.hex, same_as=same_as, scene_key=key, take=take))
     if forced:
         return Decision(Change("scene", scene.id, Action.REPLACE, ("forced by --replace",), key.hex, tokens, cost,
-                               scene_key=key))
+                               scene_key=key, take=take))
     if record is not None and problem is not None:
         if cache.lookup(key.hex) is not None:
-            return Decision(Change("scene", scene.id, Action.RESTORE, (problem,), key.hex, scene_key=key),
+            return Decision(Change("scene", scene.id, Action.RESTORE, (problem,), key.hex, scene_key=key, take=take),
                             record.video.sha256, record.last_frame.sha256)
         return Decision(Change("scene", scene.id, Action.UPDATE, (f"{problem} and not in the cache",),
-                               key.hex, tokens, cost, scene_key=key))
+                               key.hex, tokens, cost, scene_key=key, take=take))
     cached = cache.lookup(key.hex)
     if cached is not None:
         reasons = _reasons(record, key) if record else []
         return Decision(Change("scene", scene.id, Action.REUSE, tuple(reasons + ["already rendered: in the cache"]),
-                               key.hex, scene_key=key), cached.video_sha256, cached.last_frame_sha256)
+                               key.hex, scene_key=key, take=take), cached.video_sha256, cached.last_frame_sha256)
     if record is not None:
         return Decision(Change("scene", scene.id, Action.UPDATE, tuple(_reasons(record, key)), key.hex, tokens,
-                               cost, scene_key=key))
-    return Decision(Change("scene", scene.id, Action.CREATE, (), key.hex, tokens, cost, scene_key=key))
+                               cost, scene_key=key, take=take))
+    return Decision(Change("scene", scene.id, Action.CREATE, (), key.hex, tokens, cost, scene_key=key, take=take))
 
 
 class _Planner:
@@ -205,6 +216,7 @@ class _Planner:
         self.ratios: dict[str, tuple[int, int]] = {}  # pixel size, for estimates
         self.rendering: dict[str, str] = {}  # key -> the first scene that renders it in this apply
         self.render_ids: dict[str, str] = {}  # scene -> its key, or what will make its key
+        self.pick_changes: dict[str, str] = {}  # scene -> "pick: 1 -> 3"
 
     def size(self, scene: Scene) -> tuple[int, int]:
         ratio = scene.ratio
@@ -229,41 +241,67 @@ class _Planner:
         factor = 0.5 if scene.service_tier == "flex" else 1.0
         return tokens, tokens / 1e6 * price * factor
 
-    def plan_scene(self, scene: Scene) -> Change:
+    def plan_scene(self, scene: Scene) -> list[Change]:
+        """One change per take (take 1 first), and a delete for each recorded take dropped."""
         record = self.lock.scenes.get(scene.id)
+        recorded = record.take_records() if record is not None else {}
+        if record is not None and record.pick != scene.pick:
+            self.pick_changes[scene.id] = f"pick: {record.pick} -> {scene.pick}"
         upstream = scene.upstream
-        tokens, cost = self.estimate(scene)
+        estimate = self.estimate(scene)
         forced = scene.id in self.options.replace
         if upstream is not None and self.last_frames.get(upstream) is None:
             self.last_frames[scene.id] = self.videos[scene.id] = None
-            partial = scene_key(self.project, scene, None)
-            # Its key is unknown, but two such scenes made alike from one render share it.
-            render = self.render_ids[scene.id] = hashlib.sha256(
-                f"{partial.hex}:{self.render_ids[upstream]}".encode()).hexdigest()
-            same_as = self.rendering.get(render)
-            if same_as is not None:
-                return Change("scene", scene.id, Action.REUSE, (f"same render as scene.{same_as}",), None,
-                              same_as=same_as)
-            self.rendering[render] = scene.id
-            reasons = [f"upstream {upstream} re-renders"]
-            if record is not None:
-                # The upstream explains the new key; list only what else changed.
-                reasons += [r for r in _reasons(record, partial, skip=("first_frame",)) if r != "key changed"]
-            action = Action.REPLACE if forced else Action.UPDATE if record else Action.CREATE
-            return Change("scene", scene.id, action, tuple(reasons), None, tokens, cost)
-        if upstream is not None:
-            first = first_frame_input(sha256=self.last_frames[upstream])
+            changes = [self.plan_unknown(scene, take, recorded.get(take), forced, estimate)
+                       for take in range(1, scene.takes + 1)]
         else:
-            first = image_identity(scene, self.memo)
-        key = scene_key(self.project, scene, first)
-        self.render_ids[scene.id] = key.hex
-        decision = decide(self.project, scene, key, record, self.cache, self.memo, forced=forced,
-                          same_as=self.rendering.get(key.hex), estimate=(tokens, cost))
-        change = decision.change
-        if change.action.renders:
-            self.rendering[key.hex] = scene.id
-        self.last_frames[scene.id], self.videos[scene.id] = decision.last_frame, decision.video
-        return change
+            if upstream is not None:
+                first = first_frame_input(sha256=self.last_frames[upstream])
+            else:
+                first = image_identity(scene, self.memo)
+            changes = []
+            for take in range(1, scene.takes + 1):
+                key = scene_key(self.project, scene, first, take)
+                if take == scene.pick:  # what chained scenes start from
+                    self.render_ids[scene.id] = key.hex
+                decision = decide(self.project, scene, key, recorded.get(take), self.cache, self.memo,
+                                  forced=forced, same_as=self.rendering.get(key.hex), estimate=estimate,
+                                  take=take, moved=self.pick_changes.get(scene.id))
+                change = decision.change
+                if change.action.renders:
+                    self.rendering[key.hex] = change.render
+                if upstream in self.pick_changes:
+                    why = f"upstream {upstream} {self.pick_changes[upstream]}"
+                    change = replace(change, reasons=tuple(why if r == "first frame changed" else r
+                                                           for r in change.reasons))
+                if take == scene.pick:
+                    self.last_frames[scene.id], self.videos[scene.id] = decision.last_frame, decision.video
+                changes.append(change)
+        changes += [Change("scene", scene.id, Action.DELETE, (f"takes lowered to {scene.takes}",), take=take)
+                    for take in sorted(recorded) if take > scene.takes]
+        return changes
+
+    def plan_unknown(self, scene: Scene, take: int, record: SceneRecord | None, forced: bool,
+                     estimate: tuple[int, float | None]) -> Change:
+        """A take whose key waits for its upstream's render in this apply."""
+        partial = scene_key(self.project, scene, None, take)
+        upstream = str(scene.upstream)
+        # Its key is unknown, but two such takes made alike from one render share it.
+        render = hashlib.sha256(f"{partial.hex}:{self.render_ids[upstream]}".encode()).hexdigest()
+        if take == scene.pick:
+            self.render_ids[scene.id] = render
+        same_as = self.rendering.get(render)
+        if same_as is not None:
+            return Change("scene", scene.id, Action.REUSE, (f"same render as scene.{same_as}",), None,
+                          same_as=same_as, take=take)
+        change = Change("scene", scene.id, Action.CREATE, (), None, *estimate, take=take)
+        self.rendering[render] = change.render
+        reasons = [f"upstream {upstream} re-renders"]
+        if record is not None:
+            # The upstream explains the new key; list only what else changed.
+            reasons += [r for r in _reasons(record, partial, skip=("first_frame",)) if r != "key changed"]
+        action = Action.REPLACE if forced else Action.UPDATE if record else Action.CREATE
+        return replace(change, action=action, reasons=tuple(reasons))
 
     def plan_sequence(self, name: str, members: tuple[str, ...]) -> Change:
         record = self.lock.sequences.get(name)
@@ -298,8 +336,8 @@ def plan_changes(project: Project, lock: Lock, cache: Cache, memo: DigestMemo,
     else:
         selected = project.scenes
     planner = _Planner(project, lock, cache, memo, options)
-    changes = [planner.plan_scene(project.scenes[sid])
-               for sid in graph.topological_order(upstreams) if sid in selected]
+    changes = [change for sid in graph.topological_order(upstreams) if sid in selected
+               for change in planner.plan_scene(project.scenes[sid])]
     if not options.targets:
         changes += [Change("scene", sid, Action.DELETE, ("not in the spec",))
                     for sid in lock.scenes if sid not in project.scenes]

@@ -65,7 +65,8 @@ def render_text(plan: Plan) -> str:
         lines.append("sparkspec will:")
         lines.append("")
     for change in shown:
-        head = f"  {change.action.symbol:>3} {change.address} ({change.action.value})"
+        take = f" take {change.take}" if change.take != 1 else ""
+        head = f"  {change.action.symbol:>3} {change.kind}.{change.id}{take} ({change.action.value})"
         if change.action.renders:
             head += f"  ~{change.estimated_tokens:,} tokens"
             if change.estimated_cost is not None:
