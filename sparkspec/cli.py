@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -158,9 +159,10 @@ def apply(planfile: str | None, spec: str, variables: tuple[str, ...], var_files
     """Render what changed, reuse what the cache has, and write the lock."""
     from sparkspec.commands.apply import run_apply
 
+    spec_given = click.get_current_context().get_parameter_source("spec") is not ParameterSource.DEFAULT
     code = run_apply(planfile=planfile, spec=spec, load_options=_load_options(variables, var_files, provider),
                      plan_options=_plan_options(targets, replace), auto_approve=auto_approve,
-                     parallelism=parallelism, as_json=as_json, fail_fast=fail_fast)
+                     parallelism=parallelism, as_json=as_json, fail_fast=fail_fast, spec_given=spec_given)
     if code:
         sys.exit(code)
 

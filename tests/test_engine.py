@@ -139,13 +139,16 @@ def test_a_journalled_task_past_its_expiry_is_submitted_again(tmp_path: Path) ->
     result, provider, events = run(tmp_path, set())
     assert result.ok and "a" in provider.submitted
     assert not any(e.get("state") == "collecting" for e in events)
+    assert {"event": "resubmitted", "scene": "a", "task_id": "local-long-gone", "count": 1, "limit": 2,
+            "reason": "it expired before it was collected"} in events
 
 
-def test_a_journalled_task_the_provider_no_longer_knows_is_submitted_again(tmp_path: Path) -> None:
+def test_a_journalled_task_the_provider_does_not_know_is_not_submitted_again(tmp_path: Path) -> None:
+    """It may exist and be paid for: the scene fails naming it, and its id stays journalled."""
     import time
 
-    _journal_a(tmp_path, "local-unknown-task", submitted_at=time.time())
+    _journal_a(tmp_path, "local-unknown-task", submitted_at=time.time() - 600)  # 10 min ago, within its expiry
     result, provider, events = run(tmp_path, set())
     assert {"event": "progress", "scene": "a", "task_id": "local-unknown-task", "state": "collecting"} in events
-    assert result.ok and "a" in provider.submitted
-    assert Journal(tmp_path / ".sparkspec/journal").entries() == []
+    assert "a" not in provider.submitted and "local task local-unknown-task is unknown" in result.failed["a"]
+    assert [e.task_id for e in Journal(tmp_path / ".sparkspec/journal").entries()] == ["local-unknown-task"]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sparkspec.state.journal import Journal
 from sparkspec.apply.outputs import materialize, remove_output, write_index
-from sparkspec.apply.tasks import Emit, SceneFailed, SceneSkipped, Sleep, TaskRunner
+from sparkspec.apply.tasks import UNKNOWN_TASK_GRACE, Emit, SceneFailed, SceneSkipped, Sleep, TaskRunner
 from sparkspec.state.cache import CachedRender
 from sparkspec.keys import SceneKey, first_frame_input, scene_key
 from sparkspec.state.lockfile import FileRecord, Lock, SceneRecord, SequenceRecord, write_lock
@@ -56,6 +56,7 @@ class Engine:
     emit: Emit
     parallelism: int
     fail_fast: bool = False
+    unknown_task_grace: float = UNKNOWN_TASK_GRACE  # seconds a just-created task may answer 404
     sleep: Sleep = asyncio.sleep
     rng: random.Random = field(default_factory=random.Random)
     wall_clock: Callable[[], float] = time.time
@@ -74,7 +75,7 @@ class Engine:
             provider=self.provider, journal=Journal(ws.state_dir / "journal"), cache=ws.cache,
             emit=self.emit, sleep=self.sleep, rng=self.rng, wall_clock=self.wall_clock,
             monotonic=self.monotonic, poll=self.project.provider.poll, tmp_dir=self.tmp_dir,
-            parallelism=self.parallelism, fail_fast=self.fail_fast)
+            parallelism=self.parallelism, fail_fast=self.fail_fast, unknown_task_grace=self.unknown_task_grace)
 
     @property
     def stop_submitting(self) -> str | None:
@@ -98,6 +99,8 @@ class Engine:
     # -- the walk -------------------------------------------------------------------------
     async def run(self) -> ApplyResult:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in self.tmp_dir.glob("*.part"):  # downloads of a killed apply (we hold the apply lock)
+            leftover.unlink(missing_ok=True)
         loop = asyncio.get_running_loop()
         scene_changes = [c for c in self.plan.changes if c.kind == "scene" and c.action is not Action.DELETE]
         for change in scene_changes:

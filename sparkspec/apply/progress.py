@@ -25,6 +25,9 @@ def describe(event: dict[str, Any]) -> str | None:
     subject = event.get("scene") or f"sequence {event.get('sequence')}"
     if kind == "submitted":
         return f"{subject}: submitted (task {event['task_id']})"
+    if kind == "resubmitted":
+        return (f"{subject}: submitting again ({event['reason']}; task {event['task_id']}), "
+                f"{event['count']} of at most {event['limit']} in this apply")
     if kind == "completed":
         return f"{subject}: rendered ({event['tokens']:,} tokens)"
     if kind == "failed":

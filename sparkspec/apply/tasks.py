@@ -2,23 +2,26 @@
 
 A task's id is in the journal before it is polled, so an apply killed at any point
 collects it next time instead of paying for it twice. A render slot is held only while
-the task renders remotely; downloads and checks happen after it is freed. 003021099
-(the service is busy) is submitted again with backoff, a task the provider no longer
-knows is submitted again, a refused key stops all new submissions. Failures come out
-as `SceneFailed`, and with --fail-fast they stop new submissions too.
+the task renders remotely; downloads and checks happen after it is freed. A task the
+API says did not render (003021099, expired) is submitted again with backoff, at most
+twice per scene per apply, each time reported; a task the API does not know (404) is
+never submitted again: it may exist and be paid for. A refused key stops all new
+submissions. Failures come out as `SceneFailed`, and with --fail-fast they stop new
+submissions too. Scenes with one key share one render (`obtain`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sparkspec import apifacts
-from sparkspec.state.journal import Journal
+from sparkspec.state.journal import DamagedEntry, Journal, JournalEntry
 from sparkspec.media.probe import check_png
 from sparkspec.state.cache import Cache, CachedRender
 from sparkspec.errors import (
@@ -38,7 +41,10 @@ Emit = Callable[[dict[str, Any]], None]
 Sleep = Callable[[float], Awaitable[None]]
 
 UNAVAILABLE = "003021099"
-MAX_RESUBMITS = 2  # of a task that failed with 003021099, per apply
+# What a task that did not render is submitted again for, and how it is reported.
+RESUBMIT_CODES = {UNAVAILABLE: "the service was busy (003021099)", "expired": "the task expired unrendered"}
+MAX_RESUBMITS = 2  # per scene per apply
+UNKNOWN_TASK_GRACE = 60.0  # seconds after a create during which a 404 means "not visible yet"
 MAX_DOWNLOAD_ATTEMPTS = 4  # of a finished task's outputs: lapsed URLs refreshed, damaged bodies fetched again
 DEFAULT_EXPIRY = 172800
 
@@ -69,6 +75,7 @@ class TaskRunner:
     tmp_dir: Path
     parallelism: int
     fail_fast: bool = False
+    unknown_task_grace: float = UNKNOWN_TASK_GRACE
 
     def __post_init__(self) -> None:
         # Why new submissions stopped (Ctrl-C, a refused key, --fail-fast); None while they go on.
@@ -90,10 +97,9 @@ class TaskRunner:
         in this apply is never paid for again; `fresh` (--replace) skips the cache."""
         flight = self.flights.get(key.hex)
         if flight is None and not fresh:
-            cached = await asyncio.to_thread(self.cache.lookup, key.hex)
+            cached = self.cache.lookup(key.hex)
             if cached is not None:
                 return cached, True
-            flight = self.flights.get(key.hex)
         if flight is not None:
             outcome = await asyncio.shield(flight)
             if isinstance(outcome, str):
@@ -111,33 +117,48 @@ class TaskRunner:
 
     async def render(self, key: SceneKey, request: RenderRequest, *, fresh: bool = False) -> CachedRender:
         """Submit (or collect) and wait while holding a render slot; download and check after
-        releasing it, so the slot bounds only the tasks rendering remotely."""
-        provider_type = self.api.type
+        releasing it, so the slot bounds only the tasks rendering remotely. A task is submitted
+        again only when the API says it did not render (003021099, expired), at most
+        MAX_RESUBMITS times, each one reported; a task the API does not know is never."""
         resubmits = 0
         if fresh:  # --replace: whatever an earlier apply submitted is not collected
             await asyncio.to_thread(self.journal.forget, key.hex)
         while True:
             try:
                 async with self.semaphore:
-                    if self.stop_submitting is not None and self.journal.get(key.hex) is None:
-                        raise SceneSkipped(self.stop_submitting)
-                    status = await self.collect_or_submit(request)
-                    status = await self.wait(request.scene, status)
+                    entry = self.journalled(request)
+                    if entry is not None and self.wall_clock() >= entry.submitted_at + entry.expires_after:
+                        await asyncio.to_thread(self.journal.forget, key.hex)
+                        resubmits += 1
+                        self.resubmitted(request.scene, entry.task_id, "it expired before it was collected",
+                                         resubmits)
+                        entry = None
+                    if entry is None:
+                        if self.stop_submitting is not None:
+                            raise SceneSkipped(self.stop_submitting)
+                        status, since = await self.submit(request), self.wall_clock()
+                    else:
+                        self.emit({"event": "progress", "scene": request.scene, "task_id": entry.task_id,
+                                   "state": "collecting"})
+                        status = TaskStatus(entry.task_id, TaskState.RUNNING, locator=entry.locator)
+                        since = entry.submitted_at
+                    status = await self.wait(request.scene, status, since)
                 if status.state is TaskState.COMPLETED:
                     return await self.deliver(request, key, status)
-                error = None
-                if status.error_code != UNAVAILABLE or resubmits == MAX_RESUBMITS:
+                retry = RESUBMIT_CODES.get(status.error_code or "")
+                if retry is None or resubmits >= MAX_RESUBMITS:
                     message = status.error_message or "the render failed"
                     code = f" ({status.error_code})" if status.error_code else ""
+                    again = f"; submitted {resubmits} time(s) already" if retry is not None else ""
+                    # The failure first: with --fail-fast no other scene may take the slot just freed.
                     error = self.failure(request.scene,
-                                         f"{provider_type} task {status.task_id} failed{code}: {message}")
-                await asyncio.to_thread(self.journal.forget, key.hex)
-                if error is not None:
+                                         f"{self.api.type} task {status.task_id} failed{code}: {message}{again}")
+                    await asyncio.to_thread(self.journal.forget, key.hex)
                     raise error
-                resubmits += 1
-                await self.sleep(self.backoff(resubmits))
-            except TaskNotFound:
                 await asyncio.to_thread(self.journal.forget, key.hex)
+                resubmits += 1
+                self.resubmitted(request.scene, status.task_id, retry, resubmits)
+                await self.sleep(self.backoff(resubmits))
             except AuthError as exc:
                 self.stop_submitting = f"the API refused the key: {exc}"
                 raise self.failure(request.scene, str(exc)) from None
@@ -149,6 +170,21 @@ class TaskRunner:
                 # The task id stays in the journal: a later apply can still collect it.
                 raise self.failure(request.scene, str(exc)) from None
 
+    def journalled(self, request: RenderRequest) -> JournalEntry | None:
+        """This key's task from an earlier apply, if it is this provider's. A damaged entry
+        fails the scene and stays: a task may exist, and paying for another is not ours to do."""
+        try:
+            entry = self.journal.get(request.key)
+        except DamagedEntry as exc:
+            raise self.failure(request.scene, f"{exc}; a task may already exist for it, so nothing was "
+                               f"submitted: look at the file and delete it, or run `sparkspec apply "
+                               f"--replace {request.scene}` to render it afresh") from None
+        return entry if entry is not None and entry.provider == self.api.type else None
+
+    def resubmitted(self, scene_id: str, task_id: str, reason: str, count: int) -> None:
+        self.emit({"event": "resubmitted", "scene": scene_id, "task_id": task_id, "reason": reason,
+                   "count": count, "limit": MAX_RESUBMITS})
+
     def failure(self, scene_id: str, message: str) -> SceneFailed:
         """The error that fails a scene. With --fail-fast, submissions stop here, before any
         other scene can take the render slot this one just freed."""
@@ -156,17 +192,8 @@ class TaskRunner:
             self.stop_submitting = f"--fail-fast: {scene_id} failed"
         return SceneFailed(message)
 
-    async def collect_or_submit(self, request: RenderRequest) -> TaskStatus:
-        entry = self.journal.get(request.key)
-        if entry is not None and entry.provider == self.api.type:
-            if self.wall_clock() < entry.submitted_at + entry.expires_after:
-                self.emit({"event": "progress", "scene": request.scene, "task_id": entry.task_id,
-                           "state": "collecting"})
-                return TaskStatus(entry.task_id, TaskState.RUNNING, locator=entry.locator)
-            await asyncio.to_thread(self.journal.forget, request.key)
-        return await self.submit(request)
-
     async def submit(self, request: RenderRequest) -> TaskStatus:
+        """Create the task; its id is in the journal before anything else happens."""
         try:
             status = await self.api.submit(request)
         except AuthError as exc:
@@ -181,7 +208,7 @@ class TaskRunner:
         return status
 
     def backoff(self, attempt: int) -> float:
-        base = min(self.poll.max, self.poll.initial * (2 ** (attempt - 1)))
+        base = min(self.poll.max, self.poll.initial * (2 ** min(attempt - 1, 30)))
         return float(base * (0.5 + self.rng.random() / 2))
 
     def next_poll(self, attempt: int, status: TaskStatus, elapsed: float) -> float:
@@ -195,13 +222,26 @@ class TaskRunner:
         remaining = elapsed * (1 - p) / p
         return max(self.poll.initial / 4, min(self.poll.max, elapsed, remaining + 0.005))
 
-    async def wait(self, scene_id: str, status: TaskStatus) -> TaskStatus:
+    async def wait(self, scene_id: str, status: TaskStatus, since: float) -> TaskStatus:
+        """Poll until the task ends. An API may not show a task it just made: a 404 up to
+        `unknown_task_grace` seconds after the create is waited out; after that the scene
+        fails and the task stays in the journal (it may exist and be paid for)."""
         attempt = 0
         started = self.monotonic()
         while status.state is TaskState.RUNNING:
             attempt += 1
             await self.sleep(self.next_poll(attempt, status, self.monotonic() - started))
-            status = await self.api.poll(status.task_id, status.locator)
+            try:
+                status = await self.api.poll(status.task_id, status.locator)
+            except TaskNotFound:
+                waited = self.wall_clock() - since
+                if waited < self.unknown_task_grace:
+                    continue
+                raise self.failure(scene_id, (
+                    f"{self.api.type} task {status.task_id} is unknown to the API {waited:.0f} s after it was "
+                    "created; it may exist and be paid for, so it was not submitted again. Its id stays in "
+                    f"the journal for the next apply to ask again; `sparkspec apply --replace {scene_id}` "
+                    "submits afresh")) from None
             if status.state is TaskState.RUNNING:
                 self.emit({"event": "progress", "scene": scene_id, "task_id": status.task_id,
                            "progress": status.progress})
@@ -210,7 +250,8 @@ class TaskRunner:
     async def deliver(self, request: RenderRequest, key: SceneKey, status: TaskStatus) -> CachedRender:
         """Download, check and cache both outputs; then the journal entry can go."""
         cache = self.cache
-        parts = (self.tmp_dir / f"{key.hex}.mp4.part", self.tmp_dir / f"{key.hex}.png.part")
+        unique = f"{key.hex[:16]}-{secrets.token_hex(6)}"  # never shared with another task's download
+        parts = (self.tmp_dir / f"{unique}.mp4.part", self.tmp_dir / f"{unique}.png.part")
         for attempt in range(1, MAX_DOWNLOAD_ATTEMPTS + 1):
             if not status.video_url or not status.last_frame_url:
                 raise self.failure(request.scene, f"task {status.task_id} completed without "

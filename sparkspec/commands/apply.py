@@ -18,7 +18,7 @@ from sparkspec.state.applylock import apply_lock
 from sparkspec.apply.progress import JsonReporter, LiveReporter, PlainReporter
 from sparkspec.errors import SparkspecError
 from sparkspec.plan.planner import Action, Plan, PlanOptions
-from sparkspec.plan.planfile import check_fresh, load_plan
+from sparkspec.plan.planfile import check_fresh, check_options, load_plan
 from sparkspec.plan.view import render_text
 from sparkspec.config.loader import LoadOptions
 from sparkspec.state.workspace import Workspace, open_workspace
@@ -36,12 +36,13 @@ RENDERS = (Action.CREATE, Action.UPDATE, Action.REPLACE)
 def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, plan_options: PlanOptions,
               auto_approve: bool, parallelism: int | None, as_json: bool, fail_fast: bool,
               environ: Mapping[str, str] = os.environ, stdin: TextIO | None = None,
-              stdout: TextIO | None = None) -> int:
+              stdout: TextIO | None = None, spec_given: bool = False) -> int:
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     saved = None
     if planfile is not None:
         saved = load_plan(Path(planfile))
+        check_options(saved, Path(planfile), spec if spec_given else None, load_options, plan_options)
         spec, load_options, plan_options = saved.spec, saved.load_options, saved.plan_options
     workspace = open_workspace(Path(spec), load_options, display=spec, environ=environ)
     for warning in sorted(workspace.warnings, key=lambda d: (d.file, d.line, d.column)):

@@ -71,3 +71,26 @@ def check_fresh(saved: SavedPlan, fresh: Plan, path: Path) -> None:
     if saved.changes != plan_json(fresh)["changes"]:
         raise StalePlanError(f"{path}: stale plan: the renders or the cache changed since it was made; "
                              "run `sparkspec plan --out FILE` again")
+
+
+def check_options(saved: SavedPlan, path: Path, spec: str | None, load_options: LoadOptions,
+                  plan_options: PlanOptions) -> None:
+    """A saved plan is applied as it was made: an option given again must say what it said
+    (terraform refuses variables with a saved plan). `spec` is None when -f was not given."""
+    given: list[tuple[str, object, object]] = [
+        ("--provider", load_options.provider, saved.load_options.provider),
+        ("--var", load_options.variables, saved.load_options.variables),
+        ("--var-file", load_options.var_files, saved.load_options.var_files),
+        ("--target", plan_options.targets, saved.plan_options.targets),
+        ("--replace", plan_options.replace, saved.plan_options.replace),
+    ]
+    if spec is not None and Path(spec).resolve() != Path(saved.spec).resolve():
+        raise StalePlanError(f"{path}: the plan was made from {saved.spec}, not {spec}; apply it without -f, "
+                             f"or make a new plan with `sparkspec plan -f {spec} --out FILE`")
+    for flag, value, made_with in given:
+        if value and value != made_with:
+            shown = " ".join(f"{flag} {v}" for v in value) if isinstance(value, tuple) else f"{flag} {value}"
+            raise StalePlanError(f"{path}: a saved plan is applied as it was made, and it was not made with "
+                                 f"{shown}; apply it without {flag}, or make a new plan with those options "
+                                 "(`sparkspec plan ... --out FILE`)")
+

@@ -12,7 +12,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sparkspec.errors import StatePathError
 from sparkspec.fsutil import atomic_write_text, fsync_dir
+
+
+class DamagedEntry(StatePathError):
+    """A journal file that cannot be read: its task may exist, so it is reported, never dropped."""
 
 
 @dataclass(frozen=True)
@@ -34,11 +39,22 @@ class Journal:
         return self.directory / f"{key}.json"
 
     def get(self, key: str) -> JournalEntry | None:
+        """The entry for `key`, None when there is none; DamagedEntry when its file is unreadable."""
+        path = self._path(key)
         try:
-            raw = json.loads(self._path(key).read_text(encoding="utf-8"))
-            return JournalEntry(**raw)
-        except (OSError, ValueError, TypeError):
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            entry = JournalEntry(key=str(raw["key"]), scene=str(raw["scene"]), provider=str(raw["provider"]),
+                                 task_id=str(raw["task_id"]), submitted_at=float(raw["submitted_at"]),
+                                 expires_after=int(raw["expires_after"]),
+                                 locator=None if raw.get("locator") is None else str(raw["locator"]))
+        except FileNotFoundError:
             return None
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise DamagedEntry(f"{path}: damaged journal entry ({type(exc).__name__}: {exc})") from None
+        if entry.key != key or not entry.task_id:
+            raise DamagedEntry(f"{path}: damaged journal entry (it names key {entry.key[:12]}, "
+                               f"task {entry.task_id!r})")
+        return entry
 
     def record(self, key: str, scene: str, provider: str, task_id: str, expires_after: int,
                now: float | None = None, locator: str | None = None) -> JournalEntry:
@@ -52,11 +68,15 @@ class Journal:
         fsync_dir(self.directory)
 
     def entries(self) -> list[JournalEntry]:
+        """The readable entries (a damaged one is reported when its scene is applied)."""
         if not self.directory.is_dir():
             return []
         found = []
         for path in sorted(self.directory.glob("*.json")):
-            entry = self.get(path.stem)
+            try:
+                entry = self.get(path.stem)
+            except DamagedEntry:
+                continue
             if entry is not None:
                 found.append(entry)
         return found

@@ -131,6 +131,7 @@ class FakeSparkAPI:
         self.lock = threading.RLock()
         self.tasks: dict[str, Task] = {}
         self.forgotten: set[str] = set()
+        self.unknown_tasks = False  # True: every query answers 404, as a gateway whose reads lag its writes
         self.faults: list[Fault] = []
         self.outcomes: list[Outcome] = []
         self.requests: Counter[str] = Counter()  # endpoint -> count
@@ -276,7 +277,7 @@ class FakeSparkAPI:
     def lookup(self, task_id: str) -> Task | None:
         """The task, or None when the API does not know it (never made, or forgotten)."""
         with self.lock:
-            return None if task_id in self.forgotten else self.tasks.get(task_id)
+            return None if task_id in self.forgotten or self.unknown_tasks else self.tasks.get(task_id)
 
     def cancel(self, task: Task) -> bool:
         """Cancel a task still in the queue (it costs nothing); False once it renders or ended."""

@@ -1,0 +1,206 @@
+"""Every path that submits a scene again is bounded, counted and reported, against the fake
+gateway on loopback: a task the API never shows is created once and kept in the journal;
+003021099 and expired tasks are submitted again at most twice, each time reported; a
+damaged journal entry is reported and left, never silently replaced by a new task."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fakeapi import FakeSparkAPI
+from sparkspec.apply.engine import ApplyResult, Engine
+from sparkspec.apply.progress import PlainReporter
+from sparkspec.plan.planner import PlanOptions
+from sparkspec.providers import make_provider
+from sparkspec.state.journal import Journal
+from sparkspec.state.workspace import open_workspace
+
+SPEC = """\
+version: 1
+provider: {type: spark, parallelism: 2, poll: {initial: 0.5, max: 4}}
+defaults: {resolution: 480p, frames: 29, seed: 11}
+scenes:
+  a: {prompt: "a heron stands in reeds"}
+  b: {prompt: "a heron takes flight"}
+"""
+
+
+class Clock:
+    """Wall and monotonic time that move only when the engine sleeps: minutes pass at once."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Any:
+    with FakeSparkAPI(api_key="sk-money", render="template") as fake:  # one clip per shape, made once
+        yield fake
+
+
+@pytest.fixture
+def api(gateway: FakeSparkAPI) -> FakeSparkAPI:
+    gateway.unknown_tasks = False
+    gateway.outcomes.clear()
+    gateway.reset_counters()
+    return gateway
+
+
+def apply(root: Path, api: FakeSparkAPI, *, replace: tuple[str, ...] = (),
+          reporter: Any = None) -> tuple[ApplyResult, list[dict[str, Any]]]:
+    spec = root / "project.spark.yaml"
+    if not spec.exists():
+        spec.write_text(SPEC)
+    workspace = open_workspace(spec)
+    environ = {"SPARK_API_KEY": api.api_key, "SPARK_BASE_URL": api.base_url}
+    provider = make_provider(workspace.project.provider, workspace.state_dir, environ)
+    events: list[dict[str, Any]] = []
+    clock = Clock()
+
+    def emit(event: dict[str, Any]) -> None:
+        events.append(event)
+        if reporter is not None:
+            reporter(event)
+
+    engine = Engine(workspace, workspace.plan(PlanOptions(replace=replace)), provider, emit, parallelism=2,
+                    sleep=clock.sleep, wall_clock=clock, monotonic=clock)
+
+    async def run() -> ApplyResult:
+        try:
+            return await engine.run()
+        finally:
+            await provider.aclose()
+
+    try:
+        return asyncio.run(run()), events
+    finally:
+        workspace.close()
+
+
+def test_a_task_the_api_never_shows_is_created_once_kept_and_collected_later(tmp_path: Path,
+                                                                            api: FakeSparkAPI) -> None:
+    api.unknown_tasks = True  # every query answers 404
+    result, events = apply(tmp_path, api)
+    assert api.total_creates == 2 and sorted(api.creates_by_prompt().values()) == [1, 1]
+    assert set(result.failed) == {"a", "b"}
+    journal = {e.scene: e.task_id for e in Journal(tmp_path / ".sparkspec/journal").entries()}
+    for scene in ("a", "b"):
+        message = result.failed[scene]
+        assert f"task {journal[scene]} is unknown to the API" in message
+        assert "not submitted again" in message and f"--replace {scene}" in message
+    polls = [e for e in events if e["event"] == "progress"]
+    assert api.requests["query"] >= 4 and len(polls) == 0  # it kept asking, with backoff
+
+    api.unknown_tasks = False  # the tasks show up: the next apply collects them, at no new cost
+    again, events = apply(tmp_path, api)
+    assert again.ok and sorted(again.completed) == ["a", "b"] and api.total_creates == 2
+    assert sorted(e["task_id"] for e in events if e.get("state") == "collecting") == sorted(journal.values())
+    assert Journal(tmp_path / ".sparkspec/journal").entries() == []
+
+
+def test_replace_submits_afresh_what_the_api_does_not_know(tmp_path: Path, api: FakeSparkAPI) -> None:
+    api.unknown_tasks = True
+    apply(tmp_path, api)
+    api.unknown_tasks = False
+    result, _ = apply(tmp_path, api, replace=("a",))
+    assert result.ok
+    assert api.creates_by_prompt() == {"a heron stands in reeds": 2, "a heron takes flight": 1}
+
+
+def test_a_busy_service_is_submitted_again_twice_at_most_each_time_reported(tmp_path: Path,
+                                                                           api: FakeSparkAPI) -> None:
+    api.outcome("failed", code="003021099", message="service unavailable", times=6)
+    plain = io.StringIO()
+    result, events = apply(tmp_path, api, reporter=PlainReporter(plain))
+    assert api.total_creates == 6  # 1 + 2 per scene
+    assert set(result.failed) == {"a", "b"} and "003021099" in result.failed["a"]
+    assert "submitted 2 time(s) already" in result.failed["a"]
+    again = [e for e in events if e["event"] == "resubmitted"]
+    assert sorted((e["scene"], e["count"]) for e in again) == [("a", 1), ("a", 2), ("b", 1), ("b", 2)]
+    assert all(e["reason"] == "the service was busy (003021099)" and e["limit"] == 2 for e in again)
+    lines = [line for line in plain.getvalue().splitlines() if "submitting again" in line]
+    assert len(lines) == 4 and lines[0].endswith("1 of at most 2 in this apply")
+
+
+def test_an_expired_task_is_submitted_again_and_reported(tmp_path: Path, api: FakeSparkAPI) -> None:
+    api.outcome("expired", times=1)
+    result, events = apply(tmp_path, api)
+    assert result.ok and api.total_creates == 3
+    [again] = [e for e in events if e["event"] == "resubmitted"]
+    assert again["reason"] == "the task expired unrendered" and again["count"] == 1
+
+
+def test_a_damaged_journal_entry_is_reported_and_left_in_place(tmp_path: Path, api: FakeSparkAPI) -> None:
+    (tmp_path / "project.spark.yaml").write_text(SPEC)
+    workspace = open_workspace(tmp_path / "project.spark.yaml")
+    change = workspace.plan().scene("a")
+    workspace.close()
+    assert change is not None and change.key is not None
+    entry = tmp_path / ".sparkspec/journal" / f"{change.key}.json"
+    entry.parent.mkdir(parents=True)
+    entry.write_text('{"key": "' + change.key + '", "scene": "a", "provider": "spark", "task_')  # torn
+
+    result, _ = apply(tmp_path, api)
+    assert set(result.failed) == {"a"} and sorted(result.completed) == ["b"]
+    assert result.failed["a"].startswith(f"{entry}: damaged journal entry")
+    assert "--replace a" in result.failed["a"]
+    assert api.creates_by_prompt() == {"a heron takes flight": 1}  # nothing paid for a
+    assert entry.read_text().endswith('"task_')  # left as it was
+
+    result, _ = apply(tmp_path, api, replace=("a",))
+    assert result.ok and not entry.exists()
+    assert api.creates_by_prompt() == {"a heron stands in reeds": 1, "a heron takes flight": 1}
+
+
+LOCAL = """\
+version: 1
+provider: {type: local}
+defaults: {resolution: 480p, frames: 29, seed: 3}
+scenes:
+  a: {prompt: "a {{ animal }} on a fence"}
+  b: {prompt: "a gate swings"}
+"""
+
+
+@pytest.mark.parametrize("flags", [
+    ["--provider", "spark"], ["--var", "animal=owl"], ["--var-file", "other.yaml"], ["--target", "b"],
+    ["--replace", "b"], ["-f", "other.spark.yaml"],
+])
+def test_a_saved_plan_refuses_options_it_was_not_made_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           flags: list[str]) -> None:
+    from cli_runner import run_main
+
+    (tmp_path / "project.spark.yaml").write_text(LOCAL)
+    (tmp_path / "other.spark.yaml").write_text(LOCAL)
+    (tmp_path / "other.yaml").write_text("animal: owl\n")
+    code, _, err = run_main(["plan", "--var", "animal=cat", "--target", "a", "--out", "saved.plan"], tmp_path,
+                            monkeypatch)
+    assert code == 0, err
+    code, out, err = run_main(["apply", "saved.plan", *flags], tmp_path, monkeypatch)
+    assert code == 1 and "saved.plan" in err and flags[0] in err and "Traceback" not in err
+    assert not (tmp_path / "renders").exists() and not (tmp_path / "project.spark.lock").exists()
+
+
+def test_a_saved_plan_takes_options_equal_to_those_it_was_made_with(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from cli_runner import run_main
+
+    (tmp_path / "project.spark.yaml").write_text(LOCAL)
+    assert run_main(["plan", "--var", "animal=cat", "--target", "a", "--out", "saved.plan"], tmp_path,
+                    monkeypatch)[0] == 0
+    code, out, err = run_main(["apply", "saved.plan", "--var", "animal=cat", "--target", "a",
+                               "-f", "project.spark.yaml", "--json"], tmp_path, monkeypatch)
+    assert code == 0, err
+    assert (tmp_path / "renders/a.mp4").exists() and not (tmp_path / "renders/b.mp4").exists()
