@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,11 +23,16 @@ from sparkspec.apply.outputs import materialize, remove_output, write_index
 from sparkspec.apply.tasks import UNKNOWN_TASK_GRACE, Emit, SceneFailed, SceneSkipped, Sleep, TaskRunner
 from sparkspec.state.cache import CachedRender
 from sparkspec.keys import SceneKey, first_frame_input, scene_key
-from sparkspec.state.lockfile import FileRecord, Lock, SceneRecord, SequenceRecord, write_lock
+from sparkspec.apply.lockwriter import LockWriter
+from sparkspec.state.lockfile import FileRecord, SceneRecord, SequenceRecord
 from sparkspec.plan.planner import Action, Change, Plan, decide, file_problem, output_paths, sequence_path
 from sparkspec.providers.base import FirstFrame, Provider, RenderRequest
 from sparkspec.config.model import Scene
 from sparkspec.state.workspace import Workspace
+
+
+# Actions whose outputs apply leaves as the lock says (restore copies them back exactly).
+KEEPS_RECORD = (Action.NOOP, Action.RESTORE)
 
 
 @dataclass
@@ -66,16 +71,17 @@ class Engine:
         ws = self.workspace
         self.project = ws.project
         self.tmp_dir = ws.state_dir / "tmp"
-        self.scenes: dict[str, SceneRecord] = dict(ws.lock.scenes)
-        self.sequences: dict[str, SequenceRecord] = dict(ws.lock.sequences)
         self.result = ApplyResult()
         self.done: dict[str, asyncio.Future[SceneRecord | None]] = {}
-        self.installing = asyncio.Lock()  # lock writes happen one at a time, in order
         self.runner = TaskRunner(
             provider=self.provider, journal=Journal(ws.state_dir / "journal"), cache=ws.cache,
             emit=self.emit, sleep=self.sleep, rng=self.rng, wall_clock=self.wall_clock,
             monotonic=self.monotonic, poll=self.project.provider.poll, tmp_dir=self.tmp_dir,
             parallelism=self.parallelism, fail_fast=self.fail_fast, unknown_task_grace=self.unknown_task_grace)
+        # The cache indexes what the lock will name before the lock is written.
+        self.lock = LockWriter(ws, before_write=self.runner.commit)
+        self.scenes: Mapping[str, SceneRecord] = self.lock.scenes  # what apply has made so far
+        self.sequences: Mapping[str, SequenceRecord] = self.lock.sequences
 
     @property
     def stop_submitting(self) -> str | None:
@@ -87,39 +93,15 @@ class Engine:
     def stop_submitting(self, reason: str | None) -> None:
         self.runner.stop_submitting = reason
 
-    # -- the lock ----------------------------------------------------------------------
-    def save_lock(self) -> None:
-        lock = Lock(dict(sorted(self.scenes.items())), dict(sorted(self.sequences.items())))
-        text = lock.to_text()
-        if text != self.workspace.lock_text:
-            write_lock(self.workspace.lock_path, lock)
-            self.workspace.lock_text = text
-            self.workspace.lock = lock
-
     # -- the walk -------------------------------------------------------------------------
     async def run(self) -> ApplyResult:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         for leftover in self.tmp_dir.glob("*.part"):  # downloads of a killed apply (we hold the apply lock)
             leftover.unlink(missing_ok=True)
-        loop = asyncio.get_running_loop()
-        scene_changes = [c for c in self.plan.changes if c.kind == "scene" and c.action is not Action.DELETE]
-        for change in scene_changes:
-            self.done[change.id] = loop.create_future()
-        for change in self.plan.changes:
-            if change.kind == "scene" and change.action is Action.DELETE:
-                self.delete_scene(change.id)
-        tasks = [asyncio.create_task(self.scene_task(c), name=c.id) for c in scene_changes]
         try:
-            await asyncio.gather(*tasks)
+            await self.walk()
         finally:
-            for task in tasks:
-                task.cancel()
-        for change in self.plan.changes:
-            if change.kind == "sequence":
-                if change.action is Action.DELETE:
-                    self.delete_sequence(change.id)
-                else:
-                    self.sequence(change)
+            self.lock.close()
         if self.scenes or self.sequences:
             write_index(self.project.root / self.project.output_dir, self.project.name,
                         {sid: (r.video.path, r.last_frame.path) for sid, r in self.scenes.items()},
@@ -130,6 +112,30 @@ class Engine:
                    "deleted": len(self.result.deleted), "stitched": len(self.result.stitched),
                    "tokens": self.result.tokens})
         return self.result
+
+    async def walk(self) -> None:
+        loop = asyncio.get_running_loop()
+        changes = self.plan.changes
+        self.lock.withhold([c.id for c in changes if c.kind == "scene" and c.action not in KEEPS_RECORD],
+                           [c.id for c in changes if c.kind == "sequence" and c.action is not Action.NOOP])
+        scene_changes = [c for c in changes if c.kind == "scene" and c.action is not Action.DELETE]
+        for change in scene_changes:
+            self.done[change.id] = loop.create_future()
+        for change in changes:
+            if change.kind == "scene" and change.action is Action.DELETE:
+                self.delete_scene(change.id)
+        tasks = [asyncio.create_task(self.scene_task(c), name=c.id) for c in scene_changes]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+        for change in changes:
+            if change.kind == "sequence":
+                if change.action is Action.DELETE:
+                    self.delete_sequence(change.id)
+                else:
+                    self.sequence(change)
 
     async def scene_task(self, change: Change) -> None:
         future = self.done[change.id]
@@ -178,7 +184,7 @@ class Engine:
         if change.action in (Action.REUSE, Action.RESTORE):
             if change.same_as is not None and await self.done[change.same_as] is None:
                 raise SceneSkipped(f"scene {change.same_as}, whose render it shares, did not render")
-            cached = self.workspace.cache.lookup(key.hex)
+            cached = self.runner.cached(key.hex)
             if cached is None:
                 raise SceneFailed(f"the plan is stale: run plan again (the cached render {key.hex[:12]} "
                                   "it was to use is no longer in the cache)")
@@ -222,27 +228,29 @@ class Engine:
         raise SceneFailed(f"the plan is stale: run plan again ({frame.path} changed since the plan)")
 
     async def install(self, scene: Scene, cached: CachedRender) -> SceneRecord:
-        """Cache -> renders/ -> lock, in that order, off the event loop and one at a time."""
-        async with self.installing:
-            return await asyncio.to_thread(self._install, scene, cached)
+        """Cache -> renders/ (copied off the event loop) -> the lock's record."""
+        self.lock.touch("scene", scene.id)
+        await asyncio.to_thread(self._materialize, scene, cached)
+        record = self.record(scene, cached)
+        self.lock.put_scene(scene.id, record)
+        return record
 
-    def _install(self, scene: Scene, cached: CachedRender) -> SceneRecord:
+    def _materialize(self, scene: Scene, cached: CachedRender) -> None:
         cache, memo = self.workspace.cache, self.workspace.memo
-        video, frame = output_paths(self.project, scene.id)
-        for rel, sha in ((video, cached.video_sha256), (frame, cached.last_frame_sha256)):
+        for rel, sha in zip(output_paths(self.project, scene.id), (cached.video_sha256, cached.last_frame_sha256)):
             dest = self.project.root / rel
             if memo.sha256(dest) != sha:
                 materialize(cache.blob_path(sha), dest)
                 memo.remember(dest, sha)
-        record = SceneRecord(
+
+    def record(self, scene: Scene, cached: CachedRender) -> SceneRecord:
+        video, frame = output_paths(self.project, scene.id)
+        return SceneRecord(
             key=cached.key, provider=cached.provider, model=cached.model, task_id=cached.task_id,
             seed=cached.seed, tokens=cached.tokens,
             video=FileRecord(video, cached.video_sha256, cached.video_bytes),
             last_frame=FileRecord(frame, cached.last_frame_sha256, cached.last_frame_bytes),
             inputs=cached.inputs, seed_derived=cached.seed_derived, cost=cached.cost)
-        self.scenes[scene.id] = record
-        self.save_lock()
-        return record
 
     # -- what a render asks for -----------------------------------------------------------
     def request(self, scene: Scene, key: SceneKey, upstream_frame: Path | None) -> RenderRequest:
@@ -260,19 +268,17 @@ class Engine:
 
     # -- deletes and sequences ------------------------------------------------------------
     def delete_scene(self, scene_id: str) -> None:
-        record = self.scenes.pop(scene_id, None)
+        record = self.lock.drop_scene(scene_id)  # withheld from the file already
         if record is not None:
             for file in (record.video, record.last_frame):
                 remove_output(self.project.root / file.path)
-        self.save_lock()
         self.result.deleted.append(scene_id)
         self.emit({"event": "deleted", "scene": scene_id})
 
     def delete_sequence(self, name: str) -> None:
-        record = self.sequences.pop(name, None)
+        record = self.lock.drop_sequence(name)
         if record is not None:
             remove_output(self.project.root / record.video.path)
-        self.save_lock()
         self.result.deleted.append(name)
         self.emit({"event": "deleted", "sequence": name})
 
@@ -304,11 +310,11 @@ class Engine:
         from sparkspec.media.stitch import stitch
 
         dest = root / rel
+        self.lock.touch("sequence", change.id)
         stitch([root / r.video.path for r in present], dest)
         digest = memo.sha256(dest)
         assert digest is not None
-        self.sequences[change.id] = SequenceRecord(digests, FileRecord(rel, digest, dest.stat().st_size))
-        self.save_lock()
+        self.lock.put_sequence(change.id, SequenceRecord(digests, FileRecord(rel, digest, dest.stat().st_size)))
         self.result.stitched.append(change.id)
         self.emit({"event": "stitched", "sequence": change.id})
 

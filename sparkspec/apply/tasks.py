@@ -84,6 +84,21 @@ class TaskRunner:
         self.semaphore = asyncio.Semaphore(self.parallelism)  # tasks rendering remotely
         # One render per key per apply: scenes with the same key wait for the first one's.
         self.flights: dict[str, asyncio.Future[CachedRender | str]] = {}
+        self.delivered: dict[str, CachedRender] = {}  # in the cache's blobs, by key
+        self.uncommitted: list[CachedRender] = []  # delivered, not yet in the cache's index
+
+    def cached(self, key: str) -> CachedRender | None:
+        """The render for `key` from this apply or the cache."""
+        return self.delivered.get(key) or self.cache.lookup(key)
+
+    def commit(self) -> None:
+        """Index what was delivered since the last commit, in one transaction, and only then
+        drop those tasks from the journal: the cache now vouches for them. Until then a
+        killed apply leaves them journalled, and the next one collects them at no new cost."""
+        if self.uncommitted:
+            self.cache.record_many(self.uncommitted)
+            self.journal.forget_many([r.key for r in self.uncommitted])
+            self.uncommitted.clear()
 
     @property
     def api(self) -> Provider:
@@ -97,7 +112,7 @@ class TaskRunner:
         in this apply is never paid for again; `fresh` (--replace) skips the cache."""
         flight = self.flights.get(key.hex)
         if flight is None and not fresh:
-            cached = self.cache.lookup(key.hex)
+            cached = self.cached(key.hex)
             if cached is not None:
                 return cached, True
         if flight is not None:
@@ -248,7 +263,7 @@ class TaskRunner:
         return status
 
     async def deliver(self, request: RenderRequest, key: SceneKey, status: TaskStatus) -> CachedRender:
-        """Download, check and cache both outputs; then the journal entry can go."""
+        """Download, check and store both outputs in the cache; `commit` indexes them."""
         cache = self.cache
         unique = f"{key.hex[:16]}-{secrets.token_hex(6)}"  # never shared with another task's download
         parts = (self.tmp_dir / f"{unique}.mp4.part", self.tmp_dir / f"{unique}.png.part")
@@ -286,6 +301,6 @@ class TaskRunner:
             tokens=tokens, video_sha256=video.sha256, video_bytes=video.size,
             last_frame_sha256=frame.sha256, last_frame_bytes=frame.size, inputs=inputs,
             seed_derived=key.seed_derived, cost=status.cost)
-        await asyncio.to_thread(cache.record, cached)
-        await asyncio.to_thread(self.journal.forget, key.hex)
+        self.delivered[key.hex] = cached
+        self.uncommitted.append(cached)
         return cached

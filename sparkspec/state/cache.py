@@ -114,6 +114,12 @@ class Cache:
     def record(self, render: CachedRender) -> None:
         self.index.set(render.key, render.to_json())
 
+    def record_many(self, renders: list[CachedRender]) -> None:
+        """Several renders in one transaction: one index write for a batch, not one each."""
+        with self.index.transact():
+            for render in renders:
+                self.index.set(render.key, render.to_json())
+
     def keys(self) -> Iterator[str]:
         if not self.exists():
             return iter(())

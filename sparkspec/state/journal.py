@@ -64,7 +64,11 @@ class Journal:
         return entry
 
     def forget(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        self.forget_many([key])
+
+    def forget_many(self, keys: list[str]) -> None:
+        for key in keys:
+            self._path(key).unlink(missing_ok=True)
         fsync_dir(self.directory)
 
     def entries(self) -> list[JournalEntry]:

@@ -1,0 +1,130 @@
+"""How `sparkspec apply` scales with the number of scenes: bytes written and per-scene overhead.
+
+    python benchmarks/apply_scale.py                 # 100, 1000 and 5000 scenes
+    python benchmarks/apply_scale.py 100 1000        # or the counts given
+
+For each count N: a project of N independent scenes (provider spark, parallelism 16) is
+applied with the real CLI in a subprocess against the fake gateway (tests/fakeapi), which
+runs in a process of its own with zero render latency and serves one pre-rendered clip
+per shape ("template" mode), so what is measured is the apply's own work: plan, submit,
+poll, download, check, cache, copy into renders/, lock.
+
+Printed per N:
+- wall: the apply's wall time, and per scene (the per-scene overhead; target <= 20 ms at
+  5,000 scenes, flat from 100 to 5,000);
+- written: the apply process's own `write_bytes` (what it sent to storage) and `wchar`
+  (every byte it passed to write(), sockets and pipes included) from /proc/self/io, read
+  by the process as it exits;
+- the bound: outputs' bytes x 2 (the copies apply keeps: the cache's and renders/) plus
+  4 x the final lock; `write_bytes` must stay under it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "sk-bench"
+PARALLELISM = 16
+
+# The fake gateway, alone in its process: prints its URL, serves until stdin closes.
+SERVER = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from fakeapi import FakeSparkAPI, Task
+api = FakeSparkAPI(api_key=sys.argv[2], latency=0.0, render="template", render_workers=1).start()
+params = {"content": [{"type": "text", "text": "warm"}], "resolution": "480p", "ratio": "16:9", "frames": 29}
+api._schedule_render(Task("warm", "warm", params, "m", time.time(), 0.0, 0.0)).result()
+print(api.base_url, flush=True)
+sys.stdin.read()
+api.stop()
+"""
+
+# The CLI, writing its own /proc/self/io as it exits.
+CHILD = """
+import atexit, os, sys
+def _io():
+    with open("/proc/self/io") as src, open(os.environ["BENCH_IO_FILE"], "w") as out:
+        out.write(src.read())
+atexit.register(_io)
+sys.argv[0] = "sparkspec"
+from sparkspec.cli import main
+main()
+"""
+
+
+def spec(count: int) -> str:
+    lines = ["version: 1",
+             f"provider: {{type: spark, parallelism: {PARALLELISM}, poll: {{initial: 0.01, max: 0.05}}}}",
+             'defaults: {resolution: 480p, ratio: "16:9", frames: 29}', "scenes:"]
+    lines += [f'  s{i:05d}: {{prompt: "shot number {i} of the scale test"}}' for i in range(count)]
+    return "\n".join(lines) + "\n"
+
+
+def apply(root: Path, env: dict[str, str]) -> tuple[float, dict[str, int], list[dict[str, Any]]]:
+    out, err, io = root / "apply.out", root / "apply.err", root / "apply.io"
+    started = time.perf_counter()
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.run([sys.executable, "-c", CHILD, "apply", "--auto-approve", "--json"], cwd=root,
+                              env=dict(env, BENCH_IO_FILE=str(io)), stdout=stdout, stderr=stderr)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"apply failed ({proc.returncode}):\n{err.read_text()[-3000:]}")
+    counters = {k: int(v) for k, v in (line.split(": ") for line in io.read_text().splitlines())}
+    events = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    return wall, counters, events
+
+
+def measure(count: int, base_url: str) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="apply-scale-", dir=os.environ.get("BENCH_DIR")) as tmp:
+        root = Path(tmp)
+        (root / "project.spark.yaml").write_text(spec(count))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARK", "SPARKSPEC_"))}
+        env.update(SPARK_API_KEY=KEY, SPARK_BASE_URL=base_url, PYTHONPATH=str(ROOT))
+        wall, io, events = apply(root, env)
+        done = events[-1]
+        assert done["event"] == "done" and done["completed"] == count, done
+        outputs = sum(p.stat().st_size for p in (root / "renders").iterdir() if p.suffix in (".mp4", ".png"))
+        lock = (root / "project.spark.lock").stat().st_size
+        noop_wall, _, _ = apply(root, env)
+        return {"scenes": count, "wall": wall, "per_scene_ms": wall / count * 1000,
+                "noop_wall": noop_wall, "write_bytes": io["write_bytes"], "wchar": io["wchar"],
+                "outputs": outputs, "lock": lock, "bound": outputs * 2 + 4 * lock}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("counts", nargs="*", type=int, default=[100, 1000, 5000])
+    args = parser.parse_args()
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(ROOT / "tests"), KEY], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        base_url = server.stdout.readline().strip()
+        print(f"apply scale: N independent scenes, parallelism {PARALLELISM}, zero render latency, "
+              f"fake gateway in process {server.pid}; load average {os.getloadavg()[0]:.1f} "
+              f"on {os.cpu_count()} CPUs")
+        mb = 1024 * 1024
+        for count in args.counts:
+            m = measure(count, base_url)
+            verdict = "ok" if m["write_bytes"] <= m["bound"] else "OVER"
+            print(f"  {count:>5} scenes: wall {m['wall']:7.1f} s = {m['per_scene_ms']:5.1f} ms/scene "
+                  f"(no-op apply after it: {m['noop_wall']:.1f} s); written {m['write_bytes'] / mb:8.1f} MB "
+                  f"(wchar {m['wchar'] / mb:.1f} MB) vs bound {m['bound'] / mb:.1f} MB = outputs "
+                  f"{m['outputs'] / mb:.1f} MB x 2 + 4 x lock {m['lock'] / mb:.2f} MB: {verdict}", flush=True)
+    finally:
+        if server.stdin is not None:
+            server.stdin.close()
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

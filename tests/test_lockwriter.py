@@ -1,0 +1,116 @@
+"""Lock writes during apply: coalesced (all writes together a small multiple of the final lock,
+not one whole lock per scene) and truthful at every write: each record written names files
+that are in renders/ exactly as it says, even while an apply overwrites and deletes outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fakeapi import FakeSparkAPI
+from sparkspec.apply import lockwriter
+from sparkspec.apply.engine import ApplyResult, Engine
+from sparkspec.providers import make_provider
+from sparkspec.providers.local import LocalProvider
+from sparkspec.state.lockfile import Lock, read_lock
+from sparkspec.state.workspace import open_workspace
+
+def spec(take: str, count: int, provider: str = "local") -> str:
+    lines = ["version: 1", f"provider: {{type: {provider}, parallelism: 4, poll: {{initial: 0.01, max: 0.05}}}}",
+             "defaults: {resolution: 480p, frames: 29}", "scenes:"]
+    lines += [f'  s{i:02d}: {{prompt: "shot {i}, {take}"}}' for i in range(count)]
+    return "\n".join(lines) + "\n"
+
+
+def apply(root: Path, api: FakeSparkAPI | None = None, provider: Any = None) -> ApplyResult:
+    workspace = open_workspace(root / "project.spark.yaml")
+    if provider is None and api is not None:
+        provider = make_provider(workspace.project.provider, workspace.state_dir,
+                                 {"SPARK_API_KEY": api.api_key, "SPARK_BASE_URL": api.base_url})
+    provider = provider or LocalProvider(workspace.state_dir / "local")
+    engine = Engine(workspace, workspace.plan(), provider, lambda event: None, parallelism=4)
+
+    async def run() -> ApplyResult:
+        try:
+            return await engine.run()
+        finally:
+            await provider.aclose()
+
+    try:
+        return asyncio.run(run())
+    finally:
+        workspace.close()
+
+
+@pytest.fixture(scope="module")
+def api() -> Any:
+    with FakeSparkAPI(api_key="sk-lock", render="template") as fake:  # one clip per shape: fast
+        yield fake
+
+
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, list[str]]]:
+    """Every lock write: its size, and what in it did not match renders/ at that moment."""
+    seen: list[tuple[int, list[str]]] = []
+    real = lockwriter.write_lock
+
+    def checked(path: Path, lock: Lock) -> None:
+        lies = []
+        for sid, record in lock.scenes.items():
+            for file in (record.video, record.last_frame):
+                target = path.parent / file.path
+                if not target.exists() or hashlib.sha256(target.read_bytes()).hexdigest() != file.sha256:
+                    lies.append(f"{sid}: {file.path}")
+        seen.append((len(lock.to_text()), lies))
+        real(path, lock)
+
+    monkeypatch.setattr(lockwriter, "write_lock", checked)
+    return seen
+
+
+def test_lock_writes_are_coalesced(tmp_path: Path, api: FakeSparkAPI,
+                                   writes: list[tuple[int, list[str]]]) -> None:
+    (tmp_path / "project.spark.yaml").write_text(spec("take 1", 20, "spark"))
+    assert apply(tmp_path, api).ok
+    final = len((tmp_path / "project.spark.lock").read_text())
+    # 8 and 16 records, then the final 20 (not 20 writes of a growing lock)
+    assert [size for size, _ in writes][-1] == final and len(writes) == 3
+    assert sum(size for size, _ in writes) <= 3 * final
+    assert all(not lies for _, lies in writes)
+
+
+@pytest.mark.slow
+def test_the_lock_never_names_a_file_that_is_not_so_while_apply_overwrites_and_deletes(
+        tmp_path: Path, writes: list[tuple[int, list[str]]]) -> None:
+    (tmp_path / "project.spark.yaml").write_text(spec("take 1", 8))
+    assert apply(tmp_path).ok
+    final = len((tmp_path / "project.spark.lock").read_text())
+    assert all(not lies for _, lies in writes)
+    # A new take overwrites every output and drops two scenes: the old records leave the
+    # file before the first output is touched, and the new ones come in as they land.
+    writes.clear()
+    (tmp_path / "project.spark.yaml").write_text(spec("take 2", 6))
+    assert apply(tmp_path).ok
+    assert writes[0][0] < final / 4  # first: every record withheld
+    assert all(not lies for _, lies in writes), [lies for _, lies in writes if lies]
+    lock, _ = read_lock(tmp_path / "project.spark.lock")
+    assert len(lock.scenes) == 6
+
+
+def test_a_withheld_record_whose_render_failed_comes_back(tmp_path: Path, api: FakeSparkAPI,
+                                                          writes: list[tuple[int, list[str]]]) -> None:
+    (tmp_path / "project.spark.yaml").write_text(spec("take 1", 3, "spark"))
+    assert apply(tmp_path, api).ok
+    before, _ = read_lock(tmp_path / "project.spark.lock")
+    (tmp_path / "project.spark.yaml").write_text(spec("take 1", 3, "spark").replace("shot 1, take 1", "shot 1, x"))
+    api.outcome("failed", code="003021098", message="generation failed")
+    writes.clear()
+    result = apply(tmp_path, api)
+    assert set(result.failed) == {"s01"}
+    after, _ = read_lock(tmp_path / "project.spark.lock")
+    assert after == before and all(not lies for _, lies in writes)
+    assert writes[0][0] < len(before.to_text())  # s01 was withheld while it rendered
