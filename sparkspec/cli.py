@@ -120,26 +120,38 @@ def validate(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], 
 @cli.command()
 @spec_options
 @plan_options
-@click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default=None,
+              help="text (default), json (one object) or markdown (a pull-request comment).")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="Save the plan for `apply FILE`.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 with no changes, 2 with changes, 1 on error.")
 def plan(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], provider: str | None,
-         targets: tuple[str, ...], replace: tuple[str, ...], as_json: bool, out: str | None,
+         targets: tuple[str, ...], replace: tuple[str, ...], fmt: str | None, as_json: bool, out: str | None,
          detailed_exitcode: bool) -> None:
     """Show what apply would render, why, and at what cost."""
     from sparkspec.plan import view as planview
     from sparkspec.plan.planfile import save_plan
 
+    if as_json and fmt not in (None, "json"):
+        raise click.UsageError(f"--json and --format {fmt} disagree; pass one of them")
+    fmt = "json" if as_json else fmt or "text"
     options = _load_options(variables, var_files, provider)
     workspace = _open(spec, options)
     try:
         the_plan = workspace.plan(_plan_options(targets, replace))
     finally:
         workspace.close()
-    click.echo(planview.dumps(the_plan) if as_json else planview.render_text(the_plan))
+    if fmt == "json":
+        click.echo(planview.dumps(the_plan))
+    elif fmt == "markdown":
+        from sparkspec.plan.markdown import render_markdown
+
+        click.echo(render_markdown(the_plan, f"sparkspec plan: {workspace.project.name}"), nl=False)
+    else:
+        click.echo(planview.render_text(the_plan))
     if out:
         save_plan(_path(out), spec, the_plan, options)
-        if not as_json:
+        if fmt == "text":
             click.echo(f"Saved the plan to {out}; run `sparkspec apply {out}` to carry it out.")
     if detailed_exitcode and the_plan.has_changes:
         sys.exit(EXIT_CHANGES)

@@ -1,0 +1,87 @@
+"""`sparkspec plan --format markdown`: a pull-request comment (summary, table, prompt diffs)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from cli_runner import run_main
+from test_plan import SPEC, edit, fake_apply
+
+from sparkspec.plan.markdown import render_markdown
+from sparkspec.plan.planner import Action, Change, Plan
+
+BASE = """\
+version: 1
+name: mdtest
+provider: {type: local, price_per_million_tokens: 4.2}
+defaults: {resolution: 720p, ratio: "1:1", seed: 7}
+scenes:
+  intro:
+    prompt: "A cup on a marble counter"
+  pour:
+    first_frame: {scene: intro}
+    prompt: "Coffee pours"
+  logo:
+    prompt: "The logo"
+sequences:
+  final: {scenes: [intro, pour, logo]}
+"""
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / SPEC).write_text(BASE)
+    return project
+
+
+def test_markdown_plan_has_summary_table_and_prompt_diff(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_apply(root)
+    edit(root, "A cup on a marble counter", "A mug | on a *marble* counter")
+    code, out, err = run_main(["plan", "--format", "markdown"], root, monkeypatch)
+    assert code == 0, err
+    assert "\x1b" not in out
+    lines = out.splitlines()
+    assert lines[0] == "### sparkspec plan: mdtest"
+    assert lines[2] == "**Plan: 2 to render (~217,800 tokens, ~0.91), 0 to reuse, 0 to delete, 1 to stitch, " \
+                       "1 unchanged.**"
+    rows = [line for line in lines if line.startswith("| `")]
+    assert rows[0] == "| `~` | update | `scene.intro` | prompt changed (diff below) | ~108,900 | ~0.46 |"
+    assert rows[1] == ("| `~` | update | `scene.pour` | upstream intro re-renders | ~108,900 (key after apply) "
+                       "| ~0.46 |")
+    assert rows[2].startswith("| `>` | stitch | `sequence.final` | member intro re-renders<br>")
+    assert len(rows) == 3  # logo is a no-op: counted, not listed
+    for row in rows:  # every row has its six cells: nothing from the spec broke the table
+        assert len(re.findall(r"(?<!\\)\|", row)) == 7
+    details = out[out.index("<details>"):]
+    assert "<summary>Prompt diff: <code>scene.intro</code></summary>" in details
+    assert "```diff\n- A cup on a marble counter\n+ A mug | on a *marble* counter\n```" in details
+    assert details.rstrip().endswith("</details>")
+
+
+def test_json_flag_is_format_json_and_they_must_agree(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = run_main(["plan", "--json"], root, monkeypatch)
+    b = run_main(["plan", "--format", "json"], root, monkeypatch)
+    assert a[0] == b[0] == 0 and a[1] == b[1]
+    code, _, err = run_main(["plan", "--json", "--format", "markdown"], root, monkeypatch)
+    assert code == 1 and "disagree" in err
+
+
+def test_no_changes(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_apply(root)
+    code, out, _ = run_main(["plan", "--format", "markdown"], root, monkeypatch)
+    assert code == 0
+    assert "No changes. The renders match the spec." in out and "| ---" not in out
+
+
+def test_a_prompt_cannot_close_the_fence_or_inject_html() -> None:
+    nasty = "prompt: a [-```</details><script>x</script>-] {+b+}"
+    plan = Plan((Change("scene", "s", Action.UPDATE, (nasty, "seed: <1> -> 2"), "k", 10, None),))
+    out = render_markdown(plan)
+    assert "````diff" in out  # the fence outgrows the prompt's backticks
+    assert "seed: &lt;1&gt; -&gt; 2" in out
+    assert "<script>" not in out.split("````diff")[0]
