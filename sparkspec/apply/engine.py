@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sparkspec.state.journal import Journal
-from sparkspec.apply.outputs import materialize, remove_output, write_index
+from sparkspec.apply.outputs import materialize, remove_output
 from sparkspec.apply.tasks import UNKNOWN_TASK_GRACE, Emit, SceneFailed, SceneSkipped, Sleep, TaskRunner
 from sparkspec.state.cache import CachedRender
 from sparkspec.keys import SceneKey, first_frame_input, scene_key
@@ -102,10 +102,6 @@ class Engine:
             await self.walk()
         finally:
             self.lock.close()
-        if self.scenes or self.sequences:
-            write_index(self.project.root / self.project.output_dir, self.project.name,
-                        {sid: (r.video.path, r.last_frame.path) for sid, r in self.scenes.items()},
-                        {name: r.video.path for name, r in self.sequences.items()})
         self.emit({"event": "done", "ok": self.result.ok, "completed": len(self.result.completed),
                    "failed": len(self.result.failed), "skipped": len(self.result.skipped),
                    "reused": len(self.result.reused), "restored": len(self.result.restored),

@@ -21,6 +21,7 @@ from sparkspec.plan.planner import Action, Plan, PlanOptions
 from sparkspec.plan.planfile import check_fresh, check_options, load_plan
 from sparkspec.plan.view import render_text
 from sparkspec.config.loader import LoadOptions
+from sparkspec.state.lockfile import Lock
 from sparkspec.state.workspace import Workspace, open_workspace
 
 # The engine, asyncio and the providers are imported only when there is something to do,
@@ -58,6 +59,7 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
                 raise SparkspecError("takes: this version of apply renders one take per scene; "
                                      "set takes: 1 to apply (plan shows every take)")
             if not plan.has_changes:
+                _review(workspace, None, only_if_missing=True)
                 if as_json:
                     JsonReporter(stdout)({"event": "done", "ok": True, "completed": 0, "failed": 0,
                                           "skipped": 0, "reused": 0, "restored": 0, "deleted": 0,
@@ -109,11 +111,13 @@ def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parall
         reporter = LiveReporter(total)
     else:
         reporter = PlainReporter(stdout)
+    previous = workspace.lock
     engine = Engine(workspace, plan, provider, reporter, parallelism, fail_fast=fail_fast)
     try:
         result = asyncio.run(_drive(engine, provider))
     finally:
         reporter.close()
+    _review(workspace, previous)
     if result.interrupted:
         running = running_remotely(workspace.state_dir)
         reporter({"event": "done", "ok": False, "interrupted": True, "running": running,
@@ -137,6 +141,20 @@ def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parall
         for scene, reason in sorted(result.skipped.items()):
             click.echo(f"error: {scene}: skipped: {reason}", err=True)
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _review(workspace: Workspace, previous: Lock | None, only_if_missing: bool = False) -> None:
+    """renders/index.html and contact.png; a page that cannot be written is a warning, not a
+    failed apply: the renders and the lock are in place."""
+    from sparkspec.review import PAGE, write_review
+
+    project = workspace.project
+    if only_if_missing and (project.root / project.output_dir / PAGE).is_file():
+        return
+    try:
+        write_review(workspace, previous)
+    except SparkspecError as exc:
+        click.echo(f"warning: {exc}", err=True)
 
 
 async def _drive(engine: Engine, provider: Provider | None) -> ApplyResult:

@@ -1,0 +1,54 @@
+"""The review: renders/index.html (the page) and renders/contact.png (the contact sheet),
+made from the lock and the project after an apply. `write_review` is the one entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sparkspec.errors import MediaError, StatePathError
+
+if TYPE_CHECKING:
+    from sparkspec.state.lockfile import Lock
+    from sparkspec.state.workspace import Workspace
+
+__all__ = ["PAGE", "write_review"]
+
+PAGE = "index.html"
+
+
+def write_review(workspace: Workspace, previous: Lock | None, contact_sheet: bool = True) -> list[Path]:
+    """Write the page (and the contact sheet) for the lock as it stands. `previous` is the lock
+    before this apply, for before / after; None keeps what the last apply recorded.
+    Returns the files written. Raises StatePathError or MediaError with a message to show."""
+    from sparkspec.review.before import changed_scenes, found_before, record_before
+    from sparkspec.review.contact import SHEET, SheetEntry, write_contact_sheet
+    from sparkspec.review.model import gather
+    from sparkspec.review.page import write_page
+
+    project, lock = workspace.project, workspace.lock
+    output = project.root / project.output_dir
+    if not lock.scenes and not lock.sequences:
+        return []
+    try:
+        if previous is not None:
+            changed = changed_scenes(previous, lock)
+            before = record_before(output, previous, changed, workspace.cache)
+        else:
+            before = found_before(output, lock)
+            changed = frozenset(before)
+        review = gather(project, lock, before, changed)
+        written = [write_page(output, review)]
+        if contact_sheet:
+            entries = [SheetEntry(s.id, output / s.picked.video, lock.scenes[s.id].video.sha256,
+                                  output / s.picked.poster) for s in review.scenes]
+            sheet = write_contact_sheet(output / SHEET, entries, workspace.state_dir / "review")
+            if sheet is not None:
+                written.append(sheet)
+    except OSError as exc:
+        where = exc.filename or output
+        raise StatePathError(f"{where}: cannot write the review page ({exc.strerror or exc}); "
+                             "the renders and the lock are fine") from None
+    except MediaError as exc:
+        raise MediaError(f"contact sheet not written: {exc}") from None
+    return written

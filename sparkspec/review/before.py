@@ -1,0 +1,62 @@
+"""Before / after: the previous render of every scene the last apply changed, copied from the
+cache into `<output_dir>/before/` so the page shows it with nothing but the files beside it.
+
+The folder is the record of the last apply's changes: a page rewritten later (by an apply
+that had nothing to do) finds the same files. Names carry the video's digest, so a file
+already there is the right one and is not copied again.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from sparkspec.fsutil import atomic_copy
+from sparkspec.state.cache import Cache
+from sparkspec.state.lockfile import Lock
+
+FOLDER = "before"
+_NAME = re.compile(r"^([a-z0-9][a-z0-9_-]{0,63})\.([0-9a-f]{12})\.mp4$")
+
+
+def changed_scenes(previous: Lock, current: Lock) -> frozenset[str]:
+    """Scenes in both locks whose picked video differs."""
+    return frozenset(sid for sid, record in current.scenes.items()
+                     if sid in previous.scenes and previous.scenes[sid].video.sha256 != record.video.sha256)
+
+
+def record_before(output: Path, previous: Lock, changed: frozenset[str], cache: Cache) -> dict[str, str]:
+    """Copy each changed scene's previous video out of the cache into `output/before/`, drop what
+    an earlier apply left there, and return scene -> path relative to `output`."""
+    folder = output / FOLDER
+    wanted: dict[str, str] = {}
+    for sid in sorted(changed):
+        old = previous.scenes[sid].video
+        name = f"{sid}.{old.sha256[:12]}.mp4"
+        dest = folder / name
+        blob = cache.blob_path(old.sha256)
+        if not (dest.is_file() and dest.stat().st_size == old.bytes):
+            if not cache.has_blob(old.sha256, old.bytes):
+                continue  # collected by gc: the card says the previous render is gone
+            atomic_copy(blob, dest)
+        wanted[sid] = f"{FOLDER}/{name}"
+    if folder.is_dir():
+        keep = {Path(rel).name for rel in wanted.values()}
+        for stale in folder.iterdir():
+            if _NAME.match(stale.name) and stale.name not in keep:
+                stale.unlink(missing_ok=True)
+    return wanted
+
+
+def found_before(output: Path, current: Lock) -> dict[str, str]:
+    """What an earlier apply left in `output/before/`, for scenes still in the lock."""
+    folder = output / FOLDER
+    if not folder.is_dir():
+        return {}
+    found: dict[str, str] = {}
+    for file in sorted(folder.iterdir()):
+        match = _NAME.match(file.name)
+        record = current.scenes.get(match.group(1)) if match else None
+        if match and record is not None and not record.video.sha256.startswith(match.group(2)):
+            found[match.group(1)] = f"{FOLDER}/{file.name}"
+    return found

@@ -1,0 +1,150 @@
+"""What the review page shows, gathered from the lock (what was rendered) and the project
+(the graph, descriptions): plain values, so the page and the contact sheet only lay them out.
+
+Paths in here are relative to the output folder, where index.html sits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sparkspec import apifacts, graph
+from sparkspec.config.model import Project
+from sparkspec.state.lockfile import Lock, SceneRecord
+
+# Parameters shown on a card, in this order, read from the key's inputs (what was rendered).
+PARAMETERS = ("provider", "model", "resolution", "ratio", "duration", "frames", "camera_fixed", "watermark")
+
+
+@dataclass(frozen=True)
+class Take:
+    number: int
+    video: str
+    poster: str
+    seed: int
+    key: str
+    task_id: str
+    tokens: int
+    cost: float | None
+
+
+@dataclass(frozen=True)
+class ReviewScene:
+    id: str
+    prompt: str
+    description: str | None
+    parameters: tuple[tuple[str, str], ...]
+    takes: tuple[Take, ...]
+    pick: int
+    seconds: float
+    aspect: str  # CSS aspect-ratio of its videos
+    upstream: str | None
+    downstream: tuple[str, ...]
+    before: str | None  # the previous render, for a scene the last apply changed
+    changed: bool  # changed in the last apply (even when its previous render is gone)
+
+    @property
+    def picked(self) -> Take:
+        return next((t for t in self.takes if t.number == self.pick), self.takes[0])
+
+    @property
+    def tokens(self) -> int:
+        return sum(t.tokens for t in self.takes)
+
+    @property
+    def cost(self) -> float | None:
+        costs = [t.cost for t in self.takes if t.cost is not None]
+        return sum(costs) if costs else None
+
+
+@dataclass(frozen=True)
+class ReviewSequence:
+    id: str
+    video: str
+    members: tuple[tuple[str, float], ...]  # (scene id, seconds) in order
+
+
+@dataclass(frozen=True)
+class Review:
+    title: str
+    scenes: tuple[ReviewScene, ...]
+    sequences: tuple[ReviewSequence, ...]
+
+
+def take_records(record: SceneRecord) -> tuple[list[tuple[int, SceneRecord]], int]:
+    """Every recorded take by number, and the pick. A lock without takes is one take 1."""
+    takes: tuple[Any, ...] = getattr(record, "takes", ()) or ()
+    if not takes:
+        return [(int(getattr(record, "take", 1)), record)], int(getattr(record, "take", 1))
+    numbered = [(int(getattr(t, "take", n)), t) for n, t in enumerate(takes, start=1)]
+    return sorted(numbered, key=lambda item: item[0]), int(getattr(record, "pick", 1))
+
+
+def relative(path: str, output_dir: str) -> str:
+    """A project-relative path as seen from the output folder (where index.html is)."""
+    prefix = output_dir.strip("/") + "/"
+    if path.startswith(prefix):
+        return path[len(prefix):]
+    return "../" * len([p for p in prefix.split("/") if p]) + path
+
+
+def seconds(inputs: Mapping[str, Any]) -> float:
+    frames = inputs.get("frames")
+    if isinstance(frames, int):
+        return frames / apifacts.FPS
+    duration = inputs.get("duration")
+    return float(duration) if isinstance(duration, (int, float)) else float(apifacts.DEFAULT_DURATION)
+
+
+def aspect(inputs: Mapping[str, Any]) -> str:
+    """width / height of the API's frame for the resolution and ratio (16 / 9 when unknown)."""
+    try:
+        width, height = apifacts.pixel_size(str(inputs["resolution"]), str(inputs["ratio"]))
+    except (KeyError, ValueError):
+        return "16 / 9"
+    return f"{width} / {height}"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def gather(project: Project, lock: Lock, before: Mapping[str, str],
+           changed: frozenset[str] = frozenset()) -> Review:
+    """The page's content. `before` maps a changed scene to its previous render's video
+    (relative to the output folder); `changed` names every scene the last apply changed."""
+    out = project.output_dir
+    upstreams = {sid: s.upstream for sid, s in project.scenes.items()}
+    order = [sid for sid in graph.topological_order(upstreams) if sid in lock.scenes]
+    order += sorted(set(lock.scenes) - set(order))
+    downstream: dict[str, list[str]] = {}
+    for sid in order:
+        up = upstreams.get(sid)
+        if up is not None:
+            downstream.setdefault(up, []).append(sid)
+    scenes = []
+    for sid in order:
+        record = lock.scenes[sid]
+        spec = project.scenes.get(sid)
+        inputs = record.inputs
+        numbered, pick = take_records(record)
+        takes = tuple(Take(number, relative(t.video.path, out), relative(t.last_frame.path, out), t.seed,
+                           t.key, t.task_id, t.tokens, t.cost) for number, t in numbered)
+        parameters = tuple((name, _show(inputs[name])) for name in PARAMETERS if inputs.get(name) is not None)
+        scenes.append(ReviewScene(
+            id=sid, prompt=str(inputs.get("prompt", spec.prompt if spec else "")),
+            description=spec.description if spec else None, parameters=parameters, takes=takes,
+            pick=pick, seconds=seconds(inputs), aspect=aspect(inputs), upstream=upstreams.get(sid),
+            downstream=tuple(downstream.get(sid, ())), before=before.get(sid),
+            changed=sid in changed or sid in before))
+    by_id = {s.id: s for s in scenes}
+    sequences = []
+    for name, seq in sorted(lock.sequences.items()):
+        members = project.sequences[name].scenes if name in project.sequences else ()
+        sequences.append(ReviewSequence(name, relative(seq.video.path, out), tuple(
+            (m, by_id[m].seconds if m in by_id else 0.0) for m in members)))
+    return Review(project.name, tuple(scenes), tuple(sequences))

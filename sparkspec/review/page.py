@@ -1,0 +1,56 @@
+"""renders/index.html: the review page. One self-contained file (CSS and script inline, no
+font, no CDN), linking only the media beside it, so it works opened from disk with no network.
+
+Laid out by a Jinja2 template with autoescaping on: prompts and descriptions come from the
+spec and are shown as text, never as markup.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sparkspec.fsutil import atomic_write_text
+from sparkspec.review import PAGE
+from sparkspec.review.model import Review
+
+if TYPE_CHECKING:
+    import jinja2
+
+_HERE = Path(__file__).parent
+
+
+@functools.cache
+def _template() -> jinja2.Template:
+    import jinja2
+
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True, keep_trailing_newline=True)
+    return env.from_string((_HERE / "page.html.j2").read_text(encoding="utf-8"))
+
+
+def render_page(review: Review) -> str:
+    from markupsafe import Markup
+
+    costs = [s.cost for s in review.scenes if s.cost is not None]
+    return _template().render(
+        review=review,
+        takes=sum(len(s.takes) for s in review.scenes),
+        tokens=sum(s.tokens for s in review.scenes),
+        cost=sum(costs) if costs else None,
+        changed=sum(1 for s in review.scenes if s.changed),
+        script=Markup((_HERE / "page.js").read_text(encoding="utf-8")))
+
+
+def write_page(output: Path, review: Review) -> Path:
+    """Write the page (only when its text changed, so a no-op apply leaves it untouched)."""
+    dest = output / PAGE
+    page = render_page(review)
+    try:
+        if dest.read_text(encoding="utf-8") == page:
+            return dest
+    except (OSError, UnicodeDecodeError):
+        pass
+    atomic_write_text(dest, page)
+    return dest

@@ -1,0 +1,178 @@
+"""renders/index.html and renders/contact.png, from the lock and the project, with real clips."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from review.conftest import FRAMES, SPEC, frame_color, settle, workspace_of
+
+from sparkspec.review import write_review
+from sparkspec.review.contact import GAP, LABEL, THUMB_WIDTH
+
+SPEC_TEXT = """\
+version: 1
+name: review-test
+provider: {type: local}
+defaults: {resolution: 480p, ratio: "16:9", seed: 5}
+scenes:
+  logo:
+    prompt: "The <b>logo</b> & a tagline"
+    description: Last shot.
+  intro:
+    prompt: "A cup on a counter"
+  pour:
+    first_frame: {scene: intro}
+    prompt: "Coffee pours"
+    frames: 49
+sequences:
+  film: {scenes: [intro, pour]}
+"""
+
+
+class Page(HTMLParser):
+    """The tags and attributes of a page, and its text."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str]]] = []
+        self.text: list[str] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, {k: v or "" for k, v in attrs}))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+    def all(self, tag: str, **where: str) -> list[dict[str, str]]:
+        return [a for t, a in self.tags if t == tag and all(where[k] in a.get(k, "").split() for k in where)]
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / SPEC).write_text(SPEC_TEXT)
+    return project
+
+
+def review(root: Path, previous: object = None) -> list[Path]:
+    workspace = workspace_of(root)
+    try:
+        return write_review(workspace, previous)  # type: ignore[arg-type]
+    finally:
+        workspace.close()
+
+
+def test_one_card_per_scene_in_graph_order_with_what_made_it(root: Path, tmp_path: Path) -> None:
+    lock = settle(root, tmp_path / "clips", {"logo": 1, "intro": 2, "pour": 3})
+    written = review(root)
+    assert [p.name for p in written] == ["index.html", "contact.png"]
+    text = (root / "renders/index.html").read_text()
+    page = Page(text)
+    cards = page.all("article", **{"class": "scene"})
+    assert [c["data-id"] for c in cards] == ["logo", "intro", "pour"]  # pour after the scene it starts from
+    links = [a["href"] for a in page.all("a")]
+    assert "#scene-intro" in links and "#scene-pour" in links and "contact.png" in links
+    assert "The <b>logo</b> & a tagline" in "".join(page.text)  # shown as text, not markup
+    assert "<b>logo</b>" not in text
+    pour = lock.scenes["pour"]
+    for shown in (pour.key[:12], pour.task_id, f"{pour.tokens:,}", "49", "480p", "16:9", "Last shot."):
+        assert shown in text, shown
+    videos = page.all("video")
+    assert all("src" not in v for v in videos)  # loaded lazily, by the script
+    sources = [v["data-src"] for v in videos]
+    assert sources == ["film.mp4", "logo.mp4", "intro.mp4", "pour.mp4"]
+    assert [v.get("data-poster") for v in videos[1:]] == ["logo.last.png", "intro.last.png", "pour.last.png"]
+    assert all((root / "renders" / s).is_file() for s in sources)
+    timeline = [a for t, a in page.tags if t == "button" and "data-start" in a]
+    assert [b["title"].split(":")[0] for b in timeline] == ["intro", "pour"]
+    assert [float(b["data-start"]) for b in timeline] == [0.0, 5.0]
+
+
+def test_self_contained_no_network(root: Path, tmp_path: Path) -> None:
+    settle(root, tmp_path / "clips", {"logo": 1, "intro": 2, "pour": 3})
+    review(root)
+    page = Page((root / "renders/index.html").read_text())
+    for tag, attrs in page.tags:
+        for name in ("src", "href", "data-src", "data-poster", "poster"):
+            value = attrs.get(name, "")
+            assert "//" not in value and not value.startswith("http"), (tag, name, value)
+        assert not (tag == "link" and attrs.get("rel") == "stylesheet")
+        assert not (tag == "script" and attrs.get("src"))
+    assert all(a["href"] == "data:," for a in page.all("link"))  # no favicon request
+
+
+def test_before_and_after_for_what_the_last_apply_changed(root: Path, tmp_path: Path) -> None:
+    first = settle(root, tmp_path / "clips", {"logo": 1, "intro": 2, "pour": 3})
+    old_pour = (root / "renders/pour.mp4").read_bytes()
+    second = settle(root, tmp_path / "clips", {"logo": 1, "intro": 2, "pour": 4})
+    review(root, first)
+    before = root / "renders/before" / f"pour.{first.scenes['pour'].video.sha256[:12]}.mp4"
+    assert before.read_bytes() == old_pour
+    page = Page((root / "renders/index.html").read_text())
+    befores = page.all("figure", **{"class": "before"})
+    assert len(befores) == 1
+    assert [v["data-src"] for v in page.all("video") if v["data-src"].startswith("before/")] == [
+        f"before/{before.name}"]
+    # A page written again without an apply (e.g. it was deleted) keeps the last apply's before/after.
+    (root / "renders/index.html").unlink()
+    review(root, None)
+    assert f"before/{before.name}" in (root / "renders/index.html").read_text()
+    # The next apply that changes something else replaces it.
+    settle(root, tmp_path / "clips", {"logo": 9, "intro": 2, "pour": 4})
+    review(root, second)
+    assert not before.exists()
+    assert [p.name.split(".")[0] for p in (root / "renders/before").iterdir()] == ["logo"]
+
+
+def test_a_previous_render_gone_from_the_cache_is_said(root: Path, tmp_path: Path) -> None:
+    first = settle(root, tmp_path / "clips", {"logo": 1, "intro": 2, "pour": 3})
+    settle(root, tmp_path / "clips", {"logo": 1, "intro": 2, "pour": 4})
+    workspace = workspace_of(root)
+    workspace.cache.blob_path(first.scenes["pour"].video.sha256).unlink()
+    workspace.close()
+    review(root, first)
+    text = (root / "renders/index.html").read_text()
+    assert "the previous render is no longer in the cache" in text
+    assert 'class="badge">changed' in text
+
+
+def test_contact_sheet_has_first_middle_and_last_frame_per_scene(root: Path, tmp_path: Path) -> None:
+    settle(root, tmp_path / "clips", {"logo": 1, "intro": 2, "pour": 3})
+    review(root)
+    sheet = Image.open(root / "renders/contact.png").convert("RGB")
+    height = round(THUMB_WIDTH * 90 / 160)
+    columns = (sheet.width - GAP) // (3 * THUMB_WIDTH + 3 * GAP)
+    for n, (scene, base) in enumerate((("logo", 1), ("intro", 2), ("pour", 3))):
+        x0 = GAP + (n % columns) * (3 * THUMB_WIDTH + 3 * GAP)
+        y0 = GAP + (n // columns) * (LABEL + height + GAP) + LABEL
+        for at, index in enumerate((0, FRAMES // 2, FRAMES - 1)):
+            pixel = sheet.getpixel((x0 + at * (THUMB_WIDTH + GAP) + THUMB_WIDTH // 2, y0 + height // 2))
+            wanted = frame_color(base, index)
+            assert max(abs(p - w) for p, w in zip(pixel, wanted)) <= 6, (scene, index, pixel, wanted)  # type: ignore[arg-type]
+
+
+def test_contact_sheet_thumbnails_are_kept_by_digest(root: Path, tmp_path: Path) -> None:
+    settle(root, tmp_path / "clips", {"logo": 1, "intro": 2, "pour": 3})
+    review(root)
+    first = (root / "renders/contact.png").read_bytes()
+    thumbs = sorted(p.name for p in (root / ".sparkspec/review").iterdir())
+    assert len(thumbs) == 3
+    (root / "renders/contact.png").unlink()
+    (root / "renders/logo.mp4").write_bytes(b"not a video any more")  # a cached thumbnail is not decoded again
+    review(root)
+    assert (root / "renders/contact.png").read_bytes() == first
+
+
+def test_a_page_that_cannot_be_written_is_a_message(root: Path, tmp_path: Path) -> None:
+    from sparkspec.errors import StatePathError
+
+    settle(root, tmp_path / "clips", {"logo": 1, "intro": 2, "pour": 3})
+    (root / "renders/index.html").mkdir()
+    with pytest.raises(StatePathError, match="cannot write the review page"):
+        review(root)
