@@ -165,16 +165,22 @@ def plan(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], prov
 @click.option("--parallelism", type=click.IntRange(1, 64), help="Renders in flight at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines of events.")
 @click.option("--fail-fast", is_flag=True, help="Stop submitting after the first failed render.")
+@click.option("--max-tokens", type=click.IntRange(min=1), metavar="N",
+              help="Budget: refuse a plan estimated over N tokens; stop submitting at N reported.")
+@click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), metavar="X",
+              help="Budget in money (needs provider.price_per_million_tokens).")
 def apply(planfile: str | None, spec: str, variables: tuple[str, ...], var_files: tuple[str, ...],
           provider: str | None, targets: tuple[str, ...], replace: tuple[str, ...], auto_approve: bool,
-          parallelism: int | None, as_json: bool, fail_fast: bool) -> None:
+          parallelism: int | None, as_json: bool, fail_fast: bool, max_tokens: int | None,
+          max_cost: float | None) -> None:
     """Render what changed, reuse what the cache has, and write the lock."""
     from sparkspec.commands.apply import run_apply
 
     spec_given = click.get_current_context().get_parameter_source("spec") is not ParameterSource.DEFAULT
     code = run_apply(planfile=planfile, spec=spec, load_options=_load_options(variables, var_files, provider),
                      plan_options=_plan_options(targets, replace), auto_approve=auto_approve,
-                     parallelism=parallelism, as_json=as_json, fail_fast=fail_fast, spec_given=spec_given)
+                     parallelism=parallelism, as_json=as_json, fail_fast=fail_fast, spec_given=spec_given,
+                     max_tokens=max_tokens, max_cost=max_cost)
     if code:
         sys.exit(code)
 

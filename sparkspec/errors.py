@@ -9,6 +9,7 @@ message and maps them to an exit code. Every message says what to do next.
      +-- StalePlanError       a saved plan no longer matches spec, vars or lock
      +-- ApplyLockedError     another apply holds the project's lock
      +-- RemoteError          the team's remote cache is misconfigured or answered with an error
+     +-- BudgetError          the plan's estimate is over the apply's budget
      +-- ProviderError        anything a provider reports
           +-- AuthError        the API key is missing or refused: stop submitting
           +-- TransientError   worth retrying (connection, timeout, 429, 5xx, 003021099)
@@ -51,6 +52,10 @@ class ApplyLockedError(SparkspecError):
 
 class RemoteError(SparkspecError):
     """The remote render cache: a bad setting, or the store's own words about a failed request."""
+
+
+class BudgetError(SparkspecError):
+    pass
 
 
 class ProviderError(SparkspecError):

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sparkspec.apply.budget import BudgetMeter
 from sparkspec.state.journal import Journal
 from sparkspec.apply.outputs import materialize, remove_output
 from sparkspec.apply.tasks import UNKNOWN_TASK_GRACE, Emit, SceneFailed, SceneSkipped, Sleep, TaskRunner
@@ -62,6 +63,7 @@ class Engine:
     parallelism: int
     fail_fast: bool = False
     unknown_task_grace: float = UNKNOWN_TASK_GRACE  # seconds a just-created task may answer 404
+    meter: BudgetMeter | None = None  # stops submissions once reported usage reaches the budget
     sleep: Sleep = asyncio.sleep
     rng: random.Random = field(default_factory=random.Random)
     wall_clock: Callable[[], float] = time.time
@@ -77,7 +79,8 @@ class Engine:
             provider=self.provider, journal=Journal(ws.state_dir / "journal"), cache=ws.cache,
             emit=self.emit, sleep=self.sleep, rng=self.rng, wall_clock=self.wall_clock,
             monotonic=self.monotonic, poll=self.project.provider.poll, tmp_dir=self.tmp_dir,
-            parallelism=self.parallelism, fail_fast=self.fail_fast, unknown_task_grace=self.unknown_task_grace)
+            parallelism=self.parallelism, fail_fast=self.fail_fast, unknown_task_grace=self.unknown_task_grace,
+            meter=self.meter)
         # The cache indexes what the lock will name before the lock is written.
         self.lock = LockWriter(ws, before_write=self.runner.commit)
         self.scenes: Mapping[str, SceneRecord] = self.lock.scenes  # what apply has made so far

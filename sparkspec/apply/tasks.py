@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sparkspec import apifacts
+from sparkspec.apply.budget import BudgetMeter
 from sparkspec.state.journal import DamagedEntry, Journal, JournalEntry
 from sparkspec.media.probe import check_png
 from sparkspec.state.cache import Cache, CachedRender
@@ -76,6 +77,7 @@ class TaskRunner:
     parallelism: int
     fail_fast: bool = False
     unknown_task_grace: float = UNKNOWN_TASK_GRACE
+    meter: BudgetMeter | None = None  # the apply's budget, charged as renders report usage
 
     def __post_init__(self) -> None:
         # Why new submissions stopped (Ctrl-C, a refused key, --fail-fast); None while they go on.
@@ -158,8 +160,13 @@ class TaskRunner:
                         status = TaskStatus(entry.task_id, TaskState.RUNNING, locator=entry.locator)
                         since = entry.submitted_at
                     status = await self.wait(request.scene, status, since)
+                    if status.state is TaskState.COMPLETED and status.tokens is not None:
+                        self.charge(status.tokens, status.cost)  # before the slot goes to a new submission
                 if status.state is TaskState.COMPLETED:
-                    return await self.deliver(request, key, status)
+                    cached = await self.deliver(request, key, status)
+                    if status.tokens is None:
+                        self.charge(cached.tokens, cached.cost)
+                    return cached
                 retry = RESUBMIT_CODES.get(status.error_code or "")
                 if retry is None or resubmits >= MAX_RESUBMITS:
                     message = status.error_message or "the render failed"
@@ -199,6 +206,13 @@ class TaskRunner:
     def resubmitted(self, scene_id: str, task_id: str, reason: str, count: int) -> None:
         self.emit({"event": "resubmitted", "scene": scene_id, "task_id": task_id, "reason": reason,
                    "count": count, "limit": MAX_RESUBMITS})
+
+    def charge(self, tokens: int, cost: float | None) -> None:
+        """Count reported usage against the budget; once it is reached, submissions stop."""
+        if self.meter is not None:
+            over = self.meter.charge(tokens, cost)
+            if over is not None and self.stop_submitting is None:
+                self.stop_submitting = over
 
     def failure(self, scene_id: str, message: str) -> SceneFailed:
         """The error that fails a scene. With --fail-fast, submissions stop here, before any

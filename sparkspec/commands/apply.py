@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import click
 
+from sparkspec.apply.budget import BudgetMeter, check_plan, effective
 from sparkspec.state.applylock import apply_lock
 from sparkspec.apply.progress import JsonReporter, LiveReporter, PlainReporter
 from sparkspec.errors import SparkspecError
@@ -36,6 +37,7 @@ RENDERS = (Action.CREATE, Action.UPDATE, Action.REPLACE)
 
 def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, plan_options: PlanOptions,
               auto_approve: bool, parallelism: int | None, as_json: bool, fail_fast: bool,
+              max_tokens: int | None = None, max_cost: float | None = None,
               environ: Mapping[str, str] = os.environ, stdin: TextIO | None = None,
               stdout: TextIO | None = None, spec_given: bool = False) -> int:
     stdin = stdin or sys.stdin
@@ -58,6 +60,8 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
             if any(c.take != 1 for c in plan.changes):
                 raise SparkspecError("takes: this version of apply renders one take per scene; "
                                      "set takes: 1 to apply (plan shows every take)")
+            budget = effective(workspace.project.budget, max_tokens, max_cost)
+            check_plan(budget, plan)
             if not plan.has_changes:
                 _review(workspace, None, only_if_missing=True)
                 if as_json:
@@ -72,8 +76,9 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
 
             provider = _provider(workspace, plan, environ)
             register_project(workspace.cache.directory, workspace.lock_path)
+            meter = BudgetMeter(budget, workspace.project.provider.price_per_million_tokens)
             return _execute(workspace, plan, provider, parallelism or workspace.project.provider.parallelism,
-                            as_json, fail_fast, stdout)
+                            as_json, fail_fast, stdout, meter)
     finally:
         workspace.close()
 
@@ -98,7 +103,7 @@ def _provider(workspace: Workspace, plan: Plan, environ: Mapping[str, str]) -> P
 
 
 def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parallelism: int, as_json: bool,
-             fail_fast: bool, stdout: TextIO) -> int:
+             fail_fast: bool, stdout: TextIO, meter: BudgetMeter | None = None) -> int:
     import asyncio
 
     from sparkspec.apply.engine import Engine, running_remotely
@@ -112,7 +117,7 @@ def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parall
     else:
         reporter = PlainReporter(stdout)
     previous = workspace.lock
-    engine = Engine(workspace, plan, provider, reporter, parallelism, fail_fast=fail_fast)
+    engine = Engine(workspace, plan, provider, reporter, parallelism, fail_fast=fail_fast, meter=meter)
     try:
         result = asyncio.run(_drive(engine, provider))
     finally:

@@ -16,6 +16,7 @@ from sparkspec.errors import SparkspecError, SpecError
 from sparkspec.config import schema
 from sparkspec.config.model import (
     MAX_TAKES,
+    Budget,
     PollConfig,
     Project,
     ProviderConfig,
@@ -130,7 +131,7 @@ class _Resolver:
             output_dir=output_dir, provider=provider, scenes=scenes, sequences=sequences,
             spec_sha256=self.digest,
             vars_sha256=hashlib.sha256(canonical_json(variables).encode()).hexdigest(),
-            templates_sha256=self.templates.digest(), remote=self.remote(data))
+            templates_sha256=self.templates.digest(), remote=self.remote(data), budget=budget(data))
         return Loaded(project, tuple(diagnostics))
 
     def provider(self, data: dict[str, Any]) -> ProviderConfig:
@@ -335,3 +336,9 @@ class _Resolver:
                 out[name] = SequenceSpec(name, tuple(members))
         return out
 
+
+def budget(data: dict[str, Any]) -> Budget:
+    raw = as_mapping(data.get("budget"))
+    cost = typed(raw, "max_cost", (int, float), None)
+    return Budget(max_tokens=typed(raw, "max_tokens", int, None),
+                  max_cost=float(cost) if cost is not None else None)

@@ -43,6 +43,14 @@ class RemoteConfig:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """What one apply may spend (DESIGN section 10); None: no limit."""
+
+    max_tokens: int | None = None
+    max_cost: float | None = None
+
+
+@dataclass(frozen=True)
 class ImageRef:
     """A first-frame image: a file inside the project, a data URL, or an https URL."""
 
@@ -96,3 +104,4 @@ class Project:
     vars_sha256: str  # of the variables in force, after --var-file and --var
     templates_sha256: str = ""  # of every template file read (prompt files and their includes)
     remote: RemoteConfig | None = None
+    budget: Budget = Budget()

@@ -1,0 +1,70 @@
+"""The budget of one apply (DESIGN section 10): `budget: {max_tokens, max_cost}` in the spec,
+`apply --max-tokens N --max-cost X` on the command line (the command line wins, field by field).
+
+Two checks: the plan's estimate, before anything is submitted; and the usage renders report
+as they finish, after which no new render is submitted (running ones are still collected).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from sparkspec.config.model import Budget
+from sparkspec.errors import BudgetError
+from sparkspec.plan.planner import Plan
+
+
+def effective(spec: Budget, max_tokens: int | None, max_cost: float | None) -> Budget:
+    budget = spec
+    if max_tokens is not None:
+        budget = replace(budget, max_tokens=max_tokens)
+    if max_cost is not None:
+        budget = replace(budget, max_cost=max_cost)
+    return budget
+
+
+def check_plan(budget: Budget, plan: Plan) -> None:
+    """Refuse a plan whose estimate is over the budget, with the figures."""
+    renders = [c for c in plan.changes if c.action.renders]
+    if not renders:
+        return
+    tokens = plan.estimated_tokens
+    if budget.max_tokens is not None and tokens > budget.max_tokens:
+        raise BudgetError(f"the plan renders {len(renders)} scene(s) for an estimated {tokens:,} tokens, over "
+                          f"the budget of {budget.max_tokens:,} (max_tokens); nothing was submitted. Raise "
+                          "--max-tokens or budget.max_tokens, or apply part of it with --target")
+    if budget.max_cost is not None:
+        cost = plan.estimated_cost
+        if cost is None:
+            raise BudgetError("a cost budget (max_cost) needs provider.price_per_million_tokens to estimate "
+                              "the plan's cost; nothing was submitted")
+        if cost > budget.max_cost:
+            raise BudgetError(f"the plan renders {len(renders)} scene(s) for an estimated cost of {cost:,.2f}, "
+                              f"over the budget of {budget.max_cost:,.2f} (max_cost); nothing was submitted. "
+                              "Raise --max-cost or budget.max_cost, or apply part of it with --target")
+
+
+@dataclass
+class BudgetMeter:
+    """Usage reported by the renders of this apply, against the budget."""
+
+    budget: Budget
+    price_per_million_tokens: float | None = None
+    tokens: int = 0
+    cost: float = 0.0
+
+    def charge(self, tokens: int, cost: float | None) -> str | None:
+        """Count a finished render's reported usage (its cost, or its tokens at the spec's price);
+        the reason to stop submitting once the budget is reached."""
+        self.tokens += tokens
+        if cost is not None:
+            self.cost += cost
+        elif self.price_per_million_tokens is not None:
+            self.cost += tokens / 1e6 * self.price_per_million_tokens
+        if self.budget.max_tokens is not None and self.tokens >= self.budget.max_tokens:
+            return (f"budget reached: renders reported {self.tokens:,} tokens of the "
+                    f"{self.budget.max_tokens:,} allowed (max_tokens)")
+        if self.budget.max_cost is not None and self.cost >= self.budget.max_cost:
+            return (f"budget reached: renders cost {self.cost:,.2f} of the "
+                    f"{self.budget.max_cost:,.2f} allowed (max_cost)")
+        return None

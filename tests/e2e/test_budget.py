@@ -1,0 +1,97 @@
+"""The budget of one apply: `budget: {max_tokens, max_cost}` and `apply --max-tokens / --max-cost`,
+through the spark provider against the fake gateway."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fakeapi import FakeSparkAPI
+
+from .conftest import Project
+
+# 480p 16:9 is 864x496 here; 29 frames: 864 * 496 * 29 // 1024 tokens a scene.
+PER_SCENE = 864 * 496 * 29 // 1024
+SPEC = """\
+version: 1
+provider:
+  type: spark
+  parallelism: 1
+  poll: {initial: 0.05, max: 0.2}
+  price_per_million_tokens: 10
+defaults: {resolution: 480p, ratio: "16:9", frames: 29, seed: 9}
+scenes:
+  a: {prompt: "a paper crane unfolds"}
+  b: {prompt: "an origami frog jumps"}
+  c: {prompt: "a paper boat floats"}
+"""
+
+
+@pytest.fixture
+def spark(project: Project, fake_api: FakeSparkAPI) -> Project:
+    project.write(SPEC)
+    project.env.update(SPARK_API_KEY=fake_api.api_key, SPARK_BASE_URL=fake_api.base_url)
+    return project
+
+
+def estimate(spark: Project) -> int:
+    result = spark.run("plan", "--json")
+    return int(json.loads(result.out)["summary"]["estimated_tokens"])
+
+
+@pytest.mark.slow  # renders through the fake gateway
+def test_a_plan_over_the_budget_is_refused_before_anything_is_sent(spark: Project, fake_api: FakeSparkAPI) -> None:
+    total = estimate(spark)
+    refused = spark.run("apply", "--auto-approve", "--max-tokens", str(total - 1))
+    assert refused.code == 1
+    assert f"estimated {total:,} tokens, over the budget of {total - 1:,} (max_tokens)" in refused.err
+    assert "nothing was submitted" in refused.err
+    assert fake_api.total_creates == 0
+    spark.write(SPEC + "budget: {max_cost: 0.01}\n")
+    refused = spark.run("apply", "--auto-approve")
+    assert refused.code == 1 and "over the budget of 0.01 (max_cost)" in refused.err
+    assert fake_api.total_creates == 0
+    # The command line wins over the spec, field by field.
+    spark.apply("--max-cost", "100", "--max-tokens", str(total))
+    assert fake_api.total_creates == 3
+
+
+def test_a_cost_budget_needs_a_price(spark: Project, fake_api: FakeSparkAPI) -> None:
+    spark.write(SPEC.replace("  price_per_million_tokens: 10\n", ""))
+    refused = spark.run("apply", "--auto-approve", "--max-cost", "5")
+    assert refused.code == 1 and "price_per_million_tokens" in refused.err
+    assert fake_api.total_creates == 0
+
+
+@pytest.mark.slow  # renders through the fake gateway
+def test_submissions_stop_when_reported_usage_reaches_the_budget(spark: Project, fake_api: FakeSparkAPI) -> None:
+    total = estimate(spark)
+    fake_api.usage = {"completion_tokens": total, "total_tokens": total}  # each render reports 3x its estimate
+    spark.write(SPEC + f"budget: {{max_tokens: {total}}}\n")
+    result = spark.run("apply", "--auto-approve")
+    assert result.code == 1
+    assert fake_api.total_creates == 1  # one at a time: the first one's usage stops the rest
+    assert f"budget reached: renders reported {total:,} tokens of the {total:,} allowed (max_tokens)" in result.err
+    assert result.err.count("skipped: budget reached") == 2
+    assert len(spark.lock()["scenes"]) == 1  # what was paid for is kept
+
+
+@pytest.mark.slow  # renders through the fake gateway
+def test_running_renders_are_still_collected(spark: Project, fake_api: FakeSparkAPI) -> None:
+    total = estimate(spark)
+    fake_api.usage = {"completion_tokens": total, "total_tokens": total}
+    spark.write(SPEC.replace("parallelism: 1", "parallelism: 2") + f"budget: {{max_tokens: {total}}}\n")
+    result = spark.run("apply", "--auto-approve")
+    assert result.code == 1
+    assert fake_api.total_creates == 2  # both in flight when the first reported
+    assert len(spark.lock()["scenes"]) == 2  # the second was collected, not abandoned
+    assert result.err.count("skipped: budget reached") == 1
+
+
+def test_a_bad_budget_is_a_validation_error_at_its_line(spark: Project) -> None:
+    spark.write(SPEC + "budget: {max_tokens: 0, max_kost: 3}\n")
+    result = spark.run("validate")
+    assert result.code == 1
+    assert "project.spark.yaml:12:" in result.err and "budget.max_tokens" in result.err
+    assert "max_kost" in result.err
