@@ -109,8 +109,21 @@ def _plan_options(targets: tuple[str, ...], replace: tuple[str, ...]) -> PlanOpt
 
 @cli.command()
 @spec_options
-def validate(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], provider: str | None) -> None:
-    """Check the spec: syntax, schema, templates, images and the scene graph."""
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+def validate(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], provider: str | None,
+             files: tuple[str, ...]) -> None:
+    """Check the spec: syntax, schema, templates, images and the scene graph.
+
+    With FILES (as the pre-commit hook passes them), check the specs they belong to: a spec
+    file itself, or the nearest project.spark.yaml above a template.
+    """
+    if files:
+        from sparkspec.commands.validate_files import validate_files
+
+        if not validate_files(files, DEFAULT_SPEC, _load_options(variables, var_files, provider),
+                              lambda line: click.echo(line, err=True)):
+            sys.exit(EXIT_ERROR)
+        return
     workspace = _open(spec, _load_options(variables, var_files, provider))
     scenes = len(workspace.project.scenes)
     click.echo(f"{spec}: valid ({scenes} scene{'s' if scenes != 1 else ''}, "
