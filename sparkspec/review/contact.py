@@ -99,7 +99,7 @@ def _cached_strip(entry: SheetEntry, thumbs: Path) -> Image.Image:
         pass
     strip = _strip(entry)
     with atomic_target(path) as tmp:
-        strip.save(tmp, format="PNG")
+        strip.save(tmp, format="PNG", compress_level=1)
     return strip
 
 
@@ -126,5 +126,5 @@ def write_contact_sheet(dest: Path, entries: Sequence[SheetEntry], thumbs: Path,
         draw.text((x, y + 2), entry.scene, fill=TEXT, font=font)
         sheet.paste(strip, (x, y + LABEL))
     with atomic_target(dest) as tmp:
-        sheet.save(tmp, format="PNG", optimize=False)
+        sheet.save(tmp, format="PNG", compress_level=1)  # zlib at 6 took most of the time
     return dest
