@@ -132,7 +132,9 @@ def gather(project: Project, lock: Lock, before: Mapping[str, str],
         spec = project.scenes.get(sid)
         inputs = record.inputs
         numbered, pick = take_records(record)
-        takes = tuple(Take(number, relative(t.video.path, out), relative(t.last_frame.path, out), t.seed,
+        # The picked take is the scene's own files (renders/<scene>.mp4): the top-level record's.
+        takes = tuple(Take(number, relative((record if number == pick else t).video.path, out),
+                           relative((record if number == pick else t).last_frame.path, out), t.seed,
                            t.key, t.task_id, t.tokens, t.cost) for number, t in numbered)
         parameters = tuple((name, _show(inputs[name])) for name in PARAMETERS if inputs.get(name) is not None)
         scenes.append(ReviewScene(
