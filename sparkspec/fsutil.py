@@ -1,7 +1,15 @@
-"""Atomic writes and streaming hashes: the only way sparkspec puts bytes on disk."""
+"""Atomic writes and streaming hashes: the only way sparkspec puts bytes on disk.
+
+Every file sparkspec writes (the lock, renders/, the cache, the journal, what `init`
+writes) goes through `atomic_target`: a temporary file beside the target, fsync'd,
+given the mode the user's umask implies (0644 under 022, like any other tool's files),
+then renamed over the target, so a reader sees the old file or the new one, never half.
+"""
 
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
 import os
 import shutil
@@ -13,10 +21,25 @@ from pathlib import Path
 CHUNK = 1 << 20
 
 
+@functools.cache
+def file_mode() -> int:
+    """0666 less the process's umask: what `open(path, "w")` would have made."""
+    try:  # Linux tells the umask without changing it (os.umask would race other threads)
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextmanager
 def atomic_target(path: Path) -> Iterator[Path]:
-    """A temporary file beside `path` to fill; when the block succeeds it is fsync'd and
-    renamed over `path`, so a reader sees the old file or the new one, never half."""
+    """A temporary file beside `path` to fill; when the block succeeds it is fsync'd, given
+    the umask's mode and renamed over `path`. On any failure the temporary file goes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -25,6 +48,7 @@ def atomic_target(path: Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as stream:
             os.fsync(stream.fileno())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -37,13 +61,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
 def atomic_copy(source: Path, dest: Path) -> None:
     with atomic_target(dest) as tmp:
         shutil.copyfile(source, tmp)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_move(source: Path, dest: Path) -> None:
+    """Move a finished, fsync'd file to `dest` by rename; across filesystems, by an atomic
+    copy. `source` is gone afterwards either way."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.chmod(source, file_mode())
+        os.replace(source, dest)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        atomic_copy(source, dest)
+        source.unlink(missing_ok=True)
+        return
+    fsync_dir(dest.parent)
 
 
 def fsync_dir(directory: Path) -> None:

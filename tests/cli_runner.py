@@ -1,10 +1,17 @@
-"""Run `sparkspec ARGS` in-process through the console entry point (its error boundary
-included), as a user's shell would, and capture what it prints."""
+"""The two ways tests run `sparkspec`: `run_cli` as a user's shell would (a subprocess of
+`python -m sparkspec`), and `run_main` in-process through the console entry point (its error
+boundary included) where a test needs monkeypatching. Both capture what it prints."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -12,8 +19,59 @@ from click.testing import CliRunner
 from sparkspec import cli
 
 
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def returncode(self) -> int:
+        return self.code
+
+    @property
+    def stdout(self) -> str:
+        return self.out
+
+    @property
+    def stderr(self) -> str:
+        return self.err
+
+    def events(self) -> list[dict[str, Any]]:
+        """`apply --json`'s events."""
+        return [json.loads(line) for line in self.out.splitlines() if line.strip()]
+
+    def rendered(self) -> list[str]:
+        return sorted(e["scene"] for e in self.events() if e["event"] == "completed")
+
+
+def cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "sparkspec", *args]
+
+
+def run_cli(*args: str, cwd: Path, env: Mapping[str, str] | None = None, stdin: str = "",
+            timeout: float = 300, preexec_fn: Callable[[], None] | None = None,
+            traceback_ok: bool = False) -> Run:
+    """`sparkspec ARGS` in a subprocess in `cwd`; the environment is the test's (already cut off
+    from the developer's by conftest) unless `env` is given. A traceback is never acceptable
+    output: sparkspec's one error boundary prints one line."""
+    proc = subprocess.run(cli_command(*args), cwd=cwd, env=dict(env) if env is not None else None,
+                          input=stdin, capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=preexec_fn)
+    if not traceback_ok:
+        assert "Traceback" not in proc.stderr, proc.stderr
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def start_cli(*args: str, cwd: Path, env: Mapping[str, str] | None = None,
+              **popen: Any) -> subprocess.Popen[Any]:
+    """`sparkspec ARGS` started in the background (for interrupt and concurrency tests)."""
+    return subprocess.Popen(cli_command(*args), cwd=cwd, env=dict(env) if env is not None else os.environ,
+                            **popen)
+
+
 def run_main(args: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr)."""
+    """(exit code, stdout, stderr), in-process."""
     monkeypatch.chdir(cwd)
     monkeypatch.setattr(sys, "argv", ["sparkspec", *args])
     with CliRunner().isolation() as (out, err, *_):

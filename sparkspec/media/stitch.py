@@ -11,15 +11,13 @@ Only the video stream is kept: renders carry no sound.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sparkspec.errors import MediaError
-from sparkspec.fsutil import fsync_dir
+from sparkspec.fsutil import atomic_target
 from sparkspec.media.encode import CONTAINER_OPTIONS, H264Writer
 
 if TYPE_CHECKING:
@@ -52,25 +50,14 @@ def stitch(paths: list[Path], dest: Path) -> None:
         params = [_params(path) for path in paths]
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise MediaError(f"cannot read a clip to stitch into {dest}: {exc}") from None
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
     try:
-        if all(p == params[0] for p in params):
-            _remux(paths, tmp)
-        else:
-            _reencode(paths, tmp, params[0])
-        _fsync(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared render from the team
-        os.replace(tmp, dest)
+        with atomic_target(dest) as tmp:
+            if all(p == params[0] for p in params):
+                _remux(paths, tmp)
+            else:
+                _reencode(paths, tmp, params[0])
     except (av.FFmpegError, OSError, ValueError) as exc:
-        tmp.unlink(missing_ok=True)
         raise MediaError(f"cannot stitch {dest.name}: {exc}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(dest.parent)
 
 
 def _params(path: Path) -> _StreamParams:
@@ -164,6 +151,3 @@ def _fit(frame: av.VideoFrame, writer: H264Writer) -> av.VideoFrame:
     return writer.converter.from_image(image)
 
 
-def _fsync(path: Path) -> None:
-    with path.open("rb+") as stream:
-        os.fsync(stream.fileno())

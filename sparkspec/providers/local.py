@@ -20,7 +20,6 @@ import io
 import os
 import random
 import re
-import tempfile
 import threading
 import urllib.parse
 import urllib.request
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from sparkspec import apifacts
 from sparkspec.errors import DownloadError, MediaError, RenderFailed, TaskNotFound
-from sparkspec.fsutil import CHUNK, atomic_write_text, fsync_dir
+from sparkspec.fsutil import CHUNK, atomic_target, atomic_write_text
 from sparkspec.providers.base import Downloaded, FirstFrame, RenderRequest, TaskState, TaskStatus
 
 if TYPE_CHECKING:
@@ -66,35 +65,25 @@ def render_video(request: RenderRequest, video_path: Path, last_frame_path: Path
         shot = image_shot(source, width, height, frames, rng, request.camera_fixed)
     else:
         shot = procedural_shot(request.prompt, width, height, frames, rng, request.camera_fixed)
-    video_tmp = _temp_beside(video_path)
-    png_tmp = _temp_beside(last_frame_path)
-    try:
-        with H264Writer(video_tmp, width, height) as writer, \
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-frames") as pool:
-            converter = writer.converter
-            ahead: deque[Future[av.VideoFrame]] = deque()
-            for index in range(min(_LOOKAHEAD, frames)):
-                ahead.append(pool.submit(shot.frame, index, converter))
-            for index in range(frames):
-                frame = ahead.popleft().result()
-                if index + _LOOKAHEAD < frames:
-                    ahead.append(pool.submit(shot.frame, index + _LOOKAHEAD, converter))
-                if index == frames - 1:
-                    # The API's last frame carries no watermark: take it before marking.
-                    _save_png(to_image(frame), png_tmp)
-                if request.watermark:
-                    stamp_watermark(frame)
-                writer.write(frame)
-                if progress is not None and (index % 8 == 7 or index == frames - 1):
-                    progress((index + 1) / frames)
-        _fsync(video_tmp)
-        for tmp, dest in ((video_tmp, video_path), (png_tmp, last_frame_path)):
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, dest)
-            fsync_dir(dest.parent)
-    finally:
-        video_tmp.unlink(missing_ok=True)
-        png_tmp.unlink(missing_ok=True)
+    with atomic_target(video_path) as video_tmp, atomic_target(last_frame_path) as png_tmp, \
+            H264Writer(video_tmp, width, height) as writer, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-frames") as pool:
+        converter = writer.converter
+        ahead: deque[Future[av.VideoFrame]] = deque()
+        for index in range(min(_LOOKAHEAD, frames)):
+            ahead.append(pool.submit(shot.frame, index, converter))
+        for index in range(frames):
+            frame = ahead.popleft().result()
+            if index + _LOOKAHEAD < frames:
+                ahead.append(pool.submit(shot.frame, index + _LOOKAHEAD, converter))
+            if index == frames - 1:
+                # The API's last frame carries no watermark: take it before marking.
+                _save_png(to_image(frame), png_tmp)
+            if request.watermark:
+                stamp_watermark(frame)
+            writer.write(frame)
+            if progress is not None and (index % 8 == 7 or index == frames - 1):
+                progress((index + 1) / frames)
     return width, height
 
 
@@ -135,20 +124,6 @@ def _save_png(image: Image.Image, path: Path) -> None:
     # Level 1: a fifth of the time of the default for a few percent more bytes.
     with path.open("wb") as stream:
         image.save(stream, format="PNG", compress_level=1)
-        stream.flush()
-        os.fsync(stream.fileno())
-
-
-def _fsync(path: Path) -> None:
-    with path.open("rb+") as stream:
-        os.fsync(stream.fileno())
-
-
-def _temp_beside(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(name)
 
 
 # -- the provider -----------------------------------------------------------------------

@@ -9,13 +9,12 @@ bytes are in place first.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sparkspec.fsutil import fsync_dir
+from sparkspec.fsutil import atomic_move, sha256_file
 
 CACHE_ENV = "SPARKSPEC_CACHE_DIR"
 
@@ -82,20 +81,13 @@ class Cache:
         return size is None or st.st_size == size
 
     def put_blob(self, source: Path, sha256: str) -> Path:
-        """Move a verified file into the store (or drop it if the store has it already)."""
+        """Move a verified file into the store. A blob of that name already there is kept
+        only if its bytes are right; a damaged one is replaced."""
         dest = self.blob_path(sha256)
-        if dest.exists():
+        if dest.exists() and blob_intact(dest, sha256, source.stat().st_size):
             source.unlink(missing_ok=True)
             return dest
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.replace(source, dest)
-        except OSError:  # another filesystem: copy beside, then rename
-            tmp = dest.with_name(dest.name + ".part")
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, dest)
-            source.unlink(missing_ok=True)
-        fsync_dir(dest.parent)
+        atomic_move(source, dest)
         return dest
 
     def lookup(self, key: str) -> CachedRender | None:
@@ -134,5 +126,13 @@ class Cache:
             return
         for shard in sorted(root.iterdir()):
             for blob in sorted(shard.iterdir()):
-                if not blob.name.endswith(".part"):
+                if not blob.name.startswith(".") and not blob.name.endswith(".part"):  # temporaries
                     yield blob.name, blob
+
+
+def blob_intact(path: Path, sha256: str, size: int) -> bool:
+    """The file at `path` has `size` bytes hashing to `sha256`."""
+    try:
+        return path.stat().st_size == size and sha256_file(path) == sha256
+    except OSError:
+        return False
