@@ -373,6 +373,11 @@ def main() -> None:
         raise
     except BrokenPipeError:
         sys.exit(EXIT_ERROR)
+    except OSError as exc:  # the world's fault (a full disk, a read-only folder), not a bug
+        from sparkspec.errors import DiskError
+
+        click.echo(f"error: {DiskError.from_os(exc)}", err=True)
+        sys.exit(EXIT_ERROR)
     except Exception:  # noqa: BLE001 - the boundary for bugs: log, don't dump on the user
         import tempfile
         import traceback

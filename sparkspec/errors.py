@@ -6,10 +6,13 @@ message and maps them to an exit code. Every message says what to do next.
     SparkspecError
      +-- SpecError            the spec did not validate (carries its diagnostics)
      +-- StatePathError       a lock, plan or cache file is unreadable or unsafe
+     |    +-- CacheDamaged     a cached file is not the bytes its entry records
      +-- StalePlanError       a saved plan no longer matches spec, vars or lock
      +-- ApplyLockedError     another apply holds the project's lock
      +-- RemoteError          the team's remote cache is misconfigured or answered with an error
      +-- BudgetError          the plan's estimate is over the apply's budget
+     +-- DiskError            the file system refused: full, read-only, a file in a folder's place
+     +-- MediaError           a video or image cannot be decoded, probed or stitched
      +-- ProviderError        anything a provider reports
           +-- AuthError        the API key is missing or refused: stop submitting
           +-- TransientError   worth retrying (connection, timeout, 429, 5xx, 003021099)
@@ -20,6 +23,7 @@ message and maps them to an exit code. Every message says what to do next.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -40,6 +44,34 @@ class SpecError(SparkspecError):
 
 class StatePathError(SparkspecError):
     pass
+
+
+class CacheDamaged(StatePathError):
+    pass
+
+
+class DiskError(SparkspecError):
+    """An OSError from the world (not from sparkspec), told as what to do about it."""
+
+    @classmethod
+    def from_os(cls, exc: OSError) -> DiskError:
+        where = f"{exc.filename}: " if exc.filename else ""
+        reason = exc.strerror or str(exc)
+        return cls(f"{where}{reason}; {_DISK_HINTS.get(exc.errno or 0, 'fix that and run the command again')}")
+
+
+_DISK_HINTS = {
+    errno.ENOSPC: "free some disk space and run the command again (what finished is kept)",
+    errno.EDQUOT: "free some of your disk quota and run the command again (what finished is kept)",
+    errno.EFBIG: "the file size limit (`ulimit -f`) is too small for a render; raise it and run again",
+    errno.EROFS: "the file system is read-only; make it writable, or work in a writable copy",
+    errno.EACCES: "you may not write there; fix its permissions and run the command again",
+    errno.EPERM: "you may not write there; fix its permissions and run the command again",
+    errno.EISDIR: "a folder stands where sparkspec writes a file; move it away and run again",
+    errno.ENOTDIR: "a file stands where sparkspec needs a folder; move it away and run again",
+    errno.EEXIST: "a file stands where sparkspec needs a folder; move it away and run again",
+    errno.ENOENT: "it vanished while sparkspec was working; run the command again",
+}
 
 
 class StalePlanError(SparkspecError):

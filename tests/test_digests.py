@@ -4,6 +4,7 @@ any change of size, mtime or inode makes it read the file again."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -66,3 +67,24 @@ def test_a_changed_size_mtime_or_inode_is_read_again(tmp_path: Path, reads: list
 def test_a_missing_file_has_no_digest(tmp_path: Path) -> None:
     assert memo(tmp_path).sha256(tmp_path / "nope.png") is None
     assert not (tmp_path / ".sparkspec").exists()
+
+
+@pytest.mark.parametrize("damaged", [b"", b"\x00\xff garbage", b"[1, 2]", b'{"a.png": [1]}',
+                                     b'{"a.png": [1, 2, 3, "not a digest"]}', b'{"a.png": "x"}'])
+def test_a_damaged_memo_is_rebuilt(tmp_path: Path, damaged: bytes) -> None:
+    image = tmp_path / "a.png"
+    image.write_bytes(b"pixels")
+    (tmp_path / "digests.json").write_bytes(damaged)
+    memo = DigestMemo(tmp_path, tmp_path)
+    assert memo.sha256(image) == hashlib.sha256(b"pixels").hexdigest()
+    memo.save()
+    saved = json.loads((tmp_path / "digests.json").read_text())
+    assert list(saved) == ["a.png"] and saved["a.png"][3] == hashlib.sha256(b"pixels").hexdigest()
+
+
+def test_a_memo_entry_cut_short_after_a_matching_stamp_is_hashed_again(tmp_path: Path) -> None:
+    image = tmp_path / "a.png"
+    image.write_bytes(b"pixels")
+    st = image.stat()
+    (tmp_path / "digests.json").write_text(json.dumps({"a.png": [st.st_size, st.st_mtime_ns, st.st_ino]}))
+    assert DigestMemo(tmp_path, tmp_path).sha256(image) == hashlib.sha256(b"pixels").hexdigest()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sparkspec.apply.budget import BudgetMeter
+from sparkspec.errors import DiskError, SparkspecError
 from sparkspec.state.journal import Journal
 from sparkspec.apply.outputs import materialize, remove_output
 from sparkspec.apply.tasks import UNKNOWN_TASK_GRACE, Emit, SceneFailed, SceneSkipped, Sleep, TaskRunner
@@ -148,9 +149,10 @@ class Engine:
             self.result.skipped[change.id] = str(exc)
             self.emit({"event": "skipped", "scene": change.id, "reason": str(exc)})
             record = None
-        except SceneFailed as exc:
-            self.result.failed[change.id] = str(exc)
-            self.emit({"event": "failed", "scene": change.id, "error": str(exc)})
+        except (SceneFailed, SparkspecError, OSError) as exc:  # a damaged cache, a full disk: this scene
+            message = str(DiskError.from_os(exc) if isinstance(exc, OSError) else exc)
+            self.result.failed[change.id] = message
+            self.emit({"event": "failed", "scene": change.id, "error": message})
             record = None
         if not future.done():
             future.set_result(record)
@@ -236,10 +238,12 @@ class Engine:
 
     def _materialize(self, scene: Scene, cached: CachedRender) -> None:
         cache, memo = self.workspace.cache, self.workspace.memo
-        for rel, sha in zip(output_paths(self.project, scene.id), (cached.video_sha256, cached.last_frame_sha256)):
+        video, frame = output_paths(self.project, scene.id)
+        for rel, sha, size in ((video, cached.video_sha256, cached.video_bytes),
+                               (frame, cached.last_frame_sha256, cached.last_frame_bytes)):
             dest = self.project.root / rel
             if memo.sha256(dest) != sha:
-                materialize(cache.blob_path(sha), dest)
+                materialize(cache.blob_path(sha), dest, sha, size)
                 memo.remember(dest, sha)
 
     def record(self, scene: Scene, cached: CachedRender) -> SceneRecord:
@@ -268,18 +272,20 @@ class Engine:
     # -- deletes and sequences ------------------------------------------------------------
     def delete_scene(self, scene_id: str) -> None:
         record = self.lock.drop_scene(scene_id)  # withheld from the file already
-        if record is not None:
-            for file in (record.video, record.last_frame):
-                remove_output(self.project.root / file.path)
+        kept = [] if record is None else self.remove_outputs(record.video, record.last_frame)
         self.result.deleted.append(scene_id)
-        self.emit({"event": "deleted", "scene": scene_id})
+        self.emit({"event": "deleted", "scene": scene_id, **({"kept": kept} if kept else {})})
 
     def delete_sequence(self, name: str) -> None:
         record = self.lock.drop_sequence(name)
-        if record is not None:
-            remove_output(self.project.root / record.video.path)
+        kept = [] if record is None else self.remove_outputs(record.video)
         self.result.deleted.append(name)
-        self.emit({"event": "deleted", "sequence": name})
+        self.emit({"event": "deleted", "sequence": name, **({"kept": kept} if kept else {})})
+
+    def remove_outputs(self, *files: FileRecord) -> list[str]:
+        """Delete a dropped entry's files; say which were left (altered, or not in the folder)."""
+        notes = [remove_output(self.project.root, self.project.output_dir, f, self.workspace.memo) for f in files]
+        return [note for note in notes if note is not None]
 
     def sequence(self, change: Change) -> None:
         if change.action is not Action.STITCH:

@@ -2,20 +2,49 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
-from sparkspec.fsutil import atomic_copy
+from sparkspec.errors import CacheDamaged
+from sparkspec.fsutil import CHUNK, atomic_target
+from sparkspec.state.digests import DigestMemo
+from sparkspec.state.lockfile import FileRecord
+from sparkspec.state.lockpaths import in_output_folder
 
 
-def materialize(blob: Path, dest: Path) -> None:
-    """Copy a cached blob into renders/ (a copy, not a link: users may edit renders/)."""
-    atomic_copy(blob, dest)
+def materialize(blob: Path, dest: Path, sha256: str, size: int) -> None:
+    """Copy a cached blob into renders/ (a copy, not a link: users may edit renders/), checking
+    the bytes as they are copied: a damaged blob is dropped and never reaches renders/."""
+    with atomic_target(dest) as tmp:
+        with blob.open("rb") as reader, tmp.open("wb") as writer:
+            digest = hashlib.sha256()
+            while chunk := reader.read(CHUNK):
+                digest.update(chunk)
+                writer.write(chunk)
+            copied = writer.tell()
+        if digest.hexdigest() != sha256 or copied != size:
+            blob.unlink(missing_ok=True)
+            raise CacheDamaged(f"{blob}: the cached copy of {dest.name} is damaged and was dropped; "
+                               "run `sparkspec apply` again to render it afresh")
 
 
-def remove_output(path: Path) -> bool:
+def remove_output(root: Path, output_dir: str, record: FileRecord, memo: DigestMemo) -> str | None:
+    """Delete an output the lock records, only if it is in the output folder and its bytes are
+    the ones recorded; otherwise leave it. Returns why it was left (None: deleted or gone)."""
+    if not in_output_folder(record.path, output_dir):
+        return f"left {record.path}: outside the output folder {output_dir}/"
+    path = root / record.path
+    try:
+        digest = memo.sha256(path)
+    except OSError as exc:
+        return f"left {record.path}: cannot read it ({exc.strerror or exc})"
+    if digest is None:
+        return None
+    if digest != record.sha256:
+        return f"left {record.path}: changed since sparkspec wrote it"
     try:
         path.unlink()
-        return True
     except FileNotFoundError:
-        return False
+        pass
+    return None
 

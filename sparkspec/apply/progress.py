@@ -34,6 +34,8 @@ def describe(event: dict[str, Any]) -> str | None:
         return f"{subject}: FAILED: {event['error']}"
     if kind == "skipped":
         return f"{subject}: skipped: {event['reason']}"
+    if kind == "deleted" and event.get("kept"):
+        return f"{subject}: deleted from the lock; " + "; ".join(event["kept"])
     if kind in ("reused", "restored", "deleted", "stitched"):
         return f"{subject}: {kind}"
     if kind == "progress" and event.get("state") == "collecting":

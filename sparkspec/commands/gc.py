@@ -61,7 +61,7 @@ def collect(spec: Path, dry_run: bool = False, environ: Mapping[str, str] = os.e
         try:
             dropped_keys = 0
             for key in sorted(cache.keys()):
-                render = cache.lookup(key)
+                render = cache.entry(key)
                 if key in keep_keys:
                     if render is not None:
                         keep_blobs.update((render.video_sha256, render.last_frame_sha256))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -122,6 +123,9 @@ class _Resolver:
         output_dir = typed(data, "output_dir", str, "renders")
         if inside(self.root, output_dir) is None:
             self.report(("output_dir",), f"{output_dir!r} must be a folder inside the project")
+        else:  # one spelling of the folder, so the lock's paths compare as strings
+            output_dir = posixpath.normpath(output_dir)
+        self.check_output_names(sequences, scenes, output_dir)
         diagnostics = unique(self.diagnostics)
         if has_errors(diagnostics):
             raise SpecError(diagnostics)
@@ -312,6 +316,14 @@ class _Resolver:
             self.report(("scenes", scene.source_id),
                         f"first_frame cycle: {' -> '.join(cycle + [cycle[0]])}; a scene cannot start "
                         "from its own last frame", at_key=True)
+
+    def check_output_names(self, sequences: dict[str, SequenceSpec], scenes: dict[str, Scene],
+                           output_dir: str) -> None:
+        """A sequence's video and a scene's video share a folder: their names must differ."""
+        for name in sequences:
+            if name in scenes:
+                self.report(("sequences", name), f"sequence {name!r} and scene {name!r} would both write "
+                            f"{posixpath.join(output_dir, name)}.mp4; rename one of them", at_key=True)
 
     def sequences(self, data: dict[str, Any], scenes: dict[str, Scene],
                   variants: dict[str, list[str]]) -> dict[str, SequenceSpec]:

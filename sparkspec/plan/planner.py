@@ -109,13 +109,17 @@ class Plan:
 
 def output_paths(project: Project, scene_id: str, take: int = 1, pick: int = 1) -> tuple[str, str]:
     """Where a take's video and last frame go: the picked take is the scene's."""
-    base = project.output_dir.rstrip("/")
     stem = scene_id if take == pick else f"{scene_id}.take{take}"
-    return f"{base}/{stem}.mp4", f"{base}/{stem}.last.png"
+    return _output(project, f"{stem}.mp4"), _output(project, f"{stem}.last.png")
 
 
 def sequence_path(project: Project, name: str) -> str:
-    return f"{project.output_dir.rstrip('/')}/{name}.mp4"
+    return _output(project, f"{name}.mp4")
+
+
+def _output(project: Project, name: str) -> str:
+    base = project.output_dir.rstrip("/")
+    return name if base in ("", ".") else f"{base}/{name}"
 
 
 def image_identity(scene: Scene, memo: DigestMemo) -> dict[str, str] | None:
@@ -187,12 +191,17 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
         return Decision(Change("scene", scene.id, Action.REPLACE, ("forced by --replace",), key.hex, tokens, cost,
                                scene_key=key, take=take))
     if record is not None and problem is not None:
-        if cache.lookup(key.hex) is not None:
+        cached, damage = cache.probe(key.hex)
+        if cached is not None:
             return Decision(Change("scene", scene.id, Action.RESTORE, (problem,), key.hex, scene_key=key, take=take),
                             record.video.sha256, record.last_frame.sha256)
-        return Decision(Change("scene", scene.id, Action.UPDATE, (f"{problem} and not in the cache",),
+        return Decision(Change("scene", scene.id, Action.UPDATE, (f"{problem} and {damage or 'not in the cache'}",),
                                key.hex, tokens, cost, scene_key=key, take=take))
-    cached = cache.lookup(key.hex)
+    cached, damage = cache.probe(key.hex)
+    if damage is not None:  # a damaged blob was dropped: render it afresh
+        reasons = (_reasons(record, key) if record else []) + [damage]
+        return Decision(Change("scene", scene.id, Action.UPDATE if record else Action.CREATE, tuple(reasons),
+                               key.hex, tokens, cost, scene_key=key, take=take))
     if cached is not None:
         reasons = _reasons(record, key) if record else []
         return Decision(Change("scene", scene.id, Action.REUSE, tuple(reasons + ["already rendered: in the cache"]),

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sparkspec.fsutil import atomic_move, sha256_file
+
+if TYPE_CHECKING:
+    from sparkspec.state.digests import DigestMemo
 
 CACHE_ENV = "SPARKSPEC_CACHE_DIR"
 
@@ -40,7 +44,11 @@ class CachedRender:
 
     @staticmethod
     def from_json(raw: Mapping[str, Any]) -> CachedRender:
-        return CachedRender(**raw)
+        """An entry as stored; fields a newer sparkspec added are ignored."""
+        return CachedRender(**{name: raw[name] for name in _FIELDS if name in raw})
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(CachedRender))
 
 
 def cache_dir(state_dir: Path, environ: Mapping[str, str] = os.environ) -> Path:
@@ -49,8 +57,12 @@ def cache_dir(state_dir: Path, environ: Mapping[str, str] = os.environ) -> Path:
 
 
 class Cache:
-    def __init__(self, directory: Path) -> None:
+    """The cache of one project's workspace. `memo` vouches for blobs unchanged since they were
+    last hashed; without one, every blob a lookup returns is hashed."""
+
+    def __init__(self, directory: Path, memo: DigestMemo | None = None) -> None:
         self.directory = directory
+        self.memo = memo
         self._index: Any = None
 
     @property
@@ -90,18 +102,52 @@ class Cache:
         atomic_move(source, dest)
         return dest
 
-    def lookup(self, key: str) -> CachedRender | None:
-        """The render for `key`, only if both of its files are present."""
+    def entry(self, key: str) -> CachedRender | None:
+        """The index entry for `key`, whether or not its files are intact."""
         if self._index is None and not self.exists():
             return None
         raw = self.index.get(key)
-        if raw is None:
+        try:
+            return CachedRender.from_json(raw) if isinstance(raw, Mapping) else None
+        except (TypeError, ValueError):  # an entry from no sparkspec: as good as absent
             return None
-        render = CachedRender.from_json(raw)
-        if not (self.has_blob(render.video_sha256, render.video_bytes)
-                and self.has_blob(render.last_frame_sha256, render.last_frame_bytes)):
-            return None
-        return render
+
+    def lookup(self, key: str) -> CachedRender | None:
+        """The render for `key`, only if both of its files are present and intact."""
+        return self.probe(key)[0]
+
+    def probe(self, key: str) -> tuple[CachedRender | None, str | None]:
+        """(the render, None) when it is cached intact; (None, why) when its entry exists but a
+        file is damaged (that file is dropped); (None, None) when it is not cached."""
+        render = self.entry(key)
+        if render is None:
+            return None, None
+        for sha, size in ((render.video_sha256, render.video_bytes),
+                          (render.last_frame_sha256, render.last_frame_bytes)):
+            state = self.verify_blob(sha, size)
+            if state == "missing":
+                return None, None
+            if state == "damaged":
+                return None, "cached copy damaged"
+        return render, None
+
+    def verify_blob(self, sha256: str, size: int) -> str:
+        """"ok", "missing", or "damaged" (then the blob is dropped, so it is fetched again)."""
+        path = self.blob_path(sha256)
+        try:
+            if path.stat().st_size == size:
+                digest = self.memo.sha256(path) if self.memo is not None else sha256_file(path)
+                if digest == sha256:
+                    return "ok"
+        except FileNotFoundError:
+            return "missing"
+        except OSError:
+            pass  # unreadable: as good as damaged
+        try:
+            path.unlink()
+        except OSError:
+            pass  # a read-only cache: it stays damaged, and stays unused
+        return "damaged"
 
     def record(self, render: CachedRender) -> None:
         self.index.set(render.key, render.to_json())

@@ -31,9 +31,13 @@ class DigestMemo:
         if self._entries is None:
             try:
                 loaded = json.loads(self.path.read_text(encoding="utf-8"))
-                self._entries = loaded if isinstance(loaded, dict) else {}
             except (OSError, ValueError):
-                self._entries = {}
+                loaded = None
+            # A damaged memo (cut short, hand-edited, from another version) is rebuilt: entries
+            # that are not [size, mtime_ns, inode, sha256] are dropped and hashed again.
+            self._entries = {name: entry for name, entry in loaded.items() if _valid(entry)} \
+                if isinstance(loaded, dict) else {}
+            self.dirty = loaded is not None and self._entries != loaded
         return self._entries
 
     def _name(self, path: Path) -> str:
@@ -81,10 +85,18 @@ class DigestMemo:
 
     def save(self) -> None:
         if self.dirty and self._entries is not None:
-            atomic_write_text(self.path, json.dumps(self._entries, sort_keys=True, separators=(",", ":")))
+            try:
+                atomic_write_text(self.path, json.dumps(self._entries, sort_keys=True, separators=(",", ":")))
+            except OSError:
+                return  # a read-only checkout or a full disk: the digests are computed again next time
             self.dirty = False
 
 
 def _plain(relative: str) -> bool:
     """A relative path that pathlib spells as written: no leading "/", no empty or "." parts."""
     return all(part not in ("", ".") for part in relative.split("/"))
+
+
+def _valid(entry: object) -> bool:
+    return (isinstance(entry, list) and len(entry) == 4 and all(type(v) is int for v in entry[:3])
+            and isinstance(entry[3], str) and len(entry[3]) == 64)

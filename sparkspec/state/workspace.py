@@ -14,6 +14,7 @@ from sparkspec.state.cache import Cache, cache_dir
 from sparkspec.diagnostics import Diagnostic
 from sparkspec.state.digests import DigestMemo
 from sparkspec.state.lockfile import Lock, lock_path, read_lock
+from sparkspec.state.lockpaths import check_lock_paths
 from sparkspec.plan.planner import Plan, PlanOptions, plan_changes
 from sparkspec.config.loader import LoadOptions, load_project
 from sparkspec.config.model import Project
@@ -62,9 +63,6 @@ class Workspace:
         return plan_changes(self.project, self.lock, self.cache, self.memo, options,
                             self.fingerprint(options))
 
-    def reload_lock(self) -> None:
-        self.lock, self.lock_text = read_lock(self.lock_path)
-
     def close(self) -> None:
         self.memo.save()
         self.cache.close()
@@ -78,5 +76,7 @@ def open_workspace(spec: Path, options: LoadOptions = LoadOptions(), display: st
         state_dir = project.root / STATE_DIR
         path = lock_path(project.spec_path)
         lock, text = read_lock(path)
+        check_lock_paths(lock, path.name, project.root)
+    memo = DigestMemo(state_dir, project.root)
     return Workspace(project, loaded.warnings, options, path, lock, text, state_dir,
-                     Cache(cache_dir(state_dir, environ)), DigestMemo(state_dir, project.root))
+                     Cache(cache_dir(state_dir, environ), memo), memo)

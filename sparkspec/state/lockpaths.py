@@ -1,0 +1,66 @@
+"""Which paths a lock may name: sparkspec reads, writes and deletes only its own outputs.
+
+A lock is a file anyone can edit or merge, so its paths are checked before anything
+acts on them. Every video and last-frame path must be relative, spelled plainly (no
+`..`, no `.`, no empty part, no backslash) and named as sparkspec names that output
+(`<scene>.mp4`, `<scene>.last.png`, `<sequence>.mp4`); the file, symlinks followed, must
+stay inside the folder it is named in, and that folder inside the project. A lock that
+breaks this is refused before anything is deleted or written.
+
+Outputs of an earlier `output_dir` (inside the project) are accepted, so changing the
+folder restores from the cache as planned, but only files in today's output folder are
+ever deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from pathlib import Path, PurePosixPath
+
+from sparkspec.errors import StatePathError
+from sparkspec.state.lockfile import FileRecord, Lock
+
+
+def check_lock_paths(lock: Lock, lock_name: str, root: Path) -> None:
+    """Raise StatePathError for the first path in `lock` that is not an output of its own."""
+    real_root = root.resolve()
+    for sid, scene in sorted(lock.scenes.items()):
+        _check(scene.video, f"{sid}.mp4", f"scenes.{sid}.video", lock_name, root, real_root)
+        _check(scene.last_frame, f"{sid}.last.png", f"scenes.{sid}.last_frame", lock_name, root, real_root)
+    for name, sequence in sorted(lock.sequences.items()):
+        _check(sequence.video, f"{name}.mp4", f"sequences.{name}.video", lock_name, root, real_root)
+
+
+def _check(record: FileRecord, file_name: str, where: str, lock_name: str, root: Path,
+           real_root: Path) -> None:
+    problem = _problem(record.path, file_name, root, real_root)
+    if problem is not None:
+        raise StatePathError(f"{lock_name}: {where}.path {record.path!r} {problem}; sparkspec touches only "
+                             "its own outputs inside the project, so it refuses this lock: restore it "
+                             "from git, or delete it to plan afresh (the cache keeps what was rendered)")
+
+
+def _problem(path: str, file_name: str, root: Path, real_root: Path) -> str | None:
+    if "\\" in path or "\0" in path or path.startswith("/") or PurePosixPath(path).is_absolute():
+        return "is not a relative path"
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return "is not a plain relative path (no '..', '.' or empty parts)"
+    if parts[-1] != file_name:
+        return f"is not the output sparkspec writes there (expected .../{file_name})"
+    folder = (root / "/".join(parts[:-1])).resolve() if len(parts) > 1 else real_root
+    if folder != real_root and real_root not in folder.parents:
+        return "leaves the project folder (through a symlink)"
+    target = root / path
+    if os.path.islink(target):
+        resolved = target.resolve()
+        if folder not in resolved.parents:
+            return "is a symlink leaving its folder"
+    return None
+
+
+def in_output_folder(path: str, output_dir: str) -> bool:
+    """`path` (checked by `check_lock_paths`) names a file directly in today's output folder."""
+    folder = posixpath.normpath(output_dir)
+    return posixpath.dirname(path) == ("" if folder == "." else folder)

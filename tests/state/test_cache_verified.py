@@ -1,0 +1,109 @@
+"""The cache is trusted only once checked: a damaged blob never reaches renders/ and is never
+planned as `reuse` or `restore`; the scene renders instead."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from cli_runner import run_cli
+from test_plan import BASE, SPEC, actions, fake_apply, plan_of, reasons
+
+SMALL = """\
+version: 1
+provider: {type: local}
+defaults: {resolution: 480p, ratio: "1:1", frames: 29, seed: 3}
+scenes:
+  kite: {prompt: "a red kite"}
+"""
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / SPEC).write_text(BASE)
+    fake_apply(project)
+    return project
+
+
+def blob(root: Path, sha: str) -> Path:
+    return root / ".sparkspec/cache/blobs" / sha[:2] / sha
+
+
+def lock(root: Path) -> dict[str, dict[str, dict[str, dict[str, str]]]]:
+    return dict(json.loads((root / "project.spark.lock").read_text()))
+
+
+def damage(path: Path, keep_stamp: bool = False) -> None:
+    """Flip a byte in place; with `keep_stamp`, as bit rot would, leave size and mtime as they were."""
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0xFF
+    path.write_bytes(bytes(data))
+    if keep_stamp:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.mark.parametrize("how", ["flipped", "truncated"])
+def test_a_damaged_blob_is_dropped_and_the_scene_planned_to_render(root: Path, how: str) -> None:
+    sha = lock(root)["scenes"]["logo"]["video"]["sha256"]
+    (root / "project.spark.lock").unlink()  # every scene is now a reuse from the cache
+    if how == "flipped":
+        damage(blob(root, sha))
+    else:
+        blob(root, sha).write_bytes(blob(root, sha).read_bytes()[:-3])
+    plan = plan_of(root)
+    assert actions(plan)["scene.logo"] == "create" and actions(plan)["scene.intro"] == "reuse"
+    assert reasons(plan, "scene.logo") == ["cached copy damaged"]
+    assert not blob(root, sha).exists()
+
+
+def test_a_restore_from_a_damaged_blob_renders_instead(root: Path) -> None:
+    sha = lock(root)["scenes"]["logo"]["video"]["sha256"]
+    (root / "renders/logo.mp4").unlink()
+    damage(blob(root, sha))
+    plan = plan_of(root)
+    assert actions(plan)["scene.logo"] == "update"
+    assert reasons(plan, "scene.logo") == ["renders/logo.mp4 is missing and cached copy damaged"]
+
+
+def test_apply_checks_the_bytes_it_copies_even_when_the_memo_vouched(tmp_path: Path) -> None:
+    (tmp_path / SPEC).write_text(SMALL)
+    assert run_cli("apply", "--auto-approve", cwd=tmp_path).code == 0
+    first = lock(tmp_path)["scenes"]["kite"]
+    (tmp_path / "renders/kite.mp4").unlink()
+    assert run_cli("plan", cwd=tmp_path).code == 0  # the memo now vouches for the blobs
+    damage(blob(tmp_path, first["video"]["sha256"]), keep_stamp=True)  # bit rot: no stamp changes
+    failed = run_cli("apply", "--auto-approve", cwd=tmp_path)
+    assert failed.code == 1
+    assert "the cached copy of kite.mp4 is damaged and was dropped" in failed.err
+    assert not (tmp_path / "renders/kite.mp4").exists()
+    assert lock(tmp_path)["scenes"]["kite"] == first  # the lock still tells the truth
+    again = run_cli("apply", "--auto-approve", "--json", cwd=tmp_path)
+    assert again.code == 0 and again.rendered() == ["kite"]
+    assert lock(tmp_path)["scenes"]["kite"]["video"] == first["video"]  # the same bytes, rendered again
+
+
+def test_a_render_replaces_a_damaged_blob_of_the_same_name(tmp_path: Path) -> None:
+    (tmp_path / SPEC).write_text(SMALL)
+    assert run_cli("apply", "--auto-approve", cwd=tmp_path).code == 0
+    video = lock(tmp_path)["scenes"]["kite"]["video"]
+    damage(blob(tmp_path, video["sha256"]))
+    again = run_cli("apply", "--auto-approve", "--json", "--replace", "kite", cwd=tmp_path)
+    assert again.code == 0 and again.rendered() == ["kite"]
+    assert blob(tmp_path, video["sha256"]).read_bytes() == (tmp_path / "renders/kite.mp4").read_bytes()
+
+
+def test_a_cache_entry_from_a_newer_sparkspec_is_read(root: Path) -> None:
+    import diskcache
+
+    key = lock(root)["scenes"]["logo"]["key"]
+    (root / "project.spark.lock").unlink()
+    with diskcache.Cache(str(root / ".sparkspec/cache/index")) as index:
+        entry = dict(index[key])
+        index[key] = {**entry, "field_from_the_future": {"x": 1}}
+    assert actions(plan_of(root))["scene.logo"] == "reuse"
