@@ -161,9 +161,20 @@ def read_lock(path: Path) -> tuple[Lock, str]:
         return Lock(), ""
     except (OSError, UnicodeDecodeError) as exc:
         raise StatePathError(f"{path.name}: cannot read the lock ({exc}); restore it from git") from None
+    conflict = _conflict_line(text)
+    if conflict is not None:
+        raise StatePathError(
+            f"{path.name} has merge conflicts at line {conflict}; keep one side "
+            f"(`git checkout --ours {path.name}` or `--theirs`) and run `sparkspec plan`: the other "
+            "side's renders are reused from the cache where this machine has them")
     try:
         raw = json.loads(text)
-        if not isinstance(raw, dict) or raw.get("version") != LOCK_VERSION:
+        version = raw.get("version") if isinstance(raw, dict) else None
+        if isinstance(version, int) and not isinstance(version, bool) and version > LOCK_VERSION:
+            raise StatePathError(f"{path.name} was written by a newer sparkspec (lock version {version}; "
+                                 f"this one reads version {LOCK_VERSION}); upgrade sparkspec "
+                                 "(`pip install -U sparkspec`)")
+        if not isinstance(raw, dict) or version != LOCK_VERSION:
             raise ValueError(f"expected version {LOCK_VERSION}")
         scenes = {str(k): SceneRecord.from_json(v) for k, v in (raw.get("scenes") or {}).items()}
         sequences = {str(k): SequenceRecord.from_json(v) for k, v in (raw.get("sequences") or {}).items()}
@@ -174,6 +185,14 @@ def read_lock(path: Path) -> tuple[Lock, str]:
         raise StatePathError(f"{path.name}: the lock is malformed ({exc}); restore it from git "
                              "or delete it to render afresh") from None
     return Lock(scenes, sequences), text
+
+
+def _conflict_line(text: str) -> int | None:
+    """The line of the first git conflict marker, if the lock has one."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.startswith(("<<<<<<< ", ">>>>>>> ", "||||||| ")) or line in ("<<<<<<<", "=======", ">>>>>>>"):
+            return number
+    return None
 
 
 def write_lock(path: Path, lock: Lock) -> None:
