@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from sparkspec.plan.planner import PlanOptions
     from sparkspec.config.loader import LoadOptions
+    from sparkspec.config.model import Project
     from sparkspec.state.workspace import Workspace
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -96,6 +97,16 @@ def _open(spec: str, options: LoadOptions) -> Workspace:
     return workspace
 
 
+def _load_spec(spec: str, options: LoadOptions) -> Project:
+    """The spec alone: validate and graph read neither the lock nor the cache."""
+    from sparkspec.config.loader import load_project
+
+    loaded = load_project(_path(spec), options, display=spec)
+    for warning in sorted(loaded.warnings, key=lambda d: (d.file, d.line, d.column)):
+        click.echo(str(warning), err=True)
+    return loaded.project
+
+
 def _print_warnings(workspace: Workspace) -> None:
     for warning in sorted(workspace.warnings, key=lambda d: (d.file, d.line, d.column)):
         click.echo(str(warning), err=True)
@@ -124,10 +135,10 @@ def validate(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], 
                               lambda line: click.echo(line, err=True)):
             sys.exit(EXIT_ERROR)
         return
-    workspace = _open(spec, _load_options(variables, var_files, provider))
-    scenes = len(workspace.project.scenes)
+    project = _load_spec(spec, _load_options(variables, var_files, provider))
+    scenes = len(project.scenes)
     click.echo(f"{spec}: valid ({scenes} scene{'s' if scenes != 1 else ''}, "
-               f"{len(workspace.project.sequences)} sequence(s)).")
+               f"{len(project.sequences)} sequence(s)).")
 
 
 @cli.command()
@@ -216,7 +227,7 @@ def graph_command(spec: str, variables: tuple[str, ...], var_files: tuple[str, .
     """Print the scene graph."""
     from sparkspec.graph import render
 
-    project = _open(spec, _load_options(variables, var_files, provider)).project
+    project = _load_spec(spec, _load_options(variables, var_files, provider))
     upstreams = {sid: s.upstream for sid, s in project.scenes.items()}
     click.echo(render(upstreams, {n: s.scenes for n, s in project.sequences.items()}, fmt))
 

@@ -1,0 +1,27 @@
+"""`validate` and `graph` look at the spec alone: a broken lock or cache does not stop them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cli_runner import run_cli
+
+SPEC = """\
+version: 1
+provider: {type: local}
+scenes:
+  a: {prompt: "a kite"}
+  b: {prompt: "a boat", first_frame: {scene: a}}
+"""
+
+
+def test_validate_and_graph_never_read_the_lock_or_the_cache(tmp_path: Path) -> None:
+    (tmp_path / "project.spark.yaml").write_text(SPEC)
+    (tmp_path / "project.spark.lock").write_text("<<<<<<< HEAD\nnot a lock at all\n")
+    (tmp_path / ".sparkspec").write_text("a file where the state folder should be")
+    validated = run_cli("validate", cwd=tmp_path)
+    assert (validated.code, validated.err) == (0, "")
+    assert validated.out == "project.spark.yaml: valid (2 scenes, 0 sequence(s)).\n"
+    graphed = run_cli("graph", cwd=tmp_path)
+    assert graphed.code == 0 and "a" in graphed.out and "b" in graphed.out
+    assert run_cli("plan", cwd=tmp_path).code == 1  # plan does read the lock
