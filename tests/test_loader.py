@@ -200,6 +200,7 @@ sequences:
 @pytest.mark.parametrize("value, slug", [
     ("Vanilla Bean", "vanilla-bean"), ("  a__b  ", "a-b"), ("Crème brûlée", "cr-me-br-l-e"),
     (1.5, "1-5"), (True, "true"), (42, "42"), ("x--y", "x-y"),
+    ("拿铁", "xd4a87835"), ("摩卡", "xf2b9a88c"), ("☕", "xcf1f91e6"), ("!!", "x233d26e9"),
 ])
 def test_slugify(value: object, slug: str) -> None:
     assert slugify(value) == slug
@@ -298,3 +299,16 @@ def test_whole_number_floats_count_as_integers(tmp_path: Path) -> None:
         "3:28 scenes.a.duration: 4.5 is not an integer",
         "3:41 scenes.a.frames: 30 is not 25+4n in [29, 289]; use 29 or 33",
     ]
+
+
+def test_matrix_values_that_slugify_to_nothing_give_distinct_ids(tmp_path: Path) -> None:
+    (tmp_path / "project.spark.yaml").write_text("""\
+version: 1
+scenes:
+  latte:
+    matrix: {flavor: [拿铁, 摩卡, "☕"]}
+    prompt: "a cup of {{ flavor }}"
+""", encoding="utf-8")
+    project = load_project(tmp_path / "project.spark.yaml").project
+    assert list(project.scenes) == ["latte-xd4a87835", "latte-xf2b9a88c", "latte-xcf1f91e6"]
+    assert project.scenes["latte-xf2b9a88c"].prompt == "a cup of 摩卡"

@@ -124,6 +124,26 @@ class Templates:
         read = loader.read if isinstance(loader, _ProjectLoader) else {}
         return hashlib.sha256(json.dumps(read, sort_keys=True).encode()).hexdigest()
 
+    def variables_used(self) -> set[str]:
+        """Every variable name the templates rendered so far refer to (files and includes too)."""
+        from jinja2 import meta
+
+        sources = [source for source in self._inline if any(d in source for d in _DELIMITERS)]
+        loader = self.env.loader
+        if isinstance(loader, _ProjectLoader):
+            for name in loader.read:
+                try:
+                    sources.append(loader.get_source(self.env, name)[0])
+                except jinja2.TemplateNotFound:
+                    continue
+        used: set[str] = set()
+        for source in sources:
+            try:
+                used |= meta.find_undeclared_variables(self.env.parse(source))
+            except jinja2.TemplateSyntaxError:
+                continue  # reported where it was rendered
+        return used
+
     def render_inline(self, source: str, context: Mapping[str, Any]) -> str:
         renderer = self._inline.get(source)
         if renderer is None:

@@ -120,6 +120,7 @@ class _Resolver:
         scenes, variants = self.scenes(data, defaults, variables)
         self.check_references(data, scenes, variants)
         sequences = self.sequences(data, scenes, variants)
+        self.check_variables_used()
         output_dir = typed(data, "output_dir", str, "renders")
         if inside(self.root, output_dir) is None:
             self.report(("output_dir",), f"{output_dir!r} must be a folder inside the project")
@@ -316,6 +317,18 @@ class _Resolver:
             self.report(("scenes", scene.source_id),
                         f"first_frame cycle: {' -> '.join(cycle + [cycle[0]])}; a scene cannot start "
                         "from its own last frame", at_key=True)
+
+    def check_variables_used(self) -> None:
+        """A `--var` no template reads is most likely misspelt: warn rather than plan "No changes"."""
+        names = [item.partition("=")[0].strip() for item in self.options.variables if "=" in item]
+        if not names:
+            return
+        used = self.templates.variables_used()
+        for name in dict.fromkeys(names):
+            if name and name not in used:
+                hint = did_you_mean(name, dict.fromkeys(sorted(used)))
+                self.diagnostics.append(Diagnostic("--var", 1, 1, "warning", "",
+                                                   f"{name!r} is used by no template{hint}"))
 
     def check_output_names(self, sequences: dict[str, SequenceSpec], scenes: dict[str, Scene],
                            output_dir: str) -> None:

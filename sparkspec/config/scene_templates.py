@@ -83,17 +83,25 @@ class TemplatedFields:
         if "prompt" not in raw and "prompt_file" not in raw:
             self.report(path, "missing required key 'prompt' (or 'prompt_file')")
             return None
+        field = path + ("prompt" if isinstance(inline, str) else "prompt_file",)
         try:
             if isinstance(inline, str):
-                return self.templates.render_inline(inline, context)
-            if isinstance(file, str):
+                text = self.templates.render_inline(inline, context)
+            elif isinstance(file, str):
                 if inside(self.root, file) is None:
                     self.report(path + ("prompt_file",), f"{file!r} must be a file inside the project folder")
                     return None
-                return self.templates.render_file(file, context)
+                text = self.templates.render_file(file, context)
+            else:
+                return None
         except TemplateProblem as problem:
-            self.template_problem(problem, path + ("prompt" if isinstance(inline, str) else "prompt_file",))
-        return None
+            self.template_problem(problem, field)
+            return None
+        if not text.strip():
+            what = "the prompt" if isinstance(inline, str) else f"the prompt file {file!r}"
+            self.report(field, f"{what} renders to nothing; the API needs words to render")
+            return None
+        return text
 
     def template_problem(self, problem: TemplateProblem, path: KeyPath) -> None:
         if problem.file is not None:

@@ -7,6 +7,7 @@ back quietly, so one problem is never reported twice.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -21,7 +22,10 @@ _INTEGER_FIELDS = ("duration", "frames", "seed", "execution_expires_after", "par
 
 
 def slugify(value: Any) -> str:
-    return _SLUG_RUNS.sub("-", str(value).lower()).strip("-")
+    """Lower case, runs of other characters as `-`. A value with nothing left (拿铁, ☕, "!")
+    gets `x` and the first 8 hex digits of its text's sha256: distinct, and the same on every run."""
+    slug = _SLUG_RUNS.sub("-", str(value).lower()).strip("-")
+    return slug or "x" + hashlib.sha256(str(value).encode("utf-8")).hexdigest()[:8]
 
 
 def as_mapping(value: Any) -> dict[str, Any]:
