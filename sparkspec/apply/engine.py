@@ -132,10 +132,15 @@ class Engine:
                 task.cancel()
         for change in changes:
             if change.kind == "sequence":
-                if change.action is Action.DELETE:
-                    self.delete_sequence(change.id)
-                else:
-                    self.sequence(change)
+                try:
+                    if change.action is Action.DELETE:
+                        self.delete_sequence(change.id)
+                    else:
+                        self.sequence(change)
+                except (SparkspecError, OSError) as exc:  # this sequence fails; the others go on
+                    message = str(DiskError.from_os(exc) if isinstance(exc, OSError) else exc)
+                    self.result.failed[f"sequence {change.id}"] = message
+                    self.emit({"event": "failed", "sequence": change.id, "error": message})
 
     async def scene_task(self, change: Change) -> None:
         future = self.done[change.id]
@@ -310,7 +315,8 @@ class Engine:
         digests = tuple(r.video.sha256 for r in present)
         rel = sequence_path(self.project, change.id)
         old = self.sequences.get(change.id)
-        if old is not None and old.members == digests and file_problem(memo, root, old.video, rel) is None:
+        if old is not None and old.members == digests and change.id not in self.plan.options.replace \
+                and file_problem(memo, root, old.video, rel) is None:
             return  # its members re-rendered to the very same videos
         from sparkspec.media.stitch import stitch
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 
+from sparkspec.config.model import Project
 from sparkspec.errors import CacheDamaged
 from sparkspec.fsutil import CHUNK, atomic_target
 from sparkspec.state.digests import DigestMemo
-from sparkspec.state.lockfile import FileRecord
+from sparkspec.state.lockfile import FileRecord, SceneRecord, SequenceRecord
 from sparkspec.state.lockpaths import in_output_folder
 
 

@@ -22,7 +22,7 @@ class JsonReporter:
 
 def describe(event: dict[str, Any]) -> str | None:
     kind = event["event"]
-    subject = event.get("scene") or f"sequence {event.get('sequence')}"
+    subject = event.get("scene") or (f"sequence {event['sequence']}" if event.get("sequence") else "apply")
     if kind == "submitted":
         return f"{subject}: submitted (task {event['task_id']})"
     if kind == "resubmitted":
@@ -31,9 +31,9 @@ def describe(event: dict[str, Any]) -> str | None:
     if kind == "completed":
         return f"{subject}: rendered ({event['tokens']:,} tokens)"
     if kind == "failed":
-        return f"{subject}: FAILED: {event['error']}"
+        return f"error: {subject}: {event['error']}"
     if kind == "skipped":
-        return f"{subject}: skipped: {event['reason']}"
+        return f"error: {subject}: skipped: {event['reason']}"
     if kind == "deleted" and event.get("kept"):
         return f"{subject}: deleted from the lock; " + "; ".join(event["kept"])
     if kind in ("reused", "restored", "deleted", "stitched"):
@@ -49,14 +49,20 @@ def describe(event: dict[str, Any]) -> str | None:
 
 
 class PlainReporter:
-    def __init__(self, stream: TextIO = sys.stdout) -> None:
+    """One line per event; failures (each printed once) go to stderr."""
+
+    def __init__(self, stream: TextIO = sys.stdout, errors: TextIO | None = None) -> None:
         self.stream = stream
+        self.errors = errors
 
     def __call__(self, event: dict[str, Any]) -> None:
         line = describe(event)
         if line is not None:
-            self.stream.write(line + "\n")
-            self.stream.flush()
+            stream = self.stream
+            if event["event"] in ("failed", "skipped"):
+                stream = self.errors or sys.stderr
+            stream.write(line + "\n")
+            stream.flush()
 
     def close(self) -> None:
         pass

@@ -140,11 +140,7 @@ def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parall
                 click.echo("Still rendering remotely (the next `sparkspec apply` collects them, "
                            "at no new cost): " + ", ".join(running), err=True)
         return EXIT_INTERRUPTED
-    if not result.ok and not as_json:
-        for scene, message in sorted(result.failed.items()):
-            click.echo(f"error: {scene}: {message}", err=True)
-        for scene, reason in sorted(result.skipped.items()):
-            click.echo(f"error: {scene}: skipped: {reason}", err=True)
+    # Failures were reported as they happened, once each.
     return EXIT_OK if result.ok else EXIT_FAILED
 
 

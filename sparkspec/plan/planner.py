@@ -314,6 +314,8 @@ class _Planner:
 
     def plan_sequence(self, name: str, members: tuple[str, ...]) -> Change:
         record = self.lock.sequences.get(name)
+        if name in self.options.replace:
+            return Change("sequence", name, Action.STITCH, ("forced by --replace",))
         changed = [m for m in dict.fromkeys(members) if self.videos.get(m) is None]
         if changed:
             return Change("sequence", name, Action.STITCH,
