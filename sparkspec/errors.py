@@ -54,23 +54,43 @@ class DiskError(SparkspecError):
     """An OSError from the world (not from sparkspec), told as what to do about it."""
 
     @classmethod
-    def from_os(cls, exc: OSError) -> DiskError:
-        where = f"{exc.filename}: " if exc.filename else ""
+    def from_os(cls, exc: OSError, path: object = None) -> DiskError:
+        """The message for `exc`, naming `path` when the error itself names no file (a failed
+        write does not) and a temporary file by the file it was to become."""
+        name = exc.filename2 if exc.errno in (errno.EISDIR, errno.ENOTEMPTY) and exc.filename2 else exc.filename
+        name = _target(str(name if name is not None else path if path is not None else ""))
+        where = f"{name}: " if name else ""
         reason = exc.strerror or str(exc)
         return cls(f"{where}{reason}; {_DISK_HINTS.get(exc.errno or 0, 'fix that and run the command again')}")
+
+    @staticmethod
+    def is_disk(exc: BaseException) -> bool:
+        """Whether `exc` is the file system refusing (full, read-only, ...) rather than a bug."""
+        return isinstance(exc, OSError) and exc.errno in _DISK_HINTS
+
+
+def _target(name: str) -> str:
+    """`/x/.film.mp4.k2j3h4g5.tmp` (a temporary file beside its target) -> `/x/film.mp4`."""
+    head, _, base = name.rpartition("/")
+    if base.startswith(".") and base.endswith(".tmp") and base.count(".") >= 3:
+        base = base[1:].rsplit(".", 2)[0]
+        return f"{head}/{base}" if head else base
+    return name
 
 
 _DISK_HINTS = {
     errno.ENOSPC: "free some disk space and run the command again (what finished is kept)",
     errno.EDQUOT: "free some of your disk quota and run the command again (what finished is kept)",
     errno.EFBIG: "the file size limit (`ulimit -f`) is too small for a render; raise it and run again",
-    errno.EROFS: "the file system is read-only; make it writable, or work in a writable copy",
+    errno.EROFS: "make it writable, or work in a writable copy",
     errno.EACCES: "you may not write there; fix its permissions and run the command again",
     errno.EPERM: "you may not write there; fix its permissions and run the command again",
     errno.EISDIR: "a folder stands where sparkspec writes a file; move it away and run again",
     errno.ENOTDIR: "a file stands where sparkspec needs a folder; move it away and run again",
     errno.EEXIST: "a file stands where sparkspec needs a folder; move it away and run again",
     errno.ENOENT: "it vanished while sparkspec was working; run the command again",
+    errno.ENOTEMPTY: "a folder stands where sparkspec writes a file; move it away and run again",
+    errno.EIO: "the disk reported an I/O error; check it and run the command again",
 }
 
 

@@ -50,8 +50,10 @@ def atomic_target(path: Path) -> Iterator[Path]:
             os.fsync(stream.fileno())
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a failed write names no file: name the one being written
         raise
     fsync_dir(path.parent)
 

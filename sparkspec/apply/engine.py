@@ -155,7 +155,7 @@ class Engine:
             self.emit({"event": "skipped", "scene": change.id, "reason": str(exc)})
             record = None
         except (SceneFailed, SparkspecError, OSError) as exc:  # a damaged cache, a full disk: this scene
-            message = str(DiskError.from_os(exc) if isinstance(exc, OSError) else exc)
+            message = str(DiskError.from_os(exc, self.project.root) if isinstance(exc, OSError) else exc)
             self.result.failed[change.id] = message
             self.emit({"event": "failed", "scene": change.id, "error": message})
             record = None

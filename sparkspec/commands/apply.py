@@ -51,6 +51,7 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
     for warning in sorted(workspace.warnings, key=lambda d: (d.file, d.line, d.column)):
         click.echo(str(warning), err=True)
     try:
+        workspace.check_writable()
         with apply_lock(workspace.state_dir):
             plan = workspace.plan(plan_options)
             if saved is not None and planfile is not None:

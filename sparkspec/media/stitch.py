@@ -16,7 +16,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sparkspec.errors import MediaError
+from sparkspec.errors import DiskError, MediaError
 from sparkspec.fsutil import atomic_target
 from sparkspec.media.encode import CONTAINER_OPTIONS, H264Writer
 
@@ -57,6 +57,9 @@ def stitch(paths: list[Path], dest: Path) -> None:
             else:
                 _reencode(paths, tmp, params[0])
     except (av.FFmpegError, OSError, ValueError) as exc:
+        if DiskError.is_disk(exc):
+            assert isinstance(exc, OSError)
+            raise DiskError.from_os(exc, dest) from None
         raise MediaError(f"cannot stitch {dest.name}: {exc}") from None
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sparkspec import apifacts
-from sparkspec.errors import DownloadError, MediaError, RenderFailed, TaskNotFound
+from sparkspec.errors import DiskError, DownloadError, MediaError, RenderFailed, TaskNotFound
 from sparkspec.fsutil import CHUNK, atomic_target, atomic_write_text
 from sparkspec.providers.base import Downloaded, FirstFrame, RenderRequest, TaskState, TaskStatus
 
@@ -262,5 +262,7 @@ def _copy_hashed(source: Path, dest: Path) -> Downloaded:
         raise DownloadError(f"{source} is gone", code="url_expired") from None
     except OSError as exc:
         dest.unlink(missing_ok=True)
+        if DiskError.is_disk(exc):  # this machine's disk, not the render: the task stays collectable
+            raise DiskError.from_os(exc, dest) from None
         raise DownloadError(f"cannot copy {source}: {exc.strerror or exc}") from None
     return Downloaded(dest, digest.hexdigest(), size)

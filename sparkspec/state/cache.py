@@ -11,10 +11,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 import dataclasses
+import errno
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sparkspec.errors import DiskError
 from sparkspec.fsutil import atomic_move, sha256_file
 
 if TYPE_CHECKING:
@@ -70,9 +73,26 @@ class Cache:
         if self._index is None:
             import diskcache
 
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._index = diskcache.Cache(str(self.directory / "index"))
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._index = diskcache.Cache(str(self.directory / "index"))
+            except Exception as exc:  # noqa: BLE001 - sqlite3.Error or OSError, decided below
+                if not (self.exists() and _read_only(self.directory / "index")):
+                    with self._index_errors():
+                        raise
+                self._index = _ReadOnlyIndex(self.directory / "index")
         return self._index
+
+    @contextmanager
+    def _index_errors(self) -> Iterator[None]:
+        """SQLite's errors (a full disk, a read-only folder) as what to do about them."""
+        import sqlite3
+
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            raise DiskError(f"{self.directory / 'index'}: the cache index failed ({exc}); free some disk "
+                            "space or fix the folder's permissions, and run the command again") from None
 
     def exists(self) -> bool:
         return (self.directory / "index").is_dir()
@@ -106,7 +126,8 @@ class Cache:
         """The index entry for `key`, whether or not its files are intact."""
         if self._index is None and not self.exists():
             return None
-        raw = self.index.get(key)
+        with self._index_errors():
+            raw = self.index.get(key)
         try:
             return CachedRender.from_json(raw) if isinstance(raw, Mapping) else None
         except (TypeError, ValueError):  # an entry from no sparkspec: as good as absent
@@ -150,7 +171,8 @@ class Cache:
         return "damaged"
 
     def record(self, render: CachedRender) -> None:
-        self.index.set(render.key, render.to_json())
+        with self._index_errors():
+            self.index.set(render.key, render.to_json())
 
     def record_many(self, renders: list[CachedRender]) -> None:
         """Several renders in one transaction: one index write for a batch, not one each."""
@@ -161,10 +183,12 @@ class Cache:
     def keys(self) -> Iterator[str]:
         if not self.exists():
             return iter(())
-        return (str(k) for k in self.index.iterkeys())
+        with self._index_errors():
+            return iter([str(k) for k in self.index.iterkeys()])
 
     def drop(self, key: str) -> None:
-        self.index.delete(key)
+        with self._index_errors():
+            self.index.delete(key)
 
     def blobs(self) -> Iterator[tuple[str, Path]]:
         root = self.directory / "blobs"
@@ -182,3 +206,38 @@ def blob_intact(path: Path, sha256: str, size: int) -> bool:
         return path.stat().st_size == size and sha256_file(path) == sha256
     except OSError:
         return False
+
+
+def _read_only(folder: Path) -> bool:
+    """A folder sparkspec may not write: a read-only checkout, where plan still reads the cache."""
+    return not os.access(folder, os.W_OK) or os.statvfs(folder).f_flag & os.ST_RDONLY != 0
+
+
+class _ReadOnlyIndex:
+    """diskcache's index read without writing to it (diskcache itself writes on open): SQLite
+    opened read-only and immutable, values decoded by diskcache's own Disk."""
+
+    def __init__(self, folder: Path) -> None:
+        import sqlite3
+
+        import diskcache
+
+        self._disk = diskcache.Disk(str(folder))
+        self._db = sqlite3.connect(f"{(folder / 'cache.db').as_uri()}?mode=ro&immutable=1", uri=True)
+
+    def get(self, key: str) -> Any:
+        row = self._db.execute("SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1",
+                               (key,)).fetchone()
+        return None if row is None else self._disk.fetch(row[0], row[1], row[2], False)
+
+    def iterkeys(self) -> Iterator[Any]:
+        return (row[0] for row in self._db.execute("SELECT key FROM Cache WHERE raw = 1 ORDER BY rowid"))
+
+    def set(self, key: str, value: Any) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self._disk._directory))
+
+    def delete(self, key: str) -> None:
+        self.set(key, None)
+
+    def close(self) -> None:
+        self._db.close()

@@ -10,7 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sparkspec.state.cache import Cache, cache_dir
+from sparkspec.errors import DiskError
+from sparkspec.state.cache import CACHE_ENV, Cache, cache_dir
 from sparkspec.diagnostics import Diagnostic
 from sparkspec.state.digests import DigestMemo
 from sparkspec.state.lockfile import Lock, lock_path, read_lock
@@ -62,6 +63,19 @@ class Workspace:
     def plan(self, options: PlanOptions = PlanOptions()) -> Plan:
         return plan_changes(self.project, self.lock, self.cache, self.memo, options,
                             self.fingerprint(options))
+
+    def check_writable(self) -> None:
+        """Before an apply: the folders it writes are folders, and writable. One line for the
+        user now rather than the same failure for every scene later."""
+        folders = ((self.project.root / self.project.output_dir, "the outputs (output_dir)"),
+                   (self.state_dir, "its state"), (self.cache.directory, f"the cache ({CACHE_ENV})"))
+        for folder, what in folders:
+            if folder.exists() and not folder.is_dir():
+                raise DiskError(f"{folder}: a file stands where sparkspec keeps {what}; move it away "
+                                "and run apply again")
+            if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+                raise DiskError(f"{folder}: sparkspec may not write {what} there (read-only); make it "
+                                "writable and run apply again")
 
     def close(self) -> None:
         self.memo.save()

@@ -1,0 +1,245 @@
+"""The world's faults are errors, not bugs: a full disk, a file size limit, a read-only folder, a
+file where a folder should be (and the other way round), the state folder deleted mid-apply, a
+failing stitch. Each gives exit 1 and lines naming the path and what to do, never a traceback;
+the lock still matches renders/; and the next apply recovers. Each is made for real: a small
+tmpfs, RLIMIT_FSIZE, a read-only bind mount."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli_runner import Run, run_cli, start_cli
+
+SPEC = """\
+version: 1
+provider: {type: local}
+defaults: {resolution: 480p, ratio: "1:1", frames: 29, seed: 3}
+scenes:
+  a: {prompt: "a red kite"}
+  b: {prompt: "a blue kite", first_frame: {scene: a}}
+sequences:
+  film: {scenes: [a, b]}
+  short: {scenes: [b]}
+"""
+
+
+def lock_of(root: Path) -> dict[str, Any]:
+    path = root / "project.spark.lock"
+    return dict(json.loads(path.read_text())) if path.exists() else {"scenes": {}, "sequences": {}}
+
+
+def assert_lock_matches_renders(root: Path) -> None:
+    """No file the lock names holds other bytes than the lock records (a missing one is restored)."""
+    lock = lock_of(root)
+    files = [f for r in lock["scenes"].values() for f in (r["video"], r["last_frame"])]
+    files += [r["video"] for r in lock["sequences"].values()]
+    for file in files:
+        path = root / file["path"]
+        if path.is_file():
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == file["sha256"], file["path"]
+
+
+def assert_one_line_errors(run: Run, *wanted: str) -> None:
+    assert run.code == 1, run.out + run.err
+    lines = run.err.strip().splitlines()
+    assert lines and all(line.startswith("error: ") for line in lines), run.err
+    for text in wanted:
+        assert any(text in line for line in lines), (text, run.err)
+
+
+def apply(root: Path, *args: str, **extra: Any) -> Run:
+    return run_cli("apply", "--auto-approve", *args, cwd=root, **extra)
+
+
+def recovers(root: Path) -> None:
+    again = apply(root, "--json")
+    assert again.code == 0, again.err
+    assert sorted(lock_of(root)["scenes"]) == ["a", "b"] and sorted(lock_of(root)["sequences"]) == ["film", "short"]
+    assert_lock_matches_renders(root)
+    assert (root / "renders/index.html").is_file()
+
+
+@pytest.fixture(scope="module")
+def applied_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project applied once: tests copy it rather than render again."""
+    root = tmp_path_factory.mktemp("applied") / "project"
+    root.mkdir()
+    (root / "project.spark.yaml").write_text(SPEC)
+    assert apply(root).code == 0
+    return root
+
+
+@pytest.fixture
+def project(applied_once: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    shutil.copytree(applied_once, root, symlinks=True)
+    return root
+
+
+def mount(*args: str) -> None:
+    done = subprocess.run(["mount", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"mount {' '.join(args)} is not permitted here: {done.stderr.strip()}")
+
+
+@contextmanager
+def mounted(*args: str, at: Path) -> Iterator[Path]:
+    at.mkdir(parents=True, exist_ok=True)
+    mount(*args, str(at))
+    try:
+        yield at
+    finally:
+        subprocess.run(["umount", "-l", str(at)], check=True)
+
+
+@contextmanager
+def read_only(folder: Path) -> Iterator[Path]:
+    """`folder` made read-only by a read-only bind mount over itself: root too gets EROFS."""
+    with mounted("--bind", str(folder), at=folder):
+        mount("-o", "remount,bind,ro", str(folder))
+        yield folder
+
+
+# -- a file where a folder should be, and the other way round ----------------------------------
+
+def test_renders_is_a_regular_file(project: Path) -> None:
+    before = (project / "project.spark.lock").read_bytes()
+    shutil.rmtree(project / "renders")
+    (project / "renders").write_text("notes")
+    assert_one_line_errors(apply(project), f"{project / 'renders'}: a file stands where sparkspec keeps "
+                                            "the outputs (output_dir); move it away and run apply again")
+    assert (project / "project.spark.lock").read_bytes() == before
+    (project / "renders").unlink()
+    recovers(project)
+
+
+def test_an_output_path_is_a_directory(project: Path) -> None:
+    (project / "renders/a.mp4").unlink()
+    (project / "renders/a.mp4").mkdir()
+    (project / "renders/a.mp4/keep.txt").write_text("mine")
+    run = apply(project)
+    assert_one_line_errors(run, f"{project / 'renders/a.mp4'}: Is a directory")
+    assert "a folder stands where sparkspec writes a file" in run.err
+    assert (project / "renders/a.mp4/keep.txt").read_text() == "mine"
+    assert_lock_matches_renders(project)
+    shutil.rmtree(project / "renders/a.mp4")
+    recovers(project)
+
+
+def test_the_cache_dir_is_a_file(project: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "cache-file"
+    blocker.write_text("not a folder")
+    env = {**os.environ, "SPARKSPEC_CACHE_DIR": str(blocker)}
+    (project / "renders/b.mp4").unlink()
+    assert_one_line_errors(apply(project, env=env), f"{blocker}: a file stands where sparkspec keeps the "
+                                                    "cache (SPARKSPEC_CACHE_DIR); move it away")
+    assert run_cli("plan", cwd=project, env=env).code == 0  # plan needs no cache to plan
+    recovers(project)
+
+
+# -- a full disk, a file size limit ----------------------------------------------------------
+
+@pytest.mark.parametrize("size", ["300k", "500k", "700k", "900k", "1100k", "1300k", "1500k"])
+def test_a_full_disk_at_any_point_of_an_apply(tmp_path: Path, size: str) -> None:
+    """The sizes make the disk fill while downloading, writing the cache index, copying into
+    renders/, rendering, and stitching."""
+    with mounted("-t", "tmpfs", "-o", f"size={size}", "tmpfs", at=tmp_path / "disk") as disk:
+        (disk / "project.spark.yaml").write_text(SPEC)
+        run = apply(disk)
+        assert_one_line_errors(run, "No space left on device; free some disk space" if size != "500k"
+                               else "database or disk is full")
+        assert all(str(disk) in line or "skipped" in line for line in run.err.splitlines()), run.err
+        assert_lock_matches_renders(disk)
+        mount("-o", "remount,size=20m", str(disk))
+        recovers(disk)
+
+
+def test_a_file_size_limit(project: Path) -> None:
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    before = (project / "project.spark.lock").read_bytes()
+    (project / "project.spark.yaml").write_text(SPEC.replace("a red kite", "a green kite"))
+    assert_one_line_errors(apply(project, preexec_fn=limited), "File too large; the file size limit")
+    assert (project / "project.spark.lock").read_bytes() == before
+    assert_lock_matches_renders(project)
+    recovers(project)
+
+
+# -- read-only folders -----------------------------------------------------------------------
+
+def test_a_read_only_renders_folder(project: Path) -> None:
+    (project / "renders/b.mp4").unlink()
+    before = (project / "project.spark.lock").read_bytes()
+    with read_only(project / "renders"):
+        assert_one_line_errors(apply(project), f"{project / 'renders'}: sparkspec may not write the outputs "
+                                               "(output_dir) there (read-only); make it writable")
+    assert (project / "project.spark.lock").read_bytes() == before
+    recovers(project)
+
+
+def test_plan_and_validate_work_in_a_read_only_checkout(project: Path) -> None:
+    (project / "renders/b.mp4").unlink()
+    (project / ".sparkspec/digests.json").unlink()  # plan must hash and cannot save the memo
+    with read_only(project):
+        planned = run_cli("plan", cwd=project)
+        assert planned.code == 0, planned.err
+        assert "< scene.b (restore)" in planned.out and planned.err == ""
+        assert run_cli("validate", cwd=project).code == 0
+        assert run_cli("plan", "--json", cwd=project).code == 0
+
+
+# -- the state folder deleted during an apply --------------------------------------------------
+
+def test_the_state_folder_deleted_during_an_apply(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "project.spark.yaml").write_text(SPEC.replace("a: {", "a0: {prompt: one}\n  a1: {prompt: two}\n  a: {")
+                                             .replace("provider: {type: local}", "provider: {type: local, parallelism: 1}"))
+    proc = start_cli("apply", "--auto-approve", "--json", cwd=root, stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if json.loads(line)["event"] == "completed":
+            shutil.rmtree(root / ".sparkspec")
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode in (0, 1), err
+    assert "Traceback" not in err and all(line.startswith("error: ") for line in err.splitlines()), err
+    assert_lock_matches_renders(root)
+    again = apply(root, "--json")
+    assert again.code == 0, again.err
+    assert sorted(lock_of(root)["scenes"]) == ["a", "a0", "a1", "b"]
+    assert_lock_matches_renders(root)
+
+
+# -- a failing stitch --------------------------------------------------------------------------
+
+def test_a_failing_stitch_fails_only_its_sequence(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    (root / "renders/film.mp4").mkdir(parents=True)
+    (root / "project.spark.yaml").write_text(SPEC)
+    run = apply(root)
+    assert_one_line_errors(run, f"error: sequence film: {root / 'renders/film.mp4'}: Is a directory")
+    assert len(run.err.splitlines()) == 1
+    assert "short: stitched" in run.out and "Apply finished with problems" in run.out
+    assert (root / "renders/short.mp4").is_file() and (root / "renders/index.html").is_file()
+    assert sorted(lock_of(root)["sequences"]) == ["short"]
+    (root / "renders/film.mp4").rmdir()
+    again = apply(root, "--json")
+    assert again.code == 0 and again.rendered() == []
+    assert [e["sequence"] for e in again.events() if e["event"] == "stitched"] == ["film"]
+
