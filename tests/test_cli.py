@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+from cli_runner import Run, run_cli
 
-def sparkspec(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "sparkspec", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
+
+def sparkspec(cwd: Path, *args: str) -> Run:
+    return run_cli(*args, cwd=cwd)
 
 
 def test_init_writes_a_starter_that_validates_and_renders_offline(tmp_path: Path) -> None:

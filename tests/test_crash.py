@@ -15,13 +15,13 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cli_runner import run_cli, start_cli
 from dialects import Dialect, every_dialect
 from fakeapi import FakeSparkAPI
 from sparkspec.media.probe import check_png, probe_video
@@ -54,8 +54,8 @@ def sha256(path: Path) -> str:
 
 def start_apply(root: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "sparkspec", "apply", "--auto-approve", "--json"],
-                                cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
+        return start_cli("apply", "--auto-approve", "--json", cwd=root, env=env, stdout=out,
+                         stderr=subprocess.STDOUT)
 
 
 @pytest.mark.slow
@@ -86,12 +86,10 @@ def test_apply_killed_at_random_moments_pays_once_per_render(tmp_path: Path, dia
             # Everything rendered before the kills ran out: render a new take.
             rounds += 1
             (root / "project.spark.yaml").write_text(SPEC.format(take=f"take {rounds}", provider=dialect.inline()))
-        final = subprocess.run([sys.executable, "-m", "sparkspec", "apply", "--auto-approve", "--json"],
-                               cwd=root, env=env, capture_output=True, text=True, timeout=120)
+        final = run_cli("apply", "--auto-approve", "--json", cwd=root, env=env, timeout=120)
         assert final.returncode == 0, final.stdout + final.stderr
         creates_before_noop = api.total_creates
-        again = subprocess.run([sys.executable, "-m", "sparkspec", "apply", "--auto-approve", "--json"],
-                               cwd=root, env=env, capture_output=True, text=True, timeout=120)
+        again = run_cli("apply", "--auto-approve", "--json", cwd=root, env=env, timeout=120)
         assert again.returncode == 0 and api.total_creates == creates_before_noop
         check_outputs(root, dialect)
         orphans = check_creates(api, kills)

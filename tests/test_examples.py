@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
+
+from cli_runner import Run, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted(p.parent for p in (ROOT / "examples").glob("*/project.spark.yaml"))
@@ -30,8 +30,7 @@ def test_example_validates_against_the_schema_with_jsonschema_itself(example: Pa
 
 
 def test_the_printed_schema_is_the_shipped_file() -> None:
-    printed = subprocess.run([sys.executable, "-m", "sparkspec", "schema"], capture_output=True,
-                             text=True, check=True).stdout
+    printed = run_cli("schema", cwd=ROOT).stdout
     assert json.loads(printed) == json.loads((ROOT / "schemas/project.spark.schema.json").read_text())
 
 
@@ -40,9 +39,8 @@ def test_example_applies_offline_and_then_is_up_to_date(example: Path, tmp_path:
     work = tmp_path / example.name
     shutil.copytree(example, work, ignore=shutil.ignore_patterns("renders", ".sparkspec", "*.lock"))
 
-    def sparkspec(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "sparkspec", "-C", str(work), *args],
-                              capture_output=True, text=True, timeout=300)
+    def sparkspec(*args: str) -> Run:
+        return run_cli("-C", str(work), *args, cwd=work)
 
     assert sparkspec("validate").returncode == 0
     first = sparkspec("apply", "--auto-approve", "--json")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cli_runner import Run, run_cli
 from sparkspec.state.lockfile import FileRecord, Lock, SceneRecord, SequenceRecord, read_lock
 from sparkspec.state.lockmerge import merge_locks
 
@@ -88,11 +87,8 @@ def test_merge_laws(base: Lock, ours: Lock, theirs: Lock) -> None:
     assert merge_locks(base, ours, theirs).lock == merged  # deterministic
 
 
-def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "sparkspec", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=60)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
+def run(cwd: Path, *args: str) -> Run:
+    return run_cli(*args, cwd=cwd, timeout=60)
 
 
 def test_the_command_writes_the_merge_into_ours(tmp_path: Path) -> None:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from cli_runner import Run, run_cli
 from fakeapi import FakeSparkAPI
 
 SPEC = """\
@@ -39,13 +38,11 @@ class Runner:
         self.root, self.env = root, env
         self.outputs: list[tuple[str, str]] = []
 
-    def __call__(self, *args: str, code: int | None = 0, **extra_env: str) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "sparkspec", *args], cwd=self.root,
-                              env=dict(self.env, **extra_env), capture_output=True, text=True, timeout=180)
+    def __call__(self, *args: str, code: int | None = 0, **extra_env: str) -> Run:
+        proc = run_cli(*args, cwd=self.root, env=dict(self.env, **extra_env), timeout=180)
         self.outputs.append((" ".join(args), proc.stdout + proc.stderr))
         if code is not None:
             assert proc.returncode == code, (args, proc.stdout, proc.stderr)
-        assert "Traceback" not in proc.stderr, proc.stderr
         return proc
 
 

@@ -97,7 +97,7 @@ class TemplatedFields:
         except TemplateProblem as problem:
             self.template_problem(problem, field)
             return None
-        if not text.strip():
+        if not text.strip() and (inline or file):  # an empty string is the schema's to report
             what = "the prompt" if isinstance(inline, str) else f"the prompt file {file!r}"
             self.report(field, f"{what} renders to nothing; the API needs words to render")
             return None

@@ -164,7 +164,7 @@ def read_lock(path: Path) -> tuple[Lock, str]:
     conflict = _conflict_line(text)
     if conflict is not None:
         raise StatePathError(
-            f"{path.name} has merge conflicts at line {conflict}; keep one side "
+            f"{path.name} has merge conflicts at line {conflict}, so it is no lock yet; keep one side "
             f"(`git checkout --ours {path.name}` or `--theirs`) and run `sparkspec plan`: the other "
             "side's renders are reused from the cache where this machine has them")
     try:

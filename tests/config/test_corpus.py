@@ -23,7 +23,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +34,8 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import cli_runner
+from cli_runner import Run
 from sparkspec import cli
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -273,10 +274,9 @@ def test_positions_name_the_file_as_given_with_f(tmp_path: Path, monkeypatch: py
         "project/prompts/logo.j2:3:1: error: scenes.logo.prompt_file: template syntax: unexpected '}'")
 
 
-def _subprocess(args: list[str], cwd: Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def _subprocess(args: list[str], cwd: Path, timeout: float = 30) -> Run:
     env = dict(os.environ, SPARKSPEC_CACHE_DIR=str(cwd.parent / "cache"))
-    return subprocess.run([sys.executable, "-m", "sparkspec", *args], cwd=cwd, capture_output=True,
-                          text=True, env=env, timeout=timeout)
+    return cli_runner.run_cli(*args, cwd=cwd, env=env, timeout=timeout, traceback_ok=True)
 
 
 @pytest.mark.parametrize("name", ["alias-bomb", "python-object-tag", "include-escape", "var-malformed"])

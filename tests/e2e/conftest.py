@@ -4,26 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cli_runner import Run, run_cli
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    def events(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.out.splitlines() if line.strip()]
-
-    def rendered(self) -> list[str]:
-        return sorted(e["scene"] for e in self.events() if e["event"] == "completed")
+__all__ = ["Project", "Run"]
 
 
 class Project:
@@ -37,11 +25,7 @@ class Project:
         path.write_text(text, encoding="utf-8")
 
     def run(self, *args: str, stdin: str | None = None, timeout: float = 300) -> Run:
-        proc = subprocess.run([sys.executable, "-m", "sparkspec", *args], cwd=self.root, env=self.env,
-                              input=stdin if stdin is not None else "", capture_output=True, text=True,
-                              timeout=timeout)
-        assert "Traceback" not in proc.stderr, proc.stderr
-        return Run(proc.returncode, proc.stdout, proc.stderr)
+        return run_cli(*args, cwd=self.root, env=self.env, stdin=stdin or "", timeout=timeout)
 
     def apply(self, *args: str) -> Run:
         """`apply --auto-approve --json`, which must succeed."""

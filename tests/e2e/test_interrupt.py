@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
+
+from cli_runner import start_cli
 
 from .conftest import Project
 
@@ -20,9 +21,8 @@ scenes:
 
 def test_ctrl_c_stops_new_submissions_and_exits_130(project: Project) -> None:
     project.write(SPEC)
-    proc = subprocess.Popen([sys.executable, "-m", "sparkspec", "apply", "--auto-approve", "--json"],
-                            cwd=project.root, env=project.env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = start_cli("apply", "--auto-approve", "--json", cwd=project.root, env=project.env,
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     events = []
     for line in proc.stdout:  # wait for the first finished render, then interrupt

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
+
+from cli_runner import start_cli
 
 from .conftest import Project
 
@@ -27,9 +28,8 @@ def test_two_processes_share_a_cache_safely(tmp_path: Path) -> None:
         project.write(SPEC)
         project.env["SPARKSPEC_CACHE_DIR"] = str(cache)
         projects.append(project)
-    running = [subprocess.Popen([sys.executable, "-m", "sparkspec", "apply", "--auto-approve", "--json"],
-                                cwd=p.root, env=p.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True) for p in projects[:2]]
+    running = [start_cli("apply", "--auto-approve", "--json", cwd=p.root, env=p.env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True) for p in projects[:2]]
     for proc in running:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err

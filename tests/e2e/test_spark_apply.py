@@ -7,11 +7,11 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
+from cli_runner import start_cli
 from dialects import Dialect, every_dialect
 from fakeapi import FakeSparkAPI
 
@@ -103,8 +103,8 @@ def test_a_failed_render_fails_its_chain_with_the_apis_message(spark: Project, f
 def test_ctrl_c_names_the_renders_still_running_and_the_next_apply_collects_them(
         spark: Project, fake_api: FakeSparkAPI, dialect: Dialect) -> None:
     fake_api.latency = 3.0
-    proc = subprocess.Popen([sys.executable, "-m", "sparkspec", "apply", "--auto-approve"], cwd=spark.root,
-                            env=spark.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_cli("apply", "--auto-approve", cwd=spark.root, env=spark.env, stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while fake_api.total_creates == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -176,8 +176,8 @@ def test_ctrl_c_cancels_the_tasks_still_queued_where_the_api_can(spark: Project,
     spark.write(SPEC.replace("{provider}", dialect.spec_provider()).replace("parallelism: 1", "parallelism: 2"))
     fake_api.latency = 3.0
     fake_api.queue_time = lambda key, params: 60.0 if "frog" in params["content"][0]["text"] else 0.0
-    proc = subprocess.Popen([sys.executable, "-m", "sparkspec", "apply", "--auto-approve"], cwd=spark.root,
-                            env=spark.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_cli("apply", "--auto-approve", cwd=spark.root, env=spark.env, stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while fake_api.total_creates < 2 and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -6,9 +6,9 @@ import os
 import pty
 import re
 import select
-import subprocess
-import sys
 import time
+
+from cli_runner import start_cli
 
 from .conftest import Project
 
@@ -26,8 +26,8 @@ def converse(project: Project, answer: str) -> tuple[int, str]:
     """Run `sparkspec apply` on a pty, answer its question, return (exit code, all it printed)."""
     main, secondary = pty.openpty()
     env = dict(project.env, COLUMNS="120", LINES="40", TERM="xterm")
-    proc = subprocess.Popen([sys.executable, "-m", "sparkspec", "apply"], cwd=project.root, env=env,
-                            stdin=secondary, stdout=secondary, stderr=secondary, close_fds=True)
+    proc = start_cli("apply", cwd=project.root, env=env, stdin=secondary, stdout=secondary, stderr=secondary,
+                     close_fds=True)
     os.close(secondary)
     seen = b""
     answered = False

@@ -10,14 +10,12 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cli_runner import run_main
+from cli_runner import run_cli, run_main
 from s3server import MotoServer
 from sparkspec.remote import layout
 from sparkspec.remote.settings import RemoteSettings
@@ -42,8 +40,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("rendered")
     (root / "project.spark.yaml").write_text(SPEC)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARK", "AWS_"))}
-    done = subprocess.run([sys.executable, "-m", "sparkspec", "apply", "--auto-approve", "--json"], cwd=root,
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = run_cli("apply", "--auto-approve", "--json", cwd=root, env=env)
     assert done.returncode == 0, done.stderr
     return root
 

@@ -42,7 +42,8 @@ def test_a_lock_with_merge_conflicts_says_so_and_how_to_go_on(root: Path) -> Non
         refused = run_cli(command, cwd=root)
         assert refused.code == 1
         assert refused.err.splitlines() == [
-            f"error: project.spark.lock has merge conflicts at line {line}; keep one side (`git checkout "
+            f"error: project.spark.lock has merge conflicts at line {line}, so it is no lock yet; keep one "
+            "side (`git checkout "
             "--ours project.spark.lock` or `--theirs`) and run `sparkspec plan`: the other side's renders "
             "are reused from the cache where this machine has them"]
     git(root, "checkout", "--theirs", "project.spark.lock")
