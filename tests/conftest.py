@@ -20,6 +20,21 @@ from seaweedfs import SeaweedServer, weed_binary  # noqa: E402
 _FOREIGN = ("SPARK_", "SPARKSPEC_", "ARK_", "AWS_", "GOOGLE_", "AZURE_", "XDG_")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The same cut for fixtures wider than one test (a project rendered once per module),
+    which are made before any test's own fixtures."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith(_FOREIGN):
+                patch.delenv(name)
+        home = tmp_path_factory.mktemp("session-home")
+        patch.setenv("HOME", str(home))
+        patch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+        patch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No test reads the developer's environment: their keys, remotes and caches are cleared,

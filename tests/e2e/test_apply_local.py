@@ -45,13 +45,25 @@ def mean_difference(one: Image.Image, other: Image.Image) -> float:
     return sum(ImageStat.Stat(ImageChops.difference(one.convert("RGB"), other.convert("RGB"))).mean) / 3
 
 
-@pytest.fixture
-def applied(project: Project) -> Project:
+@pytest.fixture(scope="module")
+def applied_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """CHAIN rendered once for the module; each test gets its own copy of the project."""
+    project = Project(tmp_path_factory.mktemp("chain"))
     project.write(CHAIN)
     first = project.apply()
     assert first.rendered() == ["a", "b", "c", "solo"]
     assert [e["sequence"] for e in first.events() if e["event"] == "stitched"] == ["film"]
-    return project
+    return project.root
+
+
+@pytest.fixture
+def applied(applied_once: Path, tmp_path: Path) -> Project:
+    root = tmp_path / "project"
+    shutil.copytree(applied_once, root, symlinks=True)
+    # The copy is a project of its own: the original's registration with the cache (what gc
+    # keeps alive) is not the copy's; its first apply registers it.
+    shutil.rmtree(root / ".sparkspec/cache/projects", ignore_errors=True)
+    return Project(root)
 
 
 def test_fresh_apply_writes_outputs_and_lock(applied: Project) -> None:

@@ -151,10 +151,14 @@ def test_the_cache_dir_is_a_file(project: Path, tmp_path: Path) -> None:
 
 # -- a full disk, a file size limit ----------------------------------------------------------
 
-@pytest.mark.parametrize("size", ["300k", "500k", "700k", "900k", "1100k", "1300k", "1500k"])
+@pytest.mark.parametrize("size", [
+    pytest.param("300k", marks=pytest.mark.slow), pytest.param("500k", marks=pytest.mark.slow),
+    "700k", pytest.param("900k", marks=pytest.mark.slow), pytest.param("1100k", marks=pytest.mark.slow),
+    pytest.param("1300k", marks=pytest.mark.slow), "1500k"])
 def test_a_full_disk_at_any_point_of_an_apply(tmp_path: Path, size: str) -> None:
-    """The sizes make the disk fill while downloading, writing the cache index, copying into
-    renders/, rendering, and stitching."""
+    """The sizes make the disk fill while downloading (300k, 1100k), writing the cache index
+    (500k), copying into renders/ (700k, 1300k), rendering (900k) and stitching (1500k); the
+    default run keeps two of them, the slow run all."""
     with mounted("-t", "tmpfs", "-o", f"size={size}", "tmpfs", at=tmp_path / "disk") as disk:
         (disk / "project.spark.yaml").write_text(SPEC)
         run = apply(disk)
@@ -204,6 +208,7 @@ def test_plan_and_validate_work_in_a_read_only_checkout(project: Path) -> None:
 
 # -- the state folder deleted during an apply --------------------------------------------------
 
+@pytest.mark.slow
 def test_the_state_folder_deleted_during_an_apply(tmp_path: Path) -> None:
     root = tmp_path / "project"
     root.mkdir()
