@@ -73,10 +73,6 @@ class DigestMemo:
         self.dirty = True
         return digest
 
-    def size(self, path: Path) -> int | None:
-        entry = self.entries.get(self._name(path))
-        return int(entry[0]) if entry else None
-
     def remember(self, path: Path, digest: str) -> None:
         """Record a digest the caller just computed while writing the file."""
         st = os.stat(path)
