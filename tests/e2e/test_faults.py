@@ -54,7 +54,7 @@ def assert_lock_matches_renders(root: Path) -> None:
 def assert_one_line_errors(run: Run, *wanted: str) -> None:
     assert run.code == 1, run.out + run.err
     lines = run.err.strip().splitlines()
-    assert lines and all(line.startswith("error: ") for line in lines), run.err
+    assert lines and all(line.startswith(("error: ", "warning: ")) for line in lines), run.err
     for text in wanted:
         assert any(text in line for line in lines), (text, run.err)
 
