@@ -89,10 +89,11 @@ def _load_options(variables: tuple[str, ...], var_files: tuple[str, ...],
     return LoadOptions(tuple(variables), tuple(var_files), provider)
 
 
-def _open(spec: str, options: LoadOptions) -> Workspace:
+def _open(spec: str, options: LoadOptions, remote: str | None = "off", remote_mode: str | None = None) -> Workspace:
+    """The project; the remote only for commands that use it (they pass --remote's value)."""
     from sparkspec.state.workspace import open_workspace
 
-    workspace = open_workspace(_path(spec), options, display=spec)
+    workspace = open_workspace(_path(spec), options, display=spec, remote=remote, remote_mode=remote_mode)
     _print_warnings(workspace)
     return workspace
 
@@ -149,9 +150,10 @@ def validate(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], 
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="Save the plan for `apply FILE`.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 with no changes, 2 with changes, 1 on error.")
+@remote_options
 def plan(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], provider: str | None,
          targets: tuple[str, ...], replace: tuple[str, ...], fmt: str | None, as_json: bool, out: str | None,
-         detailed_exitcode: bool) -> None:
+         detailed_exitcode: bool, remote: str | None, remote_mode: str | None) -> None:
     """Show what apply would render, why, and at what cost."""
     from sparkspec.plan import view as planview
     from sparkspec.plan.planfile import save_plan
@@ -160,11 +162,13 @@ def plan(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], prov
         raise click.UsageError(f"--json and --format {fmt} disagree; pass one of them")
     fmt = "json" if as_json else fmt or "text"
     options = _load_options(variables, var_files, provider)
-    workspace = _open(spec, options)
+    workspace = _open(spec, options, remote, remote_mode)
     try:
         the_plan = workspace.plan(_plan_options(targets, replace))
     finally:
         workspace.close()
+    for warning in workspace.remote_warnings:
+        click.echo(f"warning: {warning}", err=True)
     if fmt == "json":
         click.echo(planview.dumps(the_plan))
     elif fmt == "markdown":
@@ -193,10 +197,12 @@ def plan(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], prov
               help="Budget: refuse a plan estimated over N tokens; stop submitting at N reported.")
 @click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), metavar="X",
               help="Budget in money (needs provider.price_per_million_tokens).")
+@click.option("--no-wait", is_flag=True, help="Skip scenes another machine is rendering instead of waiting.")
+@remote_options
 def apply(planfile: str | None, spec: str, variables: tuple[str, ...], var_files: tuple[str, ...],
           provider: str | None, targets: tuple[str, ...], replace: tuple[str, ...], auto_approve: bool,
           parallelism: int | None, as_json: bool, fail_fast: bool, max_tokens: int | None,
-          max_cost: float | None) -> None:
+          max_cost: float | None, no_wait: bool, remote: str | None, remote_mode: str | None) -> None:
     """Render what changed, reuse what the cache has, and write the lock."""
     from sparkspec.commands.apply import run_apply
 
@@ -204,7 +210,8 @@ def apply(planfile: str | None, spec: str, variables: tuple[str, ...], var_files
     code = run_apply(planfile=planfile, spec=spec, load_options=_load_options(variables, var_files, provider),
                      plan_options=_plan_options(targets, replace), auto_approve=auto_approve,
                      parallelism=parallelism, as_json=as_json, fail_fast=fail_fast, spec_given=spec_given,
-                     max_tokens=max_tokens, max_cost=max_cost)
+                     max_tokens=max_tokens, max_cost=max_cost,
+                     remote=remote, remote_mode=remote_mode, wait=not no_wait)
     if code:
         sys.exit(code)
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sparkspec.apply.budget import BudgetMeter
 from sparkspec.errors import DiskError, SparkspecError
@@ -32,6 +33,9 @@ from sparkspec.providers.base import FirstFrame, Provider, RenderRequest
 from sparkspec.config.model import Scene
 from sparkspec.state.workspace import Workspace
 
+if TYPE_CHECKING:
+    from sparkspec.remote.applying import RemoteApply
+
 
 # Actions whose outputs apply leaves as the lock says (restore copies them back exactly).
 KEEPS_RECORD = (Action.NOOP, Action.RESTORE)
@@ -44,6 +48,7 @@ class ApplyResult:
     skipped: dict[str, str] = field(default_factory=dict)
     reused: list[str] = field(default_factory=list)
     restored: list[str] = field(default_factory=list)
+    pulled: list[str] = field(default_factory=list)  # from the team's remote
     deleted: list[str] = field(default_factory=list)
     stitched: list[str] = field(default_factory=list)
     tokens: int = 0
@@ -69,6 +74,7 @@ class Engine:
     rng: random.Random = field(default_factory=random.Random)
     wall_clock: Callable[[], float] = time.time
     monotonic: Callable[[], float] = time.monotonic
+    remote_wait: bool = True  # False (--no-wait): skip scenes another machine is rendering
 
     def __post_init__(self) -> None:
         ws = self.workspace
@@ -76,9 +82,17 @@ class Engine:
         self.tmp_dir = ws.state_dir / "tmp"
         self.result = ApplyResult()
         self.done: dict[str, asyncio.Future[SceneRecord | None]] = {}
+        journal = Journal(ws.state_dir / "journal")
+        self.remote: RemoteApply | None = None
+        if ws.remote is not None:
+            from sparkspec.remote.applying import RemoteApply
+
+            self.remote = RemoteApply(ws.remote, ws.cache, journal, self.tmp_dir, self.emit,
+                                      hits=ws.remote_findings.hits if ws.remote_findings else None,
+                                      wait=self.remote_wait, sleep=self.sleep, monotonic=self.monotonic)
         self.runner = TaskRunner(
-            provider=self.provider, journal=Journal(ws.state_dir / "journal"), cache=ws.cache,
-            emit=self.emit, sleep=self.sleep, rng=self.rng, wall_clock=self.wall_clock,
+            provider=self.provider, journal=journal, cache=ws.cache,
+            emit=self.runner_emit, around=self.remote.render if self.remote else None, sleep=self.sleep, rng=self.rng, wall_clock=self.wall_clock,
             monotonic=self.monotonic, poll=self.project.provider.poll, tmp_dir=self.tmp_dir,
             parallelism=self.parallelism, fail_fast=self.fail_fast, unknown_task_grace=self.unknown_task_grace,
             meter=self.meter)
@@ -86,6 +100,11 @@ class Engine:
         self.lock = LockWriter(ws, before_write=self.runner.commit)
         self.scenes: Mapping[str, SceneRecord] = self.lock.scenes  # what apply has made so far
         self.sequences: Mapping[str, SequenceRecord] = self.lock.sequences
+
+    def runner_emit(self, event: dict[str, Any]) -> None:
+        if self.remote is not None:
+            self.remote.observe(event)  # a submitted task's id goes into the remote claim
+        self.emit(event)
 
     @property
     def stop_submitting(self) -> str | None:
@@ -102,6 +121,8 @@ class Engine:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         for leftover in self.tmp_dir.glob("*.part"):  # downloads of a killed apply (we hold the apply lock)
             leftover.unlink(missing_ok=True)
+        if self.remote is not None:
+            await self.remote.start()
         try:
             await self.walk()
         finally:
@@ -109,7 +130,7 @@ class Engine:
         self.emit({"event": "done", "ok": self.result.ok, "completed": len(self.result.completed),
                    "failed": len(self.result.failed), "skipped": len(self.result.skipped),
                    "reused": len(self.result.reused), "restored": len(self.result.restored),
-                   "deleted": len(self.result.deleted), "stitched": len(self.result.stitched),
+                   "pulled": len(self.result.pulled), "deleted": len(self.result.deleted), "stitched": len(self.result.stitched),
                    "tokens": self.result.tokens})
         return self.result
 
@@ -195,10 +216,17 @@ class Engine:
                 raise SceneFailed(f"the plan is stale: run plan again (the cached render {key.hex[:12]} "
                                   "it was to use is no longer in the cache)")
             return await self.installed(scene, cached, "restored" if change.action is Action.RESTORE else "reused")
+        if change.action is Action.PULL:
+            if self.remote is None:
+                raise SceneFailed("the plan pulls from the team's remote, which is off in this apply; "
+                                  "run plan again")
+            return await self.installed(scene, await self.remote.pull(scene.id, key.hex), "pulled")
         if self.stop_submitting is not None:
             raise SceneSkipped(self.stop_submitting)
         request = self.request(scene, key, self.first_frame(scene, key, upstream))
         cached, shared = await self.runner.obtain(key, request, fresh=change.action is Action.REPLACE)
+        if self.remote is not None and self.remote.took(key.hex):
+            return await self.installed(scene, cached, "pulled")  # another machine rendered it meanwhile
         if shared:
             return await self.installed(scene, cached, "reused")
         record = await self.install(scene, cached)

@@ -38,11 +38,23 @@ def describe(event: dict[str, Any]) -> str | None:
         return f"{subject}: deleted from the lock; " + "; ".join(event["kept"])
     if kind in ("reused", "restored", "deleted", "stitched"):
         return f"{subject}: {kind}"
+    if kind == "pulled":
+        return f"{subject}: pulled from the team's remote"
+    if kind == "pushed":
+        return f"{subject}: pushed to the team's remote" if event.get("scene") else None
+    if kind == "push_queued":
+        return (f"{event.get('scene') or event['key'][:12]}: upload to the team's remote failed, queued for the "
+                f"next apply or `sparkspec push`: {event['error']}")
+    if kind == "remote_warning":
+        return f"warning: {event['message']}"
+    if kind == "progress" and event.get("state") == "waiting":
+        return f"{subject}: waiting: {event['reason']}"
     if kind == "progress" and event.get("state") == "collecting":
         return f"{subject}: collecting task {event['task_id']} from an earlier apply"
     if kind == "done":
+        pulled = f"{event['pulled']} pulled, " if event.get("pulled") else ""
         return (f"Apply {'complete' if event['ok'] else 'finished with problems'}: "
-                f"{event['completed']} rendered, {event['reused']} reused, {event['restored']} restored, "
+                f"{event['completed']} rendered, {event['reused']} reused, {event['restored']} restored, {pulled}"
                 f"{event['deleted']} deleted, {event['stitched']} stitched, {event['failed']} failed, "
                 f"{event['skipped']} skipped; {event['tokens']:,} tokens.")
     return None
@@ -90,7 +102,7 @@ class LiveReporter:
             self.tasks[scene] = self.progress.add_task(scene, total=1.0, state="submitted")
         elif kind == "progress" and scene in self.tasks:
             self.progress.update(self.tasks[scene], completed=event.get("progress") or 0, state="rendering")
-        elif kind in ("completed", "failed", "skipped", "reused", "restored") and scene:
+        elif kind in ("completed", "failed", "skipped", "reused", "restored", "pulled") and scene:
             if scene in self.tasks:
                 self.progress.update(self.tasks[scene], completed=1.0, state=kind)
             self.tokens += int(event.get("tokens") or 0)

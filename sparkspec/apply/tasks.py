@@ -39,6 +39,8 @@ from sparkspec.providers.base import Provider, RenderRequest, TaskState, TaskSta
 from sparkspec.config.model import PollConfig
 
 Emit = Callable[[dict[str, Any]], None]
+# (key, scene, the render) -> the render, or another machine's pulled instead
+Around = Callable[[str, str, Callable[[], Awaitable["CachedRender"]]], Awaitable["CachedRender"]]
 Sleep = Callable[[float], Awaitable[None]]
 
 UNAVAILABLE = "003021099"
@@ -78,6 +80,8 @@ class TaskRunner:
     fail_fast: bool = False
     unknown_task_grace: float = UNKNOWN_TASK_GRACE
     meter: BudgetMeter | None = None  # the apply's budget, charged as renders report usage
+    # Wraps each paid render (the team's remote claims the key around it and pushes after).
+    around: Around | None = None
 
     def __post_init__(self) -> None:
         # Why new submissions stopped (Ctrl-C, a refused key, --fail-fast); None while they go on.
@@ -124,7 +128,10 @@ class TaskRunner:
             return outcome, True
         flight = self.flights[key.hex] = asyncio.get_running_loop().create_future()
         try:
-            cached = await self.render(key, request, fresh=fresh)
+            if self.around is not None:
+                cached = await self.around(key.hex, request.scene, lambda: self.render(key, request, fresh=fresh))
+            else:
+                cached = await self.render(key, request, fresh=fresh)
         except BaseException as exc:
             reason = "interrupted" if isinstance(exc, asyncio.CancelledError) else str(exc)
             flight.set_result(f"the render it shares with {request.scene} did not finish: {reason}")

@@ -32,14 +32,16 @@ if TYPE_CHECKING:
     from sparkspec.providers.base import Provider
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
-RENDERS = (Action.CREATE, Action.UPDATE, Action.REPLACE)
+# A scene awaited from another machine may fall to this one (its claim died): it needs a provider.
+RENDERS = (Action.CREATE, Action.UPDATE, Action.REPLACE, Action.WAIT)
 
 
 def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, plan_options: PlanOptions,
               auto_approve: bool, parallelism: int | None, as_json: bool, fail_fast: bool,
               max_tokens: int | None = None, max_cost: float | None = None,
               environ: Mapping[str, str] = os.environ, stdin: TextIO | None = None,
-              stdout: TextIO | None = None, spec_given: bool = False) -> int:
+              stdout: TextIO | None = None, spec_given: bool = False, remote: str | None = None,
+              remote_mode: str | None = None, wait: bool = True) -> int:
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     saved = None
@@ -47,13 +49,16 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
         saved = load_plan(Path(planfile))
         check_options(saved, Path(planfile), spec if spec_given else None, load_options, plan_options)
         spec, load_options, plan_options = saved.spec, saved.load_options, saved.plan_options
-    workspace = open_workspace(Path(spec), load_options, display=spec, environ=environ)
+    workspace = open_workspace(Path(spec), load_options, display=spec, environ=environ, remote=remote,
+                               remote_mode=remote_mode)
     for warning in sorted(workspace.warnings, key=lambda d: (d.file, d.line, d.column)):
         click.echo(str(warning), err=True)
     try:
         workspace.check_writable()
         with apply_lock(workspace.state_dir):
             plan = workspace.plan(plan_options)
+            for note in workspace.remote_warnings:
+                click.echo(f"warning: {note}", err=True)
             if saved is not None and planfile is not None:
                 check_fresh(saved, plan, Path(planfile))
             if not as_json:
@@ -79,7 +84,7 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
             register_project(workspace.cache.directory, workspace.lock_path)
             meter = BudgetMeter(budget, workspace.project.provider.price_per_million_tokens)
             return _execute(workspace, plan, provider, parallelism or workspace.project.provider.parallelism,
-                            as_json, fail_fast, stdout, meter)
+                            as_json, fail_fast, stdout, meter, wait)
     finally:
         workspace.close()
 
@@ -104,7 +109,8 @@ def _provider(workspace: Workspace, plan: Plan, environ: Mapping[str, str]) -> P
 
 
 def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parallelism: int, as_json: bool,
-             fail_fast: bool, stdout: TextIO, meter: BudgetMeter | None = None) -> int:
+             fail_fast: bool, stdout: TextIO, meter: BudgetMeter | None = None,
+             wait: bool = True) -> int:
     import asyncio
 
     from sparkspec.apply.engine import Engine, running_remotely
@@ -118,7 +124,8 @@ def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parall
     else:
         reporter = PlainReporter(stdout)
     previous = workspace.lock
-    engine = Engine(workspace, plan, provider, reporter, parallelism, fail_fast=fail_fast, meter=meter)
+    engine = Engine(workspace, plan, provider, reporter, parallelism, fail_fast=fail_fast, meter=meter,
+                    remote_wait=wait)
     try:
         result = asyncio.run(_drive(engine, provider))
     finally:

@@ -17,10 +17,10 @@ import hashlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sparkspec import apifacts, graph
-from sparkspec.state.cache import Cache
+from sparkspec.state.cache import Cache, CachedRender
 from sparkspec.state.digests import DigestMemo
 from sparkspec.errors import SparkspecError
 from sparkspec.keys import SceneKey, first_frame_input, scene_key
@@ -38,6 +38,8 @@ class Action(enum.Enum):
     DELETE = "delete"
     NOOP = "no-op"
     STITCH = "stitch"
+    PULL = "pull"  # on the team's remote: downloaded, no tokens
+    WAIT = "wait"  # another machine renders it now: apply waits for its entry
 
     @property
     def symbol(self) -> str:
@@ -49,7 +51,8 @@ class Action(enum.Enum):
 
 
 _SYMBOLS = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.REUSE: "=",
-            Action.RESTORE: "<", Action.DELETE: "-", Action.NOOP: " ", Action.STITCH: ">"}
+            Action.RESTORE: "<", Action.DELETE: "-", Action.NOOP: " ", Action.STITCH: ">",
+            Action.PULL: "<", Action.WAIT: "…"}
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,15 @@ class Change:
     def render(self) -> str:
         """What `same_as` names: the scene's id, `id.takeK` for its other takes."""
         return self.address.split(".", 1)[1]
+
+
+class RemoteView(Protocol):
+    """What the team's remote holds, as far as this plan asked (sparkspec.remote.planning)."""
+
+    def entry(self, key: str) -> CachedRender | None: ...
+
+    def claim(self, key: str) -> str | None:
+        """`rendering on <user>@<host>, task <id>` when another machine renders `key` now."""
 
 
 @dataclass(frozen=True)
@@ -168,10 +180,12 @@ class Decision:
 
 def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | None, cache: Cache,
            memo: DigestMemo, *, forced: bool = False, same_as: str | None = None,
-           estimate: tuple[int, float | None] = (0, None), take: int = 1, moved: str | None = None) -> Decision:
+           estimate: tuple[int, float | None] = (0, None), take: int = 1, moved: str | None = None,
+           remote: RemoteView | None = None) -> Decision:
     """What to do for take `take` of `scene` (its own record in `record`) whose key is known:
     the one place an action is chosen. `same_as` names an earlier render of this key in the
-    same apply; `moved` says why a take's outputs move (`pick: 1 -> 3`)."""
+    same apply; `moved` says why a take's outputs move (`pick: 1 -> 3`); `remote` is asked
+    about a render the local cache cannot serve."""
     tokens, cost = estimate
     problem = None
     if record is not None and record.key == key.hex:
@@ -195,8 +209,8 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
         if cached is not None:
             return Decision(Change("scene", scene.id, Action.RESTORE, (problem,), key.hex, scene_key=key, take=take),
                             record.video.sha256, record.last_frame.sha256)
-        return Decision(Change("scene", scene.id, Action.UPDATE, (f"{problem} and {damage or 'not in the cache'}",),
-                               key.hex, tokens, cost, scene_key=key, take=take))
+        return _elsewhere(Change("scene", scene.id, Action.UPDATE, (f"{problem} and {damage or 'not in the cache'}",),
+                                 key.hex, tokens, cost, scene_key=key, take=take), remote)
     cached, damage = cache.probe(key.hex)
     if damage is not None:  # a damaged blob was dropped: render it afresh
         reasons = (_reasons(record, key) if record else []) + [damage]
@@ -207,15 +221,33 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
         return Decision(Change("scene", scene.id, Action.REUSE, tuple(reasons + ["already rendered: in the cache"]),
                                key.hex, scene_key=key, take=take), cached.video_sha256, cached.last_frame_sha256)
     if record is not None:
-        return Decision(Change("scene", scene.id, Action.UPDATE, tuple(_reasons(record, key)), key.hex, tokens,
-                               cost, scene_key=key, take=take))
-    return Decision(Change("scene", scene.id, Action.CREATE, (), key.hex, tokens, cost, scene_key=key, take=take))
+        return _elsewhere(Change("scene", scene.id, Action.UPDATE, tuple(_reasons(record, key)), key.hex, tokens,
+                                 cost, scene_key=key, take=take), remote)
+    return _elsewhere(Change("scene", scene.id, Action.CREATE, (), key.hex, tokens, cost, scene_key=key, take=take),
+                      remote)
+
+def _elsewhere(change: Change, remote: RemoteView | None) -> Decision:
+    """A render the local cache cannot serve: pulled when the team's remote has it (its entry
+    names both outputs, so scenes chained after it have keys now), awaited when another
+    machine renders it, else rendered here."""
+    if remote is None or change.key is None:
+        return Decision(change)
+    hit = remote.entry(change.key)
+    if hit is not None:
+        return Decision(replace(change, action=Action.PULL, reasons=change.reasons + ("on the team's remote",),
+                                estimated_tokens=0, estimated_cost=None), hit.video_sha256, hit.last_frame_sha256)
+    claim = remote.claim(change.key)
+    if claim is not None:
+        return Decision(replace(change, action=Action.WAIT, reasons=change.reasons + (claim,),
+                                estimated_tokens=0, estimated_cost=None))
+    return Decision(change)
 
 
 class _Planner:
     def __init__(self, project: Project, lock: Lock, cache: Cache, memo: DigestMemo,
-                 options: PlanOptions) -> None:
+                 options: PlanOptions, remote: RemoteView | None = None) -> None:
         self.project = project
+        self.remote = remote
         self.lock = lock
         self.cache = cache
         self.memo = memo
@@ -275,7 +307,7 @@ class _Planner:
                     self.render_ids[scene.id] = key.hex
                 decision = decide(self.project, scene, key, recorded.get(take), self.cache, self.memo,
                                   forced=forced, same_as=self.rendering.get(key.hex), estimate=estimate,
-                                  take=take, moved=self.pick_changes.get(scene.id))
+                                  take=take, moved=self.pick_changes.get(scene.id), remote=self.remote)
                 change = decision.change
                 if change.action.renders:
                     self.rendering[key.hex] = change.render
@@ -332,7 +364,8 @@ class _Planner:
 
 
 def plan_changes(project: Project, lock: Lock, cache: Cache, memo: DigestMemo,
-                 options: PlanOptions = PlanOptions(), fingerprint: Mapping[str, str] | None = None) -> Plan:
+                 options: PlanOptions = PlanOptions(), fingerprint: Mapping[str, str] | None = None,
+                 remote: RemoteView | None = None) -> Plan:
     check_ids(project, options)
     upstreams = {sid: s.upstream for sid, s in project.scenes.items()}
     sequences = project.sequences
@@ -346,7 +379,7 @@ def plan_changes(project: Project, lock: Lock, cache: Cache, memo: DigestMemo,
                      if n in options.targets or (set(s.scenes) <= set(selected) and set(s.scenes) & set(options.targets))}
     else:
         selected = project.scenes
-    planner = _Planner(project, lock, cache, memo, options)
+    planner = _Planner(project, lock, cache, memo, options, remote)
     changes = [change for sid in graph.topological_order(upstreams) if sid in selected
                for change in planner.plan_scene(project.scenes[sid])]
     if not options.targets:

@@ -15,6 +15,8 @@ def summary(plan: Plan) -> dict[str, Any]:
         "render": plan.count(Action.CREATE, Action.UPDATE, Action.REPLACE),
         "reuse": plan.count(Action.REUSE),
         "restore": plan.count(Action.RESTORE),
+        "pull": plan.count(Action.PULL),
+        "wait": plan.count(Action.WAIT),
         "delete": plan.count(Action.DELETE),
         "stitch": plan.count(Action.STITCH),
         "unchanged": plan.count(Action.NOOP),
@@ -49,6 +51,10 @@ def summary_line(plan: Plan) -> str:
     parts = [f"{s['render']} to render (~{s['estimated_tokens']:,} tokens{money})", f"{s['reuse']} to reuse"]
     if s["restore"]:
         parts.append(f"{s['restore']} to restore")
+    if s["pull"]:
+        parts.append(f"{s['pull']} to pull")
+    if s["wait"]:
+        parts.append(f"{s['wait']} to wait for")
     parts.append(f"{s['delete']} to delete")
     if s["stitch"]:
         parts.append(f"{s['stitch']} to stitch")

@@ -39,6 +39,11 @@ class Remote:
         self.queue = PushQueue(state_dir, settings.identity)
         self._probe: ProbeResult | None = None
 
+    @classmethod
+    def connect(cls, settings: RemoteSettings, state_dir: Path, environ: Mapping[str, str] = os.environ) -> Remote:
+        """Opens the store; makes no request."""
+        return cls(settings, open_store(settings, environ), state_dir)
+
     @property
     def writable(self) -> bool:
         return self.settings.writable
@@ -121,6 +126,4 @@ def open_remote(spec: RemoteConfig | None, state_dir: Path, environ: Mapping[str
     """The remote in force for this run, or None; makes no request. Raises RemoteError for a
     bad setting (a URL that is not one, an unknown mode)."""
     settings = resolve_remote(spec, environ, remote=remote, mode=mode)
-    if settings is None:
-        return None
-    return Remote(settings, open_store(settings, environ), state_dir)
+    return None if settings is None else Remote.connect(settings, state_dir, environ)

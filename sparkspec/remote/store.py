@@ -62,16 +62,37 @@ class Store:
             words = words[:300] + "..."
         return RemoteError(redact(f"remote {self.display}: {doing}: {words}", self.environ))
 
-    def _check_writable(self, path: str) -> None:
+    def _check_writable(self, path: str) -> Any:
+        """The backend to write with; a local folder is made on the first write, never before."""
         if not self.writable:
             raise RemoteError(f"remote {self.display} is read-only here; not writing {path}")
+        if self.backend is None and self.local_root is not None:
+            from obstore.store import LocalStore
+
+            try:
+                self.local_root.mkdir(parents=True, exist_ok=True)
+                self.backend = LocalStore(self.local_root)
+            except Exception as exc:
+                raise self.failure(exc, f"create {self.local_root}") from None
+        return self.backend
+
+    def _reader(self) -> Any:
+        """The backend to read with, or None: a local folder that does not exist yet is empty."""
+        if self.backend is None and self.local_root is not None and self.local_root.is_dir():
+            from obstore.store import LocalStore
+
+            self.backend = LocalStore(self.local_root)
+        return self.backend
 
     # -- reads -----------------------------------------------------------------------------
     async def head(self, path: str) -> ObjectInfo | None:
         import obstore
 
+        backend = self._reader()
+        if backend is None:
+            return None
         try:
-            meta = await obstore.head_async(self.backend, path)
+            meta = await obstore.head_async(backend, path)
         except FileNotFoundError:
             return None
         except Exception as exc:
@@ -82,8 +103,11 @@ class Store:
         """A small object's bytes (entries, claims, format.json)."""
         import obstore
 
+        backend = self._reader()
+        if backend is None:
+            return None
         try:
-            result = await obstore.get_async(self.backend, path)
+            result = await obstore.get_async(backend, path)
             data = bytes(await result.bytes_async())
         except FileNotFoundError:
             return None
@@ -96,8 +120,11 @@ class Store:
         import obstore
 
         digest, size = hashlib.sha256(), 0
+        backend = self._reader()
+        if backend is None:
+            return None
         try:
-            result = await obstore.get_async(self.backend, path)
+            result = await obstore.get_async(backend, path)
             with dest.open("wb") as out:
                 async for chunk in result.stream(min_chunk_size=CHUNK):
                     out.write(chunk)
@@ -117,8 +144,11 @@ class Store:
         """The objects under `prefix`, a page (the store's listing page) at a time."""
         import obstore
 
+        backend = self._reader()
+        if backend is None:
+            return
         try:
-            async for page in obstore.list(self.backend, prefix, chunk_size=1000):
+            async for page in obstore.list(backend, prefix, chunk_size=1000):
                 yield [_info(meta) for meta in page]
         except FileNotFoundError:
             return
@@ -132,23 +162,23 @@ class Store:
     async def put(self, path: str, data: bytes) -> str | None:
         """Write unconditionally (content-addressed blobs); the ETag. On S3 the body carries
         its sha256 checksum, so the store refuses one damaged in transit."""
-        self._check_writable(path)
+        backend = self._check_writable(path)
         import obstore
 
         try:
-            result = await obstore.put_async(self.backend, path, data, mode="overwrite", use_multipart=False)
+            result = await obstore.put_async(backend, path, data, mode="overwrite", use_multipart=False)
         except Exception as exc:
             raise self.failure(exc, f"PUT {path}") from None
         return result["e_tag"]
 
     async def create(self, path: str, data: bytes) -> str | None:
         """Write only if nothing is at `path` (If-None-Match: *): the ETag, or None if taken."""
-        self._check_writable(path)
+        backend = self._check_writable(path)
         import obstore
         from obstore.exceptions import AlreadyExistsError, PreconditionError
 
         try:
-            result = await obstore.put_async(self.backend, path, data, mode="create")
+            result = await obstore.put_async(backend, path, data, mode="create")
         except (AlreadyExistsError, PreconditionError):
             return None
         except Exception as exc:
@@ -157,14 +187,14 @@ class Store:
 
     async def update(self, path: str, data: bytes, etag: str) -> str | None:
         """Replace `path` only if its ETag is still `etag` (If-Match): the new ETag, or None."""
-        self._check_writable(path)
+        backend = self._check_writable(path)
         if self.local_root is not None:
             return await self._update_local(path, data, etag)
         import obstore
         from obstore.exceptions import AlreadyExistsError, PreconditionError
 
         try:
-            result = await obstore.put_async(self.backend, path, data, mode={"e_tag": etag})
+            result = await obstore.put_async(backend, path, data, mode={"e_tag": etag})
         except (PreconditionError, AlreadyExistsError, FileNotFoundError):
             return None
         except Exception as exc:
@@ -202,11 +232,11 @@ class Store:
             os.close(fd)  # closing drops the flock
 
     async def delete(self, path: str) -> None:
-        self._check_writable(path)
+        backend = self._check_writable(path)
         import obstore
 
         try:
-            await obstore.delete_async(self.backend, path)
+            await obstore.delete_async(backend, path)
         except FileNotFoundError:
             return
         except Exception as exc:
@@ -229,13 +259,12 @@ def open_store(settings: RemoteSettings, environ: Mapping[str, str] = os.environ
     options: dict[str, Any] = dict(CLIENT_OPTIONS)
     try:
         if parts.scheme == "file":
-            root = Path(unquote(parts.path)) / ROOT
             if parts.netloc not in ("", "localhost"):
                 raise RemoteError(f"{url}: a file:// remote names a local folder (file:///path)")
-            if not root.is_dir() and writable:
-                root.mkdir(parents=True, exist_ok=True)
-            return Store(stores.LocalStore(root) if root.is_dir() else stores.MemoryStore(), settings.display,
-                         writable=writable, local_root=root, environ=environ)
+            # The folder's backend is made on first use (reading a folder not there yet finds
+            # nothing; the first write creates it).
+            return Store(None, settings.display, writable=writable, local_root=Path(unquote(parts.path)) / ROOT,
+                         environ=environ)
         if parts.scheme == "memory":
             backend = _MEMORY.setdefault(parts.netloc + parts.path, stores.MemoryStore())
             return Store(backend, settings.display, writable=writable, environ=environ)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import secrets
 from pathlib import Path
 
 from sparkspec.errors import RemoteError
@@ -95,7 +96,7 @@ async def pull_render(store: Store, render: CachedRender, cache: Cache, tmp_dir:
     for sha, size in _blobs(render):
         if cache.has_blob(sha, size):
             continue
-        part = tmp_dir / f"{sha}.remote.part"
+        part = tmp_dir / f"{sha}.{secrets.token_hex(4)}.remote.part"
         try:
             got = await store.download(blob_path(sha), part)
             if got is None:

@@ -7,8 +7,9 @@ import hashlib
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sparkspec.errors import DiskError
 from sparkspec.state.cache import CACHE_ENV, Cache, cache_dir
@@ -19,6 +20,10 @@ from sparkspec.state.lockpaths import check_lock_paths
 from sparkspec.plan.planner import Plan, PlanOptions, plan_changes
 from sparkspec.config.loader import LoadOptions, load_project
 from sparkspec.config.model import Project
+
+if TYPE_CHECKING:
+    from sparkspec.remote.planning import RemoteFindings
+    from sparkspec.remote.session import Remote
 
 STATE_DIR = ".sparkspec"
 
@@ -49,6 +54,9 @@ class Workspace:
     state_dir: Path
     cache: Cache
     memo: DigestMemo
+    remote: Remote | None = None  # the team's render cache, when one is configured and on
+    remote_findings: RemoteFindings | None = None  # what the last plan learnt from it
+    remote_warnings: list[str] = field(default_factory=list)  # for the command to print, once
 
     def fingerprint(self, options: PlanOptions) -> dict[str, str]:
         """What a saved plan was made from; apply refuses it when any of this changed."""
@@ -61,8 +69,15 @@ class Workspace:
         }
 
     def plan(self, options: PlanOptions = PlanOptions()) -> Plan:
-        return plan_changes(self.project, self.lock, self.cache, self.memo, options,
-                            self.fingerprint(options))
+        fingerprint = self.fingerprint(options)
+        if self.remote is None:
+            return plan_changes(self.project, self.lock, self.cache, self.memo, options, fingerprint)
+        from sparkspec.remote.planning import plan_with_remote
+
+        plan, self.remote_findings = plan_with_remote(
+            lambda view: plan_changes(self.project, self.lock, self.cache, self.memo, options, fingerprint, view),
+            self.remote, self.remote_warnings)
+        return plan
 
     def check_writable(self) -> None:
         """Before an apply: the folders it writes are folders, and writable. One line for the
@@ -83,7 +98,9 @@ class Workspace:
 
 
 def open_workspace(spec: Path, options: LoadOptions = LoadOptions(), display: str | None = None,
-                   environ: Mapping[str, str] = os.environ) -> Workspace:
+                   environ: Mapping[str, str] = os.environ, remote: str | None = None,
+                   remote_mode: str | None = None) -> Workspace:
+    """`remote` and `remote_mode` are the CLI's `--remote off` and `--remote-mode MODE`."""
     with _collector_paused():
         loaded = load_project(spec, options, display)
         project = loaded.project
@@ -92,5 +109,13 @@ def open_workspace(spec: Path, options: LoadOptions = LoadOptions(), display: st
         lock, text = read_lock(path)
         check_lock_paths(lock, path.name, project.root)
     memo = DigestMemo(state_dir, project.root)
-    return Workspace(project, loaded.warnings, options, path, lock, text, state_dir,
-                     Cache(cache_dir(state_dir, environ), memo), memo)
+    from sparkspec.remote.settings import resolve_remote
+
+    workspace = Workspace(project, loaded.warnings, options, path, lock, text, state_dir,
+                          Cache(cache_dir(state_dir, environ), memo), memo)
+    settings = resolve_remote(project.remote, environ, remote=remote, mode=remote_mode)
+    if settings is not None:
+        from sparkspec.remote.session import Remote
+
+        workspace.remote = Remote.connect(settings, state_dir, environ)
+    return workspace

@@ -1,0 +1,242 @@
+"""Apply with the team's remote: pull what it has, claim before paying, push what was rendered.
+
+The engine calls three things: `start()` once (retries pushes queued by earlier runs),
+`pull(scene, key)` for a scene the plan pulls, and `render(scene, key, render_fn)` around
+every paid render. `render` claims the key first (If-None-Match). If another machine holds
+it, this one waits for that machine's entry and pulls it (`--no-wait`: the scene is
+skipped); a claim whose ETag stalls for one ttl is taken over (If-Match), and a task id in
+it goes into the local journal, so the render is collected rather than paid again. While a
+render runs its claim is renewed every ttl/4 and carries the task id once submitted. After
+the render the blobs and the entry go up (a failure queues the key and the apply goes on),
+then the claim is deleted. Read-only: no claim, no push, nothing written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from sparkspec.apply.tasks import Emit, SceneFailed, SceneSkipped, Sleep
+from sparkspec.errors import RemoteError
+from sparkspec.remote.claims import ClaimTask, ClaimWatch, Held, Seen
+from sparkspec.remote.entries import decode_entry
+from sparkspec.remote.layout import entry_path
+from sparkspec.remote.session import Remote
+from sparkspec.remote.transfer import BlobProblem
+from sparkspec.state.cache import Cache, CachedRender
+from sparkspec.state.journal import Journal
+
+MAX_WAIT_POLL = 2.0  # seconds between looks at another machine's claim and entry
+
+
+class RemoteApply:
+    def __init__(self, remote: Remote, cache: Cache, journal: Journal, tmp_dir: Path, emit: Emit, *,
+                 hits: dict[str, CachedRender] | None = None, wait: bool = True, sleep: Sleep = asyncio.sleep,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.remote = remote
+        self.cache = cache
+        self.journal = journal
+        self.tmp_dir = tmp_dir
+        self.emit = emit
+        self.hits = dict(hits or {})
+        self.wait = wait
+        self.sleep = sleep
+        self.monotonic = monotonic
+        self.held: dict[str, Held] = {}  # key -> our claim, while its render runs
+        self.kick: dict[str, asyncio.Event] = {}  # wakes a heartbeat early (a task id to write)
+        self.warned: set[str] = set()
+        self.pulled: set[str] = set()  # keys pulled instead of rendered
+        self.pushed: list[str] = []
+        self.queued: list[str] = []
+
+    @property
+    def ttl(self) -> float:
+        return self.remote.settings.claim_ttl
+
+    def warn_once(self, scene: str | None, message: str) -> None:
+        if message not in self.warned:
+            self.warned.add(message)
+            self.emit({"event": "remote_warning", "message": message, **({"scene": scene} if scene else {})})
+
+    # -- the queue -----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Push what earlier applies could not (still in the local cache)."""
+        if not self.remote.writable:
+            return
+        for key in await asyncio.to_thread(self.remote.queue.keys):
+            render = await asyncio.to_thread(self.cache.lookup, key)
+            if render is None:
+                await asyncio.to_thread(self.remote.queue.remove, key)
+                continue
+            if not await self.push(None, render):
+                return  # the store still fails: keep the rest queued, no retry storm
+
+    async def push(self, scene: str | None, render: CachedRender) -> bool:
+        try:
+            await self.remote.push(render, self.cache)
+        except RemoteError as exc:
+            await asyncio.to_thread(self.remote.queue.add, render.key)
+            self.queued.append(render.key)
+            self.emit({"event": "push_queued", "key": render.key, "error": str(exc), **({"scene": scene} if scene else {})})
+            return False
+        self.pushed.append(render.key)
+        self.emit({"event": "pushed", "key": render.key, **({"scene": scene} if scene else {})})
+        return True
+
+    # -- pulls ---------------------------------------------------------------------------
+    async def entry(self, key: str) -> CachedRender | None:
+        found = self.hits.get(key)
+        if found is not None:
+            return found
+        got = await self.remote.store.get(entry_path(key, self.remote.signer))
+        if got is None:
+            return None
+        render = decode_entry(got[0], key, self.remote.settings.signing_key)
+        return None if isinstance(render, str) else render
+
+    async def pull(self, scene: str, key: str) -> CachedRender:
+        """The plan's `pull`: into the local cache, verified. Fails the scene (no unplanned
+        render) when the entry is gone or its blobs are damaged; the next plan renders it."""
+        try:
+            render = await self.entry(key)
+            if render is None:
+                raise SceneFailed(f"the team's remote no longer has key {key[:12]}; run `sparkspec plan` again")
+            await self.remote.pull(render, self.cache, self.tmp_dir)
+        except BlobProblem as exc:
+            raise SceneFailed(f"{exc}; the next `sparkspec apply` renders it") from None
+        except RemoteError as exc:
+            raise SceneFailed(f"pull failed: {exc}") from None
+        self.pulled.add(key)
+        return render
+
+    def took(self, key: str) -> bool:
+        """Whether `key` was pulled (another machine rendered it) rather than rendered here."""
+        return key in self.pulled
+
+    # -- renders, claimed ----------------------------------------------------------------
+    async def render(self, key: str, scene: str, render_fn: Callable[[], Awaitable[CachedRender]]) -> CachedRender:
+        held = await self.claim(scene, key)
+        if isinstance(held, CachedRender):
+            return held
+        beat = asyncio.create_task(self.heartbeat(key)) if held is not None else None
+        try:
+            rendered = await render_fn()
+            if self.remote.writable:
+                await self.push(scene, rendered)
+            return rendered
+        finally:
+            if beat is not None:
+                beat.cancel()
+                await asyncio.gather(beat, return_exceptions=True)
+            mine = self.held.pop(key, None)
+            self.kick.pop(key, None)
+            if mine is not None:
+                try:
+                    await self.remote.claims.release(mine)
+                except RemoteError as exc:  # it expires by itself after one ttl
+                    self.warn_once(scene, f"claim of {scene} not released: {exc}")
+
+    async def claims_work(self, scene: str) -> bool:
+        if not self.remote.writable:
+            return False
+        try:
+            probe = await self.remote.claims_work()
+        except RemoteError as exc:
+            self.warn_once(scene, f"{exc}; rendering without a claim")
+            return False
+        if not probe.conditional:
+            self.warn_once(None, f"remote {self.remote.display} ignores conditional writes ({probe.detail}): "
+                                 "claims are off, so two machines applying at once may both render a scene")
+        return probe.conditional
+
+    async def claim(self, scene: str, key: str) -> Held | CachedRender | None:
+        """Ours to render (Held; None when claims are off), or pulled after another machine
+        rendered it."""
+        use_claims = await self.claims_work(scene)
+        mine = self.remote.new_claim(key)
+        watch = ClaimWatch(self.ttl, self.monotonic)
+        told = False
+        try:
+            while True:
+                if use_claims:
+                    got = await self.remote.claims.acquire(mine)
+                else:
+                    got = await self.remote.claims.read(key) or Held(mine, "")
+                if isinstance(got, Held):
+                    if use_claims:
+                        self.held[key] = got
+                    done = await self.entry(key)  # finished elsewhere since the plan?
+                    return await self.pull(scene, key) if done is not None else (got if use_claims else None)
+                seen: Seen | None = got
+                while seen is not None:
+                    if not self.wait:
+                        raise SceneSkipped(f"{self._who(seen)} (--no-wait)")
+                    if not told:
+                        told = True
+                        self.emit({"event": "progress", "scene": scene, "state": "waiting", "reason": self._who(seen)})
+                    if await self.entry(key) is not None:
+                        return await self.pull(scene, key)
+                    if watch.dead(seen):
+                        if not use_claims:
+                            return None  # read-only: render here, claim nothing
+                        taken = await self.remote.claims.take_over(mine, seen)
+                        if taken is not None:
+                            return await self._took_over(scene, key, taken)
+                    await self.sleep(min(MAX_WAIT_POLL, self.ttl / 4))
+                    seen = await self.remote.claims.read(key)
+                # The claim went without an entry (its render failed): claim it ourselves.
+        except RemoteError as exc:
+            if key in self.held:
+                raise SceneFailed(f"claim lost: {exc}") from None
+            self.warn_once(scene, f"{exc}; rendering without a claim")
+            return None
+
+    async def _took_over(self, scene: str, key: str, taken: Held) -> Held | CachedRender:
+        self.held[key] = taken
+        if await self.entry(key) is not None:
+            return await self.pull(scene, key)
+        task = taken.claim.task
+        if task is not None and self.journal.get(key) is None:
+            # The dead holder paid for this task: collect it, do not pay again.
+            await asyncio.to_thread(self.journal.record, key, scene, task.provider, task.id,
+                                    task.expires_after, task.submitted_at)
+        return taken
+
+    @staticmethod
+    def _who(seen: Seen) -> str:
+        return seen.claim.describe() if seen.claim is not None else "claimed by another machine"
+
+    async def heartbeat(self, key: str) -> None:
+        """Renew our claim every ttl/4; write the task id as soon as the journal has it."""
+        kick = self.kick.setdefault(key, asyncio.Event())
+        while key in self.held:
+            try:
+                await asyncio.wait_for(kick.wait(), self.ttl / 4)
+            except TimeoutError:
+                pass
+            kick.clear()
+            held = self.held.get(key)
+            if held is None:
+                return
+            entry = self.journal.get(key)
+            task = ClaimTask(entry.task_id, entry.provider, entry.submitted_at, entry.expires_after) \
+                if entry is not None else held.claim.task
+            try:
+                renewed = await self.remote.claims.heartbeat(held, task)
+            except RemoteError:
+                continue  # try again at the next beat; the claim outlives a few misses
+            if renewed is None:
+                self.held.pop(key, None)  # taken over: the taker collects our task from the claim
+                return
+            self.held[key] = renewed
+
+    def observe(self, event: dict[str, Any]) -> None:
+        """The runner's events: a submitted task's id goes into our claim at once."""
+        if event.get("event") == "submitted":
+            for key in self.held:
+                entry = self.journal.get(key)
+                if entry is not None and entry.task_id == event.get("task_id") and key in self.kick:
+                    self.kick[key].set()

@@ -1,0 +1,69 @@
+"""Planning with the team's remote: which renders to pull, which to wait for.
+
+The planner stays a pure function of what it is given; this module gives it a `RemoteView`
+and fills it in rounds. Round one plans with an empty view, which records every key the
+plan would render; those keys are looked up together (a listing per shard, see `index`) and
+the plan is made again. A pulled scene's entry names its last frame, so scenes chained after
+it now have keys of their own: the next round looks those up, until no new key is asked.
+
+A remote error never fails a plan: the plan of the last round that had answers stands, and
+one warning carries the store's own words. An unreachable store costs at most `BUDGET`
+seconds in all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sparkspec.errors import RemoteError
+from sparkspec.plan.planner import Plan, RemoteView
+from sparkspec.remote.session import Remote
+from sparkspec.state.cache import CachedRender
+
+BUDGET = 25.0  # seconds for every round together; the store's own timeouts are shorter
+
+
+@dataclass
+class RemoteFindings:
+    """What the remote answered for this plan (a `RemoteView`); the engine pulls from `hits`."""
+
+    hits: dict[str, CachedRender] = field(default_factory=dict)
+    claims: dict[str, str] = field(default_factory=dict)  # key -> "rendering on user@host, task id"
+    asked: dict[str, None] = field(default_factory=dict)
+
+    def entry(self, key: str) -> CachedRender | None:
+        self.asked[key] = None
+        return self.hits.get(key)
+
+    def claim(self, key: str) -> str | None:
+        return self.claims.get(key)
+
+
+def plan_with_remote(make_plan: Callable[[RemoteView | None], Plan], remote: Remote,
+                     warnings: list[str], budget: float = BUDGET) -> tuple[Plan, RemoteFindings]:
+    findings = RemoteFindings()
+    plan = make_plan(findings)
+    looked: set[str] = set()
+
+    async def rounds() -> None:
+        nonlocal plan
+        while new := [k for k in findings.asked if k not in looked]:
+            looked.update(new)
+            found = await remote.lookup(new)
+            for key, reason in sorted(found.ignored.items()):
+                warnings.append(f"remote {remote.display}: entry for key {key[:12]} ignored: {reason}")
+            findings.hits.update(found.hits)
+            findings.claims.update({k: c.describe() for k, c in found.claims.items()})
+            if not found.hits and not found.claims:
+                return  # nothing changes in the plan: no new keys either
+            plan = make_plan(findings)
+
+    try:
+        asyncio.run(asyncio.wait_for(rounds(), budget))
+    except RemoteError as exc:
+        warnings.append(f"{exc}; planned without it")
+    except TimeoutError:
+        warnings.append(f"remote {remote.display}: no answer within {budget:.0f} s; planned without it")
+    return plan, findings

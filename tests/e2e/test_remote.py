@@ -1,0 +1,108 @@
+"""The team's remote render cache, end to end: real `sparkspec` processes as separate machines
+(each its own HOME, cache and project clone) sharing one remote and the fake API on loopback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fakeapi import FakeSparkAPI
+
+from .conftest import Project
+
+SPEC = """\
+version: 1
+name: team-film
+provider: {type: spark, parallelism: 3, poll: {initial: 0.05, max: 0.2}}
+defaults: {resolution: 480p, ratio: "16:9", frames: 29}
+scenes:
+  intro: {prompt: "a lamp in a dark room"}
+  next: {first_frame: {scene: intro}, prompt: "the lamp flickers"}
+  logo: {prompt: "a logo glows"}
+"""
+
+
+def machine(tmp_path: Path, name: str, api: FakeSparkAPI, remote: str, extra: dict[str, str] | None = None) -> Project:
+    """A machine of its own: project clone, HOME and render cache; the team's remote."""
+    home = tmp_path / name / "home"
+    home.mkdir(parents=True)
+    project = Project(tmp_path / name / "project")
+    project.root.mkdir(parents=True)
+    project.env.update(HOME=str(home), SPARKSPEC_CACHE_DIR=str(tmp_path / name / "cache"),
+                       SPARK_API_KEY=api.api_key, SPARK_BASE_URL=api.base_url, SPARKSPEC_REMOTE=remote,
+                       **(extra or {}))
+    return project
+
+
+def clone(source: Project, target: Project) -> None:
+    """What git carries: the spec and the lock."""
+    for name in ("project.spark.yaml", "project.spark.lock"):
+        shutil.copy(source.root / name, target.root / name)
+
+
+@pytest.mark.slow
+def test_a_clone_pulls_the_teams_renders_and_pays_nothing(tmp_path: Path, fake_api: FakeSparkAPI) -> None:
+    remote = f"file://{tmp_path}/team-remote"
+    first = machine(tmp_path, "first", fake_api, remote)
+    first.write(SPEC)
+    made = first.apply()
+    assert made.rendered() == ["intro", "logo", "next"]
+    assert sorted(e["scene"] for e in made.events() if e["event"] == "pushed") == ["intro", "logo", "next"]
+    assert fake_api.total_creates == 3
+
+    second = machine(tmp_path, "second", fake_api, remote)
+    clone(first, second)
+    planned = second.run("plan")
+    assert planned.code == 0, planned.err
+    assert "< scene.intro (pull)" in planned.out and "on the team's remote" in planned.out
+    assert "3 to pull" in planned.out and "0 to render" in planned.out, planned.out
+    as_json = json.loads(second.run("plan", "--json").out)
+    assert {c["id"]: c["action"] for c in as_json["changes"] if c["kind"] == "scene"} == \
+        {"intro": "pull", "next": "pull", "logo": "pull"}
+    assert as_json["summary"]["pull"] == 3 and as_json["summary"]["render"] == 0
+    assert all(c["key"] for c in as_json["changes"])  # `next` is chained after a pull: its key is known
+
+    lock_before = second.lock_bytes()
+    pulled = second.apply()
+    assert pulled.rendered() == []
+    assert sorted(e["scene"] for e in pulled.events() if e["event"] == "pulled") == ["intro", "logo", "next"]
+    assert fake_api.total_creates == 3  # nothing paid again
+    assert second.lock_bytes() == lock_before
+    for sid, record in second.lock()["scenes"].items():
+        assert (second.root / record["video"]["path"]).read_bytes() == \
+            (first.root / record["video"]["path"]).read_bytes()
+    assert second.run("plan").out.startswith("No changes.")
+
+
+@pytest.mark.slow
+def test_read_only_writes_nothing_to_the_remote(tmp_path: Path, fake_api: FakeSparkAPI) -> None:
+    remote_dir = tmp_path / "team-remote"
+    ci = machine(tmp_path, "ci", fake_api, f"file://{remote_dir}", {"SPARKSPEC_REMOTE_MODE": "read-only"})
+    ci.write(SPEC)
+    done = ci.apply()
+    assert done.rendered() == ["intro", "logo", "next"]
+    assert not remote_dir.exists()  # not even the folder
+    assert not (ci.root / ".sparkspec" / "remote-probe.json").exists()
+    laptop = machine(tmp_path, "laptop", fake_api, f"file://{remote_dir}")
+    clone(ci, laptop)
+    laptop.apply("--remote-mode", "read-only")  # renders what is missing (not on the remote)
+    assert not remote_dir.exists()
+
+
+@pytest.mark.slow
+def test_remote_off_and_an_unreachable_store_never_fail_a_plan(tmp_path: Path, fake_api: FakeSparkAPI) -> None:
+    box = machine(tmp_path, "box", fake_api, "s3://team-bucket/renders",
+                  {"AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+                   "AWS_SECRET_ACCESS_KEY": "never-print-this-secret"})
+    box.write(SPEC)
+    planned = box.run("plan")
+    assert planned.code == 0
+    assert "3 to render" in planned.out
+    warnings = [line for line in planned.err.splitlines() if line.startswith("warning: remote")]
+    assert len(warnings) == 1, planned.err
+    assert "s3://team-bucket/renders" in warnings[0] and "never-print-this-secret" not in planned.err
+    off = box.run("plan", "--remote", "off")
+    assert off.code == 0 and "warning" not in off.err
