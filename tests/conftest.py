@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from dialects import GENERATION, Dialect  # noqa: E402
 from fakeapi import FakeSparkAPI  # noqa: E402
+from s3server import MotoServer  # noqa: E402
 from seaweedfs import SeaweedServer, weed_binary  # noqa: E402
 
 # What the developer's shell may set that would change what sparkspec does or where it writes.
@@ -81,3 +82,14 @@ def seaweedfs_server() -> Iterator[SeaweedServer]:
 def dialect() -> Dialect:
     """The way the fake serves the model; tests parametrize it with `dialects.every_dialect`."""
     return GENERATION
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """moto's S3 server on 127.0.0.1 (the `moto[server]` test extra), one per session; `bucket()`
+    gives each test a fresh bucket. It takes a second or two to start: mark users slow."""
+    server = MotoServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -91,6 +91,8 @@ class RemoteApply:
         found = self.hits.get(key)
         if found is not None:
             return found
+        if key in await asyncio.to_thread(self.remote.bad_keys):
+            return None  # its blobs failed a pull before: a miss, already reported
         got = await self.remote.store.get(entry_path(key, self.remote.signer))
         if got is None:
             return None

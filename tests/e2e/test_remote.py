@@ -106,3 +106,32 @@ def test_remote_off_and_an_unreachable_store_never_fail_a_plan(tmp_path: Path, f
     assert "s3://team-bucket/renders" in warnings[0] and "never-print-this-secret" not in planned.err
     off = box.run("plan", "--remote", "off")
     assert off.code == 0 and "warning" not in off.err
+
+
+@pytest.mark.slow
+def test_a_damaged_remote_blob_is_never_installed(tmp_path: Path, fake_api: FakeSparkAPI) -> None:
+    remote_dir = tmp_path / "team-remote"
+    first = machine(tmp_path, "first", fake_api, f"file://{remote_dir}")
+    first.write(SPEC)
+    first.apply()
+    logo = first.lock()["scenes"]["logo"]
+    blob = remote_dir / "v1" / "blobs" / "sha256" / logo["video"]["sha256"][:2] / logo["video"]["sha256"]
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0x55
+    blob.write_bytes(bytes(data))
+
+    second = machine(tmp_path, "second", fake_api, f"file://{remote_dir}")
+    clone(first, second)
+    broken = second.run("apply", "--auto-approve", "--json")
+    assert broken.code == 1
+    failed = [e for e in broken.events() if e["event"] == "failed"]
+    assert [e["scene"] for e in failed] == ["logo"] and "damaged" in str(failed[0]["error"])
+    assert not (second.root / logo["video"]["path"]).exists()
+    cache_blob = tmp_path / "second" / "cache" / "blobs" / logo["video"]["sha256"][:2] / logo["video"]["sha256"]
+    assert not cache_blob.exists()
+    assert fake_api.total_creates == 3
+    # Reported once: the next plan renders it (a miss), without a word about the remote.
+    planned = second.run("plan")
+    assert "~ scene.logo (update)" in planned.out and "warning" not in planned.err, planned.out + planned.err
+    second.apply()
+    assert fake_api.total_creates == 4

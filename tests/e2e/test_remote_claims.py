@@ -1,0 +1,121 @@
+"""Paid once across machines: claims on the team's remote, with real `sparkspec apply` processes
+(each its own HOME, cache and clone) against one remote and the fake API on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fakeapi import FakeSparkAPI
+
+from .conftest import Project
+from .test_remote import machine
+
+SPEC = """\
+version: 1
+name: team-film
+provider: {type: spark, parallelism: 4, poll: {initial: 0.05, max: 0.2}}
+defaults: {resolution: 480p, ratio: "16:9", frames: 29}
+scenes:
+""" + "".join(f"  s{i}: {{prompt: \"paper lantern number {i} over a lake\"}}\n" for i in range(5)) + \
+    "  after: {first_frame: {scene: s0}, prompt: \"the lantern drifts away\"}\n"
+
+ONE = """\
+version: 1
+name: team-film
+provider: {type: spark, parallelism: 2, poll: {initial: 0.05, max: 0.2}}
+defaults: {resolution: 480p, ratio: "16:9", frames: 29}
+scenes:
+  hero: {prompt: "a kite over the dunes"}
+"""
+
+
+def start(project: Project, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "sparkspec", "apply", "--auto-approve", "--json", *args],
+                            cwd=project.root, env=project.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def events(out: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("remote_kind", ["file", "moto", "seaweedfs"])
+def test_two_machines_at_once_create_each_key_once(tmp_path: Path, fake_api: FakeSparkAPI, remote_kind: str,
+                                                   request: pytest.FixtureRequest) -> None:
+    fake_api.latency = (0.8, 1.6)
+    extra: dict[str, str] = {}
+    if remote_kind != "file":
+        server = request.getfixturevalue(f"{remote_kind}_server")
+        remote = server.bucket()
+        extra = server.env()
+    else:
+        remote = f"file://{tmp_path}/team-remote"
+    laptops = [machine(tmp_path, name, fake_api, remote, extra) for name in ("ana", "ben")]
+    for laptop in laptops:
+        laptop.write(SPEC)
+    running = [start(laptop) for laptop in laptops]
+    outputs = [proc.communicate(timeout=300) for proc in running]
+    for proc, (out, err) in zip(running, outputs):
+        assert proc.returncode == 0, err + out
+        assert "Traceback" not in err
+    assert sorted(fake_api.creates_by_key.values()) == [1] * 6, fake_api.creates_by_prompt()
+    made = [{e["scene"] for e in events(out) if e["event"] == "completed"} for out, _ in outputs]
+    pulled = [{e["scene"] for e in events(out) if e["event"] == "pulled"} for out, _ in outputs]
+    for mine, theirs in zip(made, pulled):
+        assert mine | theirs == {"s0", "s1", "s2", "s3", "s4", "after"}
+    assert not (made[0] & made[1])
+    ana, ben = (laptop.lock()["scenes"] for laptop in laptops)
+    assert {k: v["video"]["sha256"] for k, v in ana.items()} == {k: v["video"]["sha256"] for k, v in ben.items()}
+
+
+def claim_with_task(remote_dir: Path) -> dict[str, object] | None:
+    for path in (remote_dir / "v1" / "claims").glob("*/*.json"):
+        try:
+            body = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if body.get("task"):
+            return dict(body)
+    return None
+
+
+@pytest.mark.slow
+def test_a_killed_claim_holder_is_taken_over_and_its_task_collected(tmp_path: Path, fake_api: FakeSparkAPI) -> None:
+    fake_api.latency = 6.0
+    remote_dir = tmp_path / "team-remote"
+    ttl = {"SPARKSPEC_REMOTE_CLAIM_TTL": "2"}
+    ana = machine(tmp_path, "ana", fake_api, f"file://{remote_dir}", ttl)
+    ben = machine(tmp_path, "ben", fake_api, f"file://{remote_dir}", ttl)
+    ana.write(ONE)
+    ben.write(ONE)
+    holder = start(ana)
+    deadline = time.monotonic() + 60
+    claim = None
+    while claim is None and time.monotonic() < deadline and holder.poll() is None:
+        time.sleep(0.05)
+        claim = claim_with_task(remote_dir)
+    assert claim is not None, "the holder never wrote its task id into its claim"
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.communicate(timeout=30)
+    assert fake_api.total_creates == 1
+
+    planned = ben.run("plan")
+    assert "… scene.hero (wait)" in planned.out and "rendering on " in planned.out
+    assert f"task {claim['task']['id']}" in planned.out  # type: ignore[index]
+    skipped = ben.run("apply", "--auto-approve", "--no-wait")
+    assert skipped.code == 1 and "--no-wait" in skipped.out + skipped.err
+    taker = ben.apply()
+    collected = [e for e in taker.events() if e["event"] == "completed"]
+    assert [e["task_id"] for e in collected] == [claim["task"]["id"]]  # type: ignore[index]
+    assert fake_api.total_creates == 1  # collected, not paid again
+    assert list((remote_dir / "v1" / "claims").glob("*/*.json")) == []  # released
+    assert [e["scene"] for e in taker.events() if e["event"] == "pushed"] == ["hero"]
