@@ -70,6 +70,11 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
             check_plan(budget, plan)
             if not plan.has_changes:
                 _review(workspace, None, only_if_missing=True)
+                if workspace.remote is not None:  # uploads an earlier apply could not make
+                    from sparkspec.remote.applying import RemoteApply
+
+                    RemoteApply.push_queued(workspace.remote, workspace.cache,
+                                            JsonReporter(stdout) if as_json else PlainReporter(stdout))
                 if as_json:
                     JsonReporter(stdout)({"event": "done", "ok": True, "completed": 0, "failed": 0,
                                           "skipped": 0, "reused": 0, "restored": 0, "deleted": 0,

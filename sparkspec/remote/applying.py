@@ -52,6 +52,13 @@ class RemoteApply:
         self.pushed: list[str] = []
         self.queued: list[str] = []
 
+    @classmethod
+    def push_queued(cls, remote: Remote, cache: Cache, emit: Emit) -> None:
+        """Retry the queued uploads on their own (an apply with nothing else to do)."""
+        if remote.writable and remote.queue.keys():
+            state = remote.state_dir
+            asyncio.run(cls(remote, cache, Journal(state / "journal"), state / "tmp", emit).start())
+
     @property
     def ttl(self) -> float:
         return self.remote.settings.claim_ttl

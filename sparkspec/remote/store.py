@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -57,10 +58,7 @@ class Store:
 
     # -- errors ----------------------------------------------------------------------------
     def failure(self, exc: BaseException, doing: str) -> RemoteError:
-        words = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if len(words) > 300:
-            words = words[:300] + "..."
-        return RemoteError(redact(f"remote {self.display}: {doing}: {words}", self.environ))
+        return RemoteError(redact(f"remote {self.display}: {doing}: {store_words(exc)}", self.environ))
 
     def _check_writable(self, path: str) -> Any:
         """The backend to write with; a local folder is made on the first write, never before."""
@@ -243,6 +241,19 @@ class Store:
             raise self.failure(exc, f"DELETE {path}") from None
 
 
+def store_words(exc: BaseException) -> str:
+    """What the store said, short: its HTTP status and S3 error code and message when it sent
+    them (they sit at the end of obstore's long first line), else that first line."""
+    text = str(exc).strip()
+    status = re.search(r"status code: (\d{3}[^:<]*)", text)
+    code, message = re.search(r"<Code>([^<]+)</Code>", text), re.search(r"<Message>([^<]+)</Message>", text)
+    if status or code:
+        parts = [f"HTTP {status[1].strip()}" if status else "", code[1] if code else "", message[1] if message else ""]
+        return ": ".join(p for p in parts if p)
+    words = text.splitlines()[0] if text else type(exc).__name__
+    return words if len(words) <= 300 else words[:300] + "..."
+
+
 def _info(meta: Mapping[str, Any]) -> ObjectInfo:
     return ObjectInfo(path=str(meta["path"]), size=int(meta["size"]), etag=meta.get("e_tag"),
                       modified=meta.get("last_modified"))
@@ -288,6 +299,5 @@ def open_store(settings: RemoteSettings, environ: Mapping[str, str] = os.environ
     except RemoteError:
         raise
     except Exception as exc:
-        words = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RemoteError(redact(f"remote {settings.display}: {words}", environ)) from None
+        raise RemoteError(redact(f"remote {settings.display}: {store_words(exc)}", environ)) from None
     return Store(backend, settings.display, writable=writable, environ=environ)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from fakeapi import FakeSparkAPI
+from s3server import MotoServer
 
 from .conftest import Project
 
@@ -135,3 +137,22 @@ def test_a_damaged_remote_blob_is_never_installed(tmp_path: Path, fake_api: Fake
     assert "~ scene.logo (update)" in planned.out and "warning" not in planned.err, planned.out + planned.err
     second.apply()
     assert fake_api.total_creates == 4
+
+
+@pytest.mark.slow
+def test_failed_uploads_are_queued_and_pushed_by_the_next_apply(tmp_path: Path, fake_api: FakeSparkAPI,
+                                                                moto_server: MotoServer) -> None:
+    bucket = "later-" + tmp_path.name.lower().replace("_", "-")[-20:]
+    box = machine(tmp_path, "box", fake_api, f"s3://{bucket}/renders", moto_server.env())
+    box.write(SPEC)
+    first = box.apply()  # the bucket does not exist yet: every upload fails, the apply does not
+    assert first.rendered() == ["intro", "logo", "next"]
+    assert sorted(e["scene"] for e in first.events() if e["event"] == "push_queued") == ["intro", "logo", "next"]
+    assert "NoSuchBucket" in str(next(e for e in first.events() if e["event"] == "push_queued")["error"])
+    urllib.request.urlopen(urllib.request.Request(f"{moto_server.endpoint}/{bucket}", method="PUT")).close()
+    second = box.apply()  # nothing to render: the queue alone is pushed
+    assert len([e for e in second.events() if e["event"] == "pushed"]) == 3
+    assert json.loads((box.root / ".sparkspec" / "remote-queue.json").read_text()) == {}
+    clone_box = machine(tmp_path, "clone", fake_api, f"s3://{bucket}/renders", moto_server.env())
+    clone(box, clone_box)
+    assert "3 to pull" in clone_box.run("plan").out
