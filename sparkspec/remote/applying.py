@@ -30,6 +30,7 @@ from sparkspec.state.cache import Cache, CachedRender
 from sparkspec.state.journal import Journal
 
 MAX_WAIT_POLL = 2.0  # seconds between looks at another machine's claim and entry
+TRANSFERS = 8  # pulls streaming at once: each holds buffers, and every pulled scene starts at once
 
 
 class RemoteApply:
@@ -51,6 +52,7 @@ class RemoteApply:
         self.pulled: set[str] = set()  # keys pulled instead of rendered
         self.pushed: list[str] = []
         self.queued: list[str] = []
+        self._transfers: asyncio.Semaphore | None = None  # made in the apply's own event loop
 
     @classmethod
     def push_queued(cls, remote: Remote, cache: Cache, emit: Emit) -> None:
@@ -113,7 +115,10 @@ class RemoteApply:
             render = await self.entry(key)
             if render is None:
                 raise SceneFailed(f"the team's remote no longer has key {key[:12]}; run `sparkspec plan` again")
-            await self.remote.pull(render, self.cache, self.tmp_dir)
+            if self._transfers is None:
+                self._transfers = asyncio.Semaphore(TRANSFERS)
+            async with self._transfers:
+                await self.remote.pull(render, self.cache, self.tmp_dir)
         except BlobProblem as exc:
             raise SceneFailed(f"{exc}; the next `sparkspec apply` renders it") from None
         except RemoteError as exc:

@@ -1,0 +1,62 @@
+"""The apply's pulls from the team's remote stream a bounded number at once: every pulled
+scene starts together, and each download holds buffers (peak RSS, benchmarks/RESULTS.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from pathlib import Path
+from typing import Any
+
+from sparkspec.remote.applying import TRANSFERS, RemoteApply
+from sparkspec.remote.session import open_remote
+from sparkspec.remote.transfer import push_render
+from sparkspec.state.cache import Cache, CachedRender
+from sparkspec.state.journal import Journal
+
+
+def cached(cache: Cache, tmp: Path) -> CachedRender:
+    shas = []
+    for data in (secrets.token_bytes(3000), secrets.token_bytes(200)):
+        sha = hashlib.sha256(data).hexdigest()
+        (tmp / sha).write_bytes(data)
+        cache.put_blob(tmp / sha, sha)
+        shas.append((sha, len(data)))
+    render = CachedRender(secrets.token_hex(32), "local", "m", "t", 1, 0, shas[0][0], shas[0][1], shas[1][0],
+                          shas[1][1], {})
+    cache.record(render)
+    return render
+
+
+def test_pulls_stream_at_most_transfers_at_once(tmp_path: Path) -> None:
+    env = {"SPARKSPEC_REMOTE": f"file://{tmp_path}/shared"}
+    here = Cache(tmp_path / "here")
+    renders = [cached(here, tmp_path) for _ in range(3 * TRANSFERS)]
+    remote = open_remote(None, tmp_path / "state", env)
+    assert remote is not None
+    for render in renders:
+        asyncio.run(push_render(remote.store, render, here, None, "unsigned"))
+
+    there = Cache(tmp_path / "there")
+    applying = RemoteApply(remote, there, Journal(tmp_path / "journal"), tmp_path / "tmp", lambda event: None,
+                           hits={r.key: r for r in renders})
+    inner, now, most = remote.pull, [0], [0]
+
+    async def counted(*args: Any, **kwargs: Any) -> None:
+        now[0] += 1
+        most[0] = max(most[0], now[0])
+        try:
+            await asyncio.sleep(0.01)
+            await inner(*args, **kwargs)
+        finally:
+            now[0] -= 1
+
+    remote.pull = counted  # type: ignore[method-assign]
+
+    async def pull_all() -> None:
+        await asyncio.gather(*(applying.pull(f"s{i}", r.key) for i, r in enumerate(renders)))
+
+    asyncio.run(pull_all())
+    assert most[0] == TRANSFERS
+    assert all(there.lookup(r.key) == r for r in renders)
