@@ -14,11 +14,21 @@ message and maps them to an exit code. Every message says what to do next.
      +-- DiskError            the file system refused: full, read-only, a file in a folder's place
      +-- MediaError           a video or image cannot be decoded, probed or stitched
      +-- ProviderError        anything a provider reports
-          +-- AuthError        the API key is missing or refused: stop submitting
-          +-- TransientError   worth retrying (connection, timeout, 429, 5xx, 003021099)
-          +-- RenderFailed     the task ended without a video (003021098, expired, ...)
-          +-- TaskNotFound     the provider no longer knows a task: submit again
-          +-- DownloadError    an output could not be fetched or failed its checks
+          +-- AuthError          the API key is missing or refused (401): stop submitting
+          +-- AccountError       out of money or permission (402, 403, 40201-40208): stop submitting
+          +-- TransientError     worth retrying (connection, timeout, 429, 5xx, 003021099)
+          +-- CreateUnconfirmed  a create may have made a task sparkspec cannot find: not retried
+          +-- RequestRejected    the API refused a request as given (another 4xx)
+          +-- BadAnswer          the API answered something sparkspec cannot read
+          +-- BadFirstFrame      the first-frame image cannot be sent (format, changed while sent)
+          +-- RenderFailed       the task ended without a video (003021098, expired, ...)
+          +-- TaskNotFound       the provider does not know a task (404)
+          +-- DownloadError      an output could not be fetched
+               +-- UrlExpired      its signed URL has lapsed (403, 404, 410): query the task again
+               +-- DamagedOutput   the bytes arrived short or are not what they claim to be
+
+`AuthError` and `AccountError` carry the API's own words; both stop new submissions
+while the tasks already running are still collected.
 """
 
 from __future__ import annotations
@@ -111,21 +121,39 @@ class BudgetError(SparkspecError):
 
 
 class ProviderError(SparkspecError):
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
+    pass
 
 
 class AuthError(ProviderError):
     pass
 
 
+class AccountError(ProviderError):
+    pass
+
+
 class TransientError(ProviderError):
-    def __init__(
-        self, message: str, *, code: str | None = None, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message, code=code)
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
         self.retry_after = retry_after
+
+
+class CreateUnconfirmed(ProviderError):
+    pass
+
+
+class RequestRejected(ProviderError):
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class BadAnswer(ProviderError):
+    pass
+
+
+class BadFirstFrame(ProviderError):
+    pass
 
 
 class RenderFailed(ProviderError):
@@ -137,6 +165,14 @@ class TaskNotFound(ProviderError):
 
 
 class DownloadError(ProviderError):
+    pass
+
+
+class UrlExpired(DownloadError):
+    pass
+
+
+class DamagedOutput(DownloadError):
     pass
 
 

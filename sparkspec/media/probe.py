@@ -15,7 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sparkspec.errors import DownloadError, MediaError
+from sparkspec.errors import DamagedOutput, MediaError
 
 if TYPE_CHECKING:
     import av.container
@@ -177,7 +177,7 @@ def check_png(path: Path) -> tuple[int, int]:
         with Image.open(path) as image:
             image.load()
             if image.format != "PNG":
-                raise DownloadError(f"the last frame is {image.format}, not PNG", code="bad_content")
+                raise DamagedOutput(f"the last frame is {image.format}, not PNG")
             return image.size
     except (UnidentifiedImageError, OSError) as exc:
-        raise DownloadError(f"the last frame is not a readable image ({exc})", code="bad_content") from None
+        raise DamagedOutput(f"the last frame is not a readable image ({exc})") from None

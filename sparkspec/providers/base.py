@@ -65,6 +65,7 @@ class TaskStatus:
     # What the provider needs, besides the id, to find the task again (the queue protocol's
     # status, response and cancel URLs); journalled with the id and handed back to `poll`.
     locator: str | None = None
+    unknown_status: str | None = None  # RUNNING because the status is new to sparkspec (named here)
 
 
 @dataclass(frozen=True)

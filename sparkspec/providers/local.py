@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sparkspec import apifacts
-from sparkspec.errors import DiskError, DownloadError, MediaError, RenderFailed, TaskNotFound
+from sparkspec.errors import DiskError, DownloadError, MediaError, RenderFailed, TaskNotFound, UrlExpired
 from sparkspec.fsutil import CHUNK, atomic_target, atomic_write_text
 from sparkspec.providers.base import Downloaded, FirstFrame, RenderRequest, TaskState, TaskStatus
 
@@ -259,7 +259,7 @@ def _copy_hashed(source: Path, dest: Path) -> Downloaded:
     except FileNotFoundError:
         dest.unlink(missing_ok=True)
         # Gone since the task was read: polling again finds it missing and renders anew.
-        raise DownloadError(f"{source} is gone", code="url_expired") from None
+        raise UrlExpired(f"{source} is gone") from None
     except OSError as exc:
         dest.unlink(missing_ok=True)
         if DiskError.is_disk(exc):  # this machine's disk, not the render: the task stays collectable

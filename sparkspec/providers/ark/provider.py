@@ -28,7 +28,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
-from sparkspec.errors import ProviderError, TaskNotFound
+from sparkspec.errors import CreateUnconfirmed, ProviderError, TaskNotFound
 from sparkspec.providers.base import RenderRequest, TaskState, TaskStatus
 from sparkspec.providers.spark.provider import SparkProvider
 from sparkspec.providers.spark.wire import CreateBody, create_params, parse_task
@@ -62,14 +62,12 @@ class ArkProvider(SparkProvider):
             response = await self._call("POST", TASKS_PATH, what=what, body=body)
             task_id = _id(response)
             if task_id is None:
-                raise ProviderError(f"{what}: the API answered HTTP {response.status_code} without a task id; it "
-                                    f"may have created a task", code="create_unconfirmed")
-        except ProviderError as exc:
-            if exc.code != "create_unconfirmed":
-                raise
+                raise CreateUnconfirmed(f"{what}: the API answered HTTP {response.status_code} without a task id; "
+                                        f"it may have created a task")
+        except CreateUnconfirmed as exc:
             found, note = await self.lookup(request, model, started, self.wall_clock())
             if found is None:
-                raise ProviderError(f"{exc} ({note})", code=exc.code) from None
+                raise CreateUnconfirmed(f"{exc} ({note})") from None
             return found
         self._known.add(task_id)
         return TaskStatus(task_id, TaskState.RUNNING)

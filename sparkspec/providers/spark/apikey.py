@@ -1,14 +1,16 @@
 """The API key, read from the environment, and the debug log, which must never show it.
 
 The key goes only into the `Authorization` header of API calls. The debug log
-(SPARKSPEC_DEBUG=1) shows every request with that header redacted and signed
-URLs without their signature, so its output can be pasted into a bug report.
+(SPARKSPEC_DEBUG=1) shows every request with that header redacted, every answer
+of the API with its body (task objects, errors), the key and the query strings
+of URLs (their signatures) removed, so its output can be pasted into a bug report.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Mapping
 
@@ -19,6 +21,8 @@ from sparkspec.errors import AuthError
 log = logging.getLogger("sparkspec.providers.spark")
 
 DEBUG_ENV = "SPARKSPEC_DEBUG"
+MAX_LOGGED_BODY = 8000
+SIGNED = re.compile(r"(https?://[^\s\"'?]+)\?[^\s\"']*")
 
 
 def api_key_from_env(var: str, environ: Mapping[str, str] = os.environ) -> str:
@@ -56,6 +60,19 @@ async def log_response(response: httpx.Response) -> None:
     if log.isEnabledFor(logging.DEBUG):
         log.debug("<- %s %s HTTP %d", response.request.method, _short_url(response.request.url),
                   response.status_code)
+
+
+def log_body(what: str, response: httpx.Response, secret: str) -> None:
+    """The API's answer in full, for finding where a field is on the first real apply."""
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("%s: HTTP %d %s", what, response.status_code, redact(response.text, secret)[:MAX_LOGGED_BODY])
+
+
+def redact(text: str, secret: str) -> str:
+    """`text` without the key and without any URL's query string (where signatures live)."""
+    if secret:
+        text = text.replace(secret, "<redacted>")
+    return SIGNED.sub(r"\1?<signed>", text)
 
 
 def _short_url(url: httpx.URL) -> str:

@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 import httpx
 
-from sparkspec.errors import ProviderError, TaskNotFound
+from sparkspec.errors import BadAnswer, CreateUnconfirmed, ProviderError, TaskNotFound
 from sparkspec.providers.base import RenderRequest, TaskState, TaskStatus
 from sparkspec.providers.spark.provider import SparkProvider
 from sparkspec.providers.spark.wire import CreateBody, parse_task
@@ -69,9 +69,9 @@ class SparkGateway(SparkProvider):
             request_id = raw.get("id")
         if raw is None or not isinstance(request_id, (str, int)) or isinstance(request_id, bool) \
                 or str(request_id) == "":
-            raise ProviderError(f"{what}: the API answered HTTP {response.status_code} without a request id; "
-                                f"it may have queued a task that sparkspec cannot find again. The next apply "
-                                f"submits this scene again.", code="create_unconfirmed")
+            raise CreateUnconfirmed(f"{what}: the API answered HTTP {response.status_code} without a request id; "
+                                    f"it may have queued a task that sparkspec cannot find again. The next apply "
+                                    f"submits this scene again.")
         request_id = str(request_id)
         given = {name: raw[name] for name in URL_FIELDS if isinstance(raw.get(name), str) and raw[name]}
         locator = json.dumps({"model": model, **given}, sort_keys=True, separators=(",", ":"))
@@ -133,8 +133,7 @@ class SparkGateway(SparkProvider):
     def _read(self, response: httpx.Response, what: str) -> dict[str, Any]:
         raw = _object(response)
         if raw is None:
-            raise ProviderError(f"{what}: the API answered HTTP {response.status_code} without a status object",
-                                code="bad_answer")
+            raise BadAnswer(f"{what}: the API answered HTTP {response.status_code} without a status object")
         return raw
 
 

@@ -17,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from sparkspec import apifacts
-from sparkspec.errors import ProviderError
+from sparkspec.errors import BadAnswer, BadFirstFrame
 from sparkspec.providers.base import RenderRequest, TaskState, TaskStatus
 
 RUNNING = frozenset({"in_progress", "queued", "in_queue", "processing", "pending", "running", "created"})
-COMPLETED = frozenset({"completed", "succeeded", "success"})
+COMPLETED = frozenset({"completed", "succeeded", "success", "done"})
+TOKEN_FIELDS = ("completion_tokens", "total_tokens", "output_tokens")
+VIDEO_SUFFIXES = frozenset({"mp4", "mov", "webm", "m4v", "mkv"})
+IMAGE_SUFFIXES = frozenset({"png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"})
 ENDED = frozenset({"expired", "cancelled", "canceled"})
 Envelope = Callable[[str, dict[str, Any]], dict[str, Any]]  # (model, parameters) -> the create body
 IMAGE_CHUNK = 3 * 64 * 1024  # a multiple of 3, so chunks base64-encode without padding
@@ -66,8 +69,7 @@ class CreateBody:
                     sent += len(chunk)
                     yield base64.b64encode(chunk)
             if sent != self.image_bytes:
-                raise ProviderError(f"{self.image} changed while it was being sent; run apply again",
-                                    code="image_changed")
+                raise BadFirstFrame(f"{self.image} changed while it was being sent; run apply again")
         yield self.suffix
 
 
@@ -102,32 +104,36 @@ def image_format(path: Path) -> str:
         with Image.open(path) as image:
             fmt = (image.format or "").lower()
     except (UnidentifiedImageError, OSError) as exc:
-        raise ProviderError(f"first frame {path}: not a readable image ({exc})", code="bad_image") from None
+        raise BadFirstFrame(f"first frame {path}: not a readable image ({exc})") from None
     fmt = "jpeg" if fmt == "mpo" else fmt
     if fmt not in apifacts.IMAGE_FORMATS:
-        raise ProviderError(f"first frame {path}: {fmt or 'unknown'} images are not accepted "
-                            f"(allowed: {', '.join(apifacts.IMAGE_FORMATS)})", code="bad_image")
+        raise BadFirstFrame(f"first frame {path}: {fmt or 'unknown'} images are not accepted "
+                            f"(allowed: {', '.join(apifacts.IMAGE_FORMATS)})")
     return fmt
 
 
-def parse_task(raw: Mapping[str, Any], scrub: Callable[[str], str] = str,
-               unknown_running: bool = False) -> TaskStatus:
-    """A task object of either dialect as a `TaskStatus`."""
+def parse_task(raw: Mapping[str, Any], scrub: Callable[[str], str] = str) -> TaskStatus:
+    """A task object of either dialect as a `TaskStatus`.
+
+    A status sparkspec does not know is read as still running (the task exists and
+    may be paid for) and named in `unknown_status`, so the engine can say so.
+    """
     task_id = raw.get("id") or raw.get("task_id")
     if not isinstance(task_id, (str, int)) or isinstance(task_id, bool) or str(task_id) == "":
-        raise ProviderError("the API answered with a task object that has no id", code="bad_answer")
+        raise BadAnswer("the API answered with a task object that has no id")
     task_id = str(task_id)
     status = str(raw.get("status", "")).lower()
     common: dict[str, Any] = {"progress": _number(raw.get("progress")),
                               "created_at": _number(raw.get("created_at"))}
+    code, message = _error(raw.get("error"))
+    if status in COMPLETED and (code or message):  # finished, but with an error: no render to trust
+        status = "failed"
     if status in RUNNING:
         return TaskStatus(task_id, TaskState.RUNNING, **common)
     if status in COMPLETED:
-        video, frame = _outputs(raw)
+        video, frame = outputs(raw)
         usage = _mapping(raw.get("usage"))
-        tokens = _integer(usage.get("completion_tokens"))
-        if tokens is None:
-            tokens = _integer(usage.get("total_tokens"))
+        tokens = _first_integer(usage, TOKEN_FIELDS)
         cost = _number(usage.get("cost", raw.get("cost")))
         metadata = _mapping(raw.get("metadata"))
         seed = _integer(raw.get("seed"))
@@ -136,37 +142,64 @@ def parse_task(raw: Mapping[str, Any], scrub: Callable[[str], str] = str,
         return TaskStatus(task_id, TaskState.COMPLETED, video_url=video, last_frame_url=frame,
                           tokens=tokens, cost=cost, seed=seed, **dict(common, progress=1.0))
     if status == "failed":
-        code, message = _error(raw.get("error"))
         return TaskStatus(task_id, TaskState.FAILED, error_code=code,
                           error_message=scrub(message or "the render failed"), **common)
     if status in ENDED:
-        code, message = _error(raw.get("error"))
         text = f"the task {status}" + (f": {message}" if message else "")
         return TaskStatus(task_id, TaskState.FAILED, error_code=code or status,
                           error_message=scrub(text), **common)
-    if unknown_running:
-        return TaskStatus(task_id, TaskState.RUNNING, **common)
-    raise ProviderError(f"task {task_id}: unknown status {scrub(status)!r}; its id stays in the journal, "
-                        f"so a later apply can collect it", code="unknown_status")
+    return TaskStatus(task_id, TaskState.RUNNING, unknown_status=scrub(status)[:80] or "(none)", **common)
 
 
-def _outputs(raw: Mapping[str, Any]) -> tuple[str | None, str | None]:
+def outputs(raw: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """The video's URL and the last frame's, wherever the task object puts them.
+
+    No source shows where the gateway puts the last frame: any item that is an
+    image (by its type, content type or URL) counts, and so does any `last_frame_url`.
+    """
     video: str | None = None
     frame: str | None = None
-    outputs = raw.get("output")
-    for output in outputs if isinstance(outputs, list) else [outputs]:
-        items = output.get("content") if isinstance(output, dict) else None
-        for item in items if isinstance(items, list) else []:
-            if isinstance(item, dict) and isinstance(item.get("url"), str):
-                if item.get("type") == "video" and video is None:
-                    video = item["url"]
-                elif item.get("type") == "image" and frame is None:
-                    frame = item["url"]
-    content = raw.get("content")  # upstream's dialect
-    if isinstance(content, dict):
-        video = video or _string(content.get("video_url"))
-        frame = frame or _string(content.get("last_frame_url"))
+    for item in _items(raw):
+        url = _string(item.get("url"))
+        if url is not None:
+            kind = _kind(item, url)
+            if kind == "video" and video is None:
+                video = url
+            elif kind == "image" and frame is None:
+                frame = url
+        video = video or _string(item.get("video_url"))
+        frame = frame or _string(item.get("last_frame_url"))
     return video, frame
+
+
+def _items(raw: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Every mapping that may hold an output: the task, `output[]` and their `content[]`,
+    `outputs[]` (the queue protocol), `content` (upstream's dialect), `metadata`."""
+    found: list[Mapping[str, Any]] = [raw]
+    for name in ("output", "outputs", "content", "metadata", "result"):
+        value = raw.get(name)
+        for output in value if isinstance(value, list) else [value]:
+            if isinstance(output, dict):
+                found.append(output)
+                inner = output.get("content")
+                found.extend(item for item in (inner if isinstance(inner, list) else [inner])
+                             if isinstance(item, dict))
+    return found
+
+
+def _kind(item: Mapping[str, Any], url: str) -> str | None:
+    kind = str(item.get("type") or "").lower()
+    if kind in ("video", "image"):
+        return kind
+    content_type = str(item.get("content_type") or item.get("mime_type") or "").lower()
+    if content_type.startswith(("video/", "image/")):
+        return content_type.split("/")[0]
+    suffix = url.split("?")[0].rsplit(".", 1)[-1].lower()
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    return None
 
 
 def _error(error: Any) -> tuple[str | None, str | None]:
@@ -183,16 +216,31 @@ def _error(error: Any) -> tuple[str | None, str | None]:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    """A number, or a string holding one (the CLI's `usage.cost` is "0.35")."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
+    return None
+
+
+def _first_integer(mapping: Mapping[str, Any], names: tuple[str, ...]) -> int | None:
+    for name in names:
+        value = _integer(mapping.get(name))
+        if value is not None:
+            return value
     return None
 
 
 def _integer(value: Any) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
+    number = _number(value)
+    if number is not None and number.is_integer():
+        return int(number)
     return None
 
 
