@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -53,7 +54,16 @@ def test_api_defaults(tmp_path: Path) -> None:
     assert (project.name, project.output_dir, project.salt) == (tmp_path.name, "renders", "")
     p = project.provider
     assert (p.type, p.model, p.api_key_env, p.parallelism, p.base_url, p.price_per_million_tokens) == \
-        ("spark", "spark_dance_v1_0_pro_fast", "SPARK_API_KEY", 4, None, None)
+        ("spark", "spark_dance_v1_0_pro_fast", "SPARK_API_KEY", 10, None, None)
+    assert p.requests_per_minute == 500
+
+
+def test_local_renders_on_every_cpu_by_default(tmp_path: Path) -> None:
+    project = load(tmp_path, 'version: 1\nprovider: {type: local}\nscenes:\n  s:\n    prompt: "x"\n')
+    assert project.provider.parallelism == (os.cpu_count() or 1)
+    project = load(tmp_path, 'version: 1\nprovider: {type: local, parallelism: 3, requests_per_minute: 60}\n'
+                             'scenes:\n  s:\n    prompt: "x"\n')
+    assert (project.provider.parallelism, project.provider.requests_per_minute) == (3, 60)
 
 
 def test_scene_beats_defaults(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import posixpath
 import re
 from collections.abc import Mapping
@@ -16,8 +17,10 @@ from sparkspec.diagnostics import Diagnostic, Severity, has_errors
 from sparkspec.errors import SparkspecError, SpecError
 from sparkspec.config import schema
 from sparkspec.config.model import (
+    DEFAULT_REQUESTS_PER_MINUTE,
     MAX_TAKES,
     Budget,
+    REMOTE_PARALLELISM,
     PollConfig,
     Project,
     ProviderConfig,
@@ -160,11 +163,14 @@ class _Resolver:
             self.report(("provider", "protocol"), f"protocol is an option of type spark only, not {kind}",
                         at_key=True)
         self.kind = kind
+        # The API renders 10 tasks of an account at once (more wait in its queue); local renders on the CPUs.
+        parallelism = (os.cpu_count() or 1) if kind == "local" else REMOTE_PARALLELISM
         return ProviderConfig(
             type=kind, model=model, protocol=typed(own, "protocol", str, "generation"),
             base_url=typed(own, "base_url", str, None),
             api_key_env=typed(own, "api_key_env", str, "ARK_API_KEY" if kind == "ark" else "SPARK_API_KEY"),
-            parallelism=typed(raw, "parallelism", int, 4),
+            parallelism=typed(raw, "parallelism", int, parallelism),
+            requests_per_minute=typed(raw, "requests_per_minute", int, DEFAULT_REQUESTS_PER_MINUTE),
             poll=PollConfig(float(initial or 0), float(ceiling or 0)),
             price_per_million_tokens=float(price) if isinstance(price, (int, float)) and is_number(price) else None)
 

@@ -20,6 +20,10 @@ class PollConfig:
     max: float = 15.0
 
 
+REMOTE_PARALLELISM = 10  # the API renders 10 tasks of an account at once; more wait in its queue
+DEFAULT_REQUESTS_PER_MINUTE = 500  # under the API's 600 per account and model
+
+
 @dataclass(frozen=True)
 class ProviderConfig:
     type: str = "spark"
@@ -27,7 +31,8 @@ class ProviderConfig:
     base_url: str | None = None
     api_key_env: str = "SPARK_API_KEY"
     protocol: str = "generation"  # spark only: generation | queue
-    parallelism: int = 4
+    parallelism: int = REMOTE_PARALLELISM  # the loader gives `local` the CPU count
+    requests_per_minute: int = DEFAULT_REQUESTS_PER_MINUTE
     poll: PollConfig = field(default_factory=PollConfig)
     price_per_million_tokens: float | None = None
 

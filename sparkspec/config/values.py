@@ -18,7 +18,7 @@ from sparkspec.diagnostics import Diagnostic
 SCENE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # used with fullmatch: no trailing newline
 _SLUG_RUNS = re.compile(r"[^a-z0-9]+")
 _INTEGER_FIELDS = ("duration", "frames", "seed", "execution_expires_after", "parallelism",
-                   "takes", "pick")
+                   "requests_per_minute", "takes", "pick")
 
 
 def slugify(value: Any) -> str:

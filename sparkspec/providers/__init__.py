@@ -9,7 +9,7 @@ from pathlib import Path
 from sparkspec.providers.base import Provider
 from sparkspec.config.model import ProviderConfig
 
-DEFAULT_BASE_URL = "https://api.sparkdance.ai"
+DEFAULT_BASE_URL = "https://cloud.vtrix.ai"  # the operator's API host (reference section 5)
 BASE_URL_ENV = "SPARK_BASE_URL"
 
 
@@ -20,21 +20,35 @@ def _local(config: ProviderConfig, state_dir: Path, environ: Mapping[str, str]) 
 
 
 def _spark(config: ProviderConfig, state_dir: Path, environ: Mapping[str, str]) -> Provider:
+    from sparkspec.providers.ratelimit import RateLimiter
     from sparkspec.providers.spark import SparkGateway, api_key_from_env, enable_debug_log
 
     key = api_key_from_env(config.api_key_env, environ)
     enable_debug_log(environ)
-    base_url = config.base_url or environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
-    return SparkGateway(base_url=base_url, api_key=key, model=config.model, protocol=config.protocol)
+    return SparkGateway(base_url=base_url(config, environ), api_key=key, model=config.model,
+                        protocol=config.protocol, limiter=RateLimiter(config.requests_per_minute),
+                        key_env=config.api_key_env)
 
 
 def _ark(config: ProviderConfig, state_dir: Path, environ: Mapping[str, str]) -> Provider:
-    from sparkspec.providers.ark import ArkProvider, base_url
+    from sparkspec.providers.ark import ArkProvider
+    from sparkspec.providers.ratelimit import RateLimiter
     from sparkspec.providers.spark import api_key_from_env, enable_debug_log
 
     key = api_key_from_env(config.api_key_env, environ)
     enable_debug_log(environ)
-    return ArkProvider(base_url=base_url(config.base_url, environ), api_key=key, model=config.model)
+    return ArkProvider(base_url=base_url(config, environ), api_key=key, model=config.model,
+                       limiter=RateLimiter(config.requests_per_minute), key_env=config.api_key_env)
+
+
+def base_url(config: ProviderConfig, environ: Mapping[str, str] = os.environ) -> str:
+    """The spec's provider.base_url, else the type's variable (SPARK_BASE_URL, ARK_BASE_URL),
+    else its default (the operator's API host for spark)."""
+    if config.type == "ark":
+        from sparkspec.providers.ark import base_url as ark_base_url
+
+        return ark_base_url(config.base_url, environ)
+    return config.base_url or environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
 
 
 PROVIDERS: dict[str, Callable[[ProviderConfig, Path, Mapping[str, str]], Provider]] = {
