@@ -286,7 +286,8 @@ class Engine:
             seed=cached.seed, tokens=cached.tokens,
             video=FileRecord(video, cached.video_sha256, cached.video_bytes),
             last_frame=FileRecord(frame, cached.last_frame_sha256, cached.last_frame_bytes),
-            inputs=cached.inputs, seed_derived=cached.seed_derived, cost=cached.cost)
+            inputs=cached.inputs, seed_derived=cached.seed_derived, cost=cached.cost,
+            last_frame_extracted=cached.last_frame_extracted)
 
     # -- what a render asks for -----------------------------------------------------------
     def request(self, scene: Scene, key: SceneKey, upstream_frame: Path | None) -> RenderRequest:

@@ -32,6 +32,8 @@ def describe(event: dict[str, Any]) -> str | None:
         return f"{subject}: rendered ({event['tokens']:,} tokens)"
     if kind == "failed":
         return f"error: {subject}: {event['error']}"
+    if kind == "warning":
+        return f"{subject}: warning: {event['message']}"
     if kind == "skipped":
         return f"error: {subject}: skipped: {event['reason']}"
     if kind == "deleted" and event.get("kept"):

@@ -26,13 +26,17 @@ from sparkspec.state.journal import DamagedEntry, Journal, JournalEntry
 from sparkspec.media.probe import check_png
 from sparkspec.state.cache import Cache, CachedRender
 from sparkspec.errors import (
+    AccountError,
     AuthError,
+    DamagedOutput,
     DownloadError,
     MediaError,
     ProviderError,
     RenderFailed,
     TaskNotFound,
+    UrlExpired,
 )
+from sparkspec.media.frames import extract_last_frame
 from sparkspec.keys import SceneKey
 from sparkspec.media.probe import probe_video
 from sparkspec.providers.base import Provider, RenderRequest, TaskState, TaskStatus
@@ -50,6 +54,21 @@ MAX_RESUBMITS = 2  # per scene per apply
 UNKNOWN_TASK_GRACE = 60.0  # seconds after a create during which a 404 means "not visible yet"
 MAX_DOWNLOAD_ATTEMPTS = 4  # of a finished task's outputs: lapsed URLs refreshed, damaged bodies fetched again
 DEFAULT_EXPIRY = 172800
+
+
+@dataclass(frozen=True)
+class _Frame:
+    path: Path
+    sha256: str
+    size: int
+    extracted: bool  # decoded from the video, not given by the task
+
+
+def stop_reason(exc: AuthError | AccountError) -> str:
+    """Why no new task is submitted for the rest of the apply (running ones are still collected)."""
+    if isinstance(exc, AuthError):
+        return f"the API refused the key: {exc}"
+    return f"the API refused new tasks: {exc}"
 
 
 # Control flow between a render and the walk, not errors for the user: the engine catches
@@ -166,7 +185,8 @@ class TaskRunner:
                                    "state": "collecting"})
                         status = TaskStatus(entry.task_id, TaskState.RUNNING, locator=entry.locator)
                         since = entry.submitted_at
-                    status = await self.wait(request.scene, status, since)
+                    status = await self.wait(request.scene, status, since,
+                                             request.execution_expires_after or DEFAULT_EXPIRY)
                     if status.state is TaskState.COMPLETED and status.tokens is not None:
                         self.charge(status.tokens, status.cost)  # before the slot goes to a new submission
                 if status.state is TaskState.COMPLETED:
@@ -188,8 +208,8 @@ class TaskRunner:
                 resubmits += 1
                 self.resubmitted(request.scene, status.task_id, retry, resubmits)
                 await self.sleep(self.backoff(resubmits))
-            except AuthError as exc:
-                self.stop_submitting = f"the API refused the key: {exc}"
+            except (AuthError, AccountError) as exc:
+                self.stop_submitting = stop_reason(exc)
                 raise self.failure(request.scene, str(exc)) from None
             except RenderFailed as exc:
                 error = self.failure(request.scene, str(exc))
@@ -232,8 +252,8 @@ class TaskRunner:
         """Create the task; its id is in the journal before anything else happens."""
         try:
             status = await self.api.submit(request)
-        except AuthError as exc:
-            self.stop_submitting = f"the API refused the key: {exc}"
+        except (AuthError, AccountError) as exc:
+            self.stop_submitting = stop_reason(exc)
             raise self.failure(request.scene, str(exc)) from None
         except ProviderError as exc:
             raise self.failure(request.scene, str(exc)) from None
@@ -258,13 +278,17 @@ class TaskRunner:
         remaining = elapsed * (1 - p) / p
         return max(self.poll.initial / 4, min(self.poll.max, elapsed, remaining + 0.005))
 
-    async def wait(self, scene_id: str, status: TaskStatus, since: float) -> TaskStatus:
+    async def wait(self, scene_id: str, status: TaskStatus, since: float,
+                   expires_after: int = DEFAULT_EXPIRY) -> TaskStatus:
         """Poll until the task ends. An API may not show a task it just made: a 404 up to
         `unknown_task_grace` seconds after the create is waited out; after that the scene
         fails and the task stays in the journal (it may exist and be paid for)."""
         attempt = 0
         started = self.monotonic()
+        warned: set[str] = set()
         while status.state is TaskState.RUNNING:
+            if status.unknown_status is not None:
+                self.unknown_status(scene_id, status, warned, expires_after)
             attempt += 1
             await self.sleep(self.next_poll(attempt, status, self.monotonic() - started))
             try:
@@ -283,26 +307,55 @@ class TaskRunner:
                            "progress": status.progress})
         return status
 
+    def unknown_status(self, scene_id: str, status: TaskStatus, warned: set[str], expires_after: int) -> None:
+        """A status new to sparkspec: the task exists and may be paid for, so it is polled
+        (with one warning naming the status) until its own expiry."""
+        name = status.unknown_status or ""
+        if name not in warned:
+            warned.add(name)
+            self.emit({"event": "warning", "scene": scene_id, "task_id": status.task_id,
+                       "message": f"task {status.task_id} reports the unknown status {name!r}; "
+                                  f"still polling it until it finishes or expires"})
+        if status.created_at is not None and self.wall_clock() > status.created_at + expires_after:
+            raise ProviderError(f"task {status.task_id} still reports the unknown status {name!r} past its "
+                                f"expiry; its id stays in the journal, so a later apply can collect it")
+
+    async def last_frame(self, scene_id: str, status: TaskStatus, video: Path, dest: Path) -> _Frame:
+        """The task's last-frame image; when it gave none, or not a usable one, the video's
+        last frame decoded here: a paid render never fails for want of it."""
+        if status.last_frame_url:
+            try:
+                got = await self.api.download(status.last_frame_url, dest)
+                await asyncio.to_thread(check_png, got.path)
+                return _Frame(got.path, got.sha256, got.size, extracted=False)
+            except (DownloadError, MediaError) as exc:
+                dest.unlink(missing_ok=True)
+                reason = f"its last frame could not be used ({exc})"
+        else:
+            reason = "it gave no last frame"
+        sha256, size = await asyncio.to_thread(extract_last_frame, video, dest)
+        self.emit({"event": "warning", "scene": scene_id, "task_id": status.task_id,
+                   "message": f"task {status.task_id}: {reason}; extracted it from the video"})
+        return _Frame(dest, sha256, size, extracted=True)
+
     async def deliver(self, request: RenderRequest, key: SceneKey, status: TaskStatus) -> CachedRender:
         """Download, check and store both outputs in the cache; `commit` indexes them."""
         cache = self.cache
         unique = f"{key.hex[:16]}-{secrets.token_hex(6)}"  # never shared with another task's download
         parts = (self.tmp_dir / f"{unique}.mp4.part", self.tmp_dir / f"{unique}.png.part")
         for attempt in range(1, MAX_DOWNLOAD_ATTEMPTS + 1):
-            if not status.video_url or not status.last_frame_url:
-                raise self.failure(request.scene, f"task {status.task_id} completed without "
-                                   f"{'a video' if not status.video_url else 'a last frame'}")
+            if not status.video_url:
+                raise self.failure(request.scene, f"task {status.task_id} completed without a video")
             try:
                 video = await self.api.download(status.video_url, parts[0])
-                frame = await self.api.download(status.last_frame_url, parts[1])
                 info = await asyncio.to_thread(probe_video, video.path)
-                await asyncio.to_thread(check_png, frame.path)
+                frame = await self.last_frame(request.scene, status, video.path, parts[1])
                 break
             except (DownloadError, MediaError) as exc:
                 for part in parts:
                     part.unlink(missing_ok=True)
-                expired = isinstance(exc, DownloadError) and exc.code == "url_expired"
-                damaged = isinstance(exc, MediaError) or getattr(exc, "code", None) == "bad_content"
+                expired = isinstance(exc, UrlExpired)
+                damaged = isinstance(exc, (MediaError, DamagedOutput))
                 if not (expired or damaged) or attempt == MAX_DOWNLOAD_ATTEMPTS:
                     # The task id stays in the journal: a later apply can download it again.
                     raise self.failure(request.scene,
@@ -321,7 +374,7 @@ class TaskRunner:
             task_id=status.task_id, seed=status.seed if status.seed is not None else key.seed,
             tokens=tokens, video_sha256=video.sha256, video_bytes=video.size,
             last_frame_sha256=frame.sha256, last_frame_bytes=frame.size, inputs=inputs,
-            seed_derived=key.seed_derived, cost=status.cost)
+            seed_derived=key.seed_derived, cost=status.cost, last_frame_extracted=frame.extracted)
         self.delivered[key.hex] = cached
         self.uncommitted.append(cached)
         return cached

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,6 +54,25 @@ def last_frame(path: Path) -> Image.Image:
     if last is None:
         raise MediaError(f"{path}: the video stream holds no frame")
     return to_image(last)
+
+
+def extract_last_frame(video: Path, dest: Path) -> tuple[str, int]:
+    """Write the video's last decoded frame to `dest` as a PNG (fsynced); its sha256 and size.
+
+    For a task that finished without a last-frame image: the PNG holds exactly the
+    pixels a decoder shows last, at the video's own size.
+    """
+    image = last_frame(video)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with dest.open("wb") as stream:
+        image.save(stream, format="PNG")
+        stream.flush()
+        os.fsync(stream.fileno())
+    digest = hashlib.sha256()
+    with dest.open("rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest(), dest.stat().st_size
 
 
 def to_image(frame: av.VideoFrame) -> Image.Image:

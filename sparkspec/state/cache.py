@@ -41,6 +41,7 @@ class CachedRender:
     inputs: dict[str, Any]
     seed_derived: bool = False
     cost: float | None = None
+    last_frame_extracted: bool = False  # decoded from the video: the task gave no last frame
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)

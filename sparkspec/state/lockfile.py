@@ -67,6 +67,7 @@ class SceneRecord(_Fragment):
     take: int = 1  # which take this render is
     takes: tuple[SceneRecord, ...] = ()  # every recorded take, by number; () for a lone take 1
     pick: int = 1
+    last_frame_extracted: bool = False  # the task gave no last frame: it was decoded from the video
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -80,6 +81,8 @@ class SceneRecord(_Fragment):
         if self.takes:
             out["takes"] = [{**t.to_json(), "take": t.take} for t in self.takes]
             out["pick"] = self.pick
+        if self.last_frame_extracted:
+            out["last_frame_extracted"] = True
         return out
 
     @staticmethod
@@ -92,7 +95,8 @@ class SceneRecord(_Fragment):
             inputs=dict(raw.get("inputs") or {}), seed_derived=bool(raw.get("seed_derived", False)),
             cost=float(raw["cost"]) if raw.get("cost") is not None else None,
             take=take if not takes else next((t.take for t in takes if t.key == str(raw["key"])), take),
-            takes=takes, pick=int(raw.get("pick", 1)))
+            takes=takes, pick=int(raw.get("pick", 1)),
+            last_frame_extracted=bool(raw.get("last_frame_extracted", False)))
 
     def take_records(self) -> dict[int, SceneRecord]:
         """Every recorded take by number, each without the others."""
