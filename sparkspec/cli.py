@@ -364,6 +364,20 @@ def merge_lock(base: str, ours: str, theirs: str) -> None:
         click.echo(line, err=True)
 
 
+@cli.command()
+@click.option("-f", "--file", "spec", default=DEFAULT_SPEC, show_default=True, help="The spec file.")
+@click.option("--provider", type=click.Choice(["spark", "local"]), help="Check this provider instead of the spec's.")
+def doctor(spec: str, provider: str | None) -> None:
+    """Check the API key and the API's answer, without paying for anything."""
+    from sparkspec.commands.doctor import diagnose, provider_config
+
+    report = diagnose(provider_config(_path(spec), provider, spec))
+    for line in report.lines:
+        click.echo(line)
+    if not report.ok:
+        sys.exit(EXIT_ERROR)
+
+
 def main() -> None:
     from sparkspec.errors import SparkspecError, SpecError
 

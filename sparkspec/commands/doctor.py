@@ -1,0 +1,105 @@
+"""`sparkspec doctor`: is the provider reachable and the key accepted? Never pays for anything.
+
+Checks, in order: the key's variable is set; the base URL's host resolves and the
+API answers; the key is accepted, by reading a task id that cannot exist (404:
+the key works; 401/403: it does not). Then it prints what an apply would use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from sparkspec.config.model import ProviderConfig
+from sparkspec.errors import AccountError, AuthError, ProviderError, TaskNotFound
+
+
+@dataclass
+class Report:
+    lines: list[str] = field(default_factory=list)
+    ok: bool = True
+
+    def check(self, passed: bool, text: str) -> bool:
+        self.lines.append(f"{'ok  ' if passed else 'FAIL'} {text}")
+        self.ok = self.ok and passed
+        return passed
+
+
+def provider_config(spec: Path, provider: str | None, display: str) -> ProviderConfig:
+    """The spec's provider; the defaults when there is no spec yet."""
+    from sparkspec.config.loader import LoadOptions, load_project
+
+    if not spec.exists():
+        config = ProviderConfig()
+        if provider == "local":
+            config = replace(config, type="local", parallelism=os.cpu_count() or 1)
+        return config
+    return load_project(spec, LoadOptions(provider=provider), display).project.provider
+
+
+def diagnose(config: ProviderConfig, environ: Mapping[str, str] = os.environ,
+             transport: httpx.AsyncBaseTransport | None = None,
+             resolve: Callable[[str, int], object] = socket.getaddrinfo) -> Report:
+    """What `doctor` prints, and whether every check passed."""
+    from sparkspec.providers import base_url
+
+    report = Report()
+    url = base_url(config, environ)
+    report.lines += [f"provider     {config.type}", f"dialect      {_dialect(config)}",
+                     f"base URL     {url if config.type != 'local' else '(none: renders on this machine)'}",
+                     f"parallelism  {config.parallelism}",
+                     f"requests     {config.requests_per_minute} per minute"]
+    if config.type == "local":
+        report.check(True, "the local provider needs no key and no network")
+        return report
+    key = environ.get(config.api_key_env, "").strip()
+    if not report.check(bool(key), f"{config.api_key_env} is {'set' if key else 'not set: export it with your API key'}"):
+        return report
+    host = urlsplit(url).hostname or ""
+    try:
+        resolve(host, urlsplit(url).port or 443)
+    except (OSError, UnicodeError) as exc:
+        report.check(False, f"{host} does not resolve ({exc}); check provider.base_url or SPARK_BASE_URL")
+        return report
+    report.check(True, f"{host} resolves")
+    asyncio.run(_key_accepted(report, config, url, key, transport))
+    return report
+
+
+async def _key_accepted(report: Report, config: ProviderConfig, url: str, key: str,
+                        transport: httpx.AsyncBaseTransport | None) -> None:
+    from sparkspec.providers.ratelimit import RateLimiter
+    from sparkspec.providers.spark import SparkProvider
+
+    provider = SparkProvider(url, key, config.model, transport=transport, timeout=15.0, max_retries=1,
+                             max_wait=5.0, limiter=RateLimiter(config.requests_per_minute),
+                             key_env=config.api_key_env)
+    impossible = f"sparkspec-doctor-{uuid.uuid4().hex}"
+    try:
+        await provider.poll(impossible)
+    except TaskNotFound:
+        report.check(True, f"the API answers at {url}")
+        report.check(True, f"the key in {config.api_key_env} is accepted")
+    except (AuthError, AccountError) as exc:
+        report.check(True, f"the API answers at {url}")
+        report.check(False, str(exc))
+    except ProviderError as exc:
+        report.check(False, f"the API did not answer as expected: {exc}")
+    else:
+        report.check(False, f"the API answered a task that cannot exist ({impossible}) with a task; "
+                            f"is {url} the right base URL?")
+    finally:
+        await provider.aclose()
+
+
+def _dialect(config: ProviderConfig) -> str:
+    protocol = getattr(config, "protocol", "generation")
+    return {"local": "none", "spark": f"gateway, {protocol} protocol"}.get(config.type, config.type)

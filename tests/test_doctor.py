@@ -1,0 +1,90 @@
+"""`sparkspec doctor` against the fake gateway: key, reachability, and never a create."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from cli_runner import run_main
+from fakeapi import FakeSparkAPI
+from sparkspec.commands.doctor import diagnose
+from sparkspec.config.model import ProviderConfig
+
+SPEC = "version: 1\nprovider: {type: spark, parallelism: 3, requests_per_minute: 90}\nscenes:\n  s: {prompt: x}\n"
+
+
+def doctor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str, str]:
+    return run_main(["doctor", *args], tmp_path, monkeypatch)
+
+
+def test_a_working_key_passes_and_nothing_is_created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     fake_api: FakeSparkAPI) -> None:
+    (tmp_path / "project.spark.yaml").write_text(SPEC)
+    monkeypatch.setenv("SPARK_API_KEY", fake_api.api_key)
+    monkeypatch.setenv("SPARK_BASE_URL", fake_api.base_url)
+    code, out, err = doctor(tmp_path, monkeypatch)
+    assert code == 0, out + err
+    assert "FAIL" not in out and "key in SPARK_API_KEY is accepted" in out
+    for shown in ("provider     spark", "generation protocol", f"base URL     {fake_api.base_url}",
+                  "parallelism  3", "90 per minute"):
+        assert shown in out
+    assert fake_api.requests["query"] == 1 and fake_api.requests["create"] == 0
+
+
+def test_a_wrong_key_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_api: FakeSparkAPI) -> None:
+    monkeypatch.setenv("SPARK_API_KEY", "wrong")
+    monkeypatch.setenv("SPARK_BASE_URL", fake_api.base_url)
+    code, out, _ = doctor(tmp_path, monkeypatch)  # no spec yet: the defaults
+    assert code == 1 and "FAIL" in out and "refused the key" in out and "parallelism  10" in out
+    assert fake_api.requests["create"] == 0
+
+
+def test_a_403_fails_with_the_apis_words(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         fake_api: FakeSparkAPI) -> None:
+    fake_api.inject("query", "status", status=403, body={"message": "model not enabled for this key"})
+    monkeypatch.setenv("SPARK_API_KEY", fake_api.api_key)
+    monkeypatch.setenv("SPARK_BASE_URL", fake_api.base_url)
+    code, out, _ = doctor(tmp_path, monkeypatch)
+    assert code == 1 and "model not enabled for this key" in out
+
+
+def test_a_missing_key_fails_before_any_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                fake_api: FakeSparkAPI) -> None:
+    monkeypatch.setenv("SPARK_BASE_URL", fake_api.base_url)
+    code, out, _ = doctor(tmp_path, monkeypatch)
+    assert code == 1 and "SPARK_API_KEY is not set" in out and sum(fake_api.requests.values()) == 0
+
+
+def test_a_host_that_does_not_resolve_fails() -> None:
+    asked: list[str] = []
+
+    def resolve(host: str, port: int) -> object:  # no DNS query leaves the test
+        asked.append(host)
+        raise socket.gaierror(-2, "Name or service not known")
+
+    report = diagnose(ProviderConfig(), {"SPARK_API_KEY": "k", "SPARK_BASE_URL": "https://api.example.invalid"},
+                      resolve=resolve)
+    assert not report.ok and asked == ["api.example.invalid"]
+    assert any("api.example.invalid does not resolve" in line for line in report.lines)
+
+
+def test_the_default_base_url_is_the_operators_api_host() -> None:
+    report = diagnose(ProviderConfig(), {}, resolve=lambda host, port: None)
+    assert "base URL     https://cloud.vtrix.ai" in report.lines and not report.ok
+
+
+def test_an_api_that_does_not_answer_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("SPARK_API_KEY", "k")
+    monkeypatch.setenv("SPARK_BASE_URL", f"http://127.0.0.1:{port}")
+    code, out, _ = doctor(tmp_path, monkeypatch)
+    assert code == 1 and "could not connect" in out
+
+
+def test_local_needs_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, _ = doctor(tmp_path, monkeypatch, "--provider", "local")
+    assert code == 0 and "provider     local" in out
