@@ -17,6 +17,17 @@ talking HTTP to the fake gateway that runs in this process (tests/fakeapi/).
    decodes like any other, streamed by the fake from zeros.
 3. image: one scene whose first frame is a 25 MB PNG (incompressible noise, 2960x2960),
    sent as a data URL; peak RSS against the same apply with a 640x640 first frame.
+4. journal: the time from a create's answer (the provider's submit returns) to its
+   fsync'd journal entry (Journal.record returns), for the 200 scenes of part 1, with
+   both cores kept busy by two spinning processes; p50/p99/max. Target p99 <= 20 ms.
+5. ratelimit: 200 independent scenes with requests_per_minute: 120 against the fake.
+   Time is scaled by --scale (default 10): the limiter's minute lasts 60/scale s, and
+   the render latency (0.5 s) and poll interval (2 s) are divided by the same factor,
+   so the run takes ~20 s instead of ~3 min and every ratio is unchanged. Prints the
+   most creates+queries in any (scaled) minute (target <= 120) and the makespan against
+   the bound the limit allows: request k can go no earlier than minute floor(k/120),
+   and every scene needs at least a create and a query, so the last of the 2 x 200
+   requests waits floor((400-1)/120) = 3 minutes. Target: within 1.15x of that bound.
 
 Peak RSS is the apply process's own high-water mark (VmHWM, read by the process as it
 exits), so the fake in this process is not counted.
@@ -67,12 +78,42 @@ main()
 """
 
 
-def apply(root: Path, env: dict[str, str], *args: str) -> tuple[float, int, list[dict[str, Any]]]:
+# Part 4: stamps when each create's answer is in hand and when its journal entry is durable.
+JOURNAL_CHILD = """
+import atexit, json, os, time
+from sparkspec.providers.spark import provider as sp
+from sparkspec.state import journal as jr
+answered, journalled = {}, {}
+_submit, _record = sp.SparkProvider.submit, jr.Journal.record
+async def submit(self, request):
+    status = await _submit(self, request)
+    answered[status.task_id] = time.perf_counter()
+    return status
+def record(self, key, scene, provider, task_id, *args, **kwargs):
+    entry = _record(self, key, scene, provider, task_id, *args, **kwargs)
+    journalled[task_id] = time.perf_counter()
+    return entry
+sp.SparkProvider.submit, jr.Journal.record = submit, record
+def _dump():
+    with open(os.environ["BENCH_JOURNAL_FILE"], "w") as out:
+        json.dump([journalled[t] - answered[t] for t in answered if t in journalled], out)
+atexit.register(_dump)
+""" + CHILD
+
+# Part 5: the limiter's minute, scaled.
+RATE_CHILD = """
+import os
+from sparkspec.providers.ratelimit import RateLimiter
+RateLimiter.__init__.__kwdefaults__["period"] = float(os.environ["BENCH_PERIOD"])
+""" + CHILD
+
+
+def apply(root: Path, env: dict[str, str], *args: str, child: str = CHILD) -> tuple[float, int, list[dict[str, Any]]]:
     """Run one apply; its wall time, its peak RSS in bytes, and its JSON events."""
     out, err, hwm = root / "apply.out", root / "apply.err", root / "apply.hwm"
     started = time.perf_counter()
     with out.open("wb") as stdout, err.open("wb") as stderr:
-        proc = subprocess.run([sys.executable, "-c", CHILD, "apply", "--auto-approve", "--json", *args],
+        proc = subprocess.run([sys.executable, "-c", child, "apply", "--auto-approve", "--json", *args],
                               cwd=root, env=dict(env, BENCH_HWM_FILE=str(hwm)), stdout=stdout, stderr=stderr)
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
@@ -85,7 +126,7 @@ def apply(root: Path, env: dict[str, str], *args: str) -> tuple[float, int, list
 CHAINS, LENGTH, PARALLELISM = 40, 5, 16
 
 
-def makespan(poll_initial: float, poll_max: float) -> dict[str, float]:
+def chains_spec(poll_initial: float, poll_max: float) -> list[str]:
     lines = ["version: 1", "provider: {type: spark, parallelism: %d, poll: {initial: %s, max: %s}}"
              % (PARALLELISM, poll_initial, poll_max),
              'defaults: {resolution: 480p, ratio: "16:9", frames: 29}', "scenes:"]
@@ -94,6 +135,11 @@ def makespan(poll_initial: float, poll_max: float) -> dict[str, float]:
             scene = f"c{chain:02d}-{step}"
             first = f", first_frame: {{scene: c{chain:02d}-{step - 1}}}" if step else ""
             lines.append(f'  {scene}: {{prompt: "shot {step} of story {chain}"{first}}}')
+    return lines
+
+
+def makespan(poll_initial: float, poll_max: float) -> dict[str, float]:
+    lines = chains_spec(poll_initial, poll_max)
     with tempfile.TemporaryDirectory(prefix="apply-bench-") as tmp, \
             FakeSparkAPI(api_key=KEY, latency=(0.2, 1.0), seed=SEED, render="template", render_workers=1) as api:
         root = Path(tmp)
@@ -165,15 +211,69 @@ def image() -> dict[str, float]:
             "above_baseline_mb": results["large"]["peak_rss_mb"] - results["small"]["peak_rss_mb"]}
 
 
+# -- 4. journal -----------------------------------------------------------------------------------
+def journal(poll_initial: float, poll_max: float) -> dict[str, float]:
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        with tempfile.TemporaryDirectory(prefix="apply-bench-") as tmp, \
+                FakeSparkAPI(api_key=KEY, latency=(0.2, 1.0), seed=SEED, render="template", render_workers=1) as api:
+            root = Path(tmp)
+            (root / "project.spark.yaml").write_text("\n".join(chains_spec(poll_initial, poll_max)) + "\n")
+            api._schedule_render(_template_task(api)).result()
+            stamps = root / "journal.json"
+            env = dict(environment(api, root / "cache"), BENCH_JOURNAL_FILE=str(stamps))
+            apply(root, env, child=JOURNAL_CHILD)
+            delays = sorted(json.loads(stamps.read_text()))
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+    assert len(delays) == CHAINS * LENGTH, len(delays)
+    ms = [d * 1000 for d in delays]
+    return {"count": len(ms), "p50": ms[len(ms) // 2], "p99": ms[min(len(ms) - 1, int(len(ms) * 0.99))],
+            "max": ms[-1]}
+
+
+# -- 5. ratelimit ----------------------------------------------------------------------------------
+def ratelimit(scale: float, scenes: int = 200, per_minute: int = 120) -> dict[str, float]:
+    period = 60.0 / scale
+    lines = ["version: 1", "provider: {type: spark, requests_per_minute: %d, poll: {initial: %s, max: %s}}"
+             % (per_minute, 2.0 / scale, 15.0 / scale),
+             'defaults: {resolution: 480p, ratio: "16:9", frames: 29}', "scenes:"]
+    lines += [f'  s{i:03d}: {{prompt: "independent shot {i}"}}' for i in range(scenes)]
+    with tempfile.TemporaryDirectory(prefix="apply-bench-") as tmp, \
+            FakeSparkAPI(api_key=KEY, latency=0.5 / scale, render="template", render_workers=1) as api:
+        root = Path(tmp)
+        (root / "project.spark.yaml").write_text("\n".join(lines) + "\n")
+        api._schedule_render(_template_task(api)).result()
+        env = dict(environment(api, root / "cache"), BENCH_PERIOD=str(period))
+        wall, _, events = apply(root, env, child=RATE_CHILD)
+        times = sorted(m for m, endpoint, _ in api.events if endpoint in ("create", "query"))
+        assert sum(1 for e in events if e["event"] == "completed") == scenes
+    busiest, start = 0, 0
+    for end, moment in enumerate(times):
+        while moment - times[start] >= period:
+            start += 1
+        busiest = max(busiest, end - start + 1)
+    bound = period * ((2 * scenes - 1) // per_minute)
+    span = times[-1] - times[0]
+    return {"scale": scale, "requests": len(times), "busiest_minute": busiest, "span_minutes": span / period,
+            "bound_minutes": bound / period, "ratio": span / bound, "wall_minutes": wall / period,
+            "creates": api.requests["create"], "queries": api.requests["query"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("parts", nargs="*", metavar="PART", help="makespan, downloads, image (default: all)")
+    parser.add_argument("parts", nargs="*", metavar="PART",
+                        help="makespan, downloads, image, journal, ratelimit (default: all)")
+    parser.add_argument("--scale", type=float, default=10.0, help="time scale of the ratelimit part")
     parser.add_argument("--poll", nargs=2, type=float, default=(0.1, 1.0), metavar=("INITIAL", "MAX"),
                         help="provider.poll for the makespan run")
     args = parser.parse_args()
-    args.parts = args.parts or ["makespan", "downloads", "image"]
-    if set(args.parts) - {"makespan", "downloads", "image"}:
-        parser.error(f"unknown part(s): {sorted(set(args.parts) - {'makespan', 'downloads', 'image'})}")
+    known = ["makespan", "downloads", "image", "journal", "ratelimit"]
+    args.parts = args.parts or known
+    if set(args.parts) - set(known):
+        parser.error(f"unknown part(s): {sorted(set(args.parts) - set(known))}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
     if "makespan" in args.parts:
         m = makespan(*args.poll)
@@ -194,6 +294,17 @@ def main() -> None:
         print(f"image: a {i['image_mb']:.1f} MB first frame ({i['body_mb']:.1f} MB request body): peak RSS "
               f"{i['peak_rss_mb']:.1f} MB, {i['above_baseline_mb']:.1f} MB above the {i['baseline_rss_mb']:.1f} MB "
               f"of a 640x640 first frame (target <= 120)")
+    if "journal" in args.parts:
+        j = journal(*args.poll)
+        print(f"journal: {j['count']} creates, both cores busy: create answered -> journal entry fsync'd "
+              f"p50 {j['p50']:.2f} ms, p99 {j['p99']:.2f} ms (target <= 20), max {j['max']:.2f} ms")
+    if "ratelimit" in args.parts:
+        r = ratelimit(args.scale)
+        print(f"ratelimit: 200 scenes, requests_per_minute 120, time scaled {r['scale']:g}x: "
+              f"{r['requests']} creates+queries ({r['creates']} creates, {r['queries']} queries)")
+        print(f"  busiest minute       {r['busiest_minute']} requests (target <= 120)")
+        print(f"  first to last request {r['span_minutes']:.2f} min against a bound of {r['bound_minutes']:.0f} min "
+              f"(ratio {r['ratio']:.3f}, target <= 1.15); apply wall time {r['wall_minutes']:.2f} min")
 
 
 if __name__ == "__main__":

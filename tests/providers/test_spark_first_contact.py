@@ -203,15 +203,18 @@ def test_no_minute_holds_more_than_the_limit() -> None:
 
     async def main() -> None:
         async def one() -> None:
-            await limiter.acquire()
-            times.append(clock.now)
+            async with limiter.request():
+                times.append(clock.now)
+                clock.now += 0.5  # the answer takes half a second
 
         await asyncio.gather(*(one() for _ in range(12)))
 
     asyncio.run(main())
-    assert times == [0.0] * 5 + [60.0] * 5 + [120.0] * 2
+    assert len(times) == 12 and times == sorted(times)
     for start in times:
         assert sum(1 for t in times if start <= t < start + 60) <= 5
+    # a token comes back a minute after its answer: the sixth request waits for the first's
+    assert times[5] == times[0] + 0.5 + 60
 
 
 def test_requests_go_out_at_once_while_under_the_limit() -> None:
@@ -221,7 +224,8 @@ def test_requests_go_out_at_once_while_under_the_limit() -> None:
     async def main() -> None:
         for step in range(6):
             clock.now = step * 25.0
-            await limiter.acquire()
+            async with limiter.request():
+                pass
 
     asyncio.run(main())
     assert clock.sleeps == []

@@ -125,13 +125,13 @@ class SparkProvider:
         while True:
             attempt += 1
             wait_for: float | None = None
-            await self.limiter.acquire()
             try:
-                if body is not None:
-                    headers = {"Content-Type": "application/json", "Content-Length": str(body.length)}
-                    response = await self._api.request(method, path, content=body.stream(), headers=headers)
-                else:
-                    response = await self._api.request(method, path)
+                async with self.limiter.request():
+                    if body is not None:
+                        headers = {"Content-Type": "application/json", "Content-Length": str(body.length)}
+                        response = await self._api.request(method, path, content=body.stream(), headers=headers)
+                    else:
+                        response = await self._api.request(method, path)
             except httpx.TransportError as exc:
                 if not may_retry(exc):
                     raise CreateUnconfirmed(
