@@ -366,7 +366,7 @@ def merge_lock(base: str, ours: str, theirs: str) -> None:
 
 @cli.command()
 @click.option("-f", "--file", "spec", default=DEFAULT_SPEC, show_default=True, help="The spec file.")
-@click.option("--provider", type=click.Choice(["spark", "local"]), help="Check this provider instead of the spec's.")
+@click.option("--provider", type=click.Choice(["spark", "ark", "local"]), help="Check this provider instead of the spec's.")
 def doctor(spec: str, provider: str | None) -> None:
     """Check the API key and the API's answer, without paying for anything."""
     from sparkspec.commands.doctor import diagnose, provider_config

@@ -101,5 +101,6 @@ async def _key_accepted(report: Report, config: ProviderConfig, url: str, key: s
 
 
 def _dialect(config: ProviderConfig) -> str:
-    protocol = getattr(config, "protocol", "generation")
-    return {"local": "none", "spark": f"gateway, {protocol} protocol"}.get(config.type, config.type)
+    protocol = config.protocol
+    return {"local": "none", "spark": f"gateway, {protocol} protocol",
+            "ark": "upstream (ModelArk)"}.get(config.type, config.type)
