@@ -75,7 +75,7 @@ keys = st.sampled_from(["1", "2", "3"])
 sides = st.dictionaries(st.sampled_from(["a", "b", "c"]), keys.map(scene), max_size=3).map(lambda d: Lock(d))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(sides, sides, sides)
 def test_merge_laws(base: Lock, ours: Lock, theirs: Lock) -> None:
     merged = merge_locks(base, ours, theirs).lock

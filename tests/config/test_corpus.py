@@ -324,7 +324,7 @@ def mutated_specs(draw: st.DrawFn) -> str:
     return text
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_specs())
 def test_no_spec_crashes_the_loader_or_the_planner(text: str) -> None:
     """Whatever the bytes, sparkspec answers with diagnostics or a plan, never an internal error."""

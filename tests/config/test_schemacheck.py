@@ -216,7 +216,7 @@ def test_the_generator_starts_from_valid_specs(doc: dict[str, Any]) -> None:
 
 
 @given(spec_like())
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @example({"version": True, "scenes": {"a": {}}})
 @example({"version": 1.0, "scenes": {"a": {"duration": 5.0, "seed": 4294967295.0}}})
 @example({"version": 1, "scenes": {"a": {"duration": True}}})
