@@ -199,6 +199,7 @@ def test_apply_without_a_terminal_refuses_unless_approved(project: Project) -> N
     assert not (project.root / "renders").exists()
 
 
+@pytest.mark.slow
 def test_a_saved_plan_applies_and_a_stale_one_is_refused(project: Project) -> None:
     project.write(CHAIN)
     assert project.run("plan", "--out", "tfplan").code == 0
@@ -252,6 +253,7 @@ def test_show_prints_the_lock_as_a_table(applied: Project) -> None:
     assert "sequence film" in shown.out
 
 
+@pytest.mark.slow
 def test_gc_drops_only_what_no_lock_refers_to(applied: Project) -> None:
     old_solo = applied.lock()["scenes"]["solo"]
     applied.write(CHAIN.replace("a lighthouse at dusk", "a lighthouse at dawn"))

@@ -170,6 +170,7 @@ def test_a_full_disk_at_any_point_of_an_apply(tmp_path: Path, size: str) -> None
         recovers(disk)
 
 
+@pytest.mark.slow
 def test_a_file_size_limit(project: Path) -> None:
     def limited() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so a write past the limit fails with EFBIG

@@ -73,6 +73,7 @@ def test_a_missing_key_is_an_error_before_any_work(spark: Project, fake_api: Fak
     assert spark.run("plan").code == 0
 
 
+@pytest.mark.slow
 @every_dialect(slow=True)
 def test_restoring_from_the_cache_needs_no_key(spark: Project, fake_api: FakeSparkAPI, dialect: Dialect) -> None:
     spark.apply()
@@ -84,6 +85,7 @@ def test_restoring_from_the_cache_needs_no_key(spark: Project, fake_api: FakeSpa
     assert sum(fake_api.requests.values()) == 0
 
 
+@pytest.mark.slow
 @every_dialect(slow=True)
 def test_a_failed_render_fails_its_chain_with_the_apis_message(spark: Project, fake_api: FakeSparkAPI,
                                                               dialect: Dialect) -> None:
@@ -99,6 +101,7 @@ def test_a_failed_render_fails_its_chain_with_the_apis_message(spark: Project, f
     assert spark.apply().rendered() == ["a", "b"]
 
 
+@pytest.mark.slow
 @every_dialect(slow=True)
 def test_ctrl_c_names_the_renders_still_running_and_the_next_apply_collects_them(
         spark: Project, fake_api: FakeSparkAPI, dialect: Dialect) -> None:
@@ -140,6 +143,7 @@ def test_a_damaged_download_is_fetched_again_and_never_cached(spark: Project, fa
     assert len([b for b in blobs if b.is_file()]) == 6  # 3 videos, 3 frames: the garbage is nowhere
 
 
+@pytest.mark.slow
 @every_dialect(slow=True)
 def test_a_download_that_keeps_failing_fails_the_scene_and_keeps_the_task(spark: Project, fake_api: FakeSparkAPI,
                                                                          dialect: Dialect) -> None:
@@ -171,6 +175,7 @@ def test_unreported_usage_is_estimated_from_the_size_actually_rendered(spark: Pr
     assert lock["a"]["tokens"] == 864 * 480 * 29 // 1024
 
 
+@pytest.mark.slow
 @every_dialect(slow=True)
 def test_ctrl_c_cancels_the_tasks_still_queued_where_the_api_can(spark: Project, fake_api: FakeSparkAPI,
                                                                   dialect: Dialect) -> None:

@@ -71,6 +71,7 @@ def test_a_restore_from_a_damaged_blob_renders_instead(root: Path) -> None:
     assert reasons(plan, "scene.logo") == ["renders/logo.mp4 is missing and cached copy damaged"]
 
 
+@pytest.mark.slow
 def test_apply_checks_the_bytes_it_copies_even_when_the_memo_vouched(tmp_path: Path) -> None:
     (tmp_path / SPEC).write_text(SMALL)
     assert run_cli("apply", "--auto-approve", cwd=tmp_path).code == 0
@@ -88,6 +89,7 @@ def test_apply_checks_the_bytes_it_copies_even_when_the_memo_vouched(tmp_path: P
     assert lock(tmp_path)["scenes"]["kite"]["video"] == first["video"]  # the same bytes, rendered again
 
 
+@pytest.mark.slow
 def test_a_render_replaces_a_damaged_blob_of_the_same_name(tmp_path: Path) -> None:
     (tmp_path / SPEC).write_text(SMALL)
     assert run_cli("apply", "--auto-approve", cwd=tmp_path).code == 0
