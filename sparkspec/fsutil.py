@@ -53,7 +53,12 @@ def atomic_target(path: Path) -> Iterator[Path]:
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.filename is None:
-            exc.filename = str(path)  # a failed write names no file: name the one being written
+            # A failed write names no file: name the one being written. Some libraries' OSError
+            # subclasses (PyAV's) make `filename` read-only, so those become a plain OSError.
+            try:
+                exc.filename = str(path)
+            except AttributeError:
+                raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
     fsync_dir(path.parent)
 
