@@ -7,6 +7,7 @@ here (per remote) until it is pushed. Written atomically; the apply lock keeps w
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 from sparkspec.fsutil import atomic_write_text
@@ -19,6 +20,9 @@ class PushQueue:
     def __init__(self, state_dir: Path, identity: str) -> None:
         self.path = state_dir / QUEUE_NAME
         self.identity = identity
+        # Apply adds from several worker threads at once; each change reads, edits and rewrites the
+        # file, so without this two failed uploads at once could keep only one of them queued.
+        self._changing = threading.Lock()
 
     def _load(self) -> dict[str, list[str]]:
         try:
@@ -39,6 +43,10 @@ class PushQueue:
         self._change(remove=keys)
 
     def _change(self, add: tuple[str, ...] = (), remove: tuple[str, ...] = ()) -> None:
+        with self._changing:
+            self._change_locked(add, remove)
+
+    def _change_locked(self, add: tuple[str, ...], remove: tuple[str, ...]) -> None:
         memo = self._load()
         current = memo.get(self.identity, [])
         wanted = [k for k in dict.fromkeys(current + list(add)) if k not in remove]

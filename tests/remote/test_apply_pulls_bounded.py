@@ -60,3 +60,19 @@ def test_pulls_stream_at_most_transfers_at_once(tmp_path: Path) -> None:
     asyncio.run(pull_all())
     assert most[0] == TRANSFERS
     assert all(there.lookup(r.key) == r for r in renders)
+
+
+def test_failed_uploads_added_from_many_threads_at_once_are_all_queued(tmp_path: Path) -> None:
+    """Apply queues failed uploads from worker threads at once: none may be lost."""
+    import threading
+
+    from sparkspec.remote.queue import PushQueue
+
+    queue = PushQueue(tmp_path, "s3://bucket/prefix")
+    keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(24)]
+    workers = [threading.Thread(target=queue.add, args=(key,)) for key in keys]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert sorted(queue.keys()) == sorted(keys)
