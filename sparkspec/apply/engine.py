@@ -276,7 +276,7 @@ class Engine:
                                (frame, cached.last_frame_sha256, cached.last_frame_bytes)):
             dest = self.project.root / rel
             if memo.sha256(dest) != sha:
-                materialize(cache.blob_path(sha), dest, sha, size)
+                materialize(cache.blob_path(sha), dest, sha, size, shared=cache.fresh_pull(sha, size))
                 memo.remember(dest, sha)
 
     def record(self, scene: Scene, cached: CachedRender) -> SceneRecord:

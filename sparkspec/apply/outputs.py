@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import secrets
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
 from sparkspec.config.model import Project
 from sparkspec.errors import CacheDamaged
-from sparkspec.fsutil import CHUNK, atomic_target
+from sparkspec.fsutil import CHUNK, atomic_target, fsync_dir
 from sparkspec.state.digests import DigestMemo
 from sparkspec.state.lockfile import FileRecord, SceneRecord, SequenceRecord
 from sparkspec.state.lockpaths import in_output_folder
 
 
-def materialize(blob: Path, dest: Path, sha256: str, size: int) -> None:
+def materialize(blob: Path, dest: Path, sha256: str, size: int, *, shared: bool = False) -> None:
     """Copy a cached blob into renders/ (a copy, not a link: users may edit renders/), checking
-    the bytes as they are copied: a damaged blob is dropped and never reaches renders/."""
+    the bytes as they are copied: a damaged blob is dropped and never reaches renders/.
+    `shared`: the blob was just pulled from the team's remote and verified (Cache.fresh_pull),
+    so it is hard-linked into place (a copy where the folders do not allow a link), unhashed."""
+    if shared:
+        _link_into_place(blob, dest)
+        return
     with atomic_target(dest) as tmp:
         with blob.open("rb") as reader, tmp.open("wb") as writer:
             digest = hashlib.sha256()
@@ -28,6 +36,24 @@ def materialize(blob: Path, dest: Path, sha256: str, size: int) -> None:
             blob.unlink(missing_ok=True)
             raise CacheDamaged(f"{blob}: the cached copy of {dest.name} is damaged and was dropped; "
                                "run `sparkspec apply` again to render it afresh")
+
+
+def _link_into_place(blob: Path, dest: Path) -> None:
+    """`dest` becomes another name of `blob`, atomically: a link beside it, renamed over it."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    temp = dest.parent / f".{dest.name}.{secrets.token_hex(4)}.link"
+    try:
+        os.link(blob, temp)
+    except OSError:  # another filesystem, or one without hard links: a copy (fsync'd)
+        with atomic_target(dest) as tmp:
+            shutil.copyfile(blob, tmp)
+        return
+    try:
+        os.replace(temp, dest)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    fsync_dir(dest.parent)
 
 
 def remove_output(root: Path, output_dir: str, record: FileRecord, memo: DigestMemo) -> str | None:

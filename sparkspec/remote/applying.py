@@ -22,8 +22,6 @@ from typing import Any
 from sparkspec.apply.tasks import Emit, SceneFailed, SceneSkipped, Sleep
 from sparkspec.errors import RemoteError
 from sparkspec.remote.claims import ClaimTask, ClaimWatch, Held, Seen
-from sparkspec.remote.entries import decode_entry
-from sparkspec.remote.layout import entry_path
 from sparkspec.remote.session import Remote
 from sparkspec.remote.transfer import BlobProblem
 from sparkspec.state.cache import Cache, CachedRender
@@ -102,11 +100,7 @@ class RemoteApply:
             return found
         if key in await asyncio.to_thread(self.remote.bad_keys):
             return None  # its blobs failed a pull before: a miss, already reported
-        got = await self.remote.store.get(entry_path(key, self.remote.signer))
-        if got is None:
-            return None
-        render = decode_entry(got[0], key, self.remote.settings.signing_key)
-        return None if isinstance(render, str) else render
+        return await self.remote.read_entry(key)
 
     async def pull(self, scene: str, key: str) -> CachedRender:
         """The plan's `pull`: into the local cache, verified. Fails the scene (no unplanned
@@ -118,7 +112,7 @@ class RemoteApply:
             if self._transfers is None:
                 self._transfers = asyncio.Semaphore(TRANSFERS)
             async with self._transfers:
-                await self.remote.pull(render, self.cache, self.tmp_dir)
+                render = await self.remote.pull(render, self.cache, self.tmp_dir)
         except BlobProblem as exc:
             raise SceneFailed(f"{exc}; the next `sparkspec apply` renders it") from None
         except RemoteError as exc:

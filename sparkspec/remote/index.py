@@ -2,15 +2,19 @@
 
 Keys are grouped by their two-hex-digit shard. A shard asked for one key costs one GET of
 that entry (a 404 is the miss); a shard asked for more is listed once (1,000 names a page)
-and only the entries present are fetched. Claims are listed once for the whole remote
-(they are few: the renders in flight), and read only for keys that missed.
+and only the entries present are fetched. A key the caller already `known`s (the lock in
+git records its render: both blobs' digests and sizes) is not fetched when the listing shows
+its entry: the lock's render is the hit, its blobs are checked against the lock's digests
+when pulled, and `Lookup.unread` names it so a pull that finds those blobs gone reads the
+entry after all. Claims are listed once for the whole remote (they are few: the renders in
+flight), and read only for keys that missed.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Awaitable, Collection
+from collections.abc import Awaitable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -29,11 +33,14 @@ class Lookup:
     hits: dict[str, CachedRender] = field(default_factory=dict)
     claims: dict[str, Claim] = field(default_factory=dict)  # misses that another machine renders now
     ignored: dict[str, str] = field(default_factory=dict)  # key -> why its entry was not usable
+    unread: set[str] = field(default_factory=set)  # hits taken from `known`: their entry is listed, not read
 
 
 async def lookup(store: Store, keys: Collection[str], signing_key: bytes | None, signer: str, *,
-                 with_claims: bool = True, owner: str | None = None) -> Lookup:
+                 with_claims: bool = True, owner: str | None = None,
+                 known: Mapping[str, CachedRender] | None = None) -> Lookup:
     """The entries (and, for misses, live claims) of `keys`. Raises RemoteError."""
+    known = known or {}
     found = Lookup()
     limit = asyncio.Semaphore(CONCURRENCY)
 
@@ -56,7 +63,11 @@ async def lookup(store: Store, keys: Collection[str], signing_key: bytes | None,
                     names.add(parsed[0])
         return [k for k in wanted if k in names]
 
-    async def fetch(key: str) -> None:
+    async def fetch(key: str, listed: bool) -> None:
+        if listed and key in known:
+            found.hits[key] = known[key]
+            found.unread.add(key)
+            return
         got = await store.get(entry_path(key, signer))
         if got is None:
             return
@@ -67,7 +78,7 @@ async def lookup(store: Store, keys: Collection[str], signing_key: bytes | None,
             found.hits[key] = render
 
     listed = await asyncio.gather(*(bounded(present(s, w)) for s, w in shards.items()))
-    await asyncio.gather(*(bounded(fetch(k)) for ks in listed for k in ks))
+    await asyncio.gather(*(bounded(fetch(k, len(w) > 1)) for ks, w in zip(listed, shards.values()) for k in ks))
     misses = [k for k in dict.fromkeys(keys) if k not in found.hits]
     if with_claims and misses:
         claims = Claims(store)

@@ -5,6 +5,8 @@ and fills it in rounds. Round one plans with an empty view, which records every 
 plan would render; those keys are looked up together (a listing per shard, see `index`) and
 the plan is made again. A pulled scene's entry names its last frame, so scenes chained after
 it now have keys of their own: the next round looks those up, until no new key is asked.
+Renders the lock records (from git) are `known`: where a listing shows their entry, the
+lock's record stands in for it, unread (its blobs are checked against the lock's digests).
 
 A remote error never fails a plan: the plan of the last round that had answers stands, and
 one warning carries the store's own words. An unreachable store costs at most `BUDGET`
@@ -21,6 +23,7 @@ from sparkspec.errors import RemoteError
 from sparkspec.plan.planner import Plan, RemoteView
 from sparkspec.remote.session import Remote
 from sparkspec.state.cache import CachedRender
+from sparkspec.state.lockfile import Lock
 
 BUDGET = 25.0  # seconds for every round together; the store's own timeouts are shorter
 
@@ -41,17 +44,33 @@ class RemoteFindings:
         return self.claims.get(key)
 
 
+def lock_renders(lock: Lock) -> dict[str, CachedRender]:
+    """The renders the lock records (every take), as cache entries by key."""
+    found: dict[str, CachedRender] = {}
+    for record in lock.scenes.values():
+        for take in (record, *record.takes):
+            found.setdefault(take.key, CachedRender(
+                key=take.key, provider=take.provider, model=take.model, task_id=take.task_id, seed=take.seed,
+                tokens=take.tokens, video_sha256=take.video.sha256, video_bytes=take.video.bytes,
+                last_frame_sha256=take.last_frame.sha256, last_frame_bytes=take.last_frame.bytes,
+                inputs=take.inputs, seed_derived=take.seed_derived, cost=take.cost,
+                last_frame_extracted=take.last_frame_extracted))
+    return found
+
+
 def plan_with_remote(make_plan: Callable[[RemoteView | None], Plan], remote: Remote,
-                     warnings: list[str], budget: float = BUDGET) -> tuple[Plan, RemoteFindings]:
+                     warnings: list[str], budget: float = BUDGET,
+                     lock: Lock | None = None) -> tuple[Plan, RemoteFindings]:
     findings = RemoteFindings()
     plan = make_plan(findings)
     looked: set[str] = set()
+    known = lock_renders(lock) if lock is not None else {}
 
     async def rounds() -> None:
         nonlocal plan
         while new := [k for k in findings.asked if k not in looked]:
             looked.update(new)
-            found = await remote.lookup(new)
+            found = await remote.lookup(new, known=known)
             for key, reason in sorted(found.ignored.items()):
                 warnings.append(f"remote {remote.display}: entry for key {key[:12]} ignored: {reason}")
             findings.hits.update(found.hits)

@@ -20,6 +20,8 @@ from sparkspec.errors import RemoteError
 from sparkspec.fsutil import atomic_write_text
 from sparkspec.remote import index, transfer
 from sparkspec.remote.claims import Claim, Claims, new_claim
+from sparkspec.remote.entries import decode_entry
+from sparkspec.remote.layout import entry_path
 from sparkspec.remote.probe import ProbeResult, probe_conditional_writes, remember, remembered
 from sparkspec.remote.queue import PushQueue
 from sparkspec.remote.settings import RemoteSettings, resolve_remote
@@ -38,6 +40,7 @@ class Remote:
         self.claims = Claims(store)
         self.queue = PushQueue(state_dir, settings.identity)
         self._probe: ProbeResult | None = None
+        self.unread: set[str] = set()  # hits a lookup took from the lock: entry listed, not read
 
     @classmethod
     def connect(cls, settings: RemoteSettings, state_dir: Path, environ: Mapping[str, str] = os.environ) -> Remote:
@@ -57,22 +60,47 @@ class Remote:
         return self.settings.display
 
     # -- reading -------------------------------------------------------------------------
-    async def lookup(self, keys: Collection[str], *, with_claims: bool = True) -> index.Lookup:
+    async def lookup(self, keys: Collection[str], *, with_claims: bool = True,
+                     known: Mapping[str, CachedRender] | None = None) -> index.Lookup:
+        """`known`: renders the lock records by key; a listed entry of one is not read."""
         bad = self.bad_keys()
         wanted = [k for k in keys if k not in bad]
         if not wanted:
             return index.Lookup()
         await transfer.check_format(self.store)
-        return await index.lookup(self.store, wanted, self.settings.signing_key, self.signer,
-                                  with_claims=with_claims, owner=self.owner)
+        found = await index.lookup(self.store, wanted, self.settings.signing_key, self.signer,
+                                   with_claims=with_claims, owner=self.owner, known=known)
+        self.unread.update(found.unread)
+        return found
 
-    async def pull(self, render: CachedRender, cache: Cache, tmp_dir: Path) -> None:
-        """Into the local cache, verified; a BlobProblem marks the key bad before it is raised."""
+    async def pull(self, render: CachedRender, cache: Cache, tmp_dir: Path) -> CachedRender:
+        """Into the local cache, verified: the render pulled. A BlobProblem marks the key bad
+        before it is raised. A hit taken from the lock whose blobs are not there is read from
+        its entry after all (another machine's render of the key won the write-once entry)."""
         try:
-            await transfer.pull_render(self.store, render, cache, tmp_dir)
+            try:
+                await transfer.pull_render(self.store, render, cache, tmp_dir)
+                return render
+            except transfer.BlobProblem as problem:
+                if render.key not in self.unread:
+                    raise
+                self.unread.discard(render.key)
+                entry = await self.read_entry(render.key)
+                if entry is None or transfer.same_blobs(entry, render):
+                    raise problem from None
+            await transfer.pull_render(self.store, entry, cache, tmp_dir)
+            return entry
         except transfer.BlobProblem as exc:
             await asyncio.to_thread(self.mark_bad, render.key, str(exc))
             raise
+
+    async def read_entry(self, key: str) -> CachedRender | None:
+        """This signer's entry of `key`, decoded and (with a signing key) checked; else None."""
+        got = await self.store.get(entry_path(key, self.signer))
+        if got is None:
+            return None
+        render = decode_entry(got[0], key, self.settings.signing_key)
+        return None if isinstance(render, str) else render
 
     # -- writing -------------------------------------------------------------------------
     async def push(self, render: CachedRender, cache: Cache) -> bool:

@@ -14,6 +14,7 @@ object, compares the ETag and replaces the file.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import hashlib
 import os
@@ -113,8 +114,9 @@ class Store:
             raise self.failure(exc, f"GET {path}") from None
         return data, _info(result.meta)
 
-    async def download(self, path: str, dest: Path) -> tuple[int, str] | None:
-        """Stream an object into `dest`: (bytes, sha256) of what arrived, None if absent."""
+    async def download(self, path: str, dest: Path, *, durable: bool = False) -> tuple[int, str] | None:
+        """Stream an object into `dest`: (bytes, sha256) of what arrived, None if absent.
+        `durable`: `dest` is fsync'd before this returns (it is about to be installed)."""
         import obstore
 
         digest, size = hashlib.sha256(), 0
@@ -128,6 +130,9 @@ class Store:
                     out.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)
+                if durable:
+                    out.flush()
+                    await asyncio.to_thread(os.fsync, out.fileno())
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -201,8 +206,6 @@ class Store:
 
     async def _update_local(self, path: str, data: bytes, etag: str) -> str | None:
         # Blocking calls in a thread: an flock held across an await could deadlock this very loop.
-        import asyncio
-
         return await asyncio.to_thread(self._update_local_sync, path, data, etag)
 
     def _update_local_sync(self, path: str, data: bytes, etag: str) -> str | None:

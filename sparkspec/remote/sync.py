@@ -195,7 +195,8 @@ async def pull_lock(remote: Remote | None, workspace: Workspace) -> PullReport:
         for scene, scene_record, files in scenes:
             for path, file in zip(files, (scene_record.video, scene_record.last_frame)):
                 if memo.sha256(path) != file.sha256:
-                    await asyncio.to_thread(materialize, cache.blob_path(file.sha256), path, file.sha256, file.bytes)
+                    await asyncio.to_thread(materialize, cache.blob_path(file.sha256), path, file.sha256, file.bytes,
+                                            shared=cache.fresh_pull(file.sha256, file.bytes))
                     memo.remember(path, file.sha256)
             if pulled:
                 report.pulled[scene] = record.video.bytes + record.last_frame.bytes

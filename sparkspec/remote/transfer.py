@@ -5,14 +5,16 @@ sha256, and uploaded with that checksum; then a HEAD confirms both blobs are the
 right size; only then is the write-once entry created. The entry is the commit point: no
 entry ever points at a blob that was not verified present (DVC #4343, Bazel #22822).
 
-Pull: each blob streams to a temporary file, hashed while it arrives; its length and sha256
-must match the entry, else nothing is installed. Then the blob moves into the local cache,
-then the entry is recorded there.
+Pull: each blob streams to a temporary file, hashed while it arrives and fsync'd once; its
+length and sha256 must match the entry, else nothing is installed. Then the blob moves into
+the local cache (a rename), then the entry is recorded there; renders/ may then share the
+blob's inode (`Cache.fresh_pull`), so a pulled file is written to disk once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import secrets
@@ -31,6 +33,10 @@ class BlobProblem(RemoteError):
 
 def _blobs(render: CachedRender) -> tuple[tuple[str, int], tuple[str, int]]:
     return (render.video_sha256, render.video_bytes), (render.last_frame_sha256, render.last_frame_bytes)
+
+
+def same_blobs(one: CachedRender, other: CachedRender) -> bool:
+    return _blobs(one) == _blobs(other)
 
 
 async def push_render(store: Store, render: CachedRender, cache: Cache, signing_key: bytes | None,
@@ -98,14 +104,14 @@ async def pull_render(store: Store, render: CachedRender, cache: Cache, tmp_dir:
             continue
         part = tmp_dir / f"{sha}.{secrets.token_hex(4)}.remote.part"
         try:
-            got = await store.download(blob_path(sha), part)
+            got = await store.download(blob_path(sha), part, durable=True)
             if got is None:
                 raise BlobProblem(f"remote {store.display}: entry {render.key[:12]} points at blob "
                                   f"{sha[:12]}, which is missing; treated as not cached")
             if got != (size, sha):
                 raise BlobProblem(f"remote {store.display}: blob {sha[:12]} is damaged ({got[0]} bytes, "
                                   f"sha256 {got[1][:12]}); not installed, treated as not cached")
-            await asyncio.to_thread(cache.put_blob, part, sha)
+            await asyncio.to_thread(functools.partial(cache.put_blob, part, sha, pulled=True))
         finally:
             part.unlink(missing_ok=True)
     await asyncio.to_thread(cache.record, render)

@@ -68,6 +68,7 @@ class Cache:
         self.directory = directory
         self.memo = memo
         self._index: Any = None
+        self._pulled: dict[str, tuple[int, int, int]] = {}  # sha -> (size, mtime_ns, inode) when verified
 
     @property
     def index(self) -> Any:
@@ -113,15 +114,33 @@ class Cache:
             return False
         return size is None or st.st_size == size
 
-    def put_blob(self, source: Path, sha256: str) -> Path:
+    def put_blob(self, source: Path, sha256: str, *, pulled: bool = False) -> Path:
         """Move a verified file into the store. A blob of that name already there is kept
-        only if its bytes are right; a damaged one is replaced."""
+        only if its bytes are right; a damaged one is replaced. `pulled`: downloaded from the
+        team's remote (which keeps a copy) and verified by this process; see `fresh_pull`."""
         dest = self.blob_path(sha256)
         if dest.exists() and blob_intact(dest, sha256, source.stat().st_size):
             source.unlink(missing_ok=True)
             return dest
         atomic_move(source, dest)
+        if pulled:
+            st = dest.stat()
+            self._pulled[sha256] = (st.st_size, st.st_mtime_ns, st.st_ino)
         return dest
+
+    def fresh_pull(self, sha256: str, size: int) -> bool:
+        """Whether the blob was pulled and verified by this process and is unchanged since
+        (same size, mtime and inode): renders/ may share its inode instead of a second copy.
+        An edit in place of such a file damages the cached copy too, which the cache's own
+        check then drops: that costs a download from the remote, never a render."""
+        stamp = self._pulled.get(sha256)
+        if stamp is None or stamp[0] != size:
+            return False
+        try:
+            st = self.blob_path(sha256).stat()
+        except OSError:
+            return False
+        return (st.st_size, st.st_mtime_ns, st.st_ino) == stamp
 
     def entry(self, key: str) -> CachedRender | None:
         """The index entry for `key`, whether or not its files are intact."""

@@ -76,7 +76,7 @@ class Workspace:
 
         plan, self.remote_findings = plan_with_remote(
             lambda view: plan_changes(self.project, self.lock, self.cache, self.memo, options, fingerprint, view),
-            self.remote, self.remote_warnings)
+            self.remote, self.remote_warnings, lock=self.lock)
         return plan
 
     def check_writable(self) -> None:

@@ -76,7 +76,18 @@ def test_a_clone_pulls_the_teams_renders_and_pays_nothing(tmp_path: Path, fake_a
     for sid, record in second.lock()["scenes"].items():
         assert (second.root / record["video"]["path"]).read_bytes() == \
             (first.root / record["video"]["path"]).read_bytes()
+        assert (second.root / record["video"]["path"]).stat().st_nlink == 2  # written once: cache and renders/
     assert second.run("plan").out.startswith("No changes.")
+
+    # An edit in place through renders/ reaches the shared cached copy too: the cache drops
+    # it, and the next apply fetches the render again from the remote, never pays for it.
+    intro = second.root / second.lock()["scenes"]["intro"]["video"]["path"]
+    with intro.open("r+b") as edit:
+        edit.write(b"edited")
+    again = second.apply()
+    assert again.rendered() == [] and fake_api.total_creates == 3, again.events()
+    assert intro.read_bytes() == (first.root / "renders" / intro.name).read_bytes()
+    assert second.lock_bytes() == lock_before
 
 
 @pytest.mark.slow

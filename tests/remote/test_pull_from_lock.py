@@ -1,0 +1,163 @@
+"""A clone's plan asks the remote only what the lock does not already say: where a shard's
+listing shows the entry of a render the lock records, the lock's record stands in for it
+(its blobs are checked against the lock's digests when pulled), and a pulled file is written
+once (renders/ shares the cached blob's inode). Against a real S3 server (moto on 127.0.0.1)
+behind a request-counting proxy, and a shared folder."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from dataclasses import replace
+from pathlib import Path
+
+from flaky_proxy import LoopbackProxy
+from s3server import MotoServer
+from sparkspec.apply.outputs import materialize
+from sparkspec.remote.session import Remote, open_remote
+from sparkspec.remote.transfer import BlobProblem, push_render
+from sparkspec.state.cache import Cache, CachedRender
+
+
+def cached(cache: Cache, tmp: Path, key: str) -> CachedRender:
+    shas = []
+    for data in (secrets.token_bytes(3000), secrets.token_bytes(200)):
+        sha = hashlib.sha256(data).hexdigest()
+        (tmp / sha).write_bytes(data)
+        cache.put_blob(tmp / sha, sha)
+        shas.append((sha, len(data)))
+    render = CachedRender(key, "local", "m", "t", 1, 0, shas[0][0], shas[0][1], shas[1][0], shas[1][1], {})
+    cache.record(render)
+    return render
+
+
+def key_in(shard: str) -> str:
+    return shard + secrets.token_hex(31)
+
+
+def s3_remote(server: MotoServer, url: str, endpoint: str, state: Path) -> Remote:
+    env = dict(server.env(), SPARKSPEC_REMOTE=url, AWS_ENDPOINT_URL_S3=endpoint)
+    remote = open_remote(None, state, env)
+    assert remote is not None
+    return remote
+
+
+def test_a_listed_entry_the_lock_records_is_not_read(moto_server: MotoServer, tmp_path: Path) -> None:
+    url = moto_server.bucket()
+    here = Cache(tmp_path / "here")
+    listed = [cached(here, tmp_path, key_in("ab")) for _ in range(4)]  # one shard: listed once
+    alone = cached(here, tmp_path, key_in("cd"))  # alone in its shard: one GET, listing or not
+    writer = s3_remote(moto_server, url, moto_server.endpoint, tmp_path / "a")
+    for render in [*listed, alone]:
+        asyncio.run(push_render(writer.store, render, here, None, "unsigned"))
+    absent = key_in("ab")  # in the lock, never pushed
+
+    proxy = LoopbackProxy(int(moto_server.endpoint.rsplit(":", 1)[1])).start()
+    try:
+        reader = s3_remote(moto_server, url, proxy.endpoint, tmp_path / "b")
+        lock = {r.key: r for r in [*listed, alone]}
+        lock[absent] = replace(listed[0], key=absent)
+        found = asyncio.run(reader.lookup(list(lock), known=lock, with_claims=False))
+        asked = dict(proxy.requests)
+    finally:
+        proxy.stop()
+    assert found.hits == {r.key: r for r in [*listed, alone]}
+    assert found.unread == {r.key for r in listed}  # `alone`'s entry was read: it came with its GET
+    assert reader.unread == found.unread
+    # format.json, one listing of shard ab, one GET of alone's entry; no GET for the listed four.
+    assert asked == {"GET": 3}, asked
+
+    proxy = LoopbackProxy(int(moto_server.endpoint.rsplit(":", 1)[1])).start()
+    try:
+        plain = s3_remote(moto_server, url, proxy.endpoint, tmp_path / "c")
+        again = asyncio.run(plain.lookup(list(lock), with_claims=False))
+        without = dict(proxy.requests)
+    finally:
+        proxy.stop()
+    assert again.hits == found.hits and not again.unread
+    assert without == {"GET": 7}, without  # the same, plus the four entries read
+
+
+def test_a_lock_whose_blobs_lost_the_race_pulls_the_entry_instead(tmp_path: Path) -> None:
+    """Two machines rendered one key (claims off); the lock in git came from the one whose
+    push found the entry taken, so its blobs never went up. The clone pulls the entry's render
+    (no render paid), and the key is not marked bad."""
+    env = {"SPARKSPEC_REMOTE": f"file://{tmp_path}/shared"}
+    winner_cache, loser_cache = Cache(tmp_path / "winner"), Cache(tmp_path / "loser")
+    key = key_in("ef")
+    winner = cached(winner_cache, tmp_path, key)
+    loser = cached(loser_cache, tmp_path, key)
+    siblings = [cached(winner_cache, tmp_path, key_in("ef")) for _ in range(2)]  # so shard ef is listed
+    remote = open_remote(None, tmp_path / "state", env)
+    assert remote is not None
+    for render in [winner, *siblings]:
+        asyncio.run(push_render(remote.store, render, winner_cache, None, "unsigned"))
+    assert asyncio.run(push_render(remote.store, loser, loser_cache, None, "unsigned")) is False
+
+    lock = {loser.key: loser, **{s.key: s for s in siblings}}
+    clone = open_remote(None, tmp_path / "clone-state", env)
+    assert clone is not None
+    found = asyncio.run(clone.lookup(list(lock), known=lock, with_claims=False))
+    assert found.hits[key] == loser and key in found.unread
+    there = Cache(tmp_path / "there")
+    got = asyncio.run(clone.pull(found.hits[key], there, tmp_path / "tmp"))
+    assert got == winner
+    assert there.lookup(key) == winner
+    assert clone.bad_keys() == {}
+
+
+def test_a_lock_render_whose_blob_is_gone_everywhere_is_a_miss_marked_once(tmp_path: Path) -> None:
+    env = {"SPARKSPEC_REMOTE": f"file://{tmp_path}/shared"}
+    here = Cache(tmp_path / "here")
+    renders = [cached(here, tmp_path, key_in("12")) for _ in range(2)]
+    remote = open_remote(None, tmp_path / "state", env)
+    assert remote is not None
+    for render in renders:
+        asyncio.run(push_render(remote.store, render, here, None, "unsigned"))
+    gone = renders[0].video_sha256
+    (tmp_path / "shared" / "v1" / "blobs" / "sha256" / gone[:2] / gone).unlink()
+
+    found = asyncio.run(remote.lookup([r.key for r in renders], known={r.key: r for r in renders},
+                                      with_claims=False))
+    assert set(found.unread) == {r.key for r in renders}
+    there = Cache(tmp_path / "there")
+    try:
+        asyncio.run(remote.pull(renders[0], there, tmp_path / "tmp"))
+    except BlobProblem as exc:
+        assert "missing" in str(exc)
+    else:
+        raise AssertionError("a render whose blob is gone was pulled")
+    assert list(remote.bad_keys()) == [renders[0].key]
+    assert there.lookup(renders[0].key) is None
+
+
+def test_a_pulled_blob_is_linked_into_renders_and_other_blobs_are_copied(tmp_path: Path) -> None:
+    env = {"SPARKSPEC_REMOTE": f"file://{tmp_path}/shared"}
+    here = Cache(tmp_path / "here")
+    render = cached(here, tmp_path, key_in("34"))
+    remote = open_remote(None, tmp_path / "state", env)
+    assert remote is not None
+    asyncio.run(push_render(remote.store, render, here, None, "unsigned"))
+
+    there = Cache(tmp_path / "there")
+    asyncio.run(remote.pull(render, there, tmp_path / "tmp"))
+    sha, size = render.video_sha256, render.video_bytes
+    assert there.fresh_pull(sha, size)
+    out = tmp_path / "renders" / "intro.mp4"
+    materialize(there.blob_path(sha), out, sha, size, shared=there.fresh_pull(sha, size))
+    assert out.stat().st_ino == there.blob_path(sha).stat().st_ino  # written once
+    assert out.read_bytes() == here.blob_path(sha).read_bytes()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary left
+
+    # A blob this process did not pull (rendered here, say) is copied: an edit in place of
+    # renders/ must never reach the only copy of a paid render.
+    assert not here.fresh_pull(sha, size)
+    copy = tmp_path / "renders" / "outro.mp4"
+    materialize(here.blob_path(sha), copy, sha, size, shared=here.fresh_pull(sha, size))
+    assert copy.stat().st_ino != here.blob_path(sha).stat().st_ino
+    # A pulled blob changed since (an edit in place through renders/) is no longer trusted.
+    with out.open("ab") as edit:
+        edit.write(b"edited")
+    assert not there.fresh_pull(sha, size)
+    assert there.verify_blob(sha, size) == "damaged"  # the cache's own check drops it
