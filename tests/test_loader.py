@@ -322,3 +322,31 @@ scenes:
     project = load_project(tmp_path / "project.spark.yaml").project
     assert list(project.scenes) == ["latte-xd4a87835", "latte-xf2b9a88c", "latte-xcf1f91e6"]
     assert project.scenes["latte-xf2b9a88c"].prompt == "a cup of 摩卡"
+
+
+def test_scene_ids_that_yaml_1_1_reads_as_booleans_or_numbers_stay_names(tmp_path: Path) -> None:
+    # YAML 1.1 reads plain `no`, `on` and `1e3` as other types; as ids, and where a value
+    # names a scene, the user meant what they wrote.
+    project = load(tmp_path, """\
+version: 1
+scenes:
+  no:
+    prompt: a
+  on:
+    prompt: b
+    first_frame: {scene: no}
+  1e3:
+    prompt: c
+sequences:
+  off: {scenes: [no, on, 1e3]}
+""")
+    assert list(project.scenes) == ["no", "on", "1e3"]
+    assert project.scenes["on"].upstream == "no"
+    assert project.sequences["off"].scenes == ("no", "on", "1e3")
+
+
+def test_a_boolean_where_a_boolean_belongs_stays_one(tmp_path: Path) -> None:
+    project = load(tmp_path, "version: 1\nscenes:\n  a: {prompt: x, camera_fixed: yes}\n")
+    assert project.scenes["a"].camera_fixed is True
+    assert errors(tmp_path, "version: 1\nscenes:\n  a: {prompt: x, seed: no}\n") == [
+        "3:24 scenes.a.seed: False is not an integer"]

@@ -52,10 +52,39 @@ def validate(doc: Document) -> list[Diagnostic]:
     is_valid = _is_valid()
     if is_valid is not None and is_valid(doc.data):
         return []
+    errors = list(_validator().iter_errors(doc.data))
+    if _restore_text(doc, errors):
+        errors = list(_validator().iter_errors(doc.data))
     diagnostics: list[Diagnostic] = []
-    for error in _validator().iter_errors(doc.data):
+    for error in errors:
         diagnostics.extend(_diagnose(doc, error))
     return diagnostics
+
+
+def _names_a_scene(path: tuple[Any, ...]) -> bool:
+    """`first_frame: {scene: ID}` and `sequences: {NAME: {scenes: [ID, ...]}}`."""
+    return (path[-2:] == ("first_frame", "scene")
+            or (len(path) == 4 and path[0] == "sequences" and path[2] == "scenes"))
+
+
+def _restore_text(doc: Document, errors: list[Any]) -> bool:
+    """Put back the text of a scene id that YAML 1.1 misread as another type.
+
+    Ids are keys, which the loader keeps as written; where a value names a scene,
+    `scenes: [no, on]` are the scenes `no` and `on`, not two booleans.
+    """
+    restored = False
+    for error in errors:
+        path = tuple(error.absolute_path)
+        text = doc.plain_text.get(path)
+        if error.validator != "type" or text is None or not _names_a_scene(path):
+            continue
+        parent = doc.data
+        for part in path[:-1]:
+            parent = parent[part]
+        parent[path[-1]] = text
+        restored = True
+    return restored
 
 
 def _diagnose(doc: Document, error: Any) -> list[Diagnostic]:

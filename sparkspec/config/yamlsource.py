@@ -50,6 +50,9 @@ class Document:
     data: Any
     root: yaml.Node | None
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    # The source text of plain scalars that YAML 1.1 read as something else (`no` is False,
+    # `1e3` is 1000.0), by path: where the schema wants a string, the user meant the text.
+    plain_text: dict[Path, str] = field(default_factory=dict)
 
     def diagnostic(self, path: Path, message: str, *, at_key: bool = False,
                    severity: Severity = "error") -> Diagnostic:
@@ -217,10 +220,9 @@ class _Builder:
             if not isinstance(key_node, yaml.ScalarNode):
                 self._error(key_node, path, "a key must be a plain scalar")
                 continue
-            key = self._scalar(key_node, path)
-            if not isinstance(key, (str, int, float, bool)) and key is not None:
-                continue
-            key = str(key) if not isinstance(key, str) else key
+            self._scalar(key_node, path, key=True)  # reports a tag that does not fit
+            # A key is a name, as written: YAML 1.1 would make the scene `no` the key False.
+            key = key_node.value
             if key in result:
                 self._error(key_node, path + (key,),
                             f"duplicate key {key!r}; each key may appear once in a mapping")
@@ -239,10 +241,12 @@ class _Builder:
             for key, value in self.build(source, path).items():
                 into.setdefault(key, value)
 
-    def _scalar(self, node: yaml.ScalarNode, path: Path) -> Any:
+    def _scalar(self, node: yaml.ScalarNode, path: Path, *, key: bool = False) -> Any:
         tag = node.tag
         if tag == _STR:
             return node.value
+        if not node.style and not key:  # plain: None from PyYAML, "" from libyaml
+            self.doc.plain_text[path] = node.value
         if tag not in _SCALAR_TAGS:
             self._error(node, path, f"tag {tag} is not allowed; remove it")
             return node.value
