@@ -130,7 +130,7 @@ def validate(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], 
     file itself, or the nearest project.spark.yaml above a template.
     """
     if files:
-        from sparkspec.commands.validate_files import validate_files
+        from sparkspec.commands.validate import validate_files
 
         if not validate_files(files, DEFAULT_SPEC, _load_options(variables, var_files, provider),
                               lambda line: click.echo(line, err=True)):
