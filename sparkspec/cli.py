@@ -20,8 +20,6 @@ if TYPE_CHECKING:
 
     from sparkspec.plan.planner import PlanOptions
     from sparkspec.config.loader import LoadOptions
-    from sparkspec.config.model import Project
-    from sparkspec.state.workspace import Workspace
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_SPEC = "project.spark.yaml"
@@ -89,28 +87,8 @@ def _load_options(variables: tuple[str, ...], var_files: tuple[str, ...],
     return LoadOptions(tuple(variables), tuple(var_files), provider)
 
 
-def _open(spec: str, options: LoadOptions, remote: str | None = "off", remote_mode: str | None = None) -> Workspace:
-    """The project; the remote only for commands that use it (they pass --remote's value)."""
-    from sparkspec.state.workspace import open_workspace
-
-    workspace = open_workspace(_path(spec), options, display=spec, remote=remote, remote_mode=remote_mode)
-    _print_warnings(workspace)
-    return workspace
-
-
-def _load_spec(spec: str, options: LoadOptions) -> Project:
-    """The spec alone: validate and graph read neither the lock nor the cache."""
-    from sparkspec.config.loader import load_project
-
-    loaded = load_project(_path(spec), options, display=spec)
-    for warning in sorted(loaded.warnings, key=lambda d: (d.file, d.line, d.column)):
-        click.echo(str(warning), err=True)
-    return loaded.project
-
-
-def _print_warnings(workspace: Workspace) -> None:
-    for warning in sorted(workspace.warnings, key=lambda d: (d.file, d.line, d.column)):
-        click.echo(str(warning), err=True)
+def _warn(line: str) -> None:
+    click.echo(line, err=True)
 
 
 def _plan_options(targets: tuple[str, ...], replace: tuple[str, ...]) -> PlanOptions:
@@ -129,17 +107,13 @@ def validate(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], 
     With FILES (as the pre-commit hook passes them), check the specs they belong to: a spec
     file itself, or the nearest project.spark.yaml above a template.
     """
-    if files:
-        from sparkspec.commands.validate import validate_files
+    from sparkspec.commands.validate import validate_files, validate_spec
 
-        if not validate_files(files, DEFAULT_SPEC, _load_options(variables, var_files, provider),
-                              lambda line: click.echo(line, err=True)):
-            sys.exit(EXIT_ERROR)
-        return
-    project = _load_spec(spec, _load_options(variables, var_files, provider))
-    scenes = len(project.scenes)
-    click.echo(f"{spec}: valid ({scenes} scene{'s' if scenes != 1 else ''}, "
-               f"{len(project.sequences)} sequence(s)).")
+    options = _load_options(variables, var_files, provider)
+    if not files:
+        validate_spec(spec, options, click.echo, _warn)
+    elif not validate_files(files, DEFAULT_SPEC, options, _warn):
+        sys.exit(EXIT_ERROR)
 
 
 @cli.command()
@@ -155,33 +129,14 @@ def plan(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], prov
          targets: tuple[str, ...], replace: tuple[str, ...], fmt: str | None, as_json: bool, out: str | None,
          detailed_exitcode: bool, remote: str | None, remote_mode: str | None) -> None:
     """Show what apply would render, why, and at what cost."""
-    from sparkspec.plan import view as planview
-    from sparkspec.plan.planfile import save_plan
+    from sparkspec.commands.plan import run_plan
 
     if as_json and fmt not in (None, "json"):
         raise click.UsageError(f"--json and --format {fmt} disagree; pass one of them")
-    fmt = "json" if as_json else fmt or "text"
-    options = _load_options(variables, var_files, provider)
-    workspace = _open(spec, options, remote, remote_mode)
-    try:
-        the_plan = workspace.plan(_plan_options(targets, replace))
-    finally:
-        workspace.close()
-    for warning in workspace.remote_warnings:
-        click.echo(f"warning: {warning}", err=True)
-    if fmt == "json":
-        click.echo(planview.dumps(the_plan))
-    elif fmt == "markdown":
-        from sparkspec.plan.markdown import render_markdown
-
-        click.echo(render_markdown(the_plan, f"sparkspec plan: {workspace.project.name}"), nl=False)
-    else:
-        click.echo(planview.render_text(the_plan))
-    if out:
-        save_plan(_path(out), spec, the_plan, options)
-        if fmt == "text":
-            click.echo(f"Saved the plan to {out}; run `sparkspec apply {out}` to carry it out.")
-    if detailed_exitcode and the_plan.has_changes:
+    changes = run_plan(spec, _load_options(variables, var_files, provider), _plan_options(targets, replace),
+                       fmt="json" if as_json else fmt or "text", out=out, remote=remote,
+                       remote_mode=remote_mode, echo=click.echo, warn=_warn)
+    if detailed_exitcode and changes:
         sys.exit(EXIT_CHANGES)
 
 
@@ -232,11 +187,9 @@ def show(spec: str) -> None:
 def graph_command(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], provider: str | None,
                   fmt: str) -> None:
     """Print the scene graph."""
-    from sparkspec.graph import render
+    from sparkspec.commands.graph import graph_text
 
-    project = _load_spec(spec, _load_options(variables, var_files, provider))
-    upstreams = {sid: s.upstream for sid, s in project.scenes.items()}
-    click.echo(render(upstreams, {n: s.scenes for n, s in project.sequences.items()}, fmt))
+    click.echo(graph_text(spec, _load_options(variables, var_files, provider), fmt, _warn))
 
 
 @cli.command()

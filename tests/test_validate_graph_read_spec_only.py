@@ -25,3 +25,13 @@ def test_validate_and_graph_never_read_the_lock_or_the_cache(tmp_path: Path) -> 
     graphed = run_cli("graph", cwd=tmp_path)
     assert graphed.code == 0 and "a" in graphed.out and "b" in graphed.out
     assert run_cli("plan", cwd=tmp_path).code == 1  # plan does read the lock
+
+
+def test_validate_files_as_the_pre_commit_hook_calls_it_never_reads_the_lock(tmp_path: Path) -> None:
+    # The hook runs during a merge, when the lock may well have conflict markers.
+    (tmp_path / "project.spark.yaml").write_text(SPEC)
+    (tmp_path / "project.spark.lock").write_text("<<<<<<< HEAD\nnot a lock at all\n")
+    (tmp_path / ".sparkspec").write_text("a file where the state folder should be")
+    validated = run_cli("validate", "project.spark.yaml", cwd=tmp_path)
+    assert (validated.code, validated.out) == (0, "")
+    assert validated.err == "project.spark.yaml: valid\n"

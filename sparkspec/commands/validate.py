@@ -1,8 +1,9 @@
-"""`sparkspec validate FILE...`: validate the specs that changed files belong to, as the
-pre-commit hook `sparkspec-validate` calls it (with the staged spec files and templates).
+"""`sparkspec validate`: check a spec without reading the lock, the cache or the remote.
 
-A spec file stands for itself; any other file (a prompt template, an include) belongs to the
-nearest `project.spark.yaml` in its folder or above. Every spec is validated, every problem
+`validate FILE...` validates the specs that changed files belong to, as the pre-commit hook
+`sparkspec-validate` calls it (with the staged spec files and templates). A spec file stands
+for itself; any other file (a prompt template, an include) belongs to the nearest
+`project.spark.yaml` in its folder or above. Every spec is validated, every problem
 reported, and the result is one exit status.
 """
 
@@ -12,9 +13,10 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from sparkspec.config.loader import LoadOptions
+from sparkspec.config.loader import LoadOptions, load_project
+from sparkspec.config.model import Project
+from sparkspec.diagnostics import Diagnostic
 from sparkspec.errors import SpecError
-from sparkspec.state.workspace import open_workspace
 
 SPEC_SUFFIXES = (".spark.yaml", ".spark.yml")
 
@@ -41,14 +43,32 @@ def validate_files(files: Iterable[str], spec_name: str, options: LoadOptions,
     ok = True
     for spec in specs_for(files, spec_name):
         try:
-            workspace = open_workspace(spec, options, display=str(spec))
+            loaded = load_project(spec, options, display=str(spec))
         except SpecError as exc:
             ok = False
-            for diagnostic in sorted(exc.diagnostics, key=lambda d: (d.file, d.line, d.column)):
-                echo(str(diagnostic))
+            print_diagnostics(exc.diagnostics, echo)
             continue
-        for warning in sorted(workspace.warnings, key=lambda d: (d.file, d.line, d.column)):
-            echo(str(warning))
-        workspace.close()
+        print_diagnostics(loaded.warnings, echo)
         echo(f"{spec}: valid")
     return ok
+
+
+def print_diagnostics(diagnostics: Iterable[Diagnostic], echo: Callable[[str], None]) -> None:
+    for diagnostic in sorted(diagnostics, key=lambda d: (d.file, d.line, d.column)):
+        echo(str(diagnostic))
+
+
+def load_spec(spec: str, options: LoadOptions, echo: Callable[[str], None]) -> Project:
+    """The spec alone, its warnings printed: validate and graph read neither the lock nor the cache."""
+    loaded = load_project(Path(spec), options, display=spec)
+    print_diagnostics(loaded.warnings, echo)
+    return loaded.project
+
+
+def validate_spec(spec: str, options: LoadOptions, echo: Callable[[str], None],
+                  warn: Callable[[str], None]) -> None:
+    """Raises SpecError with every problem; prints a summary line when the spec is valid."""
+    project = load_spec(spec, options, warn)
+    scenes = len(project.scenes)
+    echo(f"{spec}: valid ({scenes} scene{'s' if scenes != 1 else ''}, "
+         f"{len(project.sequences)} sequence(s)).")
