@@ -26,6 +26,10 @@ THUMB_WIDTH = 160
 GAP = 6
 LABEL = 20
 MAX_COLUMNS = 4
+# One picture to paste in a chat: past this many scenes it would be too tall to show
+# (5,000 scenes: 2,000 x 145,000 pixels, 870 MB in memory), so it covers the first ones
+# in graph order and says how many more the review page has.
+MAX_SCENES = 256
 BACKGROUND = (20, 22, 26)
 TEXT = (230, 230, 230)
 
@@ -111,12 +115,14 @@ def write_contact_sheet(dest: Path, entries: Sequence[SheetEntry], thumbs: Path,
 
     if not entries:
         return None
+    left_out = len(entries) - MAX_SCENES
+    entries = entries[:MAX_SCENES]
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         strips = list(pool.map(lambda e: _cached_strip(e, thumbs), entries))
     cell_w = max(s.width for s in strips)
     cell_h = LABEL + max(s.height for s in strips)
     columns = max(1, min(MAX_COLUMNS, len(strips), round(math.sqrt(len(strips) * cell_h / cell_w * 1.6)) or 1))
-    rows = math.ceil(len(strips) / columns)
+    rows = math.ceil((len(strips) + (left_out > 0)) / columns)
     sheet = Image.new("RGB", (GAP + columns * (cell_w + GAP), GAP + rows * (cell_h + GAP)), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default(size=14)
@@ -125,6 +131,11 @@ def write_contact_sheet(dest: Path, entries: Sequence[SheetEntry], thumbs: Path,
         y = GAP + (n // columns) * (cell_h + GAP)
         draw.text((x, y + 2), entry.scene, fill=TEXT, font=font)
         sheet.paste(strip, (x, y + LABEL))
+    if left_out > 0:
+        n = len(strips)
+        x, y = GAP + (n % columns) * (cell_w + GAP), GAP + (n // columns) * (cell_h + GAP)
+        draw.text((x, y + 2), f"+ {left_out:,} more scene{'s' if left_out != 1 else ''}: see index.html",
+                  fill=TEXT, font=font)
     with atomic_target(dest) as tmp:
         sheet.save(tmp, format="PNG", compress_level=1)  # zlib at 6 took most of the time
     return dest

@@ -208,3 +208,25 @@ def test_takes_side_by_side_with_the_pick_first(root: Path, tmp_path: Path) -> N
     assert [v["data-src"] for v in Page(card).all("video")] == ["pour.mp4", "pour.take1.mp4", "pour.take3.mp4"]
     assert "take 2 (picked)" in card and "seed 101" in card and "seed 103" in card
     assert len(page.all("video")) == 6  # the film, logo, intro and pour's three takes
+
+
+def test_contact_sheet_of_a_large_project_covers_the_first_scenes_and_says_how_many_more(
+        root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sparkspec.review import contact
+
+    settle(root, tmp_path / "clips", {"logo": 1, "intro": 2, "pour": 3})
+    monkeypatch.setattr(contact, "MAX_SCENES", 2)
+    review(root)
+    sheet = Image.open(root / "renders/contact.png").convert("RGB")
+    height = round(THUMB_WIDTH * 90 / 160)
+    assert sheet.width == GAP + 3 * THUMB_WIDTH + 3 * GAP  # one column: two strips, then the note
+    assert sheet.height == GAP + 3 * (LABEL + height + GAP)
+    background = ((20, 20), (22, 22), (26, 26))
+    cell = LABEL + height + GAP
+    for n in (0, 1):  # two scenes' thumbnails
+        thumb = sheet.crop((GAP, GAP + n * cell + LABEL, GAP + THUMB_WIDTH, GAP + n * cell + LABEL + height))
+        assert thumb.getextrema() != background
+    note = sheet.crop((GAP, GAP + 2 * cell, GAP + 3 * THUMB_WIDTH, GAP + 2 * cell + LABEL))
+    assert note.getextrema() != background  # "+ 1 more scene: see index.html"
+    below = sheet.crop((GAP, GAP + 2 * cell + LABEL, GAP + 3 * THUMB_WIDTH, GAP + 2 * cell + LABEL + height))
+    assert below.getextrema() == background  # and no third thumbnail
