@@ -9,7 +9,7 @@ import pytest
 
 from cli_runner import run_main
 from fakeapi import FakeSparkAPI
-from sparkspec.commands.doctor import diagnose
+from sparkspec.commands.doctor import default_config, diagnose
 from sparkspec.config.model import ProviderConfig
 
 SPEC = "version: 1\nprovider: {type: spark, parallelism: 3, requests_per_minute: 90}\nscenes:\n  s: {prompt: x}\n"
@@ -88,3 +88,44 @@ def test_an_api_that_does_not_answer_fails(tmp_path: Path, monkeypatch: pytest.M
 def test_local_needs_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     code, out, _ = doctor(tmp_path, monkeypatch, "--provider", "local")
     assert code == 0 and "provider     local" in out
+
+
+def test_ark_without_a_spec_checks_arks_own_key_and_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        fake_api: FakeSparkAPI) -> None:
+    monkeypatch.setenv("SPARK_API_KEY", "wrong")  # spark's variables must not be what is checked
+    monkeypatch.setenv("SPARK_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("ARK_BASE_URL", fake_api.ark_base_url)
+    code, out, _ = doctor(tmp_path, monkeypatch, "--provider", "ark")
+    assert code == 1 and "ARK_API_KEY is not set" in out and sum(fake_api.requests.values()) == 0
+    monkeypatch.setenv("ARK_API_KEY", fake_api.api_key)
+    code, out, err = doctor(tmp_path, monkeypatch, "--provider", "ark")
+    assert code == 0, out + err
+    for shown in ("provider     ark", "upstream (ModelArk)", f"base URL     {fake_api.ark_base_url}",
+                  "key in ARK_API_KEY is accepted"):
+        assert shown in out
+    # the impossible task was read on ModelArk's own path, with ark's key
+    assert fake_api.requests["query"] == 1 and fake_api.requests["create"] == 0
+    assert fake_api.api_authorization[-1] == f"Bearer {fake_api.api_key}"
+
+
+def test_ark_without_a_spec_shows_what_a_spec_of_type_ark_would_use(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    _, bare, _ = doctor(tmp_path, monkeypatch, "--provider", "ark")
+    (tmp_path / "project.spark.yaml").write_text("version: 1\nprovider: {type: ark}\nscenes:\n  s: {prompt: x}\n")
+    _, with_spec, _ = doctor(tmp_path, monkeypatch)
+    assert bare == with_spec and "ARK_API_KEY is not set" in bare and "ark.ap-southeast.bytepluses.com" in bare
+
+
+def test_ark_wrong_key_and_unresolvable_host_name_arks_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 fake_api: FakeSparkAPI) -> None:
+    monkeypatch.setenv("ARK_API_KEY", "wrong")
+    monkeypatch.setenv("ARK_BASE_URL", fake_api.ark_base_url)
+    code, out, _ = doctor(tmp_path, monkeypatch, "--provider", "ark")
+    assert code == 1 and "refused the key" in out and "ARK_API_KEY" in out
+    report = diagnose(default_config("ark"), {"ARK_API_KEY": "k", "ARK_BASE_URL": "https://ark.example.invalid"},
+                      resolve=_no_dns)
+    assert not report.ok and any("check provider.base_url or ARK_BASE_URL" in line for line in report.lines)
+
+
+def _no_dns(host: str, port: int) -> object:
+    raise socket.gaierror(-2, "Name or service not known")

@@ -34,15 +34,25 @@ class Report:
 
 
 def provider_config(spec: Path, provider: str | None, display: str) -> ProviderConfig:
-    """The spec's provider; the defaults when there is no spec yet."""
+    """The spec's provider; the defaults of the type asked for when there is no spec yet."""
     from sparkspec.config.loader import LoadOptions, load_project
 
     if not spec.exists():
-        config = ProviderConfig()
-        if provider == "local":
-            config = replace(config, type="local", parallelism=os.cpu_count() or 1)
-        return config
+        return default_config(provider or "spark")
     return load_project(spec, LoadOptions(provider=provider), display).project.provider
+
+
+def default_config(kind: str) -> ProviderConfig:
+    """What the loader gives a spec whose provider is just `type: KIND`: each type its own
+    model, key variable and parallelism (ark: ARK_API_KEY and ModelArk's model id)."""
+    from sparkspec import apifacts
+
+    config = ProviderConfig()
+    if kind == "local":
+        return replace(config, type="local", parallelism=os.cpu_count() or 1)
+    if kind == "ark":
+        return replace(config, type="ark", model=apifacts.ARK_MODEL, api_key_env="ARK_API_KEY")
+    return config
 
 
 def diagnose(config: ProviderConfig, environ: Mapping[str, str] = os.environ,
@@ -67,7 +77,7 @@ def diagnose(config: ProviderConfig, environ: Mapping[str, str] = os.environ,
     try:
         resolve(host, urlsplit(url).port or 443)
     except (OSError, UnicodeError) as exc:
-        report.check(False, f"{host} does not resolve ({exc}); check provider.base_url or SPARK_BASE_URL")
+        report.check(False, f"{host} does not resolve ({exc}); check provider.base_url or {_base_env(config)}")
         return report
     report.check(True, f"{host} resolves")
     asyncio.run(_key_accepted(report, config, url, key, transport))
@@ -76,12 +86,13 @@ def diagnose(config: ProviderConfig, environ: Mapping[str, str] = os.environ,
 
 async def _key_accepted(report: Report, config: ProviderConfig, url: str, key: str,
                         transport: httpx.AsyncBaseTransport | None) -> None:
+    from sparkspec.providers.ark import ArkProvider
     from sparkspec.providers.ratelimit import RateLimiter
     from sparkspec.providers.spark import SparkProvider
 
-    provider = SparkProvider(url, key, config.model, transport=transport, timeout=15.0, max_retries=1,
-                             max_wait=5.0, limiter=RateLimiter(config.requests_per_minute),
-                             key_env=config.api_key_env)
+    kind = ArkProvider if config.type == "ark" else SparkProvider  # each reads tasks on its own path
+    provider = kind(url, key, config.model, transport=transport, timeout=15.0, max_retries=1,
+                    max_wait=5.0, limiter=RateLimiter(config.requests_per_minute), key_env=config.api_key_env)
     impossible = f"sparkspec-doctor-{uuid.uuid4().hex}"
     try:
         await provider.poll(impossible)
@@ -98,6 +109,13 @@ async def _key_accepted(report: Report, config: ProviderConfig, url: str, key: s
                             f"is {url} the right base URL?")
     finally:
         await provider.aclose()
+
+
+def _base_env(config: ProviderConfig) -> str:
+    from sparkspec.providers import BASE_URL_ENV
+    from sparkspec.providers.ark import BASE_URL_ENV as ARK_BASE_URL_ENV
+
+    return ARK_BASE_URL_ENV if config.type == "ark" else BASE_URL_ENV
 
 
 def _dialect(config: ProviderConfig) -> str:
