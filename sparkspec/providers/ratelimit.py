@@ -6,6 +6,11 @@ than `per_minute` requests, even as the server counts them (the API's own limit
 is counted that way, 600 per account and model), and requests are not held back
 otherwise. Creates and queries take a token each; downloads go to a file host
 and take none.
+
+When the API says the account is over its limit (a 429, or a 503 with Retry-After),
+the call that heard it `pause`s the whole bucket for the time the API asked: no
+request of any task of the apply is sent until that time has passed, as the limit is
+the account's, not one task's. Requests already on the wire are not called back.
 """
 
 from __future__ import annotations
@@ -35,7 +40,24 @@ class RateLimiter:
         self._answered: list[float] = []  # a heap: when each request of the last minute was answered
         self._in_flight = 0
         self._changed: asyncio.Condition | None = None
+        self._pauses = 0  # pauses in force: no token is handed out while any is
         self.waited = 0.0  # seconds callers spent waiting for a token, for reports
+        self.paused = 0.0  # seconds of pauses the API asked for, for reports
+
+    async def pause(self, seconds: float) -> None:
+        """Hold every request of the apply for `seconds`, and return when they have passed.
+
+        Overlapping pauses hold requests until the last one ends. The wait is the
+        injected sleep's, so tests that do not sleep do not wait either."""
+        changed = self._changed = self._changed or asyncio.Condition()
+        self._pauses += 1
+        self.paused += seconds
+        try:
+            await self.sleep(seconds)
+        finally:
+            async with changed:
+                self._pauses -= 1
+                changed.notify_all()
 
     @contextlib.asynccontextmanager
     async def request(self) -> AsyncIterator[None]:
@@ -45,6 +67,9 @@ class RateLimiter:
         changed = self._changed = self._changed or asyncio.Condition()
         async with changed:
             while True:
+                if self._pauses:  # the API asked the whole account to wait
+                    await changed.wait()
+                    continue
                 now = self.clock()
                 while self._answered and now - self._answered[0] >= self.period:
                     heapq.heappop(self._answered)

@@ -80,3 +80,42 @@ def test_a_completed_task_with_an_error_fails_the_scene(spark: Project, fake_api
     fake_api.outcome("completed_with_error", message="output blocked by moderation")
     result = spark.run("apply", "--auto-approve")
     assert result.code == 1 and "output blocked by moderation" in result.out + result.err
+
+
+ARK_SPEC = """\
+version: 1
+provider:
+  type: ark
+  parallelism: 2
+  poll: {initial: 0.05, max: 0.2}
+defaults: {resolution: 480p, frames: 29, seed: 9}
+scenes:
+  a: {prompt: "a paper crane unfolds"}
+  b: {prompt: "an origami frog jumps"}
+  c: {prompt: "a paper boat drifts"}
+  d: {prompt: "a folded star spins"}
+"""
+
+
+@pytest.mark.parametrize("status,code,words", [
+    (403, "AccountOverdueError", "The request failed because your account has an overdue balance"),
+    (400, "OperationDenied.ServiceOverdue", "service overdue"),
+])
+def test_ark_account_overdue_stops_new_submissions_and_collects_the_running_task(
+        project: Project, fake_api: FakeSparkAPI, status: int, code: str, words: str) -> None:
+    project.write(ARK_SPEC)
+    project.env.update(ARK_API_KEY=fake_api.api_key, ARK_BASE_URL=fake_api.ark_base_url)
+    fake_api.latency = 0.6  # the one task created is still rendering when the other create is refused
+    fake_api.inject("create", "status", status=status, times=10, skip=1,
+                    body={"error": {"code": code, "message": words, "param": "", "type": "Forbidden"}})
+    result = project.run("apply", "--auto-approve", "--json")
+    assert result.code == 1, result.err
+    # two creates in flight at once (parallelism 2): one refused, one made; no third is tried
+    assert fake_api.requests["create"] == 2 and fake_api.total_creates == 1
+    made, = fake_api.tasks.values()
+    collected = fake_api.prompt_of_key[made.key]
+    scene = {"a paper crane unfolds": "a", "an origami frog jumps": "b", "a paper boat drifts": "c",
+             "a folded star spins": "d"}[collected]
+    assert result.rendered() == [scene] and sorted(project.lock()["scenes"]) == [scene]
+    said = result.out + result.err
+    assert words in said and code in said and "Top up" in said and "Traceback" not in said

@@ -52,6 +52,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     create_task: bool = False  # reset/slow on create: the task is made before the fault
+    skip: int = 0  # let this many requests of the endpoint through before the fault starts
 
 
 @dataclass
@@ -119,6 +120,7 @@ class FakeSparkAPI:
         self.generation_shape = dialect or generation_shape
         self.report_seed = report_seed
         self.report_usage = report_usage  # False: tasks finish with an empty usage, as some gateways do
+        self.report_created_at = True  # False: the generation protocol's task objects carry no created_at
         # Where a finished task shows its last frame: "image" (a typed item), "untyped" (an item
         # with no type, known by its .png URL and content type), "last_frame_url" (a field on the
         # task), or "none" (nowhere: the client must extract it from the video). Upstream's
@@ -231,6 +233,9 @@ class FakeSparkAPI:
         with self.lock:
             for fault in self.faults:
                 if fault.endpoint == endpoint or (fault.endpoint == "download" and endpoint in ("video", "image")):
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        return None
                     fault.times -= 1
                     if fault.times <= 0:
                         self.faults.remove(fault)

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 
 from dialects import ARK, QUEUE, Dialect, every_dialect
 from fakeapi import FakeSparkAPI
-from sparkspec.errors import AuthError, ProviderError
+from sparkspec.errors import AccountError, AuthError, ProviderError, RequestRejected, TaskNotFound
 from sparkspec.providers.base import RenderRequest, TaskState, TaskStatus
 from sparkspec.state.journal import Journal
 
@@ -34,7 +36,7 @@ def request(**changes: Any) -> RenderRequest:
 
 def run(api: FakeSparkAPI, dialect: Dialect, body: Callable[[Any], Awaitable[T]], **options: Any) -> T:
     async def main() -> T:
-        provider = dialect.make(api, sleep=no_sleep, **options)
+        provider = dialect.make(api, **{"sleep": no_sleep, **options})
         try:
             return await body(provider)
         finally:
@@ -118,6 +120,56 @@ def test_ark_errors_show_the_apis_words_and_a_refused_key_stops(api: FakeSparkAP
     assert api.total_creates == 1
 
 
+ARK_CODES = [
+    # (the code, a status a proxy may pass it on with, the error, words the user sees)
+    ("AuthenticationError", 401, AuthError, ["ARK_API_KEY"]),
+    ("AuthenticationError", 400, AuthError, ["ARK_API_KEY"]),
+    ("AccountOverdueError", 403, AccountError, ["out of credits", "Top up"]),
+    ("AccountOverdueError", 500, AccountError, ["out of credits"]),
+    ("OperationDenied.ServiceOverdue", 403, AccountError, ["out of credits"]),
+    ("AccessDenied", 403, AccountError, ["permission denied"]),
+    ("ModelNotOpen", 404, AccountError, ["permission denied"]),
+    ("InvalidParameter", 400, RequestRejected, ["refused the request"]),
+    ("InputTextSensitiveContentDetected", 400, RequestRejected, ["refused the request"]),
+    ("InputImageSensitiveContentDetected", 500, RequestRejected, ["refused the request"]),
+]
+
+
+@pytest.mark.parametrize("code,status,error,words", ARK_CODES, ids=[f"{c[0]}-{c[1]}" for c in ARK_CODES])
+def test_ark_text_codes_decide_the_error_whatever_the_status(api: FakeSparkAPI, code: str, status: int,
+                                                             error: type[Exception], words: list[str]) -> None:
+    """On a create and on a query: the code is read, the API's message shown, nothing retried."""
+    body = {"error": {"code": code, "message": f"ark says {code}", "param": "", "type": "Forbidden"}}
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    api.inject("create", "status", status=status, body=body, headers={"x-should-retry": "true"})
+    with pytest.raises(error) as info:
+        run(api, ARK, lambda p: p.submit(request()), sleep=sleep, key_env="ARK_API_KEY")
+    assert type(info.value) is error and f"ark says {code}" in str(info.value) and code in str(info.value)
+    assert all(word in str(info.value) for word in words)
+    assert api.requests["create"] == 1 and api.total_creates == 0 and slept == []
+    if error is RequestRejected:
+        return
+    task_id = run(api, ARK, lambda p: p.submit(request())).task_id
+    api.inject("query", "status", status=status, body=body)
+    with pytest.raises(error):
+        run(api, ARK, lambda p: p.poll(task_id), sleep=sleep)
+    assert slept == []
+
+
+def test_ark_codes_not_its_own_follow_the_shared_rules(api: FakeSparkAPI) -> None:
+    """A gateway's words still count on ModelArk (a 402 with no text code), and a 404 of a task
+    is still "not visible yet"."""
+    api.inject("create", "status", status=402, body={"message": "Insufficient balance"})
+    with pytest.raises(AccountError, match="Insufficient balance"):
+        run(api, ARK, lambda p: p.submit(request()))
+    with pytest.raises(TaskNotFound):
+        run(api, ARK, lambda p: p.poll("cgt-never-made"))
+
+
 def test_ark_adopts_the_one_task_a_lost_create_made(api: FakeSparkAPI) -> None:
     api.inject("create", "reset", create_task=True)
     status = run(api, ARK, render)
@@ -167,3 +219,48 @@ def test_a_queued_task_is_cancelled_and_a_running_one_is_not(api: FakeSparkAPI, 
     assert run(api, dialect, body) == (True, False)
     by_seed = {t.params["seed"]: t for t in api.tasks.values()}
     assert by_seed[1234].cancelled and not by_seed[5].cancelled
+
+
+class Recorder(httpx.AsyncBaseTransport):
+    """The real transport, noting when each request went out and when its answer came back."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.log: list[tuple[float, float, str, int]] = []  # (sent, answered, path, status)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        sent = time.monotonic()
+        response = await self.inner.handle_async_request(request)
+        self.log.append((sent, time.monotonic(), request.url.path, response.status_code))
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@every_dialect(slow=True)
+def test_a_429_with_retry_after_holds_every_tasks_requests(api: FakeSparkAPI, dialect: Dialect) -> None:
+    """The limit is the account's: once one task hears 429 Retry-After: 1, no task of the apply
+    sends anything until that second has passed (the provider's real sleep, real clock). Requests
+    already handed to the transport when the 429 was read are on their way and not called back."""
+    api.latency = 0.3  # every task is still being polled when the 429 comes
+    api.inject("query", "status", status=429, headers={"Retry-After": "1"},
+               body={"error": {"code": "RateLimitExceeded.EndpointRPMExceeded", "message": "slow down"}})
+    recorder = Recorder()
+    pauses: list[float] = []  # when each wait of the Retry-After began
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(time.monotonic())
+        await asyncio.sleep(seconds)
+
+    async def three(provider: Any) -> list[TaskStatus]:
+        return list(await asyncio.gather(*(render(provider, request(seed=seed)) for seed in (1, 2, 3))))
+
+    done = run(api, dialect, three, sleep=sleep, transport=recorder)
+    assert [s.state for s in done] == [TaskState.COMPLETED] * 3 and api.total_creates == 3
+    (_, heard, refused_path, _), = [entry for entry in recorder.log if entry[3] == 429]
+    paused, = pauses
+    assert heard <= paused
+    later = [(sent, path) for sent, _, path, _ in recorder.log if sent > paused]
+    assert later and all(sent >= paused + 1.0 for sent, _ in later), (paused, later[:3])
+    assert len({path for _, path in later} - {refused_path}) >= 2  # the other tasks waited too, not just it

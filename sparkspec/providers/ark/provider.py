@@ -4,10 +4,9 @@
 and answers `{"id"}`; `GET .../tasks/{id}` is upstream's task object (queued, running,
 succeeded, failed, cancelled, expired; `content.video_url` and `content.last_frame_url`;
 `usage.completion_tokens`; the `seed` used), read by the same parser as the gateway's.
-Errors are `{"error": {"code", "message"}}` with text codes; the HTTP status carries their
-meaning (401 AuthenticationError, 403 AccountOverdueError or AccessDenied, 429
-RateLimitExceeded.*), and the API's words are shown. Clients, retries and downloads are the
-spark provider's.
+Errors are `{"error": {"code", "message"}}` with text codes, read by their code (`errors`:
+AuthenticationError, AccountOverdueError, AccessDenied, ... as the gateway's 401, 402, 403),
+and the API's words are shown. Clients, retries and downloads are the spark provider's.
 
 Unlike the gateway, ModelArk lists tasks. So a create whose answer was lost (a read
 timeout, a connection dropped after the body went out) is looked up before the scene is
@@ -29,6 +28,7 @@ from urllib.parse import quote, urlencode
 import httpx
 
 from sparkspec.errors import CreateUnconfirmed, ProviderError, TaskNotFound
+from sparkspec.providers.ark.errors import ark_refusal
 from sparkspec.providers.base import RenderRequest, TaskState, TaskStatus
 from sparkspec.providers.spark.provider import SparkProvider
 from sparkspec.providers.spark.wire import CreateBody, create_params, parse_task
@@ -89,6 +89,9 @@ class ArkProvider(SparkProvider):
         except (ProviderError, TaskNotFound):
             return False
         return True
+
+    def _refusal(self, response: httpx.Response, what: str) -> ProviderError | None:
+        return ark_refusal(response, what, self._scrub, self.key_env)
 
     async def lookup(self, request: RenderRequest, model: str, started: float,
                      ended: float) -> tuple[TaskStatus | None, str]:

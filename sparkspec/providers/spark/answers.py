@@ -69,16 +69,28 @@ def refusal(response: httpx.Response, what: str, scrub: Callable[[str], str],
     message = scrub(message)
     said = f"HTTP {status}{f', code {code}' if code else ''}: {message}"
     if status == 401:
-        return AuthError(f"{what}: the API refused the key ({said}). Check the key in {key_env}, "
-                         f"or render offline with --provider local.")
+        return key_refused(what, said, key_env)
     if status < 500 and is_billing(status, message, code):
-        return AccountError(f"{what}: the account is out of credits ({said}). Top up the account's balance, "
-                            f"then run apply again; no new tasks are submitted until then.")
+        return out_of_money(what, said)
     if status == 403:
-        return AccountError(f"{what}: insufficient balance or permission denied ({said}). Check the "
-                            f"account's balance and that the key may use this model, then run apply again; "
-                            f"no new tasks are submitted until then.")
+        return not_permitted(what, said)
     return None
+
+
+def key_refused(what: str, said: str, key_env: str) -> AuthError:
+    return AuthError(f"{what}: the API refused the key ({said}). Check the key in {key_env}, "
+                     f"or render offline with --provider local.")
+
+
+def out_of_money(what: str, said: str) -> AccountError:
+    return AccountError(f"{what}: the account is out of credits ({said}). Top up the account's balance, "
+                        f"then run apply again; no new tasks are submitted until then.")
+
+
+def not_permitted(what: str, said: str) -> AccountError:
+    return AccountError(f"{what}: insufficient balance or permission denied ({said}). Check the "
+                        f"account's balance and that the key may use this model, then run apply again; "
+                        f"no new tasks are submitted until then.")
 
 
 def rejected(response: httpx.Response, what: str, scrub: Callable[[str], str]) -> RequestRejected:

@@ -15,7 +15,8 @@ says so.
 
 Every create and query takes a token from the apply's `RateLimiter` first, so
 all tasks together stay under `provider.requests_per_minute`; a call answered
-429 waits its Retry-After before it is tried again.
+429 (or 503 with Retry-After) pauses the limiter for its Retry-After (or backoff), so no
+task of the apply sends a request before that time has passed.
 
 The API key goes only into the `Authorization` header of API calls; downloads
 use a second client that has no key, so a signed file host never sees it. Text
@@ -42,6 +43,7 @@ from sparkspec.errors import (
     CreateUnconfirmed,
     DamagedOutput,
     DownloadError,
+    ProviderError,
     TaskNotFound,
     TransientError,
     UrlExpired,
@@ -125,6 +127,7 @@ class SparkProvider:
         while True:
             attempt += 1
             wait_for: float | None = None
+            status: int | None = None
             try:
                 async with self.limiter.request():
                     if body is not None:
@@ -145,12 +148,12 @@ class SparkProvider:
                 status = response.status_code
                 if status < 300:
                     return response
+                error = self._refusal(response, what)
+                if error is not None:
+                    raise error
                 if status == 404 and not creating:
                     raise TaskNotFound(f"{what}: the API does not know this task (HTTP 404)")
                 wait_for = retry_after(response.headers)
-                error = refusal(response, what, self._scrub, self.key_env)
-                if error is not None:
-                    raise error
                 if not may_retry(None, status, response.headers):
                     if creating and status >= 500:
                         raise CreateUnconfirmed(
@@ -163,8 +166,16 @@ class SparkProvider:
             if self.retry.gives_up(attempt, waited, delay):
                 raise TransientError(f"{what}: {reason} (gave up after {attempt} attempt(s))", retry_after=wait_for)
             log.debug("%s: %s; retrying in %.2fs", what, reason, delay)
-            await self.sleep(delay)
+            if status == 429 or (status == 503 and wait_for is not None):
+                await self.limiter.pause(delay)  # the limit is the account's: every task waits
+            else:
+                await self.sleep(delay)
             waited += delay
+
+    def _refusal(self, response: httpx.Response, what: str) -> ProviderError | None:
+        """The error an answer ends the call with, never retried (the key, the account, a
+        rejected request), by the dialect's own reading; None: the shared rules decide."""
+        return refusal(response, what, self._scrub, self.key_env)
 
     def _task(self, response: httpx.Response, what: str) -> TaskStatus:
         try:
