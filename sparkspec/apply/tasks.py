@@ -54,6 +54,7 @@ MAX_RESUBMITS = 2  # per scene per apply
 UNKNOWN_TASK_GRACE = 60.0  # seconds after a create during which a 404 means "not visible yet"
 MAX_DOWNLOAD_ATTEMPTS = 4  # of a finished task's outputs: lapsed URLs refreshed, damaged bodies fetched again
 DEFAULT_EXPIRY = 172800
+CLOCK_SKEW = 3600.0  # a created_at this far ahead of our clock is not unix seconds: count from our own
 
 
 @dataclass(frozen=True)
@@ -290,7 +291,7 @@ class TaskRunner:
         warned: set[str] = set()
         while status.state is TaskState.RUNNING:
             if status.unknown_status is not None:
-                self.unknown_status(scene_id, status, warned, expires_after)
+                self.unknown_status(scene_id, status, warned, since, expires_after)
             attempt += 1
             await self.sleep(self.next_poll(attempt, status, self.monotonic() - started))
             try:
@@ -309,16 +310,23 @@ class TaskRunner:
                            "progress": status.progress})
         return status
 
-    def unknown_status(self, scene_id: str, status: TaskStatus, warned: set[str], expires_after: int) -> None:
+    def unknown_status(self, scene_id: str, status: TaskStatus, warned: set[str], since: float,
+                       expires_after: int) -> None:
         """A status new to sparkspec: the task exists and may be paid for, so it is polled
-        (with one warning naming the status) until its own expiry."""
+        (with one warning naming the status) until its own expiry, counted from its
+        `created_at` as the API reports it, else from when this apply (or the journal entry it
+        collects) saw it created."""
         name = status.unknown_status or ""
         if name not in warned:
             warned.add(name)
             self.emit({"event": "warning", "scene": scene_id, "task_id": status.task_id,
                        "message": f"task {status.task_id} reports the unknown status {name!r}; "
                                   f"still polling it until it finishes or expires"})
-        if status.created_at is not None and self.wall_clock() > status.created_at + expires_after:
+        now = self.wall_clock()
+        created = status.created_at
+        if created is None or created > now + CLOCK_SKEW:  # none, or not unix seconds (milliseconds?)
+            created = since
+        if now > created + expires_after:
             raise ProviderError(f"task {status.task_id} still reports the unknown status {name!r} past its "
                                 f"expiry; its id stays in the journal, so a later apply can collect it")
 

@@ -38,7 +38,9 @@ def query(handler: Handler, task_id: str) -> None:
 def task_object(api: FakeSparkAPI, task: Task) -> dict[str, Any]:
     """The task object, in the gateway's shape or (generation_shape "upstream") in upstream's."""
     upstream = api.generation_shape == "upstream"
-    obj: dict[str, Any] = {"id": task.id, "model": task.model, "created_at": int(task.created_at)}
+    obj: dict[str, Any] = {"id": task.id, "model": task.model}
+    if api.report_created_at:
+        obj["created_at"] = int(task.created_at)
     phase = task.phase()
     names = api.status_names
     if phase in ("queued", "running"):
