@@ -1,4 +1,6 @@
-"""The spark provider against the fake gateway on loopback: real HTTP, every mapping and fault."""
+"""The API's providers against the fake on loopback: real HTTP, every mapping and fault. What holds
+for every way the model is served runs against each dialect (the gateway's generation and queue
+protocols, upstream's ModelArk); the generation protocol's own shapes run against it alone."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Any, TypeVar
 import pytest
 from PIL import Image
 
+from dialects import GENERATION, QUEUE, Dialect, every_dialect
 from fakeapi import FakeSparkAPI
 from sparkspec.errors import (
     AccountError,
@@ -49,17 +52,18 @@ class Sleeps:
 
 
 def request(**changes: Any) -> RenderRequest:
-    fields: dict[str, Any] = dict(key="k" * 64, scene="intro", model=MODEL, prompt="A kettle, steam rising",
+    fields: dict[str, Any] = dict(key="k" * 64, scene="intro", model="", prompt="A kettle, steam rising",
                                   resolution="480p", ratio="16:9", duration=2, frames=None, seed=1234)
     fields.update(changes)
     return RenderRequest(**fields)
 
 
 def run(api: FakeSparkAPI, body: Callable[[SparkProvider], Awaitable[T]], *, key: str | None = None,
-        sleeps: Sleeps | None = None, base_url: str | None = None, **options: Any) -> T:
+        sleeps: Sleeps | None = None, base_url: str | None = None, dialect: Dialect = GENERATION,
+        **options: Any) -> T:
     async def main() -> T:
-        provider = SparkProvider(base_url or api.base_url, key or api.api_key, MODEL, sleep=sleeps or Sleeps(),
-                                 rng=random.Random(0), **options)
+        provider: SparkProvider = dialect.make(api, key, sleep=sleeps or Sleeps(), base_url=base_url,
+                                               key_env=dialect.key_env, **options)
         try:
             return await body(provider)
         finally:
@@ -72,7 +76,7 @@ async def render(provider: SparkProvider, req: RenderRequest | None = None) -> T
     status = await provider.submit(req or request())
     while status.state is TaskState.RUNNING:
         await asyncio.sleep(0.01)
-        status = await provider.poll(status.task_id)
+        status = await provider.poll(status.task_id, status.locator)
     return status
 
 
@@ -108,11 +112,13 @@ def test_create_body_is_exactly_the_reference_shape(api: FakeSparkAPI) -> None:
         "seed": 1234, "camera_fixed": False, "watermark": False}}]}]
 
 
-def test_frames_replace_duration_and_request_options_appear_only_when_set(api: FakeSparkAPI) -> None:
+@every_dialect()
+def test_frames_replace_duration_and_request_options_appear_only_when_set(api: FakeSparkAPI,
+                                                                          dialect: Dialect) -> None:
     req = request(duration=None, frames=57, camera_fixed=True, watermark=True, service_tier="flex",
                   execution_expires_after=3600, callback_url="https://example.com/hook")
-    run(api, lambda p: p.submit(req))
-    params = api.create_bodies[0]["input"][0]["params"]
+    run(api, dialect=dialect, body=lambda p: p.submit(req))
+    params = dialect.params(api.create_bodies[0])
     assert params["frames"] == 57 and "duration" not in params
     assert (params["service_tier"], params["execution_expires_after"], params["callback_url"]) == \
         ("flex", 3600, "https://example.com/hook")
@@ -120,19 +126,21 @@ def test_frames_replace_duration_and_request_options_appear_only_when_set(api: F
 
 
 @pytest.mark.parametrize("url", ["https://cdn.example.com/frame.png", "data:image/png;base64,iVBORw0KGgo="])
-def test_url_first_frames_pass_through(api: FakeSparkAPI, url: str) -> None:
-    run(api, lambda p: p.submit(request(first_frame=FirstFrame(url=url), ratio="adaptive")))
-    content = api.create_bodies[0]["input"][0]["params"]["content"]
+@every_dialect()
+def test_url_first_frames_pass_through(api: FakeSparkAPI, url: str, dialect: Dialect) -> None:
+    run(api, dialect=dialect, body=lambda p: p.submit(request(first_frame=FirstFrame(url=url), ratio="adaptive")))
+    content = dialect.params(api.create_bodies[0])["content"]
     assert content[1] == {"type": "image_url", "image_url": {"url": url}, "role": "first_frame"}
 
 
 @pytest.mark.parametrize("fmt,suffix", [("PNG", "png"), ("JPEG", "jpeg"), ("WEBP", "webp")])
+@every_dialect()
 def test_a_local_first_frame_becomes_a_lower_case_data_url(api: FakeSparkAPI, tmp_path: Path, fmt: str,
-                                                          suffix: str) -> None:
+                                                          suffix: str, dialect: Dialect) -> None:
     path = tmp_path / f"frame.{suffix}"
     Image.new("RGB", (640, 360), (200, 30, 40)).save(path, fmt)
-    run(api, lambda p: p.submit(request(first_frame=FirstFrame(path=path))))
-    content = api.create_bodies[0]["input"][0]["params"]["content"]
+    run(api, dialect=dialect, body=lambda p: p.submit(request(first_frame=FirstFrame(path=path))))
+    content = dialect.params(api.create_bodies[0])["content"]
     assert content[1]["role"] == "first_frame"
     assert content[1]["image_url"]["url"] == \
         f"data:image/{suffix};base64," + base64.b64encode(path.read_bytes()).decode()
@@ -165,24 +173,28 @@ def test_the_server_receives_exactly_the_announced_length(api: FakeSparkAPI, tmp
     assert api.create_body_bytes[0] == CreateBody.build(request(first_frame=FirstFrame(path=path)), MODEL).length
 
 
-def test_a_first_frame_that_is_no_image_fails_before_sending(api: FakeSparkAPI, tmp_path: Path) -> None:
+@every_dialect()
+def test_a_first_frame_that_is_no_image_fails_before_sending(api: FakeSparkAPI, tmp_path: Path,
+                                                             dialect: Dialect) -> None:
     path = tmp_path / "frame.png"
     path.write_bytes(b"not an image")
     with pytest.raises(BadFirstFrame):
-        run(api, lambda p: p.submit(request(first_frame=FirstFrame(path=path))))
+        run(api, dialect=dialect, body=lambda p: p.submit(request(first_frame=FirstFrame(path=path))))
     assert api.requests["create"] == 0
 
 
 # -- the lifecycle -----------------------------------------------------------------------------
-def test_a_render_completes_with_urls_tokens_and_seed(api: FakeSparkAPI) -> None:
+@every_dialect()
+def test_a_render_completes_with_urls_tokens_and_seed(api: FakeSparkAPI, dialect: Dialect) -> None:
     api.report_seed = True
     api.latency = 0.05
-    status = run(api, render)
+    status = run(api, dialect=dialect, body=render)
     assert status.state is TaskState.COMPLETED and status.progress == 1.0
     assert status.video_url and "/video.mp4" in status.video_url
     assert status.last_frame_url and "/last.png" in status.last_frame_url
     assert status.tokens == 864 * 480 * 49 // 1024
-    assert status.seed == 1234 and status.created_at is not None
+    assert status.seed == 1234
+    assert (status.created_at is not None) == (dialect is not QUEUE)  # the queue's status shows none
 
 
 def test_the_upstream_dialect_is_read_too(api: FakeSparkAPI) -> None:
@@ -241,9 +253,11 @@ def test_an_unknown_status_is_still_running_and_named() -> None:
     ("expired", None, None),
     ("cancelled", None, None),
 ])
-def test_failed_tasks_from_the_server(api: FakeSparkAPI, kind: str, code: str | None, message: str | None) -> None:
+@every_dialect()
+def test_failed_tasks_from_the_server(api: FakeSparkAPI, kind: str, code: str | None, message: str | None,
+                                      dialect: Dialect) -> None:
     api.outcome(kind, code=code, message=message)
-    status = run(api, render)
+    status = run(api, dialect=dialect, body=render)
     assert status.state is TaskState.FAILED
     assert status.error_code == (code or kind)
     assert (message or kind) in (status.error_message or "")
@@ -255,13 +269,15 @@ def test_a_plain_string_error_from_the_server(api: FakeSparkAPI) -> None:
     assert (status.state, status.error_code, status.error_message) == (TaskState.FAILED, None, "prompt rejected")
 
 
-def test_an_unknown_task_is_task_not_found(api: FakeSparkAPI) -> None:
+@every_dialect()
+def test_an_unknown_task_is_task_not_found(api: FakeSparkAPI, dialect: Dialect) -> None:
     with pytest.raises(TaskNotFound):
-        run(api, lambda p: p.poll("cgt-nope"))
+        run(api, dialect=dialect, body=lambda p: p.poll("cgt-nope"))
     assert api.requests["query"] == 1
 
 
-def test_a_forgotten_task_is_task_not_found(api: FakeSparkAPI) -> None:
+@every_dialect()
+def test_a_forgotten_task_is_task_not_found(api: FakeSparkAPI, dialect: Dialect) -> None:
     api.latency = 10
 
     async def body(p: SparkProvider) -> None:
@@ -270,66 +286,75 @@ def test_a_forgotten_task_is_task_not_found(api: FakeSparkAPI) -> None:
         await p.poll(status.task_id)
 
     with pytest.raises(TaskNotFound):
-        run(api, body)
+        run(api, dialect=dialect, body=body)
 
 
 # -- faults on the API -------------------------------------------------------------------------
-def test_a_refused_key_is_an_auth_error_and_never_retried(api: FakeSparkAPI) -> None:
+@every_dialect()
+def test_a_refused_key_is_an_auth_error_and_never_retried(api: FakeSparkAPI, dialect: Dialect) -> None:
     api.inject("create", "status", status=401, body={"message": "Invalid API key"})
     with pytest.raises(AuthError) as info:
-        run(api, lambda p: p.submit(request()))
-    assert "Invalid API key" in str(info.value) and "SPARK_API_KEY" in str(info.value)
+        run(api, dialect=dialect, body=lambda p: p.submit(request()))
+    assert "Invalid API key" in str(info.value) and dialect.key_env in str(info.value)
     assert api.requests["create"] == 1
 
 
-def test_403_is_balance_or_permission_not_the_key(api: FakeSparkAPI) -> None:
+@every_dialect()
+def test_403_is_balance_or_permission_not_the_key(api: FakeSparkAPI, dialect: Dialect) -> None:
     api.inject("create", "status", status=403, body={"message": "permission denied for this model"})
     with pytest.raises(AccountError) as info:
-        run(api, lambda p: p.submit(request()))
+        run(api, dialect=dialect, body=lambda p: p.submit(request()))
     assert "permission denied for this model" in str(info.value) and "balance" in str(info.value)
     assert api.requests["create"] == 1
 
 
-def test_a_wrong_key_is_refused_by_the_server(api: FakeSparkAPI) -> None:
+@every_dialect()
+def test_a_wrong_key_is_refused_by_the_server(api: FakeSparkAPI, dialect: Dialect) -> None:
     sleeps = Sleeps()
     with pytest.raises(AuthError):
-        run(api, lambda p: p.poll("cgt-1"), key="wrong", sleeps=sleeps)
+        run(api, dialect=dialect, body=lambda p: p.poll("cgt-1"), key="wrong", sleeps=sleeps)
     assert sleeps.calls == [] and api.requests["query"] == 1
 
 
-def test_the_key_never_reaches_a_message_even_when_the_api_echoes_it(api: FakeSparkAPI) -> None:
+@every_dialect()
+def test_the_key_never_reaches_a_message_even_when_the_api_echoes_it(api: FakeSparkAPI, dialect: Dialect) -> None:
     api.inject("create", "status", status=401, body={"message": f"key {api.api_key} is revoked"})
     with pytest.raises(AuthError) as info:
-        run(api, lambda p: p.submit(request()))
+        run(api, dialect=dialect, body=lambda p: p.submit(request()))
     assert api.api_key not in str(info.value) and "<redacted>" in str(info.value)
 
 
-def test_insufficient_credits_fails_with_the_apis_message_and_no_retry(api: FakeSparkAPI) -> None:
+@every_dialect()
+def test_insufficient_credits_fails_with_the_apis_message_and_no_retry(api: FakeSparkAPI,
+                                                                       dialect: Dialect) -> None:
     api.inject("create", "status", status=402, body={"message": "Insufficient credits"})
     with pytest.raises(AccountError) as info:
-        run(api, lambda p: p.submit(request()))
+        run(api, dialect=dialect, body=lambda p: p.submit(request()))
     assert "Insufficient credits" in str(info.value) and "Top up" in str(info.value)
     assert api.requests["create"] == 1 and api.total_creates == 0
 
 
-def test_a_4xx_with_error_field_carries_that_message(api: FakeSparkAPI) -> None:
+@every_dialect()
+def test_a_4xx_with_error_field_carries_that_message(api: FakeSparkAPI, dialect: Dialect) -> None:
     api.inject("create", "status", status=400, body={"error": "ratio adaptive needs a first frame"})
     with pytest.raises(RequestRejected, match="ratio adaptive needs a first frame"):
-        run(api, lambda p: p.submit(request()))
+        run(api, dialect=dialect, body=lambda p: p.submit(request()))
 
 
 @pytest.mark.parametrize("endpoint", ["create", "query"])
-def test_429_honours_retry_after_in_seconds(api: FakeSparkAPI, endpoint: str) -> None:
+@every_dialect()
+def test_429_honours_retry_after_in_seconds(api: FakeSparkAPI, endpoint: str, dialect: Dialect) -> None:
     api.inject(endpoint, "status", status=429, body={"message": "rate limited"}, headers={"Retry-After": "3"},
                times=2)
     sleeps = Sleeps()
-    status = run(api, render, sleeps=sleeps)
+    status = run(api, dialect=dialect, body=render, sleeps=sleeps)
     assert status.state is TaskState.COMPLETED
     assert sleeps.calls == [3.0, 3.0]
     assert api.total_creates == 1
 
 
-def test_429_honours_retry_after_as_a_date(api: FakeSparkAPI) -> None:
+@every_dialect()
+def test_429_honours_retry_after_as_a_date(api: FakeSparkAPI, dialect: Dialect) -> None:
     when = datetime.now(timezone.utc) + timedelta(seconds=20)
     api.inject("query", "status", status=429, headers={"Retry-After": format_datetime(when, usegmt=True)})
     sleeps = Sleeps()
@@ -338,16 +363,18 @@ def test_429_honours_retry_after_as_a_date(api: FakeSparkAPI) -> None:
         status = await p.submit(request())
         return await p.poll(status.task_id)
 
-    run(api, body, sleeps=sleeps)
+    run(api, dialect=dialect, body=body, sleeps=sleeps)
     assert len(sleeps.calls) == 1 and 15 <= sleeps.calls[0] <= 21
 
 
 @pytest.mark.parametrize("endpoint", ["create", "query"])
 @pytest.mark.parametrize("status", [500, 503])
-def test_5xx_is_retried_with_growing_jittered_backoff(api: FakeSparkAPI, endpoint: str, status: int) -> None:
+@every_dialect()
+def test_5xx_is_retried_with_growing_jittered_backoff(api: FakeSparkAPI, endpoint: str, status: int,
+                                                      dialect: Dialect) -> None:
     api.inject(endpoint, "status", status=status, times=3)
     sleeps = Sleeps()
-    assert run(api, render, sleeps=sleeps).state is TaskState.COMPLETED
+    assert run(api, dialect=dialect, body=render, sleeps=sleeps).state is TaskState.COMPLETED
     assert len(sleeps.calls) == 3
     for attempt, delay in enumerate(sleeps.calls, start=1):
         base = 0.5 * 2 ** (attempt - 1)
@@ -355,65 +382,72 @@ def test_5xx_is_retried_with_growing_jittered_backoff(api: FakeSparkAPI, endpoin
     assert api.total_creates == 1
 
 
-def test_retries_are_bounded_then_transient(api: FakeSparkAPI) -> None:
+@every_dialect()
+def test_retries_are_bounded_then_transient(api: FakeSparkAPI, dialect: Dialect) -> None:
     api.inject("query", "status", status=503, times=100)
     sleeps = Sleeps()
     with pytest.raises(TransientError) as info:
-        run(api, lambda p: p.poll("cgt-1"), sleeps=sleeps, max_retries=4)
+        run(api, dialect=dialect, body=lambda p: p.poll("cgt-1"), sleeps=sleeps, max_retries=4)
     assert len(sleeps.calls) == 4 and api.requests["query"] == 5
     assert "gave up after 5 attempt(s)" in str(info.value)
 
 
-def test_a_long_retry_after_is_handed_to_the_engine_not_slept(api: FakeSparkAPI) -> None:
+@every_dialect()
+def test_a_long_retry_after_is_handed_to_the_engine_not_slept(api: FakeSparkAPI, dialect: Dialect) -> None:
     api.inject("query", "status", status=429, headers={"Retry-After": "3600"})
     sleeps = Sleeps()
     with pytest.raises(TransientError) as info:
-        run(api, lambda p: p.poll("cgt-1"), sleeps=sleeps, max_wait=60)
+        run(api, dialect=dialect, body=lambda p: p.poll("cgt-1"), sleeps=sleeps, max_wait=60)
     assert sleeps.calls == [] and info.value.retry_after == 3600
 
 
-def test_a_reset_query_is_retried(api: FakeSparkAPI) -> None:
+@every_dialect()
+def test_a_reset_query_is_retried(api: FakeSparkAPI, dialect: Dialect) -> None:
     api.inject("query", "reset", times=2)
     sleeps = Sleeps()
-    assert run(api, render, sleeps=sleeps).state is TaskState.COMPLETED
+    assert run(api, dialect=dialect, body=render, sleeps=sleeps).state is TaskState.COMPLETED
     assert len(sleeps.calls) == 2
 
 
-def test_a_slow_query_times_out_and_is_retried(api: FakeSparkAPI) -> None:
+@every_dialect(slow=True)
+def test_a_slow_query_times_out_and_is_retried(api: FakeSparkAPI, dialect: Dialect) -> None:
     api.inject("query", "slow", delay=1.0)
     sleeps = Sleeps()
-    assert run(api, render, sleeps=sleeps, timeout=0.3).state is TaskState.COMPLETED
+    assert run(api, dialect=dialect, body=render, sleeps=sleeps, timeout=0.3).state is TaskState.COMPLETED
     assert len(sleeps.calls) == 1
 
 
 @pytest.mark.parametrize("kind", ["reset", "slow"])
-def test_a_create_lost_after_sending_is_not_retried_so_it_is_not_paid_twice(api: FakeSparkAPI, kind: str) -> None:
+@every_dialect(only=(GENERATION, QUEUE))
+def test_a_create_lost_after_sending_is_not_retried_so_it_is_not_paid_twice(api: FakeSparkAPI, kind: str,
+                                                                            dialect: Dialect) -> None:
     api.inject("create", kind, delay=1.0, create_task=True)
     sleeps = Sleeps()
     with pytest.raises(CreateUnconfirmed) as info:
-        run(api, lambda p: p.submit(request()), sleeps=sleeps, timeout=0.3)
+        run(api, dialect=dialect, body=lambda p: p.submit(request()), sleeps=sleeps, timeout=0.3)
     assert "paying twice" in str(info.value)
     assert api.requests["create"] == 1 and api.total_creates == 1 and sleeps.calls == []
 
 
-def test_a_504_on_create_is_not_retried_but_on_query_it_is(api: FakeSparkAPI) -> None:
+@every_dialect()
+def test_a_504_on_create_is_not_retried_but_on_query_it_is(api: FakeSparkAPI, dialect: Dialect) -> None:
     api.inject("create", "status", status=504)
     with pytest.raises(CreateUnconfirmed):
-        run(api, lambda p: p.submit(request()))
+        run(api, dialect=dialect, body=lambda p: p.submit(request()))
     assert api.requests["create"] == 1
     api.inject("query", "status", status=504)
-    assert run(api, render).state is TaskState.COMPLETED
+    assert run(api, dialect=dialect, body=render).state is TaskState.COMPLETED
 
 
-def test_connect_errors_are_retried_even_for_create(tmp_path: Path) -> None:
+@every_dialect()
+def test_connect_errors_are_retried_even_for_create(api: FakeSparkAPI, dialect: Dialect) -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     sleeps = Sleeps()
 
     async def main() -> None:
-        provider = SparkProvider(f"http://127.0.0.1:{port}", "k", MODEL, sleep=sleeps, rng=random.Random(0),
-                                 max_retries=3)
+        provider = dialect.make(api, "k", base_url=f"http://127.0.0.1:{port}", sleep=sleeps, max_retries=3)
         try:
             await provider.submit(request())
         finally:
@@ -424,15 +458,17 @@ def test_connect_errors_are_retried_even_for_create(tmp_path: Path) -> None:
     assert len(sleeps.calls) == 3
 
 
-def test_a_create_answered_with_an_unknown_status_is_still_returned_for_the_journal(api: FakeSparkAPI) -> None:
+@every_dialect()
+def test_a_create_answered_with_an_unknown_status_is_still_returned_for_the_journal(api: FakeSparkAPI,
+                                                                                    dialect: Dialect) -> None:
     api.inject("create", "status", status=200, body={"id": "cgt-x", "status": "warming_up"})
-    status = run(api, lambda p: p.submit(request()))
+    status = run(api, dialect=dialect, body=lambda p: p.submit(request()))
     assert (status.task_id, status.state) == ("cgt-x", TaskState.RUNNING)
 
 
 # -- downloads -----------------------------------------------------------------------------------
-def completed(api: FakeSparkAPI) -> TaskStatus:
-    status = run(api, render)
+def completed(api: FakeSparkAPI, dialect: Dialect = GENERATION) -> TaskStatus:
+    status = run(api, render, dialect=dialect)
     assert status.state is TaskState.COMPLETED and status.video_url and status.last_frame_url
     return status
 
@@ -448,8 +484,10 @@ def expected_bytes(api: FakeSparkAPI, which: str) -> bytes:
     return (video if which == "video" else frame).read_bytes()
 
 
-def test_downloads_carry_no_authorization_and_hash_while_streaming(api: FakeSparkAPI, tmp_path: Path) -> None:
-    status = completed(api)
+@every_dialect()
+def test_downloads_carry_no_authorization_and_hash_while_streaming(api: FakeSparkAPI, tmp_path: Path,
+                                                                   dialect: Dialect) -> None:
+    status = completed(api, dialect)
     assert status.video_url and status.last_frame_url
     video = download(api, status.video_url, tmp_path / "v.part")
     frame = download(api, status.last_frame_url, tmp_path / "f.part")
@@ -530,10 +568,11 @@ def test_a_cancelled_download_leaves_no_file(api: FakeSparkAPI, tmp_path: Path) 
 
 
 # -- the debug log ---------------------------------------------------------------------------------
+@every_dialect()
 def test_the_debug_log_redacts_the_key_and_url_signatures(api: FakeSparkAPI, tmp_path: Path,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
+                                                         caplog: pytest.LogCaptureFixture, dialect: Dialect) -> None:
     caplog.set_level(logging.DEBUG, logger="sparkspec.providers.spark")
-    status = completed(api)
+    status = completed(api, dialect)
     assert status.video_url
     download(api, status.video_url, tmp_path / "v.part")
     text = caplog.text
