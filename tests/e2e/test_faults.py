@@ -154,7 +154,7 @@ def test_the_cache_dir_is_a_file(project: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("size", [
     pytest.param("300k", marks=pytest.mark.slow), pytest.param("500k", marks=pytest.mark.slow),
     "700k", pytest.param("900k", marks=pytest.mark.slow), pytest.param("1100k", marks=pytest.mark.slow),
-    pytest.param("1300k", marks=pytest.mark.slow), "1500k"])
+    pytest.param("1300k", marks=pytest.mark.slow), pytest.param("1500k", marks=pytest.mark.slow)])
 def test_a_full_disk_at_any_point_of_an_apply(tmp_path: Path, size: str) -> None:
     """The sizes make the disk fill while downloading (300k, 1100k), writing the cache index
     (500k), copying into renders/ (700k, 1300k), rendering (900k) and stitching (1500k); the

@@ -7,6 +7,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from cli_runner import start_cli
 
 from .conftest import Project
@@ -19,6 +21,7 @@ scenes:
 """ + "".join(f"  s{i}: {{prompt: \"shot number {i} of a slow river\"}}\n" for i in range(8))
 
 
+@pytest.mark.slow  # waits for real renders to be under way, then for the running ones
 def test_ctrl_c_stops_new_submissions_and_exits_130(project: Project) -> None:
     project.write(SPEC)
     proc = start_cli("apply", "--auto-approve", "--json", cwd=project.root, env=project.env,

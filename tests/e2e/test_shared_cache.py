@@ -7,6 +7,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from cli_runner import start_cli
 
 from .conftest import Project
@@ -19,6 +21,7 @@ scenes:
 """ + "".join(f"  s{i}: {{prompt: \"lantern number {i} floating on a lake\"}}\n" for i in range(4))
 
 
+@pytest.mark.slow  # two whole applies racing
 def test_two_processes_share_a_cache_safely(tmp_path: Path) -> None:
     cache = tmp_path / "shared-cache"
     projects = []
