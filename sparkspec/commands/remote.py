@@ -88,12 +88,16 @@ def gc_lines(spec: Path, options: LoadOptions, remote: str | None, mode: str | N
         assert session is not None
         report = asyncio.run(collect(session, now or datetime.now(timezone.utc), grace, dry_run))
     verb = "would delete" if dry_run else "deleted"
-    lines = [f"{verb} {path}" for path in report.entries + report.blobs]
+    lines = [f"{verb} {path}" + (f" (broken: {report.broken[path]})" if path in report.broken else "")
+             for path in report.entries + report.blobs]
     lines.append(f"{'Would delete' if dry_run else 'Deleted'} {len(report.entries)} entr"
                  f"{'y' if len(report.entries) == 1 else 'ies'} and {len(report.blobs)} blob(s), "
                  f"{size_text(report.freed)}; kept {report.kept_entries} entr"
                  f"{'y' if report.kept_entries == 1 else 'ies'} and {report.kept_blobs} blob(s) "
                  f"({report.roots} root(s), grace {_grace_text(grace)}).")
+    if report.broken_kept:
+        lines.append(f"{report.broken_kept} broken entr{'y' if report.broken_kept == 1 else 'ies'} younger than the "
+                     "grace period kept; a later gc removes them")
     return lines
 
 

@@ -3,7 +3,8 @@
 Both look only at the renders the lock refers to (and the queued uploads), never the whole
 remote (DVC #2373), and ask the remote with one listing per shard. Verify then reads each
 entry (decoded and, with a signing key, its signature checked) and checks each blob's size
-from the listings; `--deep` downloads every blob and hashes it again.
+from the listings; `--deep` downloads every blob and hashes it again (a damaged one makes its
+key a miss on this machine, and `remote gc` removes its entry once past the grace period).
 """
 
 from __future__ import annotations
@@ -78,11 +79,11 @@ async def verify(remote: Remote, lock: Lock, cache: Cache, tmp_dir: Path, deep: 
     report = Verification()
     present = await present_entries(remote.store, keys, remote.signer)
     report.missing = [k for k in keys if k not in present]
-    found = await remote.lookup(list(present), with_claims=False)
+    found = await remote.lookup(list(present), with_claims=False, skip_bad=False)
     report.problems.update({k: f"entry not usable: {why}" for k, why in found.ignored.items()})
     for key in present:
         if key not in found.hits and key not in found.ignored:
-            report.problems[key] = "entry listed but not readable (or marked bad after a failed pull)"
+            report.problems[key] = "entry listed but not readable"
     report.checked = len(found.hits)
     wanted: dict[str, int] = {}
     owners: dict[str, str] = {}
@@ -111,7 +112,9 @@ async def verify(remote: Remote, lock: Lock, cache: Cache, tmp_dir: Path, deep: 
             if got is None:
                 report.problems[owners[sha]] = f"blob {sha[:12]} is missing"
             elif got[1] != sha:
-                report.problems[owners[sha]] = f"blob {sha[:12]} is damaged (its bytes hash to {got[1][:12]})"
+                problem = f"blob {sha[:12]} is damaged (its bytes hash to {got[1][:12]})"
+                report.problems[owners[sha]] = problem
+                await asyncio.to_thread(remote.mark_bad, owners[sha], problem)  # a miss here; gc removes it
             else:
                 report.blob_bytes += got[0]
 

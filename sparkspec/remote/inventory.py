@@ -1,14 +1,13 @@
 """What a remote holds, from listings: one LIST per shard asked about, never a request per key.
 
 `present_entries` and `present_blobs` answer "which of these are there" for the commands that
-survey a remote (`push`, `remote status`, `remote verify`); `list_all` walks a whole prefix for
-`remote gc`. Names read back are parsed with the layout's validators: anything else is ignored.
+survey a remote (`push`, `remote status`, `remote verify`); `list_all` walks the whole remote
+for `remote gc`. Names read back are parsed with the layout's validators: anything else is ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import defaultdict
 from collections.abc import Awaitable, Collection
 from dataclasses import dataclass
@@ -98,12 +97,3 @@ async def list_all(store: Store) -> Listing:
             found[name] = info
     return Listing(entries, found, [r for r in roots if r.path.endswith(".json")])
 
-
-def entry_blobs(data: bytes) -> tuple[str, ...]:
-    """The blob digests an entry names, read loosely (any signer): what gc must keep for it."""
-    try:
-        render = json.loads(data).get("render", {})
-        names = (render.get("video_sha256"), render.get("last_frame_sha256"))
-    except (ValueError, AttributeError):
-        return ()
-    return tuple(n for n in names if is_digest(n))

@@ -12,7 +12,7 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 from sparkspec.config.model import RemoteConfig
@@ -61,9 +61,10 @@ class Remote:
 
     # -- reading -------------------------------------------------------------------------
     async def lookup(self, keys: Collection[str], *, with_claims: bool = True,
-                     known: Mapping[str, CachedRender] | None = None) -> index.Lookup:
-        """`known`: renders the lock records by key; a listed entry of one is not read."""
-        bad = self.bad_keys()
+                     known: Mapping[str, CachedRender] | None = None, skip_bad: bool = True) -> index.Lookup:
+        """`known`: renders the lock records by key; a listed entry of one is not read.
+        `skip_bad`: keys whose blobs failed here before are misses, not asked again."""
+        bad = self.bad_keys() if skip_bad else {}
         wanted = [k for k in keys if k not in bad]
         if not wanted:
             return index.Lookup()
@@ -138,13 +139,24 @@ class Remote:
         return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
 
     def mark_bad(self, key: str, reason: str) -> None:
+        self._edit_bad(lambda found: found.__setitem__(key, reason))
+
+    def forget_bad(self, keys: Collection[str]) -> None:
+        """Their broken entries are gone (remote gc): a new entry of the key is a hit again."""
+        if keys:
+            self._edit_bad(lambda found: [found.pop(k, None) for k in keys])
+
+    def _edit_bad(self, edit: Callable[[dict[str, str]], object]) -> None:
         path = self.state_dir / BAD_NAME
         try:
             memo = json.loads(path.read_text(encoding="utf-8"))
             memo = memo if isinstance(memo, dict) else {}
         except (OSError, ValueError):
             memo = {}
-        memo.setdefault(self.settings.identity, {})[key] = reason
+        found = memo.get(self.settings.identity)
+        if not isinstance(found, dict):
+            found = memo[self.settings.identity] = {}
+        edit(found)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(memo, sort_keys=True, indent=2) + "\n")
 

@@ -7,19 +7,28 @@ period (uploaded ahead of its entry). Claims, roots, format.json and probes are 
 touched. Entries go before blobs, so a gc cut short never leaves an entry without its blob.
 A push that reuses an old blob while gc runs can still lose it; its entry is then a miss
 (reported once, never installed), not a wrong render.
+
+Broken entries go too, rooted or claimed or not, once older than the grace period: an entry
+that is not readable, or names a blob that is missing or of another size (from the
+listings), or one whose blob this machine found damaged (a failed pull or `remote verify
+--deep`, remembered in .sparkspec/): those blobs are hashed again, and a damaged one is
+deleted with its entries. A broken entry is write-once, so until it goes every push of its
+key finds it "present" and the render stays a miss for the whole team.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sparkspec.errors import RemoteError
 from sparkspec.remote.claims import Claims
-from sparkspec.remote.inventory import entry_blobs, gather_bounded, list_all
-from sparkspec.remote.layout import BLOBS, entry_path, is_digest
+from sparkspec.remote.inventory import gather_bounded, list_all
+from sparkspec.remote.layout import BLOBS, blob_path, entry_path, is_digest
 from sparkspec.remote.session import Remote
+from sparkspec.remote.store import ObjectInfo
 
 DEFAULT_GRACE = timedelta(days=7)
 
@@ -32,6 +41,8 @@ class Sweep:
     entries: list[str] = field(default_factory=list)  # paths swept (or to sweep, dry run)
     blobs: list[str] = field(default_factory=list)
     freed: int = 0
+    broken: dict[str, str] = field(default_factory=dict)  # path swept (entry or blob) -> what is wrong
+    broken_kept: int = 0  # broken entries younger than the grace period
 
 
 def _old(modified: datetime | None, cutoff: datetime) -> bool:
@@ -64,13 +75,27 @@ async def collect(remote: Remote, now: datetime, grace: timedelta = DEFAULT_GRAC
             keep.append((key, signer))
         else:
             sweep.append((key, signer, info.size))
+    bodies = await gather_bounded([store.get(entry_path(k, s)) for k, s in keep])
+    files = {name: entry_files(got[0]) for name, got in zip(keep, bodies) if got is not None}
+    damaged = await _damaged_blobs(remote, files, listing.blobs)
     kept_blobs: set[str] = set()
-    for got in await gather_bounded([store.get(entry_path(k, s)) for k, s in keep]):
-        if got is not None:
-            kept_blobs.update(entry_blobs(got[0]))
+    for name, named in files.items():
+        problem = _problem(named, listing.blobs, damaged)
+        if problem is None:
+            kept_blobs.update(sha for sha, _ in named or ())
+        elif _old(listing.entries[name].modified, cutoff):
+            keep.remove(name)
+            sweep.append((*name, listing.entries[name].size))
+            report.broken[entry_path(*name)] = problem
+        else:
+            report.broken_kept += 1
+            kept_blobs.update(sha for sha, _ in named or ())
     report.kept_entries = len(keep)
     doomed_blobs = [(sha, info.size) for sha, info in sorted(listing.blobs.items())
-                    if sha not in kept_blobs and _old(info.modified, cutoff)]
+                    if (sha not in kept_blobs or sha in damaged) and _old(info.modified, cutoff)]
+    for sha, _ in doomed_blobs:
+        if sha in damaged:
+            report.broken[f"{BLOBS}/{sha[:2]}/{sha}"] = damaged[sha]
     report.kept_blobs = len(listing.blobs) - len(doomed_blobs)
     report.entries = [entry_path(k, s) for k, s, _ in sweep]
     report.blobs = [f"{BLOBS}/{sha[:2]}/{sha}" for sha, _ in doomed_blobs]
@@ -78,4 +103,60 @@ async def collect(remote: Remote, now: datetime, grace: timedelta = DEFAULT_GRAC
     if not dry_run:
         await gather_bounded([store.delete(p) for p in report.entries])
         await gather_bounded([store.delete(p) for p in report.blobs])
+        gone = {key for key, _, _ in sweep}
+        await asyncio.to_thread(remote.forget_bad, [k for k in remote.bad_keys() if k in gone])
     return report
+
+
+Files = tuple[tuple[str, int], ...] | None  # an entry's (blob digest, size) pairs; None: unreadable
+
+
+def entry_files(data: bytes) -> Files:
+    """The blobs an entry names with their sizes, read loosely (any signer)."""
+    try:
+        render = json.loads(data)["render"]
+        named = ((render["video_sha256"], render["video_bytes"]),
+                 (render["last_frame_sha256"], render["last_frame_bytes"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+    ok = all(is_digest(sha) and isinstance(size, int) and not isinstance(size, bool) for sha, size in named)
+    return tuple(named) if ok else None
+
+
+def _problem(named: Files, blobs: dict[str, ObjectInfo], damaged: dict[str, str]) -> str | None:
+    if named is None:
+        return "not a readable entry"
+    for sha, size in named:
+        info = blobs.get(sha)
+        if info is None:
+            return f"blob {sha[:12]} is missing"
+        if info.size != size:
+            return f"blob {sha[:12]} has {info.size} bytes, the entry says {size}"
+        if sha in damaged:
+            return damaged[sha]
+    return None
+
+
+async def _damaged_blobs(remote: Remote, files: dict[tuple[str, str], Files],
+                         blobs: dict[str, ObjectInfo]) -> dict[str, str]:
+    """Blobs of the entries this machine found broken, hashed again: digest -> what is wrong."""
+    suspects = remote.bad_keys()
+    wanted = {sha for (key, _), named in files.items() if key in suspects
+              for sha, size in named or () if sha in blobs and blobs[sha].size == size}
+    if not wanted:
+        return {}
+    tmp = remote.state_dir / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    found: dict[str, str] = {}
+
+    async def rehash(sha: str) -> None:
+        part = tmp / f"{sha}.gc.part"
+        try:
+            got = await remote.store.download(blob_path(sha), part)
+        finally:
+            part.unlink(missing_ok=True)
+        if got is not None and got[1] != sha:
+            found[sha] = f"blob {sha[:12]} is damaged (its bytes hash to {got[1][:12]})"
+
+    await gather_bounded([rehash(sha) for sha in sorted(wanted)], 8)
+    return found

@@ -275,3 +275,52 @@ def test_bad_grace_is_one_line() -> None:
     assert parse_grace("7d").total_seconds() == 7 * 86400 and parse_grace("90").total_seconds() == 90
     with pytest.raises(RemoteError, match="--grace 'soon'"):
         parse_grace("soon")
+
+
+@pytest.mark.slow  # a real render once per module, then S3 round trips
+def test_gc_removes_broken_entries_past_the_grace_period(team: Team) -> None:
+    """A write-once entry whose blob is missing or damaged would stay a miss for the whole
+    team forever (every push of its key finds it present): gc removes it, rooted or not."""
+    first = team.machine("first", with_renders=True)
+    assert team.run(first, "push")[0] == 0
+    scenes = lock_of(first)["scenes"]
+    intro, outro = scenes["intro"], scenes["outro"]
+    store = team.store()
+    asyncio.run(store.delete(layout.blob_path(intro["last_frame"]["sha256"])))  # missing: the listings show it
+    damaged = secrets.token_bytes(outro["video"]["bytes"])  # same size: only a rehash shows it
+    asyncio.run(store.put(layout.blob_path(outro["video"]["sha256"]), damaged))
+    intro_entry = f"renders/{intro['key'][:2]}/{intro['key']}.unsigned.json"
+    outro_entry = f"renders/{outro['key'][:2]}/{outro['key']}.unsigned.json"
+
+    everything = team.listing()
+    code, out, err = team.run(first, "remote", "gc", "--dry-run", "--grace", "0s")
+    assert code == 0, err
+    assert f"would delete {intro_entry} (broken: blob {intro['last_frame']['sha256'][:12]} is missing)" in out
+    assert outro_entry not in out  # not known to be damaged yet
+    assert team.listing() == everything
+
+    code, out, _ = team.run(first, "remote", "verify", "--deep")
+    assert code == 1 and f"blob {outro['video']['sha256'][:12]} is damaged" in out
+    code, out, err = team.run(first, "remote", "gc")
+    assert code == 0, err
+    assert "Deleted 0 entries" in out and "2 broken entries younger than the grace period kept" in out
+    assert team.listing() == everything
+
+    code, out, err = team.run(first, "remote", "gc", "--grace", "0s")
+    assert code == 0, err
+    assert f"deleted {intro_entry} (broken: blob {intro['last_frame']['sha256'][:12]} is missing)" in out
+    assert f"deleted {outro_entry} (broken: blob {outro['video']['sha256'][:12]} is damaged" in out
+    left = team.listing()
+    assert intro_entry not in left and outro_entry not in left
+    assert layout.blob_path(outro["video"]["sha256"]) not in left  # the damaged blob goes too
+    assert not json.loads((first / ".sparkspec" / "remote-bad.json").read_text()).get(
+        RemoteSettings(team.url, endpoint=team.server.endpoint).identity)
+
+    # The entries are write-once no more: a push of the lock puts both renders back whole.
+    code, out, err = team.run(first, "push")
+    assert code == 0, out + err
+    code, out, _ = team.run(first, "remote", "verify", "--deep")
+    assert code == 0 and "0 problem(s)" in out, out
+    second = team.machine("second", with_renders=False)
+    assert team.run(second, "pull")[0] == 0
+    assert (second / "renders" / "outro.mp4").read_bytes() == (first / "renders" / "outro.mp4").read_bytes()
