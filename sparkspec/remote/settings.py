@@ -3,9 +3,10 @@
 Precedence (DESIGN section 9): `SPARKSPEC_REMOTE` over `remote.url`; `AWS_ENDPOINT_URL_S3`
 (or `AWS_ENDPOINT_URL`) over `remote.endpoint`; `SPARKSPEC_REMOTE_CLAIM_TTL` over
 `remote.claim_ttl`; `--remote off` / `--remote-mode MODE` over `SPARKSPEC_REMOTE_MODE`.
-Credentials are never part of the settings: the store's own chain reads them from the
-environment (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...), and `secrets()` lists their values so any
-message that echoes one can be redacted.
+Then, for s3://, an AWS profile's endpoint_url (`awsprofile`). Credentials are never part of
+the settings: the store reads them from the environment (AWS_ACCESS_KEY_ID, ...) or the AWS
+profile (AWS_PROFILE, ~/.aws/), and `secrets()` lists their values so any message that echoes
+one can be redacted.
 """
 
 from __future__ import annotations
@@ -101,6 +102,11 @@ def resolve_remote(spec: RemoteConfig | None, environ: Mapping[str, str] = os.en
     url = _check_url(url, REMOTE_ENV if environ.get(REMOTE_ENV, "").strip() else "remote.url")
     endpoint = next((environ[n].strip() for n in ENDPOINT_ENVS if environ.get(n, "").strip()), None)
     endpoint = endpoint or (spec.endpoint if spec else None)
+    if endpoint is None and url.startswith("s3://"):
+        from sparkspec.remote.awsprofile import read_profile
+
+        profile = read_profile(environ)
+        endpoint = profile.endpoint_url if profile else None
     ttl_text = environ.get(TTL_ENV, "").strip()
     ttl = spec.claim_ttl if spec and spec.claim_ttl else DEFAULT_CLAIM_TTL
     if ttl_text:
@@ -130,7 +136,8 @@ def secrets(environ: Mapping[str, str] = os.environ) -> tuple[str, ...]:
     return tuple(sorted((v for v in values if len(v) >= 4), key=len, reverse=True))
 
 
-def redact(text: str, environ: Mapping[str, str] = os.environ) -> str:
-    for value in secrets(environ):
+def redact(text: str, environ: Mapping[str, str] = os.environ, also: tuple[str, ...] = ()) -> str:
+    """`text` without the credential values in force (and `also`, e.g. a profile's keys)."""
+    for value in sorted({*secrets(environ), *(v for v in also if len(v) >= 4)}, key=len, reverse=True):
         text = text.replace(value, "<redacted>")
     return text

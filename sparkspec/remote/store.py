@@ -49,17 +49,19 @@ class ObjectInfo:
 
 class Store:
     def __init__(self, backend: Any, display: str, *, writable: bool = True,
-                 local_root: Path | None = None, environ: Mapping[str, str] = os.environ) -> None:
+                 local_root: Path | None = None, environ: Mapping[str, str] = os.environ,
+                 hidden: tuple[str, ...] = ()) -> None:
         self.backend = backend
         self.display = display
         self.writable = writable
         self.local_root = local_root  # the v1/ folder of a file:// remote
         self.environ = environ
+        self.hidden = hidden  # credentials from elsewhere than the environment (an AWS profile)
         self.format_known = False  # format.json read (a layout we know) or written by us
 
     # -- errors ----------------------------------------------------------------------------
     def failure(self, exc: BaseException, doing: str) -> RemoteError:
-        return RemoteError(redact(f"remote {self.display}: {doing}: {store_words(exc)}", self.environ))
+        return RemoteError(redact(f"remote {self.display}: {doing}: {store_words(exc)}", self.environ, self.hidden))
 
     def _check_writable(self, path: str) -> Any:
         """The backend to write with; a local folder is made on the first write, never before."""
@@ -271,6 +273,7 @@ def open_store(settings: RemoteSettings, environ: Mapping[str, str] = os.environ
     writable = settings.writable
     prefix = "/".join(p for p in (parts.path.strip("/"), ROOT) if p)
     options: dict[str, Any] = dict(CLIENT_OPTIONS)
+    hidden: tuple[str, ...] = ()
     try:
         if parts.scheme == "file":
             if parts.netloc not in ("", "localhost"):
@@ -294,6 +297,7 @@ def open_store(settings: RemoteSettings, environ: Mapping[str, str] = os.environ
                               ("AWS_DEFAULT_REGION", "region")):
                 if environ.get(name) and key not in config:
                     config[key] = environ[name]
+            hidden = _profile_config(config, environ)
             backend = stores.S3Store(parts.netloc, prefix=prefix, config=config,  # type: ignore[arg-type]
                                      client_options=options, retry_config=RETRY)  # type: ignore[arg-type]
         else:
@@ -302,5 +306,22 @@ def open_store(settings: RemoteSettings, environ: Mapping[str, str] = os.environ
     except RemoteError:
         raise
     except Exception as exc:
-        raise RemoteError(redact(f"remote {settings.display}: {store_words(exc)}", environ)) from None
-    return Store(backend, settings.display, writable=writable, environ=environ)
+        raise RemoteError(redact(f"remote {settings.display}: {store_words(exc)}", environ, hidden)) from None
+    return Store(backend, settings.display, writable=writable, environ=environ, hidden=hidden)
+
+
+def _profile_config(config: dict[str, Any], environ: Mapping[str, str]) -> tuple[str, ...]:
+    """Fill what the environment left out of an S3 config from the AWS profile (keys only as
+    a pair, so a key from one source never meets a secret from the other); its secrets."""
+    from sparkspec.remote.awsprofile import read_profile
+
+    profile = read_profile(environ)
+    if profile is None:
+        return ()
+    if "access_key_id" not in config and "secret_access_key" not in config and profile.access_key_id:
+        config.update(access_key_id=profile.access_key_id, secret_access_key=profile.secret_access_key)
+        if profile.session_token and "session_token" not in config:
+            config["session_token"] = profile.session_token
+    if profile.region and "region" not in config:
+        config["region"] = profile.region
+    return profile.secrets
