@@ -26,13 +26,7 @@ def isolated_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
     """The same cut for fixtures wider than one test (a project rendered once per module),
     which are made before any test's own fixtures."""
     with pytest.MonkeyPatch.context() as patch:
-        for name in list(os.environ):
-            if name.startswith(_FOREIGN):
-                patch.delenv(name)
-        home = tmp_path_factory.mktemp("session-home")
-        patch.setenv("HOME", str(home))
-        patch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
-        patch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+        _isolate(patch, tmp_path_factory.mktemp("session-home"))
         yield
 
 
@@ -41,13 +35,16 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
     """No test reads the developer's environment: their keys, remotes and caches are cleared,
     HOME is an empty folder of the test's own, and every cache goes into the test's tmp folder.
     Subprocesses inherit this environment."""
+    return _isolate(monkeypatch, tmp_path_factory.mktemp("home"))
+
+
+def _isolate(patch: pytest.MonkeyPatch, home: Path) -> Path:
     for name in list(os.environ):
         if name.startswith(_FOREIGN):
-            monkeypatch.delenv(name)
-    home = tmp_path_factory.mktemp("home")
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+            patch.delenv(name)
+    patch.setenv("HOME", str(home))
+    patch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    patch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     return home
 
 
