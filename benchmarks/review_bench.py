@@ -150,7 +150,7 @@ def first_paint(page: Path, runs: int) -> tuple[float, float]:
 
 def markdown_render(runs: int) -> float:
     from sparkspec.plan.markdown import render_markdown
-    from sparkspec.plan.planner import Action, Change, Plan
+    from sparkspec.plan.model import Action, Change, Plan
 
     changes = []
     for n in range(1000):

@@ -18,7 +18,7 @@ from click.core import ParameterSource
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from sparkspec.plan.planner import PlanOptions
+    from sparkspec.plan.model import PlanOptions
     from sparkspec.config.loader import LoadOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -92,7 +92,7 @@ def _warn(line: str) -> None:
 
 
 def _plan_options(targets: tuple[str, ...], replace: tuple[str, ...]) -> PlanOptions:
-    from sparkspec.plan.planner import PlanOptions
+    from sparkspec.plan.model import PlanOptions
 
     return PlanOptions(tuple(targets), tuple(replace))
 

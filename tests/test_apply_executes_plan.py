@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sparkspec.apply.engine import ApplyResult, Engine
-from sparkspec.plan.planner import Action, Plan
+from sparkspec.plan.model import Action, Plan
 from sparkspec.plan.view import render_text
 from sparkspec.providers.base import RenderRequest, TaskStatus
 from sparkspec.providers.local import LocalProvider

@@ -14,7 +14,7 @@ import pytest
 
 from fakeapi import FakeSparkAPI
 from sparkspec.apply.engine import ApplyResult, Engine
-from sparkspec.plan.planner import PlanOptions
+from sparkspec.plan.model import PlanOptions
 from sparkspec.providers import make_provider
 from sparkspec.state.journal import Journal
 from sparkspec.state.workspace import open_workspace

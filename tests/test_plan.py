@@ -29,7 +29,8 @@ from sparkspec.state.lockfile import (
     scene_entry,
     write_lock,
 )
-from sparkspec.plan.planner import Action, Plan, PlanOptions, image_identity, output_paths, sequence_path
+from sparkspec.plan.model import Action, Plan, PlanOptions
+from sparkspec.plan.planner import image_identity, output_paths, sequence_path
 from sparkspec.plan.planfile import check_fresh, load_plan
 from sparkspec.plan.view import plan_json, render_text, summary_line
 from sparkspec.config.loader import LoadOptions

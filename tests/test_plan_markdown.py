@@ -11,7 +11,7 @@ from cli_runner import run_main
 from test_plan import SPEC, edit, fake_apply
 
 from sparkspec.plan.markdown import render_markdown
-from sparkspec.plan.planner import Action, Change, Plan
+from sparkspec.plan.model import Action, Change, Plan
 
 BASE = """\
 version: 1

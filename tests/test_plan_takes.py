@@ -138,7 +138,7 @@ def test_a_changed_prompt_updates_every_take_and_a_replace_replaces_them(root: P
     edit(root, "A cup on a granite counter", "A cup on a marble counter")
     workspace = open_workspace(root / SPEC)
     try:
-        from sparkspec.plan.planner import PlanOptions
+        from sparkspec.plan.model import PlanOptions
 
         plan = workspace.plan(PlanOptions(replace=("hero",)))
     finally:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from sparkspec.config.model import Budget
 from sparkspec.errors import BudgetError
-from sparkspec.plan.planner import Plan
+from sparkspec.plan.model import Plan
 
 
 def effective(spec: Budget, max_tokens: int | None, max_cost: float | None) -> Budget:

@@ -28,7 +28,8 @@ from sparkspec.state.cache import CachedRender
 from sparkspec.keys import SceneKey, first_frame_input, scene_key
 from sparkspec.apply.lockwriter import LockWriter
 from sparkspec.state.lockfile import FileRecord, SceneRecord, SequenceRecord
-from sparkspec.plan.planner import Action, Change, Plan, decide, file_problem, output_paths, sequence_path
+from sparkspec.plan.model import Action, Change, Plan
+from sparkspec.plan.planner import decide, file_problem, output_paths, sequence_path
 from sparkspec.providers.base import FirstFrame, Provider, RenderRequest
 from sparkspec.config.model import Scene
 from sparkspec.state.workspace import Workspace

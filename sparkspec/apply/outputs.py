@@ -6,14 +6,12 @@ import hashlib
 import os
 import secrets
 import shutil
-from collections.abc import Mapping
 from pathlib import Path
 
-from sparkspec.config.model import Project
 from sparkspec.errors import CacheDamaged
 from sparkspec.fsutil import CHUNK, atomic_target, fsync_dir
 from sparkspec.state.digests import DigestMemo
-from sparkspec.state.lockfile import FileRecord, SceneRecord, SequenceRecord
+from sparkspec.state.lockfile import FileRecord
 from sparkspec.state.lockpaths import in_output_folder
 
 

@@ -18,7 +18,7 @@ from sparkspec.apply.budget import BudgetMeter, check_plan, effective
 from sparkspec.state.applylock import apply_lock
 from sparkspec.apply.progress import JsonReporter, LiveReporter, PlainReporter
 from sparkspec.errors import SparkspecError
-from sparkspec.plan.planner import Action, Plan, PlanOptions
+from sparkspec.plan.model import Action, Plan, PlanOptions
 from sparkspec.plan.planfile import check_fresh, check_options, load_plan
 from sparkspec.plan.view import render_text
 from sparkspec.config.loader import LoadOptions

@@ -9,7 +9,7 @@ from sparkspec.commands.validate import print_diagnostics
 from sparkspec.config.loader import LoadOptions
 from sparkspec.plan import view
 from sparkspec.plan.planfile import save_plan
-from sparkspec.plan.planner import PlanOptions
+from sparkspec.plan.model import PlanOptions
 from sparkspec.state.workspace import open_workspace
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import re
 
-from sparkspec.plan.planner import Action, Change, Plan
+from sparkspec.plan.model import Action, Change, Plan
 from sparkspec.plan.view import summary_line
 
 _PROMPT = "prompt: "

@@ -10,7 +10,7 @@ from typing import Any
 
 from sparkspec.errors import StalePlanError, StatePathError
 from sparkspec.fsutil import atomic_write_text
-from sparkspec.plan.planner import Plan, PlanOptions
+from sparkspec.plan.model import Plan, PlanOptions
 from sparkspec.plan.view import plan_json
 from sparkspec.config.loader import LoadOptions
 

@@ -12,111 +12,20 @@ Two scenes with one key render once: the second is `reuse` of the first.
 from __future__ import annotations
 
 import base64
-import enum
 import hashlib
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
 
 from sparkspec import apifacts, graph
-from sparkspec.state.cache import Cache, CachedRender
+from sparkspec.state.cache import Cache
 from sparkspec.state.digests import DigestMemo
 from sparkspec.errors import SparkspecError
 from sparkspec.keys import SceneKey, first_frame_input, scene_key
 from sparkspec.state.lockfile import FileRecord, Lock, SceneRecord
-from sparkspec.plan.prompt_diff import word_diff
+from sparkspec.plan.model import Action, Change, Plan, PlanOptions, RemoteView
+from sparkspec.plan.reasons import why_changed
 from sparkspec.config.model import Project, Scene
-
-
-class Action(enum.Enum):
-    CREATE = "create"
-    UPDATE = "update"
-    REPLACE = "replace"
-    REUSE = "reuse"
-    RESTORE = "restore"
-    DELETE = "delete"
-    NOOP = "no-op"
-    STITCH = "stitch"
-    PULL = "pull"  # on the team's remote: downloaded, no tokens
-    WAIT = "wait"  # another machine renders it now: apply waits for its entry
-
-    @property
-    def symbol(self) -> str:
-        return _SYMBOLS[self]
-
-    @property
-    def renders(self) -> bool:
-        return self in (Action.CREATE, Action.UPDATE, Action.REPLACE)
-
-
-_SYMBOLS = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.REUSE: "=",
-            Action.RESTORE: "<", Action.DELETE: "-", Action.NOOP: " ", Action.STITCH: ">",
-            Action.PULL: "<", Action.WAIT: "…"}
-
-
-@dataclass(frozen=True)
-class Change:
-    kind: str  # "scene" or "sequence"
-    id: str
-    action: Action
-    reasons: tuple[str, ...] = ()
-    key: str | None = None  # None: known only after apply (or a delete)
-    estimated_tokens: int = 0
-    estimated_cost: float | None = None
-    same_as: str | None = None  # reuse: the scene whose render in this apply it shares
-    scene_key: SceneKey | None = field(default=None, compare=False, repr=False)  # what `key` was made of
-    take: int = 1  # which of the scene's takes; take 1 is the scene itself
-
-    @property
-    def address(self) -> str:
-        return f"{self.kind}.{self.id}" + (f".take{self.take}" if self.take != 1 else "")
-
-    @property
-    def render(self) -> str:
-        """What `same_as` names: the scene's id, `id.takeK` for its other takes."""
-        return self.address.split(".", 1)[1]
-
-
-class RemoteView(Protocol):
-    """What the team's remote holds, as far as this plan asked (sparkspec.remote.planning)."""
-
-    def entry(self, key: str) -> CachedRender | None: ...
-
-    def claim(self, key: str) -> str | None:
-        """`rendering on <user>@<host>, task <id>` when another machine renders `key` now."""
-
-
-@dataclass(frozen=True)
-class PlanOptions:
-    targets: tuple[str, ...] = ()
-    replace: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Plan:
-    changes: tuple[Change, ...]
-    options: PlanOptions = PlanOptions()
-    fingerprint: Mapping[str, str] = field(default_factory=dict)
-
-    def scene(self, scene_id: str, take: int = 1) -> Change | None:
-        return next((c for c in self.changes if c.kind == "scene" and c.id == scene_id and c.take == take), None)
-
-    def count(self, *actions: Action) -> int:
-        return sum(1 for c in self.changes if c.action in actions)
-
-    @property
-    def has_changes(self) -> bool:
-        return any(c.action is not Action.NOOP for c in self.changes)
-
-    @property
-    def estimated_tokens(self) -> int:
-        return sum(c.estimated_tokens for c in self.changes)
-
-    @property
-    def estimated_cost(self) -> float | None:
-        costs = [c.estimated_cost for c in self.changes if c.estimated_cost is not None]
-        return sum(costs) if costs else None
 
 
 def output_paths(project: Project, scene_id: str, take: int = 1, pick: int = 1) -> tuple[str, str]:
@@ -198,7 +107,7 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
             return Decision(Change("scene", scene.id, Action.NOOP, (), key.hex, scene_key=key, take=take),
                             record.video.sha256, record.last_frame.sha256)
     if same_as is not None:
-        reasons = _reasons(record, key) if record is not None and record.key != key.hex else []
+        reasons = why_changed(record, key) if record is not None and record.key != key.hex else []
         return Decision(Change("scene", scene.id, Action.REUSE, tuple(reasons + [f"same render as scene.{same_as}"]),
                                key.hex, same_as=same_as, scene_key=key, take=take))
     if forced:
@@ -213,15 +122,15 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
                                  key.hex, tokens, cost, scene_key=key, take=take), remote)
     cached, damage = cache.probe(key.hex)
     if damage is not None:  # a damaged blob was dropped: render it afresh
-        reasons = (_reasons(record, key) if record else []) + [damage]
+        reasons = (why_changed(record, key) if record else []) + [damage]
         return Decision(Change("scene", scene.id, Action.UPDATE if record else Action.CREATE, tuple(reasons),
                                key.hex, tokens, cost, scene_key=key, take=take))
     if cached is not None:
-        reasons = _reasons(record, key) if record else []
+        reasons = why_changed(record, key) if record else []
         return Decision(Change("scene", scene.id, Action.REUSE, tuple(reasons + ["already rendered: in the cache"]),
                                key.hex, scene_key=key, take=take), cached.video_sha256, cached.last_frame_sha256)
     if record is not None:
-        return _elsewhere(Change("scene", scene.id, Action.UPDATE, tuple(_reasons(record, key)), key.hex, tokens,
+        return _elsewhere(Change("scene", scene.id, Action.UPDATE, tuple(why_changed(record, key)), key.hex, tokens,
                                  cost, scene_key=key, take=take), remote)
     return _elsewhere(Change("scene", scene.id, Action.CREATE, (), key.hex, tokens, cost, scene_key=key, take=take),
                       remote)
@@ -340,7 +249,7 @@ class _Planner:
         reasons = [f"upstream {upstream} re-renders"]
         if record is not None:
             # The upstream explains the new key; list only what else changed.
-            reasons += [r for r in _reasons(record, partial, skip=("first_frame",)) if r != "key changed"]
+            reasons += [r for r in why_changed(record, partial, skip=("first_frame",)) if r != "key changed"]
         action = Action.REPLACE if forced else Action.UPDATE if record else Action.CREATE
         return replace(change, action=action, reasons=tuple(reasons))
 
@@ -390,35 +299,3 @@ def plan_changes(project: Project, lock: Lock, cache: Cache, memo: DigestMemo,
         changes += [Change("sequence", name, Action.DELETE, ("not in the spec",))
                     for name in lock.sequences if name not in project.sequences]
     return Plan(tuple(changes), options, dict(fingerprint or {}))
-
-
-_PARAMETERS = ("resolution", "ratio", "duration", "frames", "camera_fixed", "watermark", "model", "salt",
-               "key_version")
-
-
-def _reasons(record: SceneRecord, key: SceneKey, skip: tuple[str, ...] = ()) -> list[str]:
-    """Why `record` (from the lock) differs from `key`, parameter by parameter."""
-    old, new = record.inputs, key.inputs
-    if not old:
-        return ["the lock has no inputs recorded for it"]
-    reasons = []
-    if old.get("provider") != new.get("provider"):
-        reasons.append(f"provider: {old.get('provider')} -> {new.get('provider')}")
-    if old.get("prompt") != new.get("prompt"):
-        reasons.append(f"prompt: {word_diff(str(old.get('prompt', '')), str(new.get('prompt', '')))}")
-    for name in _PARAMETERS:
-        if old.get(name) != new.get(name):
-            reasons.append(f"{name}: {_show(old.get(name))} -> {_show(new.get(name))}")
-    if "seed" not in skip and not (record.seed_derived and key.seed_derived) and old.get("seed") != new.get("seed"):
-        reasons.append(f"seed: {_show(old.get('seed'))} -> {_show(new.get('seed'))}")
-    if "first_frame" not in skip and old.get("first_frame") != new.get("first_frame"):
-        reasons.append("first frame changed")
-    return reasons or ["key changed"]
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "(unset)"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)

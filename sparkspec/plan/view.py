@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sparkspec.plan.planner import Action, Change, Plan
+from sparkspec.plan.model import Action, Change, Plan
 
 FORMAT_VERSION = "1"
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sparkspec.errors import RemoteError
-from sparkspec.plan.planner import Plan, RemoteView
+from sparkspec.plan.model import Plan, RemoteView
 from sparkspec.remote.session import Remote
 from sparkspec.state.cache import CachedRender
 from sparkspec.state.lockfile import Lock

@@ -17,7 +17,8 @@ from sparkspec.diagnostics import Diagnostic
 from sparkspec.state.digests import DigestMemo
 from sparkspec.state.lockfile import Lock, lock_path, read_lock
 from sparkspec.state.lockpaths import check_lock_paths
-from sparkspec.plan.planner import Plan, PlanOptions, plan_changes
+from sparkspec.plan.model import Plan, PlanOptions
+from sparkspec.plan.planner import plan_changes
 from sparkspec.config.loader import LoadOptions, load_project
 from sparkspec.config.model import Project
 

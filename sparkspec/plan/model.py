@@ -1,0 +1,103 @@
+"""What a plan is: its changes, their actions and the options it was made with. Values only;
+`sparkspec.plan.planner` makes them."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from sparkspec.keys import SceneKey
+    from sparkspec.state.cache import CachedRender
+
+
+class Action(enum.Enum):
+    CREATE = "create"
+    UPDATE = "update"
+    REPLACE = "replace"
+    REUSE = "reuse"
+    RESTORE = "restore"
+    DELETE = "delete"
+    NOOP = "no-op"
+    STITCH = "stitch"
+    PULL = "pull"  # on the team's remote: downloaded, no tokens
+    WAIT = "wait"  # another machine renders it now: apply waits for its entry
+
+    @property
+    def symbol(self) -> str:
+        return _SYMBOLS[self]
+
+    @property
+    def renders(self) -> bool:
+        return self in (Action.CREATE, Action.UPDATE, Action.REPLACE)
+
+
+_SYMBOLS = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.REUSE: "=",
+            Action.RESTORE: "<", Action.DELETE: "-", Action.NOOP: " ", Action.STITCH: ">",
+            Action.PULL: "<", Action.WAIT: "…"}
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: str  # "scene" or "sequence"
+    id: str
+    action: Action
+    reasons: tuple[str, ...] = ()
+    key: str | None = None  # None: known only after apply (or a delete)
+    estimated_tokens: int = 0
+    estimated_cost: float | None = None
+    same_as: str | None = None  # reuse: the scene whose render in this apply it shares
+    scene_key: SceneKey | None = field(default=None, compare=False, repr=False)  # what `key` was made of
+    take: int = 1  # which of the scene's takes; take 1 is the scene itself
+
+    @property
+    def address(self) -> str:
+        return f"{self.kind}.{self.id}" + (f".take{self.take}" if self.take != 1 else "")
+
+    @property
+    def render(self) -> str:
+        """What `same_as` names: the scene's id, `id.takeK` for its other takes."""
+        return self.address.split(".", 1)[1]
+
+
+class RemoteView(Protocol):
+    """What the team's remote holds, as far as this plan asked (sparkspec.remote.planning)."""
+
+    def entry(self, key: str) -> CachedRender | None: ...
+
+    def claim(self, key: str) -> str | None:
+        """`rendering on <user>@<host>, task <id>` when another machine renders `key` now."""
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    targets: tuple[str, ...] = ()
+    replace: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[Change, ...]
+    options: PlanOptions = PlanOptions()
+    fingerprint: Mapping[str, str] = field(default_factory=dict)
+
+    def scene(self, scene_id: str, take: int = 1) -> Change | None:
+        return next((c for c in self.changes if c.kind == "scene" and c.id == scene_id and c.take == take), None)
+
+    def count(self, *actions: Action) -> int:
+        return sum(1 for c in self.changes if c.action in actions)
+
+    @property
+    def has_changes(self) -> bool:
+        return any(c.action is not Action.NOOP for c in self.changes)
+
+    @property
+    def estimated_tokens(self) -> int:
+        return sum(c.estimated_tokens for c in self.changes)
+
+    @property
+    def estimated_cost(self) -> float | None:
+        costs = [c.estimated_cost for c in self.changes if c.estimated_cost is not None]
+        return sum(costs) if costs else None
