@@ -5,7 +5,9 @@ request bodies in transit (what does a store do with a body that is not what was
 to the upstream. Requests are read one by one (HTTP/1.1 keep-alive) and counted by method
 in `requests`. With `match` given (`CorruptingProxy`), a PUT whose path contains it and that
 has a Content-Length gets one byte of its body flipped, its headers (and so its checksum and
-signature) untouched. Everything else, and every response, passes as is.
+signature) untouched; with `truncate` too (`TruncatingProxy`), only the first half of that
+body goes upstream and the connection is cut, as when a network drops mid-upload.
+Everything else, and every response, passes as is.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from contextlib import suppress
 
 
 class LoopbackProxy:
-    def __init__(self, upstream_port: int, match: str | None = None) -> None:
+    def __init__(self, upstream_port: int, match: str | None = None, truncate: bool = False) -> None:
         self.upstream = ("127.0.0.1", upstream_port)
         self.match = match.encode() if match is not None else None
+        self.truncate = truncate
         self.damaged = 0
         self.requests: Counter[str] = Counter()
         self._count = threading.Lock()
@@ -92,8 +95,11 @@ class LoopbackProxy:
                     self.requests[method.decode("ascii", "replace")] += 1
                 if self.match is not None and method == b"PUT" and self.match in rest.split(b" ")[0] and body:
                     middle = len(body) // 2
-                    body = body[:middle] + bytes([body[middle] ^ 0x01]) + body[middle + 1:]
                     self.damaged += 1
+                    if self.truncate:
+                        upstream.sendall(head + b"\r\n\r\n" + body[:middle])
+                        return  # the connection is cut mid-body
+                    body = body[:middle] + bytes([body[middle] ^ 0x01]) + body[middle + 1:]
                 upstream.sendall(head + b"\r\n\r\n" + body)
         except OSError:
             return
@@ -105,3 +111,9 @@ class LoopbackProxy:
 class CorruptingProxy(LoopbackProxy):
     def __init__(self, upstream_port: int, match: str = "/blobs/") -> None:
         super().__init__(upstream_port, match)
+
+
+class TruncatingProxy(LoopbackProxy):
+    def __init__(self, upstream_port: int, match: str = "/blobs/") -> None:
+        super().__init__(upstream_port, match, truncate=True)
+

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import uuid
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
@@ -41,6 +42,8 @@ class Remote:
         self.queue = PushQueue(state_dir, settings.identity)
         self._probe: ProbeResult | None = None
         self.unread: set[str] = set()  # hits a lookup took from the lock: entry listed, not read
+        self._read: set[str] = set()  # keys whose entry this run read and decoded
+        self._bad_lock = threading.Lock()  # pulls in several threads mark keys at once
 
     @classmethod
     def connect(cls, settings: RemoteSettings, state_dir: Path, environ: Mapping[str, str] = os.environ) -> Remote:
@@ -72,28 +75,37 @@ class Remote:
         found = await index.lookup(self.store, wanted, self.settings.signing_key, self.signer,
                                    with_claims=with_claims, owner=self.owner, known=known)
         self.unread.update(found.unread)
+        self._read.update(k for k in found.hits if k not in found.unread)
         return found
 
     async def pull(self, render: CachedRender, cache: Cache, tmp_dir: Path) -> CachedRender:
-        """Into the local cache, verified: the render pulled. A BlobProblem marks the key bad
-        before it is raised. A hit taken from the lock whose blobs are not there is read from
-        its entry after all (another machine's render of the key won the write-once entry)."""
+        """Into the local cache, verified: the render pulled. A BlobProblem of a render read
+        from its entry marks the key bad before it is raised. A render taken from the lock
+        (`unread`: a lookup listed its entry without reading it, or `pull` by the lock's
+        digests) whose blobs are not there is checked against its entry: none, or another
+        machine's render of the key won the write-once entry (then that render is pulled)."""
+        from_lock = render.key in self.unread or render.key not in self._read
         try:
-            try:
-                await transfer.pull_render(self.store, render, cache, tmp_dir)
-                return render
-            except transfer.BlobProblem as problem:
-                if render.key not in self.unread:
-                    raise
-                self.unread.discard(render.key)
-                entry = await self.read_entry(render.key)
-                if entry is None or transfer.same_blobs(entry, render):
-                    raise problem from None
+            await transfer.pull_render(self.store, render, cache, tmp_dir)
+            return render
+        except transfer.BlobProblem as problem:
+            if not from_lock:
+                await asyncio.to_thread(self.mark_bad, render.key, str(problem))
+                raise
+            entry = await self.read_entry(render.key)
+            if entry is None:
+                raise transfer.BlobProblem(f"{problem} (no entry of key {render.key[:12]} on the remote: "
+                                           "a machine that has the render can push it)") from None
+            if transfer.same_blobs(entry, render):
+                await asyncio.to_thread(self.mark_bad, render.key, str(problem))
+                raise
+        self.unread.discard(render.key)
+        try:
             await transfer.pull_render(self.store, entry, cache, tmp_dir)
-            return entry
         except transfer.BlobProblem as exc:
             await asyncio.to_thread(self.mark_bad, render.key, str(exc))
             raise
+        return entry
 
     async def read_entry(self, key: str) -> CachedRender | None:
         """This signer's entry of `key`, decoded and (with a signing key) checked; else None."""
@@ -101,7 +113,10 @@ class Remote:
         if got is None:
             return None
         render = decode_entry(got[0], key, self.settings.signing_key)
-        return None if isinstance(render, str) else render
+        if isinstance(render, str):
+            return None
+        self._read.add(key)
+        return render
 
     # -- writing -------------------------------------------------------------------------
     async def push(self, render: CachedRender, cache: Cache) -> bool:
@@ -147,6 +162,10 @@ class Remote:
             self._edit_bad(lambda found: [found.pop(k, None) for k in keys])
 
     def _edit_bad(self, edit: Callable[[dict[str, str]], object]) -> None:
+        with self._bad_lock:
+            self._edit_bad_locked(edit)
+
+    def _edit_bad_locked(self, edit: Callable[[dict[str, str]], object]) -> None:
         path = self.state_dir / BAD_NAME
         try:
             memo = json.loads(path.read_text(encoding="utf-8"))

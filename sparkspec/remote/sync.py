@@ -187,9 +187,13 @@ async def pull_lock(remote: Remote | None, workspace: Workspace) -> PullReport:
                                                    "`sparkspec plan` shows what rendering it again costs")
                 return
             try:
-                await remote.pull(_render_of(record), cache, workspace.state_dir / "tmp")
+                got = await remote.pull(_render_of(record), cache, workspace.state_dir / "tmp")
             except (BlobProblem, RemoteError) as exc:
                 report.problems[f"scene {sid}"] = str(exc)
+                return
+            if (got.video_sha256, got.last_frame_sha256) != (record.video.sha256, record.last_frame.sha256):
+                report.problems[f"scene {sid}"] = ("the team's remote has another render of its key than the lock "
+                                                   "names; `sparkspec apply` installs that one, at no cost")
                 return
             pulled = True
         for scene, scene_record, files in scenes:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import urllib.request
@@ -11,7 +12,11 @@ from pathlib import Path
 import pytest
 
 from fakeapi import FakeSparkAPI
+from flaky_proxy import TruncatingProxy
 from s3server import MotoServer
+from seaweedfs import SeaweedServer
+from sparkspec.remote.settings import RemoteSettings
+from sparkspec.remote.store import open_store
 
 from .conftest import Project
 
@@ -167,3 +172,42 @@ def test_failed_uploads_are_queued_and_pushed_by_the_next_apply(tmp_path: Path, 
     clone_box = machine(tmp_path, "clone", fake_api, f"s3://{bucket}/renders", moto_server.env())
     clone(box, clone_box)
     assert "3 to pull" in clone_box.run("plan").out
+
+
+@pytest.mark.slow
+def test_a_truncated_upload_is_never_installed(tmp_path: Path, fake_api: FakeSparkAPI,
+                                               seaweedfs_server: SeaweedServer) -> None:
+    """The network drops every upload of a blob halfway: the store keeps nothing of it, no
+    entry is written (the commit point comes after a HEAD check), the apply still succeeds
+    with its uploads queued, and a teammate is never offered half a render."""
+    url = seaweedfs_server.bucket()
+    proxy = TruncatingProxy(seaweedfs_server.ports["s3.port"]).start()
+    try:
+        first = machine(tmp_path, "first", fake_api, url,
+                        {**seaweedfs_server.env(), "AWS_ENDPOINT_URL_S3": proxy.endpoint})
+        first.write(SPEC)
+        made = first.apply()
+    finally:
+        proxy.stop()
+    assert made.rendered() == ["intro", "logo", "next"] and proxy.damaged > 0
+    assert sorted(e["scene"] for e in made.events() if e["event"] == "push_queued") == ["intro", "logo", "next"]
+    store = open_store(RemoteSettings(url, endpoint=seaweedfs_server.endpoint), seaweedfs_server.env())
+    left = [i.path for i in asyncio.run(store.list("")) if not i.path.startswith(("probe/", "claims/"))]
+    assert [p for p in left if p.startswith(("blobs/", "renders/"))] == [], left  # nothing half there
+
+    second = machine(tmp_path, "second", fake_api, url, seaweedfs_server.env())
+    clone(first, second)
+    assert "3 to render" in second.run("plan").out  # no entry: a miss, never a pull of half a file
+    pulled = second.run("pull")
+    assert pulled.code == 1 and not (second.root / "renders").exists(), pulled.out + pulled.err
+
+    first.env["AWS_ENDPOINT_URL_S3"] = seaweedfs_server.endpoint  # the network is back
+    pushed = first.run("push")
+    assert pushed.code == 0, pushed.out + pushed.err
+    planned = second.run("plan")
+    assert "3 to pull" in planned.out, planned.out
+    second.apply()
+    assert fake_api.total_creates == 3
+    for record in second.lock()["scenes"].values():
+        path = record["video"]["path"]
+        assert (second.root / path).read_bytes() == (first.root / path).read_bytes()

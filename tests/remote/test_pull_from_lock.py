@@ -161,3 +161,39 @@ def test_a_pulled_blob_is_linked_into_renders_and_other_blobs_are_copied(tmp_pat
         edit.write(b"edited")
     assert not there.fresh_pull(sha, size)
     assert there.verify_blob(sha, size) == "damaged"  # the cache's own check drops it
+
+
+def test_a_blob_missing_with_no_entry_at_all_is_not_a_broken_entry(tmp_path: Path) -> None:
+    """`pull` fetches by the lock's digests; before anyone pushed, nothing is there. That is
+    not an entry pointing at a missing blob: once pushed, the render is pulled as usual."""
+    env = {"SPARKSPEC_REMOTE": f"file://{tmp_path}/shared"}
+    here = Cache(tmp_path / "here")
+    render = cached(here, tmp_path, key_in("56"))
+    remote = open_remote(None, tmp_path / "state", env)
+    assert remote is not None
+    there = Cache(tmp_path / "there")
+    try:
+        asyncio.run(remote.pull(render, there, tmp_path / "tmp"))
+    except BlobProblem as exc:
+        assert "no entry of key" in str(exc)
+    else:
+        raise AssertionError("pulled a render nobody pushed")
+    assert remote.bad_keys() == {}
+    asyncio.run(push_render(remote.store, render, here, None, "unsigned"))
+    assert asyncio.run(remote.pull(render, there, tmp_path / "tmp")) == render
+
+
+def test_keys_marked_bad_from_many_threads_at_once_are_all_kept(tmp_path: Path) -> None:
+    import threading
+
+    remote = open_remote(None, tmp_path / "state", {"SPARKSPEC_REMOTE": f"file://{tmp_path}/shared"})
+    assert remote is not None
+    keys = [key_in("78") for _ in range(24)]
+    workers = [threading.Thread(target=remote.mark_bad, args=(key, "blob gone")) for key in keys]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert sorted(remote.bad_keys()) == sorted(keys)
+    remote.forget_bad(keys[:20])
+    assert sorted(remote.bad_keys()) == sorted(keys[20:])
