@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sparkspec.errors import DiskError
+from sparkspec.errors import CacheDamaged, DiskError
 from sparkspec.fsutil import atomic_move, sha256_file
 
 if TYPE_CHECKING:
@@ -89,14 +89,22 @@ class Cache:
 
     @contextmanager
     def _index_errors(self) -> Iterator[None]:
-        """SQLite's errors (a full disk, a read-only folder) as what to do about them."""
+        """The index's failures as what to do about them: a damaged file (SQLite's own check, or
+        a record that no longer decodes), or the world (a full disk, a read-only folder)."""
+        import pickle
         import sqlite3
 
+        index = self.directory / "index"
         try:
             yield
-        except (sqlite3.Error, OSError) as exc:
-            raise DiskError(f"{self.directory / 'index'}: the cache index failed ({exc}); free some disk "
+        except (sqlite3.OperationalError, OSError) as exc:
+            raise DiskError(f"{index}: the cache index failed ({exc}); free some disk "
                             "space or fix the folder's permissions, and run the command again") from None
+        except (sqlite3.Error, pickle.UnpicklingError, ValueError, LookupError, EOFError) as exc:
+            # Not set aside quietly: its entries are the way back to renders paid for before.
+            raise CacheDamaged(f"{index}: the cache index is damaged ({type(exc).__name__}: {exc}); move "
+                               f"it aside (mv {index} {index}.damaged) and run the command again: "
+                               "renders/ and the lock are intact, and the cached files stay") from None
 
     def exists(self) -> bool:
         return (self.directory / "index").is_dir()

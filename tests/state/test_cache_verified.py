@@ -109,3 +109,30 @@ def test_a_cache_entry_from_a_newer_sparkspec_is_read(root: Path) -> None:
         entry = dict(index[key])
         index[key] = {**entry, "field_from_the_future": {"x": 1}}
     assert actions(plan_of(root))["scene.logo"] == "reuse"
+
+
+def _damage_index(root: Path, how: str) -> None:
+    import sqlite3
+
+    db = root / ".sparkspec/cache/index/cache.db"
+    if how == "garbage":
+        db.write_bytes(b"not a database at all " * 400)
+    else:  # every entry's pickled record cut short, as a torn page leaves it
+        with sqlite3.connect(db) as con:
+            con.execute("UPDATE Cache SET value = x'80049502', mode = 4")
+
+
+@pytest.mark.parametrize("how", ["garbage", "bad-record"])
+def test_a_damaged_cache_index_is_one_line_naming_it_never_a_crash(root: Path, how: str) -> None:
+    (root / SPEC).write_text(BASE.replace("Coffee pours", "Tea pours"))
+    fake_apply(root)
+    (root / SPEC).write_text(BASE)  # reverted: the plan needs the index to find the old render
+    fake_apply(root, cache=False)
+    (root / SPEC).write_text(BASE.replace("Coffee pours", "Tea pours"))
+    _damage_index(root, how)
+    for args in (("plan",), ("gc", "--dry-run")):
+        result = run_cli(*args, cwd=root)
+        assert result.code == 1, (args, result.err)
+        assert "Traceback" not in result.err and "internal error" not in result.err
+        assert "cache/index: the cache index is damaged" in result.err and "mv " in result.err
+    assert (root / "project.spark.lock").is_file()
