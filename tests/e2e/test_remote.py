@@ -51,16 +51,23 @@ def clone(source: Project, target: Project) -> None:
 
 
 @pytest.mark.slow
-def test_a_clone_pulls_the_teams_renders_and_pays_nothing(tmp_path: Path, fake_api: FakeSparkAPI) -> None:
-    remote = f"file://{tmp_path}/team-remote"
-    first = machine(tmp_path, "first", fake_api, remote)
+@pytest.mark.parametrize("remote_kind", ["file", "seaweedfs"])
+def test_a_clone_pulls_the_teams_renders_and_pays_nothing(tmp_path: Path, fake_api: FakeSparkAPI, remote_kind: str,
+                                                          request: pytest.FixtureRequest) -> None:
+    env: dict[str, str] = {}
+    if remote_kind == "file":
+        remote = f"file://{tmp_path}/team-remote"
+    else:
+        server = request.getfixturevalue(f"{remote_kind}_server")
+        remote, env = server.bucket(), server.env()
+    first = machine(tmp_path, "first", fake_api, remote, env)
     first.write(SPEC)
     made = first.apply()
     assert made.rendered() == ["intro", "logo", "next"]
     assert sorted(e["scene"] for e in made.events() if e["event"] == "pushed") == ["intro", "logo", "next"]
     assert fake_api.total_creates == 3
 
-    second = machine(tmp_path, "second", fake_api, remote)
+    second = machine(tmp_path, "second", fake_api, remote, env)
     clone(first, second)
     planned = second.run("plan")
     assert planned.code == 0, planned.err

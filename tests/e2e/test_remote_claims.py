@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from fakeapi import FakeSparkAPI
+from sparkspec.remote.settings import RemoteSettings
+from sparkspec.remote.store import Store, open_store
 
 from .conftest import Project
 from .test_remote import machine
@@ -77,11 +80,12 @@ def test_two_machines_at_once_create_each_key_once(tmp_path: Path, fake_api: Fak
     assert {k: v["video"]["sha256"] for k, v in ana.items()} == {k: v["video"]["sha256"] for k, v in ben.items()}
 
 
-def claim_with_task(remote_dir: Path) -> dict[str, object] | None:
-    for path in (remote_dir / "v1" / "claims").glob("*/*.json"):
+def claim_with_task(store: Store) -> dict[str, object] | None:
+    for info in asyncio.run(store.list("claims/")):
+        got = asyncio.run(store.get(info.path))
         try:
-            body = json.loads(path.read_text())
-        except (OSError, ValueError):
+            body = json.loads(got[0]) if got is not None else {}
+        except ValueError:
             continue
         if body.get("task"):
             return dict(body)
@@ -89,12 +93,22 @@ def claim_with_task(remote_dir: Path) -> dict[str, object] | None:
 
 
 @pytest.mark.slow
-def test_a_killed_claim_holder_is_taken_over_and_its_task_collected(tmp_path: Path, fake_api: FakeSparkAPI) -> None:
+@pytest.mark.parametrize("remote_kind", ["file", "seaweedfs"])
+def test_a_killed_claim_holder_is_taken_over_and_its_task_collected(tmp_path: Path, fake_api: FakeSparkAPI,
+                                                                    remote_kind: str,
+                                                                    request: pytest.FixtureRequest) -> None:
     fake_api.latency = 6.0
-    remote_dir = tmp_path / "team-remote"
-    ttl = {"SPARKSPEC_REMOTE_CLAIM_TTL": "2"}
-    ana = machine(tmp_path, "ana", fake_api, f"file://{remote_dir}", ttl)
-    ben = machine(tmp_path, "ben", fake_api, f"file://{remote_dir}", ttl)
+    env = {"SPARKSPEC_REMOTE_CLAIM_TTL": "2"}
+    if remote_kind == "file":
+        remote = f"file://{tmp_path}/team-remote"
+        store = open_store(RemoteSettings(remote), {})
+    else:  # If-Match on a real S3 server: the takeover and the heartbeats
+        server = request.getfixturevalue(f"{remote_kind}_server")
+        remote = server.bucket()
+        env.update(server.env())
+        store = open_store(RemoteSettings(remote, endpoint=server.endpoint), server.env())
+    ana = machine(tmp_path, "ana", fake_api, remote, env)
+    ben = machine(tmp_path, "ben", fake_api, remote, env)
     ana.write(ONE)
     ben.write(ONE)
     holder = start(ana)
@@ -102,7 +116,7 @@ def test_a_killed_claim_holder_is_taken_over_and_its_task_collected(tmp_path: Pa
     claim = None
     while claim is None and time.monotonic() < deadline and holder.poll() is None:
         time.sleep(0.05)
-        claim = claim_with_task(remote_dir)
+        claim = claim_with_task(store)
     assert claim is not None, "the holder never wrote its task id into its claim"
     os.kill(holder.pid, signal.SIGKILL)
     holder.communicate(timeout=30)
@@ -117,5 +131,5 @@ def test_a_killed_claim_holder_is_taken_over_and_its_task_collected(tmp_path: Pa
     collected = [e for e in taker.events() if e["event"] == "completed"]
     assert [e["task_id"] for e in collected] == [claim["task"]["id"]]  # type: ignore[index]
     assert fake_api.total_creates == 1  # collected, not paid again
-    assert list((remote_dir / "v1" / "claims").glob("*/*.json")) == []  # released
+    assert asyncio.run(store.list("claims/")) == []  # released
     assert [e["scene"] for e in taker.events() if e["event"] == "pushed"] == ["hero"]
