@@ -1,19 +1,29 @@
 """The journal of submitted tasks: a paid task's id is on disk before it is polled.
 
-One JSON file per key under .sparkspec/journal/, written atomically (fsync'd), so
-an apply killed at any moment leaves every task it created findable by the next
-one, which collects it instead of paying for it again.
+One JSON file per key under .sparkspec/journal/, fsync'd, so an apply killed at any
+moment leaves every task it created findable by the next one, which collects it
+instead of paying for it again.
+
+A new entry is written straight to its own name (created exclusively, written,
+fsync'd), not through a temporary file and a rename: it replaces nothing, so there is
+nothing for a rename to keep whole, and it takes one journal commit of the file system
+instead of two (the rename is a second change to the directory). It is the write on the
+path from a paid create's answer to the disk, so it is kept that short. An apply killed
+inside it leaves an empty or torn file, which `get` reports as damaged (the task may
+exist), never a silently missing entry. Replacing an existing entry still goes through
+a rename, so the old one is never torn.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from sparkspec.errors import StatePathError
-from sparkspec.fsutil import atomic_write_text, fsync_dir
+from sparkspec.fsutil import atomic_write_bytes, fsync_dir
 
 
 class DamagedEntry(StatePathError):
@@ -60,7 +70,25 @@ class Journal:
                now: float | None = None, locator: str | None = None) -> JournalEntry:
         entry = JournalEntry(key, scene, provider, task_id, time.time() if now is None else now, expires_after,
                              locator)
-        atomic_write_text(self._path(key), json.dumps(entry.__dict__, sort_keys=True))
+        data = json.dumps(entry.__dict__, sort_keys=True).encode("utf-8")
+        path = self._path(key)
+        try:
+            fd = _create(path)
+        except FileExistsError:
+            atomic_write_bytes(path, data)
+            return entry
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            exc.filename = exc.filename or str(path)
+            raise
+        finally:
+            os.close(fd)
+        fsync_dir(self.directory)  # on ext4 already committed with the file; elsewhere this makes the name durable
         return entry
 
     def forget(self, key: str) -> None:
@@ -84,3 +112,13 @@ class Journal:
             if entry is not None:
                 found.append(entry)
         return found
+
+
+def _create(path: Path) -> int:
+    """A new file at `path` for writing (mode 0666 less the umask); FileExistsError if one is there."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    try:
+        return os.open(path, flags, 0o666)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, flags, 0o666)

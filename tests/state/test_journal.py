@@ -1,0 +1,42 @@
+"""The journal's entries on disk: written straight to their name, fsync'd, read back; an entry
+torn by a kill is reported, an existing one is replaced whole."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from sparkspec.state.journal import DamagedEntry, Journal
+
+KEY = "ab" * 32
+
+
+def test_a_new_entry_is_its_own_file_with_the_umasks_mode_and_reads_back(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal")  # made on first use
+    old = os.umask(0o027)
+    try:
+        entry = journal.record(KEY, "intro", "spark", "cgt-1", 3600, now=1_800_000_000.0, locator="{}")
+    finally:
+        os.umask(old)
+    assert [p.name for p in (tmp_path / "journal").iterdir()] == [f"{KEY}.json"]  # no temporary left
+    assert stat.S_IMODE((tmp_path / "journal" / f"{KEY}.json").stat().st_mode) == 0o640
+    assert journal.get(KEY) == entry and journal.entries() == [entry]
+
+
+def test_an_existing_entry_is_replaced_whole(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.record(KEY, "intro", "spark", "cgt-old", 3600)
+    journal.record(KEY, "intro", "spark", "cgt-new", 3600)
+    entry = journal.get(KEY)
+    assert entry is not None and entry.task_id == "cgt-new"
+    assert [p.name for p in tmp_path.iterdir()] == [f"{KEY}.json"]
+
+
+@pytest.mark.parametrize("torn", [b"", b'{"key": "' + KEY.encode() + b'", "task_id": "cgt'])
+def test_an_entry_torn_by_a_kill_is_reported_never_taken_for_no_entry(tmp_path: Path, torn: bytes) -> None:
+    (tmp_path / f"{KEY}.json").write_bytes(torn)
+    with pytest.raises(DamagedEntry, match="damaged journal entry"):
+        Journal(tmp_path).get(KEY)
