@@ -3,7 +3,8 @@
 A lock is a file anyone can edit or merge, so its paths are checked before anything
 acts on them. Every video and last-frame path must be relative, spelled plainly (no
 `..`, no `.`, no empty part, no backslash) and named as sparkspec names that output
-(`<scene>.mp4`, `<scene>.last.png`, `<sequence>.mp4`); the file, symlinks followed, must
+(`<scene>.mp4`, `<scene>.last.png`, `<sequence>.mp4`; take k of a scene is at the
+scene's names or at `<scene>.take<k>.mp4` and `.take<k>.last.png`); the file, symlinks followed, must
 stay inside the folder it is named in, and that folder inside the project. A lock that
 breaks this is refused before anything is deleted or written.
 
@@ -26,29 +27,33 @@ def check_lock_paths(lock: Lock, lock_name: str, root: Path) -> None:
     """Raise StatePathError for the first path in `lock` that is not an output of its own."""
     real_root = root.resolve()
     for sid, scene in sorted(lock.scenes.items()):
-        _check(scene.video, f"{sid}.mp4", f"scenes.{sid}.video", lock_name, root, real_root)
-        _check(scene.last_frame, f"{sid}.last.png", f"scenes.{sid}.last_frame", lock_name, root, real_root)
+        for where, record in [(f"scenes.{sid}", scene),
+                              *((f"scenes.{sid}.takes[{i}]", t) for i, t in enumerate(scene.takes))]:
+            stems = (sid, f"{sid}.take{record.take}")
+            _check(record.video, tuple(f"{s}.mp4" for s in stems), f"{where}.video", lock_name, root, real_root)
+            _check(record.last_frame, tuple(f"{s}.last.png" for s in stems), f"{where}.last_frame", lock_name,
+                   root, real_root)
     for name, sequence in sorted(lock.sequences.items()):
-        _check(sequence.video, f"{name}.mp4", f"sequences.{name}.video", lock_name, root, real_root)
+        _check(sequence.video, (f"{name}.mp4",), f"sequences.{name}.video", lock_name, root, real_root)
 
 
-def _check(record: FileRecord, file_name: str, where: str, lock_name: str, root: Path,
+def _check(record: FileRecord, file_names: tuple[str, ...], where: str, lock_name: str, root: Path,
            real_root: Path) -> None:
-    problem = _problem(record.path, file_name, root, real_root)
+    problem = _problem(record.path, file_names, root, real_root)
     if problem is not None:
         raise StatePathError(f"{lock_name}: {where}.path {record.path!r} {problem}; sparkspec touches only "
                              "its own outputs inside the project, so it refuses this lock: restore it "
                              "from git, or delete it to plan afresh (the cache keeps what was rendered)")
 
 
-def _problem(path: str, file_name: str, root: Path, real_root: Path) -> str | None:
+def _problem(path: str, file_names: tuple[str, ...], root: Path, real_root: Path) -> str | None:
     if "\\" in path or "\0" in path or path.startswith("/") or PurePosixPath(path).is_absolute():
         return "is not a relative path"
     parts = path.split("/")
     if any(part in ("", ".", "..") for part in parts):
         return "is not a plain relative path (no '..', '.' or empty parts)"
-    if parts[-1] != file_name:
-        return f"is not the output sparkspec writes there (expected .../{file_name})"
+    if parts[-1] not in file_names:
+        return f"is not the output sparkspec writes there (expected .../{' or '.join(file_names)})"
     folder = (root / "/".join(parts[:-1])).resolve() if len(parts) > 1 else real_root
     if folder != real_root and real_root not in folder.parents:
         return "leaves the project folder (through a symlink)"

@@ -92,3 +92,25 @@ def test_outputs_of_an_earlier_output_dir_are_restored_but_never_deleted(root: P
     assert (root / "out/intro.mp4").read_bytes() == (root / "renders/intro.mp4").read_bytes()
     lock = json.loads((root / "project.spark.lock").read_text())
     assert lock["scenes"]["intro"]["video"]["path"] == "out/intro.mp4"
+
+
+@pytest.mark.parametrize("path", ["../victim.txt", "renders/intro.take3.mp4", "renders/logo.mp4"])
+def test_a_take_naming_a_foreign_path_is_refused(root: Path, path: str) -> None:
+    """Takes are outputs too: take 2 of intro may be at intro.mp4 or intro.take2.mp4, nowhere else."""
+    lock_file = root / "project.spark.lock"
+    lock = json.loads(lock_file.read_text())
+    intro = lock["scenes"]["intro"]
+    second = {**intro, "key": "b" * 64, "video": {**intro["video"], "path": "renders/intro.take2.mp4"},
+              "last_frame": {**intro["last_frame"], "path": "renders/intro.take2.last.png"}}
+    intro["takes"] = [{**intro, "take": 1}, {**second, "take": 2}]
+    intro["pick"] = 1
+    lock_file.write_text(json.dumps(lock, indent=2, sort_keys=True))
+    assert run_cli("validate", cwd=root).code == 0
+    planned = run_cli("plan", cwd=root)
+    assert "refuses this lock" not in planned.err, planned.err
+    intro["takes"][1]["video"]["path"] = path
+    lock_file.write_text(json.dumps(lock, indent=2, sort_keys=True))
+    refused = run_cli("plan", cwd=root)
+    assert refused.code == 1
+    [line] = refused.err.strip().splitlines()
+    assert line.startswith(f"error: project.spark.lock: scenes.intro.takes[1].video.path {path!r} "), line
