@@ -147,12 +147,6 @@ def test_a_changed_prompt_updates_every_take_and_a_replace_replaces_them(root: P
     assert read_lock(root / "project.spark.lock")[0].scenes["hero"].pick == 1
 
 
-def test_apply_refuses_takes_it_cannot_render_yet(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    code, _, err = run_main(["apply", "--auto-approve"], root, monkeypatch)
-    assert code == 1 and "takes" in err and "Traceback" not in err
-    assert not (root / "renders").exists()
-
-
 def test_gc_keeps_every_recorded_take(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     lock = fake_apply(root)
     keys = [t.key for t in lock.scenes["hero"].take_records().values()]

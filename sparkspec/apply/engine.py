@@ -7,6 +7,11 @@ its action. A world that no longer matches the plan (a cached render gone, an in
 file changed) fails the scene as stale instead of doing something else. A scene
 starts when its upstream is done; a failed render skips its dependents while the
 rest go on. One render's life (submit or collect, wait, download) is in tasks.py.
+
+A scene's takes are separate changes run side by side, named `hero`, `hero.take2`...
+in events and in the journal; its picked take is what chained scenes and sequences
+use. A take whose outputs move (a new pick) leaves its old place empty unless another
+take is there already: renders/<scene>.mp4 never shows a take the lock does not say.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from sparkspec.state.cache import CachedRender
 from sparkspec.keys import SceneKey, first_frame_input, scene_key
 from sparkspec.apply.lockwriter import LockWriter
 from sparkspec.state.lockfile import FileRecord, SceneRecord, SequenceRecord
+from sparkspec.apply.adopt import adopt_moved
 from sparkspec.plan.model import Action, Change, Plan
 from sparkspec.plan.planner import decide, file_problem, output_paths, sequence_path
 from sparkspec.providers.base import FirstFrame, Provider, RenderRequest
@@ -82,7 +88,8 @@ class Engine:
         self.project = ws.project
         self.tmp_dir = ws.state_dir / "tmp"
         self.result = ApplyResult()
-        self.done: dict[str, asyncio.Future[SceneRecord | None]] = {}
+        self.done: dict[str, asyncio.Future[SceneRecord | None]] = {}  # by render name (hero.take2)
+        self.installing: dict[str, asyncio.Lock] = {}  # by scene
         journal = Journal(ws.state_dir / "journal")
         self.remote: RemoteApply | None = None
         if ws.remote is not None:
@@ -138,15 +145,18 @@ class Engine:
     async def walk(self) -> None:
         loop = asyncio.get_running_loop()
         changes = self.plan.changes
-        self.lock.withhold([c.id for c in changes if c.kind == "scene" and c.action not in KEEPS_RECORD],
+        # Outputs about to move are copied into the cache first (a clone has them only in renders/).
+        await asyncio.to_thread(adopt_moved, self.workspace, self.lock.scenes, changes)
+        self.lock.withhold(self.changing_takes(),
                            [c.id for c in changes if c.kind == "sequence" and c.action is not Action.NOOP])
         scene_changes = [c for c in changes if c.kind == "scene" and c.action is not Action.DELETE]
         for change in scene_changes:
-            self.done[change.id] = loop.create_future()
+            self.done[change.render] = loop.create_future()
+            self.installing.setdefault(change.id, asyncio.Lock())
         for change in changes:
             if change.kind == "scene" and change.action is Action.DELETE:
-                self.delete_scene(change.id)
-        tasks = [asyncio.create_task(self.scene_task(c), name=c.id) for c in scene_changes]
+                self.delete_scene(change)
+        tasks = [asyncio.create_task(self.scene_task(c), name=c.render) for c in scene_changes]
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -164,8 +174,33 @@ class Engine:
                     self.result.failed[f"sequence {change.id}"] = message
                     self.emit({"event": "failed", "sequence": change.id, "error": message})
 
+    def changing_takes(self) -> list[tuple[str, int]]:
+        """The recorded takes whose outputs this apply may overwrite, move or delete."""
+        out: list[tuple[str, int]] = []
+        for c in self.plan.changes:
+            if c.kind != "scene":
+                continue
+            if c.action is Action.DELETE and c.id not in self.project.scenes:  # every take goes
+                out += [(c.id, take) for take in self.lock.takes(c.id)]
+            elif c.action not in KEEPS_RECORD:
+                out.append((c.id, c.take))
+            elif c.action is Action.RESTORE:
+                record = self.take_record(c.id, c.take)
+                wanted = output_paths(self.project, c.id, c.take, self.project.scenes[c.id].pick)[0]
+                if record is not None and record.video.path != wanted:  # a new pick moves it
+                    out.append((c.id, c.take))
+        return out
+
+    def picked(self, scene_id: str) -> str:
+        """The render name of a scene's picked take (`hero`, `hero.take3`)."""
+        pick = self.project.scenes[scene_id].pick
+        return scene_id if pick == 1 else f"{scene_id}.take{pick}"
+
+    def take_record(self, scene_id: str, take: int) -> SceneRecord | None:
+        return self.lock.takes(scene_id).get(take)
+
     async def scene_task(self, change: Change) -> None:
-        future = self.done[change.id]
+        future = self.done[change.render]
         try:
             record = await self.scene(change)
         except asyncio.CancelledError:
@@ -173,13 +208,13 @@ class Engine:
                 future.set_result(None)
             raise
         except SceneSkipped as exc:
-            self.result.skipped[change.id] = str(exc)
-            self.emit({"event": "skipped", "scene": change.id, "reason": str(exc)})
+            self.result.skipped[change.render] = str(exc)
+            self.emit({"event": "skipped", "scene": change.render, "reason": str(exc)})
             record = None
         except (SceneFailed, SparkspecError, OSError) as exc:  # a damaged cache, a full disk: this scene
             message = str(DiskError.from_os(exc, self.project.root) if isinstance(exc, OSError) else exc)
-            self.result.failed[change.id] = message
-            self.emit({"event": "failed", "scene": change.id, "error": message})
+            self.result.failed[change.render] = message
+            self.emit({"event": "failed", "scene": change.render, "error": message})
             record = None
         if not future.done():
             future.set_result(record)
@@ -188,24 +223,25 @@ class Engine:
         scene = self.project.scenes[change.id]
         upstream: SceneRecord | None = None
         if scene.upstream is not None:
-            upstream = await self.done[scene.upstream] if scene.upstream in self.done else \
-                self.scenes.get(scene.upstream)
+            picked = self.picked(scene.upstream)
+            upstream = await self.done[picked] if picked in self.done else \
+                self.take_record(scene.upstream, self.project.scenes[scene.upstream].pick)
             if upstream is None:
-                raise SceneSkipped(f"upstream {scene.upstream} did not render")
+                raise SceneSkipped(f"upstream {picked} did not render")
         if change.key is None:
             # Known only after apply: the upstream's real last frame exists now, so the
             # planner's rule decides this scene as it would have with that frame in the lock.
             assert upstream is not None
-            key = scene_key(self.project, scene, first_frame_input(sha256=upstream.last_frame.sha256))
-            change = decide(self.project, scene, key, self.scenes.get(scene.id), self.workspace.cache,
+            key = scene_key(self.project, scene, first_frame_input(sha256=upstream.last_frame.sha256), change.take)
+            change = decide(self.project, scene, key, self.take_record(scene.id, change.take), self.workspace.cache,
                             self.workspace.memo, forced=change.action is Action.REPLACE, same_as=change.same_as,
-                            estimate=(change.estimated_tokens, change.estimated_cost)).change
+                            estimate=(change.estimated_tokens, change.estimated_cost), take=change.take).change
         return await self.execute(scene, change, upstream)
 
     async def execute(self, scene: Scene, change: Change, upstream: SceneRecord | None) -> SceneRecord | None:
         """Carry out the change as planned; a world that no longer matches the plan fails it."""
         if change.action is Action.NOOP:
-            return self.scenes.get(scene.id)
+            return self.take_record(scene.id, change.take)
         key = change.scene_key
         if key is None or key.hex != change.key:
             raise AssertionError(f"{change.address}: a planned change without its key")
@@ -216,31 +252,32 @@ class Engine:
             if cached is None:
                 raise SceneFailed(f"the plan is stale: run plan again (the cached render {key.hex[:12]} "
                                   "it was to use is no longer in the cache)")
-            return await self.installed(scene, cached, "restored" if change.action is Action.RESTORE else "reused")
+            return await self.installed(scene, change, cached,
+                                        "restored" if change.action is Action.RESTORE else "reused")
         if change.action is Action.PULL:
             if self.remote is None:
                 raise SceneFailed("the plan pulls from the team's remote, which is off in this apply; "
                                   "run plan again")
-            return await self.installed(scene, await self.remote.pull(scene.id, key.hex), "pulled")
+            return await self.installed(scene, change, await self.remote.pull(change.render, key.hex), "pulled")
         if self.stop_submitting is not None:
             raise SceneSkipped(self.stop_submitting)
-        request = self.request(scene, key, self.first_frame(scene, key, upstream))
+        request = self.request(scene, key, self.first_frame(scene, key, upstream), change.render)
         cached, shared = await self.runner.obtain(key, request, fresh=change.action is Action.REPLACE)
         if self.remote is not None and self.remote.took(key.hex):
-            return await self.installed(scene, cached, "pulled")  # another machine rendered it meanwhile
+            return await self.installed(scene, change, cached, "pulled")  # another machine rendered it meanwhile
         if shared:
-            return await self.installed(scene, cached, "reused")
-        record = await self.install(scene, cached)
-        self.result.completed.append(scene.id)
+            return await self.installed(scene, change, cached, "reused")
+        record = await self.install(scene, change.take, cached)
+        self.result.completed.append(change.render)
         self.result.tokens += cached.tokens
-        self.emit({"event": "completed", "scene": scene.id, "key": key.hex, "task_id": cached.task_id,
+        self.emit({"event": "completed", "scene": change.render, "key": key.hex, "task_id": cached.task_id,
                    "tokens": cached.tokens})
         return record
 
-    async def installed(self, scene: Scene, cached: CachedRender, verb: str) -> SceneRecord:
-        record = await self.install(scene, cached)
-        getattr(self.result, verb).append(scene.id)
-        self.emit({"event": verb, "scene": scene.id, "key": cached.key})
+    async def installed(self, scene: Scene, change: Change, cached: CachedRender, verb: str) -> SceneRecord:
+        record = await self.install(scene, change.take, cached)
+        getattr(self.result, verb).append(change.render)
+        self.emit({"event": verb, "scene": change.render, "key": cached.key})
         return record
 
     def first_frame(self, scene: Scene, key: SceneKey, upstream: SceneRecord | None) -> Path | None:
@@ -262,17 +299,21 @@ class Engine:
             return blob
         raise SceneFailed(f"the plan is stale: run plan again ({frame.path} changed since the plan)")
 
-    async def install(self, scene: Scene, cached: CachedRender) -> SceneRecord:
-        """Cache -> renders/ (copied off the event loop) -> the lock's record."""
-        self.lock.touch("scene", scene.id)
-        await asyncio.to_thread(self._materialize, scene, cached)
-        record = self.record(scene, cached)
-        self.lock.put_scene(scene.id, record)
+    async def install(self, scene: Scene, take: int, cached: CachedRender) -> SceneRecord:
+        """Cache -> renders/ (copied off the event loop) -> the lock's record; the takes of a
+        scene one at a time, as they share the scene's top-level files."""
+        async with self.installing[scene.id]:
+            self.lock.touch("scene", scene.id, take)
+            await asyncio.to_thread(self._materialize, scene, take, cached)
+            record = self.record(scene, take, cached)
+            old = self.lock.put_take(scene.id, take, record, scene.pick)
+            if old is not None:
+                await asyncio.to_thread(self.remove_moved, scene.id, old)
         return record
 
-    def _materialize(self, scene: Scene, cached: CachedRender) -> None:
+    def _materialize(self, scene: Scene, take: int, cached: CachedRender) -> None:
         cache, memo = self.workspace.cache, self.workspace.memo
-        video, frame = output_paths(self.project, scene.id)
+        video, frame = output_paths(self.project, scene.id, take, scene.pick)
         for rel, sha, size in ((video, cached.video_sha256, cached.video_bytes),
                                (frame, cached.last_frame_sha256, cached.last_frame_bytes)):
             dest = self.project.root / rel
@@ -280,36 +321,51 @@ class Engine:
                 materialize(cache.blob_path(sha), dest, sha, size, shared=cache.fresh_pull(sha, size))
                 memo.remember(dest, sha)
 
-    def record(self, scene: Scene, cached: CachedRender) -> SceneRecord:
-        video, frame = output_paths(self.project, scene.id)
+    def record(self, scene: Scene, take: int, cached: CachedRender) -> SceneRecord:
+        video, frame = output_paths(self.project, scene.id, take, scene.pick)
         return SceneRecord(
             key=cached.key, provider=cached.provider, model=cached.model, task_id=cached.task_id,
             seed=cached.seed, tokens=cached.tokens,
             video=FileRecord(video, cached.video_sha256, cached.video_bytes),
             last_frame=FileRecord(frame, cached.last_frame_sha256, cached.last_frame_bytes),
             inputs=cached.inputs, seed_derived=cached.seed_derived, cost=cached.cost,
-            last_frame_extracted=cached.last_frame_extracted)
+            last_frame_extracted=cached.last_frame_extracted, take=take)
+
+    def remove_moved(self, scene_id: str, old: SceneRecord) -> None:
+        """A take's outputs left where they were (a new pick moved it): removed, unless a take
+        of the scene is recorded there now. The old place may be renders/<scene>.mp4 of a
+        picked take that failed: it must not go on showing this take."""
+        named = {f.path for r in self.lock.takes(scene_id).values() for f in (r.video, r.last_frame)}
+        self.remove_outputs(*(f for f in (old.video, old.last_frame) if f.path not in named))
 
     # -- what a render asks for -----------------------------------------------------------
-    def request(self, scene: Scene, key: SceneKey, upstream_frame: Path | None) -> RenderRequest:
+    def request(self, scene: Scene, key: SceneKey, upstream_frame: Path | None,
+                name: str | None = None) -> RenderRequest:
         first: FirstFrame | None = None
         if upstream_frame is not None:
             first = FirstFrame(path=upstream_frame)
         elif scene.image is not None:
             first = FirstFrame(path=scene.image.path, url=scene.image.url)
         return RenderRequest(
-            key=key.hex, scene=scene.id, model=self.project.provider.model, prompt=scene.prompt,
+            key=key.hex, scene=name or scene.id, model=self.project.provider.model, prompt=scene.prompt,
             resolution=scene.resolution, ratio=scene.ratio, duration=scene.duration, frames=scene.frames,
             seed=key.seed, camera_fixed=scene.camera_fixed, watermark=scene.watermark, first_frame=first,
             service_tier=scene.service_tier, execution_expires_after=scene.execution_expires_after,
             callback_url=scene.callback_url)
 
     # -- deletes and sequences ------------------------------------------------------------
-    def delete_scene(self, scene_id: str) -> None:
-        record = self.lock.drop_scene(scene_id)  # withheld from the file already
-        kept = [] if record is None else self.remove_outputs(record.video, record.last_frame)
-        self.result.deleted.append(scene_id)
-        self.emit({"event": "deleted", "scene": scene_id, **({"kept": kept} if kept else {})})
+    def delete_scene(self, change: Change) -> None:
+        """A scene gone from the spec (every take), or one take dropped by a lower `takes`;
+        their records are withheld from the file already."""
+        scene = self.project.scenes.get(change.id)
+        if scene is None:
+            dropped = self.lock.drop_scene(change.id)
+        else:
+            record = self.lock.drop_take(change.id, change.take, scene.pick)
+            dropped = [record] if record is not None else []
+        kept = [note for r in dropped for note in self.remove_outputs(r.video, r.last_frame)]
+        self.result.deleted.append(change.render)
+        self.emit({"event": "deleted", "scene": change.render, **({"kept": kept} if kept else {})})
 
     def delete_sequence(self, name: str) -> None:
         record = self.lock.drop_sequence(name)
@@ -326,9 +382,9 @@ class Engine:
         if change.action is not Action.STITCH:
             return
         members = self.project.sequences[change.id].scenes
-        records = [self.scenes.get(m) for m in members]
-        missing = [m for m, r in zip(members, records) if r is None or m in self.result.failed
-                   or m in self.result.skipped]
+        records = [self.take_record(m, self.project.scenes[m].pick) for m in members]
+        missing = [self.picked(m) for m, r in zip(members, records) if r is None
+                   or self.picked(m) in self.result.failed or self.picked(m) in self.result.skipped]
         if missing:
             reason = f"member {missing[0]} did not render"
             self.result.skipped[f"sequence {change.id}"] = reason

@@ -6,20 +6,23 @@ many records changed as the last write held, and at least MIN_BATCH, (so all wri
 together are at most about twice the final lock) and once at the end. Between writes the lock on disk may lag
 behind renders/ (a finished scene not listed yet: the cache has it, the next plan calls
 it `reuse`), but it never names a file that is not as it says: records of outputs this
-apply may overwrite or delete are withheld from the file, in one write before any of
+apply may overwrite, move or delete are withheld from the file, in one write before any of
 them is touched, until their new record replaces them. A withheld record whose files
-were never touched (its render failed) goes back in at the end.
+were never touched (its render failed) goes back in at the end. A scene's takes are
+withheld and put one by one: the file lists the takes that are as it says.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from sparkspec.state.lockfile import Lock, SceneRecord, SequenceRecord, write_lock
+from sparkspec.state.lockfile import Lock, SceneRecord, SequenceRecord, scene_entry, write_lock
 from sparkspec.state.workspace import Workspace
 
 
 MIN_BATCH = 8  # records: a write (and a cache index transaction) costs pages, whatever it holds
+
+Item = tuple[str, str, int]  # ("scene", id, take) or ("sequence", name, 0)
 
 
 class LockWriter:
@@ -28,42 +31,67 @@ class LockWriter:
         self.before_write = before_write  # what must be on disk before the lock may name it
         self.scenes: dict[str, SceneRecord] = dict(workspace.lock.scenes)
         self.sequences: dict[str, SequenceRecord] = dict(workspace.lock.sequences)
-        self.withheld: set[tuple[str, str]] = set()  # ("scene" | "sequence", id)
-        self.touched: set[tuple[str, str]] = set()  # withheld, and its files were written or deleted
+        self.withheld: set[Item] = set()
+        self.touched: set[Item] = set()  # withheld, and its files were written or deleted
         self.changed = 0  # records changed since the last write
         self.written = 0  # records in the last write
 
-    def withhold(self, scenes: Iterable[str], sequences: Iterable[str]) -> None:
-        """Before any of these outputs is overwritten or deleted: the file stops naming them."""
-        self.withheld = {("scene", s) for s in scenes if s in self.scenes} | \
-            {("sequence", s) for s in sequences if s in self.sequences}
+    def withhold(self, takes: Iterable[tuple[str, int]], sequences: Iterable[str]) -> None:
+        """Before any of these outputs is overwritten, moved or deleted: the file stops naming them."""
+        self.withheld = {("scene", s, t) for s, t in takes if t in self.takes(s)} | \
+            {("sequence", s, 0) for s in sequences if s in self.sequences}
         if self.withheld:
             self.write()
 
-    def touch(self, kind: str, name: str) -> None:
-        """Its files are about to change: its old record may no longer come back."""
-        if (kind, name) in self.withheld:
-            self.touched.add((kind, name))
+    def takes(self, scene_id: str) -> dict[int, SceneRecord]:
+        entry = self.scenes.get(scene_id)
+        return entry.take_records() if entry is not None else {}
 
-    def put_scene(self, scene_id: str, record: SceneRecord) -> None:
-        self.scenes[scene_id] = record
-        self._changed(("scene", scene_id))
+    def touch(self, kind: str, name: str, take: int = 0) -> None:
+        """Its files are about to change: its old record may no longer come back."""
+        if (kind, name, take) in self.withheld:
+            self.touched.add((kind, name, take))
+
+    def put_take(self, scene_id: str, take: int, record: SceneRecord, pick: int) -> SceneRecord | None:
+        """Record one take of a scene picked as `pick`; returns the record it replaces."""
+        takes = self.takes(scene_id)
+        old = takes.get(take)
+        takes[take] = record
+        self.scenes[scene_id] = scene_entry(takes, pick)
+        self._changed(("scene", scene_id, take))
+        return old
 
     def put_sequence(self, name: str, record: SequenceRecord) -> None:
         self.sequences[name] = record
-        self._changed(("sequence", name))
+        self._changed(("sequence", name, 0))
 
-    def drop_scene(self, scene_id: str) -> SceneRecord | None:
-        record = self.scenes.pop(scene_id, None)
-        self._changed(("scene", scene_id))
+    def drop_take(self, scene_id: str, take: int, pick: int) -> SceneRecord | None:
+        takes = self.takes(scene_id)
+        record = takes.pop(take, None)
+        self._set_takes(scene_id, takes, pick)
+        self._changed(("scene", scene_id, take))
         return record
+
+    def drop_scene(self, scene_id: str) -> list[SceneRecord]:
+        """A scene gone from the spec: every take's record."""
+        takes = self.takes(scene_id)
+        self.scenes.pop(scene_id, None)
+        for take in takes or (1,):
+            self._changed(("scene", scene_id, take))
+        return list(takes.values())
 
     def drop_sequence(self, name: str) -> SequenceRecord | None:
         record = self.sequences.pop(name, None)
-        self._changed(("sequence", name))
+        self._changed(("sequence", name, 0))
         return record
 
-    def _changed(self, item: tuple[str, str]) -> None:
+    def _set_takes(self, scene_id: str, takes: dict[int, SceneRecord], pick: int) -> None:
+        if takes:
+            self.scenes[scene_id] = scene_entry(takes, pick)
+        else:
+            self.scenes.pop(scene_id, None)
+
+    def _changed(self, item: Item) -> None:
         self.withheld.discard(item)
         self.touched.discard(item)
         self.changed += 1
@@ -72,16 +100,21 @@ class LockWriter:
 
     def close(self) -> None:
         """The final write: withheld records come back unless their files were touched."""
-        for kind, name in self.touched:
-            (self.scenes if kind == "scene" else self.sequences).pop(name, None)
+        for kind, name, take in self.touched:
+            if kind == "sequence":
+                self.sequences.pop(name, None)
+            elif name in self.scenes:
+                takes = self.takes(name)
+                takes.pop(take, None)
+                self._set_takes(name, takes, self.scenes[name].pick)
         self.withheld.clear()
         self.touched.clear()
         self.write()
 
     def write(self) -> None:
         self.before_write()
-        scenes = {k: v for k, v in sorted(self.scenes.items()) if ("scene", k) not in self.withheld}
-        sequences = {k: v for k, v in sorted(self.sequences.items()) if ("sequence", k) not in self.withheld}
+        scenes = {k: v for k, v in ((k, self._shown(k, v)) for k, v in sorted(self.scenes.items())) if v is not None}
+        sequences = {k: v for k, v in sorted(self.sequences.items()) if ("sequence", k, 0) not in self.withheld}
         lock = Lock(scenes, sequences)
         text = lock.to_text()
         if text != self.workspace.lock_text:
@@ -90,3 +123,13 @@ class LockWriter:
             self.workspace.lock = lock
         self.written = len(scenes) + len(sequences)
         self.changed = 0
+
+    def _shown(self, scene_id: str, entry: SceneRecord) -> SceneRecord | None:
+        """The entry as the file may show it: without its withheld takes (None: all are)."""
+        if not self.withheld:
+            return entry
+        takes = entry.take_records()
+        kept = {t: r for t, r in takes.items() if ("scene", scene_id, t) not in self.withheld}
+        if len(kept) == len(takes):
+            return entry
+        return scene_entry(kept, entry.pick) if kept else None

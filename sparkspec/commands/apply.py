@@ -63,9 +63,6 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
                 check_fresh(saved, plan, Path(planfile))
             if not as_json:
                 click.echo(render_text(plan), file=stdout)
-            if any(c.take != 1 for c in plan.changes):
-                raise SparkspecError("takes: this version of apply renders one take per scene; "
-                                     "set takes: 1 to apply (plan shows every take)")
             budget = effective(workspace.project.budget, max_tokens, max_cost)
             check_plan(budget, plan)
             if not plan.has_changes:

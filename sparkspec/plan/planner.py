@@ -115,7 +115,8 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
                                scene_key=key, take=take))
     if record is not None and problem is not None:
         cached, damage = cache.probe(key.hex)
-        if cached is not None:
+        if cached is not None or (problem == moved and _in_place(project, memo, record)):
+            # A moved take not cached here (a clone) is adopted from where the lock has it.
             return Decision(Change("scene", scene.id, Action.RESTORE, (problem,), key.hex, scene_key=key, take=take),
                             record.video.sha256, record.last_frame.sha256)
         return _elsewhere(Change("scene", scene.id, Action.UPDATE, (f"{problem} and {damage or 'not in the cache'}",),
@@ -134,6 +135,11 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
                                  cost, scene_key=key, take=take), remote)
     return _elsewhere(Change("scene", scene.id, Action.CREATE, (), key.hex, tokens, cost, scene_key=key, take=take),
                       remote)
+
+def _in_place(project: Project, memo: DigestMemo, record: SceneRecord) -> bool:
+    """Both of a record's files are where and as the lock says."""
+    return all(file_problem(memo, project.root, f, f.path) is None for f in (record.video, record.last_frame))
+
 
 def _elsewhere(change: Change, remote: RemoteView | None) -> Decision:
     """A render the local cache cannot serve: pulled when the team's remote has it (its entry

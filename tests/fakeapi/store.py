@@ -62,6 +62,7 @@ class Outcome:
     message: str | None = None
     error_as_string: bool = False
     times: int = 1
+    match: Callable[[dict[str, Any]], bool] | None = None  # only tasks whose params match (None: any)
 
 
 @dataclass
@@ -264,11 +265,11 @@ class FakeSparkAPI:
             latency = self._draw(self.latency, key, params, "")
             queued = self._draw(self.queue_time, key, params, "queue:")
             outcome = None
-            if self.outcomes:
-                outcome = self.outcomes[0]
+            outcome = next((o for o in self.outcomes if o.match is None or o.match(params)), None)
+            if outcome is not None:
                 outcome.times -= 1
                 if outcome.times <= 0:
-                    self.outcomes.pop(0)
+                    self.outcomes.remove(outcome)
             now = time.monotonic()
             task = Task(task_id, key, params, model, time.time(), now + queued + latency, latency, outcome,
                         created_mono=now, start_at=now + queued, dialect=dialect)

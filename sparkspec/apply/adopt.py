@@ -1,0 +1,66 @@
+"""Renders known only from renders/ (a fresh clone, another machine's cache): adopted into the
+local cache, verified by the lock's sha256, so a new pick moves them instead of paying again."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable, Mapping
+
+from sparkspec.plan.model import Action, Change
+from sparkspec.state.cache import Cache, CachedRender
+from sparkspec.state.lockfile import SceneRecord
+from sparkspec.fsutil import sha256_file
+from sparkspec.state.workspace import Workspace
+
+
+def render_of(record: SceneRecord) -> CachedRender:
+    """The cache entry a lock record stands for."""
+    return CachedRender(key=record.key, provider=record.provider, model=record.model, task_id=record.task_id,
+                        seed=record.seed, tokens=record.tokens, video_sha256=record.video.sha256,
+                        video_bytes=record.video.bytes, last_frame_sha256=record.last_frame.sha256,
+                        last_frame_bytes=record.last_frame.bytes, inputs=record.inputs,
+                        seed_derived=record.seed_derived, cost=record.cost,
+                        last_frame_extracted=record.last_frame_extracted)
+
+
+def adopt(cache: Cache, workspace: Workspace, record: SceneRecord) -> CachedRender | None:
+    """Put `record`'s files, where the lock says they are, into the cache and index them; None
+    when a file is missing or not the bytes the lock names (nothing is adopted then)."""
+    root = workspace.project.root
+    staged = []
+    try:
+        for wanted in (record.video, record.last_frame):
+            if cache.has_blob(wanted.sha256, wanted.bytes):
+                continue
+            path = root / wanted.path
+            if path.stat().st_size != wanted.bytes:
+                return None
+            copy = cache.directory / f".{wanted.sha256}.adopt.part"
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, copy)
+            staged.append((copy, wanted.sha256))
+            if sha256_file(copy) != wanted.sha256:
+                return None
+        for copy, sha in staged:
+            cache.put_blob(copy, sha)
+    except OSError:
+        return None
+    finally:
+        for copy, _ in staged:
+            copy.unlink(missing_ok=True)
+    render = render_of(record)
+    cache.record(render)
+    return render
+
+
+def adopt_moved(workspace: Workspace, scenes: Mapping[str, SceneRecord], changes: Iterable[Change]) -> None:
+    """Before apply moves anything: each take a restore will install that the cache lacks is
+    adopted from its recorded place (the plan chose restore because its files are there)."""
+    cache = workspace.cache
+    for change in changes:
+        if change.kind != "scene" or change.action is not Action.RESTORE or change.key is None:
+            continue
+        entry = scenes.get(change.id)
+        record = entry.take_records().get(change.take) if entry is not None else None
+        if record is not None and record.key == change.key and cache.lookup(change.key) is None:
+            adopt(cache, workspace, record)
