@@ -8,7 +8,8 @@ match the lock is taken from renders/ (hashed first). Pull fills renders/ with w
 says, from the local cache, or from the remote into the cache first: the lock names every
 blob by its sha256, so pull fetches blobs by digest and checks them against the lock (two
 requests a scene; no entry needs trusting). Both write only to the paths the spec gives a
-scene (never a path read from the lock or the remote).
+scene (never a path read from the lock or the remote). Both carry every take the lock
+records, named as apply names them (`hero`, `hero.take2`).
 """
 
 from __future__ import annotations
@@ -60,11 +61,19 @@ def _render_of(record: SceneRecord) -> CachedRender:
                         seed_derived=record.seed_derived, cost=record.cost)
 
 
+def _takes(workspace: Workspace) -> list[tuple[str, str, SceneRecord]]:
+    """Every recorded take of every scene: (its name, the scene, its record)."""
+    return [(sid if take == 1 else f"{sid}.take{take}", sid, record)
+            for sid, entry in sorted(workspace.lock.scenes.items())
+            for take, record in sorted(entry.take_records().items())]
+
+
 def _wanted_files(workspace: Workspace, scene: str, record: SceneRecord) -> tuple[Path, Path] | None:
-    """The scene's files in renders/ if the lock names the paths the spec gives it, else None."""
-    if scene not in workspace.project.scenes:
+    """The take's files in renders/ if the lock names the paths the spec gives it, else None."""
+    spec = workspace.project.scenes.get(scene)
+    if spec is None:
         return None
-    video, frame = output_paths(workspace.project, scene)
+    video, frame = output_paths(workspace.project, scene, record.take, spec.pick)
     if (record.video.path, record.last_frame.path) != (video, frame):
         return None
     return workspace.project.root / video, workspace.project.root / frame
@@ -107,7 +116,7 @@ async def push_lock(remote: Remote, workspace: Workspace) -> PushReport:
         raise RemoteError(f"remote {remote.display} is read-only here (--remote-mode read-only or "
                           "SPARKSPEC_REMOTE_MODE); `sparkspec push` writes, so nothing was pushed")
     report = PushReport()
-    scenes = {record.key: (sid, record) for sid, record in sorted(workspace.lock.scenes.items())}
+    scenes = {record.key: (name, sid, record) for name, sid, record in _takes(workspace)}
     queued = await asyncio.to_thread(remote.queue.keys)
     keys = list(dict.fromkeys([*scenes, *queued]))
     on_remote = await present_entries(remote.store, keys, remote.signer)
@@ -119,7 +128,7 @@ async def push_lock(remote: Remote, workspace: Workspace) -> PushReport:
             continue
         render = await asyncio.to_thread(cache.lookup, key)
         if render is None and key in scenes:
-            render = await asyncio.to_thread(_adopt_from_renders, workspace, *scenes[key])
+            render = await asyncio.to_thread(_adopt_from_renders, workspace, *scenes[key][1:])
         if render is None:
             name = f"scene {scenes[key][0]}" if key in scenes else f"queued render {key[:12]}"
             report.unavailable[name] = ("not in the local cache and its files in renders/ do not match the "
@@ -160,8 +169,8 @@ async def pull_lock(remote: Remote | None, workspace: Workspace) -> PullReport:
     report = PullReport()
     cache, memo, root = workspace.cache, workspace.memo, workspace.project.root
     by_key: dict[str, list[tuple[str, SceneRecord, tuple[Path, Path]]]] = {}  # scenes not in place
-    for sid, record in sorted(workspace.lock.scenes.items()):
-        files = _wanted_files(workspace, sid, record)
+    for sid, scene_id, record in _takes(workspace):
+        files = _wanted_files(workspace, scene_id, record)
         if files is None:
             report.problems[f"scene {sid}"] = ("the spec no longer gives it the paths the lock names; "
                                                "`sparkspec apply` settles it")
