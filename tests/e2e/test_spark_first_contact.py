@@ -99,7 +99,7 @@ scenes:
 
 @pytest.mark.parametrize("status,code,words", [
     (403, "AccountOverdueError", "The request failed because your account has an overdue balance"),
-    (400, "OperationDenied.ServiceOverdue", "service overdue"),
+    pytest.param(400, "OperationDenied.ServiceOverdue", "service overdue", marks=pytest.mark.slow),
 ])
 def test_ark_account_overdue_stops_new_submissions_and_collects_the_running_task(
         project: Project, fake_api: FakeSparkAPI, status: int, code: str, words: str) -> None:
