@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cli_runner import run_main
@@ -129,3 +131,32 @@ def test_ark_wrong_key_and_unresolvable_host_name_arks_variables(tmp_path: Path,
 
 def _no_dns(host: str, port: int) -> object:
     raise socket.gaierror(-2, "Name or service not known")
+
+
+class _Paths(httpx.AsyncBaseTransport):
+    """The real transport, noting the path of each request."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.paths: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize("protocol,path", [("generation", "/model/v1/generation/task/"),
+                                           ("queue", "/model/v1/queue/spark_dance_v1_0_pro_fast/requests/")])
+def test_each_gateway_protocol_reads_the_impossible_task_where_it_reads_tasks(fake_api: FakeSparkAPI, protocol: str,
+                                                                               path: str) -> None:
+    for key, accepted in ((fake_api.api_key, True), ("wrong", False)):
+        paths = _Paths()
+        report = diagnose(replace(ProviderConfig(), protocol=protocol),
+                          {"SPARK_API_KEY": key, "SPARK_BASE_URL": fake_api.base_url},
+                          transport=paths, resolve=lambda host, port: None)
+        assert report.ok is accepted, report.lines
+        assert len(paths.paths) == 1 and paths.paths[0].startswith(path), paths.paths
+    assert fake_api.requests["create"] == 0

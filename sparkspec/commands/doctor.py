@@ -8,12 +8,14 @@ the key works; 401/403: it does not). Then it prints what an apply would use.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -88,14 +90,18 @@ async def _key_accepted(report: Report, config: ProviderConfig, url: str, key: s
                         transport: httpx.AsyncBaseTransport | None) -> None:
     from sparkspec.providers.ark import ArkProvider
     from sparkspec.providers.ratelimit import RateLimiter
-    from sparkspec.providers.spark import SparkProvider
+    from sparkspec.providers.spark import SparkGateway, SparkProvider
 
-    kind = ArkProvider if config.type == "ark" else SparkProvider  # each reads tasks on its own path
-    provider = kind(url, key, config.model, transport=transport, timeout=15.0, max_retries=1,
-                    max_wait=5.0, limiter=RateLimiter(config.requests_per_minute), key_env=config.api_key_env)
+    options: dict[str, Any] = dict(transport=transport, timeout=15.0, max_retries=1, max_wait=5.0,
+                                   limiter=RateLimiter(config.requests_per_minute), key_env=config.api_key_env)
+    # Each dialect reads the impossible task where it reads tasks: ModelArk's path, or the
+    # queue protocol's status URL (a locator naming only the model), or the generation one.
+    provider: SparkProvider = ArkProvider(url, key, config.model, **options) if config.type == "ark" else \
+        SparkGateway(url, key, config.model, protocol=config.protocol, **options)
+    locator = json.dumps({"model": config.model}) if config.type == "spark" and config.protocol == "queue" else None
     impossible = f"sparkspec-doctor-{uuid.uuid4().hex}"
     try:
-        await provider.poll(impossible)
+        await provider.poll(impossible, locator)
     except TaskNotFound:
         report.check(True, f"the API answers at {url}")
         report.check(True, f"the key in {config.api_key_env} is accepted")
