@@ -5,7 +5,7 @@
    synthetically for speed: four clips are really rendered by the local provider and reused
    for every scene (each scene's lock entry carries a digest of its own, so the contact sheet's
    thumbnail cache sees 200 different videos, as after a real apply). Every scene has TAKES
-   takes when the lock can record takes (issue 10 section 1), else one (the run says which).
+   takes (issue 10 section 1), recorded as apply records them (scene_entry).
    Then, as `sparkspec apply` does after its last render:
      - index.html written (gather from lock + project, render, write): target < 0.5 s;
      - contact.png with a cold thumbnail cache (every clip decoded) and a warm one;
@@ -80,7 +80,7 @@ def render_clips(folder: Path) -> list[tuple[Path, Path]]:
 
 def build_project(root: Path, clips: list[tuple[Path, Path]]) -> tuple[int, str]:
     """The spec, renders/ and a lock as an apply of every scene (and take) would leave them."""
-    from sparkspec.state.lockfile import FileRecord, Lock, SceneRecord, write_lock
+    from sparkspec.state.lockfile import FileRecord, Lock, SceneRecord, scene_entry, write_lock
     from sparkspec.state.workspace import open_workspace
 
     root.mkdir(parents=True, exist_ok=True)
@@ -89,8 +89,7 @@ def build_project(root: Path, clips: list[tuple[Path, Path]]) -> tuple[int, str]
     renders.mkdir(parents=True, exist_ok=True)
     workspace = open_workspace(root / "project.spark.yaml")
     project = workspace.project
-    takes_supported = "takes" in SceneRecord.__dataclass_fields__
-    takes = TAKES if takes_supported else 1
+    takes = TAKES
     scenes: dict[str, SceneRecord] = {}
     for n, sid in enumerate(project.scenes):
         records = []
@@ -109,17 +108,11 @@ def build_project(root: Path, clips: list[tuple[Path, Path]]) -> tuple[int, str]
                 inputs={"prompt": project.scenes[sid].prompt, "resolution": "480p", "ratio": "16:9",
                         "duration": 2, "provider": "local", "model": project.provider.model,
                         "camera_fixed": False, "watermark": False, "seed": 1000 * n + take},
-                cost=0.17))
-        if takes > 1:
-            from dataclasses import replace
-
-            numbered = tuple(replace(r, take=i) for i, r in enumerate(records, start=1))  # type: ignore[call-arg]
-            scenes[sid] = replace(numbered[0], takes=numbered, pick=1)  # type: ignore[call-arg]
-        else:
-            scenes[sid] = records[0]
+                cost=0.17, take=take))
+        scenes[sid] = scene_entry({r.take: r for r in records}, pick=1)
     write_lock(workspace.lock_path, Lock(scenes, {}))
     workspace.close()
-    return takes, "recorded" if takes_supported else "not supported by the lock yet"
+    return takes, "recorded in the lock"
 
 
 def first_paint(page: Path, runs: int) -> tuple[float, float]:

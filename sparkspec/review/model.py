@@ -75,11 +75,7 @@ class Review:
 
 def take_records(record: SceneRecord) -> tuple[list[tuple[int, SceneRecord]], int]:
     """Every recorded take by number, and the pick. A lock without takes is one take 1."""
-    takes: tuple[Any, ...] = getattr(record, "takes", ()) or ()
-    if not takes:
-        return [(int(getattr(record, "take", 1)), record)], int(getattr(record, "take", 1))
-    numbered = [(int(getattr(t, "take", n)), t) for n, t in enumerate(takes, start=1)]
-    return sorted(numbered, key=lambda item: item[0]), int(getattr(record, "pick", 1))
+    return sorted(record.take_records().items()), record.pick
 
 
 def relative(path: str, output_dir: str) -> str:
@@ -132,9 +128,8 @@ def gather(project: Project, lock: Lock, before: Mapping[str, str],
         spec = project.scenes.get(sid)
         inputs = record.inputs
         numbered, pick = take_records(record)
-        # The picked take is the scene's own files (renders/<scene>.mp4): the top-level record's.
-        takes = tuple(Take(number, relative((record if number == pick else t).video.path, out),
-                           relative((record if number == pick else t).last_frame.path, out), t.seed,
+        # Each take's files where the lock has them (the picked one's are renders/<scene>.mp4).
+        takes = tuple(Take(number, relative(t.video.path, out), relative(t.last_frame.path, out), t.seed,
                            t.key, t.task_id, t.tokens, t.cost) for number, t in numbered)
         parameters = tuple((name, _show(inputs[name])) for name in PARAMETERS if inputs.get(name) is not None)
         scenes.append(ReviewScene(

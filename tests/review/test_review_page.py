@@ -181,23 +181,23 @@ def test_a_page_that_cannot_be_written_is_a_message(root: Path, tmp_path: Path) 
 def test_takes_side_by_side_with_the_pick_first(root: Path, tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from sparkspec.state.lockfile import FileRecord, SceneRecord, read_lock, write_lock
+    from sparkspec.state.lockfile import FileRecord, read_lock, scene_entry, write_lock
 
-    if "takes" not in SceneRecord.__dataclass_fields__:
-        pytest.skip("the lock cannot record takes yet (issue 10 section 1)")
     settle(root, tmp_path / "clips", {"logo": 1, "intro": 2, "pour": 3})
     lock_file = root / "project.spark.lock"
     lock, _ = read_lock(lock_file)
     top = lock.scenes["pour"]
     takes = []
-    for number in (1, 2, 3):
-        video = FileRecord(f"renders/pour.take{number}.mp4", f"{number}" * 64, top.video.bytes)
-        frame = FileRecord(f"renders/pour.take{number}.last.png", f"{number + 3}" * 64, top.last_frame.bytes)
-        (root / video.path).write_bytes((root / top.video.path).read_bytes())
-        (root / frame.path).write_bytes((root / top.last_frame.path).read_bytes())
+    for number in (1, 2, 3):  # as apply records them: take 2, picked, at the scene's own names
+        stem = "pour" if number == 2 else f"pour.take{number}"
+        video = FileRecord(f"renders/{stem}.mp4", f"{number}" * 64, top.video.bytes)
+        frame = FileRecord(f"renders/{stem}.last.png", f"{number + 3}" * 64, top.last_frame.bytes)
+        if number != 2:
+            (root / video.path).write_bytes((root / top.video.path).read_bytes())
+            (root / frame.path).write_bytes((root / top.last_frame.path).read_bytes())
         takes.append(replace(top, key=f"{number:x}" * 64, seed=100 + number, video=video, last_frame=frame,
-                             take=number))  # type: ignore[call-arg]
-    picked = replace(takes[1], video=top.video, last_frame=top.last_frame, takes=tuple(takes), pick=2)  # type: ignore[call-arg]
+                             take=number))
+    picked = scene_entry({t.take: t for t in takes}, 2)
     write_lock(lock_file, replace(lock, scenes={**lock.scenes, "pour": picked}))
     review(root)
     page = Page((root / "renders/index.html").read_text())
