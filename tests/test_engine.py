@@ -8,6 +8,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from sparkspec.apply.engine import Engine
 from sparkspec.state.journal import Journal
 from sparkspec.state.lockfile import read_lock
@@ -132,6 +134,7 @@ def _journal_a(tmp_path: Path, task_id: str, submitted_at: float) -> None:
     workspace.close()
 
 
+@pytest.mark.slow  # a whole apply or two; the default run keeps its siblings
 def test_a_journalled_task_past_its_expiry_is_submitted_again(tmp_path: Path) -> None:
     import time
 

@@ -34,9 +34,8 @@ def test_the_printed_schema_is_the_shipped_file() -> None:
     assert json.loads(printed) == json.loads((ROOT / "schemas/project.spark.schema.json").read_text())
 
 
-# espresso-spot in the default run; the other two (20-30 s each on two cores) in the slow run.
-@pytest.mark.parametrize("example", [pytest.param(p, marks=[] if p.name == "espresso-spot" else pytest.mark.slow)
-                                     for p in EXAMPLES], ids=lambda p: p.name)
+@pytest.mark.slow  # 10-30 s each on two cores; the README's first command runs espresso-spot too
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
 def test_example_applies_offline_and_then_is_up_to_date(example: Path, tmp_path: Path) -> None:
     work = tmp_path / example.name
     shutil.copytree(example, work, ignore=shutil.ignore_patterns("renders", ".sparkspec", "*.lock"))

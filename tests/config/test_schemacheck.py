@@ -215,6 +215,7 @@ def test_the_generator_starts_from_valid_specs(doc: dict[str, Any]) -> None:
     JSONSCHEMA.validate(doc)
 
 
+@pytest.mark.slow  # 8 s of Hypothesis on two cores
 @given(spec_like())
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @example({"version": True, "scenes": {"a": {}}})

@@ -156,6 +156,7 @@ def test_describing_a_scene_or_changing_its_tier_renders_nothing(applied: Projec
     assert applied.apply().rendered() == []
 
 
+@pytest.mark.slow  # a whole apply or two; the default run keeps its siblings
 def test_deleting_a_scene_removes_its_files_and_lock_entry(applied: Project) -> None:
     blob = applied.lock()["scenes"]["solo"]["video"]["sha256"]
     applied.write(CHAIN.replace('  solo: {prompt: "a lighthouse at dusk", ratio: "1:1", duration: 2, '
@@ -230,6 +231,7 @@ def test_a_second_apply_fails_at_once_naming_the_holder(project: Project) -> Non
     assert not (project.root / "project.spark.lock").exists()
 
 
+@pytest.mark.slow  # a whole apply or two; the default run keeps its siblings
 def test_target_renders_only_the_scene_and_its_upstreams(project: Project) -> None:
     project.write(CHAIN)
     assert project.apply("--target", "b").rendered() == ["a", "b"]
@@ -275,6 +277,7 @@ def test_gc_drops_only_what_no_lock_refers_to(applied: Project) -> None:
     assert applied.apply().rendered() == []
 
 
+@pytest.mark.slow  # three applies and two stitches
 def test_a_sequence_is_stitched_again_only_when_a_member_changes(applied: Project) -> None:
     film = applied.lock()["sequences"]["film"]
     applied.write(CHAIN.replace("a lighthouse at dusk", "a lighthouse in fog"))  # solo is no member

@@ -138,6 +138,7 @@ def test_an_output_path_is_a_directory(project: Path) -> None:
     recovers(project)
 
 
+@pytest.mark.slow  # a whole apply or two; the default run keeps its siblings
 def test_the_cache_dir_is_a_file(project: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "cache-file"
     blocker.write_text("not a folder")
@@ -153,7 +154,7 @@ def test_the_cache_dir_is_a_file(project: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("size", [
     pytest.param("300k", marks=pytest.mark.slow), pytest.param("500k", marks=pytest.mark.slow),
-    "700k", pytest.param("900k", marks=pytest.mark.slow), pytest.param("1100k", marks=pytest.mark.slow),
+    pytest.param("700k", marks=pytest.mark.slow), pytest.param("900k", marks=pytest.mark.slow), pytest.param("1100k", marks=pytest.mark.slow),
     pytest.param("1300k", marks=pytest.mark.slow), pytest.param("1500k", marks=pytest.mark.slow)])
 def test_a_full_disk_at_any_point_of_an_apply(tmp_path: Path, size: str) -> None:
     """The sizes make the disk fill while downloading (300k, 1100k), writing the cache index
@@ -234,6 +235,7 @@ def test_the_state_folder_deleted_during_an_apply(tmp_path: Path) -> None:
 
 # -- a failing stitch --------------------------------------------------------------------------
 
+@pytest.mark.slow  # a whole apply around a broken stitch
 def test_a_failing_stitch_fails_only_its_sequence(tmp_path: Path) -> None:
     root = tmp_path / "project"
     (root / "renders/film.mp4").mkdir(parents=True)

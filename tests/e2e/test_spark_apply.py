@@ -37,7 +37,7 @@ def spark(project: Project, fake_api: FakeSparkAPI, dialect: Dialect) -> Project
     return project
 
 
-@every_dialect()
+@every_dialect(slow=True)
 def test_apply_renders_through_the_api_once_and_then_asks_nothing(spark: Project, fake_api: FakeSparkAPI,
                                                                  dialect: Dialect) -> None:
     first = spark.apply()
@@ -128,6 +128,7 @@ def test_ctrl_c_names_the_renders_still_running_and_the_next_apply_collects_them
     assert json.loads((spark.root / "project.spark.lock").read_text())["scenes"]["a"]["task_id"] == running_task
 
 
+@pytest.mark.slow  # a whole apply or two; the default run keeps its siblings
 @every_dialect(slow=True)
 def test_a_damaged_download_is_fetched_again_and_never_cached(spark: Project, fake_api: FakeSparkAPI,
                                                               dialect: Dialect) -> None:
@@ -159,6 +160,7 @@ def test_a_download_that_keeps_failing_fails_the_scene_and_keeps_the_task(spark:
     assert fake_api.total_creates == creates + 1  # a and solo are collected, only b (skipped) is new
 
 
+@pytest.mark.slow  # a whole apply or two; the default run keeps its siblings
 @every_dialect(slow=True)
 def test_unreported_usage_is_estimated_from_the_size_actually_rendered(spark: Project, fake_api: FakeSparkAPI,
                                                                       dialect: Dialect) -> None:
@@ -212,6 +214,7 @@ def test_ctrl_c_cancels_the_tasks_still_queued_where_the_api_can(spark: Project,
     assert fake_api.creates_by_prompt()["an origami frog jumps"] == (1 if dialect.name == "generation" else 2)
 
 
+@pytest.mark.slow  # a whole apply or two; the default run keeps its siblings
 @every_dialect(slow=True)
 def test_a_create_whose_answer_was_lost_is_found_on_ark_and_failed_elsewhere(spark: Project, fake_api: FakeSparkAPI,
                                                                             dialect: Dialect) -> None:

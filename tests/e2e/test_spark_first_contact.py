@@ -48,6 +48,7 @@ def test_a_task_without_a_last_frame_is_delivered_with_one_extracted(spark: Proj
     assert sorted(fake_api.creates_by_key.values()) == [1, 1, 1]
 
 
+@pytest.mark.slow  # a whole apply or two; the default run keeps its siblings
 def test_a_task_with_a_last_frame_records_none_extracted(spark: Project, fake_api: FakeSparkAPI) -> None:
     fake_api.last_frame = "last_frame_url"
     result = spark.apply()
@@ -66,6 +67,7 @@ def test_out_of_credits_stops_new_submissions_in_the_apis_words(spark: Project, 
     assert "skipped" in result.out
 
 
+@pytest.mark.slow  # polls until the status settles
 def test_an_unknown_status_is_polled_with_one_warning(spark: Project, fake_api: FakeSparkAPI) -> None:
     fake_api.status_names = {"in_progress": "rendering", "completed": "done"}
     fake_api.latency = 0.3
@@ -76,6 +78,7 @@ def test_an_unknown_status_is_polled_with_one_warning(spark: Project, fake_api: 
     assert len(warnings) == len({w["task_id"] for w in warnings})  # once per task
 
 
+@pytest.mark.slow  # a whole apply through the fake
 def test_a_completed_task_with_an_error_fails_the_scene(spark: Project, fake_api: FakeSparkAPI) -> None:
     fake_api.outcome("completed_with_error", message="output blocked by moderation")
     result = spark.run("apply", "--auto-approve")
@@ -101,6 +104,7 @@ scenes:
     (403, "AccountOverdueError", "The request failed because your account has an overdue balance"),
     pytest.param(400, "OperationDenied.ServiceOverdue", "service overdue", marks=pytest.mark.slow),
 ])
+@pytest.mark.slow  # a whole apply or two; the default run keeps its siblings
 def test_ark_account_overdue_stops_new_submissions_and_collects_the_running_task(
         project: Project, fake_api: FakeSparkAPI, status: int, code: str, words: str) -> None:
     project.write(ARK_SPEC)

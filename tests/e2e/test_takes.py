@@ -108,6 +108,7 @@ def test_takes_render_with_their_own_seeds_and_the_lock_records_every_take(takes
     assert takes.creates() in (None, 4)
 
 
+@pytest.mark.slow  # three applies of three takes
 def test_changing_pick_renders_only_what_is_chained_after_it(takes: Takes) -> None:
     applied = takes.project
     renders = applied.root / "renders"
@@ -194,6 +195,7 @@ def test_the_budget_counts_every_take(project: Project, fake_api: FakeSparkAPI) 
     assert sum(t["tokens"] for t in lock["hero"]["takes"]) + lock["pour"]["tokens"] == sum(tokens)
 
 
+@pytest.mark.slow  # a render, a clone and two applies
 def test_a_clone_without_a_cache_changes_its_pick_without_paying(takes: Takes, tmp_path: Path) -> None:
     """A fresh clone has the lock and renders/ but no cache: a new pick adopts the takes from
     renders/ (checked against the lock's sha256) and moves them; nothing is paid again."""

@@ -108,6 +108,7 @@ def test_the_same_request_gives_the_same_bytes(tmp_path: Path) -> None:
     assert len(digests) == 3
 
 
+@pytest.mark.slow  # a whole apply or two; the default run keeps its siblings
 def test_another_process_renders_the_same_bytes(tmp_path: Path) -> None:
     # Applies run in separate processes; x264 once gave other bytes from run to run.
     here = render(tmp_path, "here", request(frames=61))
