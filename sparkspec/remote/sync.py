@@ -20,15 +20,15 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sparkspec.apply.adopt import adopt, render_of
 from sparkspec.errors import RemoteError
-from sparkspec.fsutil import sha256_file
 from sparkspec.plan.planner import output_paths
 from sparkspec.remote.inventory import gather_bounded, present_entries
 from sparkspec.remote.layout import project_slug, root_path
 from sparkspec.remote.session import Remote
 from sparkspec.remote.transfer import BlobProblem, check_format, ensure_format
 from sparkspec.state.cache import Cache, CachedRender
-from sparkspec.state.lockfile import FileRecord, SceneRecord
+from sparkspec.state.lockfile import SceneRecord
 from sparkspec.state.workspace import Workspace
 
 ROOT_FORMAT = 1
@@ -53,14 +53,6 @@ class PullReport:
     sequences: list[str] = field(default_factory=list)  # to stitch with `apply` (no render cost)
 
 
-def _render_of(record: SceneRecord) -> CachedRender:
-    return CachedRender(key=record.key, provider=record.provider, model=record.model, task_id=record.task_id,
-                        seed=record.seed, tokens=record.tokens, video_sha256=record.video.sha256,
-                        video_bytes=record.video.bytes, last_frame_sha256=record.last_frame.sha256,
-                        last_frame_bytes=record.last_frame.bytes, inputs=record.inputs,
-                        seed_derived=record.seed_derived, cost=record.cost)
-
-
 def _takes(workspace: Workspace) -> list[tuple[str, str, SceneRecord]]:
     """Every recorded take of every scene: (its name, the scene, its record)."""
     return [(sid if take == 1 else f"{sid}.take{take}", sid, record)
@@ -81,34 +73,9 @@ def _wanted_files(workspace: Workspace, scene: str, record: SceneRecord) -> tupl
 
 def _adopt_from_renders(workspace: Workspace, scene: str, record: SceneRecord) -> CachedRender | None:
     """Rebuild the cache entry of `record` from renders/, if both files are what the lock says."""
-    files = _wanted_files(workspace, scene, record)
-    if files is None:
+    if _wanted_files(workspace, scene, record) is None:
         return None
-    staged: list[tuple[Path, FileRecord]] = []
-    try:
-        for path, wanted in zip(files, (record.video, record.last_frame)):
-            if workspace.cache.has_blob(wanted.sha256, wanted.bytes):
-                continue
-            if path.stat().st_size != wanted.bytes:
-                return None
-            copy = workspace.cache.directory / f".{wanted.sha256}.adopt.part"
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            import shutil
-
-            shutil.copyfile(path, copy)
-            staged.append((copy, wanted))
-            if sha256_file(copy) != wanted.sha256:
-                return None
-        for copy, wanted in staged:
-            workspace.cache.put_blob(copy, wanted.sha256)
-    except OSError:
-        return None
-    finally:
-        for copy, _ in staged:
-            copy.unlink(missing_ok=True)
-    render = _render_of(record)
-    workspace.cache.record(render)
-    return render
+    return adopt(workspace.cache, workspace, record)
 
 
 async def push_lock(remote: Remote, workspace: Workspace) -> PushReport:
@@ -196,7 +163,7 @@ async def pull_lock(remote: Remote | None, workspace: Workspace) -> PullReport:
                                                    "`sparkspec plan` shows what rendering it again costs")
                 return
             try:
-                got = await remote.pull(_render_of(record), cache, workspace.state_dir / "tmp")
+                got = await remote.pull(render_of(record), cache, workspace.state_dir / "tmp")
             except (BlobProblem, RemoteError) as exc:
                 report.problems[f"scene {sid}"] = str(exc)
                 return
