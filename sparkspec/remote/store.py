@@ -10,16 +10,24 @@ as given), `gs://`, `az://` (obstore's own configuration from the environment),
 `file:///path` (a shared folder) and `memory://name` (in-process, for tests). obstore's local
 folder cannot update an object conditionally, so `update` there takes an flock beside the
 object, compares the ETag and replaces the file.
+
+Every call goes through obstore's blocking API on threads of our own (`_blocking`), never its
+async API: that one completes each Python future from a tokio thread, and a tokio thread
+still inside `call_soon_threadsafe` when the interpreter finalizes is torn down mid-Rust and
+aborts the whole process (SIGABRT after a plan's last GET had already answered). A blocking
+call returns on a Python thread, and the interpreter joins those before it finalizes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import hashlib
 import os
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -37,6 +45,16 @@ RETRY = {"max_retries": 3, "retry_timeout": timedelta(seconds=10),
          "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=2),
                      "base": 2}}
 _MEMORY: dict[str, Any] = {}  # memory://name -> one MemoryStore per process
+THREADS = 32  # requests in flight at once; pulls and pushes bound themselves below this
+_pool: ThreadPoolExecutor | None = None
+
+
+async def _blocking(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`call(*args, **kwargs)` (an obstore blocking call) on the store's threads."""
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(THREADS, thread_name_prefix="sparkspec-store")
+    return await asyncio.get_running_loop().run_in_executor(_pool, functools.partial(call, *args, **kwargs))
 
 
 @dataclass(frozen=True)
@@ -93,7 +111,7 @@ class Store:
         if backend is None:
             return None
         try:
-            meta = await obstore.head_async(backend, path)
+            meta = await _blocking(obstore.head, backend, path)
         except FileNotFoundError:
             return None
         except Exception as exc:
@@ -108,8 +126,8 @@ class Store:
         if backend is None:
             return None
         try:
-            result = await obstore.get_async(backend, path)
-            data = bytes(await result.bytes_async())
+            result = await _blocking(obstore.get, backend, path)
+            data = bytes(await _blocking(result.bytes))
         except FileNotFoundError:
             return None
         except Exception as exc:
@@ -126,15 +144,16 @@ class Store:
         if backend is None:
             return None
         try:
-            result = await obstore.get_async(backend, path)
+            result = await _blocking(obstore.get, backend, path)
+            chunks = result.stream(min_chunk_size=CHUNK)
             with dest.open("wb") as out:
-                async for chunk in result.stream(min_chunk_size=CHUNK):
+                while (chunk := await _blocking(next, chunks, None)) is not None:
                     out.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)
                 if durable:
                     out.flush()
-                    await asyncio.to_thread(os.fsync, out.fileno())
+                    await _blocking(os.fsync, out.fileno())
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -153,7 +172,8 @@ class Store:
         if backend is None:
             return
         try:
-            async for page in obstore.list(backend, prefix, chunk_size=1000):
+            pages = obstore.list(backend, prefix, chunk_size=1000)
+            while (page := await _blocking(next, pages, None)) is not None:
                 yield [_info(meta) for meta in page]
         except FileNotFoundError:
             return
@@ -171,10 +191,11 @@ class Store:
         import obstore
 
         try:
-            result = await obstore.put_async(backend, path, data, mode="overwrite", use_multipart=False)
+            result = await _blocking(obstore.put, backend, path, data, mode="overwrite", use_multipart=False)
         except Exception as exc:
             raise self.failure(exc, f"PUT {path}") from None
-        return result["e_tag"]
+        etag: str | None = result["e_tag"]
+        return etag
 
     async def create(self, path: str, data: bytes) -> str | None:
         """Write only if nothing is at `path` (If-None-Match: *): the ETag, or None if taken."""
@@ -183,7 +204,7 @@ class Store:
         from obstore.exceptions import AlreadyExistsError, PreconditionError
 
         try:
-            result = await obstore.put_async(backend, path, data, mode="create")
+            result = await _blocking(obstore.put, backend, path, data, mode="create")
         except (AlreadyExistsError, PreconditionError):
             return None
         except Exception as exc:
@@ -199,7 +220,7 @@ class Store:
         from obstore.exceptions import AlreadyExistsError, PreconditionError
 
         try:
-            result = await obstore.put_async(backend, path, data, mode={"e_tag": etag})
+            result = await _blocking(obstore.put, backend, path, data, mode={"e_tag": etag})
         except (PreconditionError, AlreadyExistsError, FileNotFoundError):
             return None
         except Exception as exc:
@@ -208,7 +229,7 @@ class Store:
 
     async def _update_local(self, path: str, data: bytes, etag: str) -> str | None:
         # Blocking calls in a thread: an flock held across an await could deadlock this very loop.
-        return await asyncio.to_thread(self._update_local_sync, path, data, etag)
+        return await _blocking(self._update_local_sync, path, data, etag)  # type: ignore[no-any-return]
 
     def _update_local_sync(self, path: str, data: bytes, etag: str) -> str | None:
         import obstore
@@ -239,7 +260,7 @@ class Store:
         import obstore
 
         try:
-            await obstore.delete_async(backend, path)
+            await _blocking(obstore.delete, backend, path)
         except FileNotFoundError:
             return
         except Exception as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -175,3 +176,38 @@ def test_s3_errors_carry_the_stores_words_without_credentials() -> None:
     text = str(raised.value)
     assert "s3://bucket/p" in text and "GET format.json" in text
     assert "canary-secret-value-xyz" not in text and "AKIDCANARY1234" not in text
+
+
+
+@pytest.mark.parametrize("make_store", KINDS, indirect=True)
+def test_no_store_call_completes_from_a_foreign_thread(make_store: Callable[..., Store], tmp_path: Path) -> None:
+    # obstore's async API completes futures from tokio threads (call_soon_threadsafe from a
+    # thread Python did not start); one still inside that call when the interpreter finalizes
+    # aborts the process with SIGABRT. Every store call must come back on a Python thread.
+    foreign: list[str] = []
+
+    async def calls() -> None:
+        loop = asyncio.get_running_loop()
+        original = loop.call_soon_threadsafe
+
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            if isinstance(threading.current_thread(), threading._DummyThread):
+                foreign.append(repr(args[0]))
+            return original(*args, **kwargs)
+
+        loop.call_soon_threadsafe = watched  # type: ignore[method-assign]
+        store = make_store()
+        blob = b"x" * 3_000_000
+        assert await store.put("blobs/aa/x", blob) is not None
+        assert await store.create("claims/aa/k.json", b"one") is not None
+        info = await store.head("claims/aa/k.json")
+        assert info is not None and info.etag is not None
+        assert await store.update("claims/aa/k.json", b"two", info.etag) is not None
+        assert await store.get("claims/aa/k.json") is not None
+        assert await store.download("blobs/aa/x", tmp_path / "x") == (len(blob), hashlib.sha256(blob).hexdigest())
+        assert sorted(i.path for i in await store.list("")) == ["blobs/aa/x", "claims/aa/k.json"]
+        await store.delete("claims/aa/k.json")
+        assert await store.head("claims/aa/k.json") is None
+
+    run(calls())
+    assert foreign == []
