@@ -11,7 +11,8 @@ instead of two (the rename is a second change to the directory). It is the write
 path from a paid create's answer to the disk, so it is kept that short. An apply killed
 inside it leaves an empty or torn file, which `get` reports as damaged (the task may
 exist), never a silently missing entry. Replacing an existing entry still goes through
-a rename, so the old one is never torn.
+a rename, so the old one is never torn. The system calls of a new entry keep the GIL
+(`heldio`): no other thread runs between a create's answer and its entry on disk.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from sparkspec.errors import StatePathError
 from sparkspec.fsutil import atomic_write_bytes, fsync_dir
+from sparkspec.state.heldio import write_new
 
 
 class DamagedEntry(StatePathError):
@@ -73,22 +75,12 @@ class Journal:
         data = json.dumps(entry.__dict__, sort_keys=True).encode("utf-8")
         path = self._path(key)
         try:
-            fd = _create(path)
+            write_new(path, data)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_new(path, data)
         except FileExistsError:
             atomic_write_bytes(path, data)
-            return entry
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        except OSError as exc:
-            path.unlink(missing_ok=True)
-            exc.filename = exc.filename or str(path)
-            raise
-        finally:
-            os.close(fd)
-        fsync_dir(self.directory)  # on ext4 already committed with the file; elsewhere this makes the name durable
         return entry
 
     def forget(self, key: str) -> None:
@@ -113,12 +105,3 @@ class Journal:
                 found.append(entry)
         return found
 
-
-def _create(path: Path) -> int:
-    """A new file at `path` for writing (mode 0666 less the umask); FileExistsError if one is there."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    try:
-        return os.open(path, flags, 0o666)
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(path, flags, 0o666)
