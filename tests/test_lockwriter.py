@@ -5,6 +5,8 @@ that are in renders/ exactly as it says, even while an apply overwrites and dele
 from __future__ import annotations
 
 import asyncio
+import errno
+import threading
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -114,3 +116,46 @@ def test_a_withheld_record_whose_render_failed_comes_back(tmp_path: Path, api: F
     after, _ = read_lock(tmp_path / "project.spark.lock")
     assert after == before and all(not lies for _, lies in writes)
     assert writes[0][0] < len(before.to_text())  # s01 was withheld while it rendered
+
+
+def test_lock_writes_are_made_off_the_event_loop(tmp_path: Path, api: FakeSparkAPI,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # The fsyncs of a write (cache index, journal, lock) held up every task's next step,
+    # a create's journal entry among them, when they ran on the loop's thread.
+    threads: list[str] = []
+    real = lockwriter.write_lock
+
+    def noted(path: Path, lock: Lock) -> None:
+        threads.append(threading.current_thread().name)
+        real(path, lock)
+
+    monkeypatch.setattr(lockwriter, "write_lock", noted)
+    (tmp_path / "project.spark.yaml").write_text(spec("take 1", 20, "spark"))
+    assert apply(tmp_path, api).ok
+    assert len(threads) == 3 and all(name.startswith("sparkspec-lock") for name in threads), threads
+
+
+def test_a_failed_lock_write_stops_the_writes_after_it_and_fails_the_apply(
+        tmp_path: Path, api: FakeSparkAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    real, made = lockwriter.write_lock, []
+
+    def full(path: Path, lock: Lock) -> None:
+        if made:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        made.append(len(lock.scenes))
+        real(path, lock)
+
+    monkeypatch.setattr(lockwriter, "write_lock", full)
+    (tmp_path / "project.spark.yaml").write_text(spec("take 1", 20, "spark"))
+    creates = api.total_creates
+    with pytest.raises(OSError, match="No space left") as failed:
+        apply(tmp_path, api)
+    assert failed.value.filename == str(tmp_path / "project.spark.lock")
+    lock, _ = read_lock(tmp_path / "project.spark.lock")
+    assert made == [8] and len(lock.scenes) == 8  # the one write that was made, and nothing after it
+    paid = api.total_creates - creates
+    monkeypatch.setattr(lockwriter, "write_lock", real)  # the disk has room again: nothing is paid twice
+    assert apply(tmp_path, api).ok
+    assert api.total_creates - creates == paid == 20
+    lock, _ = read_lock(tmp_path / "project.spark.lock")
+    assert len(lock.scenes) == 20

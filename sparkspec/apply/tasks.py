@@ -117,14 +117,18 @@ class TaskRunner:
         """The render for `key` from this apply or the cache."""
         return self.delivered.get(key) or self.cache.lookup(key)
 
-    def commit(self) -> None:
-        """Index what was delivered since the last commit, in one transaction, and only then
-        drop those tasks from the journal: the cache now vouches for them. Until then a
-        killed apply leaves them journalled, and the next one collects them at no new cost."""
-        if self.uncommitted:
-            self.cache.record_many(self.uncommitted)
-            self.journal.forget_many([r.key for r in self.uncommitted])
-            self.uncommitted.clear()
+    def take_commit(self) -> Callable[[], None]:
+        """The renders delivered so far, taken off the list, as a call that indexes them in
+        one transaction and only then drops their tasks from the journal: the cache now
+        vouches for them. Until it runs a killed apply leaves them journalled, and the next
+        one collects them at no new cost. The lock writer runs it before the lock names them."""
+        batch, self.uncommitted = self.uncommitted, []
+
+        def commit() -> None:
+            if batch:
+                self.cache.record_many(batch)
+                self.journal.forget_many([r.key for r in batch])
+        return commit
 
     @property
     def api(self) -> Provider:
