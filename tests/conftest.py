@@ -18,13 +18,30 @@ from s3server import MotoServer  # noqa: E402
 from seaweedfs import SeaweedServer, weed_binary  # noqa: E402
 
 # What the developer's shell may set that would change what sparkspec does or where it writes.
-_FOREIGN = ("SPARK_", "SPARKSPEC_", "ARK_", "AWS_", "GOOGLE_", "AZURE_", "XDG_")
+_FOREIGN = ("SPARK_", "SPARKSPEC_", "ARK_", "AWS_", "GOOGLE_", "AZURE_", "XDG_", "SSL_CERT_")
+
+
+def _one_root_certificate(folder: Path) -> Path:
+    """A CA file holding one root certificate (the first of certifi's bundle). Every server the
+    tests talk to is plain HTTP on 127.0.0.1, so no test verifies a certificate; but httpx loads
+    the whole bundle (about 40 ms of CPU) into each client it makes, two per provider, hundreds
+    of times a run. SSL_CERT_FILE pointing here makes that load take a millisecond."""
+    import certifi
+
+    path = folder / "one-root.pem"
+    if not path.exists():
+        bundle = Path(certifi.where()).read_text(encoding="ascii")
+        end = "-----END CERTIFICATE-----"
+        path.write_text(bundle[:bundle.index(end) + len(end)] + "\n", encoding="ascii")
+    return path
 
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The same cut for fixtures wider than one test (a project rendered once per module),
     which are made before any test's own fixtures."""
+    global _ca_file
+    _ca_file = _one_root_certificate(tmp_path_factory.getbasetemp())
     with pytest.MonkeyPatch.context() as patch:
         _isolate(patch, tmp_path_factory.mktemp("session-home"))
         yield
@@ -38,6 +55,9 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
     return _isolate(monkeypatch, tmp_path_factory.mktemp("home"))
 
 
+_ca_file: Path  # set by isolated_session, before any test or module fixture
+
+
 def _isolate(patch: pytest.MonkeyPatch, home: Path) -> Path:
     for name in list(os.environ):
         if name.startswith(_FOREIGN):
@@ -45,6 +65,7 @@ def _isolate(patch: pytest.MonkeyPatch, home: Path) -> Path:
     patch.setenv("HOME", str(home))
     patch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     patch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    patch.setenv("SSL_CERT_FILE", str(_ca_file))
     return home
 
 
