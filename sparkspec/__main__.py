@@ -1,3 +1,3 @@
-from sparkspec.cli import main
+from sparkspec.cli import run
 
-main()
+run()

@@ -331,6 +331,34 @@ def doctor(spec: str, provider: str | None) -> None:
         sys.exit(EXIT_ERROR)
 
 
+def run() -> None:
+    """The `sparkspec` process (console script, `python -m sparkspec`): `main`, and then an
+    exit that does not wait for calls to the team's remote that nobody waits for any more."""
+    try:
+        main()
+    except SystemExit as exc:
+        _leave_abandoned_store_calls(exc.code if isinstance(exc.code, int) else EXIT_ERROR if exc.code else 0)
+        raise
+    _leave_abandoned_store_calls(0)
+
+
+def _leave_abandoned_store_calls(code: int) -> None:
+    """Exit now if a call to the team's remote is still blocked in its thread: one nobody waits
+    for any more (the plan's remote budget ran out, Ctrl-C during a pull) would otherwise hold
+    the exit until its own timeout, minutes on a store that accepts and never answers.
+    Everything sparkspec writes is on disk by now; only the abandoned request dies with us.
+    (Not in `main`, which may run inside another program, a test runner.)"""
+    store = sys.modules.get("sparkspec.remote.store")
+    if store is None or not store.calls_running():
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def main() -> None:
     from sparkspec.errors import SparkspecError, SpecError
 

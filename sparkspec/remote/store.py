@@ -26,6 +26,7 @@ import functools
 import hashlib
 import os
 import re
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,14 +48,39 @@ RETRY = {"max_retries": 3, "retry_timeout": timedelta(seconds=10),
 _MEMORY: dict[str, Any] = {}  # memory://name -> one MemoryStore per process
 THREADS = 32  # requests in flight at once; pulls and pushes bound themselves below this
 _pool: ThreadPoolExecutor | None = None
+_running = 0  # calls on the store's threads not yet returned
+_running_lock = threading.Lock()
 
 
 async def _blocking(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """`call(*args, **kwargs)` (an obstore blocking call) on the store's threads."""
-    global _pool
+    global _pool, _running
     if _pool is None:
         _pool = ThreadPoolExecutor(THREADS, thread_name_prefix="sparkspec-store")
-    return await asyncio.get_running_loop().run_in_executor(_pool, functools.partial(call, *args, **kwargs))
+    with _running_lock:
+        _running += 1
+    try:
+        done = asyncio.get_running_loop().run_in_executor(_pool, _counted, functools.partial(call, *args, **kwargs))
+    except BaseException:
+        _counted(lambda: None)
+        raise
+    return await done
+
+
+def _counted(call: Callable[[], Any]) -> Any:
+    global _running
+    try:
+        return call()
+    finally:
+        with _running_lock:
+            _running -= 1
+
+
+def calls_running() -> int:
+    """Store calls still blocked in a thread. At exit these are calls nobody waits for any more
+    (a plan's remote budget ran out, Ctrl-C): the process must not wait out their timeouts."""
+    with _running_lock:
+        return _running
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,17 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from cli_runner import start_cli
 from fakeapi import FakeSparkAPI
 from flaky_proxy import TruncatingProxy
 from s3server import MotoServer
@@ -218,3 +224,48 @@ def test_a_truncated_upload_is_never_installed(tmp_path: Path, fake_api: FakeSpa
     for record in second.lock()["scenes"].values():
         path = record["video"]["path"]
         assert (second.root / path).read_bytes() == (first.root / path).read_bytes()
+
+
+class BlackHole:
+    """A TCP server on 127.0.0.1 that accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.listener.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_ctrl_c_does_not_wait_out_a_store_that_never_answers(tmp_path: Path, fake_api: FakeSparkAPI) -> None:
+    hole = BlackHole()
+    try:
+        box = machine(tmp_path, "box", fake_api, "s3://team-bucket/renders",
+                      {"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{hole.port}", "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+                       "AWS_SECRET_ACCESS_KEY": "secret"})
+        box.write(SPEC)
+        proc = start_cli("plan", cwd=box.root, env=box.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        while not hole.held and time.monotonic() < deadline:  # the first request is on its way
+            time.sleep(0.05)
+        assert hole.held, "sparkspec never reached the store"
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        _, err = proc.communicate(timeout=60)
+        # The request in flight would time out after minutes; the exit does not wait for it.
+        assert time.monotonic() - started < 5, err
+        assert proc.returncode == 130 and "Interrupted" in err and "Traceback" not in err, err
+    finally:
+        hole.close()
