@@ -17,6 +17,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from procutil import die_with_parent
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -35,7 +37,8 @@ class MotoServer:
         if exe is None:
             raise RuntimeError("moto_server is not installed: pip install 'moto[server]'")
         self.process = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(self.port)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        preexec_fn=die_with_parent)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:

