@@ -162,33 +162,21 @@ class Store:
 
     async def download(self, path: str, dest: Path, *, durable: bool = False) -> tuple[int, str] | None:
         """Stream an object into `dest`: (bytes, sha256) of what arrived, None if absent.
-        `durable`: `dest` is fsync'd before this returns (it is about to be installed)."""
-        import obstore
-
-        digest, size = hashlib.sha256(), 0
+        `durable`: `dest` is fsync'd before this returns (it is about to be installed).
+        The whole transfer runs on one of the store's threads: the body is written and hashed
+        as it arrives (both give the GIL back), and the event loop only hears the result."""
         backend = self._reader()
         if backend is None:
             return None
         try:
-            result = await _blocking(obstore.get, backend, path)
-            chunks = result.stream(min_chunk_size=CHUNK)
-            with dest.open("wb") as out:
-                while (chunk := await _blocking(next, chunks, None)) is not None:
-                    out.write(chunk)
-                    digest.update(chunk)
-                    size += len(chunk)
-                if durable:
-                    out.flush()
-                    await _blocking(os.fsync, out.fileno())
-        except FileNotFoundError:
-            return None
+            got: tuple[int, str] | None = await _blocking(_download, backend, path, dest, durable)
         except OSError as exc:
             if exc.__class__.__module__.startswith("obstore"):
                 raise self.failure(exc, f"GET {path}") from None
             raise RemoteError(f"{dest}: cannot write a download from the remote: {exc.strerror}") from None
         except Exception as exc:
             raise self.failure(exc, f"GET {path}") from None
-        return size, digest.hexdigest()
+        return got
 
     async def list_pages(self, prefix: str) -> AsyncIterator[list[ObjectInfo]]:
         """The objects under `prefix`, a page (the store's listing page) at a time."""
@@ -291,6 +279,25 @@ class Store:
             return
         except Exception as exc:
             raise self.failure(exc, f"DELETE {path}") from None
+
+
+def _download(backend: Any, path: str, dest: Path, durable: bool) -> tuple[int, str] | None:
+    import obstore
+
+    digest, size = hashlib.sha256(), 0
+    try:
+        result = obstore.get(backend, path)
+    except FileNotFoundError:
+        return None
+    with dest.open("wb") as out:
+        for chunk in result.stream(min_chunk_size=CHUNK):
+            out.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+        if durable:
+            out.flush()
+            os.fsync(out.fileno())
+    return size, digest.hexdigest()
 
 
 def store_words(exc: BaseException) -> str:
