@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
+import av
 import pytest
 from PIL import Image
 
@@ -167,6 +170,61 @@ def test_contact_sheet_thumbnails_are_kept_by_digest(root: Path, tmp_path: Path)
     (root / "renders/logo.mp4").write_bytes(b"not a video any more")  # a cached thumbnail is not decoded again
     review(root)
     assert (root / "renders/contact.png").read_bytes() == first
+
+
+def test_a_damaged_cached_thumbnail_is_decoded_again(root: Path, tmp_path: Path) -> None:
+    settle(root, tmp_path / "clips", {"logo": 1, "intro": 2, "pour": 3})
+    review(root)
+    first = (root / "renders/contact.png").read_bytes()
+    strips = sorted((root / ".sparkspec/review").iterdir())
+    kept = [strip.read_bytes() for strip in strips]
+    strips[0].write_bytes(kept[0][:100])  # cut, as a crash could leave it: the header is sound
+    strips[1].write_bytes(kept[1][:60] + bytes(40) + kept[1][100:])  # corrupt inside
+    strips[2].write_bytes(b"")
+    (root / "renders/contact.png").unlink()
+    review(root)
+    assert (root / "renders/contact.png").read_bytes() == first
+    assert [strip.read_bytes() for strip in strips] == kept  # and kept again
+
+
+def test_the_middle_frame_is_the_same_decoded_on_or_sought(root: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A middle frame near the first is decoded on to; a far one is sought from the keyframe
+    before it. Both find the same frame."""
+    from sparkspec.review import contact
+
+    seeks: list[object] = []
+    real_open = av.open
+
+    class Counted:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __enter__(self) -> Counted:
+            self.inner.__enter__()
+            return self
+
+        def __exit__(self, *exc: object) -> Any:
+            return self.inner.__exit__(*exc)
+
+        def seek(self, *args: Any, **kwargs: Any) -> Any:
+            seeks.append(args)
+            return self.inner.seek(*args, **kwargs)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(av, "open", lambda *args, **kwargs: Counted(real_open(*args, **kwargs)))
+    settle(root, tmp_path / "clips", {"logo": 1, "intro": 2, "pour": 3})
+    review(root)
+    near = (root / "renders/contact.png").read_bytes()
+    assert seeks == []
+    shutil.rmtree(root / ".sparkspec/review")
+    (root / "renders/contact.png").unlink()
+    monkeypatch.setattr(contact, "FORWARD_SECONDS", 0)
+    review(root)
+    assert len(seeks) == 3
+    assert (root / "renders/contact.png").read_bytes() == near
 
 
 def test_a_page_that_cannot_be_written_is_a_message(root: Path, tmp_path: Path) -> None:

@@ -1,0 +1,40 @@
+"""The contact sheet's PNG writer: bands of rows in, a PNG that Pillow reads back pixel for pixel."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import pytest
+from PIL import Image
+
+from sparkspec.media.pngrows import write_rgb_rows
+
+
+def noise(width: int, height: int, seed: int) -> Image.Image:
+    rng = random.Random(seed)
+    return Image.frombytes("RGB", (width, height), bytes(rng.randrange(256) for _ in range(3 * width * height)))
+
+
+def test_bands_of_rows_make_the_picture_they_came_from() -> None:
+    picture = noise(37, 23, 1)
+    data = picture.tobytes()
+    stride = 3 * picture.width
+    bands = [data[:5 * stride], data[5 * stride:6 * stride], data[6 * stride:]]  # uneven bands
+    out = io.BytesIO()
+    write_rgb_rows(out, picture.width, picture.height, bands)
+    out.seek(0)
+    with Image.open(out) as read:
+        assert read.format == "PNG" and read.mode == "RGB" and read.size == picture.size
+        read.load()  # checks the chunks' CRCs and the zlib stream
+        assert read.tobytes() == data
+
+
+@pytest.mark.parametrize("bands, problem", [
+    ([b"\x00" * (3 * 4 * 2)], "2 rows written for a picture 3 high"),
+    ([b"\x00" * (3 * 4 * 4)], "4 rows written for a picture 3 high"),
+    ([b"\x00" * 13], "not whole rows of 12"),
+])
+def test_rows_that_do_not_fill_the_picture_are_refused(bands: list[bytes], problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        write_rgb_rows(io.BytesIO(), 4, 3, bands)
