@@ -258,7 +258,8 @@ class Engine:
             if self.remote is None:
                 raise SceneFailed("the plan pulls from the team's remote, which is off in this apply; "
                                   "run plan again")
-            return await self.installed(scene, change, await self.remote.pull(change.render, key.hex), "pulled")
+            pulled = await self.remote.pull(change.render, key.hex, thumbnail=change.take == scene.pick)
+            return await self.installed(scene, change, pulled, "pulled")
         if self.stop_submitting is not None:
             raise SceneSkipped(self.stop_submitting)
         request = self.request(scene, key, self.first_frame(scene, key, upstream), change.render)

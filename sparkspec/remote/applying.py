@@ -1,7 +1,8 @@
 """Apply with the team's remote: pull what it has, claim before paying, push what was rendered.
 
 The engine calls three things: `start()` once (retries pushes queued by earlier runs),
-`pull(scene, key)` for a scene the plan pulls, and `render(scene, key, render_fn)` around
+`pull(scene, key)` for a scene the plan pulls (with `thumbnail`, the picked take's
+contact-sheet strip is decoded as soon as it lands, while the other pulls stream), and `render(scene, key, render_fn)` around
 every paid render. `render` claims the key first (If-None-Match). If another machine holds
 it, this one waits for that machine's entry and pulls it (`--no-wait`: the scene is
 skipped); a claim whose ETag stalls for one ttl is taken over (If-Match), and a task id in
@@ -14,13 +15,14 @@ then the claim is deleted. Read-only: no claim, no push, nothing written.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from sparkspec.apply.tasks import Emit, SceneFailed, SceneSkipped, Sleep
-from sparkspec.errors import RemoteError
+from sparkspec.errors import MediaError, RemoteError
 from sparkspec.remote.claims import ClaimTask, ClaimWatch, Held, Seen
 from sparkspec.remote.session import Remote
 from sparkspec.remote.transfer import BlobProblem
@@ -51,6 +53,8 @@ class RemoteApply:
         self.pushed: list[str] = []
         self.queued: list[str] = []
         self._transfers: asyncio.Semaphore | None = None  # made in the apply's own event loop
+        self._decoders: asyncio.Semaphore | None = None  # contact-sheet strips decoding at once
+        self._strips: set[asyncio.Task[None]] = set()
 
     @classmethod
     def push_queued(cls, remote: Remote, cache: Cache, emit: Emit) -> None:
@@ -102,9 +106,10 @@ class RemoteApply:
             return None  # its blobs failed a pull before: a miss, already reported
         return await self.remote.read_entry(key)
 
-    async def pull(self, scene: str, key: str) -> CachedRender:
+    async def pull(self, scene: str, key: str, *, thumbnail: bool = False) -> CachedRender:
         """The plan's `pull`: into the local cache, verified. Fails the scene (no unplanned
-        render) when the entry is gone or its blobs are damaged; the next plan renders it."""
+        render) when the entry is gone or its blobs are damaged; the next plan renders it.
+        `thumbnail`: start the contact sheet's strip of the video once it is in."""
         try:
             render = await self.entry(key)
             if render is None:
@@ -118,7 +123,28 @@ class RemoteApply:
         except RemoteError as exc:
             raise SceneFailed(f"pull failed: {exc}") from None
         self.pulled.add(key)
+        if thumbnail:
+            task = asyncio.create_task(self._strip(scene, render))
+            self._strips.add(task)
+            task.add_done_callback(self._strips.discard)
         return render
+
+    async def _strip(self, scene: str, render: CachedRender) -> None:
+        """Decode the strip into `.sparkspec/review/` while other pulls stream, one decoder a
+        core, so the review page after the apply finds it made. Strips still waiting when the
+        apply's loop ends are cancelled and the review page decodes them; one that fails is
+        left for the review page to report."""
+        from sparkspec.review.contact import SheetEntry, make_strip
+
+        if self._decoders is None:
+            self._decoders = asyncio.Semaphore(os.cpu_count() or 1)
+        frame = self.cache.blob_path(render.last_frame_sha256) if render.last_frame_sha256 else None
+        entry = SheetEntry(scene, self.cache.blob_path(render.video_sha256), render.video_sha256, frame)
+        async with self._decoders:
+            try:
+                await asyncio.to_thread(make_strip, entry, self.remote.state_dir / "review")
+            except (MediaError, OSError):
+                pass
 
     def took(self, key: str) -> bool:
         """Whether `key` was pulled (another machine rendered it) rather than rendered here."""

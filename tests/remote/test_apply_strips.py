@@ -1,0 +1,97 @@
+"""An apply that pulls from the team's remote makes each picked take's contact-sheet strip as
+soon as its pull lands, while other pulls stream, and the review page after it decodes none."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from pathlib import Path
+
+from PIL import Image
+
+from review.conftest import FRAMES, clip_bytes, frame_color, png_bytes
+from sparkspec.remote.applying import RemoteApply
+from sparkspec.remote.session import open_remote
+from sparkspec.remote.transfer import push_render
+from sparkspec.review.contact import GAP, THUMB_WIDTH
+from sparkspec.state.cache import Cache, CachedRender
+from sparkspec.state.journal import Journal
+
+
+def cached(cache: Cache, tmp: Path, video: bytes, frame: bytes) -> CachedRender:
+    shas = []
+    for data in (video, frame):
+        sha = hashlib.sha256(data).hexdigest()
+        (tmp / sha).write_bytes(data)
+        cache.put_blob(tmp / sha, sha)
+        shas.append((sha, len(data)))
+    render = CachedRender(secrets.token_hex(32), "local", "m", "t", 1, 0, shas[0][0], shas[0][1], shas[1][0],
+                          shas[1][1], {})
+    cache.record(render)
+    return render
+
+
+def pushed(tmp_path: Path, videos: list[bytes]) -> tuple[object, list[CachedRender]]:
+    here = Cache(tmp_path / "here")
+    frame = png_bytes(tmp_path / "last.png", (1, 2, 3))
+    renders = [cached(here, tmp_path, video, frame) for video in videos]
+    remote = open_remote(None, tmp_path / "state", {"SPARKSPEC_REMOTE": f"file://{tmp_path}/shared"})
+    assert remote is not None
+    for render in renders:
+        asyncio.run(push_render(remote.store, render, here, None, "unsigned"))
+    return remote, renders
+
+
+async def until(condition: object, seconds: float = 20) -> None:
+    for _ in range(int(seconds / 0.02)):
+        if condition():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+def test_a_pulled_picked_take_has_its_strip_made_while_the_apply_runs(tmp_path: Path) -> None:
+    videos = [clip_bytes(tmp_path / f"{base}.mp4", base) for base in (1, 2, 3)]
+    remote, renders = pushed(tmp_path, videos)
+    applying = RemoteApply(remote, Cache(tmp_path / "there"), Journal(tmp_path / "journal"),  # type: ignore[arg-type]
+                           tmp_path / "tmp", lambda event: None, hits={r.key: r for r in renders})
+    thumbs = tmp_path / "state" / "review"
+    strip = {r.key: thumbs / f"{r.video_sha256}.png" for r in renders}
+
+    async def apply() -> None:
+        # scene a and b are picked takes; b.take2 is another take (its strip is not shown)
+        await asyncio.gather(applying.pull("a", renders[0].key, thumbnail=True),
+                             applying.pull("b", renders[1].key, thumbnail=True),
+                             applying.pull("b.take2", renders[2].key))
+        await until(lambda: strip[renders[0].key].exists() and strip[renders[1].key].exists())
+        await asyncio.sleep(0.1)
+
+    asyncio.run(apply())
+    assert not strip[renders[2].key].exists()
+    for n, render in enumerate(renders[:2]):
+        with Image.open(strip[render.key]) as made:
+            image = made.convert("RGB")
+        height = round(THUMB_WIDTH * 90 / 160)
+        assert image.size == (3 * THUMB_WIDTH + 2 * GAP, height)
+        for at, index in enumerate((0, FRAMES // 2)):  # the first and middle frame of its own video
+            pixel = image.getpixel((at * (THUMB_WIDTH + GAP) + THUMB_WIDTH // 2, height // 2))
+            wanted = frame_color(n + 1, index)
+            assert max(abs(p - w) for p, w in zip(pixel, wanted)) <= 6, (n, index, pixel, wanted)  # type: ignore[arg-type]
+
+
+def test_a_pulled_video_that_cannot_be_decoded_still_pulls(tmp_path: Path) -> None:
+    """The strip is the review page's business: it reports what it cannot decode."""
+    remote, renders = pushed(tmp_path, [b"not a video" * 100])
+    there = Cache(tmp_path / "there")
+    applying = RemoteApply(remote, there, Journal(tmp_path / "journal"), tmp_path / "tmp",  # type: ignore[arg-type]
+                           lambda event: None, hits={r.key: r for r in renders})
+
+    async def apply() -> CachedRender:
+        got = await applying.pull("a", renders[0].key, thumbnail=True)
+        await asyncio.sleep(0.5)
+        return got
+
+    assert asyncio.run(apply()) == renders[0]
+    assert there.lookup(renders[0].key) == renders[0]
+    assert not (tmp_path / "state" / "review" / f"{renders[0].video_sha256}.png").exists()
