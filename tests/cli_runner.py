@@ -1,6 +1,7 @@
 """The two ways tests run `sparkspec`: `run_cli` as a user's shell would (a subprocess of
-`python -m sparkspec`), and `run_main` in-process through the console entry point (its error
-boundary included) where a test needs monkeypatching. Both capture what it prints."""
+`python -m sparkspec`), and `run_main` / `run_here` in-process through the console entry point
+(its error boundary included) where a test needs monkeypatching or is not about the process
+(a subprocess costs about 0.4 s of CPU in imports alone). All capture what it prints."""
 
 from __future__ import annotations
 
@@ -81,3 +82,14 @@ def run_main(args: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> tup
         except SystemExit as exc:
             code = int(exc.code or 0)
         return code, out.getvalue().decode(), err.getvalue().decode()
+
+
+Cli = Callable[..., Run]  # the `cli` fixture: cli("plan", cwd=root) -> Run
+
+
+def run_here(*args: str, cwd: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
+    """`run_cli` in this process: the same entry point and error boundary, for tests of what
+    sparkspec prints and writes rather than of the process (signals, exit of a real process)."""
+    code, out, err = run_main(list(args), cwd, monkeypatch)
+    assert "Traceback" not in err, err
+    return Run(code, out, err)

@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from cli_runner import Cli, Run, run_here  # noqa: E402
 from dialects import GENERATION, Dialect  # noqa: E402
 from fakeapi import FakeSparkAPI  # noqa: E402
 from s3server import MotoServer  # noqa: E402
@@ -40,10 +41,8 @@ def _one_root_certificate(folder: Path) -> Path:
 def isolated_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The same cut for fixtures wider than one test (a project rendered once per module),
     which are made before any test's own fixtures."""
-    global _ca_file
-    _ca_file = _one_root_certificate(tmp_path_factory.getbasetemp())
     with pytest.MonkeyPatch.context() as patch:
-        _isolate(patch, tmp_path_factory.mktemp("session-home"))
+        _isolate(patch, tmp_path_factory, "session-home")
         yield
 
 
@@ -52,21 +51,29 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
     """No test reads the developer's environment: their keys, remotes and caches are cleared,
     HOME is an empty folder of the test's own, and every cache goes into the test's tmp folder.
     Subprocesses inherit this environment."""
-    return _isolate(monkeypatch, tmp_path_factory.mktemp("home"))
+    return _isolate(monkeypatch, tmp_path_factory, "home")
 
 
-_ca_file: Path  # set by isolated_session, before any test or module fixture
-
-
-def _isolate(patch: pytest.MonkeyPatch, home: Path) -> Path:
+def _isolate(patch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory, folder: str) -> Path:
+    home = tmp_path_factory.mktemp(folder)
     for name in list(os.environ):
         if name.startswith(_FOREIGN):
             patch.delenv(name)
     patch.setenv("HOME", str(home))
     patch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     patch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    patch.setenv("SSL_CERT_FILE", str(_ca_file))
+    patch.setenv("SSL_CERT_FILE", str(_one_root_certificate(tmp_path_factory.getbasetemp())))
     return home
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch) -> Cli:
+    """`cli("plan", cwd=root)`: sparkspec in this process (`cli_runner.run_here`), for tests of
+    what it prints and writes; `run_cli` where the process itself is under test."""
+    def run(*args: str, cwd: Path) -> Run:
+        return run_here(*args, cwd=cwd, monkeypatch=monkeypatch)
+
+    return run
 
 
 @pytest.fixture

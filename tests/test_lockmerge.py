@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cli_runner import Run, run_cli
+from cli_runner import Cli
 from sparkspec.state.lockfile import FileRecord, Lock, SceneRecord, SequenceRecord, read_lock
 from sparkspec.state.lockmerge import merge_locks
 
@@ -87,15 +87,11 @@ def test_merge_laws(base: Lock, ours: Lock, theirs: Lock) -> None:
     assert merge_locks(base, ours, theirs).lock == merged  # deterministic
 
 
-def run(cwd: Path, *args: str) -> Run:
-    return run_cli(*args, cwd=cwd, timeout=60)
-
-
-def test_the_command_writes_the_merge_into_ours(tmp_path: Path) -> None:
+def test_the_command_writes_the_merge_into_ours(cli: Cli, tmp_path: Path) -> None:
     (tmp_path / "base").write_text("")  # git passes an empty BASE when both branches added the lock
     (tmp_path / "ours").write_text(lock(intro=scene("1")).to_text())
     (tmp_path / "theirs").write_text(lock(outro=scene("2")).to_text())
-    done = run(tmp_path, "merge-lock", "base", "ours", "theirs")
+    done = cli("merge-lock", "base", "ours", "theirs", cwd=tmp_path)
     assert done.returncode == 0 and done.stderr == ""
     merged, text = read_lock(tmp_path / "ours")
     assert set(merged.scenes) == {"intro", "outro"}
@@ -103,29 +99,29 @@ def test_the_command_writes_the_merge_into_ours(tmp_path: Path) -> None:
     assert (tmp_path / "theirs").read_text() == lock(outro=scene("2")).to_text()
 
 
-def test_the_command_names_a_kept_conflict(tmp_path: Path) -> None:
+def test_the_command_names_a_kept_conflict(cli: Cli, tmp_path: Path) -> None:
     for name, record in (("base", scene("1")), ("ours", scene("2")), ("theirs", scene("3"))):
         (tmp_path / name).write_text(lock(intro=record).to_text())
-    done = run(tmp_path, "merge-lock", "base", "ours", "theirs")
+    done = cli("merge-lock", "base", "ours", "theirs", cwd=tmp_path)
     assert done.returncode == 0
     assert "scene.intro changed on both sides; kept ours" in done.stderr
     assert json.loads((tmp_path / "ours").read_text())["scenes"]["intro"]["key"] == "2"
 
 
 @pytest.mark.parametrize("bad", ['{"version": 1, "scenes": {', '{"version": 2}', "<<<<<<< HEAD\n", "[]"])
-def test_a_file_that_is_not_a_lock_is_exit_1_and_leaves_ours_alone(tmp_path: Path, bad: str) -> None:
+def test_a_file_that_is_not_a_lock_is_exit_1_and_leaves_ours_alone(cli: Cli, tmp_path: Path, bad: str) -> None:
     (tmp_path / "base").write_text(Lock().to_text())
     ours = lock(intro=scene("1")).to_text()
     (tmp_path / "ours").write_text(ours)
     (tmp_path / "theirs").write_text(bad)
-    done = run(tmp_path, "merge-lock", "base", "ours", "theirs")
+    done = cli("merge-lock", "base", "ours", "theirs", cwd=tmp_path)
     assert done.returncode == 1
     line, = done.stderr.strip().splitlines()
     assert line.startswith("error: theirs") and "lock" in line
     assert (tmp_path / "ours").read_text() == ours
 
 
-def test_a_missing_file_is_exit_1(tmp_path: Path) -> None:
+def test_a_missing_file_is_exit_1(cli: Cli, tmp_path: Path) -> None:
     (tmp_path / "ours").write_text(Lock().to_text())
-    done = run(tmp_path, "merge-lock", "nothere", "ours", "ours")
+    done = cli("merge-lock", "nothere", "ours", "ours", cwd=tmp_path)
     assert done.returncode == 1 and "nothere: no such file" in done.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cli_runner import run_cli
+from cli_runner import Cli
 
 SPEC = """\
 version: 1
@@ -15,23 +15,23 @@ scenes:
 """
 
 
-def test_validate_and_graph_never_read_the_lock_or_the_cache(tmp_path: Path) -> None:
+def test_validate_and_graph_never_read_the_lock_or_the_cache(cli: Cli, tmp_path: Path) -> None:
     (tmp_path / "project.spark.yaml").write_text(SPEC)
     (tmp_path / "project.spark.lock").write_text("<<<<<<< HEAD\nnot a lock at all\n")
     (tmp_path / ".sparkspec").write_text("a file where the state folder should be")
-    validated = run_cli("validate", cwd=tmp_path)
+    validated = cli("validate", cwd=tmp_path)
     assert (validated.code, validated.err) == (0, "")
     assert validated.out == "project.spark.yaml: valid (2 scenes, 0 sequence(s)).\n"
-    graphed = run_cli("graph", cwd=tmp_path)
+    graphed = cli("graph", cwd=tmp_path)
     assert graphed.code == 0 and "a" in graphed.out and "b" in graphed.out
-    assert run_cli("plan", cwd=tmp_path).code == 1  # plan does read the lock
+    assert cli("plan", cwd=tmp_path).code == 1  # plan does read the lock
 
 
-def test_validate_files_as_the_pre_commit_hook_calls_it_never_reads_the_lock(tmp_path: Path) -> None:
+def test_validate_files_as_the_pre_commit_hook_calls_it_never_reads_the_lock(cli: Cli, tmp_path: Path) -> None:
     # The hook runs during a merge, when the lock may well have conflict markers.
     (tmp_path / "project.spark.yaml").write_text(SPEC)
     (tmp_path / "project.spark.lock").write_text("<<<<<<< HEAD\nnot a lock at all\n")
     (tmp_path / ".sparkspec").write_text("a file where the state folder should be")
-    validated = run_cli("validate", "project.spark.yaml", cwd=tmp_path)
+    validated = cli("validate", "project.spark.yaml", cwd=tmp_path)
     assert (validated.code, validated.out) == (0, "")
     assert validated.err == "project.spark.yaml: valid\n"

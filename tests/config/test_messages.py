@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_runner import run_cli
+from cli_runner import Cli
 
 
 @pytest.mark.parametrize("scene, where", [
@@ -16,25 +16,25 @@ from cli_runner import run_cli
     ('prompt: "{% if false %}x{% endif %}"', "4:19"),
     ("prompt_file: empty.j2", "4:24"),
 ])
-def test_a_blank_rendered_prompt_is_an_error_at_its_line(tmp_path: Path, scene: str, where: str) -> None:
+def test_a_blank_rendered_prompt_is_an_error_at_its_line(cli: Cli, tmp_path: Path, scene: str, where: str) -> None:
     (tmp_path / "empty.j2").write_text("\n  \n")
     (tmp_path / "project.spark.yaml").write_text(
         f'version: 1\nvars: {{nothing: " "}}\nscenes:\n  blank: {{{scene}}}\n  fine: {{prompt: "a kite"}}\n')
-    result = run_cli("validate", cwd=tmp_path)
+    result = cli("validate", cwd=tmp_path)
     assert result.code == 1
     [line] = result.err.splitlines()
     assert line.startswith(f"project.spark.yaml:{where}: error: scenes.blank.prompt")
     assert "renders to nothing" in line
 
 
-def test_a_var_no_template_reads_is_a_warning(tmp_path: Path) -> None:
+def test_a_var_no_template_reads_is_a_warning(cli: Cli, tmp_path: Path) -> None:
     (tmp_path / "prompt.j2").write_text("{% include 'part.j2' %} at dusk")
     (tmp_path / "part.j2").write_text("{{ subjekt_in_include }}")
     (tmp_path / "project.spark.yaml").write_text(
         'version: 1\nprovider: {type: local}\nvars: {subject: a kite, subjekt_in_include: a boat}\n'
         'scenes:\n  a: {prompt: "{{ subject }} in the sky"}\n  b: {prompt_file: prompt.j2}\n')
     for command in ("validate", "plan"):
-        result = run_cli(command, "--var", "subjet=a plane", "--var", "subject=a bird",
+        result = cli(command, "--var", "subjet=a plane", "--var", "subject=a bird",
                          "--var", "subjekt_in_include=a ship", cwd=tmp_path)
         assert result.code == 0, result.err
         assert result.err.splitlines() == [

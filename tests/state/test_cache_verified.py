@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_runner import run_cli
+from cli_runner import Cli
 from test_plan import BASE, SPEC, actions, fake_apply, plan_of, reasons
 
 SMALL = """\
@@ -72,30 +72,30 @@ def test_a_restore_from_a_damaged_blob_renders_instead(root: Path) -> None:
 
 
 @pytest.mark.slow
-def test_apply_checks_the_bytes_it_copies_even_when_the_memo_vouched(tmp_path: Path) -> None:
+def test_apply_checks_the_bytes_it_copies_even_when_the_memo_vouched(cli: Cli, tmp_path: Path) -> None:
     (tmp_path / SPEC).write_text(SMALL)
-    assert run_cli("apply", "--auto-approve", cwd=tmp_path).code == 0
+    assert cli("apply", "--auto-approve", cwd=tmp_path).code == 0
     first = lock(tmp_path)["scenes"]["kite"]
     (tmp_path / "renders/kite.mp4").unlink()
-    assert run_cli("plan", cwd=tmp_path).code == 0  # the memo now vouches for the blobs
+    assert cli("plan", cwd=tmp_path).code == 0  # the memo now vouches for the blobs
     damage(blob(tmp_path, first["video"]["sha256"]), keep_stamp=True)  # bit rot: no stamp changes
-    failed = run_cli("apply", "--auto-approve", cwd=tmp_path)
+    failed = cli("apply", "--auto-approve", cwd=tmp_path)
     assert failed.code == 1
     assert "the cached copy of kite.mp4 is damaged and was dropped" in failed.err
     assert not (tmp_path / "renders/kite.mp4").exists()
     assert lock(tmp_path)["scenes"]["kite"] == first  # the lock still tells the truth
-    again = run_cli("apply", "--auto-approve", "--json", cwd=tmp_path)
+    again = cli("apply", "--auto-approve", "--json", cwd=tmp_path)
     assert again.code == 0 and again.rendered() == ["kite"]
     assert lock(tmp_path)["scenes"]["kite"]["video"] == first["video"]  # the same bytes, rendered again
 
 
 @pytest.mark.slow
-def test_a_render_replaces_a_damaged_blob_of_the_same_name(tmp_path: Path) -> None:
+def test_a_render_replaces_a_damaged_blob_of_the_same_name(cli: Cli, tmp_path: Path) -> None:
     (tmp_path / SPEC).write_text(SMALL)
-    assert run_cli("apply", "--auto-approve", cwd=tmp_path).code == 0
+    assert cli("apply", "--auto-approve", cwd=tmp_path).code == 0
     video = lock(tmp_path)["scenes"]["kite"]["video"]
     damage(blob(tmp_path, video["sha256"]))
-    again = run_cli("apply", "--auto-approve", "--json", "--replace", "kite", cwd=tmp_path)
+    again = cli("apply", "--auto-approve", "--json", "--replace", "kite", cwd=tmp_path)
     assert again.code == 0 and again.rendered() == ["kite"]
     assert blob(tmp_path, video["sha256"]).read_bytes() == (tmp_path / "renders/kite.mp4").read_bytes()
 
@@ -123,7 +123,7 @@ def _damage_index(root: Path, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["garbage", "bad-record"])
-def test_a_damaged_cache_index_is_one_line_naming_it_never_a_crash(root: Path, how: str) -> None:
+def test_a_damaged_cache_index_is_one_line_naming_it_never_a_crash(cli: Cli, root: Path, how: str) -> None:
     (root / SPEC).write_text(BASE.replace("Coffee pours", "Tea pours"))
     fake_apply(root)
     (root / SPEC).write_text(BASE)  # reverted: the plan needs the index to find the old render
@@ -131,7 +131,7 @@ def test_a_damaged_cache_index_is_one_line_naming_it_never_a_crash(root: Path, h
     (root / SPEC).write_text(BASE.replace("Coffee pours", "Tea pours"))
     _damage_index(root, how)
     for args in (("plan",), ("gc", "--dry-run")):
-        result = run_cli(*args, cwd=root)
+        result = cli(*args, cwd=root)
         assert result.code == 1, (args, result.err)
         assert "Traceback" not in result.err and "internal error" not in result.err
         assert "cache/index: the cache index is damaged" in result.err and "mv " in result.err

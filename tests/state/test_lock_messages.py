@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_runner import run_cli
+from cli_runner import Cli
 from test_plan import BASE, SPEC, fake_apply
 
 
@@ -24,7 +24,7 @@ def git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True)
 
 
-def test_a_lock_with_merge_conflicts_says_so_and_how_to_go_on(root: Path) -> None:
+def test_a_lock_with_merge_conflicts_says_so_and_how_to_go_on(cli: Cli, root: Path) -> None:
     lock_file = root / "project.spark.lock"
     git(root, "init", "-q", "-b", "main")
     git(root, "add", "project.spark.lock")
@@ -39,7 +39,7 @@ def test_a_lock_with_merge_conflicts_says_so_and_how_to_go_on(root: Path) -> Non
     assert git(root, "merge", "-q", "other").returncode != 0
     line = 1 + lock_file.read_text().splitlines().index("<<<<<<< HEAD")
     for command in ("plan", "apply", "show"):
-        refused = run_cli(command, cwd=root)
+        refused = cli(command, cwd=root)
         assert refused.code == 1
         assert refused.err.splitlines() == [
             f"error: project.spark.lock has merge conflicts at line {line}, so it is no lock yet; keep one "
@@ -47,13 +47,13 @@ def test_a_lock_with_merge_conflicts_says_so_and_how_to_go_on(root: Path) -> Non
             "--ours project.spark.lock` or `--theirs`) and run `sparkspec plan`: the other side's renders "
             "are reused from the cache where this machine has them"]
     git(root, "checkout", "--theirs", "project.spark.lock")
-    assert run_cli("plan", cwd=root).code == 0
+    assert cli("plan", cwd=root).code == 0
 
 
-def test_a_lock_from_a_newer_sparkspec_says_upgrade(root: Path) -> None:
+def test_a_lock_from_a_newer_sparkspec_says_upgrade(cli: Cli, root: Path) -> None:
     lock_file = root / "project.spark.lock"
     lock_file.write_text(json.dumps({**json.loads(lock_file.read_text()), "version": 2}))
-    refused = run_cli("plan", cwd=root)
+    refused = cli("plan", cwd=root)
     assert refused.code == 1
     assert refused.err.splitlines() == [
         "error: project.spark.lock was written by a newer sparkspec (lock version 2; this one reads "

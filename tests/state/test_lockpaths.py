@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_runner import run_cli
+from cli_runner import Cli
 from test_plan import BASE, SPEC, edit, fake_apply
 
 
@@ -36,14 +36,14 @@ def drop_logo(root: Path) -> None:
 
 @pytest.mark.parametrize("path", ["../victim.txt", "renders/../../victim.txt", "/tmp/victim.txt",
                                   "renders/./logo.mp4", "project.spark.yaml", "renders\\logo.mp4"])
-def test_a_lock_naming_a_foreign_path_is_refused_before_anything_is_deleted(root: Path, path: str) -> None:
+def test_a_lock_naming_a_foreign_path_is_refused_before_anything_is_deleted(cli: Cli, root: Path, path: str) -> None:
     victim = root.parent / "victim.txt"
     victim.write_text("not sparkspec's")
     drop_logo(root)  # logo is to be deleted: today's bug deleted whatever its lock entry named
     set_path(root, "logo", "video", path)
     before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and ".sparkspec" not in p.parts}
     for command in (["plan"], ["apply", "--auto-approve"]):
-        refused = run_cli(*command, cwd=root)
+        refused = cli(*command, cwd=root)
         assert refused.code == 1, refused.out
         [line] = refused.err.strip().splitlines()
         assert line.startswith(f"error: project.spark.lock: scenes.logo.video.path {path!r} ") and \
@@ -52,26 +52,26 @@ def test_a_lock_naming_a_foreign_path_is_refused_before_anything_is_deleted(root
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and ".sparkspec" not in p.parts} == before
 
 
-def test_a_symlink_leaving_the_output_folder_is_refused(root: Path) -> None:
+def test_a_symlink_leaving_the_output_folder_is_refused(cli: Cli, root: Path) -> None:
     outside = root.parent / "elsewhere.mp4"
     outside.write_bytes(b"someone else's video")
     (root / "renders/logo.mp4").unlink()
     os.symlink(outside, root / "renders/logo.mp4")
-    refused = run_cli("plan", cwd=root)
+    refused = cli("plan", cwd=root)
     assert refused.code == 1
     assert "scenes.logo.video.path 'renders/logo.mp4' is a symlink leaving its folder" in refused.err
     (root / "renders/logo.mp4").unlink()
     os.symlink(root.parent, root / "renders/sub")
     set_path(root, "logo", "video", "renders/sub/logo.mp4")
-    refused = run_cli("plan", cwd=root)
+    refused = cli("plan", cwd=root)
     assert refused.code == 1 and "leaves the project folder" in refused.err
     assert outside.read_bytes() == b"someone else's video"
 
 
-def test_a_delete_leaves_an_altered_file_and_says_so(root: Path) -> None:
+def test_a_delete_leaves_an_altered_file_and_says_so(cli: Cli, root: Path) -> None:
     drop_logo(root)
     (root / "renders/logo.last.png").write_bytes(b"retouched by hand")
-    applied = run_cli("apply", "--auto-approve", cwd=root)
+    applied = cli("apply", "--auto-approve", cwd=root)
     assert applied.code == 0, applied.err
     assert "logo: deleted from the lock; left renders/logo.last.png: changed since sparkspec wrote it" \
         in applied.out
@@ -80,10 +80,10 @@ def test_a_delete_leaves_an_altered_file_and_says_so(root: Path) -> None:
     assert "logo" not in json.loads((root / "project.spark.lock").read_text())["scenes"]
 
 
-def test_outputs_of_an_earlier_output_dir_are_restored_but_never_deleted(root: Path) -> None:
+def test_outputs_of_an_earlier_output_dir_are_restored_but_never_deleted(cli: Cli, root: Path) -> None:
     edit(root, "version: 1\n", "version: 1\noutput_dir: ./out/\n")
     drop_logo(root)
-    applied = run_cli("apply", "--auto-approve", "--json", cwd=root)
+    applied = cli("apply", "--auto-approve", "--json", cwd=root)
     assert applied.code == 0, applied.err
     deleted = [e for e in applied.events() if e["event"] == "deleted" and e.get("scene") == "logo"]
     assert deleted[0]["kept"] == ["left renders/logo.mp4: outside the output folder out/",
@@ -95,7 +95,7 @@ def test_outputs_of_an_earlier_output_dir_are_restored_but_never_deleted(root: P
 
 
 @pytest.mark.parametrize("path", ["../victim.txt", "renders/intro.take3.mp4", "renders/logo.mp4"])
-def test_a_take_naming_a_foreign_path_is_refused(root: Path, path: str) -> None:
+def test_a_take_naming_a_foreign_path_is_refused(cli: Cli, root: Path, path: str) -> None:
     """Takes are outputs too: take 2 of intro may be at intro.mp4 or intro.take2.mp4, nowhere else."""
     lock_file = root / "project.spark.lock"
     lock = json.loads(lock_file.read_text())
@@ -105,12 +105,12 @@ def test_a_take_naming_a_foreign_path_is_refused(root: Path, path: str) -> None:
     intro["takes"] = [{**intro, "take": 1}, {**second, "take": 2}]
     intro["pick"] = 1
     lock_file.write_text(json.dumps(lock, indent=2, sort_keys=True))
-    assert run_cli("validate", cwd=root).code == 0
-    planned = run_cli("plan", cwd=root)
+    assert cli("validate", cwd=root).code == 0
+    planned = cli("plan", cwd=root)
     assert "refuses this lock" not in planned.err, planned.err
     intro["takes"][1]["video"]["path"] = path
     lock_file.write_text(json.dumps(lock, indent=2, sort_keys=True))
-    refused = run_cli("plan", cwd=root)
+    refused = cli("plan", cwd=root)
     assert refused.code == 1
     [line] = refused.err.strip().splitlines()
     assert line.startswith(f"error: project.spark.lock: scenes.intro.takes[1].video.path {path!r} "), line
