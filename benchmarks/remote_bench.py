@@ -43,23 +43,25 @@ MB = 1024 * 1024
 KEY = "sk-bench"
 
 # The CLI, with its own peak RSS written at exit (VmHWM: this process's own high-water mark),
-# the seconds apply spent writing the review page (renders/index.html, contact.png), and the
-# peak RSS before that page was begun.
+# the seconds apply spent writing the review page (renders/index.html, contact.png), the
+# peak RSS before that page was begun, and how many contact-sheet strips were made by then.
 CHILD = """
 import atexit, os, sys, time
-review = [0.0, 0]
+review = [0.0, 0, -1]
 def _kb():
     with open("/proc/self/status") as status:
         return int(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
 def _hwm():
     with open(os.environ["BENCH_HWM_FILE"], "w") as out:
-        out.write("%d %.3f %d" % (_kb(), review[0], review[1] or _kb()))
+        out.write("%d %.3f %d %d" % (_kb(), review[0], review[1] or _kb(), review[2]))
 atexit.register(_hwm)
 sys.argv[0] = "sparkspec"
 import sparkspec.commands.apply as apply_command
 _review = apply_command._review
 def _timed(*args, **kwargs):
     review[1] = review[1] or _kb()
+    if review[2] < 0:  # contact-sheet strips already made while the pulls streamed
+        review[2] = len(os.listdir(".sparkspec/review")) if os.path.isdir(".sparkspec/review") else 0
     started = time.perf_counter()
     try:
         return _review(*args, **kwargs)
@@ -101,7 +103,8 @@ def clean_env(home: Path) -> dict[str, str]:
     return env
 
 
-REVIEW: list[tuple[float, int]] = []  # each run: seconds on the review page, peak RSS (bytes) before it
+REVIEW: list[tuple[float, int, int]] = []  # each run: seconds on the review page, peak RSS (bytes) before it,
+# strips made before it (-1: no review page)
 
 
 def sparkspec(root: Path, env: dict[str, str], *args: str, check: bool = True) -> tuple[float, int, str, str]:
@@ -114,8 +117,8 @@ def sparkspec(root: Path, env: dict[str, str], *args: str, check: bool = True) -
     if check and proc.returncode != 0:
         raise SystemExit(f"sparkspec {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
                          f"\n{proc.stdout[-2000:]}")
-    rss, review, before = hwm.read_text().split()
-    REVIEW.append((float(review), int(before) * 1024))
+    rss, review, before, strips = hwm.read_text().split()
+    REVIEW.append((float(review), int(before) * 1024, int(strips)))
     return wall, int(rss) * 1024, proc.stdout, proc.stderr
 
 
@@ -204,12 +207,13 @@ def second_machine(work: Path, server: SeaweedServer, scenes: int, video_mb: flo
         shutil.rmtree(dest)
         return wall
 
-    walls, plains, rss_max, renders, reviews, rss_before = [], [], 0, 0, [], 0
+    walls, plains, rss_max, renders, reviews, rss_before, early = [], [], 0, 0, [], 0, []
     for i in range(runs):
         plains.append(baseline(i))
         wall, rss, out = machine_b(f"second-{i}", server.endpoint)
         walls.append(wall)
         reviews.append(REVIEW[-1][0])
+        early.append(REVIEW[-1][2])
         rss_before = max(rss_before, REVIEW[-1][1])
         rss_max = max(rss_max, rss)
         if verb == "apply":
@@ -225,7 +229,7 @@ def second_machine(work: Path, server: SeaweedServer, scenes: int, video_mb: flo
     return {"scenes": scenes, "objects": len(blobs), "mb": total / MB, "wall": min(walls), "plain": min(plains),
             "ratio": min(walls) / min(plains), "peak_rss_mb": rss_max / MB, "renders": renders,
             "review": reviews[best], "ratio_without_review": (walls[best] - reviews[best]) / min(plains),
-            "rss_before_review_mb": rss_before / MB,
+            "rss_before_review_mb": rss_before / MB, "strips_early": early[best],
             "requests": requests, "per_scene": requests / scenes, "by_method": dict(proxy.requests)}
 
 
@@ -349,7 +353,8 @@ def main() -> None:
             print(f"  `sparkspec {args.verb}` on a cold cache: {r['wall']:.2f} s for {r['objects']} objects, "
                   f"{r['mb']:.0f} MB; plain obstore download {r['plain']:.2f} s: {r['ratio']:.2f}x (target <= 1.3)")
             print(f"  of which the review page (renders/index.html, contact.png; its thumbnails decoded on a cold "
-                  f"machine) {r['review']:.2f} s; without it {r['ratio_without_review']:.2f}x")
+                  f"machine) {r['review']:.2f} s; without it {r['ratio_without_review']:.2f}x; "
+                  f"{r['strips_early']} of {r['scenes']} strips were made while the pulls streamed")
             print(f"  renders {r['renders']} (target 0); peak RSS {r['peak_rss_mb']:.1f} MB (target <= 150), "
                   f"{r['rss_before_review_mb']:.1f} MB before the review page")
             print(f"  requests to the store {r['requests']} = {r['per_scene']:.2f} per scene (target <= 3) "
