@@ -1,11 +1,12 @@
-"""The command line around the core: init, -C, schema, --help, version, bad options."""
+"""The command line around the core: init, -C, schema, --help, version, bad options. The first
+apply and --help run as a user's shell runs them; the rest in-process (the `cli` fixture)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from cli_runner import Run, run_cli
+from cli_runner import Cli, Run, run_cli
 
 
 def sparkspec(cwd: Path, *args: str) -> Run:
@@ -25,25 +26,25 @@ def test_init_writes_a_starter_that_validates_and_renders_offline(tmp_path: Path
     assert (project / "renders/film.mp4").exists()
 
 
-def test_init_never_overwrites(tmp_path: Path) -> None:
+def test_init_never_overwrites(cli: Cli, tmp_path: Path) -> None:
     (tmp_path / "project.spark.yaml").write_text("mine\n")
-    refused = sparkspec(tmp_path, "init")
+    refused = cli("init", cwd=tmp_path)
     assert refused.returncode == 1
     assert "already exists" in refused.stderr
     assert (tmp_path / "project.spark.yaml").read_text() == "mine\n"
 
 
-def test_dash_c_runs_elsewhere_and_names_a_missing_folder(tmp_path: Path) -> None:
+def test_dash_c_runs_elsewhere_and_names_a_missing_folder(cli: Cli, tmp_path: Path) -> None:
     (tmp_path / "p").mkdir()
-    assert sparkspec(tmp_path, "-C", "p", "init").returncode == 0
-    assert sparkspec(tmp_path, "-C", "p", "validate").returncode == 0
-    missing = sparkspec(tmp_path, "-C", "nowhere", "validate")
+    assert cli("-C", "p", "init", cwd=tmp_path).returncode == 0
+    assert cli("-C", "p", "validate", cwd=tmp_path).returncode == 0
+    missing = cli("-C", "nowhere", "validate", cwd=tmp_path)
     assert missing.returncode == 1 and "-C nowhere" in missing.stderr
 
 
-def test_a_missing_spec_is_one_line_and_exit_1(tmp_path: Path) -> None:
+def test_a_missing_spec_is_one_line_and_exit_1(cli: Cli, tmp_path: Path) -> None:
     for command in ("validate", "plan", "apply", "graph"):
-        result = sparkspec(tmp_path, command)
+        result = cli(command, cwd=tmp_path)
         assert result.returncode == 1
         assert result.stderr.strip().splitlines() == [
             "error: project.spark.yaml: no such file; run `sparkspec init` to start a project, or pass -f FILE"]
@@ -58,20 +59,20 @@ def test_help_lists_every_command_and_a_bad_option_exits_1(tmp_path: Path) -> No
     assert bad.returncode == 1 and "No such option" in bad.stderr
 
 
-def test_show_and_gc_before_any_apply(tmp_path: Path) -> None:
-    assert sparkspec(tmp_path, "init").returncode == 0
-    shown = sparkspec(tmp_path, "show")
+def test_show_and_gc_before_any_apply(cli: Cli, tmp_path: Path) -> None:
+    assert cli("init", cwd=tmp_path).returncode == 0
+    shown = cli("show", cwd=tmp_path)
     assert shown.returncode == 0 and "nothing rendered yet" in shown.stdout
-    collected = sparkspec(tmp_path, "gc", "--dry-run")
+    collected = cli("gc", "--dry-run", cwd=tmp_path)
     assert collected.returncode == 0 and "nothing to drop" in collected.stdout
     assert not (tmp_path / ".sparkspec").exists()
 
 
-def test_a_corrupt_lock_is_one_line_naming_it(tmp_path: Path) -> None:
-    assert sparkspec(tmp_path, "init").returncode == 0
+def test_a_corrupt_lock_is_one_line_naming_it(cli: Cli, tmp_path: Path) -> None:
+    assert cli("init", cwd=tmp_path).returncode == 0
     (tmp_path / "project.spark.lock").write_text('{"version": 1, "scenes": {')
     for command in ("plan", "apply", "show"):
-        result = sparkspec(tmp_path, command, *(["--auto-approve"] if command == "apply" else []))
+        result = cli(command, *(["--auto-approve"] if command == "apply" else []), cwd=tmp_path)
         assert result.returncode == 1
         line, = result.stderr.strip().splitlines()
         assert line.startswith("error: project.spark.lock:1:") and "restore it from git" in line
