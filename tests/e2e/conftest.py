@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from cli_runner import Run, run_cli
+from dialects import Dialect
+from fakeapi import FakeSparkAPI
 
 __all__ = ["Project", "Run"]
 
@@ -43,3 +45,13 @@ class Project:
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
     return Project(tmp_path)
+
+
+@pytest.fixture
+def spark(request: pytest.FixtureRequest, project: Project, fake_api: FakeSparkAPI, dialect: Dialect) -> Project:
+    """The test module's SPEC (a `{provider}` in it filled in for the dialect: the generation
+    protocol unless the test parametrizes `dialect`) in a project whose environment points at
+    the fake API."""
+    project.write(str(request.module.SPEC).replace("{provider}", dialect.spec_provider()))
+    project.env.update(dialect.env(fake_api))
+    return project

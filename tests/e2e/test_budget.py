@@ -28,13 +28,6 @@ scenes:
 """
 
 
-@pytest.fixture
-def spark(project: Project, fake_api: FakeSparkAPI) -> Project:
-    project.write(SPEC)
-    project.env.update(SPARK_API_KEY=fake_api.api_key, SPARK_BASE_URL=fake_api.base_url)
-    return project
-
-
 def estimate(spark: Project) -> int:
     result = spark.run("plan", "--json")
     return int(json.loads(result.out)["summary"]["estimated_tokens"])

@@ -30,13 +30,6 @@ scenes:
 """
 
 
-@pytest.fixture
-def spark(project: Project, fake_api: FakeSparkAPI, dialect: Dialect) -> Project:
-    project.write(SPEC.replace("{provider}", dialect.spec_provider()))
-    project.env.update(dialect.env(fake_api))
-    return project
-
-
 @every_dialect(slow=True)
 def test_apply_renders_through_the_api_once_and_then_asks_nothing(spark: Project, fake_api: FakeSparkAPI,
                                                                  dialect: Dialect) -> None:

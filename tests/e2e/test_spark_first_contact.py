@@ -24,13 +24,6 @@ scenes:
 """
 
 
-@pytest.fixture
-def spark(project: Project, fake_api: FakeSparkAPI) -> Project:
-    project.write(SPEC)
-    project.env.update(SPARK_API_KEY=fake_api.api_key, SPARK_BASE_URL=fake_api.base_url)
-    return project
-
-
 def test_a_task_without_a_last_frame_is_delivered_with_one_extracted(spark: Project, fake_api: FakeSparkAPI) -> None:
     fake_api.last_frame = "none"
     result = spark.apply()
