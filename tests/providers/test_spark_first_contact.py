@@ -46,6 +46,7 @@ def test_refusals_stop_submitting_in_the_apis_words(api: FakeSparkAPI, status: i
 
 
 def test_a_query_refused_for_money_is_an_account_error_too(api: FakeSparkAPI) -> None:
+    api.latency = 30  # still rendering when the create answers, however loaded the machine: it is queried
     api.inject("query", "status", status=402, body={"error": {"code": 40203, "message": "quota exhausted"}})
     with pytest.raises(AccountError, match="quota exhausted"):
         run(api, render)
