@@ -9,8 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# Property tests that leave `max_examples` to the profile try 25 examples a run (each run draws
+# new ones; failures found are replayed first from .hypothesis/); `pytest -p no:xdist
+# --hypothesis-profile=thorough tests/test_keys.py` tries 500 when changing what they test.
+settings.register_profile("suite", max_examples=25)
+settings.register_profile("thorough", max_examples=500)
+settings.load_profile("suite")
 
 from cli_runner import Cli, Run, run_here  # noqa: E402
 from dialects import GENERATION, Dialect  # noqa: E402

@@ -27,7 +27,7 @@ from sparkspec.plan.planner import image_identity
 from sparkspec.config.loader import load_project
 from sparkspec.config.model import Project
 
-SETTINGS = settings(max_examples=50, deadline=None,
+SETTINGS = settings(deadline=None,  # max_examples: the profile's (tests/conftest.py)
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 SPEC = "project.spark.yaml"
 

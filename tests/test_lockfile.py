@@ -45,7 +45,7 @@ locks = st.builds(Lock, scenes=st.dictionaries(names, st.one_of(scenes, entries(
                   sequences=st.dictionaries(names, sequences, max_size=3))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(deadline=None)  # max_examples: the profile's (tests/conftest.py)
 @given(locks)
 def test_lock_text_is_the_documented_json(lock: Lock) -> None:
     payload = {"version": 1, "scenes": {k: v.to_json() for k, v in lock.scenes.items()},
@@ -53,7 +53,7 @@ def test_lock_text_is_the_documented_json(lock: Lock) -> None:
     assert lock.to_text() == json.dumps(payload, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 
-@settings(max_examples=50, deadline=None)
+@settings(deadline=None)  # max_examples: the profile's (tests/conftest.py)
 @given(locks)
 def test_lock_round_trips_byte_for_byte(lock: Lock) -> None:
     import tempfile
@@ -65,7 +65,7 @@ def test_lock_round_trips_byte_for_byte(lock: Lock) -> None:
         assert text == lock.to_text() == again.to_text()
 
 
-@settings(max_examples=40, deadline=None)
+@settings(deadline=None)  # max_examples: the profile's (tests/conftest.py)
 @given(entries())
 def test_a_scene_with_takes_records_every_take_and_the_pick_on_top(entry: SceneRecord) -> None:
     raw = entry.to_json()
