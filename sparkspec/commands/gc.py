@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from sparkspec.commands import size_text
 from sparkspec.state.cache import Cache, cache_dir
 from sparkspec.fsutil import atomic_write_text
 from sparkspec.state.lockfile import lock_path, read_lock
@@ -77,14 +78,14 @@ def collect(spec: Path, dry_run: bool = False, environ: Mapping[str, str] = os.e
                 size = blob.stat().st_size
                 freed += size
                 dropped_blobs += 1
-                lines.append(f"{verb} blob {sha[:12]} ({_size(size)})")
+                lines.append(f"{verb} blob {sha[:12]} ({size_text(size)})")
                 if not dry_run:
                     blob.unlink(missing_ok=True)
         finally:
             cache.close()
         scratch, scratch_bytes = _local_scratch(state_dir, verb, dry_run)
     summary = (f"{'Would drop' if dry_run else 'Dropped'} {dropped_keys} render(s) and {dropped_blobs} "
-               f"blob(s), {_size(freed + scratch_bytes)}; kept what {len(locks)} lock(s) refer to.")
+               f"blob(s), {size_text(freed + scratch_bytes)}; kept what {len(locks)} lock(s) refer to.")
     return lines + scratch + [summary]
 
 
@@ -105,16 +106,7 @@ def _local_scratch(state_dir: Path, verb: str, dry_run: bool) -> tuple[list[str]
             continue
         size = sum(f.stat().st_size for f in task.rglob("*") if f.is_file())
         freed += size
-        lines.append(f"{verb} local task {task.name} ({_size(size)}, already in the cache)")
+        lines.append(f"{verb} local task {task.name} ({size_text(size)}, already in the cache)")
         if not dry_run:
             shutil.rmtree(task, ignore_errors=True)
     return lines, freed
-
-
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from sparkspec.commands.remote import remote_workspace, size_text
+from sparkspec.commands import size_text
+from sparkspec.commands.remote import remote_workspace
 from sparkspec.config.loader import LoadOptions
 from sparkspec.state.applylock import apply_lock
 

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from sparkspec.commands import size_text
 from sparkspec.config.loader import LoadOptions
 from sparkspec.errors import RemoteError
 from sparkspec.remote.session import Remote, open_remote
@@ -32,15 +33,6 @@ def remote_workspace(spec: Path, options: LoadOptions, remote: str | None, mode:
         yield workspace, session
     finally:
         workspace.close()
-
-
-def size_text(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 def status_lines(spec: Path, options: LoadOptions, remote: str | None, mode: str | None,

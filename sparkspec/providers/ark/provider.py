@@ -30,6 +30,7 @@ import httpx
 from sparkspec.errors import CreateUnconfirmed, ProviderError, TaskNotFound
 from sparkspec.providers.ark.errors import ark_refusal
 from sparkspec.providers.base import RenderRequest, TaskState, TaskStatus
+from sparkspec.providers.spark.answers import json_object
 from sparkspec.providers.spark.provider import SparkProvider
 from sparkspec.providers.spark.wire import CreateBody, create_params, parse_task
 
@@ -82,7 +83,7 @@ class ArkProvider(SparkProvider):
         what = f"cancelling queued task {task_id}"
         path = f"{TASKS_PATH}/{quote(task_id, safe='')}"
         try:
-            status = _object(await self._call("GET", path, what=what))
+            status = json_object(await self._call("GET", path, what=what))
             if status is None or str(status.get("status", "")).lower() != "queued":
                 return False
             await self._call("DELETE", path, what=what)
@@ -98,7 +99,7 @@ class ArkProvider(SparkProvider):
         """The task a lost create made, if the list shows exactly one that fits; else why not."""
         query = urlencode({"page_num": 1, "page_size": LOOKUP_PAGE, "filter.model": model})
         try:
-            listing = _object(await self._call("GET", f"{TASKS_PATH}?{query}",
+            listing = json_object(await self._call("GET", f"{TASKS_PATH}?{query}",
                                                what=f"looking up the task of {request.scene}"))
         except ProviderError as exc:
             return None, f"looking the task up failed too: {exc}"
@@ -118,16 +119,8 @@ class ArkProvider(SparkProvider):
         return found, "adopted"
 
 
-def _object(response: httpx.Response) -> dict[str, Any] | None:
-    try:
-        raw = response.json()
-    except ValueError:
-        return None
-    return raw if isinstance(raw, dict) else None
-
-
 def _id(response: httpx.Response) -> str | None:
-    raw = _object(response)
+    raw = json_object(response)
     task_id = raw.get("id") if raw is not None else None
     return task_id if isinstance(task_id, str) and task_id else None
 

@@ -24,6 +24,15 @@ BILLING_WORDS = re.compile(r"insufficient[ _-]*(credit|balance|fund)|out of cred
 MAX_WORDS = 500
 
 
+def json_object(response: httpx.Response) -> dict[str, Any] | None:
+    """The body as a JSON object; None when it is not one."""
+    try:
+        raw = response.json()
+    except ValueError:
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
 def api_words(response: httpx.Response) -> tuple[str, str | None]:
     """The API's message and its error code, wherever the body nests them."""
     try:

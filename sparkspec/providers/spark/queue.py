@@ -29,6 +29,7 @@ import httpx
 
 from sparkspec.errors import BadAnswer, CreateUnconfirmed, ProviderError, TaskNotFound
 from sparkspec.providers.base import RenderRequest, TaskState, TaskStatus
+from sparkspec.providers.spark.answers import json_object
 from sparkspec.providers.spark.provider import SparkProvider
 from sparkspec.providers.spark.wire import CreateBody, parse_task
 
@@ -63,7 +64,7 @@ class SparkGateway(SparkProvider):
         model = request.model or self.model
         body = await asyncio.to_thread(CreateBody.build, request, model, bare)
         response = await self._call("POST", QUEUE_PATH + quote(model, safe=""), what=what, body=body)
-        raw = _object(response)
+        raw = json_object(response)
         request_id = raw.get("request_id") if raw is not None else None
         if raw is not None and not request_id:
             request_id = raw.get("id")
@@ -131,18 +132,10 @@ class SparkGateway(SparkProvider):
         return QueueUrls(**chosen)
 
     def _read(self, response: httpx.Response, what: str) -> dict[str, Any]:
-        raw = _object(response)
+        raw = json_object(response)
         if raw is None:
             raise BadAnswer(f"{what}: the API answered HTTP {response.status_code} without a status object")
         return raw
-
-
-def _object(response: httpx.Response) -> dict[str, Any] | None:
-    try:
-        raw = response.json()
-    except ValueError:
-        return None
-    return raw if isinstance(raw, dict) else None
 
 
 def _status(raw: dict[str, Any]) -> str:
