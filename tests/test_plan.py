@@ -7,30 +7,19 @@ and an index entry in the cache, a lock entry per scene and sequence.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
+from applied import Render, leave_applied
 from cli_runner import run_main
 
-from sparkspec import graph
-from sparkspec.state.cache import CachedRender
+from sparkspec.config.model import Project
 from sparkspec.errors import SparkspecError, StalePlanError
-from sparkspec.fsutil import atomic_write_bytes
-from sparkspec.keys import first_frame_input, scene_key
-from sparkspec.state.lockfile import (
-    FileRecord,
-    Lock,
-    SceneRecord,
-    SequenceRecord,
-    read_lock,
-    scene_entry,
-    write_lock,
-)
+from sparkspec.keys import SceneKey
+from sparkspec.state.lockfile import Lock, read_lock
 from sparkspec.plan.model import Action, Plan, PlanOptions
-from sparkspec.plan.planner import image_identity, output_paths, sequence_path
 from sparkspec.plan.planfile import check_fresh, load_plan
 from sparkspec.plan.view import plan_json, render_text, summary_line
 from sparkspec.config.loader import LoadOptions
@@ -70,54 +59,16 @@ def root(tmp_path: Path) -> Path:
     return project
 
 
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def fake_apply(root: Path, *, cache: bool = True, load: LoadOptions = LoadOptions()) -> Lock:
     """Leave the project as a successful apply of its current spec would (every take)."""
-    workspace = open_workspace(root / SPEC, load)
-    project = workspace.project
-    upstreams = {sid: s.upstream for sid, s in project.scenes.items()}
-    scenes: dict[str, SceneRecord] = {}
-    last_frames: dict[str, str] = {}
-    for sid in graph.topological_order(upstreams):
-        scene = project.scenes[sid]
-        first = (first_frame_input(sha256=last_frames[scene.upstream]) if scene.upstream
-                 else image_identity(scene, workspace.memo))
-        takes: dict[int, SceneRecord] = {}
-        for take in range(1, scene.takes + 1):
-            key = scene_key(project, scene, first, take)
-            video, frame = f"video {key.hex}".encode(), f"frame {key.hex}".encode()
-            video_path, frame_path = output_paths(project, sid, take, scene.pick)
-            atomic_write_bytes(root / video_path, video)
-            atomic_write_bytes(root / frame_path, frame)
-            takes[take] = SceneRecord(
-                key=key.hex, provider=project.provider.type, model=project.provider.model, task_id=f"task-{sid}",
-                seed=key.seed, tokens=TOKENS, video=FileRecord(video_path, _sha(video), len(video)),
-                last_frame=FileRecord(frame_path, _sha(frame), len(frame)), inputs=dict(key.inputs),
-                seed_derived=key.seed_derived)
-            if cache:
-                for data in (video, frame):
-                    atomic_write_bytes(workspace.cache.blob_path(_sha(data)), data)
-                workspace.cache.record(CachedRender(
-                    key=key.hex, provider=project.provider.type, model=project.provider.model,
-                    task_id=f"task-{sid}", seed=key.seed, tokens=TOKENS, video_sha256=_sha(video),
-                    video_bytes=len(video), last_frame_sha256=_sha(frame), last_frame_bytes=len(frame),
-                    inputs=dict(key.inputs), seed_derived=key.seed_derived))
-        scenes[sid] = scene_entry(takes, scene.pick)
-        last_frames[sid] = scenes[sid].last_frame.sha256
-    sequences = {}
-    for name, seq in project.sequences.items():
-        members = tuple(scenes[m].video.sha256 for m in seq.scenes)
-        data = ("sequence " + " ".join(members)).encode()
-        path = sequence_path(project, name)
-        atomic_write_bytes(root / path, data)
-        sequences[name] = SequenceRecord(members, FileRecord(path, _sha(data), len(data)))
-    lock = Lock(scenes, sequences)
-    write_lock(workspace.lock_path, lock)
-    workspace.close()
-    return lock
+    def render_of(project: Project, sid: str, key: SceneKey, take: int) -> Render:
+        return Render(f"video {key.hex}".encode(), f"frame {key.hex}".encode(), f"task-{sid}", TOKENS,
+                      project.provider.type)
+
+    def sequence_of(root: Path, project: Project, name: str, members: tuple[str, ...]) -> bytes:
+        return ("sequence " + " ".join(members)).encode()
+
+    return leave_applied(root, render_of, sequence_of, cache=cache, load=load)
 
 
 def plan_of(root: Path, options: PlanOptions = PlanOptions(), load: LoadOptions = LoadOptions()) -> Plan:

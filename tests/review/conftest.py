@@ -3,21 +3,17 @@ entries in the cache, the lock. Rendering is skipped; everything the review read
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import av
 from PIL import Image
 
-from sparkspec import graph
-from sparkspec.fsutil import atomic_write_bytes
-from sparkspec.keys import first_frame_input, scene_key
-from sparkspec.plan.planner import image_identity, output_paths, sequence_path
-from sparkspec.state.cache import CachedRender
-from sparkspec.state.lockfile import FileRecord, Lock, SceneRecord, SequenceRecord, write_lock
+from applied import SPEC, Render, leave_applied
+from sparkspec.config.model import Project
+from sparkspec.keys import SceneKey
+from sparkspec.state.lockfile import Lock
 from sparkspec.state.workspace import Workspace, open_workspace
 
-SPEC = "project.spark.yaml"
 FRAMES = 24
 
 
@@ -43,54 +39,21 @@ def png_bytes(path: Path, color: tuple[int, int, int]) -> bytes:
     return path.read_bytes()
 
 
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def settle(root: Path, scratch: Path, bases: dict[str, int]) -> Lock:
     """Leave the project as a successful apply of its current spec: scene s's clip is coloured
     by bases[s] (change it to make a new render)."""
-    workspace = open_workspace(root / SPEC)
-    project = workspace.project
-    upstreams = {sid: s.upstream for sid, s in project.scenes.items()}
-    scenes: dict[str, SceneRecord] = {}
-    last_frames: dict[str, str] = {}
     scratch.mkdir(parents=True, exist_ok=True)
-    for sid in graph.topological_order(upstreams):
-        scene = project.scenes[sid]
-        first = (first_frame_input(sha256=last_frames[scene.upstream]) if scene.upstream
-                 else image_identity(scene, workspace.memo))
-        key = scene_key(project, scene, first)
-        video = clip_bytes(scratch / f"{sid}-{bases[sid]}.mp4", bases[sid])
-        frame = png_bytes(scratch / f"{sid}-{bases[sid]}.png", frame_color(bases[sid], FRAMES - 1))
-        video_path, frame_path = output_paths(project, sid)
-        atomic_write_bytes(root / video_path, video)
-        atomic_write_bytes(root / frame_path, frame)
-        for data in (video, frame):
-            atomic_write_bytes(workspace.cache.blob_path(_sha(data)), data)
-        cached = CachedRender(key=key.hex, provider="local", model=project.provider.model,
-                              task_id=f"task-{sid}-{bases[sid]}", seed=key.seed, tokens=1000 + bases[sid],
-                              video_sha256=_sha(video), video_bytes=len(video), last_frame_sha256=_sha(frame),
-                              last_frame_bytes=len(frame), inputs=dict(key.inputs), seed_derived=key.seed_derived,
-                              cost=0.5)
-        workspace.cache.record(cached)
-        scenes[sid] = SceneRecord(
-            key=key.hex, provider="local", model=project.provider.model, task_id=cached.task_id,
-            seed=key.seed, tokens=cached.tokens, video=FileRecord(video_path, _sha(video), len(video)),
-            last_frame=FileRecord(frame_path, _sha(frame), len(frame)), inputs=dict(key.inputs),
-            seed_derived=key.seed_derived, cost=0.5)
-        last_frames[sid] = _sha(frame)
-    sequences = {}
-    for name, seq in project.sequences.items():
-        members = tuple(scenes[m].video.sha256 for m in seq.scenes)
-        data = (root / project.output_dir / f"{seq.scenes[0]}.mp4").read_bytes()
-        path = sequence_path(project, name)
-        atomic_write_bytes(root / path, data)
-        sequences[name] = SequenceRecord(members, FileRecord(path, _sha(data), len(data)))
-    lock = Lock(scenes, sequences)
-    write_lock(workspace.lock_path, lock)
-    workspace.close()
-    return lock
+
+    def render_of(project: Project, sid: str, key: SceneKey, take: int) -> Render:
+        base = bases[sid]
+        return Render(clip_bytes(scratch / f"{sid}-{base}.mp4", base),
+                      png_bytes(scratch / f"{sid}-{base}.png", frame_color(base, FRAMES - 1)),
+                      f"task-{sid}-{base}", 1000 + base, "local", cost=0.5)
+
+    def sequence_of(root: Path, project: Project, name: str, members: tuple[str, ...]) -> bytes:
+        return (root / project.output_dir / f"{project.sequences[name].scenes[0]}.mp4").read_bytes()
+
+    return leave_applied(root, render_of, sequence_of)
 
 
 def workspace_of(root: Path) -> Workspace:
