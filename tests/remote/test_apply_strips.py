@@ -4,6 +4,7 @@ soon as its pull lands, while other pulls stream, and the review page after it d
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import secrets
 from pathlib import Path
@@ -87,11 +88,16 @@ def test_a_pulled_video_that_cannot_be_decoded_still_pulls(tmp_path: Path) -> No
     applying = RemoteApply(remote, there, Journal(tmp_path / "journal"), tmp_path / "tmp",  # type: ignore[arg-type]
                            lambda event: None, hits={r.key: r for r in renders})
 
+    unhandled: list[dict[str, object]] = []  # a strip task that raised, which nobody awaits
+
     async def apply() -> CachedRender:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: unhandled.append(context))
         got = await applying.pull("a", renders[0].key, thumbnail=True)
-        await asyncio.sleep(0.5)
+        await until(lambda: not applying._strips)
         return got
 
     assert asyncio.run(apply()) == renders[0]
+    gc.collect()
+    assert unhandled == []
     assert there.lookup(renders[0].key) == renders[0]
     assert not (tmp_path / "state" / "review" / f"{renders[0].video_sha256}.png").exists()
