@@ -59,44 +59,68 @@ def _retry(call: Any, path: Path, *args: Any) -> int:
             continue
 
 
+class _Held:
+    """The four calls through libc, the GIL kept."""
+
+    @staticmethod
+    def open(path: Path, flags: int, mode: int) -> int:
+        return _retry(_libc.open, path, os.fsencode(path), flags, mode)
+
+    @staticmethod
+    def write(fd: int, data: bytes, path: Path) -> int:
+        return _retry(_libc.write, path, fd, data, len(data))
+
+    @staticmethod
+    def fsync(fd: int, path: Path) -> None:
+        _retry(_libc.fsync, path, fd)
+
+    @staticmethod
+    def close(fd: int) -> None:
+        _libc.close(fd)
+
+
+class _Released:
+    """The same four through `os`, which gives the GIL back around each."""
+
+    @staticmethod
+    def open(path: Path, flags: int, mode: int) -> int:
+        return os.open(path, flags, mode)
+
+    @staticmethod
+    def write(fd: int, data: bytes, path: Path) -> int:
+        return os.write(fd, data)
+
+    @staticmethod
+    def fsync(fd: int, path: Path) -> None:
+        os.fsync(fd)
+
+    @staticmethod
+    def close(fd: int) -> None:
+        os.close(fd)
+
+
 def write_new(path: Path, data: bytes, *, mode: int = 0o666) -> None:
     """Create `path` exclusively (FileExistsError if it exists), write `data`, fsync it and
     its directory. On a failure after the create the partial file is removed."""
-    if _libc is None:
-        _write_new_os(path, data, mode)
-        return
-    name = os.fsencode(path)
-    fd = _retry(_libc.open, path, name, _FLAGS, mode)
+    calls: type[_Held] | type[_Released] = _Released if _libc is None else _Held
+    fd = calls.open(path, _FLAGS, mode)
     try:
         done = 0
         while done < len(data):
-            done += _retry(_libc.write, path, fd, data[done:], len(data) - done)
-        _retry(_libc.fsync, path, fd)
+            done += calls.write(fd, data[done:], path)
+        calls.fsync(fd, path)
     except OSError:
-        _libc.close(fd)
+        calls.close(fd)
         path.unlink(missing_ok=True)
         raise
-    _libc.close(fd)
-    try:
-        dir_fd = _retry(_libc.open, path.parent, os.fsencode(path.parent), _DIR_FLAGS, 0)
+    calls.close(fd)
+    try:  # as fsutil.fsync_dir: a directory that cannot be opened or fsync'd is left as it is
+        dir_fd = calls.open(path.parent, _DIR_FLAGS, 0)
     except OSError:
-        return  # a directory that cannot be opened cannot be fsync'd either (as fsutil.fsync_dir)
-    _libc.fsync(dir_fd)  # unchecked, as fsutil.fsync_dir: some file systems cannot fsync a directory
-    _libc.close(dir_fd)
-
-
-def _write_new_os(path: Path, data: bytes, mode: int) -> None:
-    from sparkspec.fsutil import fsync_dir
-
-    fd = os.open(path, _FLAGS, mode)
+        return
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
+        calls.fsync(dir_fd, path.parent)
     except OSError:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    fsync_dir(path.parent)
+        pass
+    finally:
+        calls.close(dir_fd)

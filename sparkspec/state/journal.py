@@ -18,7 +18,6 @@ a rename, so the old one is never torn. The system calls of a new entry keep the
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,4 +103,3 @@ class Journal:
             if entry is not None:
                 found.append(entry)
         return found
-
