@@ -105,7 +105,7 @@ class Engine:
             parallelism=self.parallelism, fail_fast=self.fail_fast, unknown_task_grace=self.unknown_task_grace,
             meter=self.meter)
         # The cache indexes what the lock will name before the lock is written.
-        self.lock = LockWriter(ws, before_write=self.runner.take_commit, background=True)
+        self.lock = LockWriter(ws, before_write=self.runner.take_commit)
         self.scenes: Mapping[str, SceneRecord] = self.lock.scenes  # what apply has made so far
         self.sequences: Mapping[str, SequenceRecord] = self.lock.sequences
 

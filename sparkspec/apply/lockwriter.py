@@ -12,7 +12,7 @@ were never touched (its render failed) goes back in at the end. A scene's takes 
 withheld and put one by one: the file lists the takes that are as it says.
 
 A write is made on the event loop's thread as a snapshot (which records, which renders to
-index first) and carried out on a thread of its own (`background`), in order: the cache
+index first) and carried out on a thread of its own, in order: the cache
 index transaction, the journal entries it makes redundant, then the lock file, each fsync'd.
 Done on the loop, those fsyncs held up every task's next step, a create's journal entry
 among them, for 30-170 ms a write. A snapshot only names files already in place, and no
@@ -36,13 +36,12 @@ Item = tuple[str, str, int]  # ("scene", id, take) or ("sequence", name, 0)
 
 
 class LockWriter:
-    def __init__(self, workspace: Workspace, before_write: Callable[[], Callable[[], None]] = lambda: lambda: None,
-                 *, background: bool = False) -> None:
+    def __init__(self, workspace: Workspace, before_write: Callable[[], Callable[[], None]]) -> None:
         self.workspace = workspace
         # Called when a write is taken; what it returns runs before the lock file is written
         # (what must be on disk before the lock may name it).
         self.before_write = before_write
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="sparkspec-lock") if background else None
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="sparkspec-lock")
         self.pending: Future[None] | None = None
         self.scenes: dict[str, SceneRecord] = dict(workspace.lock.scenes)
         self.sequences: dict[str, SequenceRecord] = dict(workspace.lock.sequences)
@@ -129,11 +128,10 @@ class LockWriter:
             self.write()
             self.settle()
         finally:
-            if self.executor is not None:
-                self.executor.shutdown()
+            self.executor.shutdown()
 
     def write(self) -> None:
-        """Take a snapshot of the lock now; it is written in the background, or at once."""
+        """Take a snapshot of the lock now; the writer's thread writes it."""
         if self.pending is not None and self.pending.done():
             self.pending.result()  # a failed write is raised here, and nothing is written after it
         commit = self.before_write()
@@ -141,11 +139,7 @@ class LockWriter:
         sequences = {k: v for k, v in sorted(self.sequences.items()) if ("sequence", k, 0) not in self.withheld}
         self.written = len(scenes) + len(sequences)
         self.changed = 0
-        lock = Lock(scenes, sequences)
-        if self.executor is None:
-            self._write(commit, lock, None)
-        else:
-            self.pending = self.executor.submit(self._write, commit, lock, self.pending)
+        self.pending = self.executor.submit(self._write, commit, Lock(scenes, sequences), self.pending)
 
     def settle(self) -> None:
         """Wait for the writes taken so far; raise the first that failed."""
