@@ -77,18 +77,22 @@ async def _blocking(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     try:
         done = asyncio.get_running_loop().run_in_executor(_pool, _counted, functools.partial(call, *args, **kwargs))
     except BaseException:
-        _counted(lambda: None)
+        _returned()
         raise
     return await done
 
 
 def _counted(call: Callable[[], Any]) -> Any:
-    global _running
     try:
         return call()
     finally:
-        with _running_lock:
-            _running -= 1
+        _returned()
+
+
+def _returned() -> None:
+    global _running
+    with _running_lock:
+        _running -= 1
 
 
 def calls_running() -> int:
