@@ -5,6 +5,7 @@ and sequence. What the files hold and what their records say is the caller's (`R
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from sparkspec.config.model import Project
 from sparkspec.fsutil import atomic_write_bytes
 from sparkspec.keys import SceneKey, first_frame_input, scene_key
 from sparkspec.plan.planner import image_identity, output_paths, sequence_path
-from sparkspec.state.cache import CachedRender
+from sparkspec.state.cache import Cache, CachedRender
 from sparkspec.state.lockfile import FileRecord, Lock, SceneRecord, SequenceRecord, scene_entry, write_lock
 from sparkspec.state.workspace import open_workspace
 
@@ -86,3 +87,18 @@ def leave_applied(root: Path, render_of: RenderOf, sequence_of: SequenceOf, *, c
     write_lock(workspace.lock_path, lock)
     workspace.close()
     return lock
+
+
+def cached_render(cache: Cache, tmp: Path, key: str | None = None, video: bytes | None = None,
+                  frame: bytes | None = None) -> CachedRender:
+    """A render in `cache` (blobs and index entry) with random bytes unless given."""
+    shas = []
+    for data in (video or secrets.token_bytes(3000), frame or secrets.token_bytes(200)):
+        digest = sha(data)
+        (tmp / digest).write_bytes(data)
+        cache.put_blob(tmp / digest, digest)
+        shas.append((digest, len(data)))
+    render = CachedRender(key or secrets.token_hex(32), "local", "m", "t", 1, 0, shas[0][0], shas[0][1],
+                          shas[1][0], shas[1][1], {})
+    cache.record(render)
+    return render

@@ -5,34 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import secrets
 from pathlib import Path
 from typing import Any
 
+from applied import cached_render
 from sparkspec.remote.applying import TRANSFERS, RemoteApply
 from sparkspec.remote.session import open_remote
 from sparkspec.remote.transfer import push_render
-from sparkspec.state.cache import Cache, CachedRender
+from sparkspec.state.cache import Cache
 from sparkspec.state.journal import Journal
-
-
-def cached(cache: Cache, tmp: Path) -> CachedRender:
-    shas = []
-    for data in (secrets.token_bytes(3000), secrets.token_bytes(200)):
-        sha = hashlib.sha256(data).hexdigest()
-        (tmp / sha).write_bytes(data)
-        cache.put_blob(tmp / sha, sha)
-        shas.append((sha, len(data)))
-    render = CachedRender(secrets.token_hex(32), "local", "m", "t", 1, 0, shas[0][0], shas[0][1], shas[1][0],
-                          shas[1][1], {})
-    cache.record(render)
-    return render
 
 
 def test_pulls_stream_at_most_transfers_at_once(tmp_path: Path) -> None:
     env = {"SPARKSPEC_REMOTE": f"file://{tmp_path}/shared"}
     here = Cache(tmp_path / "here")
-    renders = [cached(here, tmp_path) for _ in range(3 * TRANSFERS)]
+    renders = [cached_render(here, tmp_path) for _ in range(3 * TRANSFERS)]
     remote = open_remote(None, tmp_path / "state", env)
     assert remote is not None
     for render in renders:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
-import secrets
 from pathlib import Path
 
 from PIL import Image
 
+from applied import cached_render
 from review.conftest import FRAMES, clip_bytes, frame_color, png_bytes
 from sparkspec.remote.applying import RemoteApply
 from sparkspec.remote.session import open_remote
@@ -20,23 +19,10 @@ from sparkspec.state.cache import Cache, CachedRender
 from sparkspec.state.journal import Journal
 
 
-def cached(cache: Cache, tmp: Path, video: bytes, frame: bytes) -> CachedRender:
-    shas = []
-    for data in (video, frame):
-        sha = hashlib.sha256(data).hexdigest()
-        (tmp / sha).write_bytes(data)
-        cache.put_blob(tmp / sha, sha)
-        shas.append((sha, len(data)))
-    render = CachedRender(secrets.token_hex(32), "local", "m", "t", 1, 0, shas[0][0], shas[0][1], shas[1][0],
-                          shas[1][1], {})
-    cache.record(render)
-    return render
-
-
 def pushed(tmp_path: Path, videos: list[bytes]) -> tuple[object, list[CachedRender]]:
     here = Cache(tmp_path / "here")
     frame = png_bytes(tmp_path / "last.png", (1, 2, 3))
-    renders = [cached(here, tmp_path, video, frame) for video in videos]
+    renders = [cached_render(here, tmp_path, video=video, frame=frame) for video in videos]
     remote = open_remote(None, tmp_path / "state", {"SPARKSPEC_REMOTE": f"file://{tmp_path}/shared"})
     assert remote is not None
     for render in renders:

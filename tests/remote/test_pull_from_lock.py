@@ -7,29 +7,17 @@ behind a request-counting proxy, and a shared folder."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import secrets
 from dataclasses import replace
 from pathlib import Path
 
+from applied import cached_render
 from flaky_proxy import LoopbackProxy
 from s3server import MotoServer
 from sparkspec.apply.outputs import materialize
 from sparkspec.remote.session import Remote, open_remote
 from sparkspec.remote.transfer import BlobProblem, push_render
-from sparkspec.state.cache import Cache, CachedRender
-
-
-def cached(cache: Cache, tmp: Path, key: str) -> CachedRender:
-    shas = []
-    for data in (secrets.token_bytes(3000), secrets.token_bytes(200)):
-        sha = hashlib.sha256(data).hexdigest()
-        (tmp / sha).write_bytes(data)
-        cache.put_blob(tmp / sha, sha)
-        shas.append((sha, len(data)))
-    render = CachedRender(key, "local", "m", "t", 1, 0, shas[0][0], shas[0][1], shas[1][0], shas[1][1], {})
-    cache.record(render)
-    return render
+from sparkspec.state.cache import Cache
 
 
 def key_in(shard: str) -> str:
@@ -46,8 +34,8 @@ def s3_remote(server: MotoServer, url: str, endpoint: str, state: Path) -> Remot
 def test_a_listed_entry_the_lock_records_is_not_read(moto_server: MotoServer, tmp_path: Path) -> None:
     url = moto_server.bucket()
     here = Cache(tmp_path / "here")
-    listed = [cached(here, tmp_path, key_in("ab")) for _ in range(4)]  # one shard: listed once
-    alone = cached(here, tmp_path, key_in("cd"))  # alone in its shard: one GET, listing or not
+    listed = [cached_render(here, tmp_path, key_in("ab")) for _ in range(4)]  # one shard: listed once
+    alone = cached_render(here, tmp_path, key_in("cd"))  # alone in its shard: one GET, listing or not
     writer = s3_remote(moto_server, url, moto_server.endpoint, tmp_path / "a")
     for render in [*listed, alone]:
         asyncio.run(push_render(writer.store, render, here, None, "unsigned"))
@@ -86,9 +74,9 @@ def test_a_lock_whose_blobs_lost_the_race_pulls_the_entry_instead(tmp_path: Path
     env = {"SPARKSPEC_REMOTE": f"file://{tmp_path}/shared"}
     winner_cache, loser_cache = Cache(tmp_path / "winner"), Cache(tmp_path / "loser")
     key = key_in("ef")
-    winner = cached(winner_cache, tmp_path, key)
-    loser = cached(loser_cache, tmp_path, key)
-    siblings = [cached(winner_cache, tmp_path, key_in("ef")) for _ in range(2)]  # so shard ef is listed
+    winner = cached_render(winner_cache, tmp_path, key)
+    loser = cached_render(loser_cache, tmp_path, key)
+    siblings = [cached_render(winner_cache, tmp_path, key_in("ef")) for _ in range(2)]  # so shard ef is listed
     remote = open_remote(None, tmp_path / "state", env)
     assert remote is not None
     for render in [winner, *siblings]:
@@ -110,7 +98,7 @@ def test_a_lock_whose_blobs_lost_the_race_pulls_the_entry_instead(tmp_path: Path
 def test_a_lock_render_whose_blob_is_gone_everywhere_is_a_miss_marked_once(tmp_path: Path) -> None:
     env = {"SPARKSPEC_REMOTE": f"file://{tmp_path}/shared"}
     here = Cache(tmp_path / "here")
-    renders = [cached(here, tmp_path, key_in("12")) for _ in range(2)]
+    renders = [cached_render(here, tmp_path, key_in("12")) for _ in range(2)]
     remote = open_remote(None, tmp_path / "state", env)
     assert remote is not None
     for render in renders:
@@ -135,7 +123,7 @@ def test_a_lock_render_whose_blob_is_gone_everywhere_is_a_miss_marked_once(tmp_p
 def test_a_pulled_blob_is_linked_into_renders_and_other_blobs_are_copied(tmp_path: Path) -> None:
     env = {"SPARKSPEC_REMOTE": f"file://{tmp_path}/shared"}
     here = Cache(tmp_path / "here")
-    render = cached(here, tmp_path, key_in("34"))
+    render = cached_render(here, tmp_path, key_in("34"))
     remote = open_remote(None, tmp_path / "state", env)
     assert remote is not None
     asyncio.run(push_render(remote.store, render, here, None, "unsigned"))
@@ -168,7 +156,7 @@ def test_a_blob_missing_with_no_entry_at_all_is_not_a_broken_entry(tmp_path: Pat
     not an entry pointing at a missing blob: once pushed, the render is pulled as usual."""
     env = {"SPARKSPEC_REMOTE": f"file://{tmp_path}/shared"}
     here = Cache(tmp_path / "here")
-    render = cached(here, tmp_path, key_in("56"))
+    render = cached_render(here, tmp_path, key_in("56"))
     remote = open_remote(None, tmp_path / "state", env)
     assert remote is not None
     there = Cache(tmp_path / "there")
