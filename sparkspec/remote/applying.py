@@ -2,10 +2,10 @@
 
 The engine calls three things: `start()` once (retries pushes queued by earlier runs),
 `pull(scene, key)` for a scene the plan pulls (with `thumbnail`, the picked take's
-contact-sheet strip is decoded as soon as it lands, while the other pulls stream), and `render(scene, key, render_fn)` around
-every paid render. `render` claims the key first (If-None-Match). If another machine holds
-it, this one waits for that machine's entry and pulls it (`--no-wait`: the scene is
-skipped); a claim whose ETag stalls for one ttl is taken over (If-Match), and a task id in
+contact-sheet strip is decoded as soon as it lands, while the other pulls stream), and
+`render(scene, key, render_fn)` around every paid render. `render` claims the key first
+(If-None-Match). If another machine holds it, this one waits for that machine's entry and
+pulls it (`--no-wait`: the scene is skipped); a claim whose ETag stalls for one ttl is taken over (If-Match), and a task id in
 it goes into the local journal, so the render is collected rather than paid again. While a
 render runs its claim is renewed every ttl/4 and carries the task id once submitted. After
 the render the blobs and the entry go up (a failure queues the key and the apply goes on),
