@@ -32,6 +32,13 @@ def _path(name: str) -> Path:
     return Path(name)
 
 
+def _a_number(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """FloatRange lets `nan` through, and a budget of nan is no budget: every comparison is false."""
+    if value is not None and value != value:
+        raise click.BadParameter("nan is not a number")
+    return value
+
+
 def spec_options(func: F) -> F:
     options = [
         click.option("-f", "--file", "spec", default=DEFAULT_SPEC, show_default=True,
@@ -150,7 +157,7 @@ def plan(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], prov
 @click.option("--fail-fast", is_flag=True, help="Stop submitting after the first failed render.")
 @click.option("--max-tokens", type=click.IntRange(min=1), metavar="N",
               help="Budget: refuse a plan estimated over N tokens; stop submitting at N reported.")
-@click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), metavar="X",
+@click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), metavar="X", callback=_a_number,
               help="Budget in money (needs provider.price_per_million_tokens).")
 @click.option("--no-wait", is_flag=True, help="Skip scenes another machine is rendering instead of waiting.")
 @remote_options

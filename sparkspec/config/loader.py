@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import os
 import posixpath
 import re
@@ -115,6 +116,7 @@ class _Resolver:
             raise SpecError(sorted(set(self.diagnostics)))
         self.diagnostics.extend(schema.validate(self.doc))
         whole_numbers(data)
+        self.check_not_nan(data)
         variables, problems = merge_variables(data.get("vars"), self.options.var_files,
                                               self.options.variables)
         self.diagnostics.extend(problems)
@@ -336,6 +338,16 @@ class _Resolver:
                 self.diagnostics.append(Diagnostic("--var", 1, 1, "warning", "",
                                                    f"{name!r} is used by no template{hint}"))
 
+    def check_not_nan(self, data: dict[str, Any]) -> None:
+        """YAML's `.nan` passes every range in the schema (each comparison is false), and a
+        budget or a price of nan would silently be none."""
+        for path in _REAL_FIELDS:
+            value: Any = data
+            for part in path:
+                value = as_mapping(value).get(part)
+            if isinstance(value, float) and math.isnan(value):
+                self.report(path, "nan is not a number")
+
     def check_output_names(self, sequences: dict[str, SequenceSpec], scenes: dict[str, Scene],
                            output_dir: str) -> None:
         """A sequence's video and a scene's video share a folder: their names must differ."""
@@ -366,6 +378,11 @@ class _Resolver:
             if ok and all(isinstance(m, str) for m in members):
                 out[name] = SequenceSpec(name, tuple(members))
         return out
+
+
+# The spec's fields that take any real number (integers are checked by the schema).
+_REAL_FIELDS = (("budget", "max_cost"), ("provider", "price_per_million_tokens"),
+                ("provider", "poll", "initial"), ("provider", "poll", "max"), ("remote", "claim_ttl"))
 
 
 def budget(data: dict[str, Any]) -> Budget:

@@ -88,3 +88,37 @@ def test_a_bad_budget_is_a_validation_error_at_its_line(spark: Project) -> None:
     assert result.code == 1
     assert "project.spark.yaml:12:" in result.err and "budget.max_tokens" in result.err
     assert "max_kost" in result.err
+
+
+def test_a_budget_of_nan_is_refused_not_taken_as_no_budget(spark: Project, fake_api: FakeSparkAPI) -> None:
+    # Every comparison with nan is false: taken as given, it would let any plan through.
+    refused = spark.run("apply", "--auto-approve", "--max-cost", "nan")
+    assert refused.code == 1 and "--max-cost" in refused.err and "nan is not a number" in refused.err
+    spark.write(SPEC.replace("price_per_million_tokens: 10", "price_per_million_tokens: .nan")
+                + "budget: {max_cost: .nan}\n")
+    refused = spark.run("apply", "--auto-approve")
+    assert refused.code == 1
+    assert "project.spark.yaml:6:29: error: provider.price_per_million_tokens: nan is not a number" in refused.err
+    assert "project.spark.yaml:12:20: error: budget.max_cost: nan is not a number" in refused.err
+    assert fake_api.total_creates == 0
+
+
+@pytest.mark.slow  # renders through the fake gateway
+@pytest.mark.parametrize("usage", ["price", "reported"])
+def test_submissions_stop_when_the_cost_reaches_max_cost(spark: Project, fake_api: FakeSparkAPI,
+                                                         usage: str) -> None:
+    total = estimate(spark)
+    allowed = round(total / 1e6 * 10 * 1.5, 2)  # over the estimate, under what the first render reports
+    if usage == "price":  # each render reports tokens, costed at the spec's price (10 a million)
+        fake_api.usage = {"completion_tokens": 2 * total, "total_tokens": 2 * total}
+        spent = 2 * total / 1e6 * 10
+    else:  # the API reports what a render cost (and almost no tokens)
+        fake_api.usage = {"completion_tokens": 1, "total_tokens": 1, "cost": str(allowed)}
+        spent = allowed
+    spark.write(SPEC + f"budget: {{max_cost: {allowed}}}\n")
+    result = spark.run("apply", "--auto-approve")
+    assert result.code == 1, result.err
+    assert fake_api.total_creates == 1
+    assert f"budget reached: renders cost {spent:,.2f} of the {allowed:,.2f} allowed (max_cost)" in result.err
+    assert result.err.count("skipped: budget reached") == 2
+    assert len(spark.lock()["scenes"]) == 1
