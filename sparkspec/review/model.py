@@ -109,11 +109,19 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+def _cost(record: SceneRecord, price: float | None) -> float | None:
+    """What the render cost: as the API reported it, else its tokens at the spec's price."""
+    if record.cost is not None:
+        return record.cost
+    return record.tokens / 1e6 * price if price is not None else None
+
+
 def gather(project: Project, lock: Lock, before: Mapping[str, str],
            changed: frozenset[str] = frozenset()) -> Review:
     """The page's content. `before` maps a changed scene to its previous render's video
     (relative to the output folder); `changed` names every scene the last apply changed."""
     out = project.output_dir
+    price = project.provider.price_per_million_tokens
     upstreams = {sid: s.upstream for sid, s in project.scenes.items()}
     order = [sid for sid in graph.topological_order(upstreams) if sid in lock.scenes]
     order += sorted(set(lock.scenes) - set(order))
@@ -130,7 +138,7 @@ def gather(project: Project, lock: Lock, before: Mapping[str, str],
         numbered, pick = take_records(record)
         # Each take's files where the lock has them (the picked one's are renders/<scene>.mp4).
         takes = tuple(Take(number, relative(t.video.path, out), relative(t.last_frame.path, out), t.seed,
-                           t.key, t.task_id, t.tokens, t.cost) for number, t in numbered)
+                           t.key, t.task_id, t.tokens, _cost(t, price)) for number, t in numbered)
         parameters = tuple((name, _show(inputs[name])) for name in PARAMETERS if inputs.get(name) is not None)
         scenes.append(ReviewScene(
             id=sid, prompt=str(inputs.get("prompt", spec.prompt if spec else "")),

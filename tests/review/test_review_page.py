@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -288,3 +289,28 @@ def test_contact_sheet_of_a_large_project_covers_the_first_scenes_and_says_how_m
     assert note.getextrema() != background  # "+ 1 more scene: see index.html"
     below = sheet.crop((GAP, GAP + 2 * cell + LABEL, GAP + 3 * THUMB_WIDTH, GAP + 2 * cell + LABEL + height))
     assert below.getextrema() == background  # and no third thumbnail
+
+
+def test_an_apply_shows_each_cards_cost_at_the_specs_price(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # The local provider reports tokens and no cost: the page costs them at the spec's price,
+    # as the plan does.
+    from cli_runner import run_here
+
+    project = tmp_path / "priced"
+    project.mkdir()
+    (project / SPEC).write_text("""\
+version: 1
+name: priced
+provider: {type: local, price_per_million_tokens: 40}
+defaults: {resolution: 480p, ratio: "16:9", frames: 29, seed: 3}
+scenes:
+  hero: {prompt: "A cup", takes: 2}
+""")
+    assert run_here("apply", "--auto-approve", cwd=project, monkeypatch=monkeypatch).code == 0
+    record = json.loads((project / "project.spark.lock").read_text())["scenes"]["hero"]
+    tokens = sum(take["tokens"] for take in record["takes"])
+    cost = f"{tokens / 1e6 * 40:.2f}"
+    text = (project / "renders/index.html").read_text()
+    assert f"<dt>cost</dt><dd>{cost}</dd>" in text
+    assert f"{tokens:,} tokens, {cost}" in text  # the header's total
