@@ -85,3 +85,39 @@ def test_a_prompt_cannot_close_the_fence_or_inject_html() -> None:
     assert "````diff" in out  # the fence outgrows the prompt's backticks
     assert "seed: &lt;1&gt; -&gt; 2" in out
     assert "<script>" not in out.split("````diff")[0]
+
+
+def test_takes_on_a_colour_terminal_one_diff_a_scene_and_no_ansi(root: Path) -> None:
+    # Written to a pseudo-terminal with FORCE_COLOR set, as a CI log or a shell would.
+    import os
+    import pty
+
+    from cli_runner import start_cli
+
+    edit(root, '    prompt: "A cup on a marble counter"\n', '    prompt: "A cup on a marble counter"\n'
+                                                          '    takes: 3\n')
+    fake_apply(root)
+    edit(root, "A cup on a marble counter", "A mug on a marble counter")
+    main, secondary = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TERM")}
+    proc = start_cli("plan", "--format", "markdown", cwd=root, env={**env, "FORCE_COLOR": "1", "TERM": "xterm"},
+                     stdin=secondary, stdout=secondary, stderr=secondary, close_fds=True)
+    os.close(secondary)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the other side closed
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(main)
+    assert proc.wait(timeout=60) == 0
+    out = seen.decode().replace("\r\n", "\n")
+    assert "\x1b" not in out
+    rows = [line for line in out.splitlines() if line.startswith("| `")]
+    assert [row.split(" | ")[2] for row in rows] == ["`scene.intro`", "`scene.intro.take2`", "`scene.intro.take3`",
+                                                    "`scene.pour`", "`sequence.final`"]
+    assert out.count("<details>") == 1
+    assert "<summary>Prompt diff: <code>scene.intro</code> (3 takes)</summary>" in out

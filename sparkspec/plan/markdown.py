@@ -1,9 +1,9 @@
 """A plan as GitHub-flavoured Markdown, to post as a pull-request comment.
 
 A summary line, a table of the changes (no-ops are counted, not listed) and each
-prompt's diff in a collapsible `<details>`. Plain text only: no ANSI codes, and
-anything that came from the spec is escaped so a prompt cannot break the table
-or inject markup into the comment.
+prompt's diff in a collapsible `<details>` (once for all the takes of a scene). Plain
+text only: no ANSI codes, and anything that came from the spec is escaped so a prompt
+cannot break the table or inject markup into the comment.
 """
 
 from __future__ import annotations
@@ -28,20 +28,22 @@ def render_markdown(plan: Plan, title: str | None = None) -> str:
         return "\n".join(lines) + "\n"
     lines += ["| | action | scene | reasons | tokens | cost |",
               "| --- | --- | --- | --- | ---: | ---: |"]
-    diffs: list[tuple[str, str]] = []
+    diffs: dict[tuple[str, str], list[str]] = {}  # (scene, diff) -> the takes it is the diff of
     for change in shown:
         reasons = []
         for reason in change.reasons:
             if reason.startswith(_PROMPT):
-                diffs.append((change.address, reason[len(_PROMPT):]))
+                diffs.setdefault((f"{change.kind}.{change.id}", reason[len(_PROMPT):]), []).append(
+                    change.address)
                 reasons.append("prompt changed (diff below)")
             else:
                 reasons.append(reason)
         lines.append(f"| `{change.action.symbol}` | {change.action.value} | `{change.address}` | "
                      f"{'<br>'.join(_cell(r) for r in reasons)} | {_tokens(change)} | {_cost(change)} |")
-    for address, diff in diffs:
+    for (address, diff), takes in diffs.items():  # the takes of a scene share its prompt: one diff
         old, new = _sides(diff)
-        lines += ["", f"<details><summary>Prompt diff: <code>{html.escape(address)}</code></summary>", "",
+        which = f" ({len(takes)} takes)" if len(takes) > 1 else ""
+        lines += ["", f"<details><summary>Prompt diff: <code>{html.escape(address)}</code>{which}</summary>", "",
                   _fenced("diff", f"- {old}\n+ {new}"), "", _fenced("text", diff), "", "</details>"]
     return "\n".join(lines) + "\n"
 
