@@ -33,11 +33,15 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     ignore=shutil.ignore_patterns("renders", ".sparkspec", "*.lock"))
     assert sparkspec(work, "apply", "--auto-approve").returncode == 0
     spec = work / "project.spark.yaml"
-    spec.write_text(spec.read_text().replace("slow dolly in", "slow dolly out"))
+    # The intro changes (so every scene has a before / after) and crema gets three takes, the second picked.
+    spec.write_text(spec.read_text().replace("slow dolly in", "slow dolly out")
+                    .replace("    camera_fixed: true\n", "    camera_fixed: true\n    takes: 3\n    pick: 2\n"))
     second = sparkspec(work, "apply", "--auto-approve", "--json")
     assert second.returncode == 0, second.stderr
     events = [json.loads(line) for line in second.stdout.splitlines()]
-    assert [e["scene"] for e in events if e["event"] == "completed"] == ["intro", "pour", "crema"]
+    completed = [e["scene"] for e in events if e["event"] == "completed"]
+    assert completed[:2] == ["intro", "pour"]
+    assert sorted(completed[2:]) == ["crema", "crema.take2", "crema.take3"]
     return work
 
 
@@ -60,7 +64,9 @@ def test_every_video_plays_at_its_probed_duration_offline(rendered: Path, browse
     sources = browser.evaluate("[...document.querySelectorAll('video')].map(v => v.dataset.src)")
     befores = [s for s in sources if s.startswith("before/")]
     assert sources[0] == "spot.mp4" and befores[0].startswith("before/intro.")
-    assert len(sources) == 4 + len(befores)  # the film, three scenes, the renders they replaced
+    # The film, three scenes, crema's two other takes, the renders the scenes replaced.
+    assert len(sources) == 6 + len(befores)
+    assert [s for s in sources if s.startswith("crema")] == ["crema.mp4", "crema.take1.mp4", "crema.take3.mp4"]
     # Lazy: what is far below the fold has not been asked for yet.
     assert browser.evaluate("document.querySelectorAll('video:not([src])').length") >= 1
     for index in range(len(sources)):
@@ -116,6 +122,23 @@ def test_filter_and_keyboard(rendered: Path, browser: Chromium) -> None:
     assert browser.evaluate(f"!{picked}.paused") is True
     browser.key("9", "Digit9", 57, "9")  # no such take: nothing changes
     assert browser.evaluate(f"!{picked}.paused") is True
+
+    # Crema's takes: side by side at one size; a digit plays that take and pauses the others.
+    browser.key("ArrowDown", "ArrowDown", 40)
+    assert _current(browser) == "crema"
+    sizes = browser.evaluate("[...document.querySelectorAll('#scene-crema figure')].map(f => "
+                             "[f.className, f.getBoundingClientRect().width, "
+                             "f.querySelector('video').getBoundingClientRect().height])")
+    assert [s[0] for s in sizes] == ["take picked after", "before", "take", "take"]
+    assert len({round(s[1]) for s in sizes}) == 1 and len({round(s[2]) for s in sizes}) == 1, sizes
+    take3 = "document.querySelector('#scene-crema figure[data-take=\"3\"] video')"
+    crema = "document.querySelector('#scene-crema figure.picked video')"
+    browser.key("3", "Digit3", 51, "3")
+    browser.wait_for(lambda: browser.evaluate(f"!{take3}.paused && {take3}.currentTime > 0"), timeout=30)
+    assert browser.evaluate(f"{crema}.paused") is True
+    browser.key(" ", "Space", 32, " ")  # space now pauses the take being played
+    assert browser.evaluate(f"{take3}.paused") is True
+    browser.key("ArrowUp", "ArrowUp", 38)
 
     # A filtered-out card is skipped by the arrows.
     browser.key("/", "Slash", 191, "/")
