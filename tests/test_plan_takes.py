@@ -159,3 +159,17 @@ def test_gc_keeps_every_recorded_take(root: Path, monkeypatch: pytest.MonkeyPatc
         assert all(workspace.cache.lookup(k) is not None for k in keys)
     finally:
         workspace.close()
+
+
+def test_show_lists_every_take_and_counts_its_tokens(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    edit(root, "    takes: 3\n", "    takes: 3\n    pick: 2\n")
+    lock = fake_apply(root)
+    code, out, err = run_main(["show"], root, monkeypatch)
+    assert code == 0, err
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")]
+    assert [row[:2] for row in rows] == [["hero", "2 (picked)"], ["", "1"], ["", "3"], ["logo", "1"],
+                                         ["pour", "1"]]
+    takes = lock.scenes["hero"].take_records()
+    assert [row[6] for row in rows[:3]] == [takes[n].video.path for n in (2, 1, 3)]
+    assert rows[1][7] == takes[1].key[:12]
+    assert out.rstrip().endswith(f"3 scene(s) (5 takes), {5 * TOKENS:,} tokens in all.")

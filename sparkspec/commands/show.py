@@ -21,16 +21,26 @@ def show_lock(spec: Path) -> None:
         console.print(f"No lock at {path}: nothing rendered yet; run `sparkspec apply`.")
         return
     table = Table(title=str(path), title_justify="left")
-    for column in ("scene", "provider", "model", "seed", "tokens", "video", "key", "task"):
+    with_takes = any(len(record.take_records()) > 1 for record in lock.scenes.values())
+    columns = ("scene", "take") if with_takes else ("scene",)
+    for column in (*columns, "provider", "model", "seed", "tokens", "video", "key", "task"):
         table.add_column(column, justify="right" if column in ("seed", "tokens") else "left",
                          no_wrap=column in ("scene", "video"))
-    total = 0
-    for sid, record in sorted(lock.scenes.items()):
-        total += record.tokens
-        seed = f"{record.seed}{' (derived)' if record.seed_derived else ''}"
-        table.add_row(sid, record.provider, record.model, seed, f"{record.tokens:,}", record.video.path,
-                      record.key[:12], record.task_id)
+    total = renders = 0
+    for sid, scene in sorted(lock.scenes.items()):
+        takes = scene.take_records()
+        # The picked take first, under the scene's id; its other takes below it (every one was paid for).
+        for row, number in enumerate(sorted(takes, key=lambda n: (n != scene.pick, n))):
+            record = takes[number]
+            total += record.tokens
+            renders += 1
+            seed = f"{record.seed}{' (derived)' if record.seed_derived else ''}"
+            picked = " (picked)" if len(takes) > 1 and number == scene.pick else ""
+            table.add_row(*("" if row else sid, f"{number}{picked}")[:len(columns)],
+                          record.provider, record.model, seed, f"{record.tokens:,}", record.video.path,
+                          record.key[:12], record.task_id)
     console.print(table)
     for name, seq in sorted(lock.sequences.items()):
         console.print(f"sequence {name}: {seq.video.path} ({len(seq.members)} clips)")
-    console.print(f"{len(lock.scenes)} scene(s), {total:,} tokens in all.")
+    counted = f" ({renders} takes)" if renders != len(lock.scenes) else ""
+    console.print(f"{len(lock.scenes)} scene(s){counted}, {total:,} tokens in all.")
