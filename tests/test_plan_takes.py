@@ -173,3 +173,34 @@ def test_show_lists_every_take_and_counts_its_tokens(root: Path, monkeypatch: py
     assert [row[6] for row in rows[:3]] == [takes[n].video.path for n in (2, 1, 3)]
     assert rows[1][7] == takes[1].key[:12]
     assert out.rstrip().endswith(f"3 scene(s) (5 takes), {5 * TOKENS:,} tokens in all.")
+
+
+def test_takes_and_pick_in_defaults_reach_every_scene_a_scene_overrides_them(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    edit(root, 'seed: 7}\n', 'seed: 7, takes: 2, pick: 2}\n')
+    edit(root, "    takes: 3\n", "    takes: 3\n    pick: 1\n")
+    edit(root, '    prompt: "The logo"\n', '    prompt: "The logo {{ tone }}"\n    matrix: {tone: [warm, cold]}\n'
+                                           '    takes: 1\n    pick: 1\n')
+    edit(root, "brand: {scenes: [logo]}", "brand: {scenes: [logo-warm]}")
+    code, out, err = run_main(["plan", "--json"], root, monkeypatch)
+    assert code == 0, err
+    rendered = sorted(c["address"] for c in json.loads(out)["changes"] if c["action"] == "create")
+    assert rendered == ["scene.hero", "scene.hero.take2", "scene.hero.take3", "scene.logo-cold", "scene.logo-warm",
+                        "scene.pour", "scene.pour.take2"]
+    lock = fake_apply(root)
+    assert lock.scenes["pour"].pick == 2 and lock.scenes["hero"].pick == 1
+    assert [n for n in lock.scenes["pour"].take_records()] == [1, 2]
+
+
+def test_a_target_brings_every_take_of_what_it_needs_and_no_other(root: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    edit(root, '    prompt: "Coffee pours"\n', '    prompt: "Coffee pours"\n    takes: 2\n')
+    code, out, err = run_main(["plan", "--json", "--target", "pour"], root, monkeypatch)
+    assert code == 0, err
+    planned = {c["address"]: c["action"] for c in json.loads(out)["changes"]}
+    assert {a for a, x in planned.items() if x == "create"} == {
+        "scene.hero", "scene.hero.take2", "scene.hero.take3", "scene.pour", "scene.pour.take2"}
+    assert "scene.logo" not in planned
+    code, out, err = run_main(["plan", "--json", "--target", "logo"], root, monkeypatch)
+    assert code == 0, err
+    assert [c["address"] for c in json.loads(out)["changes"] if c["kind"] == "scene"] == ["scene.logo"]
