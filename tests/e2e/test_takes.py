@@ -155,7 +155,8 @@ def test_raising_takes_renders_only_the_new_ones_and_lowering_deletes_outputs(ta
     lowered = applied.apply()
     assert names(lowered, "deleted") == ["hero.take3", "hero.take4"]
     assert names(lowered, "completed") == []
-    assert sorted(p.name for p in renders.glob("hero*.mp4")) == ["hero.mp4", "hero.take2.mp4"]
+    assert sorted(p.name for p in renders.glob("hero*")) == [
+        "hero.last.png", "hero.mp4", "hero.take2.last.png", "hero.take2.mp4"]  # both files of a dropped take go
     assert [t["take"] for t in applied.lock()["scenes"]["hero"]["takes"]] == [1, 2]
     # The cache kept them: raising again reuses instead of rendering.
     takes.write(SPEC.replace("takes: 3", "takes: 4"))
@@ -354,3 +355,32 @@ def test_push_pull_and_apply_carry_every_take(tmp_path: Path, fake_api: FakeSpar
     assert fake_api.total_creates == creates and fourth.lock_bytes() == third.lock_bytes()
     assert sorted(p.name for p in (fourth.root / "renders").glob("hero*.mp4")) == \
         ["hero.mp4", "hero.take1.mp4", "hero.take3.mp4"]
+
+
+def _difference(a: Path | Any, b: Path) -> float:
+    """Mean absolute difference of two pictures, per channel (0..255), at b's size."""
+    from PIL import Image, ImageChops, ImageStat
+
+    other = Image.open(b).convert("RGB")
+    mine = (Image.open(a) if isinstance(a, Path) else a).convert("RGB").resize(other.size)
+    return float(sum(ImageStat.Stat(ImageChops.difference(mine, other)).mean) / 3)
+
+
+@pytest.mark.slow  # six local renders
+def test_every_take_of_a_chained_scene_starts_from_the_picked_takes_last_frame(project: Project) -> None:
+    from sparkspec.media.frames import first_frame
+
+    setup = Takes(project, None)
+    setup.write(SPEC.replace("    takes: 3\n", "    takes: 3\n    pick: 2\n").replace(
+        '    prompt: "the boat sails away"\n', '    prompt: "the boat sails away"\n    takes: 2\n'))
+    project.apply()
+    lock = project.lock()["scenes"]
+    picked = lock["hero"]["takes"][1]
+    assert lock["hero"]["pick"] == 2 and picked["last_frame"]["path"] == "renders/hero.last.png"
+    assert [t["inputs"]["first_frame"] for t in lock["pour"]["takes"]] == [
+        {"sha256": picked["last_frame"]["sha256"]}] * 2
+    renders = project.root / "renders"
+    for video in ("pour.mp4", "pour.take2.mp4"):
+        start = first_frame(renders / video)
+        assert _difference(start, renders / "hero.last.png") < 8, video  # the picked take's last frame
+        assert _difference(start, renders / "hero.take1.last.png") > 2 * _difference(start, renders / "hero.last.png")
