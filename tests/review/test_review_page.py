@@ -10,12 +10,12 @@ from typing import Any
 
 import av
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from review.conftest import FRAMES, SPEC, frame_color, settle, workspace_of
 
 from sparkspec.review import write_review
-from sparkspec.review.contact import GAP, LABEL, THUMB_WIDTH
+from sparkspec.review.contact import BACKGROUND, GAP, LABEL, TEXT, THUMB_WIDTH
 
 SPEC_TEXT = """\
 version: 1
@@ -109,6 +109,8 @@ def test_self_contained_no_network(root: Path, tmp_path: Path) -> None:
         assert not (tag == "link" and attrs.get("rel") == "stylesheet")
         assert not (tag == "script" and attrs.get("src"))
     assert all(a["href"] == "data:," for a in page.all("link"))  # no favicon request
+    text = (root / "renders/index.html").read_text()
+    assert "http://" not in text and "https://" not in text and "@import" not in text and "url(" not in text
 
 
 def test_before_and_after_for_what_the_last_apply_changed(root: Path, tmp_path: Path) -> None:
@@ -159,6 +161,11 @@ def test_contact_sheet_has_first_middle_and_last_frame_per_scene(root: Path, tmp
             pixel = sheet.getpixel((x0 + at * (THUMB_WIDTH + GAP) + THUMB_WIDTH // 2, y0 + height // 2))
             wanted = frame_color(base, index)
             assert max(abs(p - w) for p, w in zip(pixel, wanted)) <= 6, (scene, index, pixel, wanted)  # type: ignore[arg-type]
+        # Above the strip, the scene's id, as Pillow writes that text.
+        label = sheet.crop((x0, y0 - LABEL, x0 + 3 * THUMB_WIDTH + 2 * GAP, y0))
+        written = Image.new("RGB", label.size, BACKGROUND)
+        ImageDraw.Draw(written).text((0, 2), scene, fill=TEXT, font=ImageFont.load_default(size=14))
+        assert label.tobytes() == written.tobytes(), scene
 
 
 def test_contact_sheet_thumbnails_are_kept_by_digest(root: Path, tmp_path: Path) -> None:
@@ -264,6 +271,7 @@ def test_takes_side_by_side_with_the_pick_first(root: Path, tmp_path: Path) -> N
     figures = Page(card).all("figure")
     assert [f["data-take"] for f in figures] == ["2", "1", "3"]
     assert "picked" in figures[0]["class"]
+    assert all("muted" in v and "loop" in v for v in Page(card).all("video"))  # the pick plays muted, looping
     assert [v["data-src"] for v in Page(card).all("video")] == ["pour.mp4", "pour.take1.mp4", "pour.take3.mp4"]
     assert "take 2 (picked)" in card and "seed 101" in card and "seed 103" in card
     assert len(page.all("video")) == 6  # the film, logo, intro and pour's three takes
