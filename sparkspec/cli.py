@@ -155,9 +155,9 @@ def plan(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], prov
 @click.option("--parallelism", type=click.IntRange(1, 64), help="Renders in flight at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines of events.")
 @click.option("--fail-fast", is_flag=True, help="Stop submitting after the first failed render.")
-@click.option("--max-tokens", type=click.IntRange(min=1), metavar="N",
+@click.option("--max-tokens", type=click.IntRange(min=0), metavar="N",
               help="Budget: refuse a plan estimated over N tokens; stop submitting at N reported.")
-@click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), metavar="X", callback=_a_number,
+@click.option("--max-cost", type=click.FloatRange(min=0), metavar="X", callback=_a_number,
               help="Budget in money (needs provider.price_per_million_tokens).")
 @click.option("--no-wait", is_flag=True, help="Skip scenes another machine is rendering instead of waiting.")
 @remote_options

@@ -83,7 +83,7 @@ def test_running_renders_are_still_collected(spark: Project, fake_api: FakeSpark
 
 
 def test_a_bad_budget_is_a_validation_error_at_its_line(spark: Project) -> None:
-    spark.write(SPEC + "budget: {max_tokens: 0, max_kost: 3}\n")
+    spark.write(SPEC + "budget: {max_tokens: -1, max_kost: 3}\n")
     result = spark.run("validate")
     assert result.code == 1
     assert "project.spark.yaml:12:" in result.err and "budget.max_tokens" in result.err
@@ -122,3 +122,27 @@ def test_submissions_stop_when_the_cost_reaches_max_cost(spark: Project, fake_ap
     assert f"budget reached: renders cost {spent:,.2f} of the {allowed:,.2f} allowed (max_cost)" in result.err
     assert result.err.count("skipped: budget reached") == 2
     assert len(spark.lock()["scenes"]) == 1
+
+
+@pytest.mark.slow  # four applies
+def test_a_budget_of_zero_applies_only_what_costs_nothing(project: Project) -> None:
+    local = """\
+version: 1
+provider: {type: local, price_per_million_tokens: 10}
+defaults: {resolution: 480p, ratio: "16:9", frames: 29, seed: 9}
+scenes:
+  a: {prompt: "a paper crane unfolds"}
+"""
+    project.write(local)
+    project.apply()
+    (project.root / "renders/a.mp4").unlink()
+    project.write(local + '  b: {prompt: "an origami frog jumps"}\n')
+    for budget in (["--max-tokens", "0"], ["--max-cost", "0"]):
+        refused = project.run("apply", "--auto-approve", *budget)
+        assert refused.code == 1 and "nothing was submitted" in refused.err
+        assert ("over the budget of 0 (max_tokens)" in refused.err or
+                "over the budget of 0.00 (max_cost)" in refused.err), refused.err
+    assert not (project.root / "renders/a.mp4").exists()
+    project.write(local + "budget: {max_tokens: 0, max_cost: 0}\n")  # a restore is free
+    project.apply()
+    assert (project.root / "renders/a.mp4").exists()
