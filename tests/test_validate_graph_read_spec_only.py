@@ -35,3 +35,11 @@ def test_validate_files_as_the_pre_commit_hook_calls_it_never_reads_the_lock(cli
     validated = cli("validate", "project.spark.yaml", cwd=tmp_path)
     assert (validated.code, validated.out) == (0, "")
     assert validated.err == "project.spark.yaml: valid\n"
+
+
+def test_validate_of_a_file_that_does_not_exist_is_an_error(cli: Cli, tmp_path: Path) -> None:
+    # A typo must not pass by validating the project beside it.
+    (tmp_path / "project.spark.yaml").write_text(SPEC)
+    result = cli("validate", "prompts/intro.j2", "project.spark.yaml", cwd=tmp_path)
+    assert result.code == 1
+    assert result.err == "error: prompts/intro.j2: no such file\nproject.spark.yaml: valid\n"

@@ -39,9 +39,14 @@ def specs_for(files: Iterable[str], spec_name: str) -> list[Path]:
 
 def validate_files(files: Iterable[str], spec_name: str, options: LoadOptions,
                    echo: Callable[[str], None]) -> bool:
-    """Validate each spec; print its warnings and errors (and a line for each valid one)."""
-    ok = True
-    for spec in specs_for(files, spec_name):
+    """Validate each spec; print its warnings and errors (and a line for each valid one).
+    A file that does not exist is an error (a typo must not validate the project beside it)."""
+    files = list(files)
+    missing = [name for name in files if not os.path.lexists(name)]
+    for name in missing:
+        echo(f"error: {name}: no such file")
+    ok = not missing
+    for spec in specs_for([name for name in files if name not in missing], spec_name):
         try:
             loaded = load_project(spec, options, display=str(spec))
         except SpecError as exc:
