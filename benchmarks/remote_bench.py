@@ -5,7 +5,8 @@
 
 1. second-machine: machine A renders 100 scenes with the `local` provider and pushes them;
    each video is padded to --video-mb with an mp4 `free` box of its own random bytes (a valid
-   file; real renders are megabytes, and transfer should dominate as it does for them).
+   file; real renders are megabytes, and transfer should dominate as it does for them); A's
+   push makes and uploads the padded lock's contact sheet, as an apply would have.
    Machine B has the spec and the lock and an empty cache, and runs `sparkspec apply` (or
    `pull`, --verb): renders made (target 0), wall time against a plain concurrent download
    of the same objects with obstore in its own process (target <= 1.3x, best of --runs each,
@@ -358,8 +359,8 @@ def main() -> None:
             r = second_machine(work / "second", server, args.scenes, args.video_mb, args.runs, args.verb)
             print(f"  `sparkspec {args.verb}` on a cold cache: {r['wall']:.2f} s for {r['objects']} objects, "
                   f"{r['mb']:.0f} MB; plain obstore download {r['plain']:.2f} s: {r['ratio']:.2f}x (target <= 1.3)")
-            print(f"  of which the review page (renders/index.html, contact.png; its thumbnails decoded on a cold "
-                  f"machine) {r['review']:.2f} s; without it {r['ratio_without_review']:.2f}x; "
+            print(f"  of which the review page (renders/index.html, contact.png from the remote or decoded here) "
+                  f"{r['review']:.2f} s; without it {r['ratio_without_review']:.2f}x; "
                   f"{r['strips_early']} of {r['scenes']} strips were made while the pulls streamed")
             print(f"  renders {r['renders']} (target 0); peak RSS {r['peak_rss_mb']:.1f} MB (target <= 150), "
                   f"{r['rss_before_review_mb']:.1f} MB before the review page")

@@ -42,6 +42,7 @@ from sparkspec.state.workspace import Workspace
 
 if TYPE_CHECKING:
     from sparkspec.remote.applying import RemoteApply
+    from sparkspec.review.sheetid import KnownSheet
 
 
 # Actions whose outputs apply leaves as the lock says (restore copies them back exactly).
@@ -92,6 +93,7 @@ class Engine:
         self.installing: dict[str, asyncio.Lock] = {}  # by scene
         journal = Journal(ws.state_dir / "journal")
         self.remote: RemoteApply | None = None
+        self.sheet: KnownSheet | None = None  # a teammate's contact sheet for the lock applied
         if ws.remote is not None:
             from sparkspec.remote.applying import RemoteApply
 
@@ -131,10 +133,19 @@ class Engine:
             leftover.unlink(missing_ok=True)
         if self.remote is not None:
             await self.remote.start()
+            if any(c.action is Action.PULL for c in self.plan.changes):
+                from sparkspec.review.sheetid import sheet_digest
+
+                # The lock as committed names what a clone is about to pull: its sheet too.
+                digest = sheet_digest(self.project, self.workspace.lock)
+                if digest is not None:
+                    self.remote.expect_sheet(digest)
         try:
             await self.walk()
         finally:
             self.lock.close()
+        if self.remote is not None:
+            self.sheet = await self.remote.settle_sheet()
         self.emit({"event": "done", "ok": self.result.ok, "completed": len(self.result.completed),
                    "failed": len(self.result.failed), "skipped": len(self.result.skipped),
                    "reused": len(self.result.reused), "restored": len(self.result.restored),

@@ -29,6 +29,7 @@ from sparkspec.state.workspace import Workspace, open_workspace
 # so a no-op apply costs what a no-op plan costs.
 if TYPE_CHECKING:
     from sparkspec.apply.engine import ApplyResult, Engine
+    from sparkspec.review.sheetid import KnownSheet
     from sparkspec.providers.base import Provider
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
@@ -132,7 +133,7 @@ def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parall
         result = asyncio.run(_drive(engine, provider))
     finally:
         reporter.close()
-    _review(workspace, previous)
+    _review(workspace, previous, known=engine.sheet)
     if result.interrupted:
         running = running_remotely(workspace.state_dir)
         reporter({"event": "done", "ok": False, "interrupted": True, "running": running,
@@ -154,18 +155,27 @@ def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parall
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
-def _review(workspace: Workspace, previous: Lock | None, only_if_missing: bool = False) -> None:
+def _review(workspace: Workspace, previous: Lock | None, only_if_missing: bool = False,
+            known: KnownSheet | None = None) -> None:
     """renders/index.html and contact.png; a page that cannot be written is a warning, not a
-    failed apply: the renders and the lock are in place."""
+    failed apply: the renders and the lock are in place. `known`: a teammate's contact sheet
+    (used when it is the one this lock shows); one decoded here goes to a writable remote."""
     from sparkspec.review import PAGE, write_review
 
     project = workspace.project
     if only_if_missing and (project.root / project.output_dir / PAGE).is_file():
         return
     try:
-        write_review(workspace, previous)
+        write_review(workspace, previous, known=known)
     except SparkspecError as exc:
         click.echo(f"warning: {exc}", err=True)
+        return
+    if workspace.remote is not None and workspace.remote.writable:
+        from sparkspec.commands.push import push_sheet
+
+        note = push_sheet(workspace, workspace.remote, fetched=known)
+        if note is not None and note.startswith("contact sheet not pushed"):
+            click.echo(f"warning: {note}", err=True)
 
 
 async def _drive(engine: Engine, provider: Provider | None) -> ApplyResult:

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sparkspec.commands import size_text
 from sparkspec.commands.remote import remote_workspace
 from sparkspec.config.loader import LoadOptions
 from sparkspec.state.applylock import apply_lock
+
+if TYPE_CHECKING:
+    from sparkspec.remote.session import Remote
+    from sparkspec.review.sheetid import KnownSheet
+    from sparkspec.state.workspace import Workspace
 
 
 def push(spec: Path, options: LoadOptions, remote: str | None, mode: str | None,
@@ -20,13 +26,49 @@ def push(spec: Path, options: LoadOptions, remote: str | None, mode: str | None,
         assert session is not None
         with apply_lock(workspace.state_dir, command="push"):
             report = asyncio.run(push_lock(session, workspace))
+            sheet = push_sheet(workspace, session, make=True) if workspace.lock.scenes else None
     lines = [f"pushed {key[:12]} ({size_text(size)})" for key, size in sorted(report.pushed.items())]
     lines += [f"{name}: {why}" for name, why in sorted(report.unavailable.items())]
     lines += [f"{key[:12]}: upload failed, queued for the next apply or push: {why}"
               for key, why in sorted(report.failed.items())]
     if report.root:
         lines.append(f"registered {report.root}")
+    if sheet:
+        lines.append(sheet)
     lines.append(f"Pushed {len(report.pushed)} render(s), {size_text(sum(report.pushed.values()))}; "
                  f"{report.present} already on the remote; {len(report.unavailable) + len(report.failed)} "
                  f"not pushed.")
     return lines, not (report.unavailable or report.failed)
+
+
+def push_sheet(workspace: Workspace, remote: Remote, *, make: bool = False,
+               fetched: KnownSheet | None = None) -> str | None:
+    """Upload the lock's contact sheet (renders/contact.png, while it is still that sheet)
+    unless the remote has it, so a clone applying this lock fetches it instead of decoding
+    every video. `make`: write the review first when renders/ holds another sheet. `fetched`:
+    the sheet this run took from the remote (not sent back). A line to print, or None; a
+    sheet is a picture, so nothing here fails the command."""
+    from sparkspec.errors import SparkspecError
+    from sparkspec.review import write_review
+    from sparkspec.review.contact import SHEET
+    from sparkspec.review.sheetid import recorded_sheet, sheet_digest
+
+    digest = sheet_digest(workspace.project, workspace.lock)
+    if digest is None or (fetched is not None and fetched.digest == digest):
+        return None
+    thumbs = workspace.state_dir / "review"
+    sheet = workspace.project.root / workspace.project.output_dir / SHEET
+    png = recorded_sheet(thumbs, sheet, digest)
+    if png is None and make:
+        try:
+            write_review(workspace, None)
+        except SparkspecError as exc:
+            return f"contact sheet not pushed: {exc}"
+        png = recorded_sheet(thumbs, sheet, digest)
+    if png is None:
+        return None
+    try:
+        written = asyncio.run(remote.push_sheet(digest, png))
+    except SparkspecError as exc:
+        return f"contact sheet not pushed: {exc}"
+    return f"pushed the contact sheet {digest[:12]} ({size_text(len(png))})" if written else None

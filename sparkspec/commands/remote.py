@@ -81,9 +81,11 @@ def gc_lines(spec: Path, options: LoadOptions, remote: str | None, mode: str | N
         report = asyncio.run(collect(session, now or datetime.now(timezone.utc), grace, dry_run))
     verb = "would delete" if dry_run else "deleted"
     lines = [f"{verb} {path}" + (f" (broken: {report.broken[path]})" if path in report.broken else "")
-             for path in report.entries + report.blobs]
-    lines.append(f"{'Would delete' if dry_run else 'Deleted'} {len(report.entries)} entr"
-                 f"{'y' if len(report.entries) == 1 else 'ies'} and {len(report.blobs)} blob(s), "
+             for path in report.entries + report.blobs + report.sheets]
+    entries = f"{len(report.entries)} entr{'y' if len(report.entries) == 1 else 'ies'}"
+    swept = (f"{entries}, {len(report.blobs)} blob(s) and {len(report.sheets)} contact sheet(s)" if report.sheets
+             else f"{entries} and {len(report.blobs)} blob(s)")
+    lines.append(f"{'Would delete' if dry_run else 'Deleted'} {swept}, "
                  f"{size_text(report.freed)}; kept {report.kept_entries} entr"
                  f"{'y' if report.kept_entries == 1 else 'ies'} and {report.kept_blobs} blob(s) "
                  f"({report.roots} root(s), grace {_grace_text(grace)}).")

@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sparkspec.apply.tasks import Emit, SceneFailed, SceneSkipped, Sleep
 from sparkspec.errors import RemoteError
@@ -28,6 +28,9 @@ from sparkspec.remote.session import Remote
 from sparkspec.remote.transfer import BlobProblem
 from sparkspec.state.cache import Cache, CachedRender
 from sparkspec.state.journal import Journal
+
+if TYPE_CHECKING:
+    from sparkspec.review.sheetid import KnownSheet
 
 MAX_WAIT_POLL = 2.0  # seconds between looks at another machine's claim and entry
 TRANSFERS = 8  # pulls streaming at once: each holds buffers, and every pulled scene starts at once
@@ -55,6 +58,8 @@ class RemoteApply:
         self._transfers: asyncio.Semaphore | None = None  # made in the apply's own event loop
         self._decoders: asyncio.Semaphore | None = None  # contact-sheet strips decoding at once
         self._strips: set[asyncio.Task[None]] = set()
+        self.sheet: KnownSheet | None = None  # the contact sheet a teammate pushed for this lock
+        self._sheet_task: asyncio.Task[None] | None = None
 
     @classmethod
     def push_queued(cls, remote: Remote, cache: Cache, emit: Emit) -> None:
@@ -123,7 +128,7 @@ class RemoteApply:
         except RemoteError as exc:
             raise SceneFailed(f"pull failed: {exc}") from None
         self.pulled.add(key)
-        if thumbnail:
+        if thumbnail and self.sheet is None:
             task = asyncio.create_task(self._strip(scene, render))
             self._strips.add(task)
             task.add_done_callback(self._strips.discard)
@@ -145,6 +150,29 @@ class RemoteApply:
                 await asyncio.to_thread(make_strip, entry, self.remote.state_dir / "review")
             except Exception:  # noqa: BLE001 - nobody awaits this task: the review page decodes it again and reports
                 pass
+
+    def expect_sheet(self, digest: str) -> None:
+        """Fetch the contact sheet `digest` names (the lock this apply starts from) while the
+        pulls run: when a teammate pushed it, the strips of the videos pulled need no decoding."""
+        self._sheet_task = asyncio.create_task(self._fetch_sheet(digest))
+
+    async def _fetch_sheet(self, digest: str) -> None:
+        from sparkspec.review.sheetid import KnownSheet
+
+        try:
+            png = await self.remote.fetch_sheet(digest)
+        except RemoteError:
+            return  # a picture: without it the review page decodes the strips, as without a remote
+        if png is not None:
+            self.sheet = KnownSheet(digest, png)
+            for task in list(self._strips):
+                task.cancel()
+
+    async def settle_sheet(self) -> KnownSheet | None:
+        """The sheet fetched for this apply, once its request is done."""
+        if self._sheet_task is not None:
+            await asyncio.gather(self._sheet_task, return_exceptions=True)
+        return self.sheet
 
     def took(self, key: str) -> bool:
         """Whether `key` was pulled (another machine rendered it) rather than rendered here."""

@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Collection
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sparkspec.remote.layout import BLOBS, RENDERS, ROOTS, entry_prefix, is_digest, parse_entry_path
+from sparkspec.remote.layout import (BLOBS, RENDERS, ROOTS, SHEETS, entry_prefix, is_digest, parse_entry_path,
+                                     parse_sheet_path)
 from sparkspec.remote.store import ObjectInfo, Store
 
 CONCURRENCY = 16
@@ -80,11 +81,12 @@ class Listing:
     entries: dict[tuple[str, str], ObjectInfo]
     blobs: dict[str, ObjectInfo]
     roots: list[ObjectInfo]
+    sheets: dict[str, ObjectInfo]  # path -> info (a digest may have a sheet of each signer)
 
 
 async def list_all(store: Store) -> Listing:
-    renders, blobs, roots = await asyncio.gather(
-        store.list(f"{RENDERS}/"), store.list(f"{BLOBS}/"), store.list(f"{ROOTS}/"))
+    renders, blobs, roots, sheets = await asyncio.gather(
+        store.list(f"{RENDERS}/"), store.list(f"{BLOBS}/"), store.list(f"{ROOTS}/"), store.list(f"{SHEETS}/"))
     entries = {}
     for info in renders:
         parsed = parse_entry_path(info.path)
@@ -95,5 +97,6 @@ async def list_all(store: Store) -> Listing:
         name = info.path.rsplit("/", 1)[-1]
         if is_digest(name) and info.path == f"{BLOBS}/{name[:2]}/{name}":
             found[name] = info
-    return Listing(entries, found, [r for r in roots if r.path.endswith(".json")])
+    return Listing(entries, found, [r for r in roots if r.path.endswith(".json")],
+                   {s.path: s for s in sheets if parse_sheet_path(s.path) is not None})
 

@@ -4,6 +4,7 @@
     blobs/sha256/<aa>/<sha256>          a video or last frame
     renders/<aa>/<key>.<signer>.json    a render's cache entry, write-once: the commit point
     claims/<aa>/<key>.json              who renders <key> now
+    sheets/<aa>/<digest>.<signer>.png   a contact sheet, named by what it shows (review/sheetid.py)
     roots/<project>/<digest>.json       the keys a pushed lock refers to (remote gc keeps them)
     probe/<random>                      the conditional-write probe, removed afterwards
 
@@ -20,7 +21,7 @@ from sparkspec.errors import RemoteError
 LAYOUT_VERSION = 1
 ROOT = "v1"  # the folder under the remote's prefix every path below is relative to
 FORMAT = "format.json"
-BLOBS, RENDERS, CLAIMS, ROOTS, PROBES = "blobs/sha256", "renders", "claims", "roots", "probe"
+BLOBS, RENDERS, CLAIMS, ROOTS, PROBES, SHEETS = "blobs/sha256", "renders", "claims", "roots", "probe", "sheets"
 UNSIGNED = "unsigned"
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -66,6 +67,25 @@ def parse_entry_path(path: str) -> tuple[str, str] | None:
     if match is None or head.rsplit("/", 1)[-1] != match["key"][:2]:
         return None
     return match["key"], match["signer"]
+
+
+def sheet_path(digest: str, signer: str) -> str:
+    digest = _digest(digest, "sheet digest")
+    if not _SIGNER.fullmatch(signer):
+        raise RemoteError(f"not a signer: {signer!r}")
+    return f"{SHEETS}/{digest[:2]}/{digest}.{signer}.png"
+
+
+_SHEET_NAME = re.compile(r"(?P<digest>[0-9a-f]{64})\.(?P<signer>[0-9a-f]{16}|unsigned)\.png")
+
+
+def parse_sheet_path(path: str) -> str | None:
+    """The digest of a sheet path found in a listing, or None for anything else."""
+    head, _, name = path.rpartition("/")
+    match = _SHEET_NAME.fullmatch(name)
+    if match is None or head != f"{SHEETS}/{match['digest'][:2]}":
+        return None
+    return match["digest"]
 
 
 def claim_path(key: str) -> str:

@@ -118,7 +118,23 @@ class Remote:
         self._read.add(key)
         return render
 
+    async def fetch_sheet(self, digest: str) -> bytes | None:
+        """The contact sheet `digest` names, as a teammate pushed it (checked); else None."""
+        from sparkspec.remote.sheets import fetch_sheet
+
+        await transfer.check_format(self.store)
+        return await fetch_sheet(self.store, digest, self.settings.signing_key, self.signer)
+
     # -- writing -------------------------------------------------------------------------
+    async def push_sheet(self, digest: str, png: bytes) -> bool:
+        """Upload the contact sheet `digest` names unless the remote has it: True if written."""
+        from sparkspec.remote.sheets import push_sheet
+
+        if not self.writable:
+            raise RemoteError(f"remote {self.display} is read-only here; nothing is pushed")
+        await transfer.ensure_format(self.store)
+        return await push_sheet(self.store, digest, png, self.settings.signing_key, self.signer)
+
     async def push(self, render: CachedRender, cache: Cache) -> bool:
         """Blobs, HEAD check, entry. True if this push created the entry."""
         if not self.writable:

@@ -3,8 +3,9 @@
 Kept: every entry whose key a root names, every entry younger than the grace period (a push
 in flight, an apply's upload not yet part of a pushed lock), every entry of a key someone
 holds a claim on, and every blob such an entry names or that is younger than the grace
-period (uploaded ahead of its entry). Claims, roots, format.json and probes are never
-touched. Entries go before blobs, so a gc cut short never leaves an entry without its blob.
+period (uploaded ahead of its entry), and every contact sheet a root names or younger than
+the grace period (the others are pictures any apply makes again). Claims, roots, format.json
+and probes are never touched. Entries go before blobs, so a gc cut short never leaves an entry without its blob.
 A push that reuses an old blob while gc runs can still lose it; its entry is then a miss
 (reported once, never installed), not a wrong render.
 
@@ -26,7 +27,7 @@ from datetime import datetime, timedelta
 from sparkspec.errors import RemoteError
 from sparkspec.remote.claims import Claims
 from sparkspec.remote.inventory import gather_bounded, list_all
-from sparkspec.remote.layout import BLOBS, blob_path, entry_path, is_digest
+from sparkspec.remote.layout import BLOBS, blob_path, entry_path, is_digest, parse_sheet_path
 from sparkspec.remote.session import Remote
 from sparkspec.remote.store import ObjectInfo
 
@@ -40,6 +41,7 @@ class Sweep:
     kept_blobs: int = 0
     entries: list[str] = field(default_factory=list)  # paths swept (or to sweep, dry run)
     blobs: list[str] = field(default_factory=list)
+    sheets: list[str] = field(default_factory=list)
     freed: int = 0
     broken: dict[str, str] = field(default_factory=dict)  # path swept (entry or blob) -> what is wrong
     broken_kept: int = 0  # broken entries younger than the grace period
@@ -59,15 +61,19 @@ async def collect(remote: Remote, now: datetime, grace: timedelta = DEFAULT_GRAC
     claimed = await Claims(store).live_keys()
     report = Sweep(roots=len(listing.roots))
     rooted: set[str] = set()
+    sheets: set[str] = set()
     for got in await gather_bounded([store.get(r.path) for r in listing.roots]):
         if got is None:
             continue
         try:
-            keys = json.loads(got[0]).get("keys", [])
+            root = json.loads(got[0])
+            keys, sheet = root.get("keys", []), root.get("sheet")
         except (ValueError, AttributeError):
             raise RemoteError(f"remote {remote.display}: a root is not readable JSON; gc stops rather "
                               "than sweep what it may protect") from None
         rooted.update(k for k in keys if is_digest(k))
+        if is_digest(sheet):
+            sheets.add(sheet)
     cutoff = now - grace
     keep, sweep = [], []
     for (key, signer), info in sorted(listing.entries.items()):
@@ -99,10 +105,15 @@ async def collect(remote: Remote, now: datetime, grace: timedelta = DEFAULT_GRAC
     report.kept_blobs = len(listing.blobs) - len(doomed_blobs)
     report.entries = [entry_path(k, s) for k, s, _ in sweep]
     report.blobs = [f"{BLOBS}/{sha[:2]}/{sha}" for sha, _ in doomed_blobs]
-    report.freed = sum(size for *_, size in sweep) + sum(size for _, size in doomed_blobs)
+    doomed_sheets = [(path, info.size) for path, info in sorted(listing.sheets.items())
+                     if parse_sheet_path(path) not in sheets and _old(info.modified, cutoff)]
+    report.sheets = [path for path, _ in doomed_sheets]
+    report.freed = (sum(size for *_, size in sweep) + sum(size for _, size in doomed_blobs)
+                    + sum(size for _, size in doomed_sheets))
     if not dry_run:
         await gather_bounded([store.delete(p) for p in report.entries])
         await gather_bounded([store.delete(p) for p in report.blobs])
+        await gather_bounded([store.delete(p) for p in report.sheets])
         gone = {key for key, _, _ in sweep}
         await asyncio.to_thread(remote.forget_bad, [k for k in remote.bad_keys() if k in gone])
     return report

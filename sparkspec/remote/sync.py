@@ -117,15 +117,21 @@ async def push_lock(remote: Remote, workspace: Workspace) -> PushReport:
 
     await gather_bounded([push(r) for r in todo], TRANSFERS)
     if scenes:
-        report.root = await _register_root(remote, workspace.project.name, sorted(scenes))
+        from sparkspec.review.sheetid import sheet_digest
+
+        report.root = await _register_root(remote, workspace.project.name, sorted(scenes),
+                                           sheet_digest(workspace.project, workspace.lock))
     await asyncio.to_thread(remote.queue.remove, *[k for k in queued if k in on_remote])
     return report
 
 
-async def _register_root(remote: Remote, project: str, keys: list[str]) -> str:
+async def _register_root(remote: Remote, project: str, keys: list[str], sheet: str | None) -> str:
+    """`sheet`: the digest of the lock's contact sheet, which gc keeps with the renders."""
     slug = project_slug(project)
-    body = json.dumps({"format": ROOT_FORMAT, "project": slug, "keys": keys}, sort_keys=True,
-                      separators=(",", ":")).encode()
+    named: dict[str, object] = {"format": ROOT_FORMAT, "project": slug, "keys": keys}
+    if sheet is not None:
+        named["sheet"] = sheet
+    body = json.dumps(named, sort_keys=True, separators=(",", ":")).encode()
     path = root_path(slug, hashlib.sha256(body).hexdigest())
     await ensure_format(remote.store)
     await remote.store.create(path, body)  # None: the same root is there already

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from sparkspec.errors import MediaError, StatePathError
 
 if TYPE_CHECKING:
+    from sparkspec.review.sheetid import KnownSheet
     from sparkspec.state.lockfile import Lock
     from sparkspec.state.workspace import Workspace
 
@@ -17,14 +18,18 @@ __all__ = ["PAGE", "write_review"]
 PAGE = "index.html"
 
 
-def write_review(workspace: Workspace, previous: Lock | None, contact_sheet: bool = True) -> list[Path]:
+def write_review(workspace: Workspace, previous: Lock | None, contact_sheet: bool = True,
+                 known: KnownSheet | None = None) -> list[Path]:
     """Write the page (and the contact sheet) for the lock as it stands. `previous` is the lock
-    before this apply, for before / after; None keeps what the last apply recorded.
+    before this apply, for before / after; None keeps what the last apply recorded. `known`:
+    a sheet from the team's remote, written as it is when it is the one this lock shows.
     Returns the files written. Raises StatePathError or MediaError with a message to show."""
+    from sparkspec.fsutil import atomic_write_bytes
     from sparkspec.review.before import changed_scenes, found_before, record_before
     from sparkspec.review.contact import SHEET, SheetEntry, write_contact_sheet
     from sparkspec.review.model import gather
     from sparkspec.review.page import write_page
+    from sparkspec.review.sheetid import record_sheet, sheet_digest
 
     project, lock = workspace.project, workspace.lock
     output = project.root / project.output_dir
@@ -39,11 +44,18 @@ def write_review(workspace: Workspace, previous: Lock | None, contact_sheet: boo
             changed = frozenset(before)
         review = gather(project, lock, before, changed)
         written = [write_page(output, review)]
-        if contact_sheet:
-            entries = [SheetEntry(s.id, output / s.picked.video, lock.scenes[s.id].video.sha256,
-                                  output / s.picked.poster) for s in review.scenes]
-            sheet = write_contact_sheet(output / SHEET, entries, workspace.state_dir / "review")
+        digest = sheet_digest(project, lock) if contact_sheet else None
+        if digest is not None:
+            thumbs = workspace.state_dir / "review"
+            if known is not None and known.digest == digest:
+                atomic_write_bytes(output / SHEET, known.png)
+                sheet: Path | None = output / SHEET
+            else:
+                entries = [SheetEntry(s.id, output / s.picked.video, lock.scenes[s.id].video.sha256,
+                                      output / s.picked.poster) for s in review.scenes]
+                sheet = write_contact_sheet(output / SHEET, entries, thumbs)
             if sheet is not None:
+                record_sheet(thumbs, digest, sheet)
                 written.append(sheet)
     except OSError as exc:
         where = exc.filename or output

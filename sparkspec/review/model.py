@@ -116,6 +116,14 @@ def _cost(record: SceneRecord, price: float | None) -> float | None:
     return record.tokens / 1e6 * price if price is not None else None
 
 
+def scene_order(project: Project, lock: Lock) -> list[str]:
+    """The lock's scenes in graph order (then the ones the spec no longer has, by id): the
+    order of the page's cards and of the contact sheet."""
+    order = [sid for sid in graph.topological_order({sid: s.upstream for sid, s in project.scenes.items()})
+             if sid in lock.scenes]
+    return order + sorted(set(lock.scenes) - set(order))
+
+
 def gather(project: Project, lock: Lock, before: Mapping[str, str],
            changed: frozenset[str] = frozenset()) -> Review:
     """The page's content. `before` maps a changed scene to its previous render's video
@@ -123,8 +131,7 @@ def gather(project: Project, lock: Lock, before: Mapping[str, str],
     out = project.output_dir
     price = project.provider.price_per_million_tokens
     upstreams = {sid: s.upstream for sid, s in project.scenes.items()}
-    order = [sid for sid in graph.topological_order(upstreams) if sid in lock.scenes]
-    order += sorted(set(lock.scenes) - set(order))
+    order = scene_order(project, lock)
     downstream: dict[str, list[str]] = {}
     for sid in order:
         up = upstreams.get(sid)

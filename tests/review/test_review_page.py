@@ -172,8 +172,8 @@ def test_contact_sheet_thumbnails_are_kept_by_digest(root: Path, tmp_path: Path)
     settle(root, tmp_path / "clips", {"logo": 1, "intro": 2, "pour": 3})
     review(root)
     first = (root / "renders/contact.png").read_bytes()
-    thumbs = sorted(p.name for p in (root / ".sparkspec/review").iterdir())
-    assert len(thumbs) == 3
+    thumbs = sorted(p.name for p in (root / ".sparkspec/review").glob("*.png"))
+    assert len(thumbs) == 3  # beside them, sheet.json says which sheet renders/contact.png is
     (root / "renders/contact.png").unlink()
     (root / "renders/logo.mp4").write_bytes(b"not a video any more")  # a cached thumbnail is not decoded again
     review(root)

@@ -1,0 +1,67 @@
+"""What names a contact sheet, so a teammate's copy can stand in for decoding one.
+
+A sheet is a pure function of what it shows: the scenes in the page's order, each with its
+picked video and last frame (by sha256), and how it is drawn (`DRAWING`, raised whenever
+contact.py draws differently). Its digest names it on the team's remote, where the machine
+that made it pushes it: a clone applying the same lock fetches that one picture instead of
+decoding three frames of every video it pulled.
+
+`.sparkspec/review/sheet.json` records which sheet renders/contact.png is (its digest and the
+file's sha256), so `push` uploads the file only while it is still that sheet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sparkspec.fsutil import atomic_write_text
+from sparkspec.review.contact import MAX_COLUMNS, MAX_SCENES, THUMB_WIDTH
+from sparkspec.review.model import scene_order
+
+if TYPE_CHECKING:
+    from sparkspec.config.model import Project
+    from sparkspec.state.lockfile import Lock
+
+DRAWING = 1
+RECORD = "sheet.json"
+
+
+@dataclass(frozen=True)
+class KnownSheet:
+    """A sheet's PNG bytes and the digest they were made for (from the team's remote)."""
+
+    digest: str
+    png: bytes
+
+
+def sheet_digest(project: Project, lock: Lock) -> str | None:
+    """The digest of the sheet for `lock` (None when it has no scene: no sheet)."""
+    rows = [[sid, lock.scenes[sid].video.sha256, lock.scenes[sid].last_frame.sha256]
+            for sid in scene_order(project, lock)]
+    if not rows:
+        return None
+    named = {"drawing": DRAWING, "thumb": THUMB_WIDTH, "columns": MAX_COLUMNS, "most": MAX_SCENES, "scenes": rows}
+    return hashlib.sha256(json.dumps(named, separators=(",", ":")).encode()).hexdigest()
+
+
+def record_sheet(thumbs: Path, digest: str, sheet: Path) -> None:
+    """Note that `sheet` (just written) is the sheet `digest` names."""
+    thumbs.mkdir(parents=True, exist_ok=True)
+    sha = hashlib.sha256(sheet.read_bytes()).hexdigest()
+    atomic_write_text(thumbs / RECORD, json.dumps({"digest": digest, "sha256": sha}) + "\n")
+
+
+def recorded_sheet(thumbs: Path, sheet: Path, digest: str) -> bytes | None:
+    """`sheet`'s bytes when the record says it is the sheet `digest` names and it is unchanged."""
+    try:
+        record = json.loads((thumbs / RECORD).read_text(encoding="utf-8"))
+        data = sheet.read_bytes()
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("digest") != digest:
+        return None
+    return data if record.get("sha256") == hashlib.sha256(data).hexdigest() else None
