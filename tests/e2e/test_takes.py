@@ -249,6 +249,10 @@ def test_a_picked_take_that_fails_leaves_no_other_take_in_its_place(project: Pro
             for file in (record["video"], record["last_frame"]):
                 assert sha256(project.root / file["path"]) == file["sha256"]
     assert "renders/hero.mp4" not in named
+    # The review page shows take 1 once, not as the pick, and says the pick did not render.
+    card = (renders / "index.html").read_text().split('id="scene-hero"')[1].split("</article>")[0]
+    assert card.count('data-src="hero.take1.mp4"') == 1 and "(picked)" not in card
+    assert "the picked take 2 did not render" in card
     # The next apply renders only the failed take (and what follows it), then all is in place.
     creates = fake_api.total_creates
     fixed = project.apply()
