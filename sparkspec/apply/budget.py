@@ -29,8 +29,10 @@ def check_plan(budget: Budget, plan: Plan) -> None:
     if not renders:
         return
     tokens = plan.estimated_tokens
+    scenes = len({c.id for c in renders})
+    what = f"{scenes} scene(s)" + (f" ({len(renders)} takes)" if scenes != len(renders) else "")
     if budget.max_tokens is not None and tokens > budget.max_tokens:
-        raise BudgetError(f"the plan renders {len(renders)} scene(s) for an estimated {tokens:,} tokens, over "
+        raise BudgetError(f"the plan renders {what} for an estimated {tokens:,} tokens, over "
                           f"the budget of {budget.max_tokens:,} (max_tokens); nothing was submitted. Raise "
                           "--max-tokens or budget.max_tokens, or apply part of it with --target")
     if budget.max_cost is not None:
@@ -39,7 +41,7 @@ def check_plan(budget: Budget, plan: Plan) -> None:
             raise BudgetError("a cost budget (max_cost) needs provider.price_per_million_tokens to estimate "
                               "the plan's cost; nothing was submitted")
         if cost > budget.max_cost:
-            raise BudgetError(f"the plan renders {len(renders)} scene(s) for an estimated cost of {cost:,.2f}, "
+            raise BudgetError(f"the plan renders {what} for an estimated cost of {cost:,.2f}, "
                               f"over the budget of {budget.max_cost:,.2f} (max_cost); nothing was submitted. "
                               "Raise --max-cost or budget.max_cost, or apply part of it with --target")
 

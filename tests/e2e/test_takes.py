@@ -189,6 +189,7 @@ def test_the_budget_counts_every_take(project: Project, fake_api: FakeSparkAPI) 
     setup.write(SPEC.replace("    takes: 3\n", "    takes: 4\n"))
     refused = project.run("apply", "--auto-approve", "--max-tokens", "1000")
     assert refused.code == 1 and "Traceback" not in refused.err and fake_api.total_creates == 0
+    assert "the plan renders 2 scene(s) (5 takes) for an estimated" in refused.err
     done = project.apply()
     tokens = [e["tokens"] for e in done.events() if e["event"] == "completed"]
     assert len(tokens) == 5 and [e for e in done.events() if e["event"] == "done"][0]["tokens"] == sum(tokens)
