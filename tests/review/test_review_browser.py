@@ -157,3 +157,17 @@ def test_no_op_apply_writes_a_missing_page_again(rendered: Path) -> None:
     page.unlink()
     assert sparkspec(rendered, "apply", "--auto-approve").returncode == 0
     assert page.read_text() == text  # with the last apply's before / after still on it
+
+
+def test_the_films_timeline_names_its_members_and_jumps_to_one(rendered: Path, browser: Chromium) -> None:
+    browser.open((rendered / "renders/index.html").as_uri())
+    film = "document.querySelector('#sequence-spot video')"
+    marks = browser.evaluate("[...document.querySelectorAll('#sequence-spot .timeline button')]"
+                             ".map(b => [b.textContent, parseFloat(b.dataset.start)])")
+    assert marks == [["intro", 0.0], ["pour", 3.0], ["crema", pytest.approx(3 + 49 / 24, abs=0.001)]]
+    browser.evaluate("document.querySelector('#sequence-spot .timeline button[title^=\"pour\"]').click()")
+    browser.wait_for(lambda: browser.evaluate(f"{film}.readyState >= 2 && !{film}.paused"), timeout=30)
+    assert 3.0 <= browser.evaluate(f"{film}.currentTime") < 3 + 49 / 24
+    browser.wait_for(lambda: browser.evaluate(
+        "(document.querySelector('#sequence-spot .timeline button.on') || {}).textContent === 'pour'"), timeout=10)
+    assert browser.console_errors() == []
