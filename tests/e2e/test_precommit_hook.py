@@ -68,6 +68,13 @@ def test_the_hook_passes_a_valid_project_and_fails_a_broken_one(tmp_path: Path, 
     assert "intro.j2:1:" in failed.stdout and "undefined" in failed.stdout
     assert "film/project.spark.yaml:8:15: error: scenes.outro.duration: 14 is not in 2..12" in failed.stdout
 
+    # A change to a template alone checks the project it belongs to.
+    (repo / "film/project.spark.yaml").write_text(SPEC)
+    git(repo, "add", "-A")
+    template_only = try_repo(repo, home, "--files", "film/prompts/intro.j2")
+    assert template_only.returncode == 1
+    assert "intro.j2:1:" in template_only.stdout and "undefined" in template_only.stdout
+
 
 def test_only_the_changed_files_projects_are_checked(tmp_path: Path, home: Path) -> None:
     repo = tmp_path / "repo"
