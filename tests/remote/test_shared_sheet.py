@@ -196,3 +196,12 @@ def test_gc_keeps_the_sheet_a_pushed_lock_names_and_sweeps_old_others(tmp_path: 
     assert f"deleted sheets/{old.parent.name}/{old.name}" in swept.out
     assert "1 contact sheet(s)" in swept.out
     assert sheets_on(remote) == [named]
+
+
+def test_only_a_whole_png_is_a_sheet() -> None:
+    digest, picture = "ab" * 32, png()
+    assert decode_sheet(picture + b"trailing", digest, None) is None  # something after IEND
+    iend = picture.rindex(b"IEND") - 4
+    assert decode_sheet(picture[:iend], digest, None) is None  # no IEND
+    assert decode_sheet(picture[:8] + picture[33:], digest, None) is None  # IHDR missing
+    assert decode_sheet(b"\x89PNG\r\n\x1a\n" + b"\xff\xff\xff\xff" + b"IHDR", digest, None) is None  # a length past the end
