@@ -62,6 +62,8 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         self.raw = self.rfile.read(length) if length else b""
         self.query = parse_qs(url.query)
+        with self.api.lock:
+            self.api.peers.append((url.path, self.client_address[1]))
         if method == "GET" and url.path.startswith("/files/"):
             self.file(url.path, self.query.get("X-Signature", [""])[0])
             return

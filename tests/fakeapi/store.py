@@ -145,6 +145,7 @@ class FakeSparkAPI:
         self.create_body_bytes: list[int] = []
         self.download_authorization: list[str | None] = []
         self.api_authorization: list[str | None] = []
+        self.peers: list[tuple[str, int]] = []  # (path, the client's port) of every request: its connection
         self.events: list[tuple[float, str, str]] = []  # (monotonic, endpoint, task id or "")
         self._executor = ThreadPoolExecutor(max_workers=render_workers)
         self._templates: dict[tuple[str, str, int], Future[Rendered]] = {}

@@ -35,6 +35,7 @@ from sparkspec.errors import (
 )
 from sparkspec.providers.base import FirstFrame, RenderRequest, TaskState, TaskStatus
 from sparkspec.providers.spark import CreateBody, SparkProvider, api_key_from_env, parse_task
+from sparkspec.providers.spark.provider import POOLS
 
 MODEL = "spark_dance_v1_0_pro_fast"
 T = TypeVar("T")
@@ -496,6 +497,28 @@ def test_downloads_carry_no_authorization_and_hash_while_streaming(api: FakeSpar
     data = expected_bytes(api, "video")
     assert (video.path.read_bytes(), video.sha256, video.size) == (data, hashlib.sha256(data).hexdigest(), len(data))
     assert frame.path.read_bytes() == expected_bytes(api, "image")
+
+
+def test_requests_go_round_several_pools_each_keeping_its_connection(api: FakeSparkAPI, tmp_path: Path) -> None:
+    """httpcore scans every connection of a pool on each request: the provider spreads its calls
+    over POOLS small pools, and each pool keeps its connection alive instead of opening one a call."""
+    status = completed(api)
+    assert status.video_url and status.last_frame_url
+    api.peers.clear()
+    rounds = 3 * POOLS
+
+    async def calls(provider: SparkProvider) -> None:
+        for i in range(rounds):  # one after the other: a single pool would use one connection
+            await provider.poll(status.task_id)
+            await provider.download(status.video_url or "", tmp_path / f"v{i}.part")
+
+    run(api, calls)
+    api_ports = {port for path, port in api.peers if not path.startswith("/files/")}
+    file_ports = {port for path, port in api.peers if path.startswith("/files/")}
+    assert len(api.peers) == 2 * rounds
+    assert len(api_ports) == len(file_ports) == POOLS  # each pool's connection, reused round after round
+    assert not api_ports & file_ports  # the file host's pools are not the API's (they carry no key)
+    assert api.download_authorization[-rounds:] == [None] * rounds
 
 
 @pytest.mark.parametrize("status", [404, 403])

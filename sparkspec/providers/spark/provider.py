@@ -1,6 +1,6 @@
 """The hosted Spark Dance API over httpx: create a task, read it, fetch its outputs.
 
-This module owns the two HTTP clients, the retries and the downloads; the
+This module owns the HTTP clients, the retries and the downloads; the
 bodies and task objects are built and read in `wire`, the API's error bodies in
 `answers`, when to try again in `providers.retry`. The provider retries its own
 transport faults within a bounded budget and then raises `TransientError`; the
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import os
 import random
 from collections.abc import Awaitable, Callable
@@ -58,6 +59,8 @@ from sparkspec.providers.spark.wire import CreateBody, parse_task
 CREATE_PATH = "/model/v1/generation"
 TASK_PATH = "/model/v1/generation/task/"
 Sleep = Callable[[float], Awaitable[None]]
+POOLS = 8  # httpx clients (connection pools) per kind of call; see SparkProvider.__init__
+MAX_CONNECTIONS, MAX_KEEPALIVE = 100, 20  # httpx's defaults, for all the pools of a kind together
 
 
 class SparkProvider:
@@ -77,15 +80,25 @@ class SparkProvider:
         self.key_env = key_env
         self._secret = api_key
         hooks: dict[str, list[Callable[..., Any]]] = {"request": [log_request], "response": [log_response]}
-        # One TLS context for both clients: loading the CA bundle costs ~40 ms of CPU a context.
+        # One TLS context for every client: loading the CA bundle costs ~40 ms of CPU a context.
         tls = httpx.create_ssl_context() if transport is None else True
-        self._api = httpx.AsyncClient(
+        # POOLS small connection pools (httpx clients) of each kind, used in turn: httpcore scans
+        # every connection of a pool on each request and each response's close, so that cost
+        # grows with the pool. Together they keep httpx's default limit of connections; each
+        # keeps alive what it opens, as fewer churns through new connections (a TLS handshake
+        # each). An injected transport is one pool whatever the clients: then one client.
+        count = 1 if transport is not None else POOLS
+        each = -(-MAX_CONNECTIONS // count)
+        limits = httpx.Limits(max_connections=each, max_keepalive_connections=min(each, MAX_KEEPALIVE))
+        self._api = _Clients([httpx.AsyncClient(
             base_url=self.base_url, transport=transport, timeout=timeout, event_hooks=hooks, verify=tls,
-            headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"})
+            limits=limits, headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"})
+            for _ in range(count)])
         # Signed output URLs: no key, no cookies, nothing from the environment's netrc.
         # identity: the announced length is then the length on disk, and can be checked.
-        self._files = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=True, verify=tls,
-                                        event_hooks=hooks, headers={"Accept-Encoding": "identity"})
+        self._files = _Clients([httpx.AsyncClient(
+            transport=transport, timeout=timeout, follow_redirects=True, verify=tls, event_hooks=hooks,
+            limits=limits, headers={"Accept-Encoding": "identity"}) for _ in range(count)])
 
     def __repr__(self) -> str:
         return f"SparkProvider(base_url={self.base_url!r}, model={self.model!r})"
@@ -134,9 +147,9 @@ class SparkProvider:
                 async with self.limiter.request():
                     if body is not None:
                         headers = {"Content-Type": "application/json", "Content-Length": str(body.length)}
-                        response = await self._api.request(method, path, content=body.stream(), headers=headers)
+                        response = await self._api.next().request(method, path, content=body.stream(), headers=headers)
                     else:
-                        response = await self._api.request(method, path)
+                        response = await self._api.next().request(method, path)
             except httpx.TransportError as exc:
                 if not may_retry(exc):
                     raise CreateUnconfirmed(
@@ -200,7 +213,7 @@ class SparkProvider:
         size = 0
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
-            async with self._files.stream("GET", url) as response:
+            async with self._files.next().stream("GET", url) as response:
                 status = response.status_code
                 if status in (403, 404, 410):
                     raise UrlExpired(f"the output URL answered HTTP {status} (its signature has lapsed)")
@@ -236,6 +249,21 @@ class SparkProvider:
             dest.unlink(missing_ok=True)
             raise
         return Downloaded(dest, digest.hexdigest(), size)
+
+
+class _Clients:
+    """httpx clients alike but for their connection pools, handed out in turn."""
+
+    def __init__(self, clients: list[httpx.AsyncClient]) -> None:
+        self._clients = clients
+        self._turn = itertools.cycle(clients)
+
+    def next(self) -> httpx.AsyncClient:
+        return next(self._turn)
+
+    async def aclose(self) -> None:
+        for client in self._clients:
+            await client.aclose()
 
 
 class _RetryableDownload(Exception):
