@@ -204,3 +204,19 @@ def test_a_target_brings_every_take_of_what_it_needs_and_no_other(root: Path,
     code, out, err = run_main(["plan", "--json", "--target", "logo"], root, monkeypatch)
     assert code == 0, err
     assert [c["address"] for c in json.loads(out)["changes"] if c["kind"] == "scene"] == ["scene.logo"]
+
+
+def test_with_a_derived_seed_take_1_is_the_scene_and_take_k_derives_from_it(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sparkspec.keys import take_seed
+
+    edit(root, ", seed: 7}", "}")
+    edit(root, "    takes: 3\n", "")
+    alone = json.loads(run_main(["plan", "--json"], root, monkeypatch)[1])["changes"]
+    edit(root, '    prompt: "A cup on a marble counter"\n', '    prompt: "A cup on a marble counter"\n    takes: 3\n')
+    taken = json.loads(run_main(["plan", "--json"], root, monkeypatch)[1])["changes"]
+    assert [c["key"] for c in taken if c["address"] == "scene.hero"] == \
+        [c["key"] for c in alone if c["address"] == "scene.hero"]
+    hero = fake_apply(root).scenes["hero"].take_records()
+    assert hero[1].seed_derived
+    assert [hero[k].seed for k in (1, 2, 3)] == [hero[1].seed, take_seed(hero[1].seed, 2), take_seed(hero[1].seed, 3)]
