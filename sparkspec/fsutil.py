@@ -77,9 +77,10 @@ def atomic_copy(source: Path, dest: Path) -> None:
         shutil.copyfile(source, tmp)
 
 
-def atomic_move(source: Path, dest: Path) -> None:
+def atomic_move(source: Path, dest: Path, *, synced: bool = True) -> None:
     """Move a finished, fsync'd file to `dest` by rename; across filesystems, by an atomic
-    copy. `source` is gone afterwards either way."""
+    copy. `source` is gone afterwards either way. `synced=False`: the rename is not fsync'd
+    here (the caller notes it in `state.unsynced`, flushed before anything names it)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.chmod(source, file_mode())
@@ -90,7 +91,8 @@ def atomic_move(source: Path, dest: Path) -> None:
         atomic_copy(source, dest)
         source.unlink(missing_ok=True)
         return
-    fsync_dir(dest.parent)
+    if synced:
+        fsync_dir(dest.parent)
 
 
 def fsync_dir(directory: Path) -> None:

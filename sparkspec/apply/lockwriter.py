@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from sparkspec.state.unsynced import UNSYNCED
 from sparkspec.state.lockfile import Lock, SceneRecord, SequenceRecord, scene_entry, write_lock
 from sparkspec.state.workspace import Workspace
 
@@ -149,6 +150,7 @@ class LockWriter:
     def _write(self, commit: Callable[[], None], lock: Lock, before: Future[None] | None) -> None:
         if before is not None:
             before.result()  # the one before failed: so does this one, unwritten
+        UNSYNCED.sync()  # pulled files the snapshot names, on disk before the index and the lock
         commit()
         text = lock.to_text()
         if text != self.workspace.lock_text:

@@ -9,10 +9,11 @@ import shutil
 from pathlib import Path
 
 from sparkspec.errors import CacheDamaged
-from sparkspec.fsutil import CHUNK, atomic_target, fsync_dir
+from sparkspec.fsutil import CHUNK, atomic_target
 from sparkspec.state.digests import DigestMemo
 from sparkspec.state.lockfile import FileRecord
 from sparkspec.state.lockpaths import in_output_folder
+from sparkspec.state.unsynced import UNSYNCED
 
 
 def materialize(blob: Path, dest: Path, sha256: str, size: int, *, shared: bool = False) -> None:
@@ -51,7 +52,7 @@ def _link_into_place(blob: Path, dest: Path) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    fsync_dir(dest.parent)
+    UNSYNCED.note(dest.parent)  # flushed before the lock names it, with the blob it shares
 
 
 def remove_output(root: Path, output_dir: str, record: FileRecord, memo: DigestMemo) -> str | None:

@@ -29,6 +29,7 @@ from sparkspec.remote.session import Remote
 from sparkspec.remote.transfer import BlobProblem, check_format, ensure_format
 from sparkspec.state.cache import Cache, CachedRender
 from sparkspec.state.lockfile import SceneRecord
+from sparkspec.state.unsynced import UNSYNCED
 from sparkspec.state.workspace import Workspace
 
 ROOT_FORMAT = 1
@@ -191,6 +192,7 @@ async def pull_lock(remote: Remote | None, workspace: Workspace) -> PullReport:
                 report.restored.append(scene)
 
     await gather_bounded([settle(scenes) for scenes in by_key.values()], TRANSFERS)
+    await asyncio.to_thread(UNSYNCED.sync)  # what was pulled, on disk before pull reports it
     report.restored.sort()
 
     for name, sequence in sorted(workspace.lock.sequences.items()):

@@ -5,10 +5,12 @@ sha256, and uploaded with that checksum; then a HEAD confirms both blobs are the
 right size; only then is the write-once entry created. The entry is the commit point: no
 entry ever points at a blob that was not verified present (DVC #4343, Bazel #22822).
 
-Pull: each blob streams to a temporary file, hashed while it arrives and fsync'd once; its
-length and sha256 must match the entry, else nothing is installed. Then the blob moves into
+Pull: each blob streams to a temporary file, hashed while it arrives; its length and sha256
+must match the entry, else nothing is installed. Then the blob moves into
 the local cache (a rename), then the entry is recorded there; renders/ may then share the
-blob's inode (`Cache.fresh_pull`), so a pulled file is written to disk once.
+blob's inode (`Cache.fresh_pull`), so a pulled file is written to disk once. A pulled file
+is not fsync'd on its own: it can be fetched again for free, and the lock writer flushes the
+filesystem once before the cache index or the lock names it (`state.unsynced`).
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ async def pull_render(store: Store, render: CachedRender, cache: Cache, tmp_dir:
             continue
         part = tmp_dir / f"{sha}.{secrets.token_hex(4)}.remote.part"
         try:
-            got = await store.download(blob_path(sha), part, durable=True)
+            got = await store.download(blob_path(sha), part)  # flushed before the lock names it
             if got is None:
                 raise BlobProblem(f"remote {store.display}: entry {render.key[:12]} points at blob "
                                   f"{sha[:12]}, which is missing; treated as not cached")

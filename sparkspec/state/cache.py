@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from sparkspec.errors import CacheDamaged, DiskError
 from sparkspec.fsutil import atomic_move, sha256_file
+from sparkspec.state.unsynced import UNSYNCED
 
 if TYPE_CHECKING:
     from sparkspec.state.digests import DigestMemo
@@ -132,8 +133,9 @@ class Cache:
         if dest.exists() and blob_intact(dest, sha256, source.stat().st_size):
             source.unlink(missing_ok=True)
             return dest
-        atomic_move(source, dest)
-        if pulled:
+        atomic_move(source, dest, synced=not pulled)
+        if pulled:  # it can be fetched again for free: made durable with the next lock write
+            UNSYNCED.note(dest)
             st = dest.stat()
             self._pulled[sha256] = (st.st_size, st.st_mtime_ns, st.st_ino)
         return dest

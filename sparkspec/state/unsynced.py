@@ -1,0 +1,77 @@
+"""Files written without an fsync of their own, made durable together before anything that
+names them is written.
+
+A pull installs two files a scene (the blob into the cache, a hard link into renders/), and
+an fsync of each file and of each folder after its rename cost a pull-only apply a third of
+its time: every one waits for the disk on its own. Nothing durable names those files until
+the lock writer's next write (the cache index transaction, then the lock), so that write
+first flushes each filesystem they are on once (`syncfs`, Linux; `os.sync` elsewhere) and
+then names them: after a power cut the lock still names only files that are on disk.
+
+Only files that can be fetched again for free go this way (a verified download from the
+team's remote). The cache index may name such a blob before the flush; after a power cut a
+blob cut short fails the cache's own check (size, sha256) and is pulled again, never paid for. A file whose loss would cost money, such as a task's journal entry, keeps its
+own fsync before anything else happens.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import cast
+
+
+def _syncfs_call() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)  # CDLL: the GIL is given back while the disk works
+        call = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = (ctypes.c_int,)
+    return cast(Callable[[int], int], call)
+
+
+_syncfs = _syncfs_call()
+
+
+class Unsynced:
+    """The filesystems holding files written since the last `sync` (by device, a folder on it)."""
+
+    def __init__(self) -> None:
+        self._folders: dict[int, Path] = {}
+        self._guard = threading.Lock()  # pulls note files from several threads at once
+
+    def note(self, path: Path) -> None:
+        """`path` was written or renamed into place without an fsync."""
+        folder = path if path.is_dir() else path.parent
+        try:
+            device = folder.stat().st_dev
+        except OSError:
+            return
+        with self._guard:
+            self._folders.setdefault(device, folder)
+
+    def sync(self) -> None:
+        """Flush every filesystem noted since the last call. Raises OSError."""
+        with self._guard:
+            folders, self._folders = list(self._folders.values()), {}
+        for folder in folders:
+            try:
+                fd = os.open(folder, os.O_RDONLY) if _syncfs is not None else -1
+            except FileNotFoundError:  # removed since: its filesystem still holds what was noted
+                fd = -1
+            if fd < 0:
+                os.sync()
+                return
+            try:
+                if _syncfs(fd) != 0:
+                    error = ctypes.get_errno()
+                    raise OSError(error, os.strerror(error), str(folder))
+            finally:
+                os.close(fd)
+
+
+UNSYNCED = Unsynced()

@@ -1,0 +1,81 @@
+"""Pulled files are not fsync'd one by one: the lock writer flushes their filesystem once
+before the cache index and the lock name them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cli_runner import Cli
+from sparkspec.state import unsynced
+from sparkspec.state.unsynced import Unsynced
+
+SPEC = """\
+version: 1
+name: flushed
+provider: {type: local, parallelism: 2}
+defaults: {resolution: 480p, ratio: "16:9", frames: 29, seed: 3}
+scenes:
+  one: {prompt: "a paper boat"}
+  two: {prompt: "a paper plane"}
+"""
+
+
+def test_each_filesystem_is_flushed_once_and_a_removed_folder_flushes_all(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    flushed: list[str] = []
+    monkeypatch.setattr(unsynced, "_syncfs", lambda fd: flushed.append(os.readlink(f"/proc/self/fd/{fd}")) or 0)
+    every: list[int] = []
+    monkeypatch.setattr(unsynced.os, "sync", lambda: every.append(1))
+    files = Unsynced()
+    for name in ("a", "b", "c"):
+        (tmp_path / name).write_bytes(b"x")
+        files.note(tmp_path / name)
+    files.sync()
+    assert flushed == [str(tmp_path)] and every == []
+    files.sync()
+    assert flushed == [str(tmp_path)]  # nothing noted since
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    files.note(gone)
+    gone.rmdir()
+    files.sync()
+    assert every == [1]
+
+
+def test_a_pull_flushes_before_the_lock_names_its_files_and_fsyncs_none_of_them(tmp_path: Path, cli: Cli,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    remote = tmp_path / "remote"
+    first, second = tmp_path / "first", tmp_path / "second"
+    for root in (first, second):
+        root.mkdir()
+        (root / "project.spark.yaml").write_text(SPEC + f"remote: {{url: 'file://{remote}'}}\n")
+    assert cli("apply", "--auto-approve", cwd=first).code == 0
+    (second / "project.spark.lock").write_text((first / "project.spark.lock").read_text())
+
+    events: list[str] = []
+    real_fsync, real_syncfs = os.fsync, unsynced._syncfs
+    assert real_syncfs is not None
+
+    def fsync(fd: int) -> None:
+        events.append("fsync " + os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def syncfs(fd: int) -> int:
+        events.append("syncfs")
+        return real_syncfs(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(unsynced, "_syncfs", syncfs)
+    result = cli("apply", "--auto-approve", cwd=second)
+    assert result.code == 0, result.err
+    blobs = str(second / ".sparkspec" / "cache" / "blobs")
+    renders = str(second / "renders")
+    assert not [e for e in events if e.startswith((f"fsync {blobs}", f"fsync {renders}/one", f"fsync {renders}/two"))]
+    assert events.count(f"fsync {renders}") == 2  # the review page's two files, not the four pulled
+    lock_writes = [i for i, e in enumerate(events) if e.startswith("fsync ") and "project.spark.lock" in e]
+    # The first write (before anything is pulled) withholds records; the one naming the pulls
+    # is preceded by the flush.
+    assert len(lock_writes) >= 2 and "syncfs" in events[lock_writes[-2]:lock_writes[-1]]
