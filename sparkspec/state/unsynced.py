@@ -59,19 +59,15 @@ class Unsynced:
         with self._guard:
             folders, self._folders = list(self._folders.values()), {}
         for folder in folders:
-            try:
-                fd = os.open(folder, os.O_RDONLY) if _syncfs is not None else -1
-            except FileNotFoundError:  # removed since: its filesystem still holds what was noted
-                fd = -1
-            if fd < 0:
+            if _syncfs is None or not folder.is_dir():  # removed since: its filesystem still holds it
                 os.sync()
                 return
+            fd = os.open(folder, os.O_RDONLY)
             try:
                 if _syncfs(fd) != 0:
                     error = ctypes.get_errno()
                     raise OSError(error, os.strerror(error), str(folder))
             finally:
                 os.close(fd)
-
 
 UNSYNCED = Unsynced()
