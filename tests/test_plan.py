@@ -363,6 +363,16 @@ def test_plan_json(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                                     "stitch"}
 
 
+def test_plan_json_gives_costs_to_a_millionth(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    edit(root, "provider: {type: local}", "provider: {type: local, price_per_million_tokens: 0.7}")
+    code, out, err = run(["plan", "--json"], root, monkeypatch)
+    assert code == 0, err
+    payload = json.loads(out)
+    costs = [c["estimated_cost"] for c in payload["changes"] if c["estimated_cost"] is not None]
+    costs.append(payload["summary"]["estimated_cost"])
+    assert costs and all(len(repr(cost)) <= 10 for cost in costs), costs  # 0.07622999999999999 unrounded
+
+
 def test_plan_json_lists_no_ops(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_apply(root)
     code, out, _ = run(["plan", "--json", "--detailed-exitcode"], root, monkeypatch)

@@ -21,15 +21,20 @@ def summary(plan: Plan) -> dict[str, Any]:
         "stitch": plan.count(Action.STITCH),
         "unchanged": plan.count(Action.NOOP),
         "estimated_tokens": plan.estimated_tokens,
-        "estimated_cost": plan.estimated_cost,
+        "estimated_cost": _money(plan.estimated_cost),
     }
+
+
+def _money(cost: float | None) -> float | None:
+    """A cost to a millionth: a sum of token prices shows as 0.0496125, not 0.049612500000000004."""
+    return None if cost is None else round(cost, 6)
 
 
 def change_json(change: Change) -> dict[str, Any]:
     return {
         "address": change.address, "kind": change.kind, "id": change.id,
         "action": change.action.value, "reasons": list(change.reasons), "key": change.key,
-        "estimated_tokens": change.estimated_tokens, "estimated_cost": change.estimated_cost,
+        "estimated_tokens": change.estimated_tokens, "estimated_cost": _money(change.estimated_cost),
     }
 
 
