@@ -117,6 +117,7 @@ class _Resolver:
         self.diagnostics.extend(schema.validate(self.doc))
         whole_numbers(data)
         self.check_not_nan(data)
+        self.check_budget(data)
         variables, problems = merge_variables(data.get("vars"), self.options.var_files,
                                               self.options.variables)
         self.diagnostics.extend(problems)
@@ -347,6 +348,13 @@ class _Resolver:
                 value = as_mapping(value).get(part)
             if isinstance(value, float) and math.isnan(value):
                 self.report(path, "nan is not a number")
+
+    def check_budget(self, data: dict[str, Any]) -> None:
+        """A cost budget is checked against the plan's estimated cost, which needs a price."""
+        if (as_mapping(data.get("budget")).get("max_cost") is not None
+                and as_mapping(data.get("provider")).get("price_per_million_tokens") is None):
+            self.report(("budget", "max_cost"), "a cost budget needs provider.price_per_million_tokens "
+                        "(the plan's cost is estimated from it); set the price, or use max_tokens")
 
     def check_output_names(self, sequences: dict[str, SequenceSpec], scenes: dict[str, Scene],
                            output_dir: str) -> None:
