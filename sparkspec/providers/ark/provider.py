@@ -18,7 +18,6 @@ no second create. A task still queued can be cancelled (`DELETE`), which Ctrl-C 
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from sparkspec.providers.ark.errors import ark_refusal
 from sparkspec.providers.base import RenderRequest, TaskState, TaskStatus
 from sparkspec.providers.spark.answers import json_object
 from sparkspec.providers.spark.provider import SparkProvider
-from sparkspec.providers.spark.wire import CreateBody, create_params, parse_task
+from sparkspec.providers.spark.wire import create_params, parse_task
 
 TASKS_PATH = "/contents/generations/tasks"
 LOOKUP_SLACK = 30.0  # seconds either side of the lost call: whole-second created_at, clocks apart
@@ -57,7 +56,7 @@ class ArkProvider(SparkProvider):
     async def submit(self, request: RenderRequest) -> TaskStatus:
         what = f"creating the task for {request.scene}"
         model = request.model or self.model
-        body = await asyncio.to_thread(CreateBody.build, request, model, top_level)
+        body = await self._body(request, model, top_level)
         started = self.wall_clock()
         try:
             response = await self._call("POST", TASKS_PATH, what=what, body=body)

@@ -54,7 +54,7 @@ from sparkspec.providers.ratelimit import RateLimiter
 from sparkspec.providers.retry import RetryPolicy, create_may_be_retried, read_may_be_retried, retry_after
 from sparkspec.providers.spark.answers import api_words, refusal, rejected
 from sparkspec.providers.spark.apikey import log, log_body, log_request, log_response
-from sparkspec.providers.spark.wire import CreateBody, parse_task
+from sparkspec.providers.spark.wire import CreateBody, Envelope, parse_task
 
 CREATE_PATH = "/model/v1/generation"
 TASK_PATH = "/model/v1/generation/task/"
@@ -109,7 +109,7 @@ class SparkProvider:
 
     # -- the three calls ------------------------------------------------------------------
     async def submit(self, request: RenderRequest) -> TaskStatus:
-        body = await asyncio.to_thread(CreateBody.build, request, request.model or self.model)
+        body = await self._body(request, request.model or self.model)
         response = await self._call("POST", CREATE_PATH, what=f"creating the task for {request.scene}",
                                     body=body)
         return self._task(response, f"creating the task for {request.scene}")
@@ -132,6 +132,14 @@ class SparkProvider:
                     raise exc.final(f"{exc} (after {attempt} attempt(s))") from None
             await self.sleep(delay)
             waited += delay
+
+    @staticmethod
+    async def _body(request: RenderRequest, model: str, envelope: Envelope | None = None) -> CreateBody:
+        """The create body; off the event loop only when it reads a local first frame's header."""
+        frame = request.first_frame
+        if frame is None or frame.url:
+            return CreateBody.build(request, model, envelope)
+        return await asyncio.to_thread(CreateBody.build, request, model, envelope)
 
     # -- HTTP with bounded retries ---------------------------------------------------------
     async def _call(self, method: str, path: str, *, what: str, body: CreateBody | None = None) -> httpx.Response:

@@ -18,7 +18,6 @@ the generation protocol and are read through it, whichever protocol is in force 
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from sparkspec.errors import BadAnswer, CreateUnconfirmed, ProviderError, TaskNo
 from sparkspec.providers.base import RenderRequest, TaskState, TaskStatus
 from sparkspec.providers.spark.answers import json_object
 from sparkspec.providers.spark.provider import SparkProvider
-from sparkspec.providers.spark.wire import CreateBody, parse_task
+from sparkspec.providers.spark.wire import parse_task
 
 QUEUE_PATH = "/model/v1/queue/"
 QUEUED = frozenset({"in_queue", "queued", "pending"})
@@ -62,7 +61,7 @@ class SparkGateway(SparkProvider):
             return await super().submit(request)
         what = f"creating the task for {request.scene}"
         model = request.model or self.model
-        body = await asyncio.to_thread(CreateBody.build, request, model, bare)
+        body = await self._body(request, model, bare)
         response = await self._call("POST", QUEUE_PATH + quote(model, safe=""), what=what, body=body)
         raw = json_object(response)
         request_id = raw.get("request_id") if raw is not None else None
