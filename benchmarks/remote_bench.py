@@ -62,7 +62,7 @@ _review = apply_command._review
 def _timed(*args, **kwargs):
     review[1] = review[1] or _kb()
     if review[2] < 0:  # contact-sheet strips already made while the pulls streamed
-        review[2] = len(os.listdir(".sparkspec/review")) if os.path.isdir(".sparkspec/review") else 0
+        review[2] = len([n for n in os.listdir(".sparkspec/review") if n.endswith(".png")]) if os.path.isdir(".sparkspec/review") else 0
     started = time.perf_counter()
     try:
         return _review(*args, **kwargs)

@@ -43,7 +43,7 @@ def write_review(workspace: Workspace, previous: Lock | None, contact_sheet: boo
             before = found_before(output, lock)
             changed = frozenset(before)
         review = gather(project, lock, before, changed)
-        written = [write_page(output, review)]
+        written = [write_page(output, review, workspace.state_dir / "compiled")]
         digest = sheet_digest(project, lock) if contact_sheet else None
         if digest is not None:
             thumbs = workspace.state_dir / "review"

@@ -322,3 +322,24 @@ scenes:
     text = (project / "renders/index.html").read_text()
     assert f"<dt>cost</dt><dd>{cost}</dd>" in text
     assert f"{tokens:,} tokens, {cost}" in text  # the header's total
+
+
+def test_the_templates_compiled_code_is_kept_and_a_damaged_copy_is_compiled_again(root: Path,
+                                                                                   tmp_path: Path) -> None:
+    from sparkspec.review.page import _template
+
+    settle(root, tmp_path / "clips", {"logo": 1, "intro": 2, "pour": 3})
+    _template.cache_clear()
+    review(root)
+    page = (root / "renders/index.html").read_text()
+    compiled = list((root / ".sparkspec/compiled").iterdir())
+    assert compiled  # the next run loads it instead of compiling
+    from jinja2.bccache import bc_magic
+
+    for damage in (b"\x00garbage", bc_magic + b"not a pickle"):  # Jinja's own check; then ours
+        for kept in compiled:
+            kept.write_bytes(damage)
+        _template.cache_clear()
+        (root / "renders/index.html").unlink()
+        review(root)
+        assert (root / "renders/index.html").read_text() == page
