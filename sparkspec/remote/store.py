@@ -38,6 +38,7 @@ from urllib.parse import unquote, urlsplit
 from sparkspec.errors import RemoteError
 from sparkspec.remote.layout import ROOT
 from sparkspec.remote.settings import RemoteSettings, redact
+from sparkspec.state.unsynced import start_writeback
 
 CHUNK = 1 << 20
 # Bounded so that an unreachable store costs seconds, not the default minutes.
@@ -313,9 +314,11 @@ def _download(backend: Any, path: str, dest: Path, durable: bool) -> tuple[int, 
             out.write(chunk)
             digest.update(chunk)
             size += len(chunk)
+        out.flush()
         if durable:
-            out.flush()
             os.fsync(out.fileno())
+        else:
+            start_writeback(out.fileno())  # on its way to disk while the next one downloads
     return size, digest.hexdigest()
 
 
