@@ -59,7 +59,7 @@ from sparkspec.providers.spark.wire import CreateBody, Envelope, parse_task
 CREATE_PATH = "/model/v1/generation"
 TASK_PATH = "/model/v1/generation/task/"
 Sleep = Callable[[float], Awaitable[None]]
-POOLS = 8  # httpx clients (connection pools) per kind of call; see SparkProvider.__init__
+POOLS = 16  # httpx clients (connection pools) per kind of call; see SparkProvider.__init__
 MAX_CONNECTIONS, MAX_KEEPALIVE = 100, 20  # httpx's defaults, for all the pools of a kind together
 
 
