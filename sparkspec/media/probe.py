@@ -47,6 +47,8 @@ def probe_video(path: Path) -> VideoInfo:
             if _is_still_image(container.format.name):
                 raise MediaError(f"{path}: is a still image ({container.format.name}), not a video")
             stream = container.streams.video[0]
+            # One frame: a decoder of its own threads (one a core) costs more than it saves.
+            stream.codec_context.thread_count = 1
             first = _first_frame(container, stream)
             if first is None:
                 raise MediaError(f"{path}: no frame of the video stream decodes; "
