@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from sparkspec.review.sheetid import KnownSheet
 
 MAX_WAIT_POLL = 2.0  # seconds between looks at another machine's claim and entry
+SHEET_WAIT = 5.0  # seconds a contact sheet's request may outlast the apply's pulls
 TRANSFERS = 8  # pulls streaming at once: each holds buffers, and every pulled scene starts at once
 
 
@@ -169,9 +170,11 @@ class RemoteApply:
                 task.cancel()
 
     async def settle_sheet(self) -> KnownSheet | None:
-        """The sheet fetched for this apply, once its request is done."""
+        """The sheet fetched for this apply: its request has had the whole apply, and gets
+        SHEET_WAIT more; a store still silent then is not waited for (the sheet is decoded)."""
         if self._sheet_task is not None:
-            await asyncio.gather(self._sheet_task, return_exceptions=True)
+            await asyncio.wait([self._sheet_task], timeout=SHEET_WAIT)
+            self._sheet_task.cancel()
         return self.sheet
 
     def took(self, key: str) -> bool:

@@ -205,3 +205,30 @@ def test_only_a_whole_png_is_a_sheet() -> None:
     assert decode_sheet(picture[:iend], digest, None) is None  # no IEND
     assert decode_sheet(picture[:8] + picture[33:], digest, None) is None  # IHDR missing
     assert decode_sheet(b"\x89PNG\r\n\x1a\n" + b"\xff\xff\xff\xff" + b"IHDR", digest, None) is None  # a length past the end
+
+
+def test_a_store_that_never_answers_for_the_sheet_is_not_waited_for(tmp_path: Path, cli: Cli,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import time
+
+    from sparkspec.remote import applying
+    from sparkspec.remote.session import Remote
+
+    remote = tmp_path / "remote"
+    first = machine(tmp_path, "first", remote)
+    assert cli("apply", "--auto-approve", cwd=first).code == 0
+    made = (first / "renders" / "contact.png").read_bytes()
+
+    async def silent(self: Remote, digest: str) -> bytes | None:
+        await asyncio.sleep(30)  # the old code waited this out
+        return None
+
+    monkeypatch.setattr(Remote, "fetch_sheet", silent)
+    monkeypatch.setattr(applying, "SHEET_WAIT", 0.2)
+    second = machine(tmp_path, "second", remote, source=first)
+    started = time.monotonic()
+    result = cli("apply", "--auto-approve", cwd=second)
+    assert result.code == 0, result.err
+    assert time.monotonic() - started < 20
+    assert (second / "renders" / "contact.png").read_bytes() == made  # decoded here
