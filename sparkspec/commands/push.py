@@ -11,6 +11,8 @@ from sparkspec.commands.remote import remote_workspace
 from sparkspec.config.loader import LoadOptions
 from sparkspec.state.applylock import apply_lock
 
+SHEET_PUSH_WAIT = 30.0  # seconds: a picture is not worth holding the command longer
+
 if TYPE_CHECKING:
     from sparkspec.remote.session import Remote
     from sparkspec.review.sheetid import KnownSheet
@@ -68,7 +70,10 @@ def push_sheet(workspace: Workspace, remote: Remote, *, make: bool = False,
     if png is None:
         return None
     try:
-        written = asyncio.run(remote.push_sheet(digest, png))
+        written = asyncio.run(asyncio.wait_for(remote.push_sheet(digest, png), SHEET_PUSH_WAIT))
     except SparkspecError as exc:
         return f"contact sheet not pushed: {exc}"
+    except TimeoutError:
+        return (f"contact sheet not pushed: remote {remote.display} did not answer within "
+                f"{SHEET_PUSH_WAIT:.0f} s; the next apply or push tries again")
     return f"pushed the contact sheet {digest[:12]} ({size_text(len(png))})" if written else None

@@ -232,3 +232,26 @@ def test_a_store_that_never_answers_for_the_sheet_is_not_waited_for(tmp_path: Pa
     assert result.code == 0, result.err
     assert time.monotonic() - started < 20
     assert (second / "renders" / "contact.png").read_bytes() == made  # decoded here
+
+
+def test_a_store_that_never_takes_the_sheet_is_not_waited_for(tmp_path: Path, cli: Cli,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import time
+
+    from sparkspec.commands import push
+    from sparkspec.remote.session import Remote
+
+    async def silent(self: Remote, digest: str, png: bytes) -> bool:
+        await asyncio.sleep(30)  # the old code waited this out
+        return True
+
+    monkeypatch.setattr(Remote, "push_sheet", silent)
+    monkeypatch.setattr(push, "SHEET_PUSH_WAIT", 0.2)
+    first = machine(tmp_path, "first", tmp_path / "remote")
+    started = time.monotonic()
+    result = cli("apply", "--auto-approve", cwd=first)
+    assert result.code == 0, result.err
+    assert time.monotonic() - started < 20
+    assert "warning: contact sheet not pushed" in result.err and "did not answer within 0 s" in result.err
+    assert (first / "renders" / "contact.png").is_file()
