@@ -22,6 +22,12 @@ if TYPE_CHECKING:
     import av.video.stream
 
 
+# What a render comes as (libavformat's demuxer names): MP4/MOV, Matroska/WebM, or a bare
+# H.264/HEVC stream (these need a parameter set to be recognised). Other bare streams are
+# recognised on far less: libavformat takes about one random file in 750 for H.263.
+CONTAINERS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "h264", "hevc"})
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     width: int
@@ -46,6 +52,9 @@ def probe_video(path: Path) -> VideoInfo:
                 raise MediaError(f"{path}: the file holds no video stream")
             if _is_still_image(container.format.name):
                 raise MediaError(f"{path}: is a still image ({container.format.name}), not a video")
+            if container.format.name not in CONTAINERS:  # and its first "frame" may well decode
+                raise MediaError(f"{path}: not a readable video (a bare {container.format.name} stream, "
+                                 "not an MP4 or WebM file); the file is damaged, incomplete or not a video")
             stream = container.streams.video[0]
             # One frame: a decoder of its own threads (one a core) costs more than it saves.
             stream.codec_context.thread_count = 1

@@ -64,6 +64,20 @@ def test_garbage_empty_and_missing_files_fail(tmp_path: Path) -> None:
         probe_video(tmp_path)
 
 
+@pytest.mark.parametrize("seed", [1116, 1272])
+def test_random_bytes_that_libav_reads_as_a_bare_stream_are_not_a_video(tmp_path: Path, seed: int) -> None:
+    """About one random file in 750 probes as a bare H.263 stream whose first frame decodes
+    (found by trying 1,500): a download of garbage must never pass as a render."""
+    import random
+
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(random.Random(f"cgt-{seed:08d}").randbytes(random.Random(seed).randint(20000, 400000)))
+    with av.open(str(garbage)) as container:
+        assert container.format.name == "h263"  # what libavformat makes of these bytes
+    with pytest.raises(MediaError, match="not a readable video .a bare h263 stream"):
+        probe_video(garbage)
+
+
 def test_a_still_image_is_not_a_video(tmp_path: Path) -> None:
     for fmt in ("png", "jpeg", "gif"):
         path = tmp_path / f"still.{fmt}"
