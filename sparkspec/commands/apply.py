@@ -171,10 +171,10 @@ def _review(workspace: Workspace, previous: Lock | None, only_if_missing: bool =
         click.echo(f"warning: {exc}", err=True)
         return
     if workspace.remote is not None and workspace.remote.writable:
-        from sparkspec.commands.push import push_sheet
+        from sparkspec.commands.push import NOT_PUSHED, push_sheet
 
         note = push_sheet(workspace, workspace.remote, fetched=known)
-        if note is not None and note.startswith("contact sheet not pushed"):
+        if note is not None and note.startswith(NOT_PUSHED):
             click.echo(f"warning: {note}", err=True)
 
 

@@ -12,6 +12,7 @@ from sparkspec.config.loader import LoadOptions
 from sparkspec.state.applylock import apply_lock
 
 SHEET_PUSH_WAIT = 30.0  # seconds: a picture is not worth holding the command longer
+NOT_PUSHED = "contact sheet not pushed"  # how push_sheet's lines that are warnings begin
 
 if TYPE_CHECKING:
     from sparkspec.remote.session import Remote
@@ -65,15 +66,15 @@ def push_sheet(workspace: Workspace, remote: Remote, *, make: bool = False,
         try:
             write_review(workspace, None)
         except SparkspecError as exc:
-            return f"contact sheet not pushed: {exc}"
+            return f"{NOT_PUSHED}: {exc}"
         png = recorded_sheet(thumbs, sheet, digest)
     if png is None:
         return None
     try:
         written = asyncio.run(asyncio.wait_for(remote.push_sheet(digest, png), SHEET_PUSH_WAIT))
     except SparkspecError as exc:
-        return f"contact sheet not pushed: {exc}"
+        return f"{NOT_PUSHED}: {exc}"
     except TimeoutError:
-        return (f"contact sheet not pushed: remote {remote.display} did not answer within "
+        return (f"{NOT_PUSHED}: remote {remote.display} did not answer within "
                 f"{SHEET_PUSH_WAIT:.0f} s; the next apply or push tries again")
     return f"pushed the contact sheet {digest[:12]} ({size_text(len(png))})" if written else None

@@ -46,11 +46,16 @@ def blob_path(sha256: str) -> str:
     return f"{BLOBS}/{sha256[:2]}/{sha256}"
 
 
-def entry_path(key: str, signer: str) -> str:
-    key = _digest(key, "key")
+def _signed_path(folder: str, digest: str, what: str, signer: str, suffix: str) -> str:
+    """`<folder>/<aa>/<digest>.<signer><suffix>`: the name of a signer's object about a digest."""
+    digest = _digest(digest, what)
     if not _SIGNER.fullmatch(signer):
         raise RemoteError(f"not a signer: {signer!r}")
-    return f"{RENDERS}/{key[:2]}/{key}.{signer}.json"
+    return f"{folder}/{digest[:2]}/{digest}.{signer}{suffix}"
+
+
+def entry_path(key: str, signer: str) -> str:
+    return _signed_path(RENDERS, key, "key", signer, ".json")
 
 
 def entry_prefix(shard: str) -> str:
@@ -70,10 +75,7 @@ def parse_entry_path(path: str) -> tuple[str, str] | None:
 
 
 def sheet_path(digest: str, signer: str) -> str:
-    digest = _digest(digest, "sheet digest")
-    if not _SIGNER.fullmatch(signer):
-        raise RemoteError(f"not a signer: {signer!r}")
-    return f"{SHEETS}/{digest[:2]}/{digest}.{signer}.png"
+    return _signed_path(SHEETS, digest, "sheet digest", signer, ".png")
 
 
 _SHEET_NAME = re.compile(r"(?P<digest>[0-9a-f]{64})\.(?P<signer>[0-9a-f]{16}|unsigned)\.png")
