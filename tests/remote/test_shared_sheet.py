@@ -40,6 +40,14 @@ def machine(tmp_path: Path, name: str, remote: Path, source: Path | None = None)
     return root
 
 
+def rendered_first(tmp_path: Path, cli: Cli) -> tuple[Path, Path, bytes]:
+    """The remote, and the first machine after an apply that rendered and pushed, with its sheet."""
+    remote = tmp_path / "remote"
+    first = machine(tmp_path, "first", remote)
+    assert cli("apply", "--auto-approve", cwd=first).code == 0
+    return remote, first, (first / "renders" / "contact.png").read_bytes()
+
+
 def sheets_on(remote: Path) -> list[Path]:
     return sorted((remote / "v1" / "sheets").glob("*/*.png"))
 
@@ -55,10 +63,7 @@ def png(width: int = 40, color: tuple[int, int, int] = (10, 20, 30)) -> bytes:
 
 
 def test_a_clone_installs_the_renderers_sheet_instead_of_decoding(tmp_path: Path, cli: Cli) -> None:
-    remote = tmp_path / "remote"
-    first = machine(tmp_path, "first", remote)
-    assert cli("apply", "--auto-approve", cwd=first).code == 0
-    made = (first / "renders" / "contact.png").read_bytes()
+    remote, first, made = rendered_first(tmp_path, cli)
     assert len(strips(first)) == 3  # decoded here, once
     [pushed] = sheets_on(remote)
     assert pushed.read_bytes() == made
@@ -78,10 +83,7 @@ def test_a_clone_installs_the_renderers_sheet_instead_of_decoding(tmp_path: Path
 
 @pytest.mark.slow  # three applies
 def test_a_damaged_or_missing_sheet_is_decoded_here(tmp_path: Path, cli: Cli) -> None:
-    remote = tmp_path / "remote"
-    first = machine(tmp_path, "first", remote)
-    assert cli("apply", "--auto-approve", cwd=first).code == 0
-    made = (first / "renders" / "contact.png").read_bytes()
+    remote, first, made = rendered_first(tmp_path, cli)
     [pushed] = sheets_on(remote)
     pushed.write_bytes(made[: len(made) // 2])  # cut short on the remote
 
@@ -100,10 +102,7 @@ def test_a_damaged_or_missing_sheet_is_decoded_here(tmp_path: Path, cli: Cli) ->
 
 @pytest.mark.slow  # three applies
 def test_a_sheet_for_another_lock_is_not_used(tmp_path: Path, cli: Cli) -> None:
-    remote = tmp_path / "remote"
-    first = machine(tmp_path, "first", remote)
-    assert cli("apply", "--auto-approve", cwd=first).code == 0
-    before = (first / "renders" / "contact.png").read_bytes()
+    remote, first, before = rendered_first(tmp_path, cli)
     spec = (first / "project.spark.yaml").read_text().replace("a logo glows", "a logo fades")
     (first / "project.spark.yaml").write_text(spec)
     assert cli("apply", "--auto-approve", cwd=first).code == 0
@@ -215,10 +214,7 @@ def test_a_store_that_never_answers_for_the_sheet_is_not_waited_for(tmp_path: Pa
     from sparkspec.remote import applying
     from sparkspec.remote.session import Remote
 
-    remote = tmp_path / "remote"
-    first = machine(tmp_path, "first", remote)
-    assert cli("apply", "--auto-approve", cwd=first).code == 0
-    made = (first / "renders" / "contact.png").read_bytes()
+    remote, first, made = rendered_first(tmp_path, cli)
 
     async def silent(self: Remote, digest: str) -> bytes | None:
         await asyncio.sleep(30)  # the old code waited this out
