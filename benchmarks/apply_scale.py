@@ -104,13 +104,21 @@ def apply(root: Path, env: dict[str, str]) -> tuple[float, dict[str, float], lis
     return wall, counters, events
 
 
-def measure(count: int, base_url: str) -> dict[str, float]:
+def process_cpu(pid: int) -> float:
+    """A process's user + system CPU seconds so far, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(count: int, base_url: str, server_pid: int | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="apply-scale-", dir=os.environ.get("BENCH_DIR")) as tmp:
         root = Path(tmp)
         (root / "project.spark.yaml").write_text(spec(count))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARK", "SPARKSPEC_"))}
         env.update(SPARK_API_KEY=KEY, SPARK_BASE_URL=base_url, PYTHONPATH=str(ROOT))
+        server_cpu = process_cpu(server_pid) if server_pid else 0.0
         wall, io, events = apply(root, env)
+        server_cpu = process_cpu(server_pid) - server_cpu if server_pid else 0.0
         done = events[-1]
         assert done["event"] == "done" and done["completed"] == count, done
         files = [p.stat() for p in (root / "renders").iterdir() if p.suffix in (".mp4", ".png")]
@@ -119,7 +127,8 @@ def measure(count: int, base_url: str) -> dict[str, float]:
         lock = (root / "project.spark.lock").stat().st_size
         noop_wall, _, _ = apply(root, env)
         return {"scenes": count, "wall": wall, "per_scene_ms": wall / count * 1000,
-                "cpu_per_scene_ms": io["cpu"] / count * 1000, "noop_wall": noop_wall,
+                "cpu_per_scene_ms": io["cpu"] / count * 1000,
+                "server_cpu_per_scene_ms": server_cpu / count * 1000, "noop_wall": noop_wall,
                 "write_bytes": io["write_bytes"], "wchar": io["wchar"], "lock_bytes": io["lock_bytes"],
                 "lock_writes": io["lock_writes"], "outputs": outputs, "allocated": allocated, "lock": lock,
                 "bound": outputs * 2 + 4 * lock, "bound_allocated": allocated * 2 + 4 * lock}
@@ -139,10 +148,11 @@ def main() -> None:
               f"on {os.cpu_count()} CPUs")
         mb = 1024 * 1024
         for count in args.counts:
-            m = measure(count, base_url)
+            m = measure(count, base_url, server.pid)
             verdict = "ok" if m["write_bytes"] <= m["bound_allocated"] else "OVER"
             print(f"  {count:>5} scenes: wall {m['wall']:7.1f} s = {m['per_scene_ms']:5.1f} ms/scene, CPU "
-                  f"{m['cpu_per_scene_ms']:5.1f} ms/scene (no-op apply after it: {m['noop_wall']:.1f} s)\n"
+                  f"{m['cpu_per_scene_ms']:5.1f} ms/scene, fake gateway's CPU "
+                  f"{m['server_cpu_per_scene_ms']:5.1f} ms/scene (no-op apply after it: {m['noop_wall']:.1f} s)\n"
                   f"         written {m['write_bytes'] / mb:8.1f} MB (wchar {m['wchar'] / mb:.1f} MB); bound "
                   f"{m['bound_allocated'] / mb:.1f} MB = outputs {m['allocated'] / mb:.1f} MB on disk "
                   f"({m['outputs'] / mb:.1f} MB of content) x 2 + 4 x lock {m['lock'] / mb:.2f} MB: {verdict}\n"

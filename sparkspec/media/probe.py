@@ -181,14 +181,12 @@ def _reason(exc: BaseException) -> str:
 
 
 def check_png(path: Path) -> tuple[int, int]:
-    """A delivered last frame must be a decodable PNG; returns its size."""
-    from PIL import Image, UnidentifiedImageError
+    """A delivered last frame must be a whole, decodable PNG; returns its size."""
+    from sparkspec.media import pngcheck
 
     try:
-        with Image.open(path) as image:
-            image.load()
-            if image.format != "PNG":
-                raise DamagedOutput(f"the last frame is {image.format}, not PNG")
-            return image.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DamagedOutput(f"the last frame is not a readable image ({exc})") from None
+        return pngcheck.check_png(path)
+    except pngcheck.NotPng as exc:
+        raise DamagedOutput(f"the last frame is not a readable PNG image: {exc}") from None
+    except OSError as exc:
+        raise DamagedOutput(f"the last frame is not a readable image ({exc.strerror or exc})") from None

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import struct
-import zlib
 
 from sparkspec.errors import RemoteError
+from sparkspec.media.pngcheck import sound_png
 from sparkspec.remote.layout import sheet_path
 from sparkspec.remote.store import Store
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_BYTES = 64 * 1024 * 1024  # a 256-scene sheet is a few MB
 _MAC = 32
 
@@ -42,28 +40,7 @@ def decode_sheet(data: bytes, digest: str, signing_key: bytes | None) -> bytes |
             return None
     else:
         png = data
-    return png if _sound_png(png) else None
-
-
-def _sound_png(data: bytes) -> bool:
-    """A whole PNG: its signature, then chunks whose CRCs hold, IHDR first and IEND last with
-    nothing after it. Enough to refuse a cut or damaged picture without decoding its pixels
-    (or importing an image library for it)."""
-    if not data.startswith(PNG_SIGNATURE) or len(data) > MAX_BYTES:
-        return False
-    at, first = len(PNG_SIGNATURE), True
-    while at + 12 <= len(data):
-        length, kind = struct.unpack_from(">I4s", data, at)
-        end: int = at + 12 + int(length)
-        if end > len(data) or (first and kind != b"IHDR"):
-            return False
-        (crc,) = struct.unpack_from(">I", data, end - 4)
-        if zlib.crc32(data[at + 4:end - 4]) != crc:
-            return False
-        if kind == b"IEND":
-            return end == len(data)
-        at, first = end, False
-    return False
+    return png if len(png) <= MAX_BYTES and sound_png(png) else None
 
 
 async def fetch_sheet(store: Store, digest: str, signing_key: bytes | None, signer: str) -> bytes | None:
@@ -75,6 +52,6 @@ async def fetch_sheet(store: Store, digest: str, signing_key: bytes | None, sign
 
 async def push_sheet(store: Store, digest: str, png: bytes, signing_key: bytes | None, signer: str) -> bool:
     """Upload a sheet unless one is there: True if this call wrote it. Raises RemoteError."""
-    if not _sound_png(png):
+    if not sound_png(png):
         raise RemoteError(f"the contact sheet for {digest[:12]} is not a sound PNG; not pushed")
     return await store.create(sheet_path(digest, signer), encode_sheet(digest, png, signing_key)) is not None
