@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 CONTAINERS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "h264", "hevc"})
 
 
+_ANALYSE_WITHOUT_DECODING = {"skip_frame": "all"}
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     width: int
@@ -47,7 +50,9 @@ def probe_video(path: Path) -> VideoInfo:
     if path.stat().st_size == 0:
         raise MediaError(f"{path}: the video file is empty")
     try:
-        with av.open(str(path), mode="r") as container:
+        # skip_frame: libavformat's stream analysis decodes no frame (the index and the
+        # parameter sets say what it needs); the one frame this check decodes is decoded below.
+        with av.open(str(path), mode="r", options=_ANALYSE_WITHOUT_DECODING) as container:
             if not container.streams.video:
                 raise MediaError(f"{path}: the file holds no video stream")
             if _is_still_image(container.format.name):
@@ -56,8 +61,12 @@ def probe_video(path: Path) -> VideoInfo:
                 raise MediaError(f"{path}: not a readable video (a bare {container.format.name} stream, "
                                  "not an MP4 or WebM file); the file is damaged, incomplete or not a video")
             stream = container.streams.video[0]
+            if stream.codec_context is None:  # a codec libavcodec cannot decode, or a mangled header
+                raise MediaError(f"{path}: its video stream's codec is unknown; the file is damaged "
+                                 "or not a video sparkspec can read")
             # One frame: a decoder of its own threads (one a core) costs more than it saves.
             stream.codec_context.thread_count = 1
+            stream.codec_context.skip_frame = "DEFAULT"
             first = _first_frame(container, stream)
             if first is None:
                 raise MediaError(f"{path}: no frame of the video stream decodes; "

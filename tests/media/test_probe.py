@@ -45,6 +45,30 @@ def test_a_file_cut_before_its_first_frame_fails(clip: ClipFactory, tmp_path: Pa
         probe_video(cut)
 
 
+def test_a_video_stream_of_an_unknown_codec_is_a_media_error(clip: ClipFactory, tmp_path: Path) -> None:
+    """A damaged sample description: libavformat opens a video stream it has no decoder for
+    (PyAV gives it no codec context), as some cuts and bit flips of a download do."""
+    data = clip().read_bytes()
+    at = data.index(b"avc1", data.index(b"stsd"))
+    unknown = tmp_path / "unknown.mp4"
+    unknown.write_bytes(data[:at] + b"zzzz" + data[at + 4:])
+    with pytest.raises(MediaError, match="codec is unknown"):
+        probe_video(unknown)
+
+
+def test_a_probe_analyses_the_stream_without_decoding_and_still_decodes_one_frame(clip: ClipFactory) -> None:
+    """The stream analysis decodes nothing (skip_frame); the frame the probe decodes is its own,
+    so a clip whose first frame is damaged still fails."""
+    path = clip(frames=5)
+    assert probe_video(path).width == 320
+    data = bytearray(path.read_bytes())
+    first = data.index(b"mdat") + 4  # the first frame's first NAL unit, its length made impossible
+    data[first:first + 4] = b"\x7f\xff\xff\x00"
+    path.write_bytes(bytes(data))
+    with pytest.raises(MediaError, match="avcodec_send_packet"):
+        probe_video(path)
+
+
 def test_garbage_empty_and_missing_files_fail(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(os.urandom(50_000))
