@@ -46,6 +46,7 @@ from sparkspec.config.values import (
     whole_numbers,
 )
 from sparkspec.config.yamlsource import Document, Path as KeyPath, load_yaml
+from sparkspec.remote.settings import IN_THE_ENVIRONMENT, url_credentials
 
 __all__ = ["LoadOptions", "Loaded", "load_project", "slugify"]
 
@@ -118,6 +119,7 @@ class _Resolver:
         whole_numbers(data)
         self.check_not_nan(data)
         self.check_budget(data)
+        self.check_remote_urls(data)
         variables, problems = merge_variables(data.get("vars"), self.options.var_files,
                                               self.options.variables)
         self.diagnostics.extend(problems)
@@ -348,6 +350,14 @@ class _Resolver:
                 value = as_mapping(value).get(part)
             if isinstance(value, float) and math.isnan(value):
                 self.report(path, "nan is not a number")
+
+    def check_remote_urls(self, data: dict[str, Any]) -> None:
+        """`s3://KEY:SECRET@bucket` or a pre-signed endpoint would put a credential in git."""
+        for name in ("url", "endpoint"):
+            value = as_mapping(data.get("remote")).get(name)
+            if isinstance(value, str) and url_credentials(value):
+                self.report(("remote", name), f"credentials never go in the spec (it is shared in git); "
+                                              f"{IN_THE_ENVIRONMENT}")
 
     def check_budget(self, data: dict[str, Any]) -> None:
         """A cost budget is checked against the plan's estimated cost, which needs a price."""

@@ -47,6 +47,20 @@ def credential_like(name: str) -> bool:
     return any(word in lowered for word in CREDENTIAL_WORDS)
 
 
+_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@?#]*@")
+IN_THE_ENVIRONMENT = "set them in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ...)"
+
+
+def url_credentials(url: str) -> bool:
+    """Whether a remote URL or endpoint carries a credential: `user:secret@` or a query
+    parameter such as `X-Amz-Signature` or `sig` (a pre-signed URL)."""
+    if _USERINFO.match(url.strip()):
+        return True
+    query = url.partition("?")[2].partition("#")[0]
+    return any(credential_like(part.partition("=")[0]) or part.partition("=")[0].lower() in ("sig", "se", "sv")
+               for part in query.split("&") if part)
+
+
 @dataclass(frozen=True)
 class RemoteSettings:
     """A resolved remote. `url` has no trailing slash; `mode` is never "off" (that is None)."""
@@ -100,8 +114,10 @@ def resolve_remote(spec: RemoteConfig | None, environ: Mapping[str, str] = os.en
     if not url:
         return None
     url = _check_url(url, REMOTE_ENV if environ.get(REMOTE_ENV, "").strip() else "remote.url")
-    endpoint = next((environ[n].strip() for n in ENDPOINT_ENVS if environ.get(n, "").strip()), None)
-    endpoint = endpoint or (spec.endpoint if spec else None)
+    named = next((n for n in ENDPOINT_ENVS if environ.get(n, "").strip()), None)
+    endpoint = environ[named].strip() if named else (spec.endpoint if spec else None)
+    if endpoint is not None and url_credentials(endpoint):
+        raise RemoteError(f"{named or 'remote.endpoint'}: credentials never go in the endpoint; {IN_THE_ENVIRONMENT}")
     if endpoint is None and url.startswith("s3://"):
         from sparkspec.remote.awsprofile import read_profile
 
@@ -123,6 +139,8 @@ def resolve_remote(spec: RemoteConfig | None, environ: Mapping[str, str] = os.en
 
 
 def _check_url(url: str, source: str) -> str:
+    if url_credentials(url):
+        raise RemoteError(f"{source}: credentials never go in the remote's URL; {IN_THE_ENVIRONMENT}")
     match = _URL.match(url)
     if match is None or match["scheme"] not in SCHEMES or not match["rest"].strip("/"):
         raise RemoteError(f"{source}: {url!r} is not a remote URL; use s3://bucket/prefix, gs://bucket/prefix, "
@@ -137,7 +155,9 @@ def secrets(environ: Mapping[str, str] = os.environ) -> tuple[str, ...]:
 
 
 def redact(text: str, environ: Mapping[str, str] = os.environ, also: tuple[str, ...] = ()) -> str:
-    """`text` without the credential values in force (and `also`, e.g. a profile's keys)."""
+    """`text` without the credential values in force (and `also`, e.g. a profile's keys), nor
+    the `user:secret@` of any URL in it."""
+    text = _USERINFO.sub(r"\g<scheme><redacted>@", text)
     for value in sorted({*secrets(environ), *(v for v in also if len(v) >= 4)}, key=len, reverse=True):
         text = text.replace(value, "<redacted>")
     return text

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_runner import Cli
 from sparkspec.config.loader import load_project
 from sparkspec.config.model import RemoteConfig
 from sparkspec.errors import RemoteError, SpecError
@@ -79,3 +80,34 @@ def test_a_bad_remote_url_in_the_spec_is_a_diagnostic(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as raised:
         load_project(spec)
     assert any("is not a remote URL" in str(d) for d in raised.value.diagnostics)
+
+
+@pytest.mark.parametrize("remote", ["{url: 's3://AKIDTEAM:hunter2-topsecret@team/x'}",
+                                    "{url: 's3://team/x', endpoint: 'http://u:hunter2-topsecret@127.0.0.1:9'}",
+                                    "{url: 's3://team/x?X-Amz-Signature=hunter2-topsecret'}"])
+def test_a_credential_inside_a_remote_url_in_the_spec_is_an_error_pointing_to_the_environment(
+        tmp_path: Path, cli: Cli, remote: str) -> None:
+    (tmp_path / "project.spark.yaml").write_text(f"version: 1\nremote: {remote}\nscenes:\n  a: {{prompt: hi}}\n")
+    for verb in ("validate", "plan"):
+        run = cli(verb, cwd=tmp_path)
+        assert run.code == 1, run
+        assert "credentials never go in the spec" in run.err and "AWS_ACCESS_KEY_ID" in run.err, run.err
+        assert "hunter2" not in run.out + run.err
+
+
+@pytest.mark.parametrize("env", [{"SPARKSPEC_REMOTE": "s3://AKIDTEAM:hunter2-topsecret@team/x"},
+                                 {"AWS_ENDPOINT_URL_S3": "http://u:hunter2-topsecret@127.0.0.1:9"}])
+def test_a_credential_inside_a_remote_url_in_the_environment_is_one_line_never_echoed(
+        tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    (tmp_path / "project.spark.yaml").write_text("version: 1\nremote: {url: 's3://team/x'}\nscenes:\n  a: {prompt: hi}\n")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    run = cli("plan", cwd=tmp_path)
+    assert run.code == 1, run
+    assert "credentials never go in" in run.err and "AWS_ACCESS_KEY_ID" in run.err, run.err
+    assert "hunter2" not in run.out + run.err
+
+
+def test_redact_removes_the_userinfo_of_any_url() -> None:
+    assert redact("GET http://u:hunter2@127.0.0.1:9/b failed; s3://k:p@b/x", {}) == \
+        "GET http://<redacted>@127.0.0.1:9/b failed; s3://<redacted>@b/x"
