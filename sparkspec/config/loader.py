@@ -120,15 +120,16 @@ class _Resolver:
         self.check_not_nan(data)
         self.check_budget(data)
         self.check_remote_urls(data)
+        given: list[Diagnostic] = []
         variables, problems = merge_variables(data.get("vars"), self.options.var_files,
-                                              self.options.variables)
+                                              self.options.variables, given)
         self.diagnostics.extend(problems)
         provider = self.provider(data)
         defaults = as_mapping(data.get("defaults"))
         scenes, variants = self.scenes(data, defaults, variables)
         self.check_references(data, scenes, variants)
         sequences = self.sequences(data, scenes, variants)
-        self.check_variables_used()
+        self.check_variables_used(given)
         output_dir = typed(data, "output_dir", str, "renders")
         if inside(self.root, output_dir) is None:
             self.report(("output_dir",), f"{output_dir!r} must be a folder inside the project")
@@ -329,16 +330,19 @@ class _Resolver:
                         f"first_frame cycle: {' -> '.join(cycle + [cycle[0]])}; a scene cannot start "
                         "from its own last frame", at_key=True)
 
-    def check_variables_used(self) -> None:
-        """A `--var` no template reads is most likely misspelt: warn rather than plan "No changes"."""
-        names = [item.partition("=")[0].strip() for item in self.options.variables if "=" in item]
-        if not names:
+    def check_variables_used(self, given: list[Diagnostic]) -> None:
+        """A `--var` or a var file's variable no template reads is most likely misspelt: warn
+        (as terraform does) rather than plan "No changes". `given`: where each was set."""
+        if not given:
             return
         used = self.templates.variables_used()
-        for name in dict.fromkeys(names):
-            if name and name not in used:
+        warned: set[tuple[str, str]] = set()
+        for where in given:
+            name = where.path
+            if name and name not in used and (where.file, name) not in warned:
+                warned.add((where.file, name))
                 hint = did_you_mean(name, dict.fromkeys(sorted(used)))
-                self.diagnostics.append(Diagnostic("--var", 1, 1, "warning", "",
+                self.diagnostics.append(Diagnostic(where.file, where.line, where.column, "warning", "",
                                                    f"{name!r} is used by no template{hint}"))
 
     def check_not_nan(self, data: dict[str, Any]) -> None:

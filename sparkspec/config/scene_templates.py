@@ -21,9 +21,12 @@ from sparkspec.config.values import as_mapping
 from sparkspec.config.yamlsource import Document, Path as KeyPath, dotted, load_yaml
 
 
-def merge_variables(spec_vars: Any, var_files: Sequence[str], assignments: Sequence[str]
-                    ) -> tuple[dict[str, Any], list[Diagnostic]]:
-    """The project's variables from the spec, --var-file files and --var K=V, and any problems."""
+def merge_variables(spec_vars: Any, var_files: Sequence[str], assignments: Sequence[str],
+                    given: list[Diagnostic] | None = None) -> tuple[dict[str, Any], list[Diagnostic]]:
+    """The project's variables from the spec, --var-file files and --var K=V, and any problems.
+    `given` receives where each variable of a var file or a --var is set (its name as the
+    diagnostic's path), for the warning about variables no template reads."""
+    given = [] if given is None else given
     merged = dict(as_mapping(spec_vars))
     problems: list[Diagnostic] = []
     for name in var_files:
@@ -44,12 +47,16 @@ def merge_variables(spec_vars: Any, var_files: Sequence[str], assignments: Seque
                                            "a var file must be a mapping of name: value"))
             continue
         merged.update(var_doc.data)
+        for var in var_doc.data:
+            line, col = var_doc.position((var,), at_key=True)
+            given.append(Diagnostic(name, line, col, "warning", str(var), ""))
     for item in assignments:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             problems.append(Diagnostic("--var", 1, 1, "error", "", f"{item!r}: expected KEY=VALUE"))
             continue
         merged[key.strip()] = value
+        given.append(Diagnostic("--var", 1, 1, "warning", key.strip(), ""))
     return merged, problems
 
 

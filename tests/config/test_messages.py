@@ -39,3 +39,17 @@ def test_a_var_no_template_reads_is_a_warning(cli: Cli, tmp_path: Path) -> None:
         assert result.code == 0, result.err
         assert result.err.splitlines() == [
             "--var:1:1: warning: 'subjet' is used by no template; did you mean 'subject'?"]
+
+
+def test_a_var_files_variable_no_template_reads_is_a_warning_at_its_line(cli: Cli, tmp_path: Path) -> None:
+    # terraform warns of an undeclared variable in a .tfvars file too: a misspelt one must not
+    # pass as "No changes"
+    (tmp_path / "prod.yaml").write_text("subject: a bird\nsubjet: a plane\n")
+    (tmp_path / "project.spark.yaml").write_text(
+        'version: 1\nprovider: {type: local}\nvars: {subject: a kite}\n'
+        'scenes:\n  a: {prompt: "{{ subject }} in the sky"}\n')
+    for command in ("validate", "plan"):
+        result = cli(command, "--var-file", "prod.yaml", cwd=tmp_path)
+        assert result.code == 0, result.err
+        assert result.err.splitlines() == [
+            "prod.yaml:2:1: warning: 'subjet' is used by no template; did you mean 'subject'?"]
