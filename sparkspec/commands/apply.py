@@ -161,9 +161,12 @@ def _review(workspace: Workspace, previous: Lock | None, only_if_missing: bool =
     failed apply: the renders and the lock are in place. `known`: a teammate's contact sheet
     (used when it is the one this lock shows); one decoded here goes to a writable remote."""
     from sparkspec.review import PAGE, write_review
+    from sparkspec.review.contact import SHEET
 
     project = workspace.project
-    if only_if_missing and (project.root / project.output_dir / PAGE).is_file():
+    output = project.root / project.output_dir
+    if only_if_missing and (output / PAGE).is_file() and (
+            (output / SHEET).is_file() or not workspace.lock.scenes):  # the page links the sheet
         return
     try:
         write_review(workspace, previous, known=known)
