@@ -24,6 +24,12 @@ from sparkspec.remote.layout import CLAIMS, claim_path, parse_claim_path
 from sparkspec.remote.store import Store
 
 
+def _printable(value: object, limit: int) -> str:
+    """A name another machine wrote, fit to print: plan and apply show it, and a terminal
+    obeys the escape sequences a hostile writer could put in it."""
+    return "".join(c for c in str(value) if c.isprintable())[:limit]
+
+
 @dataclass(frozen=True)
 class ClaimTask:
     """A task the claim holder submitted: what a taker needs to collect it."""
@@ -66,10 +72,10 @@ class Claim:
         try:
             raw = json.loads(data)
             task = raw.get("task")
-            claim = Claim(key=key, owner=str(raw["owner"]), user=str(raw["user"])[:64],
-                          host=str(raw["host"])[:128], pid=int(raw["pid"]), ttl=float(raw["ttl"]),
+            claim = Claim(key=key, owner=str(raw["owner"]), user=_printable(raw["user"], 64),
+                          host=_printable(raw["host"], 128), pid=int(raw["pid"]), ttl=float(raw["ttl"]),
                           beat=int(raw.get("beat", 0)),
-                          task=ClaimTask(str(task["id"])[:256], str(task["provider"])[:32],
+                          task=ClaimTask(_printable(task["id"], 256), _printable(task["provider"], 32),
                                          float(task["submitted_at"]), int(task["expires_after"]))
                           if isinstance(task, dict) else None)
         except (ValueError, TypeError, KeyError, AttributeError):

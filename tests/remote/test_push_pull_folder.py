@@ -96,3 +96,30 @@ def test_pull_names_what_is_nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "scene intro:" in out and "blob" in out and "missing" in out
     assert not (second / "renders" / "intro.mp4").exists()
     assert "Traceback" not in err
+
+
+def test_a_claim_another_machine_wrote_prints_without_its_control_characters(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A claim's user, host and task id come from the remote: plan and apply show them, and
+    a terminal obeys the escape sequences a hostile writer put in them."""
+    remote = tmp_path / "shared"
+    root = machine(tmp_path / "box", remote)
+    code, out, err = run_main(["plan", "--json"], root, monkeypatch)
+    assert code == 0, err
+    key = next(c["key"] for c in json.loads(out)["changes"] if c["id"] == "intro")
+    claim = remote / "v1" / "claims" / key[:2] / f"{key}.json"
+    claim.parent.mkdir(parents=True)
+    claim.write_text(json.dumps({"key": key, "owner": "o", "user": "bob\x1b]0;pwned\x07\x1b[2J", "host": "lap\ntop",
+                                 "pid": 1, "ttl": 600, "beat": 0,
+                                 "task": {"id": "cgt-1\x1b[31m", "provider": "spark", "submitted_at": 1.0,
+                                          "expires_after": 86400}}))
+    code, out, err = run_main(["plan"], root, monkeypatch)
+    assert code == 0, err
+    assert "rendering on bob]0;pwned[2J@laptop, task cgt-1[31m" in out, out
+    code, out, err = run_main(["plan", "--json"], root, monkeypatch)
+    reasons = next(c["reasons"] for c in json.loads(out)["changes"] if c["id"] == "intro")
+    assert reasons == ["rendering on bob]0;pwned[2J@laptop, task cgt-1[31m"]
+    code, out, err = run_main(["apply", "--auto-approve", "--no-wait", "--json"], root, monkeypatch)
+    skipped = next(e for e in map(json.loads, out.splitlines()) if e.get("scene") == "intro" and e["event"] == "skipped")
+    assert "rendering on bob]0;pwned[2J@laptop" in json.dumps(skipped), skipped
+    assert not any(c in out + err for c in "\x1b\x07"), (out, err)
