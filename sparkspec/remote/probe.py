@@ -9,11 +9,13 @@ never asked in read-only mode (which writes nothing and claims nothing).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from sparkspec.errors import RemoteError
 from sparkspec.fsutil import atomic_write_text
 from sparkspec.remote.layout import PROBES
 from sparkspec.remote.store import Store
@@ -31,16 +33,23 @@ async def probe_conditional_writes(store: Store) -> ProbeResult:
     """Raises RemoteError when the store cannot be reached or refuses the writes."""
     path = f"{PROBES}/{secrets.token_hex(16)}"
     try:
-        first = await store.create(path, b"1")
-        if first is None:
-            return ProbeResult(False, "a fresh random name already existed")
-        if await store.create(path, b"2") is not None:
-            return ProbeResult(False, "a second create with If-None-Match: * succeeded")
-        if await store.update(path, b"3", '"sparkspec-not-an-etag"') is not None:
-            return ProbeResult(False, "a write with If-Match on a wrong ETag succeeded")
-        return ProbeResult(True)
-    finally:
-        await store.delete(path)
+        result = await _ask(store, path)
+    except RemoteError:
+        with contextlib.suppress(RemoteError):  # the first failure is the one to report
+            await store.delete(path)
+        raise
+    await store.delete(path)
+    return result
+
+
+async def _ask(store: Store, path: str) -> ProbeResult:
+    if await store.create(path, b"1") is None:
+        return ProbeResult(False, "a fresh random name already existed")
+    if await store.create(path, b"2") is not None:
+        return ProbeResult(False, "a second create with If-None-Match: * succeeded")
+    if await store.update(path, b"3", '"sparkspec-not-an-etag"') is not None:
+        return ProbeResult(False, "a write with If-Match on a wrong ETag succeeded")
+    return ProbeResult(True)
 
 
 def remembered(state_dir: Path, identity: str) -> ProbeResult | None:

@@ -41,6 +41,8 @@ class Remote:
         self.claims = Claims(store)
         self.queue = PushQueue(state_dir, settings.identity)
         self._probe: ProbeResult | None = None
+        self._probing: tuple[asyncio.AbstractEventLoop, asyncio.Future[ProbeResult]] | None = None
+        self._probe_failed: str | None = None  # the store's words when this run's probe failed
         self.unread: set[str] = set()  # hits a lookup took from the lock: entry listed, not read
         self._read: set[str] = set()  # keys whose entry this run read and decoded
         self._bad_lock = threading.Lock()  # pulls in several threads mark keys at once
@@ -153,12 +155,24 @@ class Remote:
         if not self.writable:
             return ProbeResult(False, "read-only")
         if self._probe is None:
-            found = await asyncio.to_thread(remembered, self.state_dir, self.settings.identity)
-            if found is None:
-                found = await probe_conditional_writes(self.store)
-                await asyncio.to_thread(remember, self.state_dir, self.settings.identity, found)
-            self._probe = found
+            if self._probe_failed is not None:  # once a run: not a probe (and its retries) per scene
+                raise RemoteError(self._probe_failed)
+            loop = asyncio.get_running_loop()
+            if self._probing is None or self._probing[0] is not loop:  # scenes starting at once share one
+                self._probing = (loop, asyncio.ensure_future(self._run_probe()))
+            try:
+                self._probe = await asyncio.shield(self._probing[1])
+            except RemoteError as exc:
+                self._probe_failed = str(exc)
+                raise
         return self._probe
+
+    async def _run_probe(self) -> ProbeResult:
+        found = await asyncio.to_thread(remembered, self.state_dir, self.settings.identity)
+        if found is None:
+            found = await probe_conditional_writes(self.store)
+            await asyncio.to_thread(remember, self.state_dir, self.settings.identity, found)
+        return found
 
     # -- keys whose entry is broken ------------------------------------------------------
     def bad_keys(self) -> dict[str, str]:

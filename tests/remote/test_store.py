@@ -211,3 +211,36 @@ def test_no_store_call_completes_from_a_foreign_thread(make_store: Callable[...,
 
     run(calls())
     assert foreign == []
+
+
+class RefusesWrites(Store):
+    """A store whose writes all fail (no write permission, or gone), counting them."""
+
+    writes = 0
+
+    async def create(self, path: str, data: bytes) -> str | None:
+        type(self).writes += 1
+        raise RemoteError(f"remote {self.display}: PUT {path} (If-None-Match): HTTP 403 Forbidden: AccessDenied")
+
+    async def delete(self, path: str) -> None:
+        raise RemoteError(f"remote {self.display}: DELETE {path}: HTTP 403 Forbidden: AccessDenied")
+
+
+def test_a_failed_probe_reports_its_own_failure_once_a_run(tmp_path: Path) -> None:
+    """The probe's cleanup failing too does not hide why the probe failed; scenes starting at
+    once share one probe, and later ones are told the same without asking the store again."""
+    from sparkspec.remote.session import Remote
+
+    inner = open_store(RemoteSettings("memory://refusing"), {})
+    remote = Remote(RemoteSettings("memory://refusing"), RefusesWrites(inner.backend, inner.display), tmp_path)
+
+    async def scenes() -> list[BaseException | object]:
+        first = await asyncio.gather(*(remote.claims_work() for _ in range(3)), return_exceptions=True)
+        return [*first, *(await asyncio.gather(remote.claims_work(), return_exceptions=True))]
+
+    answers = run(scenes())
+    assert RefusesWrites.writes == 1
+    assert all(isinstance(a, RemoteError) for a in answers), answers
+    assert len({str(a) for a in answers}) == 1  # one warning line, whatever the number of scenes
+    assert str(answers[0]).startswith("remote memory://refusing: PUT probe/") and "AccessDenied" in str(answers[0])
+    assert not (tmp_path / "remote-probe.json").exists()  # asked again by the next run
