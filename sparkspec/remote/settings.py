@@ -114,10 +114,7 @@ def resolve_remote(spec: RemoteConfig | None, environ: Mapping[str, str] = os.en
     if not url:
         return None
     url = _check_url(url, REMOTE_ENV if environ.get(REMOTE_ENV, "").strip() else "remote.url")
-    named = next((n for n in ENDPOINT_ENVS if environ.get(n, "").strip()), None)
-    endpoint = environ[named].strip() if named else (spec.endpoint if spec else None)
-    if endpoint is not None and url_credentials(endpoint):
-        raise RemoteError(f"{named or 'remote.endpoint'}: credentials never go in the endpoint; {IN_THE_ENVIRONMENT}")
+    endpoint = _endpoint(spec, environ) if url.startswith("s3://") else None  # an S3 endpoint, for S3 only
     if endpoint is None and url.startswith("s3://"):
         from sparkspec.remote.awsprofile import read_profile
 
@@ -136,6 +133,14 @@ def resolve_remote(spec: RemoteConfig | None, environ: Mapping[str, str] = os.en
     return RemoteSettings(url=url, mode=cast(Mode, chosen), endpoint=endpoint,
                           region=spec.region if spec else None,
                           claim_ttl=ttl, signing_key=key.encode() if key else None)
+
+
+def _endpoint(spec: RemoteConfig | None, environ: Mapping[str, str]) -> str | None:
+    named = next((n for n in ENDPOINT_ENVS if environ.get(n, "").strip()), None)
+    endpoint = environ[named].strip() if named else (spec.endpoint if spec else None)
+    if endpoint is not None and url_credentials(endpoint):
+        raise RemoteError(f"{named or 'remote.endpoint'}: credentials never go in the endpoint; {IN_THE_ENVIRONMENT}")
+    return endpoint
 
 
 def _check_url(url: str, source: str) -> str:

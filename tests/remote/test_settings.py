@@ -30,8 +30,13 @@ def test_environment_overrides_the_spec() -> None:
     settings = resolve_remote(SPEC, env)
     assert settings is not None
     assert (settings.url, settings.endpoint, settings.claim_ttl, settings.mode) == \
-        ("file:///srv/cache", "http://b:2", 5.0, "read-only")
+        ("file:///srv/cache", None, 5.0, "read-only")  # an S3 endpoint is nothing to a shared folder
     assert len(settings.signer) == 16 and "k" not in repr(settings)
+    on_s3 = resolve_remote(SPEC, {**env, "SPARKSPEC_REMOTE": "s3://other/x"})
+    assert on_s3 is not None and on_s3.endpoint == "http://b:2"
+    assert resolve_remote(SPEC, {"AWS_ENDPOINT_URL": "http://a:1"}).endpoint == "http://a:1"  # type: ignore[union-attr]
+    folder = resolve_remote(SPEC, {"SPARKSPEC_REMOTE": "file:///srv/cache", "AWS_ENDPOINT_URL_S3": "http://b:2"})
+    assert folder is not None and folder.display == "file:///srv/cache"
 
 
 def test_cli_switches_win() -> None:
