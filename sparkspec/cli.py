@@ -99,9 +99,15 @@ def _warn(line: str) -> None:
 
 
 def _plan_options(targets: tuple[str, ...], replace: tuple[str, ...]) -> PlanOptions:
+    """An id may be given as the plan prints it (`scene.intro`, `sequence.final`), as terraform
+    takes an address: ids hold no dot, so the prefix is dropped."""
     from sparkspec.plan.model import PlanOptions
 
-    return PlanOptions(tuple(targets), tuple(replace))
+    def ids(given: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(g.split(".", 1)[1] if g.startswith(("scene.", "sequence.")) else g
+                                   for g in given))
+
+    return PlanOptions(ids(targets), ids(replace))
 
 
 @cli.command()

@@ -86,7 +86,7 @@ def test_replace_of_a_sequence_stitches_it_again_and_renders_nothing(cli: Cli, a
     for unknown in ("nope", "sequence.nope"):
         refused = cli("apply", "--auto-approve", "--replace", unknown, cwd=applied)
         assert refused.code == 1
-        assert refused.err.startswith(f"error: --replace {unknown}: no scene or sequence")
+        assert refused.err.startswith("error: --replace nope: no scene or sequence")
 
 
 def test_a_failed_render_is_printed_once_in_plain_mode(cli: Cli, tmp_path: Path, fake_api: FakeSparkAPI,
@@ -105,3 +105,13 @@ def test_a_failed_render_is_printed_once_in_plain_mode(cli: Cli, tmp_path: Path,
     assert everything.count("flagged by moderation") == 1, everything
     assert [line for line in result.err.splitlines() if "flagged" in line][0].startswith("error: a: ")
     assert "1 rendered" in result.out and "1 failed" in result.out
+
+
+def test_ids_may_be_given_as_the_plan_prints_them(cli: Cli, applied: Path) -> None:
+    # terraform takes the address its plan prints (-replace=aws_instance.web): so does sparkspec
+    by_id = cli("plan", "--replace", "film", "--replace", "a", cwd=applied)
+    by_address = cli("plan", "--replace", "sequence.film", "--replace", "scene.a", cwd=applied)
+    assert by_address.code == 0, by_address.err
+    assert by_address.out == by_id.out and "-/+ scene.a (replace)" in by_id.out
+    targeted = cli("plan", "--target", "scene.a", "--replace", "scene.a", cwd=applied)
+    assert "scene.a (replace)" in targeted.out and "scene.b" not in targeted.out
