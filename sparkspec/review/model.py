@@ -6,6 +6,8 @@ Paths in here are relative to the output folder, where index.html sits.
 
 from __future__ import annotations
 
+import posixpath
+
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -79,11 +81,14 @@ def take_records(record: SceneRecord) -> tuple[list[tuple[int, SceneRecord]], in
 
 
 def relative(path: str, output_dir: str) -> str:
-    """A project-relative path as seen from the output folder (where index.html is)."""
-    prefix = output_dir.strip("/") + "/"
-    if path.startswith(prefix):
-        return path[len(prefix):]
-    return "../" * len([p for p in prefix.split("/") if p]) + path
+    """A project-relative path as seen from the output folder (where index.html is), which
+    may be the project folder itself (`output_dir: .`)."""
+    base = posixpath.normpath(output_dir.strip("/") or ".")
+    if base == ".":
+        return path
+    if path.startswith(base + "/"):
+        return path[len(base) + 1:]
+    return "../" * len(base.split("/")) + path
 
 
 def seconds(inputs: Mapping[str, Any]) -> float:

@@ -58,6 +58,19 @@ def test_the_pages_links_work_with_a_nested_output_dir(applied: Path) -> None:
         assert (page.parent / link).is_file(), link
 
 
+@pytest.mark.parametrize("output_dir", [".", "./", "out/"])
+def test_the_pages_links_work_with_any_output_dir(cli: Cli, applied: Path, output_dir: str) -> None:
+    spec = applied / "project.spark.yaml"
+    spec.write_text(spec.read_text().replace("output_dir: out/deep/renders", f"output_dir: {output_dir!r}"))
+    result = cli("apply", "--auto-approve", cwd=applied)  # restored from the cache
+    assert result.code == 0 and "0 rendered" in result.out, result.err
+    assert result.err == ""  # the contact sheet found every clip
+    page = applied / output_dir / "index.html"
+    assert {"a.mp4", "b.mp4", "film.mp4", "contact.png"} <= links(page)
+    for link in links(page):
+        assert (page.parent / link).is_file(), link
+
+
 @pytest.mark.parametrize("missing", [["index.html"], ["contact.png"], ["index.html", "contact.png"]])
 def test_the_page_and_the_sheet_it_links_are_written_again_when_missing(cli: Cli, applied: Path,
                                                                         missing: list[str]) -> None:
