@@ -26,3 +26,11 @@ class Diagnostic:
 
 def has_errors(diagnostics: list[Diagnostic]) -> bool:
     return any(d.severity == "error" for d in diagnostics)
+
+
+def conflict_marker_line(text: str) -> int | None:
+    """The line of the first git conflict marker in `text` (a file left mid-merge), if any."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.startswith(("<<<<<<< ", ">>>>>>> ", "||||||| ")) or line in ("<<<<<<<", "=======", ">>>>>>>"):
+            return number
+    return None

@@ -19,7 +19,7 @@ try:
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
-from sparkspec.diagnostics import Diagnostic, Severity
+from sparkspec.diagnostics import Diagnostic, Severity, conflict_marker_line
 
 Path = tuple[str | int, ...]
 
@@ -112,10 +112,14 @@ def load_yaml(text: str, file: str) -> Document:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = exc.problem or exc.context or "invalid YAML"
+        problem = f"YAML syntax: {exc.problem or exc.context or 'invalid YAML'}"
         if _char_at(text, line, col) == "\t":
-            problem = "a tab character; YAML indents with spaces only"
-        diag = Diagnostic(file, line, col, "error", "", f"YAML syntax: {problem}")
+            problem = "YAML syntax: a tab character; YAML indents with spaces only"
+        conflict = conflict_marker_line(text)
+        if conflict is not None:  # a merge left half done: say so, not what the parser tripped on
+            line, col = conflict, 1
+            problem = "the file has merge conflicts (git's <<<<<<< / ======= / >>>>>>> lines); keep one side of each and run again"
+        diag = Diagnostic(file, line, col, "error", "", problem)
         return Document(file, None, None, [diag])
     except yaml.YAMLError as exc:
         diag = Diagnostic(file, 1, 1, "error", "", f"YAML syntax: {exc}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from sparkspec.diagnostics import conflict_marker_line
 from sparkspec.errors import StatePathError
 from sparkspec.fsutil import atomic_write_text
 
@@ -165,7 +166,7 @@ def read_lock(path: Path) -> tuple[Lock, str]:
         return Lock(), ""
     except (OSError, UnicodeDecodeError) as exc:
         raise StatePathError(f"{path.name}: cannot read the lock ({exc}); restore it from git") from None
-    conflict = _conflict_line(text)
+    conflict = conflict_marker_line(text)
     if conflict is not None:
         raise StatePathError(
             f"{path.name} has merge conflicts at line {conflict}, so it is no lock yet; keep one side "
@@ -189,14 +190,6 @@ def read_lock(path: Path) -> tuple[Lock, str]:
         raise StatePathError(f"{path.name}: the lock is malformed ({exc}); restore it from git "
                              "or delete it to render afresh") from None
     return Lock(scenes, sequences), text
-
-
-def _conflict_line(text: str) -> int | None:
-    """The line of the first git conflict marker, if the lock has one."""
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.startswith(("<<<<<<< ", ">>>>>>> ", "||||||| ")) or line in ("<<<<<<<", "=======", ">>>>>>>"):
-            return number
-    return None
 
 
 def write_lock(path: Path, lock: Lock) -> None:

@@ -53,3 +53,15 @@ def test_a_var_files_variable_no_template_reads_is_a_warning_at_its_line(cli: Cl
         assert result.code == 0, result.err
         assert result.err.splitlines() == [
             "prod.yaml:2:1: warning: 'subjet' is used by no template; did you mean 'subject'?"]
+
+
+def test_a_spec_left_mid_merge_says_it_has_merge_conflicts_at_the_first_marker(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "project.spark.yaml").write_text(
+        "version: 1\nscenes:\n<<<<<<< HEAD\n  a: {prompt: a red kite}\n=======\n  a: {prompt: a blue kite}\n"
+        ">>>>>>> feature\n")
+    for command in ("validate", "plan"):
+        result = cli(command, cwd=tmp_path)
+        assert result.code == 1
+        assert result.err.splitlines() == [
+            "project.spark.yaml:3:1: error: the file has merge conflicts (git's <<<<<<< / ======= / >>>>>>> "
+            "lines); keep one side of each and run again"]
