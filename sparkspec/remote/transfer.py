@@ -48,6 +48,7 @@ async def push_render(store: Store, render: CachedRender, cache: Cache, signing_
     path = entry_path(render.key, signer)
     if await store.head(path) is not None:
         return False
+    await ensure_format(store)  # before any write: a remote of another layout is not written to
     for sha, size in _blobs(render):
         present = await store.head(blob_path(sha))
         if present is not None and present.size == size:
@@ -59,7 +60,6 @@ async def push_render(store: Store, render: CachedRender, cache: Cache, signing_
         if present is None or present.size != size:
             raise RemoteError(f"remote {store.display}: blob {sha[:12]} is not there after its upload; "
                               "the entry was not written")
-    await ensure_format(store)
     return await store.create(path, encode_entry(render, signing_key)) is not None
 
 
@@ -75,9 +75,11 @@ def _read_verified(path: Path, sha: str, size: int) -> bytes:
 
 
 async def ensure_format(store: Store) -> None:
-    """format.json names the layout; written once by the first machine that pushes."""
+    """format.json names the layout; written once by the first machine that pushes. One that
+    is there already must name our layout (RemoteError otherwise), as for a read."""
     if not store.format_known:
-        await store.create(FORMAT, json.dumps({"layout": LAYOUT_VERSION}).encode())
+        if await store.create(FORMAT, json.dumps({"layout": LAYOUT_VERSION}).encode()) is None:
+            await check_format(store)
         store.format_known = True
 
 

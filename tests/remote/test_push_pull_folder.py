@@ -119,7 +119,21 @@ def test_a_claim_another_machine_wrote_prints_without_its_control_characters(
     code, out, err = run_main(["plan", "--json"], root, monkeypatch)
     reasons = next(c["reasons"] for c in json.loads(out)["changes"] if c["id"] == "intro")
     assert reasons == ["rendering on bob]0;pwned[2J@laptop, task cgt-1[31m"]
-    code, out, err = run_main(["apply", "--auto-approve", "--no-wait", "--json"], root, monkeypatch)
+    code, out, err = run_main(["apply", "--target", "intro", "--auto-approve", "--no-wait", "--json"], root, monkeypatch)
     skipped = next(e for e in map(json.loads, out.splitlines()) if e.get("scene") == "intro" and e["event"] == "skipped")
     assert "rendering on bob]0;pwned[2J@laptop" in json.dumps(skipped), skipped
     assert not any(c in out + err for c in "\x1b\x07"), (out, err)
+
+
+def test_push_writes_nothing_into_a_remote_of_another_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads already refuse a remote whose format.json names a layout this sparkspec does not
+    know; a push wrote its entries and root into it all the same."""
+    remote = tmp_path / "shared"
+    (remote / "v1").mkdir(parents=True)
+    (remote / "v1" / "format.json").write_text('{"layout": 2}')
+    first = machine(tmp_path / "first", remote)
+    rendered(first)
+    code, out, err = run_main(["push"], first, monkeypatch)
+    assert code == 1, out
+    assert "format.json names layout 2; this sparkspec reads layout 1" in out + err
+    assert sorted(p.name for p in (remote / "v1").iterdir()) == ["format.json"]
