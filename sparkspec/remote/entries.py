@@ -77,6 +77,8 @@ def _render(raw: dict[str, Any], key: str) -> CachedRender | str:
     for name in ("provider", "model", "task_id"):
         if not isinstance(raw.get(name), str):
             return f"{name} is not text"
+        if not raw[name].isprintable():  # printed by plan, apply and show, and kept in the lock
+            return f"{name} is not printable text"
     if not isinstance(raw.get("inputs"), dict):
         return "inputs is not a mapping"
     cost = raw.get("cost")

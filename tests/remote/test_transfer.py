@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import secrets
 from pathlib import Path
@@ -103,6 +104,16 @@ def test_signed_entries_ignore_unsigned_and_foreign_ones(store: Store, tmp_path:
                                   b'{"format":2}'])
 def test_hostile_entries_are_reasons_not_renders(body: bytes) -> None:
     assert isinstance(decode_entry(body, "k" * 64, None), str)
+
+
+@pytest.mark.parametrize("field", ["provider", "model", "task_id"])
+def test_an_entry_whose_text_carries_control_characters_is_a_reason(tmp_path: Path, field: str) -> None:
+    """provider, model and task id go from an entry into the cache and the lock, and are
+    printed: a writer's escape sequences must not reach a teammate's terminal."""
+    render = cached_render(Cache(tmp_path / "a"), tmp_path)
+    hostile = encode_entry(dataclasses.replace(render, **{field: "t1\x1b]0;pwned\x07"}), None)
+    assert decode_entry(hostile, render.key, None) == f"{field} is not printable text"
+    assert decode_entry(encode_entry(render, None), render.key, None) == render
 
 
 def test_lookup_lists_a_shard_asked_for_several_keys(store: Store, tmp_path: Path) -> None:
