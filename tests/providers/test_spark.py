@@ -11,6 +11,7 @@ import json
 import logging
 import random
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
@@ -588,6 +589,32 @@ def test_a_cancelled_download_leaves_no_file(api: FakeSparkAPI, tmp_path: Path) 
 
     run(api, body)
     assert not (tmp_path / "v.part").exists()
+
+
+def test_a_download_cancelled_mid_body_stops_at_once_and_leaves_no_file(api: FakeSparkAPI, tmp_path: Path) -> None:
+    """A download runs in a thread: a cancel shuts its socket down, so a read waiting on a
+    stalled body ends now rather than at the host's pace, and its file is gone on return."""
+    url = completed(api).video_url
+    assert url
+    api.inject("video", "stall", delay=5.0)
+    dest = tmp_path / "v.part"
+
+    async def body(p: SparkProvider) -> float:
+        task = asyncio.create_task(p.download(url, dest))
+        for _ in range(200):  # until half of the body is on disk
+            await asyncio.sleep(0.01)
+            if dest.exists() and dest.stat().st_size > 0:
+                break
+        assert dest.exists()
+        started = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return time.monotonic() - started
+
+    took = run(api, body)
+    assert took < 1.0
+    assert not dest.exists()
 
 
 # -- the debug log ---------------------------------------------------------------------------------
