@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 MAX_WAIT_POLL = 2.0  # seconds between looks at another machine's claim and entry
 SHEET_WAIT = 5.0  # seconds a contact sheet's request may outlast the apply's pulls
+UNCLAIMED = "unclaimed"  # a store that fails claims says so once a run, not once a scene
 TRANSFERS = 8  # pulls streaming at once: each holds buffers, and every pulled scene starts at once
 
 
@@ -73,9 +74,10 @@ class RemoteApply:
     def ttl(self) -> float:
         return self.remote.settings.claim_ttl
 
-    def warn_once(self, scene: str | None, message: str) -> None:
-        if message not in self.warned:
-            self.warned.add(message)
+    def warn_once(self, scene: str | None, message: str, *, topic: str | None = None) -> None:
+        """Emit `message` unless it (or, given `topic`, anything on that topic) was emitted."""
+        if (topic or message) not in self.warned:
+            self.warned.add(topic or message)
             self.emit({"event": "remote_warning", "message": message, **({"scene": scene} if scene else {})})
 
     # -- the queue -----------------------------------------------------------------------
@@ -210,7 +212,7 @@ class RemoteApply:
         try:
             probe = await self.remote.claims_work()
         except RemoteError as exc:
-            self.warn_once(scene, f"{exc}; rendering without a claim")
+            self.warn_once(scene, f"{exc}; rendering without a claim", topic=UNCLAIMED)
             return False
         if not probe.conditional:
             self.warn_once(None, f"remote {self.remote.display} ignores conditional writes ({probe.detail}): "
@@ -256,7 +258,7 @@ class RemoteApply:
         except RemoteError as exc:
             if key in self.held:
                 raise SceneFailed(f"claim lost: {exc}") from None
-            self.warn_once(scene, f"{exc}; rendering without a claim")
+            self.warn_once(scene, f"{exc}; rendering without a claim", topic=UNCLAIMED)
             return None
 
     async def _took_over(self, scene: str, key: str, taken: Held) -> Held | CachedRender:
