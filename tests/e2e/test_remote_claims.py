@@ -8,12 +8,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from cli_runner import start_cli
 from fakeapi import FakeSparkAPI
 from sparkspec.remote.settings import RemoteSettings
 from sparkspec.remote.store import Store, open_store
@@ -41,9 +41,8 @@ scenes:
 
 
 def start(project: Project, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "sparkspec", "apply", "--auto-approve", "--json", *args],
-                            cwd=project.root, env=project.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return start_cli("apply", "--auto-approve", "--json", *args, cwd=project.root, env=project.env,
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def events(out: str) -> list[dict[str, object]]:

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from browser import Chromium, find_chromium
+from cli_runner import Run, run_cli
 
 from sparkspec.media.probe import probe_video
 
@@ -21,9 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def sparkspec(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sparkspec", "-C", str(work), *args],
-                          capture_output=True, text=True, timeout=600)
+def sparkspec(work: Path, *args: str) -> Run:
+    return run_cli("-C", str(work), *args, cwd=work, timeout=600)
 
 
 @pytest.fixture(scope="module")
