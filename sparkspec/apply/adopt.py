@@ -54,13 +54,22 @@ def adopt(cache: Cache, workspace: Workspace, record: SceneRecord) -> CachedRend
 
 
 def adopt_moved(workspace: Workspace, scenes: Mapping[str, SceneRecord], changes: Iterable[Change]) -> None:
-    """Before apply moves anything: each take a restore will install that the cache lacks is
-    adopted from its recorded place (the plan chose restore because its files are there)."""
+    """Before apply moves or deletes anything: each render a restore or a reuse will install
+    that the cache lacks is adopted from where the lock has it (the take's own files, or
+    another scene's of the same key: the plan chose so because they are there)."""
     cache = workspace.cache
+    by_key: dict[str, list[SceneRecord]] = {}
+    for recorded in scenes.values():
+        for take in recorded.take_records().values():
+            by_key.setdefault(take.key, []).append(take)
     for change in changes:
-        if change.kind != "scene" or change.action is not Action.RESTORE or change.key is None:
+        if change.kind != "scene" or change.action not in (Action.RESTORE, Action.REUSE) or change.key is None:
+            continue
+        if change.same_as is not None or cache.lookup(change.key) is not None:
             continue
         entry = scenes.get(change.id)
-        record = entry.take_records().get(change.take) if entry is not None else None
-        if record is not None and record.key == change.key and cache.lookup(change.key) is None:
-            adopt(cache, workspace, record)
+        own = entry.take_records().get(change.take) if entry is not None else None
+        candidates = ([own] if own is not None else []) + by_key.get(change.key, [])
+        for record in candidates:
+            if record.key == change.key and adopt(cache, workspace, record) is not None:
+                break

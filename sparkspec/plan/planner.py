@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -90,11 +90,14 @@ class Decision:
 def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | None, cache: Cache,
            memo: DigestMemo, *, forced: bool = False, same_as: str | None = None,
            estimate: tuple[int, float | None] = (0, None), take: int = 1, moved: str | None = None,
-           remote: RemoteView | None = None) -> Decision:
+           remote: RemoteView | None = None, placed: Callable[[str], SceneRecord | None] | None = None
+           ) -> Decision:
     """What to do for take `take` of `scene` (its own record in `record`) whose key is known:
     the one place an action is chosen. `same_as` names an earlier render of this key in the
     same apply; `moved` says why a take's outputs move (`pick: 1 -> 3`); `remote` is asked
-    about a render the local cache cannot serve."""
+    about a render the local cache cannot serve; `placed` finds a render of a key that the lock
+    records in place for some scene or take (a clone, or a cache cleared), which apply adopts
+    into the cache instead of paying for it again."""
     tokens, cost = estimate
     problem = None
     if record is not None and record.key == key.hex:
@@ -119,9 +122,18 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
             # A moved take not cached here (a clone) is adopted from where the lock has it.
             return Decision(Change("scene", scene.id, Action.RESTORE, (problem,), key.hex, scene_key=key, take=take),
                             record.video.sha256, record.last_frame.sha256)
+        found = placed(key.hex) if placed is not None else None
+        if found is not None:  # the same render, in place for another scene: adopted by apply
+            return Decision(Change("scene", scene.id, Action.RESTORE, (f"{problem}; the same render is {found.video.path}",),
+                                   key.hex, scene_key=key, take=take), found.video.sha256, found.last_frame.sha256)
         return _elsewhere(Change("scene", scene.id, Action.UPDATE, (f"{problem} and {damage or 'not in the cache'}",),
                                  key.hex, tokens, cost, scene_key=key, take=take), remote)
     cached, damage = cache.probe(key.hex)
+    found = placed(key.hex) if cached is None and placed is not None else None
+    if found is not None:  # not cached here, but in place for another scene: adopted by apply
+        reasons = why_changed(record, key) if record else []
+        return Decision(Change("scene", scene.id, Action.REUSE, tuple(reasons + [f"already rendered: {found.video.path}"]),
+                               key.hex, scene_key=key, take=take), found.video.sha256, found.last_frame.sha256)
     if damage is not None:  # a damaged blob was dropped: render it afresh
         reasons = (why_changed(record, key) if record else []) + [damage]
         return Decision(Change("scene", scene.id, Action.UPDATE if record else Action.CREATE, tuple(reasons),
@@ -173,6 +185,16 @@ class _Planner:
         self.rendering: dict[str, str] = {}  # key -> the first scene that renders it in this apply
         self.render_ids: dict[str, str] = {}  # scene -> its key, or what will make its key
         self.pick_changes: dict[str, str] = {}  # scene -> "pick: 1 -> 3"
+        self.by_key: dict[str, list[SceneRecord]] | None = None  # the lock's takes by key, when asked
+
+    def placed(self, key: str) -> SceneRecord | None:
+        """A take the lock records with this key whose files are where and as it says."""
+        if self.by_key is None:
+            self.by_key = {}
+            for entry in self.lock.scenes.values():
+                for take in entry.take_records().values():
+                    self.by_key.setdefault(take.key, []).append(take)
+        return next((r for r in self.by_key.get(key, []) if _in_place(self.project, self.memo, r)), None)
 
     def size(self, scene: Scene) -> tuple[int, int]:
         ratio = scene.ratio
@@ -222,7 +244,8 @@ class _Planner:
                     self.render_ids[scene.id] = key.hex
                 decision = decide(self.project, scene, key, recorded.get(take), self.cache, self.memo,
                                   forced=forced, same_as=self.rendering.get(key.hex), estimate=estimate,
-                                  take=take, moved=self.pick_changes.get(scene.id), remote=self.remote)
+                                  take=take, moved=self.pick_changes.get(scene.id), remote=self.remote,
+                                  placed=self.placed)
                 change = decision.change
                 if change.action.renders:
                     self.rendering[key.hex] = change.render

@@ -1,0 +1,96 @@
+"""A render already paid for is not paid for again when this machine's cache lacks it but the
+lock records it in place for another scene of the same key (a clone, a cache cleared, a damaged
+blob): the plan says so and apply adopts those bytes (checked against the lock) into the cache."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cli_runner import Cli
+from fakeapi import FakeSparkAPI
+
+SPEC = """\
+version: 1
+provider: {type: spark, poll: {initial: 0.05, max: 0.1}}
+defaults: {resolution: 480p, ratio: "1:1", frames: 29, seed: 3}
+scenes:
+  a: {prompt: "a red kite", description: the opening}
+  b: {prompt: "a red kite", description: "the same shot, for the end"}
+"""
+
+
+@pytest.fixture
+def applied(cli: Cli, tmp_path: Path, fake_api: FakeSparkAPI, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SPARK_API_KEY", fake_api.api_key)
+    monkeypatch.setenv("SPARK_BASE_URL", fake_api.base_url)
+    (tmp_path / "project.spark.yaml").write_text(SPEC)
+    result = cli("apply", "--auto-approve", cwd=tmp_path)
+    assert result.code == 0, result.err
+    assert fake_api.total_creates == 1  # b is the same render as a
+    return tmp_path
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def blobs(root: Path) -> list[Path]:
+    return [p for p in (root / ".sparkspec/cache/blobs").rglob("*") if p.is_file()]
+
+
+def apply_pays_nothing(cli: Cli, root: Path, api: FakeSparkAPI, planned: str) -> None:
+    plan = cli("plan", cwd=root)
+    assert plan.code == 0 and planned in plan.out and "0 to render" in plan.out, plan.out
+    result = cli("apply", "--auto-approve", cwd=root)
+    assert result.code == 0, result.err
+    assert "0 rendered" in result.out and api.total_creates == 1
+    assert sha(root / "renders/a.mp4") == sha(root / "renders/b.mp4")
+    assert "No changes" in cli("plan", cwd=root).out
+
+
+def test_a_rename_on_a_machine_without_the_cache_reuses_the_render_in_place(cli: Cli, applied: Path,
+                                                                            fake_api: FakeSparkAPI) -> None:
+    shutil.rmtree(applied / ".sparkspec")
+    spec = applied / "project.spark.yaml"
+    spec.write_text(spec.read_text().replace("  b: {", "  c: {"))
+    plan = cli("plan", cwd=applied)
+    assert "= scene.c (reuse)" in plan.out and "already rendered: renders/a.mp4" in plan.out
+    result = cli("apply", "--auto-approve", cwd=applied)
+    assert result.code == 0, result.err
+    assert "0 rendered" in result.out and fake_api.total_creates == 1
+    assert sha(applied / "renders/c.mp4") == sha(applied / "renders/a.mp4")
+    assert not (applied / "renders/b.mp4").exists()
+    assert blobs(applied)  # adopted: the next machine state needs no renders/ to reuse it
+
+
+def test_a_missing_output_is_restored_from_the_same_render_in_place(cli: Cli, applied: Path,
+                                                                   fake_api: FakeSparkAPI) -> None:
+    shutil.rmtree(applied / ".sparkspec")
+    (applied / "renders/b.mp4").unlink()
+    apply_pays_nothing(cli, applied, fake_api, "renders/b.mp4 is missing; the same render is renders/a.mp4")
+
+
+def test_a_damaged_blob_is_replaced_by_the_same_render_in_place(cli: Cli, applied: Path,
+                                                               fake_api: FakeSparkAPI) -> None:
+    video = sha(applied / "renders/a.mp4")
+    blob = applied / ".sparkspec/cache/blobs" / video[:2] / video
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    (applied / "renders/b.mp4").unlink()
+    apply_pays_nothing(cli, applied, fake_api, "the same render is renders/a.mp4")
+    assert sha(blob) == video
+
+
+def test_an_altered_copy_is_never_adopted(cli: Cli, applied: Path, fake_api: FakeSparkAPI) -> None:
+    shutil.rmtree(applied / ".sparkspec")
+    (applied / "renders/b.mp4").unlink()
+    with (applied / "renders/a.mp4").open("ab") as video:
+        video.write(b"edited")
+    plan = cli("plan", cwd=applied)
+    assert "the same render is" not in plan.out and "1 to render" in plan.out, plan.out
+    assert "renders/a.mp4 was altered and not in the cache" in plan.out
