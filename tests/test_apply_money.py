@@ -204,3 +204,16 @@ def test_a_saved_plan_takes_options_equal_to_those_it_was_made_with(tmp_path: Pa
                                "-f", "project.spark.yaml", "--json"], tmp_path, monkeypatch)
     assert code == 0, err
     assert (tmp_path / "renders/a.mp4").exists() and not (tmp_path / "renders/b.mp4").exists()
+
+
+def test_a_saved_plan_takes_the_same_ids_in_any_order_or_as_the_plan_prints_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cli_runner import run_main
+
+    (tmp_path / "project.spark.yaml").write_text(LOCAL)
+    assert run_main(["plan", "--var", "animal=cat", "--target", "a", "--target", "b", "--replace", "b",
+                     "--out", "saved.plan"], tmp_path, monkeypatch)[0] == 0
+    code, out, err = run_main(["apply", "saved.plan", "--target", "scene.b", "--target", "a",
+                               "--replace", "scene.b", "--json"], tmp_path, monkeypatch)
+    assert code == 0, err
+    assert (tmp_path / "renders/a.mp4").exists() and (tmp_path / "renders/b.mp4").exists()

@@ -81,8 +81,9 @@ def check_options(saved: SavedPlan, path: Path, spec: str | None, load_options: 
         ("--provider", load_options.provider, saved.load_options.provider),
         ("--var", load_options.variables, saved.load_options.variables),
         ("--var-file", load_options.var_files, saved.load_options.var_files),
-        ("--target", plan_options.targets, saved.plan_options.targets),
-        ("--replace", plan_options.replace, saved.plan_options.replace),
+        # the order of ids means nothing: `--target a --target b` is `--target b --target a`
+        ("--target", tuple(sorted(plan_options.targets)), tuple(sorted(saved.plan_options.targets))),
+        ("--replace", tuple(sorted(plan_options.replace)), tuple(sorted(saved.plan_options.replace))),
     ]
     if spec is not None and Path(spec).resolve() != Path(saved.spec).resolve():
         raise StalePlanError(f"{path}: the plan was made from {saved.spec}, not {spec}; apply it without -f, "
