@@ -217,3 +217,17 @@ def test_a_saved_plan_takes_the_same_ids_in_any_order_or_as_the_plan_prints_them
                                "--replace", "scene.b", "--json"], tmp_path, monkeypatch)
     assert code == 0, err
     assert (tmp_path / "renders/a.mp4").exists() and (tmp_path / "renders/b.mp4").exists()
+
+
+def test_a_saved_plan_from_a_newer_sparkspec_is_refused_with_upgrade(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from cli_runner import run_main
+
+    (tmp_path / "project.spark.yaml").write_text(LOCAL)
+    assert run_main(["plan", "--var", "animal=cat", "--out", "saved.plan"], tmp_path, monkeypatch)[0] == 0
+    saved = tmp_path / "saved.plan"
+    saved.write_text(saved.read_text().replace('"format_version": "1"', '"format_version": "2"'))
+    code, out, err = run_main(["apply", "saved.plan", "--auto-approve"], tmp_path, monkeypatch)
+    assert code == 1 and err.startswith("error: saved.plan was made by a newer sparkspec (plan format 2")
+    assert "upgrade sparkspec" in err
+    assert not (tmp_path / "renders").exists() and not (tmp_path / "project.spark.lock").exists()

@@ -11,7 +11,7 @@ from typing import Any
 from sparkspec.errors import StalePlanError, StatePathError
 from sparkspec.fsutil import atomic_write_text
 from sparkspec.plan.model import Plan, PlanOptions
-from sparkspec.plan.view import plan_json
+from sparkspec.plan.view import FORMAT_VERSION, plan_json
 from sparkspec.config.loader import LoadOptions
 
 KIND = "sparkspec-plan"
@@ -46,6 +46,11 @@ def load_plan(path: Path) -> SavedPlan:
         raw = json.loads(path.read_text(encoding="utf-8"))
         if raw.get("kind") != KIND:
             raise ValueError("not a sparkspec plan")
+        version = str(raw.get("format_version"))
+        if version.isdigit() and int(version) > int(FORMAT_VERSION):
+            raise StatePathError(f"{path} was made by a newer sparkspec (plan format {version}; this one "
+                                 f"reads {FORMAT_VERSION}); upgrade sparkspec, or make a new plan with this "
+                                 "one (`sparkspec plan --out FILE`)")
         opts = raw["options"]
         return SavedPlan(
             spec=str(raw["spec"]),
