@@ -73,9 +73,27 @@ def check_fresh(saved: SavedPlan, fresh: Plan, path: Path) -> None:
         if saved.fingerprint.get(field) != fresh.fingerprint.get(field):
             raise StalePlanError(f"{path}: stale plan: {label} changed since it was made; "
                                  "run `sparkspec plan --out FILE` again")
-    if saved.changes != plan_json(fresh)["changes"]:
-        raise StalePlanError(f"{path}: stale plan: the renders or the cache changed since it was made; "
+    changes = plan_json(fresh)["changes"]
+    if saved.changes != changes:
+        raise StalePlanError(f"{path}: stale plan: {_what_changed(saved.changes, changes)}; "
                              "run `sparkspec plan --out FILE` again")
+
+
+def _what_changed(saved: list[Any], fresh: list[Any]) -> str:
+    """The first change whose action moved, named: a `pull` that this run's remote (off, say)
+    does not give is not the renders or the cache changing."""
+    now = {(c.get("kind"), c.get("id")): c.get("action") for c in fresh if isinstance(c, dict)}
+    for change in saved:
+        if not isinstance(change, dict):
+            continue
+        address = (change.get("kind"), change.get("id"))
+        was, then = change.get("action"), now.get(address, "nothing")
+        if was != then:
+            why = ("the team's remote answers otherwise in this run: another --remote / --remote-mode or "
+                   "SPARKSPEC_REMOTE_MODE, out of reach, or changed" if {was, then} & {"pull", "wait"}
+                   else "the renders or the cache changed")
+            return f"{address[0]}.{address[1]} was {was!r} when it was made and is {then!r} now ({why})"
+    return "the renders or the cache changed since it was made"
 
 
 def check_options(saved: SavedPlan, path: Path, spec: str | None, load_options: LoadOptions,

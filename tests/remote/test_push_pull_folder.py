@@ -32,8 +32,9 @@ def machine(root: Path, remote: Path, lock: Lock | None = None) -> Path:
     return root
 
 
-def rendered(root: Path) -> Lock:
-    """Renders in renders/ and the cache, and the lock that records them."""
+def rendered(root: Path, keys: dict[str, str] | None = None) -> Lock:
+    """Renders in renders/ and the cache, and the lock that records them (under `keys`, else
+    random keys)."""
     cache = Cache(root / ".sparkspec" / "cache")
     scenes = {}
     for sid in ("intro", "outro"):
@@ -47,7 +48,7 @@ def rendered(root: Path) -> Lock:
             part.write_bytes(data)
             cache.put_blob(part, sha)
             files.append(FileRecord(name, sha, size))
-        record = SceneRecord(key=secrets.token_hex(32), provider="local", model="local", task_id=f"t-{sid}", seed=1,
+        record = SceneRecord(key=(keys or {}).get(sid) or secrets.token_hex(32), provider="local", model="local", task_id=f"t-{sid}", seed=1,
                              tokens=0, video=files[0], last_frame=files[1])
         cache.record(CachedRender(record.key, "local", "local", record.task_id, 1, 0, files[0].sha256, files[0].bytes,
                                   files[1].sha256, files[1].bytes, {}))
@@ -137,3 +138,22 @@ def test_push_writes_nothing_into_a_remote_of_another_layout(tmp_path: Path, mon
     assert code == 1, out
     assert "format.json names layout 2; this sparkspec reads layout 1" in out + err
     assert sorted(p.name for p in (remote / "v1").iterdir()) == ["format.json"]
+
+
+def test_a_saved_plan_that_pulls_names_the_remote_when_this_run_does_not_use_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`apply --remote off PLAN` of a plan that pulls was 'the renders or the cache changed',
+    which sent the user looking in the wrong place."""
+    remote = tmp_path / "shared"
+    first = machine(tmp_path / "first", remote)
+    code, out, err = run_main(["plan", "--json"], first, monkeypatch)
+    lock = rendered(first, {c["id"]: c["key"] for c in json.loads(out)["changes"]})  # the spec's own keys
+    assert run_main(["push"], first, monkeypatch)[0] == 0
+    second = machine(tmp_path / "second", remote, lock)
+    code, out, err = run_main(["plan", "--out", "pulls.plan"], second, monkeypatch)
+    assert code == 0, err
+    code, out, err = run_main(["apply", "--remote", "off", "pulls.plan"], second, monkeypatch)
+    assert code == 1
+    assert "stale plan: scene.intro was 'pull' when it was made and is 'update' now (the team's remote answers " \
+           "otherwise in this run" in err, err
+    assert not (second / "renders").exists()
