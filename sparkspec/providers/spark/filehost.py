@@ -21,9 +21,9 @@ import itertools
 import os
 import socket
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import httpx
 
@@ -32,6 +32,7 @@ from sparkspec.providers.base import Downloaded
 from sparkspec.providers.retry import read_may_be_retried, retry_after
 from sparkspec.providers.spark.apikey import note_request, note_response
 
+T = TypeVar("T")
 CANCEL_WAIT = 5.0  # seconds a cancelled download is given to remove its file
 
 
@@ -82,8 +83,8 @@ class Abandon:
 
 
 class FileHost:
-    """`pools` sync httpx clients (no key: a signed file host never sees it), used in turn
-    from `threads` worker threads."""
+    """`pools` sync httpx clients (no key: a signed file host never sees it), used in turn,
+    at most `threads` downloads at once, each in a thread of its own."""
 
     def __init__(self, *, pools: int, limits: httpx.Limits, timeout: float, verify: Any, threads: int) -> None:
         hooks: dict[str, list[Any]] = {"request": [note_request], "response": [note_response]}
@@ -92,28 +93,59 @@ class FileHost:
                                       limits=limits, headers={"Accept-Encoding": "identity"})
                          for _ in range(pools)]
         self._turn = itertools.cycle(self._clients)
-        self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sparkspec-download")
+        self._threads = threads
+        self._slots: asyncio.Semaphore | None = None  # made on the loop that uses it
 
     async def fetch(self, url: str, dest: Path) -> Downloaded:
         """Stream `url` into `dest` in a worker thread, hashed as it comes and fsync'd."""
-        abandon = Abandon()
-        client = next(self._turn)
-        future = asyncio.get_running_loop().run_in_executor(self._threads, _fetch, client, url, dest, abandon)
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            abandon.set()
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._threads)
+        async with self._slots:
+            abandon = Abandon()
+            future = _in_thread(_fetch, next(self._turn), url, dest, abandon)
             try:
-                await asyncio.wait_for(future, CANCEL_WAIT)
-            except BaseException:  # its own failure, or still waiting for headers: it leaves no file
-                pass
-            dest.unlink(missing_ok=True)
-            raise
+                return await asyncio.shield(future)
+            except asyncio.CancelledError:
+                abandon.set()
+                try:
+                    await asyncio.wait_for(future, CANCEL_WAIT)
+                except BaseException:  # its own failure, or still waiting for headers: it leaves no file
+                    pass
+                dest.unlink(missing_ok=True)
+                raise
 
     def close(self) -> None:
-        self._threads.shutdown(wait=False, cancel_futures=True)
         for client in self._clients:
             client.close()
+
+
+def _in_thread(call: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """`call(*args)` in a daemon thread of its own: one still waiting for a file host's answer
+    after a cancel never holds up the process's exit (an executor's threads are joined at exit)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.done():
+            outcome()
+
+    def hand_over(outcome: Callable[[], None]) -> None:
+        try:
+            loop.call_soon_threadsafe(settle, outcome)
+        except RuntimeError:  # the loop has closed: nobody waits for this download any more
+            pass
+
+    def run() -> None:
+        try:
+            result = call(*args)
+        except BaseException as exc:  # handed to the awaiting coroutine, whatever it is
+            error = exc
+            hand_over(lambda: future.set_exception(error))
+        else:
+            hand_over(lambda: future.set_result(result))
+
+    threading.Thread(target=run, name="sparkspec-download", daemon=True).start()
+    return future
 
 
 def _fetch(client: httpx.Client, url: str, dest: Path, abandon: Abandon) -> Downloaded:
