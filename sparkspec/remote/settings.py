@@ -150,6 +150,8 @@ def _check_url(url: str, source: str) -> str:
     if match is None or match["scheme"] not in SCHEMES or not match["rest"].strip("/"):
         raise RemoteError(f"{source}: {url!r} is not a remote URL; use s3://bucket/prefix, gs://bucket/prefix, "
                           "az://container/prefix or file:///path/to/folder")
+    if match["scheme"] == "file" and match["rest"].split("/", 1)[0] not in ("", "localhost"):
+        raise RemoteError(f"{source}: {url!r}: a file:// remote names a local folder (file:///path)")
     return url.rstrip("/")
 
 

@@ -116,7 +116,11 @@ def open_workspace(spec: Path, options: LoadOptions = LoadOptions(), display: st
                           Cache(cache_dir(state_dir, environ), memo), memo)
     settings = resolve_remote(project.remote, environ, remote=remote, mode=remote_mode)
     if settings is not None:
+        from sparkspec.errors import RemoteError
         from sparkspec.remote.session import Remote
 
-        workspace.remote = Remote.connect(settings, state_dir, environ)
+        try:
+            workspace.remote = Remote.connect(settings, state_dir, environ)
+        except RemoteError as exc:  # the store's client refused its settings (no account, say)
+            workspace.remote_warnings.append(f"{exc}; going on without it (`sparkspec push` uploads later)")
     return workspace

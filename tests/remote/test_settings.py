@@ -116,3 +116,25 @@ def test_a_credential_inside_a_remote_url_in_the_environment_is_one_line_never_e
 def test_redact_removes_the_userinfo_of_any_url() -> None:
     assert redact("GET http://u:hunter2@127.0.0.1:9/b failed; s3://k:p@b/x", {}) == \
         "GET http://<redacted>@127.0.0.1:9/b failed; s3://<redacted>@b/x"
+
+
+def test_a_store_whose_client_refuses_its_settings_never_fails_a_plan(tmp_path: Path, cli: Cli) -> None:
+    """az:// with no account known: the Azure client refuses to be made. Like a store that
+    does not answer, that is one warning with the store's words, and the plan goes on."""
+    (tmp_path / "project.spark.yaml").write_text("version: 1\nprovider: {type: local}\nremote: {url: 'az://team/x'}\n"
+                                                 "scenes:\n  a: {prompt: hi}\n")
+    run = cli("plan", cwd=tmp_path)
+    assert run.code == 0, run
+    assert "1 to render" in run.out
+    warnings = run.err.strip().splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith("warning: remote az://team/x: ") and \
+        "Account must be specified" in warnings[0], run.err
+    assert cli("push", cwd=tmp_path).code == 1  # about the remote itself: an error
+
+
+@pytest.mark.parametrize("url", ["file://shared/renders", "file://./renders"])
+def test_a_file_url_with_a_host_is_a_bad_setting_even_for_a_plan(tmp_path: Path, cli: Cli, url: str) -> None:
+    (tmp_path / "project.spark.yaml").write_text(f"version: 1\nprovider: {{type: local}}\nremote: {{url: '{url}'}}\n"
+                                                 "scenes:\n  a: {prompt: hi}\n")
+    run = cli("plan", cwd=tmp_path)
+    assert run.code == 1 and "a file:// remote names a local folder (file:///path)" in run.err, run
