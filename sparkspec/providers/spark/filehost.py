@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import itertools
 import os
+import queue
 import socket
 import threading
 from pathlib import Path
@@ -84,7 +85,7 @@ class Abandon:
 
 class FileHost:
     """`pools` sync httpx clients (no key: a signed file host never sees it), used in turn,
-    at most `threads` downloads at once, each in a thread of its own."""
+    at most `threads` downloads at once, in as many daemon threads."""
 
     def __init__(self, *, pools: int, limits: httpx.Limits, timeout: float, verify: Any, threads: int) -> None:
         hooks: dict[str, list[Any]] = {"request": [note_request], "response": [note_response]}
@@ -94,6 +95,7 @@ class FileHost:
                          for _ in range(pools)]
         self._turn = itertools.cycle(self._clients)
         self._threads = threads
+        self._workers = _Workers(threads)
         self._slots: asyncio.Semaphore | None = None  # made on the loop that uses it
 
     async def fetch(self, url: str, dest: Path) -> Downloaded:
@@ -102,7 +104,7 @@ class FileHost:
             self._slots = asyncio.Semaphore(self._threads)
         async with self._slots:
             abandon = Abandon()
-            future = _in_thread(_fetch, next(self._turn), url, dest, abandon)
+            future = self._workers.run(_fetch, next(self._turn), url, dest, abandon)
             try:
                 return await asyncio.shield(future)
             except asyncio.CancelledError:
@@ -115,37 +117,61 @@ class FileHost:
                 raise
 
     def close(self) -> None:
+        self._workers.close()
         for client in self._clients:
             client.close()
 
 
-def _in_thread(call: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-    """`call(*args)` in a daemon thread of its own: one still waiting for a file host's answer
-    after a cancel never holds up the process's exit (an executor's threads are joined at exit)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
+class _Workers:
+    """Daemon threads taking jobs from a queue, started as the jobs come (at most `count`) and
+    stopped by `close`. Daemon: one still waiting for a file host's answer after a cancel never
+    holds up the process's exit, as an executor's threads would (they are joined at exit).
+    Started once each, not a thread a download: starting a thread makes the caller, the event
+    loop, wait until the new thread runs."""
 
-    def settle(outcome: Callable[[], None]) -> None:
-        if not future.done():
-            outcome()
+    def __init__(self, count: int) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._count = count
+        self._started = 0
 
-    def hand_over(outcome: Callable[[], None]) -> None:
-        try:
-            loop.call_soon_threadsafe(settle, outcome)
-        except RuntimeError:  # the loop has closed: nobody waits for this download any more
-            pass
+    def run(self, call: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """`call(*args)` in one of the threads; its outcome in the returned future."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
 
-    def run() -> None:
-        try:
-            result = call(*args)
-        except BaseException as exc:  # handed to the awaiting coroutine, whatever it is
-            error = exc
-            hand_over(lambda: future.set_exception(error))
-        else:
-            hand_over(lambda: future.set_result(result))
+        def settle(outcome: Callable[[], None]) -> None:
+            if not future.done():
+                outcome()
 
-    threading.Thread(target=run, name="sparkspec-download", daemon=True).start()
-    return future
+        def hand_over(outcome: Callable[[], None]) -> None:
+            try:
+                loop.call_soon_threadsafe(settle, outcome)
+            except RuntimeError:  # the loop has closed: nobody waits for this download any more
+                pass
+
+        def job() -> None:
+            try:
+                result = call(*args)
+            except BaseException as exc:  # handed to the awaiting coroutine, whatever it is
+                error = exc
+                hand_over(lambda: future.set_exception(error))
+            else:
+                hand_over(lambda: future.set_result(result))
+
+        self._jobs.put(job)
+        if self._started < self._count:
+            self._started += 1
+            threading.Thread(target=self._work, name="sparkspec-download", daemon=True).start()
+        return future
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
+
+    def close(self) -> None:
+        for _ in range(self._started):
+            self._jobs.put(None)
+        self._started = self._count  # no new thread after close
 
 
 def _fetch(client: httpx.Client, url: str, dest: Path, abandon: Abandon) -> Downloaded:
