@@ -53,9 +53,9 @@ def _old(modified: datetime | None, cutoff: datetime) -> bool:
 
 async def collect(remote: Remote, now: datetime, grace: timedelta = DEFAULT_GRACE,
                   dry_run: bool = False) -> Sweep:
-    if not remote.writable:
+    if not remote.writable and not dry_run:  # a dry run only reads: fine in read-only mode
         raise RemoteError(f"remote {remote.display} is read-only here; `sparkspec remote gc` deletes, "
-                          "so it needs read-write")
+                          "so it needs read-write (`--dry-run` shows what it would delete)")
     store = remote.store
     listing = await list_all(store)
     claimed = await Claims(store).live_keys()

@@ -157,3 +157,19 @@ def test_a_saved_plan_that_pulls_names_the_remote_when_this_run_does_not_use_it(
     assert "stale plan: scene.intro was 'pull' when it was made and is 'update' now (the team's remote answers " \
            "otherwise in this run" in err, err
     assert not (second / "renders").exists()
+
+
+def test_gc_dry_run_works_in_read_only_mode_and_gc_does_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dry run only reads, so pull-request CI (read-only) may ask what gc would delete."""
+    remote = tmp_path / "shared"
+    first = machine(tmp_path / "first", remote)
+    rendered(first)
+    assert run_main(["push"], first, monkeypatch)[0] == 0
+    before = sorted(p.relative_to(remote) for p in remote.rglob("*"))
+    code, out, err = run_main(["remote", "gc", "--dry-run", "--grace", "0s", "--remote-mode", "read-only"], first,
+                              monkeypatch)
+    assert code == 0, err
+    assert "Would delete 0 entries and 0 blob(s)" in out and "kept 2 entries and 4 blob(s) (1 root(s)" in out, out
+    code, out, err = run_main(["remote", "gc", "--grace", "0s", "--remote-mode", "read-only"], first, monkeypatch)
+    assert code == 1 and "is read-only here" in err and "--dry-run" in err
+    assert sorted(p.relative_to(remote) for p in remote.rglob("*")) == before
