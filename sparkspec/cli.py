@@ -107,7 +107,9 @@ def _plan_options(targets: tuple[str, ...], replace: tuple[str, ...]) -> PlanOpt
         return tuple(dict.fromkeys(g.split(".", 1)[1] if g.startswith(("scene.", "sequence.")) else g
                                    for g in given))
 
-    return PlanOptions(ids(targets), ids(replace))
+    addressed = tuple((flag, kind, name) for flag, given in (("--target", targets), ("--replace", replace))
+                      for kind, _, name in (g.partition(".") for g in given) if kind in ("scene", "sequence") and name)
+    return PlanOptions(ids(targets), ids(replace), addressed)
 
 
 @cli.command()

@@ -407,6 +407,26 @@ def test_unknown_target_or_replace(root: Path, monkeypatch: pytest.MonkeyPatch) 
                        "see `sparkspec graph`\n")
 
 
+def test_an_address_of_the_wrong_kind_is_refused(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sequence.intro` names a sequence: when intro is a scene it must not quietly act on the scene."""
+    for flag in ("--target", "--replace"):
+        code, _, err = run(["plan", flag, "sequence.intro"], root, monkeypatch)
+        assert code == 1 and err == (f"error: {flag} sequence.intro: intro is a scene, not a sequence, in "
+                                     "project.spark.yaml; did you mean scene.intro?\n")
+        code, _, err = run(["plan", flag, "scene.final"], root, monkeypatch)
+        assert code == 1 and "final is a sequence, not a scene" in err
+    code, out, err = run(["plan", "--replace", "scene.intro", "--target", "sequence.final"], root, monkeypatch)
+    assert code == 0, err
+
+
+def test_a_replace_outside_the_targets_is_refused_not_ignored(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_apply(root)
+    code, _, err = run(["plan", "--target", "logo", "--replace", "intro"], root, monkeypatch)
+    assert code == 1 and err.startswith("error: --replace intro: not among what --target logo selects")
+    code, out, err = run(["plan", "--target", "pour", "--replace", "intro"], root, monkeypatch)  # an upstream
+    assert code == 0 and "forced by --replace" in out, err
+
+
 # -- --target -----------------------------------------------------------------------------------
 
 

@@ -75,6 +75,9 @@ class RemoteView(Protocol):
 class PlanOptions:
     targets: tuple[str, ...] = ()
     replace: tuple[str, ...] = ()
+    # (flag, kind, id) for each id given as an address (`scene.intro`): its kind is checked
+    # against the spec. Not part of what a saved plan was made with: the ids are.
+    addressed: tuple[tuple[str, str, str], ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)

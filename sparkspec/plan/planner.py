@@ -63,6 +63,20 @@ def check_ids(project: Project, options: PlanOptions) -> None:
             if wanted not in known:
                 raise SparkspecError(f"{flag} {wanted}: no scene or sequence of that id in "
                                      f"{project.display_path}; see `sparkspec graph`")
+    for flag, kind, wanted in options.addressed:
+        if wanted not in (project.scenes if kind == "scene" else project.sequences):
+            other = "sequence" if kind == "scene" else "scene"
+            raise SparkspecError(f"{flag} {kind}.{wanted}: {wanted} is a {other}, not a {kind}, in "
+                                 f"{project.display_path}; did you mean {other}.{wanted}?")
+
+
+def check_replaced_are_selected(options: PlanOptions, scenes: Collection[str], sequences: Collection[str]) -> None:
+    """With --target, a --replace id outside what the targets select would be ignored: refused."""
+    for wanted in options.replace:
+        if wanted not in scenes and wanted not in sequences:
+            raise SparkspecError(f"--replace {wanted}: not among what --target {' '.join(options.targets)} "
+                                 f"selects (the targets and their upstreams), so it would not be replaced; "
+                                 f"add --target {wanted}")
 
 
 def file_problem(memo: DigestMemo, root: Path, record: FileRecord, wanted_path: str) -> str | None:
@@ -315,6 +329,7 @@ def plan_changes(project: Project, lock: Lock, cache: Cache, memo: DigestMemo,
         selected: Collection[str] = graph.with_upstreams(wanted, upstreams)
         sequences = {n: s for n, s in sequences.items()
                      if n in options.targets or (set(s.scenes) <= set(selected) and set(s.scenes) & set(options.targets))}
+        check_replaced_are_selected(options, selected, sequences)
     else:
         selected = project.scenes
     planner = _Planner(project, lock, cache, memo, options, remote)
