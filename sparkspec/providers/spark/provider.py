@@ -27,7 +27,9 @@ debug log (SPARKSPEC_DEBUG=1, see `apikey`) redacts the header and signatures.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
+import os
 import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -40,24 +42,25 @@ from sparkspec import apifacts
 from sparkspec.errors import (
     BadAnswer,
     CreateUnconfirmed,
+    DamagedOutput,
+    DownloadError,
     ProviderError,
     TaskNotFound,
     TransientError,
+    UrlExpired,
 )
 from sparkspec.providers.base import Downloaded, RenderRequest, TaskStatus
 from sparkspec.providers.ratelimit import RateLimiter
 from sparkspec.providers.retry import RetryPolicy, create_may_be_retried, read_may_be_retried, retry_after
 from sparkspec.providers.spark.answers import api_words, refusal, rejected
 from sparkspec.providers.spark.apikey import log, log_body, log_request, log_response
-from sparkspec.providers.spark.filehost import FileHost, RetryableDownload
 from sparkspec.providers.spark.wire import CreateBody, Envelope, parse_task
 
 CREATE_PATH = "/model/v1/generation"
 TASK_PATH = "/model/v1/generation/task/"
 Sleep = Callable[[float], Awaitable[None]]
 POOLS = 16  # httpx clients (connection pools) per kind of call; see SparkProvider.__init__
-MAX_CONNECTIONS, MAX_KEEPALIVE = 100, 20
-DOWNLOAD_THREADS = POOLS  # downloads at once; more wait for a thread  # httpx's defaults, for all the pools of a kind together
+MAX_CONNECTIONS, MAX_KEEPALIVE = 100, 20  # httpx's defaults, for all the pools of a kind together
 
 
 class SparkProvider:
@@ -91,20 +94,18 @@ class SparkProvider:
             base_url=self.base_url, transport=transport, timeout=timeout, event_hooks=hooks, verify=tls,
             limits=limits, headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"})
             for _ in range(count)])
-        # Signed output URLs: no key, no cookies, nothing from the environment's netrc; fetched
-        # in threads with httpx's sync client (`filehost`), whatever transport the API calls use.
-        per_pool = -(-MAX_CONNECTIONS // POOLS)
-        self._files = FileHost(
-            pools=POOLS, limits=httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool),
-            timeout=timeout, verify=tls if transport is None else httpx.create_ssl_context(),
-            threads=DOWNLOAD_THREADS)
+        # Signed output URLs: no key, no cookies, nothing from the environment's netrc.
+        # identity: the announced length is then the length on disk, and can be checked.
+        self._files = _Clients([httpx.AsyncClient(
+            transport=transport, timeout=timeout, follow_redirects=True, verify=tls, event_hooks=hooks,
+            limits=limits, headers={"Accept-Encoding": "identity"}) for _ in range(count)])
 
     def __repr__(self) -> str:
         return f"SparkProvider(base_url={self.base_url!r}, model={self.model!r})"
 
     async def aclose(self) -> None:
         await self._api.aclose()
-        self._files.close()
+        await self._files.aclose()
 
     # -- the three calls ------------------------------------------------------------------
     async def submit(self, request: RenderRequest) -> TaskStatus:
@@ -125,7 +126,7 @@ class SparkProvider:
             attempt += 1
             try:
                 return await self._download_once(url, dest)
-            except RetryableDownload as exc:
+            except _RetryableDownload as exc:
                 delay = self.retry.delay(attempt, self.rng, exc.retry_after)
                 if self.retry.gives_up(attempt, waited, delay):
                     raise exc.final(f"{exc} (after {attempt} attempt(s))") from None
@@ -216,7 +217,46 @@ class SparkProvider:
         return text.replace(self._secret, "<redacted>") if self._secret else text
 
     async def _download_once(self, url: str, dest: Path) -> Downloaded:
-        return await self._files.fetch(url, dest)
+        digest = hashlib.sha256()
+        size = 0
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            async with self._files.next().stream("GET", url) as response:
+                status = response.status_code
+                if status in (403, 404, 410):
+                    raise UrlExpired(f"the output URL answered HTTP {status} (its signature has lapsed)")
+                if status >= 300 and read_may_be_retried(None, status, response.headers):
+                    raise _RetryableDownload(f"the file host answered HTTP {status}",
+                                             retry_after=retry_after(response.headers))
+                if status >= 300:
+                    raise DownloadError(f"the file host answered HTTP {status}")
+                expected = response.headers.get("Content-Length")
+                encoded = response.headers.get("Content-Encoding", "identity").lower() != "identity"
+                with dest.open("wb") as stream:
+                    async for chunk in response.aiter_bytes():
+                        digest.update(chunk)
+                        stream.write(chunk)
+                        size += len(chunk)
+                    stream.flush()
+                    # Durable before the engine moves it into the cache; off the event loop.
+                    await asyncio.to_thread(os.fsync, stream.fileno())
+                received = response.num_bytes_downloaded
+                if expected is not None and not encoded and expected.isdigit() and int(expected) != received:
+                    raise _RetryableDownload(f"the file host announced {expected} bytes and sent {received}",
+                                             damaged=True)
+        except _RetryableDownload:
+            dest.unlink(missing_ok=True)
+            raise
+        except httpx.RemoteProtocolError as exc:
+            dest.unlink(missing_ok=True)
+            raise _RetryableDownload(f"the download broke off after {size} bytes ({exc})", damaged=True) from None
+        except httpx.TransportError as exc:
+            dest.unlink(missing_ok=True)
+            raise _RetryableDownload(f"the download failed ({type(exc).__name__})") from None
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+        return Downloaded(dest, digest.hexdigest(), size)
 
 
 class _Clients:
@@ -232,6 +272,18 @@ class _Clients:
     async def aclose(self) -> None:
         for client in self._clients:
             await client.aclose()
+
+
+class _RetryableDownload(Exception):
+    """One failed attempt at a download; `final` is the error once the retries are spent."""
+
+    def __init__(self, message: str, *, damaged: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.damaged = damaged
+        self.retry_after = retry_after
+
+    def final(self, message: str) -> DownloadError:
+        return DamagedOutput(message) if self.damaged else DownloadError(message)
 
 
 def _words(response: httpx.Response) -> str:
