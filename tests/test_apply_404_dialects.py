@@ -5,17 +5,12 @@ fails naming its task, which stays in the journal; nothing is paid for twice."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from dialects import ARK, QUEUE, Dialect, every_dialect
 from fakeapi import FakeSparkAPI
-from sparkspec.apply.engine import ApplyResult, Engine
-from sparkspec.plan.model import PlanOptions
-from sparkspec.providers import make_provider
 from sparkspec.state.journal import Journal
-from sparkspec.state.workspace import open_workspace
-from test_apply_money import Clock
+from test_apply_money import apply
 
 
 @every_dialect(slow=True, only=(QUEUE, ARK))  # the generation protocol: test_apply_money
@@ -26,22 +21,7 @@ def test_an_api_that_always_answers_404_sees_one_create_per_scene(tmp_path: Path
     spec.write_text(f"version: 1\nprovider:\n{dialect.spec_provider()}  poll: {{initial: 0.5, max: 4}}\n"
                     "defaults: {resolution: 480p, frames: 29, seed: 11}\n"
                     "scenes:\n  a: {prompt: a heron stands in reeds}\n  b: {prompt: a heron takes flight}\n")
-    workspace = open_workspace(spec)
-    provider = make_provider(workspace.project.provider, workspace.state_dir, dialect.env(fake_api))
-    clock = Clock()
-    engine = Engine(workspace, workspace.plan(PlanOptions()), provider, lambda event: None, parallelism=2,
-                    sleep=clock.sleep, wall_clock=clock, monotonic=clock)
-
-    async def run() -> ApplyResult:
-        try:
-            return await engine.run()
-        finally:
-            await provider.aclose()
-
-    try:
-        result = asyncio.run(run())
-    finally:
-        workspace.close()
+    result, _ = apply(tmp_path, fake_api, environ=dialect.env(fake_api))
     assert sorted(fake_api.creates_by_prompt().values()) == [1, 1]
     assert set(result.failed) == {"a", "b"}
     journal = {e.scene: e.task_id for e in Journal(tmp_path / ".sparkspec/journal").entries()}

@@ -58,13 +58,15 @@ def api(gateway: FakeSparkAPI) -> FakeSparkAPI:
     return gateway
 
 
-def apply(root: Path, api: FakeSparkAPI, *, replace: tuple[str, ...] = (),
-          reporter: Any = None) -> tuple[ApplyResult, list[dict[str, Any]]]:
+def apply(root: Path, api: FakeSparkAPI, *, replace: tuple[str, ...] = (), reporter: Any = None,
+          environ: dict[str, str] | None = None) -> tuple[ApplyResult, list[dict[str, Any]]]:
+    """The engine on the project at `root` (SPEC unless it has one) against `api`; `environ`:
+    the provider's environment (the generation protocol's key and URL by default)."""
     spec = root / "project.spark.yaml"
     if not spec.exists():
         spec.write_text(SPEC)
     workspace = open_workspace(spec)
-    environ = {"SPARK_API_KEY": api.api_key, "SPARK_BASE_URL": api.base_url}
+    environ = environ or {"SPARK_API_KEY": api.api_key, "SPARK_BASE_URL": api.base_url}
     provider = make_provider(workspace.project.provider, workspace.state_dir, environ)
     events: list[dict[str, Any]] = []
     clock = Clock()
