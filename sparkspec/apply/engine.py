@@ -34,6 +34,7 @@ from sparkspec.keys import SceneKey, first_frame_input, scene_key
 from sparkspec.apply.lockwriter import LockWriter
 from sparkspec.state.lockfile import FileRecord, SceneRecord, SequenceRecord
 from sparkspec.apply.adopt import adopt_moved
+from sparkspec.plan.collect import Tasks
 from sparkspec.plan.model import Action, Change, Plan
 from sparkspec.plan.planner import decide, file_problem, output_paths, sequence_path
 from sparkspec.providers.base import FirstFrame, Provider, RenderRequest
@@ -246,7 +247,8 @@ class Engine:
             key = scene_key(self.project, scene, first_frame_input(sha256=upstream.last_frame.sha256), change.take)
             change = decide(self.project, scene, key, self.take_record(scene.id, change.take), self.workspace.cache,
                             self.workspace.memo, forced=change.action is Action.REPLACE, same_as=change.same_as,
-                            estimate=(change.estimated_tokens, change.estimated_cost), take=change.take).change
+                            estimate=(change.estimated_tokens, change.estimated_cost), take=change.take,
+                            tasks=Tasks(self.runner.journal, self.wall_clock())).change
         return await self.execute(scene, change, upstream)
 
     async def execute(self, scene: Scene, change: Change, upstream: SceneRecord | None) -> SceneRecord | None:
@@ -271,10 +273,12 @@ class Engine:
                                   "run plan again")
             pulled = await self.remote.pull(change.render, key.hex, thumbnail=change.take == scene.pick)
             return await self.installed(scene, change, pulled, "pulled")
-        if self.stop_submitting is not None:
+        collect = change.action is Action.COLLECT  # submits nothing: goes on when submissions stop
+        if self.stop_submitting is not None and not collect:
             raise SceneSkipped(self.stop_submitting)
         request = self.request(scene, key, self.first_frame(scene, key, upstream), change.render)
-        cached, shared = await self.runner.obtain(key, request, fresh=change.action is Action.REPLACE)
+        cached, shared = await self.runner.obtain(key, request, fresh=change.action is Action.REPLACE,
+                                                  collect=collect)
         if self.remote is not None and self.remote.took(key.hex):
             return await self.installed(scene, change, cached, "pulled")  # another machine rendered it meanwhile
         if shared:

@@ -136,10 +136,12 @@ class TaskRunner:
             raise AssertionError("a render was asked of an apply whose plan renders nothing")
         return self.provider
 
-    async def obtain(self, key: SceneKey, request: RenderRequest, *, fresh: bool = False) -> tuple[CachedRender, bool]:
+    async def obtain(self, key: SceneKey, request: RenderRequest, *, fresh: bool = False,
+                     collect: bool = False) -> tuple[CachedRender, bool]:
         """The render for `key`, and whether it came from another scene's render or the cache
         (True) rather than a task of this scene's own. A key already rendered, or rendering,
-        in this apply is never paid for again; `fresh` (--replace) skips the cache."""
+        in this apply is never paid for again; `fresh` (--replace) skips the cache; `collect`
+        (the plan's action) takes the journalled task and never submits one in its place."""
         flight = self.flights.get(key.hex)
         if flight is None and not fresh:
             cached = self.cached(key.hex)
@@ -153,9 +155,10 @@ class TaskRunner:
         flight = self.flights[key.hex] = asyncio.get_running_loop().create_future()
         try:
             if self.around is not None:
-                cached = await self.around(key.hex, request.scene, lambda: self.render(key, request, fresh=fresh))
+                cached = await self.around(key.hex, request.scene,
+                                           lambda: self.render(key, request, fresh=fresh, collect=collect))
             else:
-                cached = await self.render(key, request, fresh=fresh)
+                cached = await self.render(key, request, fresh=fresh, collect=collect)
         except BaseException as exc:
             reason = "interrupted" if isinstance(exc, asyncio.CancelledError) else str(exc)
             flight.set_result(f"the render it shares with {request.scene} did not finish: {reason}")
@@ -163,11 +166,13 @@ class TaskRunner:
         flight.set_result(cached)
         return cached, False
 
-    async def render(self, key: SceneKey, request: RenderRequest, *, fresh: bool = False) -> CachedRender:
+    async def render(self, key: SceneKey, request: RenderRequest, *, fresh: bool = False,
+                     collect: bool = False) -> CachedRender:
         """Submit (or collect) and wait while holding a render slot; download and check after
         releasing it, so the slot bounds only the tasks rendering remotely. A task is submitted
         again only when the API says it did not render (003021099, expired), at most
-        MAX_RESUBMITS times, each one reported; a task the API does not know is never."""
+        MAX_RESUBMITS times, each one reported; a task the API does not know is never. With
+        `collect` the journal must hold the task the plan saw: else the plan is stale."""
         resubmits = 0
         if fresh:  # --replace: whatever an earlier apply submitted is not collected
             await asyncio.to_thread(self.journal.forget, key.hex)
@@ -175,7 +180,10 @@ class TaskRunner:
             try:
                 async with self.semaphore:
                     entry = self.journalled(request)
-                    if entry is not None and self.wall_clock() >= entry.submitted_at + entry.expires_after:
+                    if collect and resubmits == 0 and (entry is None or entry.expired(self.wall_clock())):
+                        why = "expired" if entry is not None else "is no longer in the journal"
+                        raise SceneFailed(f"the plan is stale: run plan again (the task it was to collect {why})")
+                    if entry is not None and entry.expired(self.wall_clock()):
                         await asyncio.to_thread(self.journal.forget, key.hex)
                         resubmits += 1
                         self.resubmitted(request.scene, entry.task_id, "it expired before it was collected",

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 # A scene awaited from another machine may fall to this one (its claim died): it needs a provider.
-RENDERS = (Action.CREATE, Action.UPDATE, Action.REPLACE, Action.WAIT)
+RENDERS = (Action.CREATE, Action.UPDATE, Action.REPLACE, Action.WAIT, Action.COLLECT)
 
 
 def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, plan_options: PlanOptions,

@@ -24,6 +24,7 @@ class Action(enum.Enum):
     STITCH = "stitch"
     PULL = "pull"  # on the team's remote: downloaded, no tokens
     WAIT = "wait"  # another machine renders it now: apply waits for its entry
+    COLLECT = "collect"  # its task, from an earlier apply, is in the journal: collected, no new cost
 
     @property
     def symbol(self) -> str:
@@ -36,7 +37,7 @@ class Action(enum.Enum):
 
 _SYMBOLS = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.REUSE: "=",
             Action.RESTORE: "<", Action.DELETE: "-", Action.NOOP: " ", Action.STITCH: ">",
-            Action.PULL: "<", Action.WAIT: "…"}
+            Action.PULL: "<", Action.WAIT: "…", Action.COLLECT: "<"}
 
 
 @dataclass(frozen=True)

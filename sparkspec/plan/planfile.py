@@ -91,7 +91,8 @@ def _what_changed(saved: list[Any], fresh: list[Any]) -> str:
         if was != then:
             why = ("the team's remote answers otherwise in this run: another --remote / --remote-mode or "
                    "SPARKSPEC_REMOTE_MODE, out of reach, or changed" if {was, then} & {"pull", "wait"}
-                   else "the renders or the cache changed")
+                   else "the journal of submitted tasks changed: an apply ran, or was killed, since"
+                   if "collect" in (was, then) else "the renders or the cache changed")
             return f"{address[0]}.{address[1]} was {was!r} when it was made and is {then!r} now ({why})"
     return "the renders or the cache changed since it was made"
 

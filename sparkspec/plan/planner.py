@@ -6,7 +6,8 @@ the cache unless the upstream renders in this apply, in which case the key is
 known only after apply. `decide` is the one place a scene's action is chosen:
 the planner calls it for every known key, and apply calls it for a key the plan
 left unknown. `file_problem` is the one check of an output against its record.
-Two scenes with one key render once: the second is `reuse` of the first.
+Two scenes with one key render once: the second is `reuse` of the first. A render whose
+task an earlier apply submitted (the journal) is `collect`: apply collects it, at no new cost.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sparkspec.state.digests import DigestMemo
 from sparkspec.errors import SparkspecError
 from sparkspec.keys import SceneKey, first_frame_input, scene_key
 from sparkspec.state.lockfile import FileRecord, Lock, SceneRecord
+from sparkspec.plan.collect import Tasks, journalled
 from sparkspec.plan.model import Action, Change, Plan, PlanOptions, RemoteView
 from sparkspec.plan.reasons import why_changed
 from sparkspec.config.model import Project, Scene
@@ -104,15 +106,17 @@ class Decision:
 def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | None, cache: Cache,
            memo: DigestMemo, *, forced: bool = False, same_as: str | None = None,
            estimate: tuple[int, float | None] = (0, None), take: int = 1, moved: str | None = None,
-           remote: RemoteView | None = None, placed: Callable[[str], SceneRecord | None] | None = None
-           ) -> Decision:
+           remote: RemoteView | None = None, placed: Callable[[str], SceneRecord | None] | None = None,
+           tasks: Tasks | None = None) -> Decision:
     """What to do for take `take` of `scene` (its own record in `record`) whose key is known:
     the one place an action is chosen. `same_as` names an earlier render of this key in the
     same apply; `moved` says why a take's outputs move (`pick: 1 -> 3`); `remote` is asked
     about a render the local cache cannot serve; `placed` finds a render of a key that the lock
     records in place for some scene or take (a clone, or a cache cleared), which apply adopts
-    into the cache instead of paying for it again."""
+    into the cache instead of paying for it again; `tasks` is the journal, whose tasks apply
+    collects instead of submitting."""
     tokens, cost = estimate
+    provider = project.provider.type
     problem = None
     if record is not None and record.key == key.hex:
         video_path, frame_path = output_paths(project, scene.id, take, scene.pick)
@@ -128,8 +132,8 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
         return Decision(Change("scene", scene.id, Action.REUSE, tuple(reasons + [f"same render as scene.{same_as}"]),
                                key.hex, same_as=same_as, scene_key=key, take=take))
     if forced:
-        return Decision(Change("scene", scene.id, Action.REPLACE, ("forced by --replace",), key.hex, tokens, cost,
-                               scene_key=key, take=take))
+        return Decision(journalled(Change("scene", scene.id, Action.REPLACE, ("forced by --replace",), key.hex,
+                                          tokens, cost, scene_key=key, take=take), tasks, provider))
     if record is not None and problem is not None:
         cached, damage = cache.probe(key.hex)
         if cached is not None or (problem == moved and _in_place(project, memo, record)):
@@ -140,8 +144,9 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
         if found is not None:  # the same render, in place for another scene: adopted by apply
             return Decision(Change("scene", scene.id, Action.RESTORE, (f"{problem}; the same render is {found.video.path}",),
                                    key.hex, scene_key=key, take=take), found.video.sha256, found.last_frame.sha256)
-        return _elsewhere(Change("scene", scene.id, Action.UPDATE, (f"{problem} and {damage or 'not in the cache'}",),
-                                 key.hex, tokens, cost, scene_key=key, take=take), remote)
+        return _elsewhere(journalled(Change("scene", scene.id, Action.UPDATE,
+                                            (f"{problem} and {damage or 'not in the cache'}",), key.hex, tokens,
+                                            cost, scene_key=key, take=take), tasks, provider), remote)
     cached, damage = cache.probe(key.hex)
     found = placed(key.hex) if cached is None and placed is not None else None
     if found is not None:  # not cached here, but in place for another scene: adopted by apply
@@ -150,17 +155,19 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
                                key.hex, scene_key=key, take=take), found.video.sha256, found.last_frame.sha256)
     if damage is not None:  # a damaged blob was dropped: render it afresh
         reasons = (why_changed(record, key) if record else []) + [damage]
-        return Decision(Change("scene", scene.id, Action.UPDATE if record else Action.CREATE, tuple(reasons),
-                               key.hex, tokens, cost, scene_key=key, take=take))
+        return Decision(journalled(Change("scene", scene.id, Action.UPDATE if record else Action.CREATE,
+                                          tuple(reasons), key.hex, tokens, cost, scene_key=key, take=take),
+                                   tasks, provider))
     if cached is not None:
         reasons = why_changed(record, key) if record else []
         return Decision(Change("scene", scene.id, Action.REUSE, tuple(reasons + ["already rendered: in the cache"]),
                                key.hex, scene_key=key, take=take), cached.video_sha256, cached.last_frame_sha256)
     if record is not None:
-        return _elsewhere(Change("scene", scene.id, Action.UPDATE, tuple(why_changed(record, key)), key.hex, tokens,
-                                 cost, scene_key=key, take=take), remote)
-    return _elsewhere(Change("scene", scene.id, Action.CREATE, (), key.hex, tokens, cost, scene_key=key, take=take),
-                      remote)
+        return _elsewhere(journalled(Change("scene", scene.id, Action.UPDATE, tuple(why_changed(record, key)),
+                                            key.hex, tokens, cost, scene_key=key, take=take), tasks, provider),
+                          remote)
+    return _elsewhere(journalled(Change("scene", scene.id, Action.CREATE, (), key.hex, tokens, cost, scene_key=key,
+                                        take=take), tasks, provider), remote)
 
 def _in_place(project: Project, memo: DigestMemo, record: SceneRecord) -> bool:
     """Both of a record's files are where and as the lock says."""
@@ -170,8 +177,8 @@ def _in_place(project: Project, memo: DigestMemo, record: SceneRecord) -> bool:
 def _elsewhere(change: Change, remote: RemoteView | None) -> Decision:
     """A render the local cache cannot serve: pulled when the team's remote has it (its entry
     names both outputs, so scenes chained after it have keys now), awaited when another
-    machine renders it, else rendered here."""
-    if remote is None or change.key is None:
+    machine renders it, else rendered here (or collected from the journal: ours, paid)."""
+    if remote is None or change.key is None or not change.action.renders:
         return Decision(change)
     hit = remote.entry(change.key)
     if hit is not None:
@@ -186,8 +193,9 @@ def _elsewhere(change: Change, remote: RemoteView | None) -> Decision:
 
 class _Planner:
     def __init__(self, project: Project, lock: Lock, cache: Cache, memo: DigestMemo,
-                 options: PlanOptions, remote: RemoteView | None = None) -> None:
+                 options: PlanOptions, remote: RemoteView | None = None, tasks: Tasks | None = None) -> None:
         self.project = project
+        self.tasks = tasks
         self.remote = remote
         self.lock = lock
         self.cache = cache
@@ -259,9 +267,9 @@ class _Planner:
                 decision = decide(self.project, scene, key, recorded.get(take), self.cache, self.memo,
                                   forced=forced, same_as=self.rendering.get(key.hex), estimate=estimate,
                                   take=take, moved=self.pick_changes.get(scene.id), remote=self.remote,
-                                  placed=self.placed)
+                                  placed=self.placed, tasks=self.tasks)
                 change = decision.change
-                if change.action.renders:
+                if change.action.renders or change.action is Action.COLLECT:
                     self.rendering[key.hex] = change.render
                 if upstream in self.pick_changes:
                     why = f"upstream {upstream} {self.pick_changes[upstream]}"
@@ -317,7 +325,8 @@ class _Planner:
 
 def plan_changes(project: Project, lock: Lock, cache: Cache, memo: DigestMemo,
                  options: PlanOptions = PlanOptions(), fingerprint: Mapping[str, str] | None = None,
-                 remote: RemoteView | None = None) -> Plan:
+                 remote: RemoteView | None = None, tasks: Tasks | None = None) -> Plan:
+    """`tasks`: the journal, whose tasks apply collects (None: as if it were empty)."""
     check_ids(project, options)
     upstreams = {sid: s.upstream for sid, s in project.scenes.items()}
     sequences = project.sequences
@@ -332,7 +341,7 @@ def plan_changes(project: Project, lock: Lock, cache: Cache, memo: DigestMemo,
         check_replaced_are_selected(options, selected, sequences)
     else:
         selected = project.scenes
-    planner = _Planner(project, lock, cache, memo, options, remote)
+    planner = _Planner(project, lock, cache, memo, options, remote, tasks)
     changes = [change for sid in graph.topological_order(upstreams) if sid in selected
                for change in planner.plan_scene(project.scenes[sid])]
     if not options.targets:

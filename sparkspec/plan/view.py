@@ -17,6 +17,7 @@ def summary(plan: Plan) -> dict[str, Any]:
         "restore": plan.count(Action.RESTORE),
         "pull": plan.count(Action.PULL),
         "wait": plan.count(Action.WAIT),
+        "collect": plan.count(Action.COLLECT),
         "delete": plan.count(Action.DELETE),
         "stitch": plan.count(Action.STITCH),
         "unchanged": plan.count(Action.NOOP),
@@ -53,7 +54,10 @@ def dumps(plan: Plan) -> str:
 def summary_line(plan: Plan) -> str:
     s = summary(plan)
     money = f", ~{s['estimated_cost']:,.2f}" if s["estimated_cost"] is not None else ""
-    parts = [f"{s['render']} to render (~{s['estimated_tokens']:,} tokens{money})", f"{s['reuse']} to reuse"]
+    parts = [f"{s['render']} to render (~{s['estimated_tokens']:,} tokens{money})"]
+    if s["collect"]:  # submitted by an earlier apply: not in the tokens to pay
+        parts.append(f"{s['collect']} to collect (already paid)")
+    parts.append(f"{s['reuse']} to reuse")
     if s["restore"]:
         parts.append(f"{s['restore']} to restore")
     if s["pull"]:

@@ -41,6 +41,10 @@ class JournalEntry:
     expires_after: int  # seconds
     locator: str | None = None  # what the provider needs besides the id to find the task (queue URLs)
 
+    def expired(self, now: float) -> bool:
+        """Past its expiry: the API no longer renders it, so apply submits it again."""
+        return now >= self.submitted_at + self.expires_after
+
 
 class Journal:
     def __init__(self, directory: Path) -> None:
@@ -89,6 +93,14 @@ class Journal:
         for key in keys:
             self._path(key).unlink(missing_ok=True)
         fsync_dir(self.directory)
+
+    def keys(self) -> set[str]:
+        """The keys with an entry (readable or not), from one listing of the folder."""
+        try:
+            names = [p.name for p in self.directory.iterdir()]
+        except OSError:  # none yet (or unreadable: apply reports the entry it cannot read)
+            return set()
+        return {name[:-5] for name in names if name.endswith(".json")}
 
     def entries(self) -> list[JournalEntry]:
         """The readable entries (a damaged one is reported when its scene is applied)."""

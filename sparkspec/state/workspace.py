@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import os
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,8 +16,10 @@ from sparkspec.errors import DiskError
 from sparkspec.state.cache import CACHE_ENV, Cache, cache_dir
 from sparkspec.diagnostics import Diagnostic
 from sparkspec.state.digests import DigestMemo
+from sparkspec.state.journal import Journal
 from sparkspec.state.lockfile import Lock, lock_path, read_lock
 from sparkspec.state.lockpaths import check_lock_paths
+from sparkspec.plan.collect import Tasks
 from sparkspec.plan.model import Plan, PlanOptions
 from sparkspec.plan.planner import plan_changes
 from sparkspec.config.loader import LoadOptions, load_project
@@ -71,12 +74,14 @@ class Workspace:
 
     def plan(self, options: PlanOptions = PlanOptions()) -> Plan:
         fingerprint = self.fingerprint(options)
+        tasks = Tasks.listing(Journal(self.state_dir / "journal"), time.time())  # what apply collects
         if self.remote is None:
-            return plan_changes(self.project, self.lock, self.cache, self.memo, options, fingerprint)
+            return plan_changes(self.project, self.lock, self.cache, self.memo, options, fingerprint, tasks=tasks)
         from sparkspec.remote.planning import plan_with_remote
 
         plan, self.remote_findings = plan_with_remote(
-            lambda view: plan_changes(self.project, self.lock, self.cache, self.memo, options, fingerprint, view),
+            lambda view: plan_changes(self.project, self.lock, self.cache, self.memo, options, fingerprint, view,
+                                      tasks),
             self.remote, self.remote_warnings, lock=self.lock)
         return plan
 

@@ -1,0 +1,59 @@
+"""Tasks earlier applies submitted and did not collect (the journal), as a plan sees them.
+
+apply's runner collects a journalled task of the scene's key and provider instead of
+submitting one (tasks.py `journalled`); one that expired is submitted again, and a damaged
+entry fails the scene. The plan says the same: `collect` at no new cost, or the render with
+its cost and a reason, so what it shows and what apply does agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from sparkspec.plan.model import Action, Change
+from sparkspec.state.journal import DamagedEntry, Journal, JournalEntry
+
+
+@dataclass(frozen=True)
+class Tasks:
+    """The journal of tasks earlier applies submitted and did not collect, at `now`."""
+
+    journal: Journal
+    now: float
+    listed: frozenset[str] | None = None  # the keys journalled (one listing for a plan); None: ask
+
+    @classmethod
+    def listing(cls, journal: Journal, now: float) -> Tasks:
+        return cls(journal, now, frozenset(journal.keys()))
+
+    def entry(self, key: str) -> JournalEntry | None:
+        """DamagedEntry when the key's entry cannot be read."""
+        if self.listed is not None and key not in self.listed:
+            return None
+        return self.journal.get(key)
+
+
+def journalled(change: Change, tasks: Tasks | None, provider: str) -> Change:
+    """A render as apply's runner will carry it out given the journal: a task of this key and
+    provider that has not expired is collected, at no new cost; an expired one is submitted
+    again; a damaged entry fails the scene (its task may exist). --replace submits afresh."""
+    if tasks is None or change.key is None or not change.action.renders:
+        return change
+    try:
+        entry = tasks.entry(change.key)
+    except DamagedEntry as exc:
+        if change.action is Action.REPLACE:  # --replace drops the entry and submits afresh
+            return change
+        return replace(change, reasons=change.reasons + (
+            f"{exc}: apply fails this scene, as a task may already exist for it; look at the file and delete "
+            f"it, or run `sparkspec apply --replace {change.id}` to render it afresh",))
+    if entry is None or entry.provider != provider:
+        return change
+    if change.action is Action.REPLACE:
+        return replace(change, reasons=change.reasons + (
+            f"task {entry.task_id} of an earlier apply is not collected",))
+    if entry.expired(tasks.now):
+        return replace(change, reasons=change.reasons + (
+            f"task {entry.task_id} of an earlier apply expired before it was collected: submitted again",))
+    return replace(change, action=Action.COLLECT, estimated_tokens=0, estimated_cost=None, reasons=change.reasons + (
+        f"task {entry.task_id} of an earlier apply is in the journal: collected at no new cost",))

@@ -1,0 +1,199 @@
+"""A task an earlier apply submitted and did not collect (it failed or was killed after the
+create) is in the journal: `plan` says apply collects it, at no new cost, in text, JSON and
+markdown alike, and apply does just that. An expired task is planned as a render with its
+cost (apply submits it again); a damaged entry is named by the plan (apply fails the scene).
+A saved plan and the journal must agree when it is applied. Against the fake gateway."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cli_runner import Cli
+from fakeapi import FakeSparkAPI
+from sparkspec.state.journal import Journal
+
+SPEC = """\
+version: 1
+provider: {type: spark, parallelism: 2, poll: {initial: 0.05, max: 0.2}}
+defaults: {resolution: 480p, frames: 29, seed: 11}
+scenes:
+  a: {prompt: "a heron stands in reeds"}
+  b: {prompt: "a heron takes flight"}
+"""
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[FakeSparkAPI]:
+    # A little latency: the create answers "running", so the apply queries the task (and fails).
+    with FakeSparkAPI(api_key="sk-collect", render="template", latency=0.2) as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_api(gateway: FakeSparkAPI) -> FakeSparkAPI:
+    gateway.faults.clear()
+    gateway.outcomes.clear()
+    gateway.reset_counters()
+    return gateway
+
+
+@pytest.fixture
+def project(tmp_path: Path, fake_api: FakeSparkAPI, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SPARK_API_KEY", fake_api.api_key)
+    monkeypatch.setenv("SPARK_BASE_URL", fake_api.base_url)
+    (tmp_path / "project.spark.yaml").write_text(SPEC)
+    return tmp_path
+
+
+def journal(root: Path) -> dict[str, Path]:
+    """scene -> its journal file."""
+    folder = root / ".sparkspec" / "journal"
+    return {json.loads(p.read_text())["scene"]: p for p in folder.glob("*.json")}
+
+
+def failed_after_create(cli: Cli, root: Path, api: FakeSparkAPI) -> str:
+    """An apply that creates a's task and then fails (the API refuses to tell its status):
+    the task id stays in the journal. b renders. The task id of a."""
+    api.inject("query", "status", status=400, body={"error": {"code": "bad", "message": "no"}}, times=1)
+    run = cli("apply", "--auto-approve", "--target", "a", cwd=root)
+    assert run.code == 1, run.out + run.err
+    entries = Journal(root / ".sparkspec/journal").entries()
+    assert [e.scene for e in entries] == ["a"] and api.total_creates == 1
+    return entries[0].task_id
+
+
+def test_plan_says_a_journalled_task_is_collected_at_no_new_cost(cli: Cli, project: Path,
+                                                                fake_api: FakeSparkAPI) -> None:
+    task = failed_after_create(cli, project, fake_api)
+
+    text = cli("plan", cwd=project)
+    assert text.code == 0, text.err
+    assert "< scene.a (collect)" in text.out and "+ scene.b (create)" in text.out
+    assert f"task {task} of an earlier apply is in the journal: collected at no new cost" in text.out
+    head_a = next(line for line in text.out.splitlines() if "scene.a" in line)
+    assert "tokens" not in head_a
+    as_json = json.loads(cli("plan", "--json", cwd=project).out)
+    a, b = (next(c for c in as_json["changes"] if c["id"] == s) for s in ("a", "b"))
+    assert a["action"] == "collect" and a["estimated_tokens"] == 0 and a["key"]
+    assert b["action"] == "create" and b["estimated_tokens"] > 0
+    summary = as_json["summary"]
+    assert summary["collect"] == 1 and summary["render"] == 1
+    assert summary["estimated_tokens"] == b["estimated_tokens"]  # a's tokens are not to pay again
+    total = f"1 to render (~{b['estimated_tokens']:,} tokens), 1 to collect (already paid)"
+    assert total in text.out
+    markdown = cli("plan", "--format", "markdown", cwd=project).out
+    assert total in markdown and "| `<` | collect | `scene.a` |" in markdown
+    assert f"task {task} of an earlier apply is in the journal" in markdown
+
+    done = cli("apply", "--auto-approve", "--json", cwd=project)
+    assert done.code == 0, done.out + done.err
+    events = done.events()
+    assert {"event": "progress", "scene": "a", "task_id": task, "state": "collecting"} in events
+    assert fake_api.creates_by_prompt() == {"a heron stands in reeds": 1, "a heron takes flight": 1}
+    assert journal(project) == {}
+    assert "No changes" in cli("plan", cwd=project).out
+
+
+def test_an_expired_journalled_task_is_planned_as_a_render_with_its_cost(cli: Cli, project: Path,
+                                                                        fake_api: FakeSparkAPI) -> None:
+    task = failed_after_create(cli, project, fake_api)
+    path = journal(project)["a"]
+    entry = json.loads(path.read_text())
+    entry["submitted_at"] = time.time() - entry["expires_after"] - 1  # its expiry has passed
+    path.write_text(json.dumps(entry))
+
+    text = cli("plan", cwd=project)
+    assert "+ scene.a (create)" in text.out and "(collect)" not in text.out
+    assert f"task {task} of an earlier apply expired before it was collected: submitted again" in text.out
+    summary = json.loads(cli("plan", "--json", cwd=project).out)["summary"]
+    assert summary["render"] == 2 and summary["collect"] == 0
+    done = cli("apply", "--auto-approve", "--json", cwd=project)
+    assert done.code == 0, done.out + done.err
+    assert [e["task_id"] for e in done.events() if e["event"] == "resubmitted"] == [task]
+    assert fake_api.creates_by_prompt()["a heron stands in reeds"] == 2
+
+
+def test_a_damaged_journal_entry_is_named_by_the_plan(cli: Cli, project: Path, fake_api: FakeSparkAPI) -> None:
+    failed_after_create(cli, project, fake_api)
+    path = journal(project)["a"]
+    path.write_text(path.read_text()[:40])  # torn
+
+    text = cli("plan", cwd=project)
+    assert text.code == 0, text.err
+    assert "+ scene.a (create)" in text.out
+    assert f"{path}: damaged journal entry" in text.out and "apply fails this scene" in text.out
+    done = cli("apply", "--auto-approve", cwd=project)
+    assert done.code == 1 and f"{path}: damaged journal entry" in done.out + done.err
+    assert fake_api.creates_by_prompt() == {"a heron stands in reeds": 1, "a heron takes flight": 1}
+
+
+def test_a_journalled_task_of_another_key_is_not_collected(cli: Cli, project: Path,
+                                                          fake_api: FakeSparkAPI) -> None:
+    failed_after_create(cli, project, fake_api)
+    (project / "project.spark.yaml").write_text(SPEC.replace("stands in reeds", "stands in the rain"))
+    as_json = json.loads(cli("plan", "--json", cwd=project).out)
+    assert {c["id"]: c["action"] for c in as_json["changes"] if c["kind"] == "scene"} == {"a": "create",
+                                                                                          "b": "create"}
+    assert as_json["summary"]["collect"] == 0
+
+
+def test_a_saved_plan_and_the_journal_must_agree(cli: Cli, project: Path, fake_api: FakeSparkAPI) -> None:
+    failed_after_create(cli, project, fake_api)
+    path = journal(project)["a"]
+    entry = path.read_text()
+    path.unlink()
+    assert cli("plan", "--out", "create.plan", cwd=project).code == 0  # a to create: nothing journalled
+    path.write_text(entry)  # back (an apply killed after its create, say): applying it would not pay
+    stale = cli("apply", "create.plan", cwd=project)
+    assert stale.code == 1 and "stale plan" in stale.err
+    assert "scene.a was 'create' when it was made and is 'collect' now" in stale.err
+    assert "the journal of submitted tasks changed" in stale.err
+
+    assert cli("plan", "--out", "collect.plan", cwd=project).code == 0
+    path.unlink()  # gone since the plan: applying it would pay for a task the plan did not
+    stale = cli("apply", "collect.plan", cwd=project)
+    assert stale.code == 1 and "scene.a was 'collect' when it was made and is 'create' now" in stale.err
+    assert fake_api.total_creates == 1
+
+    path.write_text(entry)
+    done = cli("apply", "collect.plan", "--json", cwd=project)
+    assert done.code == 0, done.out + done.err
+    assert fake_api.creates_by_prompt() == {"a heron stands in reeds": 1, "a heron takes flight": 1}
+
+
+def test_apply_never_pays_for_a_collect_whose_task_left_the_journal(cli: Cli, project: Path,
+                                                                     fake_api: FakeSparkAPI) -> None:
+    """The plan's `collect` is carried out as planned: with the task gone from the journal
+    since the plan, the scene fails as stale instead of a new task being paid for."""
+    import asyncio
+
+    from sparkspec.apply.engine import Engine
+    from sparkspec.providers import make_provider
+    from sparkspec.state.workspace import open_workspace
+
+    failed_after_create(cli, project, fake_api)
+    workspace = open_workspace(project / "project.spark.yaml")
+    plan = workspace.plan()
+    change = plan.scene("a")
+    assert change is not None and change.action.value == "collect"
+    journal(project)["a"].unlink()
+    provider = make_provider(workspace.project.provider, workspace.state_dir,
+                             {"SPARK_API_KEY": fake_api.api_key, "SPARK_BASE_URL": fake_api.base_url})
+
+    async def run() -> object:
+        try:
+            return await Engine(workspace, plan, provider, lambda e: None, parallelism=2).run()
+        finally:
+            await provider.aclose()
+
+    try:
+        result = asyncio.run(run())
+    finally:
+        workspace.close()
+    assert result.failed["a"].startswith("the plan is stale: run plan again")  # type: ignore[attr-defined]
+    assert fake_api.creates_by_prompt() == {"a heron stands in reeds": 1, "a heron takes flight": 1}
