@@ -51,6 +51,8 @@ def describe(event: dict[str, Any]) -> str | None:
         return f"warning: {event['message']}"
     if kind == "progress" and event.get("state") == "waiting":
         return f"{subject}: waiting: {event['reason']}"
+    if kind == "progress" and event.get("state") == "taken over":
+        return f"{subject}: taken over: {event['reason']}"
     if kind == "progress" and event.get("state") == "collecting":
         return f"{subject}: collecting task {event['task_id']} from an earlier apply"
     if kind == "done":

@@ -57,3 +57,15 @@ def journalled(change: Change, tasks: Tasks | None, provider: str) -> Change:
             f"task {entry.task_id} of an earlier apply expired before it was collected: submitted again",))
     return replace(change, action=Action.COLLECT, estimated_tokens=0, estimated_cost=None, reasons=change.reasons + (
         f"task {entry.task_id} of an earlier apply is in the journal: collected at no new cost",))
+
+
+def taken_over(change: Change, who: str, task: JournalEntry | None, tasks: Tasks | None) -> Change:
+    """A render whose key a crashed apply on this machine (`who`) claimed on the team's remote:
+    apply takes the claim over at once and collects the task it names, at no new cost, unless
+    that task is another provider's or has expired (then it renders, at its cost)."""
+    provider = change.scene_key.inputs.get("provider") if change.scene_key is not None else None
+    note = f"a claim left on the team's remote by a crashed apply on this machine ({who}) is taken over"
+    if task is None or tasks is None or task.provider != provider or task.expired(tasks.now):
+        return replace(change, reasons=change.reasons + (note,))
+    return replace(change, action=Action.COLLECT, estimated_tokens=0, estimated_cost=None, reasons=change.reasons + (
+        f"{note}: its task {task.task_id} is collected at no new cost",))

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from sparkspec.keys import SceneKey
     from sparkspec.state.cache import CachedRender
+    from sparkspec.state.journal import JournalEntry
 
 
 class Action(enum.Enum):
@@ -70,6 +71,10 @@ class RemoteView(Protocol):
 
     def claim(self, key: str) -> str | None:
         """`rendering on <user>@<host>, task <id>` when another machine renders `key` now."""
+
+    def abandoned(self, key: str) -> tuple[str, JournalEntry | None] | None:
+        """A claim on `key` left by a crashed apply on this machine: who held it (`user@host,
+        pid N`) and the task it names, as the journal would hold it."""
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from sparkspec.state.digests import DigestMemo
 from sparkspec.errors import SparkspecError
 from sparkspec.keys import SceneKey, first_frame_input, scene_key
 from sparkspec.state.lockfile import FileRecord, Lock, SceneRecord
-from sparkspec.plan.collect import Tasks, journalled
+from sparkspec.plan.collect import Tasks, journalled, taken_over
 from sparkspec.plan.model import Action, Change, Plan, PlanOptions, RemoteView
 from sparkspec.plan.reasons import why_changed
 from sparkspec.config.model import Project, Scene
@@ -146,7 +146,7 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
                                    key.hex, scene_key=key, take=take), found.video.sha256, found.last_frame.sha256)
         return _elsewhere(journalled(Change("scene", scene.id, Action.UPDATE,
                                             (f"{problem} and {damage or 'not in the cache'}",), key.hex, tokens,
-                                            cost, scene_key=key, take=take), tasks, provider), remote)
+                                            cost, scene_key=key, take=take), tasks, provider), remote, tasks)
     cached, damage = cache.probe(key.hex)
     found = placed(key.hex) if cached is None and placed is not None else None
     if found is not None:  # not cached here, but in place for another scene: adopted by apply
@@ -165,16 +165,16 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
     if record is not None:
         return _elsewhere(journalled(Change("scene", scene.id, Action.UPDATE, tuple(why_changed(record, key)),
                                             key.hex, tokens, cost, scene_key=key, take=take), tasks, provider),
-                          remote)
+                          remote, tasks)
     return _elsewhere(journalled(Change("scene", scene.id, Action.CREATE, (), key.hex, tokens, cost, scene_key=key,
-                                        take=take), tasks, provider), remote)
+                                        take=take), tasks, provider), remote, tasks)
 
 def _in_place(project: Project, memo: DigestMemo, record: SceneRecord) -> bool:
     """Both of a record's files are where and as the lock says."""
     return all(file_problem(memo, project.root, f, f.path) is None for f in (record.video, record.last_frame))
 
 
-def _elsewhere(change: Change, remote: RemoteView | None) -> Decision:
+def _elsewhere(change: Change, remote: RemoteView | None, tasks: Tasks | None = None) -> Decision:
     """A render the local cache cannot serve: pulled when the team's remote has it (its entry
     names both outputs, so scenes chained after it have keys now), awaited when another
     machine renders it, else rendered here (or collected from the journal: ours, paid)."""
@@ -188,6 +188,9 @@ def _elsewhere(change: Change, remote: RemoteView | None) -> Decision:
     if claim is not None:
         return Decision(replace(change, action=Action.WAIT, reasons=change.reasons + (claim,),
                                 estimated_tokens=0, estimated_cost=None))
+    left = remote.abandoned(change.key)
+    if left is not None:  # a crashed apply's claim on this machine: apply takes it over at once
+        return Decision(taken_over(change, *left, tasks))
     return Decision(change)
 
 

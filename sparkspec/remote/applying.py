@@ -5,7 +5,8 @@ The engine calls three things: `start()` once (retries pushes queued by earlier 
 contact-sheet strip is decoded as soon as it lands, while the other pulls stream), and
 `render(scene, key, render_fn)` around every paid render. `render` claims the key first
 (If-None-Match). If another machine holds it, this one waits for that machine's entry and
-pulls it (`--no-wait`: the scene is skipped); a claim whose ETag stalls for one ttl is taken over (If-Match), and a task id in
+pulls it (`--no-wait`: the scene is skipped); a claim whose ETag stalls for one ttl is taken over (If-Match),
+and so at once is one left by a crashed apply on this machine (`Claim.abandoned`); a task id in
 it goes into the local journal, so the render is collected rather than paid again. While a
 render runs its claim is renewed every ttl/4 and carries the task id once submitted. After
 the render the blobs and the entry go up (a failure queues the key and the apply goes on),
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from sparkspec.apply.tasks import Emit, SceneFailed, SceneSkipped, Sleep
 from sparkspec.errors import RemoteError
-from sparkspec.remote.claims import ClaimTask, ClaimWatch, Held, Seen
+from sparkspec.remote.claims import Claim, ClaimTask, ClaimWatch, Held, Seen
 from sparkspec.remote.session import Remote
 from sparkspec.remote.transfer import BlobProblem
 from sparkspec.state.cache import Cache, CachedRender
@@ -239,18 +240,25 @@ class RemoteApply:
                     return await self.pull(scene, key) if done is not None else (got if use_claims else None)
                 seen: Seen | None = got
                 while seen is not None:
-                    if not self.wait:
+                    # Its holder ran here and is gone: nobody renders it, nothing to wait for.
+                    abandoned = seen.claim is not None and seen.claim.abandoned()
+                    if not self.wait and not abandoned:
                         raise SceneSkipped(f"{self._who(seen)} (--no-wait)")
-                    if not told:
+                    if not told and not abandoned:
                         told = True
                         self.emit({"event": "progress", "scene": scene, "state": "waiting", "reason": self._who(seen)})
                     if await self.entry(key) is not None:
                         return await self.pull(scene, key)
-                    if watch.dead(seen):
-                        if not use_claims:
-                            return None  # read-only: render here, claim nothing
+                    if abandoned or watch.dead(seen):
+                        if not use_claims:  # read-only: render here (collecting its task), claim nothing
+                            await self._adopt(scene, key, seen.claim)
+                            return None
                         taken = await self.remote.claims.take_over(mine, seen)
                         if taken is not None:
+                            if abandoned and seen.claim is not None:
+                                self.emit({"event": "progress", "scene": scene, "state": "taken over",
+                                           "reason": f"the claim of {seen.claim.who} (pid {seen.claim.pid}), "
+                                                     "whose apply on this machine is gone"})
                             return await self._took_over(scene, key, taken)
                     await self.sleep(min(MAX_WAIT_POLL, self.ttl / 4))
                     seen = await self.remote.claims.read(key)
@@ -265,12 +273,16 @@ class RemoteApply:
         self.held[key] = taken
         if await self.entry(key) is not None:
             return await self.pull(scene, key)
-        task = taken.claim.task
+        await self._adopt(scene, key, taken.claim)
+        return taken
+
+    async def _adopt(self, scene: str, key: str, claim: Claim | None) -> None:
+        """The dead holder paid for the task its claim names: into the journal, to be collected
+        rather than paid for again."""
+        task = claim.task if claim is not None else None
         if task is not None and self.journal.get(key) is None:
-            # The dead holder paid for this task: collect it, do not pay again.
             await asyncio.to_thread(self.journal.record, key, scene, task.provider, task.id,
                                     task.expires_after, task.submitted_at)
-        return taken
 
     @staticmethod
     def _who(seen: Seen) -> str:

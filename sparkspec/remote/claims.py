@@ -6,7 +6,8 @@ moves), writes the task id into it once submitted (the claim is also a remote jo
 deletes it after the render's entry is written. Another machine that finds the claim waits;
 when the ETag it sees has not changed for one ttl on its own clock (`ClaimWatch`), the holder
 is dead and the waiter takes the claim over with If-Match on that ETag: exactly one taker.
-The taker collects the dead holder's task instead of paying for it again.
+A claim of this very machine whose process is gone (`holder`) is dead at once: no ttl to wait
+out. The taker collects the dead holder's task instead of paying for it again.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from sparkspec.remote import holder
 from sparkspec.remote.layout import CLAIMS, claim_path, parse_claim_path
 from sparkspec.remote.store import Store
 
@@ -28,6 +30,10 @@ def _printable(value: object, limit: int) -> str:
     """A name another machine wrote, fit to print: plan and apply show it, and a terminal
     obeys the escape sequences a hostile writer could put in it."""
     return "".join(c for c in str(value) if c.isprintable())[:limit]
+
+
+def _optional(value: object) -> str | None:
+    return None if value is None else _printable(value, 128)
 
 
 @dataclass(frozen=True)
@@ -50,10 +56,16 @@ class Claim:
     ttl: float
     beat: int = 0
     task: ClaimTask | None = None
+    start: str | None = None  # when the holder's process started (`holder.started`)
+    machine: str | None = None  # the holder's kernel boot and pid namespace (`holder.machine`)
 
     @property
     def who(self) -> str:
         return f"{self.user}@{self.host}"
+
+    def abandoned(self) -> bool:
+        """Its holder ran on this machine and its process is gone: dead now, whatever its ttl."""
+        return holder.gone(self.host, self.machine, self.pid, self.start)
 
     def describe(self) -> str:
         """`rendering on <user>@<host>, task <id>`: what plan and apply say about it."""
@@ -63,7 +75,8 @@ class Claim:
     def encode(self) -> bytes:
         body: dict[str, Any] = {"key": self.key, "owner": self.owner, "user": self.user, "host": self.host,
                                 "pid": self.pid, "ttl": self.ttl, "beat": self.beat,
-                                "task": self.task.__dict__ if self.task else None}
+                                "task": self.task.__dict__ if self.task else None, "start": self.start,
+                                "machine": self.machine}
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
     @staticmethod
@@ -77,7 +90,8 @@ class Claim:
                           beat=int(raw.get("beat", 0)),
                           task=ClaimTask(_printable(task["id"], 256), _printable(task["provider"], 32),
                                          float(task["submitted_at"]), int(task["expires_after"]))
-                          if isinstance(task, dict) else None)
+                          if isinstance(task, dict) else None,
+                          start=_optional(raw.get("start")), machine=_optional(raw.get("machine")))
         except (ValueError, TypeError, KeyError, AttributeError):
             return None
         return claim if raw.get("key") == key else None
@@ -105,7 +119,7 @@ def new_claim(key: str, ttl: float, owner: str | None = None) -> Claim:
     except (KeyError, OSError):
         user = "unknown"
     return Claim(key=key, owner=owner or uuid.uuid4().hex, user=user, host=socket.gethostname(),
-                 pid=os.getpid(), ttl=ttl)
+                 pid=os.getpid(), ttl=ttl, start=holder.this_process(), machine=holder.machine())
 
 
 class Claims:

@@ -32,6 +32,7 @@ T = TypeVar("T")
 class Lookup:
     hits: dict[str, CachedRender] = field(default_factory=dict)
     claims: dict[str, Claim] = field(default_factory=dict)  # misses that another machine renders now
+    abandoned: dict[str, Claim] = field(default_factory=dict)  # misses claimed by a crashed apply here
     ignored: dict[str, str] = field(default_factory=dict)  # key -> why its entry was not usable
     unread: set[str] = field(default_factory=set)  # hits taken from `known`: their entry is listed, not read
 
@@ -87,5 +88,8 @@ async def lookup(store: Store, keys: Collection[str], signing_key: bytes | None,
         seen = await asyncio.gather(*(bounded(claims.read(k)) for k in wanted))
         for key, state in zip(wanted, seen):
             if state is not None and state.claim is not None and state.claim.owner != owner:
-                found.claims[key] = state.claim
+                if state.claim.abandoned():  # its holder ran here and is gone: apply takes it over
+                    found.abandoned[key] = state.claim
+                else:
+                    found.claims[key] = state.claim
     return found

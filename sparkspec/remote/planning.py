@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 
 from sparkspec.errors import RemoteError
 from sparkspec.plan.model import Plan, RemoteView
+from sparkspec.remote.claims import Claim
 from sparkspec.remote.session import Remote
 from sparkspec.state.cache import CachedRender
+from sparkspec.state.journal import JournalEntry
 from sparkspec.state.lockfile import Lock
 
 BUDGET = 25.0  # seconds for every round together; the store's own timeouts are shorter
@@ -34,6 +36,7 @@ class RemoteFindings:
 
     hits: dict[str, CachedRender] = field(default_factory=dict)
     claims: dict[str, str] = field(default_factory=dict)  # key -> "rendering on user@host, task id"
+    left: dict[str, Claim] = field(default_factory=dict)  # key -> a crashed apply's claim, on this machine
     asked: dict[str, None] = field(default_factory=dict)
 
     def entry(self, key: str) -> CachedRender | None:
@@ -42,6 +45,14 @@ class RemoteFindings:
 
     def claim(self, key: str) -> str | None:
         return self.claims.get(key)
+
+    def abandoned(self, key: str) -> tuple[str, JournalEntry | None] | None:
+        claim = self.left.get(key)
+        if claim is None:
+            return None
+        task = claim.task
+        return f"{claim.who}, pid {claim.pid}", None if task is None else JournalEntry(
+            key, "", task.provider, task.id, task.submitted_at, task.expires_after)
 
 
 def lock_renders(lock: Lock) -> dict[str, CachedRender]:
@@ -75,7 +86,8 @@ def plan_with_remote(make_plan: Callable[[RemoteView | None], Plan], remote: Rem
                 warnings.append(f"remote {remote.display}: entry for key {key[:12]} ignored: {reason}")
             findings.hits.update(found.hits)
             findings.claims.update({k: c.describe() for k, c in found.claims.items()})
-            if not found.hits and not found.claims:
+            findings.left.update(found.abandoned)
+            if not found.hits and not found.claims and not found.abandoned:
                 return  # nothing changes in the plan: no new keys either
             plan = make_plan(findings)
 

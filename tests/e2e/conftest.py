@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ class Project:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARK", "SPARKSPEC_"))}
+        self.preexec: Callable[[], None] | None = None  # run as another host (procutil.as_host)
 
     def write(self, text: str, name: str = "project.spark.yaml") -> None:
         path = self.root / name
@@ -27,7 +29,8 @@ class Project:
         path.write_text(text, encoding="utf-8")
 
     def run(self, *args: str, stdin: str | None = None, timeout: float = 300) -> Run:
-        return run_cli(*args, cwd=self.root, env=self.env, stdin=stdin or "", timeout=timeout)
+        return run_cli(*args, cwd=self.root, env=self.env, stdin=stdin or "", timeout=timeout,
+                       preexec_fn=self.preexec)
 
     def apply(self, *args: str) -> Run:
         """`apply --auto-approve --json`, which must succeed."""

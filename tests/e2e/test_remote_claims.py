@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from cli_runner import start_cli
 from fakeapi import FakeSparkAPI
+from procutil import as_host, can_be_another_host
 from sparkspec.remote.settings import RemoteSettings
 from sparkspec.remote.store import Store, open_store
 
@@ -92,12 +94,15 @@ def claim_with_task(store: Store) -> dict[str, object] | None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("remote_kind", ["file", "seaweedfs"])
+@pytest.mark.parametrize(("remote_kind", "where"), [("file", "another host"), ("seaweedfs", "another host"),
+                                                   ("file", "this host")])
 def test_a_killed_claim_holder_is_taken_over_and_its_task_collected(tmp_path: Path, fake_api: FakeSparkAPI,
-                                                                    remote_kind: str,
+                                                                    remote_kind: str, where: str,
                                                                     request: pytest.FixtureRequest) -> None:
+    """On another host the claim is taken over once its ETag has stalled for its ttl; on this
+    host, whose process table shows the holder gone, at once (its ttl here is the default 120 s)."""
     fake_api.latency = 6.0
-    env = {"SPARKSPEC_REMOTE_CLAIM_TTL": "2"}
+    env = {"SPARKSPEC_REMOTE_CLAIM_TTL": "2"} if where == "another host" else {}
     if remote_kind == "file":
         remote = f"file://{tmp_path}/team-remote"
         store = open_store(RemoteSettings(remote), {})
@@ -108,6 +113,10 @@ def test_a_killed_claim_holder_is_taken_over_and_its_task_collected(tmp_path: Pa
         store = open_store(RemoteSettings(remote, endpoint=server.endpoint), server.env())
     ana = machine(tmp_path, "ana", fake_api, remote, env)
     ben = machine(tmp_path, "ben", fake_api, remote, env)
+    if where == "another host":
+        if not can_be_another_host():
+            pytest.skip("running a process as another host needs a UTS namespace (root on Linux)")
+        ben.preexec = as_host("ben-laptop")
     ana.write(ONE)
     ben.write(ONE)
     holder = start(ana)
@@ -120,15 +129,25 @@ def test_a_killed_claim_holder_is_taken_over_and_its_task_collected(tmp_path: Pa
     os.kill(holder.pid, signal.SIGKILL)
     holder.communicate(timeout=30)
     assert fake_api.total_creates == 1
+    task = claim["task"]["id"]  # type: ignore[index]
 
     planned = ben.run("plan")
-    assert "… scene.hero (wait)" in planned.out and "rendering on " in planned.out
-    assert f"task {claim['task']['id']}" in planned.out  # type: ignore[index]
-    skipped = ben.run("apply", "--auto-approve", "--no-wait")
-    assert skipped.code == 1 and "--no-wait" in skipped.out + skipped.err
-    taker = ben.apply()
+    if where == "another host":
+        assert "… scene.hero (wait)" in planned.out and "rendering on " in planned.out
+        assert f"task {task}" in planned.out
+        skipped = ben.run("apply", "--auto-approve", "--no-wait")
+        assert skipped.code == 1 and "--no-wait" in skipped.out + skipped.err
+        taker = ben.apply()
+    else:
+        assert "< scene.hero (collect)" in planned.out, planned.out
+        assert f"crashed apply on this machine ({claim['user']}@{socket.gethostname()}, pid {holder.pid})" \
+            in planned.out and f"its task {task} is collected at no new cost" in planned.out
+        began = time.monotonic()
+        taker = ben.apply("--no-wait")  # nothing to wait for: its holder is gone
+        assert time.monotonic() - began < 60  # well within the claim's ttl of 120 s
+        assert any(e.get("state") == "taken over" for e in taker.events())
     collected = [e for e in taker.events() if e["event"] == "completed"]
-    assert [e["task_id"] for e in collected] == [claim["task"]["id"]]  # type: ignore[index]
+    assert [e["task_id"] for e in collected] == [task]
     assert fake_api.total_creates == 1  # collected, not paid again
     assert asyncio.run(store.list("claims/")) == []  # released
     assert [e["scene"] for e in taker.events() if e["event"] == "pushed"] == ["hero"]
