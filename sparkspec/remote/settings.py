@@ -24,10 +24,14 @@ from sparkspec.errors import RemoteError
 Mode = Literal["read-write", "read-only", "off"]
 MODES: tuple[Mode, ...] = ("read-write", "read-only", "off")
 DEFAULT_CLAIM_TTL = 120.0
+# Seconds a request that is not a file transfer (a lookup, an entry, a claim) may take, retries
+# included: a store that accepts connections and never answers fails in that time.
+DEFAULT_TIMEOUT = 10.0
 
 REMOTE_ENV = "SPARKSPEC_REMOTE"
 MODE_ENV = "SPARKSPEC_REMOTE_MODE"
 TTL_ENV = "SPARKSPEC_REMOTE_CLAIM_TTL"
+TIMEOUT_ENV = "SPARKSPEC_REMOTE_TIMEOUT"
 SIGNING_KEY_ENV = "SPARKSPEC_REMOTE_SIGNING_KEY"
 ENDPOINT_ENVS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 SCHEMES = ("s3", "gs", "az", "file", "memory")
@@ -71,6 +75,7 @@ class RemoteSettings:
     region: str | None = None
     claim_ttl: float = DEFAULT_CLAIM_TTL
     signing_key: bytes | None = field(default=None, repr=False)
+    timeout: float = DEFAULT_TIMEOUT  # seconds for a request that is not a file transfer
 
     @property
     def scheme(self) -> str:
@@ -120,19 +125,26 @@ def resolve_remote(spec: RemoteConfig | None, environ: Mapping[str, str] = os.en
 
         profile = read_profile(environ)
         endpoint = profile.endpoint_url if profile else None
-    ttl_text = environ.get(TTL_ENV, "").strip()
-    ttl = spec.claim_ttl if spec and spec.claim_ttl else DEFAULT_CLAIM_TTL
-    if ttl_text:
-        try:
-            ttl = float(ttl_text)
-        except ValueError:
-            ttl = -1.0
-        if not ttl > 0:
-            raise RemoteError(f"{TTL_ENV}={ttl_text!r}: give the claim lifetime in seconds, above 0")
+    ttl = _seconds(environ, TTL_ENV, spec.claim_ttl if spec and spec.claim_ttl else DEFAULT_CLAIM_TTL,
+                   "the claim lifetime")
+    timeout = _seconds(environ, TIMEOUT_ENV, DEFAULT_TIMEOUT, "how long a request to the remote may take")
     key = environ.get(SIGNING_KEY_ENV, "")
     return RemoteSettings(url=url, mode=cast(Mode, chosen), endpoint=endpoint,
                           region=spec.region if spec else None,
-                          claim_ttl=ttl, signing_key=key.encode() if key else None)
+                          claim_ttl=ttl, signing_key=key.encode() if key else None, timeout=timeout)
+
+
+def _seconds(environ: Mapping[str, str], name: str, default: float, what: str) -> float:
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise RemoteError(f"{name}={text!r}: give {what} in seconds, above 0")
+    return value
 
 
 def _endpoint(spec: RemoteConfig | None, environ: Mapping[str, str]) -> str | None:

@@ -41,11 +41,22 @@ from sparkspec.remote.settings import RemoteSettings, redact
 from sparkspec.state.unsynced import start_writeback
 
 CHUNK = 1 << 20
-# Bounded so that an unreachable store costs seconds, not the default minutes.
+# Bounded so that an unreachable store costs seconds, not the default minutes. File transfers
+# (a video up or down) may take long on a slow link; every other request is small and gets
+# `RemoteSettings.timeout` in all, retries included (`_control`): a store that accepts
+# connections and never answers fails a lookup, a pull or a push in that time.
 CLIENT_OPTIONS = {"connect_timeout": "3s", "timeout": "120s"}
 RETRY = {"max_retries": 3, "retry_timeout": timedelta(seconds=10),
          "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=2),
                      "base": 2}}
+
+
+def _control(options: dict[str, Any], timeout: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Client options and retry config of the small requests' client: `timeout` seconds per
+    attempt and for the retries together (the connect phase keeps its own, shorter bound)."""
+    bound = timedelta(seconds=timeout)
+    connect = min(timedelta(seconds=3), bound)
+    return {**options, "timeout": bound, "connect_timeout": connect}, {**RETRY, "retry_timeout": bound}
 _MEMORY: dict[str, Any] = {}  # memory://name -> one MemoryStore per process
 THREADS = 32  # requests in flight at once; pulls and pushes bound themselves below this
 _pool: ThreadPoolExecutor | None = None
@@ -114,8 +125,9 @@ class ObjectInfo:
 class Store:
     def __init__(self, backend: Any, display: str, *, writable: bool = True,
                  local_root: Path | None = None, environ: Mapping[str, str] = os.environ,
-                 hidden: tuple[str, ...] = ()) -> None:
-        self.backend = backend
+                 hidden: tuple[str, ...] = (), bulk: Any = None) -> None:
+        self.backend = backend  # small requests (`_control`'s bounds)
+        self.bulk = bulk  # file transfers, with a longer bound; None: `backend` does both
         self.display = display
         self.writable = writable
         self.local_root = local_root  # the v1/ folder of a file:// remote
@@ -189,7 +201,7 @@ class Store:
         if backend is None:
             return None
         try:
-            got: tuple[int, str] | None = await _blocking(_download, backend, path, dest, durable)
+            got: tuple[int, str] | None = await _blocking(_download, self.bulk or backend, path, dest, durable)
         except OSError as exc:
             if exc.__class__.__module__.startswith("obstore"):
                 raise self.failure(exc, f"GET {path}") from None
@@ -225,7 +237,8 @@ class Store:
         import obstore
 
         try:
-            result = await _blocking(obstore.put, backend, path, data, mode="overwrite", use_multipart=False)
+            result = await _blocking(obstore.put, self.bulk or backend, path, data, mode="overwrite",
+                                     use_multipart=False)
         except Exception as exc:
             raise self.failure(exc, f"PUT {path}") from None
         etag: str | None = result["e_tag"]
@@ -331,6 +344,14 @@ def store_words(exc: BaseException) -> str:
     if status or code:
         parts = [f"HTTP {status[1].strip()}" if status else "", code[1] if code else "", message[1] if message else ""]
         return ": ".join(p for p in parts if p)
+    # No answer at all: obstore's first line says only "error sending request"; its debug
+    # source says why.
+    kind = re.search(r"HttpError \{\s*kind: (\w+)", text)
+    if kind is not None and kind[1] == "Timeout":
+        return "no answer from the store in time (timed out)"
+    if kind is not None and kind[1] == "Connect":
+        reason = re.search(r'message: "([^"]+)"', text)
+        return f"cannot connect to the store ({reason[1] if reason else 'connection failed'})"
     words = text.splitlines()[0] if text else type(exc).__name__
     return words if len(words) <= 300 else words[:300] + "..."
 
@@ -374,16 +395,18 @@ def open_store(settings: RemoteSettings, environ: Mapping[str, str] = os.environ
                 if environ.get(name) and key not in config:
                     config[key] = environ[name]
             hidden = _profile_config(config, environ)
-            backend = stores.S3Store(parts.netloc, prefix=prefix, config=config,  # type: ignore[arg-type]
-                                     client_options=options, retry_config=RETRY)  # type: ignore[arg-type]
+            backend, bulk = (stores.S3Store(parts.netloc, prefix=prefix, config=config,  # type: ignore[arg-type]
+                                            client_options=client, retry_config=retry)  # type: ignore[arg-type]
+                             for client, retry in (_control(options, settings.timeout), (options, RETRY)))
         else:
-            backend = stores.from_url(f"{parts.scheme}://{parts.netloc}/{prefix}",  # type: ignore[call-overload]
-                                      client_options=options, retry_config=RETRY)
+            backend, bulk = (stores.from_url(f"{parts.scheme}://{parts.netloc}/{prefix}",  # type: ignore[call-overload]
+                                             client_options=client, retry_config=retry)
+                             for client, retry in (_control(options, settings.timeout), (options, RETRY)))
     except RemoteError:
         raise
     except Exception as exc:
         raise RemoteError(redact(f"remote {settings.display}: {store_words(exc)}", environ, hidden)) from None
-    return Store(backend, settings.display, writable=writable, environ=environ, hidden=hidden)
+    return Store(backend, settings.display, writable=writable, environ=environ, hidden=hidden, bulk=bulk)
 
 
 def _profile_config(config: dict[str, Any], environ: Mapping[str, str]) -> tuple[str, ...]:

@@ -7,15 +7,14 @@ import asyncio
 import json
 import shutil
 import signal
-import socket
 import subprocess
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from blackhole import BlackHole
 from cli_runner import start_cli
 from fakeapi import FakeSparkAPI
 from flaky_proxy import TruncatingProxy
@@ -224,29 +223,6 @@ def test_a_truncated_upload_is_never_installed(tmp_path: Path, fake_api: FakeSpa
     for record in second.lock()["scenes"].values():
         path = record["video"]["path"]
         assert (second.root / path).read_bytes() == (first.root / path).read_bytes()
-
-
-class BlackHole:
-    """A TCP server on 127.0.0.1 that accepts connections and never answers."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.held.append(conn)
-
-    def close(self) -> None:
-        self.listener.close()
-        for conn in self.held:
-            conn.close()
 
 
 def test_ctrl_c_does_not_wait_out_a_store_that_never_answers(tmp_path: Path, fake_api: FakeSparkAPI) -> None:
