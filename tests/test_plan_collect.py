@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -166,34 +167,53 @@ def test_a_saved_plan_and_the_journal_must_agree(cli: Cli, project: Path, fake_a
     assert fake_api.creates_by_prompt() == {"a heron stands in reeds": 1, "a heron takes flight": 1}
 
 
-def test_apply_never_pays_for_a_collect_whose_task_left_the_journal(cli: Cli, project: Path,
-                                                                     fake_api: FakeSparkAPI) -> None:
-    """The plan's `collect` is carried out as planned: with the task gone from the journal
-    since the plan, the scene fails as stale instead of a new task being paid for."""
+def run_engine(project: Path, api: FakeSparkAPI, *, stopped: str | None = None,
+               before: Callable[[], None] | None = None) -> tuple[Any, Any]:
+    """The engine on a fresh plan of `project` (`before` runs between the plan and the apply;
+    `stopped`: submissions already stopped, as by a reached budget): (the plan, the result)."""
     import asyncio
 
     from sparkspec.apply.engine import Engine
     from sparkspec.providers import make_provider
     from sparkspec.state.workspace import open_workspace
 
-    failed_after_create(cli, project, fake_api)
     workspace = open_workspace(project / "project.spark.yaml")
     plan = workspace.plan()
-    change = plan.scene("a")
-    assert change is not None and change.action.value == "collect"
-    journal(project)["a"].unlink()
+    if before is not None:
+        before()
     provider = make_provider(workspace.project.provider, workspace.state_dir,
-                             {"SPARK_API_KEY": fake_api.api_key, "SPARK_BASE_URL": fake_api.base_url})
+                             {"SPARK_API_KEY": api.api_key, "SPARK_BASE_URL": api.base_url})
 
-    async def run() -> object:
+    async def run() -> Any:
         try:
-            return await Engine(workspace, plan, provider, lambda e: None, parallelism=2).run()
+            engine = Engine(workspace, plan, provider, lambda e: None, parallelism=2)
+            engine.stop_submitting = stopped
+            return await engine.run()
         finally:
             await provider.aclose()
 
     try:
-        result = asyncio.run(run())
+        return plan, asyncio.run(run())
     finally:
         workspace.close()
-    assert result.failed["a"].startswith("the plan is stale: run plan again")  # type: ignore[attr-defined]
+
+
+def test_apply_never_pays_for_a_collect_whose_task_left_the_journal(cli: Cli, project: Path,
+                                                                     fake_api: FakeSparkAPI) -> None:
+    """The plan's `collect` is carried out as planned: with the task gone from the journal
+    since the plan, the scene fails as stale instead of a new task being paid for."""
+    failed_after_create(cli, project, fake_api)
+    plan, result = run_engine(project, fake_api, before=lambda: journal(project)["a"].unlink())
+    assert plan.scene("a").action.value == "collect"
+    assert result.failed["a"].startswith("the plan is stale: run plan again")
     assert fake_api.creates_by_prompt() == {"a heron stands in reeds": 1, "a heron takes flight": 1}
+
+
+def test_a_collect_goes_on_when_submissions_have_stopped(cli: Cli, project: Path, fake_api: FakeSparkAPI) -> None:
+    """A reached budget or --fail-fast stops new submissions; collecting submits nothing, and
+    the task is paid for already."""
+    task = failed_after_create(cli, project, fake_api)
+    _, result = run_engine(project, fake_api, stopped="budget reached: renders reported 1 tokens")
+    assert result.completed == ["a"] and set(result.skipped) == {"b"}
+    assert fake_api.total_creates == 1 and journal(project) == {}
+    assert json.loads((project / "project.spark.lock").read_text())["scenes"]["a"]["task_id"] == task
