@@ -9,6 +9,7 @@ bytes are in place first.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator, Mapping
 import dataclasses
 import errno
@@ -69,10 +70,20 @@ class Cache:
         self.directory = directory
         self.memo = memo
         self._index: Any = None
+        self._opening = threading.Lock()  # the apply's threads open the index once, together
         self._pulled: dict[str, tuple[int, int, int]] = {}  # sha -> (size, mtime_ns, inode) when verified
 
     @property
     def index(self) -> Any:
+        if self._index is None:
+            with self._opening:
+                return self._open_index()
+        return self._index
+
+    def _open_index(self) -> Any:
+        """The index, opened by the first thread to ask. Two threads each opening one (a fresh
+        cache: the loop looking up a key while the lock writer records the first batch) left a
+        transaction on one object and its writes on the other, which then waited for it."""
         if self._index is None:
             import diskcache
 
@@ -95,9 +106,14 @@ class Cache:
         import pickle
         import sqlite3
 
+        from diskcache import Timeout
+
         index = self.directory / "index"
         try:
             yield
+        except Timeout:
+            raise DiskError(f"{index}: the cache index stayed locked by another process for over a "
+                            "minute; run the command again when it has finished") from None
         except (sqlite3.OperationalError, OSError) as exc:
             raise DiskError(f"{index}: the cache index failed ({exc}); free some disk "
                             "space or fix the folder's permissions, and run the command again") from None
@@ -208,9 +224,11 @@ class Cache:
 
     def record_many(self, renders: list[CachedRender]) -> None:
         """Several renders in one transaction: one index write for a batch, not one each."""
-        with self.index.transact():
-            for render in renders:
-                self.index.set(render.key, render.to_json())
+        with self._index_errors():
+            index = self.index
+            with index.transact():
+                for render in renders:
+                    index.set(render.key, render.to_json())
 
     def keys(self) -> Iterator[str]:
         if not self.exists():

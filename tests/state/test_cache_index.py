@@ -1,0 +1,74 @@
+"""The cache index is opened once, whichever of the apply's threads asks first: the loop looking
+up a key and the lock writer recording the first batch of a fresh cache at the same moment
+once opened two, and the batch's writes then waited a minute for its own transaction on the
+other one (diskcache.Timeout: an internal error)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import diskcache
+import pytest
+
+from sparkspec.state.cache import Cache, CachedRender
+
+
+def render(key: str) -> CachedRender:
+    return CachedRender(key=key, provider="spark", model="m", task_id="t", seed=1, tokens=1,
+                        video_sha256="a" * 64, video_bytes=1, last_frame_sha256="b" * 64,
+                        last_frame_bytes=1, inputs={})
+
+
+class SlowToOpen(diskcache.Cache):  # type: ignore[misc]
+    """Opening takes a while, as on a loaded machine, and the second opening longer than the
+    first: the first is in use, in a transaction, when the second one is handed out."""
+
+    opened = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # the folder is there from here on
+        SlowToOpen.opened += 1
+        time.sleep(0.1 if SlowToOpen.opened == 1 else 0.4)
+
+
+def test_a_batch_recorded_while_another_thread_looks_up_a_fresh_cache(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(diskcache, "Cache", SlowToOpen)
+    monkeypatch.setattr(SlowToOpen, "opened", 0)
+    cache = Cache(tmp_path / "cache")
+    done = threading.Event()
+    failed: list[BaseException] = []
+
+    def record() -> None:
+        try:
+            cache.record_many([render(f"k{n}") for n in range(8000)])  # a batch that takes a while
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            failed.append(exc)
+        done.set()
+
+    writer = threading.Thread(target=record, daemon=True)
+    writer.start()
+    while not cache.exists():  # the writer is opening the index: the loop looks a key up now
+        time.sleep(0.005)
+    assert cache.lookup("elsewhere") is None
+    assert done.wait(10), "the batch waited on a transaction of its own"
+    assert not failed
+    assert all(cache.index.get(k) is not None for k in ("k1", "k7999"))
+    cache.close()
+
+
+def test_threads_asking_at_once_get_one_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(diskcache, "Cache", SlowToOpen)
+    monkeypatch.setattr(SlowToOpen, "opened", 0)
+    cache = Cache(tmp_path / "cache")
+    seen: list[object] = []
+    threads = [threading.Thread(target=lambda: seen.append(cache.index)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(index) for index in seen}) == 1
+    cache.close()
