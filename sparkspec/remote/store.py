@@ -197,18 +197,27 @@ class Store:
         `durable`: `dest` is fsync'd before this returns (it is about to be installed).
         The whole transfer runs on one of the store's threads: the body is written and hashed
         as it arrives (both give the GIL back), and the event loop only hears the result."""
+        got: tuple[int, str] | None = await _blocking(self.download_now, path, dest, durable=durable)
+        return got
+
+    def download_now(self, path: str, dest: Path, *, durable: bool = False) -> tuple[int, str] | None:
+        """`download` on the calling thread: for work that `run` puts on the store's threads."""
         backend = self._reader()
         if backend is None:
             return None
         try:
-            got: tuple[int, str] | None = await _blocking(_download, self.bulk or backend, path, dest, durable)
+            return _download(self.bulk or backend, path, dest, durable)
         except OSError as exc:
             if exc.__class__.__module__.startswith("obstore"):
                 raise self.failure(exc, f"GET {path}") from None
             raise RemoteError(f"{dest}: cannot write a download from the remote: {exc.strerror}") from None
         except Exception as exc:
             raise self.failure(exc, f"GET {path}") from None
-        return got
+
+    async def run(self, call: Callable[..., Any], *args: Any) -> Any:
+        """`call(*args)` on the store's threads: several blocking steps (`download_now` among
+        them) in one hop from the event loop instead of one hop each."""
+        return await _blocking(call, *args)
 
     async def list_pages(self, prefix: str) -> AsyncIterator[list[ObjectInfo]]:
         """The objects under `prefix`, a page (the store's listing page) at a time."""

@@ -16,7 +16,6 @@ filesystem once before the cache index or the lock names it (`state.unsynced`).
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import json
 import secrets
@@ -101,21 +100,26 @@ async def check_format(store: Store) -> None:
 
 async def pull_render(store: Store, render: CachedRender, cache: Cache, tmp_dir: Path) -> None:
     """Download `render`'s blobs into the local cache (verified), then record it there.
-    Raises BlobProblem for a missing or damaged blob, RemoteError for a failed request."""
+    Raises BlobProblem for a missing or damaged blob, RemoteError for a failed request.
+    Every step runs on one of the store's threads, one hop from the event loop a render."""
+    await store.run(_pull_render_now, store, render, cache, tmp_dir)
+
+
+def _pull_render_now(store: Store, render: CachedRender, cache: Cache, tmp_dir: Path) -> None:
     tmp_dir.mkdir(parents=True, exist_ok=True)
     for sha, size in _blobs(render):
         if cache.has_blob(sha, size):
             continue
         part = tmp_dir / f"{sha}.{secrets.token_hex(4)}.remote.part"
         try:
-            got = await store.download(blob_path(sha), part)  # flushed before the lock names it
+            got = store.download_now(blob_path(sha), part)  # flushed before the lock names it
             if got is None:
                 raise BlobProblem(f"remote {store.display}: entry {render.key[:12]} points at blob "
                                   f"{sha[:12]}, which is missing; treated as not cached")
             if got != (size, sha):
                 raise BlobProblem(f"remote {store.display}: blob {sha[:12]} is damaged ({got[0]} bytes, "
                                   f"sha256 {got[1][:12]}); not installed, treated as not cached")
-            await asyncio.to_thread(functools.partial(cache.put_blob, part, sha, pulled=True))
+            cache.put_blob(part, sha, pulled=True)
         finally:
             part.unlink(missing_ok=True)
-    await asyncio.to_thread(cache.record, render)
+    cache.record(render)
