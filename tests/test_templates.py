@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,8 @@ from hypothesis import strategies as st
 
 from sparkspec.errors import SpecError
 from sparkspec.config.loader import LoadOptions, load_project
-from sparkspec.config.jinja_env import Templates, TemplateProblem, inside
+from sparkspec.config.jinja_env import JINJA_GLOBALS, Templates, TemplateProblem, inside
+from sparkspec.config.jinja_sandbox import environment
 
 
 @pytest.fixture
@@ -67,6 +70,27 @@ def test_fast_path_renders_exactly_as_jinja(parts: list[str], context: dict[str,
         else:
             assert templates.render_inline(source, context) == expected
             assert templates.render_inline(source, context) == expected  # from its cache
+
+
+def test_plain_names_are_told_from_jinja_globals_without_jinja(tmp_path: Path) -> None:
+    """`{{ range }}` is Jinja's global, not a variable: the fast path must know every global."""
+    assert JINJA_GLOBALS == set(environment(tmp_path).globals)
+    templates = Templates(tmp_path)
+    assert templates.render_inline("{{ range(2) | list }} {{ x }}", {"x": 1}) == "[0, 1] 1"
+    with pytest.raises(TemplateProblem, match="undefined variable"):
+        templates.render_inline("{{ y }}", {})
+
+
+def test_a_spec_without_jinja_templates_loads_without_importing_jinja(tmp_path: Path) -> None:
+    """Jinja's import is a tenth of a plan's start-up: text and `{{ name }}` prompts skip it."""
+    (tmp_path / "project.spark.yaml").write_text(
+        "version: 1\nname: plain\nprovider: {type: local}\nvars: {who: a cat}\n"
+        "scenes:\n  one: {prompt: a dog}\n  two: {prompt: '{{ who }} on a sofa'}\n")
+    code = ("import sys; from pathlib import Path; from sparkspec.config.loader import LoadOptions, load_project; "
+            "p = load_project(Path('project.spark.yaml'), LoadOptions()).project; "
+            "print(p.scenes['two'].prompt, 'jinja2' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["a", "cat", "on", "a", "sofa", "False"]
 
 
 def test_undefined_variable_is_an_error_with_its_line(root: Path) -> None:

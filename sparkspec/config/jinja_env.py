@@ -4,7 +4,9 @@ Most prompts are text with a few `{{ name }}` substitutions. Compiling each of
 those to Python costs far more than rendering it, so a template whose parsed
 form is only text and plain names is rendered straight from Jinja's own AST,
 with Jinja's semantics (str() of the value, a missing name is an error). Any
-other template goes through Jinja's compiler.
+other template goes through Jinja's compiler. Jinja itself (its import is a
+tenth of a plan's start-up) is imported only when a template needs it: plain
+text and `{{ name }}` prompts never do.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import re
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
-from jinja2 import nodes
-from jinja2.sandbox import SandboxedEnvironment
+if TYPE_CHECKING:
+    from jinja2 import nodes
+
+    from sparkspec.config.jinja_sandbox import BoundedEnvironment
 
 _INLINE_NAME = "<prompt>"
 _DELIMITERS = ("{{", "{%", "{#")
@@ -30,6 +33,9 @@ _NAME_TAG = re.compile(r"\{\{[ \t\n]*([A-Za-z_][A-Za-z0-9_]*)[ \t\n]*\}\}")
 # Names Jinja's parser reads as constants or operators, not as variables.
 _NOT_PLAIN_NAMES = frozenset(keyword.kwlist) | {"true", "false", "none", "and", "or", "not", "in", "is",
                                                 "if", "else"}
+# The environment's globals (Jinja's defaults; the sandbox adds none): a `{{ name }}` of one
+# of these is not a plain name. Known here so that such prompts need no Jinja import.
+JINJA_GLOBALS = frozenset({"range", "dict", "lipsum", "cycler", "joiner", "namespace"})
 
 Renderer = Callable[[Mapping[str, Any]], str]
 
@@ -54,88 +60,45 @@ def inside(root: Path, relative: str) -> Path | None:
     return candidate
 
 
-class _ProjectLoader(jinja2.BaseLoader):
-    """Loads template files from the project folder and nowhere else."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.read: dict[str, str] = {}  # template name -> sha256 of its source, as loaded
-
-    def get_source(
-        self, environment: jinja2.Environment, template: str
-    ) -> tuple[str, str, Callable[[], bool]]:
-        path = inside(self.root, template)
-        if path is None:
-            raise jinja2.TemplateNotFound(f"{template} (outside the project folder)")
-        try:
-            source = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise jinja2.TemplateNotFound(f"{template} ({_reason(exc)})") from None
-        mtime = path.stat().st_mtime_ns
-        self.read[template] = hashlib.sha256(source.encode()).hexdigest()
-        return source, str(path), lambda: path.stat().st_mtime_ns == mtime
-
-
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, FileNotFoundError):
-        return "no such file"
-    if isinstance(exc, UnicodeDecodeError):
-        return "not UTF-8 text"
-    return getattr(exc, "strerror", None) or str(exc)
-
-
-MAX_PRODUCT = 100_000  # characters or items a `*` may make; a prompt is advised at 500 characters
-
-
-class _BoundedEnvironment(SandboxedEnvironment):
-    """The sandbox refuses unsafe attributes; this also bounds what `*` and `**` can build,
-    so `{{ 'ab' * 400000000 }}` is an error, not gigabytes and minutes (Jinja's sandbox
-    already bounds `range`)."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
-            for seq, times in ((left, right), (right, left)):
-                if isinstance(seq, (str, list, tuple)) and isinstance(times, int) \
-                        and len(seq) * times > MAX_PRODUCT:
-                    raise jinja2.exceptions.SecurityError(
-                        f"repeating a value {times:,} times makes more than {MAX_PRODUCT:,} items")
-        if operator == "**" and isinstance(right, int) and abs(right) > 1000:
-            raise jinja2.exceptions.SecurityError(f"an exponent of {right:,} is too large")
-        return super().call_binop(context, operator, left, right)
-
-
 class Templates:
     """Renders the project's prompts and image templates."""
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
-        self.env = _BoundedEnvironment(
-            loader=_ProjectLoader(self.root),
-            undefined=jinja2.StrictUndefined,
-            autoescape=False,
-        )
+        self._env: BoundedEnvironment | None = None
         self._inline: dict[str, Renderer] = {}
+
+    @property
+    def env(self) -> BoundedEnvironment:
+        """The sandboxed environment, made (and Jinja imported) on first use."""
+        if self._env is None:
+            from sparkspec.config.jinja_sandbox import environment
+
+            self._env = environment(self.root)
+        return self._env
+
+    def _read(self) -> dict[str, str]:
+        """Template file name -> sha256 of its source, for every file loaded so far."""
+        return self._env.loader.read if self._env is not None else {}
 
     def digest(self) -> str:
         """The sha256 of every template file read so far, so a saved plan notices their edits."""
-        loader = self.env.loader
-        read = loader.read if isinstance(loader, _ProjectLoader) else {}
-        return hashlib.sha256(json.dumps(read, sort_keys=True).encode()).hexdigest()
+        return hashlib.sha256(json.dumps(self._read(), sort_keys=True).encode()).hexdigest()
 
     def variables_used(self) -> set[str]:
         """Every variable name the templates rendered so far refer to (files and includes too)."""
         from jinja2 import meta
 
         sources = [source for source in self._inline if any(d in source for d in _DELIMITERS)]
-        loader = self.env.loader
-        if isinstance(loader, _ProjectLoader):
-            for name in loader.read:
-                try:
-                    sources.append(loader.get_source(self.env, name)[0])
-                except jinja2.TemplateNotFound:
-                    continue
+        if not sources and not self._read():
+            return set()
+        import jinja2
+
+        for name in self._read():
+            try:
+                sources.append(self.env.loader.get_source(self.env, name)[0])
+            except jinja2.TemplateNotFound:
+                continue
         used: set[str] = set()
         for source in sources:
             try:
@@ -151,6 +114,8 @@ class Templates:
         return self._run(renderer, context, _INLINE_NAME, None)
 
     def render_file(self, relative: str, context: Mapping[str, Any]) -> str:
+        import jinja2
+
         try:
             template = self.env.get_template(relative)
         except jinja2.TemplateSyntaxError as exc:
@@ -164,8 +129,10 @@ class Templates:
             text = _as_jinja_reads_it(source)
             return lambda context: text
         scanned = _names_only(_as_jinja_reads_it(source))
-        if scanned is not None and not any(is_name and text in self.env.globals for is_name, text, _ in scanned):
+        if scanned is not None and not any(is_name and text in JINJA_GLOBALS for is_name, text, _ in scanned):
             return _render_parts(scanned)
+        import jinja2
+
         try:
             tree = self.env.parse(source, _INLINE_NAME)
         except jinja2.TemplateSyntaxError as exc:
@@ -182,6 +149,8 @@ class Templates:
 
     def _simple_parts(self, tree: nodes.Template) -> Renderer | None:
         """A direct renderer for text-and-names templates, else None."""
+        from jinja2 import nodes
+
         if len(tree.body) != 1 or not isinstance(tree.body[0], nodes.Output):
             return None
         parts: list[tuple[bool, str, int]] = []
@@ -189,7 +158,7 @@ class Templates:
             if isinstance(node, nodes.TemplateData):
                 parts.append((False, node.data, node.lineno))
             elif isinstance(node, nodes.Name) and node.ctx == "load":
-                if node.name in self.env.globals:
+                if node.name in JINJA_GLOBALS:
                     return None
                 parts.append((True, node.name, node.lineno))
             else:
@@ -201,19 +170,25 @@ class Templates:
             return render(context)
         except TemplateProblem:
             raise
-        except jinja2.TemplateSyntaxError as exc:
-            raise TemplateProblem(f"template syntax: {exc.message}", exc.filename, exc.lineno) from None
-        except jinja2.TemplateNotFound as exc:
-            raise TemplateProblem(f"template file not found: {exc.message}", file, _template_line(exc, name)) from None
-        except jinja2.UndefinedError as exc:
-            where = _template_frame(exc)
-            raise TemplateProblem(f"undefined variable: {exc.message}",
-                                  where[0] if where else file, where[1] if where else None) from None
-        except jinja2.exceptions.SecurityError as exc:
-            raise TemplateProblem(f"not allowed in a template: {exc}", file, _template_line(exc, name)) from None
         except Exception as exc:  # noqa: BLE001 - any error inside user template code
-            raise TemplateProblem(f"template failed: {type(exc).__name__}: {exc}", file,
-                                  _template_line(exc, name)) from None
+            raise _problem(exc, name, file) from None
+
+
+def _problem(exc: Exception, name: str, file: str | None) -> TemplateProblem:
+    """What went wrong in a template, as a TemplateProblem at its file and line."""
+    import jinja2
+
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return TemplateProblem(f"template syntax: {exc.message}", exc.filename, exc.lineno)
+    if isinstance(exc, jinja2.TemplateNotFound):
+        return TemplateProblem(f"template file not found: {exc.message}", file, _template_line(exc, name))
+    if isinstance(exc, jinja2.UndefinedError):
+        where = _template_frame(exc)
+        return TemplateProblem(f"undefined variable: {exc.message}", where[0] if where else file,
+                               where[1] if where else None)
+    if isinstance(exc, jinja2.exceptions.SecurityError):
+        return TemplateProblem(f"not allowed in a template: {exc}", file, _template_line(exc, name))
+    return TemplateProblem(f"template failed: {type(exc).__name__}: {exc}", file, _template_line(exc, name))
 
 
 Parts = list[tuple[bool, str, int]]  # (is a name, the text or the name, its line)

@@ -1,0 +1,72 @@
+"""The Jinja2 environment that renders the project's templates: sandboxed, bounded, and
+loading files from the project folder only. Imported (with Jinja) only when a template
+needs Jinja; see `jinja_env`."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from sparkspec.config.jinja_env import inside
+
+
+def environment(root: Path) -> BoundedEnvironment:
+    return BoundedEnvironment(loader=ProjectLoader(root), undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+class ProjectLoader(jinja2.BaseLoader):
+    """Loads template files from the project folder and nowhere else."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.read: dict[str, str] = {}  # template name -> sha256 of its source, as loaded
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        path = inside(self.root, template)
+        if path is None:
+            raise jinja2.TemplateNotFound(f"{template} (outside the project folder)")
+        try:
+            source = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise jinja2.TemplateNotFound(f"{template} ({_reason(exc)})") from None
+        mtime = path.stat().st_mtime_ns
+        self.read[template] = hashlib.sha256(source.encode()).hexdigest()
+        return source, str(path), lambda: path.stat().st_mtime_ns == mtime
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+MAX_PRODUCT = 100_000  # characters or items a `*` may make; a prompt is advised at 500 characters
+
+
+class BoundedEnvironment(SandboxedEnvironment):
+    """The sandbox refuses unsafe attributes; this also bounds what `*` and `**` can build,
+    so `{{ 'ab' * 400000000 }}` is an error, not gigabytes and minutes (Jinja's sandbox
+    already bounds `range`)."""
+
+    intercepted_binops = frozenset({"*", "**"})
+    loader: ProjectLoader
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(times, int) \
+                        and len(seq) * times > MAX_PRODUCT:
+                    raise jinja2.exceptions.SecurityError(
+                        f"repeating a value {times:,} times makes more than {MAX_PRODUCT:,} items")
+        if operator == "**" and isinstance(right, int) and abs(right) > 1000:
+            raise jinja2.exceptions.SecurityError(f"an exponent of {right:,} is too large")
+        return super().call_binop(context, operator, left, right)
