@@ -11,7 +11,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from sparkspec.providers.spark.filehost import FileHostSettings
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,13 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class HasFileHost(Protocol):
+    """A provider whose outputs any process can download (`apply.fetch`'s workers)."""
+
+    def file_host(self) -> FileHostSettings | None: ...
 
 
 @runtime_checkable

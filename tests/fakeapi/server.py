@@ -227,6 +227,13 @@ class Handler(BaseHTTPRequestHandler):
             return
         limit = size // 2 if kind == "truncate" else size
         sent = 0
+        if kind == "stall":  # half the body, then nothing for `delay` seconds, then the rest
+            body = b"".join(_body(source, padding))
+            self.wfile.write(body[: size // 2])
+            self.wfile.flush()
+            time.sleep(fault.delay if fault is not None else 0.0)
+            self.wfile.write(body[size // 2:])
+            return
         for chunk in _body(source, padding):
             if sent + len(chunk) > limit:
                 self.wfile.write(chunk[: limit - sent])

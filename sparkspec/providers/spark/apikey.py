@@ -51,15 +51,23 @@ def redacted_headers(headers: httpx.Headers) -> dict[str, str]:
             for name, value in headers.items()}
 
 
-async def log_request(request: httpx.Request) -> None:
+def note_request(request: httpx.Request) -> None:
     if log.isEnabledFor(logging.DEBUG):
         log.debug("-> %s %s %s", request.method, _short_url(request.url), redacted_headers(request.headers))
 
 
-async def log_response(response: httpx.Response) -> None:
+def note_response(response: httpx.Response) -> None:
     if log.isEnabledFor(logging.DEBUG):
         log.debug("<- %s %s HTTP %d", response.request.method, _short_url(response.request.url),
                   response.status_code)
+
+
+async def log_request(request: httpx.Request) -> None:  # the same, as an async client's hook
+    note_request(request)
+
+
+async def log_response(response: httpx.Response) -> None:
+    note_response(response)
 
 
 def log_body(what: str, response: httpx.Response, secret: str) -> None:

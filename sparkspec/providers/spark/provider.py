@@ -42,17 +42,15 @@ from sparkspec import apifacts
 from sparkspec.errors import (
     BadAnswer,
     CreateUnconfirmed,
-    DamagedOutput,
-    DownloadError,
     ProviderError,
     TaskNotFound,
     TransientError,
-    UrlExpired,
 )
 from sparkspec.providers.base import Downloaded, RenderRequest, TaskStatus
 from sparkspec.providers.ratelimit import RateLimiter
 from sparkspec.providers.retry import RetryPolicy, create_may_be_retried, read_may_be_retried, retry_after
 from sparkspec.providers.spark.answers import api_words, refusal, rejected
+from sparkspec.providers.spark.filehost import FileHostSettings, RetryableDownload, check_answer, check_length
 from sparkspec.providers.spark.apikey import log, log_body, log_request, log_response
 from sparkspec.providers.spark.wire import CreateBody, Envelope, parse_task
 
@@ -79,6 +77,8 @@ class SparkProvider:
         self.limiter = limiter or RateLimiter(sleep=sleep)
         self.key_env = key_env
         self._secret = api_key
+        self._timeout = timeout
+        self._in_process_only = transport is not None  # an injected transport exists only here
         hooks: dict[str, list[Callable[..., Any]]] = {"request": [log_request], "response": [log_response]}
         # One TLS context for every client: loading the CA bundle costs ~40 ms of CPU a context.
         tls = httpx.create_ssl_context() if transport is None else True
@@ -99,6 +99,11 @@ class SparkProvider:
         self._files = _Clients([httpx.AsyncClient(
             transport=transport, timeout=timeout, follow_redirects=True, verify=tls, event_hooks=hooks,
             limits=limits, headers={"Accept-Encoding": "identity"}) for _ in range(count)])
+
+    def file_host(self) -> FileHostSettings | None:
+        """How a fetch worker in another process downloads this provider's outputs (no key:
+        signed URLs need none); None when only this process can (an injected transport)."""
+        return None if self._in_process_only else FileHostSettings(self.base_url, self._timeout, self.retry)
 
     def __repr__(self) -> str:
         return f"SparkProvider(base_url={self.base_url!r}, model={self.model!r})"
@@ -126,7 +131,7 @@ class SparkProvider:
             attempt += 1
             try:
                 return await self._download_once(url, dest)
-            except _RetryableDownload as exc:
+            except RetryableDownload as exc:
                 delay = self.retry.delay(attempt, self.rng, exc.retry_after)
                 if self.retry.gives_up(attempt, waited, delay):
                     raise exc.final(f"{exc} (after {attempt} attempt(s))") from None
@@ -222,16 +227,7 @@ class SparkProvider:
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             async with self._files.next().stream("GET", url) as response:
-                status = response.status_code
-                if status in (403, 404, 410):
-                    raise UrlExpired(f"the output URL answered HTTP {status} (its signature has lapsed)")
-                if status >= 300 and read_may_be_retried(None, status, response.headers):
-                    raise _RetryableDownload(f"the file host answered HTTP {status}",
-                                             retry_after=retry_after(response.headers))
-                if status >= 300:
-                    raise DownloadError(f"the file host answered HTTP {status}")
-                expected = response.headers.get("Content-Length")
-                encoded = response.headers.get("Content-Encoding", "identity").lower() != "identity"
+                check_answer(response)
                 with dest.open("wb") as stream:
                     async for chunk in response.aiter_bytes():
                         digest.update(chunk)
@@ -240,19 +236,16 @@ class SparkProvider:
                     stream.flush()
                     # Durable before the engine moves it into the cache; off the event loop.
                     await asyncio.to_thread(os.fsync, stream.fileno())
-                received = response.num_bytes_downloaded
-                if expected is not None and not encoded and expected.isdigit() and int(expected) != received:
-                    raise _RetryableDownload(f"the file host announced {expected} bytes and sent {received}",
-                                             damaged=True)
-        except _RetryableDownload:
+                check_length(response)
+        except RetryableDownload:
             dest.unlink(missing_ok=True)
             raise
         except httpx.RemoteProtocolError as exc:
             dest.unlink(missing_ok=True)
-            raise _RetryableDownload(f"the download broke off after {size} bytes ({exc})", damaged=True) from None
+            raise RetryableDownload(f"the download broke off after {size} bytes ({exc})", damaged=True) from None
         except httpx.TransportError as exc:
             dest.unlink(missing_ok=True)
-            raise _RetryableDownload(f"the download failed ({type(exc).__name__})") from None
+            raise RetryableDownload(f"the download failed ({type(exc).__name__})") from None
         except BaseException:
             dest.unlink(missing_ok=True)
             raise
@@ -272,18 +265,6 @@ class _Clients:
     async def aclose(self) -> None:
         for client in self._clients:
             await client.aclose()
-
-
-class _RetryableDownload(Exception):
-    """One failed attempt at a download; `final` is the error once the retries are spent."""
-
-    def __init__(self, message: str, *, damaged: bool = False, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.damaged = damaged
-        self.retry_after = retry_after
-
-    def final(self, message: str) -> DownloadError:
-        return DamagedOutput(message) if self.damaged else DownloadError(message)
 
 
 def _words(response: httpx.Response) -> str:
