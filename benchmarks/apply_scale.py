@@ -12,9 +12,10 @@ poll, download, check, cache, copy into renders/, lock.
 Printed per N:
 - wall: the apply's wall time, and per scene (the per-scene overhead; target <= 20 ms at
   5,000 scenes, flat from 100 to 5,000);
-- written: the apply process's own `write_bytes` (what it sent to storage) and `wchar`
+- written: the apply process's `write_bytes` (what it sent to storage) and `wchar`
   (every byte it passed to write(), sockets and pipes included) from /proc/self/io, read
-  by the process as it exits;
+  by the process as it exits; its fetch worker processes (sparkspec/apply/workers.py) are
+  reaped by then, and the kernel adds a reaped child's counters to its parent's;
 - the bound: outputs' bytes x 2 (the copies apply keeps: the cache's and renders/) plus
   4 x the final lock; `write_bytes` must stay under it. write_bytes counts whole pages, so
   the outputs are counted as the space they take on disk (st_blocks), and their content
@@ -22,8 +23,8 @@ Printed per N:
 - the lock: how many times it was written and the bytes of all those writes, against
   the final lock (counted inside the apply process by wrapping the lock writer's
   `write_lock`);
-- CPU: the apply process's user + system time per scene, the per-scene cost that does not
-  depend on how busy the machine is.
+- CPU: the apply process's user + system time per scene, its fetch workers' included, the
+  per-scene cost that does not depend on how busy the machine is.
 """
 
 from __future__ import annotations
@@ -67,10 +68,12 @@ def _counted(path, lock):
     lock_bytes[1] += 1
 lockwriter.write_lock = _counted
 def _io():
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+    # The fetch workers are reaped by now: their CPU is in RUSAGE_CHILDREN, and the kernel has
+    # added their I/O counters to this process's /proc/self/io as it reaped them.
+    usage, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     with open("/proc/self/io") as src, open(os.environ["BENCH_IO_FILE"], "w") as out:
         counters = dict(line.split(": ") for line in src.read().splitlines())
-        counters.update(cpu=usage.ru_utime + usage.ru_stime, lock_bytes=lock_bytes[0], lock_writes=lock_bytes[1])
+        counters.update(cpu=usage.ru_utime + usage.ru_stime + workers.ru_utime + workers.ru_stime, lock_bytes=lock_bytes[0], lock_writes=lock_bytes[1])
         json.dump(counters, out)
 atexit.register(_io)
 sys.argv[0] = "sparkspec"

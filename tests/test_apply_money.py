@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +60,11 @@ def api(gateway: FakeSparkAPI) -> FakeSparkAPI:
 
 
 def apply(root: Path, api: FakeSparkAPI, *, replace: tuple[str, ...] = (), reporter: Any = None,
-          environ: dict[str, str] | None = None) -> tuple[ApplyResult, list[dict[str, Any]]]:
+          environ: dict[str, str] | None = None, fetch_workers: int = 0,
+          during: Callable[[Engine], Awaitable[None]] | None = None) -> tuple[ApplyResult, list[dict[str, Any]]]:
     """The engine on the project at `root` (SPEC unless it has one) against `api`; `environ`:
-    the provider's environment (the generation protocol's key and URL by default)."""
+    the provider's environment (the generation protocol's key and URL by default);
+    `fetch_workers`: processes that fetch the outputs; `during`: run beside the apply."""
     spec = root / "project.spark.yaml"
     if not spec.exists():
         spec.write_text(SPEC)
@@ -77,12 +80,15 @@ def apply(root: Path, api: FakeSparkAPI, *, replace: tuple[str, ...] = (), repor
             reporter(event)
 
     engine = Engine(workspace, workspace.plan(PlanOptions(replace=replace)), provider, emit, parallelism=2,
-                    sleep=clock.sleep, wall_clock=clock, monotonic=clock)
+                    sleep=clock.sleep, wall_clock=clock, monotonic=clock, fetch_workers=fetch_workers)
 
     async def run() -> ApplyResult:
+        beside = asyncio.create_task(during(engine)) if during is not None else None
         try:
             return await engine.run()
         finally:
+            if beside is not None:
+                beside.cancel()
             await provider.aclose()
 
     try:

@@ -37,11 +37,12 @@ from sparkspec.apply.adopt import adopt_moved
 from sparkspec.plan.collect import Tasks
 from sparkspec.plan.model import Action, Change, Plan
 from sparkspec.plan.planner import decide, file_problem, output_paths, sequence_path
-from sparkspec.providers.base import FirstFrame, Provider, RenderRequest
+from sparkspec.providers.base import FirstFrame, HasFileHost, Provider, RenderRequest
 from sparkspec.config.model import Scene
 from sparkspec.state.workspace import Workspace
 
 if TYPE_CHECKING:
+    from sparkspec.apply.workers import FetchWorkers
     from sparkspec.remote.applying import RemoteApply
     from sparkspec.review.sheetid import KnownSheet
 
@@ -84,6 +85,7 @@ class Engine:
     wall_clock: Callable[[], float] = time.time
     monotonic: Callable[[], float] = time.monotonic
     remote_wait: bool = True  # False (--no-wait): skip scenes another machine is rendering
+    fetch_workers: int = 0  # processes that fetch and check outputs (apply.workers); 0: on the loop
 
     def __post_init__(self) -> None:
         ws = self.workspace
@@ -141,10 +143,13 @@ class Engine:
                 digest = sheet_digest(self.project, self.workspace.lock)
                 if digest is not None:
                     self.remote.expect_sheet(digest)
+        workers = await self.start_workers()
         try:
             await self.walk()
         finally:
             self.lock.close()
+            if workers is not None:
+                await workers.close()
         if self.remote is not None:
             self.sheet = await self.remote.settle_sheet()
         self.emit({"event": "done", "ok": self.result.ok, "completed": len(self.result.completed),
@@ -153,6 +158,26 @@ class Engine:
                    "pulled": len(self.result.pulled), "deleted": len(self.result.deleted), "stitched": len(self.result.stitched),
                    "tokens": self.result.tokens})
         return self.result
+
+    async def start_workers(self) -> FetchWorkers | None:
+        """The fetch workers for this apply, when it has some and the provider offers them."""
+        if self.fetch_workers <= 0 or not isinstance(self.provider, HasFileHost):
+            return None
+        settings = self.provider.file_host()
+        if settings is None:
+            return None
+        from sparkspec.apply.workers import FetchWorkers
+
+        workers = FetchWorkers(settings, self.fetch_workers)
+        try:
+            await workers.start()
+        except OSError as exc:
+            await workers.close()
+            self.emit({"event": "warning", "message": f"could not start the fetch workers ({exc}); "
+                                                      f"outputs are fetched by the apply itself"})
+            return None
+        self.runner.workers = workers
+        return workers
 
     async def walk(self) -> None:
         loop = asyncio.get_running_loop()

@@ -18,12 +18,12 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sparkspec import apifacts
 from sparkspec.apply.budget import BudgetMeter
+from sparkspec.apply.fetch import FetchJob, Fetched, fetch_here
 from sparkspec.state.journal import DamagedEntry, Journal, JournalEntry
-from sparkspec.media.probe import check_png
 from sparkspec.state.cache import Cache, CachedRender
 from sparkspec.errors import (
     AccountError,
@@ -36,11 +36,12 @@ from sparkspec.errors import (
     TaskNotFound,
     UrlExpired,
 )
-from sparkspec.media.frames import extract_last_frame
 from sparkspec.keys import SceneKey
-from sparkspec.media.probe import probe_video
 from sparkspec.providers.base import Provider, RenderRequest, TaskState, TaskStatus
 from sparkspec.config.model import PollConfig
+
+if TYPE_CHECKING:
+    from sparkspec.apply.workers import FetchWorkers
 
 Emit = Callable[[dict[str, Any]], None]
 # (key, scene, the render) -> the render, or another machine's pulled instead
@@ -55,14 +56,6 @@ UNKNOWN_TASK_GRACE = 60.0  # seconds after a create during which a 404 means "no
 MAX_DOWNLOAD_ATTEMPTS = 4  # of a finished task's outputs: lapsed URLs refreshed, damaged bodies fetched again
 DEFAULT_EXPIRY = 172800
 CLOCK_SKEW = 3600.0  # a created_at this far ahead of our clock is not unix seconds: count from our own
-
-
-@dataclass(frozen=True)
-class _Frame:
-    path: Path
-    sha256: str
-    size: int
-    extracted: bool  # decoded from the video, not given by the task
 
 
 def stop_reason(exc: AuthError | AccountError) -> str:
@@ -102,6 +95,7 @@ class TaskRunner:
     meter: BudgetMeter | None = None  # the apply's budget, charged as renders report usage
     # Wraps each paid render (the team's remote claims the key around it and pushes after).
     around: Around | None = None
+    workers: FetchWorkers | None = None  # processes that fetch outputs; None: on the loop
 
     def __post_init__(self) -> None:
         # Why new submissions stopped (Ctrl-C, a refused key, --fail-fast); None while they go on.
@@ -342,23 +336,13 @@ class TaskRunner:
             raise ProviderError(f"task {status.task_id} still reports the unknown status {name!r} past its "
                                 f"expiry; its id stays in the journal, so a later apply can collect it")
 
-    async def last_frame(self, scene_id: str, status: TaskStatus, video: Path, dest: Path) -> _Frame:
-        """The task's last-frame image; when it gave none, or not a usable one, the video's
-        last frame decoded here: a paid render never fails for want of it."""
-        if status.last_frame_url:
-            try:
-                got = await self.api.download(status.last_frame_url, dest)
-                await asyncio.to_thread(check_png, got.path)
-                return _Frame(got.path, got.sha256, got.size, extracted=False)
-            except (DownloadError, MediaError) as exc:
-                dest.unlink(missing_ok=True)
-                reason = f"its last frame could not be used ({exc})"
-        else:
-            reason = "it gave no last frame"
-        sha256, size = await asyncio.to_thread(extract_last_frame, video, dest)
-        self.emit({"event": "warning", "scene": scene_id, "task_id": status.task_id,
-                   "message": f"task {status.task_id}: {reason}; extracted it from the video"})
-        return _Frame(dest, sha256, size, extracted=True)
+    async def fetch(self, job: FetchJob) -> Fetched:
+        """One attempt at the outputs: in a fetch worker when the apply has them, else here."""
+        if self.workers is not None:
+            fetched = await self.workers.fetch(job)
+            if fetched is not None:
+                return fetched
+        return await fetch_here(self.api, job)
 
     async def deliver(self, request: RenderRequest, key: SceneKey, status: TaskStatus) -> CachedRender:
         """Download, check and store both outputs in the cache; `commit` indexes them."""
@@ -369,9 +353,7 @@ class TaskRunner:
             if not status.video_url:
                 raise self.failure(request.scene, f"task {status.task_id} completed without a video")
             try:
-                video = await self.api.download(status.video_url, parts[0])
-                info = await asyncio.to_thread(probe_video, video.path)
-                frame = await self.last_frame(request.scene, status, video.path, parts[1])
+                fetched = await self.fetch(FetchJob(status.video_url, status.last_frame_url, *parts))
                 break
             except (DownloadError, MediaError) as exc:
                 for part in parts:
@@ -384,6 +366,10 @@ class TaskRunner:
                                        f"download of task {status.task_id} failed: {exc}") from None
                 if expired:  # signed URLs lapse: the task gives fresh ones
                     status = await self.api.poll(status.task_id, status.locator)
+        video, frame, info = fetched.video, fetched.frame, fetched.info
+        if fetched.frame_extracted is not None:
+            self.emit({"event": "warning", "scene": request.scene, "task_id": status.task_id,
+                       "message": f"task {status.task_id}: {fetched.frame_extracted}; extracted it from the video"})
         await asyncio.to_thread(cache.put_blob, video.path, video.sha256)
         await asyncio.to_thread(cache.put_blob, frame.path, frame.sha256)
         # Unreported usage: the formula on what was actually rendered (an adaptive ratio's
@@ -396,7 +382,7 @@ class TaskRunner:
             task_id=status.task_id, seed=status.seed if status.seed is not None else key.seed,
             tokens=tokens, video_sha256=video.sha256, video_bytes=video.size,
             last_frame_sha256=frame.sha256, last_frame_bytes=frame.size, inputs=inputs,
-            seed_derived=key.seed_derived, cost=status.cost, last_frame_extracted=frame.extracted)
+            seed_derived=key.seed_derived, cost=status.cost, last_frame_extracted=fetched.frame_extracted is not None)
         self.delivered[key.hex] = cached
         self.uncommitted.append(cached)
         return cached

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 # A scene awaited from another machine may fall to this one (its claim died): it needs a provider.
 RENDERS = (Action.CREATE, Action.UPDATE, Action.REPLACE, Action.WAIT, Action.COLLECT)
+FETCH_WORKERS_ENV = "SPARKSPEC_FETCH_WORKERS"
+# Below this many renders, starting worker processes (~0.4 s of CPU each) costs more than it saves.
+MANY_RENDERS = 32
 
 
 def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, plan_options: PlanOptions,
@@ -87,7 +90,7 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
             register_project(workspace.cache.directory, workspace.lock_path)
             meter = BudgetMeter(budget, workspace.project.provider.price_per_million_tokens)
             return _execute(workspace, plan, provider, parallelism or workspace.project.provider.parallelism,
-                            as_json, fail_fast, stdout, meter, wait)
+                            as_json, fail_fast, stdout, meter, wait, fetch_worker_count(plan, environ))
     finally:
         workspace.close()
 
@@ -111,9 +114,24 @@ def _provider(workspace: Workspace, plan: Plan, environ: Mapping[str, str]) -> P
     return None
 
 
+def fetch_worker_count(plan: Plan, environ: Mapping[str, str]) -> int:
+    """How many processes fetch and check the renders' outputs (`apply.workers`):
+    SPARKSPEC_FETCH_WORKERS when set (0: none, all on the apply's own thread); else one a
+    core, at most 4, for an apply of MANY_RENDERS renders or more on two cores or more."""
+    value = environ.get(FETCH_WORKERS_ENV, "").strip()
+    if value:
+        if not value.isdigit() or int(value) > 16:
+            raise SparkspecError(f"{FETCH_WORKERS_ENV}={value!r}: expected a number of processes from 0 to 16 "
+                                 f"(0: fetch on the apply's own thread)")
+        return int(value)
+    renders = sum(1 for c in plan.changes if c.kind == "scene" and c.action in RENDERS)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(4, cores) if renders >= MANY_RENDERS and cores >= 2 else 0
+
+
 def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parallelism: int, as_json: bool,
              fail_fast: bool, stdout: TextIO, meter: BudgetMeter | None = None,
-             wait: bool = True) -> int:
+             wait: bool = True, fetch_workers: int = 0) -> int:
     import asyncio
 
     from sparkspec.apply.engine import Engine, running_remotely
@@ -128,7 +146,7 @@ def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parall
         reporter = PlainReporter(stdout)
     previous = workspace.lock
     engine = Engine(workspace, plan, provider, reporter, parallelism, fail_fast=fail_fast, meter=meter,
-                    remote_wait=wait)
+                    remote_wait=wait, fetch_workers=fetch_workers)
     try:
         result = asyncio.run(_drive(engine, provider))
     finally:
