@@ -12,7 +12,9 @@ path from a paid create's answer to the disk, so it is kept that short. An apply
 inside it leaves an empty or torn file, which `get` reports as damaged (the task may
 exist), never a silently missing entry. Replacing an existing entry still goes through
 a rename, so the old one is never torn. The system calls of a new entry keep the GIL
-(`heldio`): no other thread runs between a create's answer and its entry on disk.
+(`heldio`): no other thread runs between a create's answer and its entry on disk. A new
+entry is padded with spaces to a 512-byte sector and written with O_DIRECT: a sector
+reaches the disk, not a 4 KB page (`heldio`).
 """
 
 from __future__ import annotations
@@ -78,10 +80,10 @@ class Journal:
         data = json.dumps(entry.__dict__, sort_keys=True).encode("utf-8")
         path = self._path(key)
         try:
-            write_new(path, data)
+            write_new(path, data, pad=True)
         except FileNotFoundError:
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_new(path, data)
+            write_new(path, data, pad=True)
         except FileExistsError:
             atomic_write_bytes(path, data)
         return entry

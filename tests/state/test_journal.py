@@ -59,8 +59,56 @@ def test_a_write_that_fails_leaves_no_entry_and_names_the_file(tmp_path: Path, c
     def full(fd: int, data: bytes, path: Path) -> int:
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(heldio._Released if calls == "os" else heldio._Held, "write", staticmethod(full))
+    way = heldio._Released if calls == "os" else heldio._Held
+    monkeypatch.setattr(way, "write", staticmethod(full))
+    monkeypatch.setattr(way, "write_aligned", staticmethod(full))
     with pytest.raises(OSError, match="No space left") as failed:
         Journal(tmp_path).record(KEY, "intro", "spark", "cgt-1", 3600)
     assert failed.value.filename == str(tmp_path / f"{KEY}.json")
     assert list(tmp_path.iterdir()) == [] and Journal(tmp_path).get(KEY) is None
+
+
+def _write_bytes() -> int:
+    with open("/proc/self/io") as counters:
+        return int(dict(line.split(": ") for line in counters.read().splitlines())["write_bytes"])
+
+
+@pytest.mark.skipif(not hasattr(os, "O_DIRECT") or not os.path.exists("/proc/self/io"), reason="Linux's O_DIRECT")
+def test_a_new_entry_reaches_the_disk_as_a_sector_not_a_page(tmp_path: Path, calls: str) -> None:
+    """A buffered 250-byte entry costs a whole 4 KB page of written bytes; padded to a 512-byte
+    sector and written with O_DIRECT it costs the sector (and reads back the same)."""
+    journal = Journal(tmp_path)
+    before = _write_bytes()
+    entries = [journal.record(f"{i:064x}", "intro", "spark", f"cgt-{i}", 3600) for i in range(40)]
+    written = _write_bytes() - before
+    if written == 0:
+        pytest.skip("this folder's file system writes nothing to a disk (tmpfs)")
+    if not heldio._direct:
+        pytest.skip("this folder's file system refuses O_DIRECT")
+    assert written / len(entries) < 3072, written / len(entries)  # buffered: 4096 and more an entry
+    path = tmp_path / f"{0:064x}.json"
+    assert path.stat().st_size % heldio.SECTOR == 0 and path.read_bytes().rstrip(b" ").endswith(b"}")
+    assert [journal.get(e.key) for e in entries] == entries
+
+
+def test_a_file_system_that_refuses_o_direct_gets_the_entry_written_buffered(
+        tmp_path: Path, calls: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    way = heldio._Released if calls == "os" else heldio._Held
+    opened: list[bool] = []
+    real_open = way.open
+
+    def picky(path: Path, flags: int, mode: int) -> int:  # as tmpfs before Linux 6.6, or some FUSE
+        opened.append(bool(flags & heldio._DIRECT))
+        if flags & heldio._DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument", str(path))
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(way, "open", staticmethod(picky))
+    monkeypatch.setattr(heldio, "_direct", bool(heldio._DIRECT))
+    journal = Journal(tmp_path)
+    first = journal.record(KEY, "intro", "spark", "cgt-1", 3600)
+    second = journal.record("cd" * 32, "outro", "spark", "cgt-2", 3600)
+    assert journal.get(KEY) == first and journal.get("cd" * 32) == second
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{KEY}.json", f"{'cd' * 32}.json"])
+    directs = [flag for flag in opened if flag]
+    assert len(directs) == (1 if heldio._DIRECT else 0)  # asked once, then never again
