@@ -74,6 +74,9 @@ def test_an_apply_through_workers_ends_as_on_the_loop_faults_and_all(tmp_path: P
         for output in (record.video, record.last_frame):
             assert hashlib.sha256((tmp_path / output.path).read_bytes()).hexdigest() == output.sha256, sid
     assert not list((tmp_path / ".sparkspec/tmp").glob("*.part"))
+    # Each scene's contact-sheet strip was made as its outputs arrived, not left for the review.
+    strips = {p.stem for p in (tmp_path / ".sparkspec/review").glob("*.png")}
+    assert {record.video.sha256 for record in lock.scenes.values()} <= strips
 
 
 def test_a_worker_that_dies_fails_its_jobs_and_the_next_apply_collects_them(tmp_path: Path,

@@ -38,7 +38,8 @@ from sparkspec.plan.collect import Tasks
 from sparkspec.plan.model import Action, Change, Plan
 from sparkspec.plan.planner import decide, file_problem, output_paths, sequence_path
 from sparkspec.providers.base import FirstFrame, HasFileHost, Provider, RenderRequest
-from sparkspec.config.model import Scene
+from sparkspec.config.model import Project, Scene
+from sparkspec.graph import topological_order
 from sparkspec.state.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ class Engine:
             emit=self.runner_emit, around=self.remote.render if self.remote else None, sleep=self.sleep, rng=self.rng, wall_clock=self.wall_clock,
             monotonic=self.monotonic, poll=self.project.provider.poll, tmp_dir=self.tmp_dir,
             parallelism=self.parallelism, fail_fast=self.fail_fast, unknown_task_grace=self.unknown_task_grace,
-            meter=self.meter)
+            meter=self.meter, sheet=sheet_scenes(self.project), strip_dir=ws.state_dir / "review")
         # The cache indexes what the lock will name before the lock is written.
         self.lock = LockWriter(ws, before_write=self.runner.take_commit)
         self.scenes: Mapping[str, SceneRecord] = self.lock.scenes  # what apply has made so far
@@ -461,3 +462,12 @@ def running_remotely(state_dir: Path) -> list[str]:
     """Journal entries: tasks submitted and not yet collected."""
     return [f"{e.scene} (task {e.task_id})" for e in Journal(state_dir / "journal").entries()]
 
+
+
+def sheet_scenes(project: Project) -> frozenset[str]:
+    """The scenes renders/contact.png shows once they are all rendered: the first MAX_SCENES
+    in graph order (review.model.scene_order). Their strips are made as their outputs arrive."""
+    from sparkspec.review.contact import MAX_SCENES
+
+    order = topological_order({sid: s.upstream for sid, s in project.scenes.items()})
+    return frozenset(order[:MAX_SCENES])

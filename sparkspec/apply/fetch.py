@@ -28,6 +28,10 @@ class FetchJob:
     frame_url: str | None  # the task's own last-frame image, when it gave one
     video_dest: Path  # temporary files, unique to this task
     frame_dest: Path
+    # The scene's strip of thumbnails for renders/contact.png goes here (review.contact), made
+    # while the apply goes on rather than after it; None: the scene is not on the sheet.
+    strip_dir: Path | None = None
+    scene: str = ""
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,27 @@ def with_frame(job: FetchJob, video: Downloaded, info: VideoInfo, frame: Downloa
     return Fetched(video, info, Downloaded(job.frame_dest, sha256, size), problem)
 
 
+def make_sheet_strip(job: FetchJob, fetched: Fetched) -> None:
+    """The scene's contact-sheet strip, kept by the video's sha256. A video that cannot give
+    one is the review's to report (it tries again): the render itself is sound."""
+    if job.strip_dir is None:
+        return
+    from sparkspec.review.contact import SheetEntry, make_strip
+
+    try:
+        make_strip(SheetEntry(job.scene, fetched.video.path, fetched.video.sha256, fetched.frame.path),
+                   job.strip_dir)
+    except (MediaError, OSError):
+        pass
+
+
+def fetched_with_strip(job: FetchJob, video: Downloaded, info: VideoInfo, frame: Downloaded | None,
+                       problem: str) -> Fetched:
+    fetched = with_frame(job, video, info, frame, problem)
+    make_sheet_strip(job, fetched)
+    return fetched
+
+
 NO_FRAME = "it gave no last frame"
 
 
@@ -71,4 +96,4 @@ async def fetch_here(provider: Provider, job: FetchJob) -> Fetched:
         except DownloadError as exc:
             job.frame_dest.unlink(missing_ok=True)
             problem = frame_problem(exc)
-    return await asyncio.to_thread(with_frame, job, video, info, frame, problem)
+    return await asyncio.to_thread(fetched_with_strip, job, video, info, frame, problem)

@@ -28,7 +28,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
-from sparkspec.apply.fetch import NO_FRAME, FetchJob, Fetched, frame_problem, with_frame
+from sparkspec.apply.fetch import NO_FRAME, FetchJob, Fetched, fetched_with_strip, frame_problem
 from sparkspec.errors import DownloadError
 from sparkspec.media.probe import probe_video
 from sparkspec.providers.base import Downloaded
@@ -57,7 +57,7 @@ def fetch_blocking(host: FileHost, job: FetchJob, abandon: Abandon) -> Fetched:
                 job.frame_dest.unlink(missing_ok=True)
                 problem = frame_problem(exc)
         abandon.check()
-        return with_frame(job, video, info, got, problem)
+        return fetched_with_strip(job, video, info, got, problem)
     except Abandoned:
         job.video_dest.unlink(missing_ok=True)
         job.frame_dest.unlink(missing_ok=True)

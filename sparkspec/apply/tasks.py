@@ -96,6 +96,9 @@ class TaskRunner:
     # Wraps each paid render (the team's remote claims the key around it and pushes after).
     around: Around | None = None
     workers: FetchWorkers | None = None  # processes that fetch outputs; None: on the loop
+    # The scenes on renders/contact.png: their strips are made as their outputs arrive, here.
+    sheet: frozenset[str] = frozenset()
+    strip_dir: Path | None = None
 
     def __post_init__(self) -> None:
         # Why new submissions stopped (Ctrl-C, a refused key, --fail-fast); None while they go on.
@@ -353,7 +356,9 @@ class TaskRunner:
             if not status.video_url:
                 raise self.failure(request.scene, f"task {status.task_id} completed without a video")
             try:
-                fetched = await self.fetch(FetchJob(status.video_url, status.last_frame_url, *parts))
+                strips = self.strip_dir if request.scene in self.sheet else None
+                fetched = await self.fetch(FetchJob(status.video_url, status.last_frame_url, *parts, strips,
+                                                    request.scene))
                 break
             except (DownloadError, MediaError) as exc:
                 for part in parts:
