@@ -133,10 +133,16 @@ def test_a_damaged_journal_entry_is_named_by_the_plan(cli: Cli, project: Path, f
     assert fake_api.creates_by_prompt() == {"a heron stands in reeds": 1, "a heron takes flight": 1}
 
 
-def test_a_journalled_task_of_another_key_is_not_collected(cli: Cli, project: Path,
-                                                          fake_api: FakeSparkAPI) -> None:
+@pytest.mark.parametrize("other", ["key", "provider"])
+def test_a_journalled_task_of_another_key_or_provider_is_not_collected(cli: Cli, project: Path,
+                                                                      fake_api: FakeSparkAPI, other: str) -> None:
     failed_after_create(cli, project, fake_api)
-    (project / "project.spark.yaml").write_text(SPEC.replace("stands in reeds", "stands in the rain"))
+    if other == "key":
+        (project / "project.spark.yaml").write_text(SPEC.replace("stands in reeds", "stands in the rain"))
+    else:  # apply would not collect it (tasks.py `journalled`): another provider's task
+        path = journal(project)["a"]
+        path.write_text(path.read_text().replace('"provider": "spark"', '"provider": "ark"'))
+        assert '"ark"' in path.read_text()
     as_json = json.loads(cli("plan", "--json", cwd=project).out)
     assert {c["id"]: c["action"] for c in as_json["changes"] if c["kind"] == "scene"} == {"a": "create",
                                                                                           "b": "create"}
