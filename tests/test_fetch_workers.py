@@ -56,6 +56,7 @@ def on_the_loop_is_a_defect(*args: Any) -> Any:
     raise AssertionError("a job was fetched on the event loop, not by a worker")
 
 
+@pytest.mark.slow  # two workers' start-up and six renders: about 3 s
 def test_an_apply_through_workers_ends_as_on_the_loop_faults_and_all(tmp_path: Path, api: FakeSparkAPI,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A cut video is fetched again, an unusable last frame is decoded from the video (with a
