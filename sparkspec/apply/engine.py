@@ -111,7 +111,9 @@ class Engine:
             parallelism=self.parallelism, fail_fast=self.fail_fast, unknown_task_grace=self.unknown_task_grace,
             meter=self.meter, sheet=sheet_scenes(self.project), strip_dir=ws.state_dir / "review")
         # The cache indexes what the lock will name before the lock is written.
-        self.lock = LockWriter(ws, before_write=self.runner.take_commit)
+        expected = set(ws.lock.scenes) | {c.id for c in self.plan.changes if c.kind == "scene"}
+        self.lock = LockWriter(ws, before_write=self.runner.take_commit,
+                               expected=len(expected) + len(ws.lock.sequences))
         self.scenes: Mapping[str, SceneRecord] = self.lock.scenes  # what apply has made so far
         self.sequences: Mapping[str, SequenceRecord] = self.lock.sequences
 

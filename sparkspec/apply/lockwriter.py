@@ -2,8 +2,9 @@
 
 Rewriting the whole lock after every scene costs bytes in the square of the scene
 count (1,600 scenes wrote 1.85 GB for a 1.6 MB lock). Here a write happens once as
-many records changed as the last write held, and at least MIN_BATCH, (so all writes
-together are at most about twice the final lock) and once at the end. Between writes the lock on disk may lag
+many records changed as the last write held, and at least MIN_BATCH, while the lock
+written holds at most half the records the apply expects to end with, and once at the
+end: all writes together are under twice the final lock (about 1.5-1.8 times). Between writes the lock on disk may lag
 behind renders/ (a finished scene not listed yet: the cache has it, the next plan calls
 it `reuse`), but it never names a file that is not as it says: records of outputs this
 apply may overwrite, move or delete are withheld from the file, in one write before any of
@@ -37,8 +38,11 @@ Item = tuple[str, str, int]  # ("scene", id, take) or ("sequence", name, 0)
 
 
 class LockWriter:
-    def __init__(self, workspace: Workspace, before_write: Callable[[], Callable[[], None]]) -> None:
+    def __init__(self, workspace: Workspace, before_write: Callable[[], Callable[[], None]],
+                 expected: int | None = None) -> None:
         self.workspace = workspace
+        # Records the lock should hold at the end: past half of them, only the final write.
+        self.halfway = expected / 2 if expected is not None else float("inf")
         # Called when a write is taken; what it returns runs before the lock file is written
         # (what must be on disk before the lock may name it).
         self.before_write = before_write
@@ -111,7 +115,7 @@ class LockWriter:
         self.withheld.discard(item)
         self.touched.discard(item)
         self.changed += 1
-        if self.changed >= max(MIN_BATCH, self.written):
+        if self.changed >= max(MIN_BATCH, self.written) and self.written + self.changed <= self.halfway:
             self.write()
 
     def close(self) -> None:
