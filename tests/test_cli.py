@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from cli_runner import Cli, Run, run_cli
 
 
@@ -13,6 +15,7 @@ def sparkspec(cwd: Path, *args: str) -> Run:
     return run_cli(*args, cwd=cwd)
 
 
+@pytest.mark.slow  # about 3 s
 def test_init_writes_a_starter_that_validates_and_renders_offline(tmp_path: Path) -> None:
     project = tmp_path / "odd: #name"
     project.mkdir()

@@ -120,6 +120,7 @@ def test_a_chained_scene_starts_from_its_upstreams_last_frame(applied: Project) 
                                first_frame(applied.root / "renders/b.mp4")) > 10
 
 
+@pytest.mark.slow  # about 3 s
 def test_editing_a_prompt_rerenders_it_and_its_chain_and_reverting_renders_nothing(applied: Project) -> None:
     original_lock = applied.lock_bytes()
     applied.write(CHAIN.replace("sails across the puddle", "sails across the flooded street"))

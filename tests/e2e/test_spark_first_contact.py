@@ -24,6 +24,7 @@ scenes:
 """
 
 
+@pytest.mark.slow  # about 3 s
 def test_a_task_without_a_last_frame_is_delivered_with_one_extracted(spark: Project, fake_api: FakeSparkAPI) -> None:
     fake_api.last_frame = "none"
     result = spark.apply()
