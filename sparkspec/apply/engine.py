@@ -87,6 +87,7 @@ class Engine:
     monotonic: Callable[[], float] = time.monotonic
     remote_wait: bool = True  # False (--no-wait): skip scenes another machine is rendering
     fetch_workers: int = 0  # processes that fetch and check outputs (apply.workers); 0: on the loop
+    fetch_workers_when_busy: bool = True  # started once fetches pile up (TaskRunner.fetch); False: at once
 
     def __post_init__(self) -> None:
         ws = self.workspace
@@ -146,13 +147,17 @@ class Engine:
                 digest = sheet_digest(self.project, self.workspace.lock)
                 if digest is not None:
                     self.remote.expect_sheet(digest)
-        workers = await self.start_workers()
+        if self.fetch_workers > 0:
+            if self.fetch_workers_when_busy:
+                self.runner.start_workers = self.start_workers
+            else:
+                self.runner.workers = await self.start_workers()
         try:
             await self.walk()
         finally:
             self.lock.close()
-            if workers is not None:
-                await workers.close()
+            if self.runner.workers is not None:
+                await self.runner.workers.close()
         if self.remote is not None:
             self.sheet = await self.remote.settle_sheet()
         self.emit({"event": "done", "ok": self.result.ok, "completed": len(self.result.completed),
@@ -179,7 +184,6 @@ class Engine:
             self.emit({"event": "warning", "message": f"could not start the fetch workers ({exc}); "
                                                       f"outputs are fetched by the apply itself"})
             return None
-        self.runner.workers = workers
         return workers
 
     async def walk(self) -> None:

@@ -53,6 +53,9 @@ UNAVAILABLE = "003021099"
 RESUBMIT_CODES = {UNAVAILABLE: "the service was busy (003021099)", "expired": "the task expired unrendered"}
 MAX_RESUBMITS = 2  # per scene per apply
 UNKNOWN_TASK_GRACE = 60.0  # seconds after a create during which a 404 means "not visible yet"
+# Fetches at once on the loop, per render slot, that start the fetch workers (see `fetch`):
+# more than the slots can finish at once means outputs arrive faster than the loop takes them.
+BUSY_FETCHES = 2.0
 MAX_DOWNLOAD_ATTEMPTS = 4  # of a finished task's outputs: lapsed URLs refreshed, damaged bodies fetched again
 DEFAULT_EXPIRY = 172800
 CLOCK_SKEW = 3600.0  # a created_at this far ahead of our clock is not unix seconds: count from our own
@@ -96,6 +99,8 @@ class TaskRunner:
     # Wraps each paid render (the team's remote claims the key around it and pushes after).
     around: Around | None = None
     workers: FetchWorkers | None = None  # processes that fetch outputs; None: on the loop
+    # Starts the workers (once, when fetches pile up here); None: none to start.
+    start_workers: Callable[[], Awaitable[FetchWorkers | None]] | None = None
     # The scenes on renders/contact.png: their strips are made as their outputs arrive, here.
     sheet: frozenset[str] = frozenset()
     strip_dir: Path | None = None
@@ -109,6 +114,7 @@ class TaskRunner:
         self.flights: dict[str, asyncio.Future[CachedRender | str]] = {}
         self.delivered: dict[str, CachedRender] = {}  # in the cache's blobs, by key
         self.uncommitted: list[CachedRender] = []  # delivered, not yet in the cache's index
+        self.fetching = 0  # outputs being fetched on this loop now
 
     def cached(self, key: str) -> CachedRender | None:
         """The render for `key` from this apply or the cache."""
@@ -340,12 +346,24 @@ class TaskRunner:
                                 f"expiry; its id stays in the journal, so a later apply can collect it")
 
     async def fetch(self, job: FetchJob) -> Fetched:
-        """One attempt at the outputs: in a fetch worker when the apply has them, else here."""
+        """One attempt at the outputs: in a fetch worker when the apply has them, else here.
+        The workers are started once BUSY_FETCHES per render slot are under way here at once:
+        renders finishing faster than one thread fetches them (a fast API, a journal full of
+        finished tasks). Renders of ordinary length never need them, and the processes would compete for
+        the cores with the path from a create's answer to its journal entry."""
+        if self.workers is None and self.start_workers is not None and \
+                self.fetching >= max(1, BUSY_FETCHES * self.parallelism):
+            start, self.start_workers = self.start_workers, None
+            self.workers = await start()
         if self.workers is not None:
             fetched = await self.workers.fetch(job)
             if fetched is not None:
                 return fetched
-        return await fetch_here(self.api, job)
+        self.fetching += 1
+        try:
+            return await fetch_here(self.api, job)
+        finally:
+            self.fetching -= 1
 
     async def deliver(self, request: RenderRequest, key: SceneKey, status: TaskStatus) -> CachedRender:
         """Download, check and store both outputs in the cache; `commit` indexes them."""
@@ -375,8 +393,10 @@ class TaskRunner:
         if fetched.frame_extracted is not None:
             self.emit({"event": "warning", "scene": request.scene, "task_id": status.task_id,
                        "message": f"task {status.task_id}: {fetched.frame_extracted}; extracted it from the video"})
-        await asyncio.to_thread(cache.put_blob, video.path, video.sha256)
-        await asyncio.to_thread(cache.put_blob, frame.path, frame.sha256)
+        # Flushed by the lock writer before the cache index names them and the journal drops
+        # the task: until then a power cut costs a download, never a render.
+        await asyncio.to_thread(cache.put_blob, video.path, video.sha256, refetchable=True)
+        await asyncio.to_thread(cache.put_blob, frame.path, frame.sha256, refetchable=True)
         # Unreported usage: the formula on what was actually rendered (an adaptive ratio's
         # size is only known from the output).
         tokens = status.tokens if status.tokens is not None else \

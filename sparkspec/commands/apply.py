@@ -90,7 +90,7 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
             register_project(workspace.cache.directory, workspace.lock_path)
             meter = BudgetMeter(budget, workspace.project.provider.price_per_million_tokens)
             return _execute(workspace, plan, provider, parallelism or workspace.project.provider.parallelism,
-                            as_json, fail_fast, stdout, meter, wait, fetch_worker_count(plan, environ))
+                            as_json, fail_fast, stdout, meter, wait, *fetch_worker_count(plan, environ))
     finally:
         workspace.close()
 
@@ -114,24 +114,25 @@ def _provider(workspace: Workspace, plan: Plan, environ: Mapping[str, str]) -> P
     return None
 
 
-def fetch_worker_count(plan: Plan, environ: Mapping[str, str]) -> int:
-    """How many processes fetch and check the renders' outputs (`apply.workers`):
-    SPARKSPEC_FETCH_WORKERS when set (0: none, all on the apply's own thread); else one a
-    core, at most 4, for an apply of MANY_RENDERS renders or more on two cores or more."""
+def fetch_worker_count(plan: Plan, environ: Mapping[str, str]) -> tuple[int, bool]:
+    """How many processes may fetch and check the renders' outputs (`apply.workers`), and
+    whether they start only once fetches pile up on the apply's own thread (True) or at
+    once: SPARKSPEC_FETCH_WORKERS when set (0: none), started at once; else one a core, at
+    most 4, for an apply of MANY_RENDERS renders or more on two cores or more, when busy."""
     value = environ.get(FETCH_WORKERS_ENV, "").strip()
     if value:
         if not value.isdigit() or int(value) > 16:
             raise SparkspecError(f"{FETCH_WORKERS_ENV}={value!r}: expected a number of processes from 0 to 16 "
                                  f"(0: fetch on the apply's own thread)")
-        return int(value)
+        return int(value), False
     renders = sum(1 for c in plan.changes if c.kind == "scene" and c.action in RENDERS)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(4, cores) if renders >= MANY_RENDERS and cores >= 2 else 0
+    return (min(4, cores) if renders >= MANY_RENDERS and cores >= 2 else 0), True
 
 
 def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parallelism: int, as_json: bool,
              fail_fast: bool, stdout: TextIO, meter: BudgetMeter | None = None,
-             wait: bool = True, fetch_workers: int = 0) -> int:
+             wait: bool = True, fetch_workers: int = 0, when_busy: bool = True) -> int:
     import asyncio
 
     from sparkspec.apply.engine import Engine, running_remotely
@@ -146,7 +147,7 @@ def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parall
         reporter = PlainReporter(stdout)
     previous = workspace.lock
     engine = Engine(workspace, plan, provider, reporter, parallelism, fail_fast=fail_fast, meter=meter,
-                    remote_wait=wait, fetch_workers=fetch_workers)
+                    remote_wait=wait, fetch_workers=fetch_workers, fetch_workers_when_busy=when_busy)
     try:
         result = asyncio.run(_drive(engine, provider))
     finally:

@@ -145,17 +145,20 @@ class Cache:
             return False
         return size is None or st.st_size == size
 
-    def put_blob(self, source: Path, sha256: str, *, pulled: bool = False) -> Path:
+    def put_blob(self, source: Path, sha256: str, *, pulled: bool = False, refetchable: bool = False) -> Path:
         """Move a verified file into the store. A blob of that name already there is kept
         only if its bytes are right; a damaged one is replaced. `pulled`: downloaded from the
-        team's remote (which keeps a copy) and verified by this process; see `fresh_pull`."""
+        team's remote (which keeps a copy) and verified by this process; see `fresh_pull`.
+        `refetchable`: a finished task's output whose task stays in the journal until the
+        cache index names it. Either is made durable with the next lock write (state.unsynced)."""
         dest = self.blob_path(sha256)
         if dest.exists() and blob_intact(dest, sha256, source.stat().st_size):
             source.unlink(missing_ok=True)
             return dest
-        atomic_move(source, dest, synced=not pulled)
-        if pulled:  # it can be fetched again for free: made durable with the next lock write
+        atomic_move(source, dest, synced=not (pulled or refetchable))
+        if pulled or refetchable:  # it can be fetched again for free until that write
             UNSYNCED.note(dest)
+        if pulled:
             st = dest.stat()
             self._pulled[sha256] = (st.st_size, st.st_mtime_ns, st.st_ino)
         return dest

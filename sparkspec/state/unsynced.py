@@ -10,8 +10,11 @@ then the lock), so that write first flushes each filesystem they are on once (`s
 Linux; `os.sync` elsewhere) and then names them: after a power cut the lock still names only
 files that are on disk.
 
-Only files that can be fetched again for free go this way (a verified download from the
-team's remote). The cache index may name such a blob before the flush; after a power cut a
+Only files that can be fetched again for free go this way: a verified download from the
+team's remote, and a finished task's outputs, whose task stays in the journal until the
+cache index names them (after the flush). Fresh downloads are not fsync'd one by one
+either: from fetch workers, those fsyncs contended with the journal entry's own on the
+disk (benchmarks/apply_bench.py journal). The cache index may name a pulled blob before the flush; after a power cut a
 blob cut short fails the cache's own check (size, sha256) and is pulled again, never paid
 for. A file whose loss would cost money, such as a task's journal entry, keeps its own fsync
 before anything else happens.

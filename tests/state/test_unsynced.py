@@ -79,3 +79,40 @@ def test_a_pull_flushes_before_the_lock_names_its_files_and_fsyncs_none_of_them(
     # The first write (before anything is pulled) withholds records; the one naming the pulls
     # is preceded by the flush.
     assert len(lock_writes) >= 2 and "syncfs" in events[lock_writes[-2]:lock_writes[-1]]
+
+
+def test_a_fresh_render_is_flushed_before_its_task_leaves_the_journal_and_fsyncs_no_download(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished task's outputs can be fetched again while the task is journalled: they are
+    flushed with the lock writer's next write, before the cache index names them and the
+    journal forgets the task, and never fsync'd one by one."""
+    from fakeapi import FakeSparkAPI
+    from sparkspec.state.journal import Journal
+    from test_apply_money import apply
+
+    events: list[str] = []
+    real_fsync, real_syncfs, real_forget = os.fsync, unsynced._syncfs, Journal.forget_many
+    assert real_syncfs is not None
+
+    def fsync(fd: int) -> None:
+        events.append("fsync " + os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def syncfs(fd: int) -> int:
+        events.append("syncfs")
+        return real_syncfs(fd)
+
+    def forget_many(journal: Journal, keys: list[str]) -> None:
+        events.append(f"forget {len(keys)}")
+        real_forget(journal, keys)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(unsynced, "_syncfs", syncfs)
+    monkeypatch.setattr(Journal, "forget_many", forget_many)
+    with FakeSparkAPI(api_key="sk-flush", render="template") as api:
+        result, _ = apply(tmp_path, api)
+    assert result.ok and len(result.completed) == 2
+    state = str(tmp_path / ".sparkspec")
+    assert not [e for e in events if e.startswith((f"fsync {state}/tmp", f"fsync {state}/cache/blobs"))], events
+    forgets = [i for i, e in enumerate(events) if e.startswith("forget") and e != "forget 0"]
+    assert forgets and all("syncfs" in events[:i] for i in forgets)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import os
 import random
 import socket
 import threading
@@ -33,6 +32,7 @@ from sparkspec.errors import DamagedOutput, DownloadError, UrlExpired
 from sparkspec.providers.base import Downloaded
 from sparkspec.providers.retry import RetryPolicy, read_may_be_retried, retry_after
 from sparkspec.providers.spark.apikey import note_request, note_response
+from sparkspec.state.unsynced import start_writeback
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,8 @@ class FileHost:
         self._guard = threading.Lock()
 
     def download(self, url: str, dest: Path, abandon: Abandon) -> Downloaded:
-        """Stream `url` into `dest`, hashed as it comes and fsync'd, with the provider's retries."""
+        """Stream `url` into `dest`, hashed as it comes, with the provider's retries; its
+        writeback is started, and the lock writer's flush makes it durable (`state.unsynced`)."""
         url = urljoin(self.settings.base_url.rstrip("/") + "/", url)
         policy = self.settings.retry
         waited = 0.0
@@ -172,7 +173,7 @@ def _fetch(client: httpx.Client, url: str, dest: Path, abandon: Abandon) -> Down
                     stream.write(chunk)
                     size += len(chunk)
                 stream.flush()
-                os.fsync(stream.fileno())  # durable before the engine moves it into the cache
+                start_writeback(stream.fileno())  # durable at the next lock write's flush
             check_length(response)
     except (RetryableDownload, Abandoned):
         dest.unlink(missing_ok=True)

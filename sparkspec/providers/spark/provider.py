@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
-import os
 import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -53,6 +52,7 @@ from sparkspec.providers.spark.answers import api_words, refusal, rejected
 from sparkspec.providers.spark.filehost import FileHostSettings, RetryableDownload, check_answer, check_length
 from sparkspec.providers.spark.apikey import log, log_body, log_request, log_response
 from sparkspec.providers.spark.wire import CreateBody, Envelope, parse_task
+from sparkspec.state.unsynced import start_writeback
 
 CREATE_PATH = "/model/v1/generation"
 TASK_PATH = "/model/v1/generation/task/"
@@ -234,8 +234,9 @@ class SparkProvider:
                         stream.write(chunk)
                         size += len(chunk)
                     stream.flush()
-                    # Durable before the engine moves it into the cache; off the event loop.
-                    await asyncio.to_thread(os.fsync, stream.fileno())
+                    # Made durable by the next lock write's flush (state.unsynced): while the
+                    # task is in the journal, a file lost to a power cut is fetched again.
+                    start_writeback(stream.fileno())
                 check_length(response)
         except RetryableDownload:
             dest.unlink(missing_ok=True)
