@@ -90,12 +90,11 @@ class Cache:
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
                 # Never evict: an index entry is a paid render; only `sparkspec gc` drops one.
-                # No eviction index either: a fifth fewer bytes written per entry. A rollback
-                # journal, not a write-ahead log: the log writes each page twice (the log, then
-                # the file); an apply's few batches of new entries wrote 2.2 KB an entry, 1.5 KB
-                # in a rollback journal (benchmarks/RESULTS.md, session 8).
-                self._index = diskcache.Cache(str(self.directory / "index"), eviction_policy="none",
-                                              sqlite_journal_mode="truncate")
+                # No eviction index either: a fifth fewer bytes written per entry. The default
+                # write-ahead log: a rollback journal wrote a third fewer bytes an entry in an
+                # apply's batches, but each commit then waits for two fsyncs, and a pull indexes
+                # each render as it lands (benchmarks/RESULTS.md, session 8).
+                self._index = diskcache.Cache(str(self.directory / "index"), eviction_policy="none")
             except Exception as exc:  # noqa: BLE001 - sqlite3.Error or OSError, decided below
                 if not (self.exists() and _read_only(self.directory / "index")):
                     with self._index_errors():
