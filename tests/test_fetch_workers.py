@@ -80,6 +80,7 @@ def test_an_apply_through_workers_ends_as_on_the_loop_faults_and_all(tmp_path: P
     assert {record.video.sha256 for record in lock.scenes.values()} <= strips
 
 
+@pytest.mark.slow  # about 1.5 s
 def test_a_worker_that_dies_fails_its_jobs_and_the_next_apply_collects_them(tmp_path: Path,
                                                                              api: FakeSparkAPI) -> None:
     (tmp_path / "project.spark.yaml").write_text(SPEC)
@@ -106,6 +107,7 @@ def test_a_worker_that_dies_fails_its_jobs_and_the_next_apply_collects_them(tmp_
     assert api.total_creates == 6  # collected from the journal, not paid again
 
 
+@pytest.mark.slow  # about 1.5 s each
 @pytest.mark.parametrize("busy", [10.0, 0.5])
 def test_workers_start_only_once_fetches_pile_up_on_the_loop(tmp_path: Path, api: FakeSparkAPI, busy: float,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,8 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from cli_runner import run_cli
 
 SPEC = """\
@@ -35,6 +37,7 @@ def test_init_writes_0644_under_umask_022(tmp_path: Path) -> None:
     assert mode(tmp_path / "project.spark.yaml") == mode(tmp_path / ".gitignore") == 0o644
 
 
+@pytest.mark.slow  # about 2 s
 def test_outputs_lock_and_cache_follow_the_umask(tmp_path: Path) -> None:
     expected = 0o640  # umask 027: not a mode written down anywhere in sparkspec
     (tmp_path / "project.spark.yaml").write_text(SPEC)

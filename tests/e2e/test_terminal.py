@@ -8,6 +8,8 @@ import re
 import select
 import time
 
+import pytest
+
 from cli_runner import start_cli
 
 from .conftest import Project
@@ -52,6 +54,7 @@ def converse(project: Project, answer: str) -> tuple[int, str]:
     return code, re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", seen.decode(errors="replace"))
 
 
+@pytest.mark.slow  # about 1.8 s
 def test_apply_asks_on_a_terminal_and_renders_on_yes(project: Project) -> None:
     project.write(SPEC)
     code, shown = converse(project, "yes")

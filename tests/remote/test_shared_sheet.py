@@ -62,6 +62,7 @@ def png(width: int = 40, color: tuple[int, int, int] = (10, 20, 30)) -> bytes:
     return out.getvalue()
 
 
+@pytest.mark.slow  # about 1.6 s
 def test_a_clone_installs_the_renderers_sheet_instead_of_decoding(tmp_path: Path, cli: Cli) -> None:
     remote, first, made = rendered_first(tmp_path, cli)
     assert len(strips(first)) == 3  # decoded here, once
@@ -206,6 +207,7 @@ def test_only_a_whole_png_is_a_sheet() -> None:
     assert decode_sheet(b"\x89PNG\r\n\x1a\n" + b"\xff\xff\xff\xff" + b"IHDR", digest, None) is None  # a length past the end
 
 
+@pytest.mark.slow  # about 1.5 s
 def test_a_store_that_never_answers_for_the_sheet_is_not_waited_for(tmp_path: Path, cli: Cli,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
