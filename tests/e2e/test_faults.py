@@ -114,6 +114,7 @@ def read_only(folder: Path) -> Iterator[Path]:
 
 # -- a file where a folder should be, and the other way round ----------------------------------
 
+@pytest.mark.slow  # about 1.4 s, with a project applied first
 def test_renders_is_a_regular_file(project: Path) -> None:
     before = (project / "project.spark.lock").read_bytes()
     shutil.rmtree(project / "renders")

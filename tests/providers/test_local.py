@@ -64,7 +64,8 @@ def decoded_frames(path: Path) -> int:
 # -- render_video -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("resolution, ratio", [
-    ("480p", "16:9"), ("480p", "9:16"), ("480p", "21:9"), ("720p", "1:1"), ("1080p", "4:3"),
+    ("480p", "16:9"), ("480p", "9:16"), ("480p", "21:9"), ("720p", "1:1"),
+    pytest.param("1080p", "4:3", marks=pytest.mark.slow),  # about 1.6 s
 ])
 def test_renders_the_tables_exact_size_at_24_fps(tmp_path: Path, resolution: str, ratio: str) -> None:
     video, png = render(tmp_path, "clip", request(resolution=resolution, ratio=ratio))
@@ -97,6 +98,7 @@ def test_the_last_frame_png_is_the_videos_last_frame(tmp_path: Path) -> None:
         assert mean_difference(handed_over, first_frame(video)) > 3  # the camera moved
 
 
+@pytest.mark.slow  # about 1.4 s
 def test_the_same_request_gives_the_same_bytes(tmp_path: Path) -> None:
     for req in (request(), request(watermark=True)):
         one, two = render(tmp_path, "one", req), render(tmp_path, "two", req)
@@ -161,6 +163,7 @@ def test_a_chain_continues_from_the_upstreams_last_frame(tmp_path: Path) -> None
     assert mean_difference(first_frame(other), last_frame(a_video)) > 10
 
 
+@pytest.mark.slow  # about 1.3 s
 def test_adaptive_takes_the_nearest_ratio_of_the_first_frame(tmp_path: Path) -> None:
     for size, ratio in (((600, 900), "3:4"), ((900, 500), "16:9"), ((700, 690), "1:1")):
         path = tmp_path / f"{ratio.replace(':', 'x')}.png"
