@@ -469,7 +469,6 @@ def running_remotely(state_dir: Path) -> list[str]:
     return [f"{e.scene} (task {e.task_id})" for e in Journal(state_dir / "journal").entries()]
 
 
-
 def sheet_scenes(project: Project) -> frozenset[str]:
     """The scenes renders/contact.png shows once they are all rendered: the first MAX_SCENES
     in graph order (review.model.scene_order). Their strips are made as their outputs arrive."""

@@ -23,6 +23,25 @@ scenes:
 """
 
 
+def record_flushes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every fsync (with the file's path) and syncfs from now on, in order, each still made."""
+    events: list[str] = []
+    real_fsync, real_syncfs = os.fsync, unsynced._syncfs
+    assert real_syncfs is not None
+
+    def fsync(fd: int) -> None:
+        events.append("fsync " + os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def syncfs(fd: int) -> int:
+        events.append("syncfs")
+        return real_syncfs(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(unsynced, "_syncfs", syncfs)
+    return events
+
+
 def test_each_filesystem_is_flushed_once_and_a_removed_folder_flushes_all(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     flushed: list[str] = []
@@ -55,20 +74,7 @@ def test_a_pull_flushes_before_the_lock_names_its_files_and_fsyncs_none_of_them(
     assert cli("apply", "--auto-approve", cwd=first).code == 0
     (second / "project.spark.lock").write_text((first / "project.spark.lock").read_text())
 
-    events: list[str] = []
-    real_fsync, real_syncfs = os.fsync, unsynced._syncfs
-    assert real_syncfs is not None
-
-    def fsync(fd: int) -> None:
-        events.append("fsync " + os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    def syncfs(fd: int) -> int:
-        events.append("syncfs")
-        return real_syncfs(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(unsynced, "_syncfs", syncfs)
+    events = record_flushes(monkeypatch)
     result = cli("apply", "--auto-approve", cwd=second)
     assert result.code == 0, result.err
     blobs = str(second / ".sparkspec" / "cache" / "blobs")
@@ -90,24 +96,13 @@ def test_a_fresh_render_is_flushed_before_its_task_leaves_the_journal_and_fsyncs
     from sparkspec.state.journal import Journal
     from test_apply_money import apply
 
-    events: list[str] = []
-    real_fsync, real_syncfs, real_forget = os.fsync, unsynced._syncfs, Journal.forget_many
-    assert real_syncfs is not None
-
-    def fsync(fd: int) -> None:
-        events.append("fsync " + os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    def syncfs(fd: int) -> int:
-        events.append("syncfs")
-        return real_syncfs(fd)
+    events = record_flushes(monkeypatch)
+    real_forget = Journal.forget_many
 
     def forget_many(journal: Journal, keys: list[str]) -> None:
         events.append(f"forget {len(keys)}")
         real_forget(journal, keys)
 
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(unsynced, "_syncfs", syncfs)
     monkeypatch.setattr(Journal, "forget_many", forget_many)
     with FakeSparkAPI(api_key="sk-flush", render="template") as api:
         result, _ = apply(tmp_path, api)
