@@ -85,7 +85,7 @@ class Cache:
         cache: the loop looking up a key while the lock writer records the first batch) left a
         transaction on one object and its writes on the other, which then waited for it."""
         if self._index is None:
-            import diskcache
+            from sparkspec.state.cacheindex import Index
 
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
@@ -94,7 +94,7 @@ class Cache:
                 # write-ahead log: a rollback journal wrote a third fewer bytes an entry in an
                 # apply's batches, but each commit then waits for two fsyncs, and a pull indexes
                 # each render as it lands (benchmarks/RESULTS.md, session 8).
-                self._index = diskcache.Cache(str(self.directory / "index"), eviction_policy="none")
+                self._index = Index(str(self.directory / "index"), eviction_policy="none")
             except Exception as exc:  # noqa: BLE001 - sqlite3.Error or OSError, decided below
                 if not (self.exists() and _read_only(self.directory / "index")):
                     with self._index_errors():

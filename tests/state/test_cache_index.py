@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import diskcache
 import pytest
 
+import sparkspec.state.cacheindex as cacheindex
 from sparkspec.state.cache import Cache, CachedRender
 
 
@@ -22,7 +22,7 @@ def render(key: str) -> CachedRender:
                         last_frame_bytes=1, inputs={})
 
 
-class SlowToOpen(diskcache.Cache):  # type: ignore[misc]
+class SlowToOpen(cacheindex.Index):
     """Opening takes a while, as on a loaded machine, and the second opening longer than the
     first: the first is in use, in a transaction, when the second one is handed out."""
 
@@ -36,7 +36,7 @@ class SlowToOpen(diskcache.Cache):  # type: ignore[misc]
 
 def test_a_batch_recorded_while_another_thread_looks_up_a_fresh_cache(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(diskcache, "Cache", SlowToOpen)
+    monkeypatch.setattr(cacheindex, "Index", SlowToOpen)
     monkeypatch.setattr(SlowToOpen, "opened", 0)
     cache = Cache(tmp_path / "cache")
     done = threading.Event()
@@ -61,7 +61,7 @@ def test_a_batch_recorded_while_another_thread_looks_up_a_fresh_cache(tmp_path: 
 
 
 def test_threads_asking_at_once_get_one_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(diskcache, "Cache", SlowToOpen)
+    monkeypatch.setattr(cacheindex, "Index", SlowToOpen)
     monkeypatch.setattr(SlowToOpen, "opened", 0)
     cache = Cache(tmp_path / "cache")
     seen: list[object] = []
