@@ -74,15 +74,29 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, list[str]]]:
     return seen
 
 
-def test_lock_writes_are_coalesced(tmp_path: Path, api: FakeSparkAPI,
-                                   writes: list[tuple[int, list[str]]]) -> None:
+def test_lock_writes_are_coalesced(tmp_path: Path, api: FakeSparkAPI, writes: list[tuple[int, list[str]]],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lockwriter, "MIN_BATCH", 2)  # the schedule of 5,000 scenes, on 20
     (tmp_path / "project.spark.yaml").write_text(spec("take 1", 20, "spark"))
     assert apply(tmp_path, api).ok
     final = len((tmp_path / "project.spark.lock").read_text())
-    # 8 records, then the final 20 (not 20 writes of a growing lock; 16 would be past half
-    # the records expected at the end, where only the final write is made)
-    assert [size for size, _ in writes][-1] == final and len(writes) == 2
-    assert sum(size for size, _ in writes) <= 2 * final
+    # 2 records, 4, then the final 20 (not 20 writes of a growing lock; 8 would be past a
+    # quarter of the records expected at the end, where only the final write is made)
+    assert [size for size, _ in writes][-1] == final and len(writes) == 3
+    assert sum(size for size, _ in writes) <= 1.5 * final
+    assert all(not lies for _, lies in writes)
+
+
+def test_a_long_apply_writes_its_progress_past_the_first_quarter(
+        tmp_path: Path, api: FakeSparkAPI, writes: list[tuple[int, list[str]]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Renders of minutes: each MIN_BATCH scenes finish after the last write is STALE_AFTER old.
+    monkeypatch.setattr(lockwriter, "STALE_AFTER", 0.0)
+    (tmp_path / "project.spark.yaml").write_text(spec("take 1", 20, "spark"))
+    assert apply(tmp_path, api).ok
+    final = len((tmp_path / "project.spark.lock").read_text())
+    sizes = [size for size, _ in writes]
+    assert len(writes) == 3 and sizes == sorted(sizes) and sizes[-1] == final, sizes  # 8, 16, 20
     assert all(not lies for _, lies in writes)
 
 
@@ -131,6 +145,7 @@ def test_lock_writes_are_made_off_the_event_loop(tmp_path: Path, api: FakeSparkA
         real(path, lock)
 
     monkeypatch.setattr(lockwriter, "write_lock", noted)
+    monkeypatch.setattr(lockwriter, "MIN_BATCH", 4)  # a write on the way: 4 records, then 20
     (tmp_path / "project.spark.yaml").write_text(spec("take 1", 20, "spark"))
     assert apply(tmp_path, api).ok
     assert len(threads) == 2 and all(name.startswith("sparkspec-lock") for name in threads), threads
@@ -147,6 +162,7 @@ def test_a_failed_lock_write_stops_the_writes_after_it_and_fails_the_apply(
         real(path, lock)
 
     monkeypatch.setattr(lockwriter, "write_lock", full)
+    monkeypatch.setattr(lockwriter, "STALE_AFTER", 0.0)  # a write every 8 records
     (tmp_path / "project.spark.yaml").write_text(spec("take 1", 20, "spark"))
     creates = api.total_creates
     with pytest.raises(OSError, match="No space left") as failed:

@@ -3,8 +3,12 @@
 Rewriting the whole lock after every scene costs bytes in the square of the scene
 count (1,600 scenes wrote 1.85 GB for a 1.6 MB lock). Here a write happens once as
 many records changed as the last write held, and at least MIN_BATCH, while the lock
-written holds at most half the records the apply expects to end with, and once at the
-end: all writes together are under twice the final lock (about 1.5-1.8 times). Between writes the lock on disk may lag
+written holds at most a quarter of the records the apply expects to end with, and once at
+the end: all writes together are at most 1.5 times the final lock (1.25-1.5). Past that
+quarter, a write is also made when STALE_AFTER seconds have gone by since the last one and
+MIN_BATCH records changed: a long apply (renders take minutes) keeps its progress in the
+lock and the cache index, which a write commits, at a cost that only shows next to renders
+that small (an apply of zero-latency renders ends first). Between writes the lock on disk may lag
 behind renders/ (a finished scene not listed yet: the cache has it, the next plan calls
 it `reuse`), but it never names a file that is not as it says: records of outputs this
 apply may overwrite, move or delete are withheld from the file, in one write before any of
@@ -24,6 +28,7 @@ stops the writes after it and is raised at the next one, or by `close`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -33,6 +38,7 @@ from sparkspec.state.workspace import Workspace
 
 
 MIN_BATCH = 8  # records: a write (and a cache index transaction) costs pages, whatever it holds
+STALE_AFTER = 300.0  # seconds: past the first quarter, the longest the lock lags while scenes finish
 
 Item = tuple[str, str, int]  # ("scene", id, take) or ("sequence", name, 0)
 
@@ -41,8 +47,9 @@ class LockWriter:
     def __init__(self, workspace: Workspace, before_write: Callable[[], Callable[[], None]],
                  expected: int | None = None) -> None:
         self.workspace = workspace
-        # Records the lock should hold at the end: past half of them, only the final write.
-        self.halfway = expected / 2 if expected is not None else float("inf")
+        # Records the lock should hold at the end: past a quarter of them, only the final write
+        # (and one when the last is STALE_AFTER old).
+        self.quarter = expected / 4 if expected is not None else float("inf")
         # Called when a write is taken; what it returns runs before the lock file is written
         # (what must be on disk before the lock may name it).
         self.before_write = before_write
@@ -54,6 +61,7 @@ class LockWriter:
         self.touched: set[Item] = set()  # withheld, and its files were written or deleted
         self.changed = 0  # records changed since the last write
         self.written = 0  # records in the last write
+        self.last_write = time.monotonic()
 
     def withhold(self, takes: Iterable[tuple[str, int]], sequences: Iterable[str]) -> None:
         """Before any of these outputs is overwritten, moved or deleted: the file stops naming them."""
@@ -115,7 +123,10 @@ class LockWriter:
         self.withheld.discard(item)
         self.touched.discard(item)
         self.changed += 1
-        if self.changed >= max(MIN_BATCH, self.written) and self.written + self.changed <= self.halfway:
+        if self.changed < MIN_BATCH:
+            return
+        if (self.changed >= self.written and self.written + self.changed <= self.quarter) or \
+                time.monotonic() - self.last_write >= STALE_AFTER:
             self.write()
 
     def close(self) -> None:
@@ -144,6 +155,7 @@ class LockWriter:
         sequences = {k: v for k, v in sorted(self.sequences.items()) if ("sequence", k, 0) not in self.withheld}
         self.written = len(scenes) + len(sequences)
         self.changed = 0
+        self.last_write = time.monotonic()
         self.pending = self.executor.submit(self._write, commit, Lock(scenes, sequences), self.pending)
 
     def settle(self) -> None:
