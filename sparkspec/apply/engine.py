@@ -111,6 +111,8 @@ class Engine:
             monotonic=self.monotonic, poll=self.project.provider.poll, tmp_dir=self.tmp_dir,
             parallelism=self.parallelism, fail_fast=self.fail_fast, unknown_task_grace=self.unknown_task_grace,
             meter=self.meter, sheet=sheet_scenes(self.project), strip_dir=ws.state_dir / "review")
+        if self.remote is not None:
+            self.remote.deliver = self.runner.deliver_pulled
         # The cache indexes what the lock will name before the lock is written.
         expected = set(ws.lock.scenes) | {c.id for c in self.plan.changes if c.kind == "scene"}
         self.lock = LockWriter(ws, before_write=self.runner.take_commit,

@@ -120,6 +120,12 @@ class TaskRunner:
         """The render for `key` from this apply or the cache."""
         return self.delivered.get(key) or self.cache.lookup(key)
 
+    def deliver_pulled(self, render: CachedRender) -> None:
+        """A render whose blobs are in the cache (pulled from the team's remote): this apply uses
+        it, and the next lock write indexes it with the others."""
+        self.delivered[render.key] = render
+        self.uncommitted.append(render)
+
     def take_commit(self) -> Callable[[], None]:
         """The renders delivered so far, taken off the list, as a call that indexes them in
         one transaction and only then drops their tasks from the journal: the cache now

@@ -56,6 +56,9 @@ class RemoteApply:
         self.kick: dict[str, asyncio.Event] = {}  # wakes a heartbeat early (a task id to write)
         self.warned: set[str] = set()
         self.pulled: set[str] = set()  # keys pulled instead of rendered
+        # Where a pulled render goes to be indexed with the apply's renders, in the lock
+        # writer's batches (after the flush of what they name); None: each is indexed as it lands.
+        self.deliver: Callable[[CachedRender], None] | None = None
         self.pushed: list[str] = []
         self.queued: list[str] = []
         self._transfers: asyncio.Semaphore | None = None  # made in the apply's own event loop
@@ -127,7 +130,9 @@ class RemoteApply:
             if self._transfers is None:
                 self._transfers = asyncio.Semaphore(TRANSFERS)
             async with self._transfers:
-                render = await self.remote.pull(render, self.cache, self.tmp_dir)
+                render = await self.remote.pull(render, self.cache, self.tmp_dir, record=self.deliver is None)
+                if self.deliver is not None:
+                    self.deliver(render)
         except BlobProblem as exc:
             raise SceneFailed(f"{exc}; the next `sparkspec apply` renders it") from None
         except RemoteError as exc:

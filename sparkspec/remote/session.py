@@ -80,7 +80,7 @@ class Remote:
         self._read.update(k for k in found.hits if k not in found.unread)
         return found
 
-    async def pull(self, render: CachedRender, cache: Cache, tmp_dir: Path) -> CachedRender:
+    async def pull(self, render: CachedRender, cache: Cache, tmp_dir: Path, *, record: bool = True) -> CachedRender:
         """Into the local cache, verified: the render pulled. A BlobProblem of a render read
         from its entry marks the key bad before it is raised. A render taken from the lock
         (`unread`: a lookup listed its entry without reading it, or `pull` by the lock's
@@ -88,7 +88,7 @@ class Remote:
         machine's render of the key won the write-once entry (then that render is pulled)."""
         from_lock = render.key in self.unread or render.key not in self._read
         try:
-            await transfer.pull_render(self.store, render, cache, tmp_dir)
+            await transfer.pull_render(self.store, render, cache, tmp_dir, record=record)
             return render
         except transfer.BlobProblem as problem:
             if not from_lock:
@@ -103,7 +103,7 @@ class Remote:
                 raise
         self.unread.discard(render.key)
         try:
-            await transfer.pull_render(self.store, entry, cache, tmp_dir)
+            await transfer.pull_render(self.store, entry, cache, tmp_dir, record=record)
         except transfer.BlobProblem as exc:
             await asyncio.to_thread(self.mark_bad, render.key, str(exc))
             raise

@@ -157,6 +157,8 @@ async def pull_lock(remote: Remote | None, workspace: Workspace) -> PullReport:
         await check_format(remote.store)
     from sparkspec.apply.outputs import materialize
 
+    pulled_renders: list[CachedRender] = []  # indexed together, once what they name is flushed
+
     async def settle(scenes: list[tuple[str, SceneRecord, tuple[Path, Path]]]) -> None:
         """One key: into the cache if it is not there (by the lock's digests, two requests,
         checked against the lock: no entry read), then into renders/ for each of its scenes,
@@ -170,7 +172,7 @@ async def pull_lock(remote: Remote | None, workspace: Workspace) -> PullReport:
                                                    "`sparkspec plan` shows what rendering it again costs")
                 return
             try:
-                got = await remote.pull(render_of(record), cache, workspace.state_dir / "tmp")
+                got = await remote.pull(render_of(record), cache, workspace.state_dir / "tmp", record=False)
             except (BlobProblem, RemoteError) as exc:
                 report.problems[f"scene {sid}"] = str(exc)
                 return
@@ -178,6 +180,7 @@ async def pull_lock(remote: Remote | None, workspace: Workspace) -> PullReport:
                 report.problems[f"scene {sid}"] = ("the team's remote has another render of its key than the lock "
                                                    "names; `sparkspec apply` installs that one, at no cost")
                 return
+            pulled_renders.append(got)
             pulled = True
         for scene, scene_record, files in scenes:
             for path, file in zip(files, (scene_record.video, scene_record.last_frame)):
@@ -192,7 +195,9 @@ async def pull_lock(remote: Remote | None, workspace: Workspace) -> PullReport:
                 report.restored.append(scene)
 
     await gather_bounded([settle(scenes) for scenes in by_key.values()], TRANSFERS)
-    await asyncio.to_thread(UNSYNCED.sync)  # what was pulled, on disk before pull reports it
+    await asyncio.to_thread(UNSYNCED.sync)  # what was pulled, on disk before the index names it
+    if pulled_renders:
+        await asyncio.to_thread(cache.record_many, pulled_renders)
     report.restored.sort()
 
     for name, sequence in sorted(workspace.lock.sequences.items()):

@@ -98,14 +98,16 @@ async def check_format(store: Store) -> None:
     store.format_known = True
 
 
-async def pull_render(store: Store, render: CachedRender, cache: Cache, tmp_dir: Path) -> None:
-    """Download `render`'s blobs into the local cache (verified), then record it there.
+async def pull_render(store: Store, render: CachedRender, cache: Cache, tmp_dir: Path, *,
+                      record: bool = True) -> None:
+    """Download `render`'s blobs into the local cache (verified), then record it there (unless
+    `record` is false: the caller indexes its pulls in a batch, once they are flushed).
     Raises BlobProblem for a missing or damaged blob, RemoteError for a failed request.
     Every step runs on one of the store's threads, one hop from the event loop a render."""
-    await store.run(_pull_render_now, store, render, cache, tmp_dir)
+    await store.run(_pull_render_now, store, render, cache, tmp_dir, record)
 
 
-def _pull_render_now(store: Store, render: CachedRender, cache: Cache, tmp_dir: Path) -> None:
+def _pull_render_now(store: Store, render: CachedRender, cache: Cache, tmp_dir: Path, record: bool) -> None:
     tmp_dir.mkdir(parents=True, exist_ok=True)
     for sha, size in _blobs(render):
         if cache.has_blob(sha, size):
@@ -122,4 +124,5 @@ def _pull_render_now(store: Store, render: CachedRender, cache: Cache, tmp_dir: 
             cache.put_blob(part, sha, pulled=True)
         finally:
             part.unlink(missing_ok=True)
-    cache.record(render)
+    if record:
+        cache.record(render)

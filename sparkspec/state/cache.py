@@ -90,11 +90,13 @@ class Cache:
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
                 # Never evict: an index entry is a paid render; only `sparkspec gc` drops one.
-                # No eviction index either: a fifth fewer bytes written per entry. The default
-                # write-ahead log: a rollback journal wrote a third fewer bytes an entry in an
-                # apply's batches, but each commit then waits for two fsyncs, and a pull indexes
-                # each render as it lands (benchmarks/RESULTS.md, session 8).
-                self._index = Index(str(self.directory / "index"), eviction_policy="none")
+                # No eviction index either: a fifth fewer bytes written per entry. A rollback
+                # journal, not SQLite's write-ahead log: new pages are written once, not to the
+                # log and then again into the database, a third fewer bytes an entry. Its commits
+                # wait for two fsyncs, so an apply indexes in batches: its renders and its pulls
+                # at the lock writer's writes (benchmarks/RESULTS.md, session 9).
+                self._index = Index(str(self.directory / "index"), eviction_policy="none",
+                                    sqlite_journal_mode="truncate")
             except Exception as exc:  # noqa: BLE001 - sqlite3.Error or OSError, decided below
                 if not (self.exists() and _read_only(self.directory / "index")):
                     with self._index_errors():

@@ -92,9 +92,15 @@ class Journal:
         self.forget_many([key])
 
     def forget_many(self, keys: list[str]) -> None:
+        gone = False
         for key in keys:
-            self._path(key).unlink(missing_ok=True)
-        fsync_dir(self.directory)
+            try:
+                self._path(key).unlink()
+            except FileNotFoundError:
+                continue  # a render with no task of this apply's (pulled from the team's remote)
+            gone = True
+        if gone:
+            fsync_dir(self.directory)
 
     def keys(self) -> set[str]:
         """The keys with an entry (readable or not), from one listing of the folder."""
