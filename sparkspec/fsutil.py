@@ -38,17 +38,21 @@ def file_mode() -> int:
 
 @contextmanager
 def atomic_target(path: Path) -> Iterator[Path]:
-    """A temporary file beside `path` to fill; when the block succeeds it is fsync'd, given
-    the umask's mode and renamed over `path`. On any failure the temporary file goes."""
+    """A temporary file beside `path` to fill, with the umask's mode; when the block succeeds
+    it is fsync'd and renamed over `path`. On any failure the temporary file goes. The mode is
+    set as the file is made: a chmod after the fsync dirtied its inode again, about 300 bytes
+    more written per file (benchmarks/RESULTS.md, session 9)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     tmp = Path(name)
     try:
+        try:
+            os.fchmod(fd, file_mode())
+        finally:
+            os.close(fd)
         yield tmp
         with open(tmp, "rb+") as stream:
             os.fsync(stream.fileno())
-        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
@@ -83,7 +87,8 @@ def atomic_move(source: Path, dest: Path, *, synced: bool = True) -> None:
     here (the caller notes it in `state.unsynced`, flushed before anything names it)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.chmod(source, file_mode())
+        if os.stat(source).st_mode & 0o7777 != file_mode():  # a chmod costs an inode write
+            os.chmod(source, file_mode())
         os.replace(source, dest)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
