@@ -79,6 +79,7 @@ def test_push_pull_and_status_through_a_shared_folder(tmp_path: Path, monkeypatc
         assert (second / f"renders/{sid}.mp4").read_bytes() == (first / f"renders/{sid}.mp4").read_bytes()
     code, out, _ = run_main(["remote", "status", "--json"], second, monkeypatch)
     assert json.loads(out)["renders"]["both"]["count"] == 2
+    assert indexed(second) == {record.key for record in lock.scenes.values()}  # in one batch, after the flush
 
     # Off: pull restores from the local cache only; push has nothing to talk to.
     (second / "renders" / "intro.mp4").unlink()
@@ -86,6 +87,34 @@ def test_push_pull_and_status_through_a_shared_folder(tmp_path: Path, monkeypatc
     assert code == 0 and "restored intro from the local cache" in out
     code, _, err = run_main(["push", "--remote", "off"], second, monkeypatch)
     assert code == 1 and "no remote in use" in err
+
+
+def indexed(root: Path) -> set[str]:
+    cache = Cache(root / ".sparkspec" / "cache")
+    try:
+        return {key for key in cache.keys() if cache.entry(key) is not None}
+    finally:
+        cache.close()
+
+
+@pytest.mark.slow  # two local renders: 7 s
+def test_an_apply_that_pulls_indexes_its_pulls_in_the_local_cache(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pulls are indexed with the lock writer's batches, not one by one: they are there after it.
+    remote = tmp_path / "shared"
+    first = machine(tmp_path / "first", remote)
+    assert run_main(["apply", "--auto-approve"], first, monkeypatch)[0] == 0  # renders and pushes
+    lock = (first / "project.spark.lock").read_text()
+    second = machine(tmp_path / "second", remote)
+    (second / "project.spark.lock").write_text(lock)
+    code, out, err = run_main(["apply", "--auto-approve", "--json"], second, monkeypatch)
+    assert code == 0, err + out
+    assert sorted(json.loads(line)["scene"] for line in out.splitlines()
+                  if json.loads(line)["event"] == "pulled") == ["intro", "outro"]
+    assert indexed(second) == {scene["key"] for scene in json.loads(lock)["scenes"].values()}
+    (second / "renders" / "intro.mp4").unlink()  # the local cache alone restores it now
+    code, out, err = run_main(["plan", "--remote", "off"], second, monkeypatch)
+    assert code == 0 and "< scene.intro (restore)" in out, err + out
 
 
 def test_pull_names_what_is_nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
