@@ -2,24 +2,24 @@
 
 diskcache's `Cache.__init__` writes each of its twenty settings back to its Settings table on
 every open, in statements of their own, and creates its tables and triggers the same way: each
-statement is a commit, and each commit appends the Settings page to SQLite's write-ahead log.
-Opening an index that already exists wrote about 220 KB (107 KB through the log, then again into
-the database): 2 KB a scene of a 100-scene apply, more than all its lock writes. Here those
-statements run in one transaction, begun after diskcache has set its pragmas (SQLite refuses to
-change the journal mode inside one) and committed before diskcache closes the connection it
-opened them on: one commit of a page or two.
+statement is a commit, and each commit writes the Settings page again (with a rollback journal,
+twice: the journal's copy and the page). Opening an index that already exists wrote about 220 KB:
+2 KB a scene of a 100-scene apply, more than all its lock writes. Here those statements run in
+one transaction, begun at the first statement that writes (after diskcache has set its pragmas:
+SQLite refuses to change the journal mode inside a transaction) and committed before diskcache
+closes the connection it opened them on: one commit of a page or two.
 
-This leans on three names inside diskcache 5.6 (`reset`, `close`, `_local`); pyproject.toml
+This leans on three names inside diskcache 5.6 (`_sql_retry`, `close`, `_local`); pyproject.toml
 keeps diskcache below 6, and tests/state/test_cacheindex.py checks the bytes and the result.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 import diskcache
-from diskcache.core import ENOVAL
 
 
 class Index(diskcache.Cache):  # type: ignore[misc]  # diskcache has no type hints
@@ -33,13 +33,20 @@ class Index(diskcache.Cache):  # type: ignore[misc]  # diskcache has no type hin
         finally:
             self._opening = False
 
-    def reset(self, key: str, value: Any = ENOVAL, update: bool = True) -> Any:
-        # The first setting written back (after every pragma is set) begins the transaction.
-        if getattr(self, "_opening", False) and update and value is not ENOVAL:
-            con = self._con
-            if not con.in_transaction:
-                self._sql_retry("BEGIN IMMEDIATE")
-        return super().reset(key, value, update)
+    @property
+    def _sql_retry(self) -> Callable[..., sqlite3.Cursor]:
+        # What __init__ runs its statements with (pragmas go another way): the first one that
+        # writes begins the transaction.
+        execute: Callable[..., sqlite3.Cursor] = super()._sql_retry
+        if not getattr(self, "_opening", False):
+            return execute
+
+        def run(statement: str, *args: Any, **kwargs: Any) -> sqlite3.Cursor:
+            if self._opening and not statement.startswith(("SELECT", "BEGIN")) and \
+                    not self._con.in_transaction:
+                execute("BEGIN IMMEDIATE")
+            return execute(statement, *args, **kwargs)
+        return run
 
     def close(self) -> None:
         # __init__ ends by closing the connection it opened (and opening one with the timeout
