@@ -96,7 +96,7 @@ class Cache:
                 # wait for two fsyncs, so an apply indexes in batches: its renders and its pulls
                 # at the lock writer's writes (benchmarks/RESULTS.md, session 9).
                 self._index = Index(str(self.directory / "index"), eviction_policy="none",
-                                    sqlite_journal_mode="truncate")
+                                    sqlite_journal_mode=_journal_mode(self.directory / "index"))
             except Exception as exc:  # noqa: BLE001 - sqlite3.Error or OSError, decided below
                 if not (self.exists() and _read_only(self.directory / "index")):
                     with self._index_errors():
@@ -256,6 +256,34 @@ class Cache:
             for blob in sorted(shard.iterdir()):
                 if not blob.name.startswith(".") and not blob.name.endswith(".part"):  # temporaries
                     yield blob.name, blob
+
+
+def _journal_mode(folder: Path) -> str:
+    """The rollback journal, unless the index is on SQLite's write-ahead log (sparkspec before
+    session 9 made it so) and another process has it open now: leaving the log needs the
+    database to itself, and diskcache would retry that for a minute and fail. It then stays on
+    the log for this run, which works the same, and moves at the next open that finds it free."""
+    import sqlite3
+
+    try:
+        with (folder / "cache.db").open("rb") as db:
+            header = db.read(20)
+    except OSError:
+        return "truncate"
+    if len(header) < 20 or header[18] != 2:  # the file format's write version: 2 is the log
+        return "truncate"
+    try:
+        con = sqlite3.connect(folder / "cache.db", timeout=0, isolation_level=None)
+        try:
+            con.execute("PRAGMA journal_mode=truncate").fetchall()
+        finally:
+            con.close()
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return "wal"
+    except sqlite3.Error:
+        pass  # damaged: opening it says so
+    return "truncate"
 
 
 def blob_intact(path: Path, sha256: str, size: int) -> bool:

@@ -80,3 +80,27 @@ def test_an_opening_waits_for_another_process_writing_and_then_succeeds(tmp_path
     index.close()
     released.join()
     other.close()
+
+
+def test_an_index_on_the_log_moves_to_the_rollback_journal_when_no_other_process_has_it_open(
+        tmp_path: Path) -> None:
+    # Made by sparkspec before session 9 (SQLite's write-ahead log), and still open elsewhere:
+    # leaving the log needs the database to itself, which diskcache would retry for a minute.
+    from sparkspec.state.cache import Cache, CachedRender
+
+    older = diskcache.Cache(str(tmp_path / "cache" / "index"), eviction_policy="none")
+    older.set("old", {"key": "old"})
+    started = time.monotonic()
+    cache = Cache(tmp_path / "cache")
+    assert cache.index.get("old") == {"key": "old"}
+    assert time.monotonic() - started < 5
+    assert cache.index._sql("PRAGMA journal_mode").fetchone() == ("wal",)  # for this run
+    cache.record(CachedRender(key="new", provider="spark", model="m", task_id="t", seed=1, tokens=1,
+                              video_sha256="a" * 64, video_bytes=1, last_frame_sha256="b" * 64,
+                              last_frame_bytes=1, inputs={}))
+    cache.close()
+    older.close()
+    cache = Cache(tmp_path / "cache")  # alone now: it moves
+    assert cache.index._sql("PRAGMA journal_mode").fetchone() == ("truncate",)
+    assert cache.entry("new") is not None and cache.index.get("old") == {"key": "old"}
+    cache.close()
