@@ -52,7 +52,7 @@ def with_frame(job: FetchJob, video: Downloaded, info: VideoInfo, frame: Downloa
             return Fetched(video, info, frame, None)
         except (DamagedOutput, MediaError) as exc:
             job.frame_dest.unlink(missing_ok=True)
-            problem = f"its last frame could not be used ({exc})"
+            problem = frame_problem(exc)
     sha256, size = extract_last_frame(video.path, job.frame_dest)
     return Fetched(video, info, Downloaded(job.frame_dest, sha256, size), problem)
 
@@ -81,7 +81,7 @@ def fetched_with_strip(job: FetchJob, video: Downloaded, info: VideoInfo, frame:
 NO_FRAME = "it gave no last frame"
 
 
-def frame_problem(exc: DownloadError) -> str:
+def frame_problem(exc: Exception) -> str:
     return f"its last frame could not be used ({exc})"
 
 

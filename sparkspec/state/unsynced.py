@@ -14,9 +14,10 @@ Only files that can be fetched again for free go this way: a verified download f
 team's remote, and a finished task's outputs, whose task stays in the journal until the
 cache index names them (after the flush). Fresh downloads are not fsync'd one by one
 either: from fetch workers, those fsyncs contended with the journal entry's own on the
-disk (benchmarks/apply_bench.py journal). The cache index may name a pulled blob before the flush; after a power cut a
-blob cut short fails the cache's own check (size, sha256) and is pulled again, never paid
-for. A file whose loss would cost money, such as a task's journal entry, keeps its own fsync
+disk (benchmarks/apply_bench.py journal). `apply` and `pull` index their pulls after the
+flush too; a caller of `Remote.pull` that indexes at once may name a pulled blob before it,
+and after a power cut a blob cut short fails the cache's own check (size, sha256) and is
+pulled again, never paid for. A file whose loss would cost money, such as a task's journal entry, keeps its own fsync
 before anything else happens.
 """
 
