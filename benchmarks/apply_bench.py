@@ -79,8 +79,8 @@ def _hwm():
         out.write(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
 atexit.register(_hwm)
 sys.argv[0] = "sparkspec"
-from sparkspec.cli import main
-main()
+from sparkspec.cli import run  # the console script's entry point: what `sparkspec` runs
+run()
 """
 
 

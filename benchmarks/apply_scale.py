@@ -79,8 +79,8 @@ def _io():
         json.dump(counters, out)
 atexit.register(_io)
 sys.argv[0] = "sparkspec"
-from sparkspec.cli import main
-main()
+from sparkspec.cli import run  # the console script's entry point: what `sparkspec` runs
+run()
 """
 
 

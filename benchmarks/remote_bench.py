@@ -69,8 +69,8 @@ def _timed(*args, **kwargs):
     finally:
         review[0] += time.perf_counter() - started
 apply_command._review = _timed
-from sparkspec.cli import main
-main()
+from sparkspec.cli import run  # the console script's entry point: what `sparkspec` runs
+run()
 """
 
 # The baseline: the same objects, downloaded concurrently with obstore, streamed to files.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from click.core import ParameterSource
@@ -348,30 +348,45 @@ def doctor(spec: str, provider: str | None) -> None:
 
 def run() -> None:
     """The `sparkspec` process (console script, `python -m sparkspec`): `main`, and then an
-    exit that does not wait for calls to the team's remote that nobody waits for any more."""
+    exit without the interpreter's teardown (`_exit`)."""
     try:
         main()
     except SystemExit as exc:
-        _leave_abandoned_store_calls(exc.code if isinstance(exc.code, int) else EXIT_ERROR if exc.code else 0)
-        raise
-    _leave_abandoned_store_calls(0)
+        _exit(exc.code)
+    _exit(0)
 
 
-def _leave_abandoned_store_calls(code: int) -> None:
-    """Exit now if a call to the team's remote is still blocked in its thread: one nobody waits
-    for any more (the plan's remote budget ran out, Ctrl-C during a pull) would otherwise hold
-    the exit until its own timeout, minutes on a store that accepts and never answers.
-    Everything sparkspec writes is on disk by now; only the abandoned request dies with us.
+def _exit(status: str | int | None) -> NoReturn:
+    """Leave the process once its work is done, without the interpreter's teardown: freeing
+    every module and object took 0.25-0.3 s after an apply had finished (benchmarks/RESULTS.md,
+    session 10), on every command. Everything sparkspec writes is fsync'd and closed by the
+    time `main` returns; what else the teardown would do is done here: the atexit handlers
+    run and the standard streams are flushed. When a thread of sparkspec's is still at work,
+    or a stream cannot be flushed, the interpreter's own exit runs instead, as before.
+
+    A call to the team's remote still blocked in its thread is the exception: nobody waits for
+    it any more (the plan's remote budget ran out, Ctrl-C during a pull), and the ordinary exit
+    would hold the process until its timeout, minutes on a store that accepts and never answers.
     (Not in `main`, which may run inside another program, a test runner.)"""
+    import atexit
+    import threading
+
     store = sys.modules.get("sparkspec.remote.store")
-    if store is None or not store.calls_running():
-        return
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)
+    abandoned = store is not None and store.calls_running() > 0
+    working = any(t is not threading.main_thread() and not t.daemon and t.is_alive()
+                  for t in threading.enumerate())
+    if working and not abandoned:
+        raise SystemExit(status)
+    if status is not None and not isinstance(status, int):
+        print(status, file=sys.stderr)  # as the interpreter does with sys.exit("message")
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        if not abandoned:
+            raise SystemExit(status) from None
+    os._exit(status if isinstance(status, int) else EXIT_ERROR if status else 0)
 
 
 def main() -> None:

@@ -80,3 +80,37 @@ def test_a_corrupt_lock_is_one_line_naming_it(cli: Cli, tmp_path: Path) -> None:
         line, = result.stderr.strip().splitlines()
         assert line.startswith("error: project.spark.lock:1:") and "restore it from git" in line
     assert (tmp_path / "project.spark.lock").read_text() == '{"version": 1, "scenes": {'
+
+
+# The process's exit (cli._exit): skips the interpreter's teardown, never the work before it.
+EXIT = """
+import atexit, sys, threading, time
+from pathlib import Path
+from sparkspec import cli
+marks = Path(sys.argv[1])
+atexit.register(lambda: marks.write_text(marks.read_text() + "atexit "))
+def late() -> None:
+    time.sleep(0.3)
+    marks.write_text(marks.read_text() + "thread ")
+if sys.argv[2] == "thread":
+    threading.Thread(target=late).start()
+sys.stdout.write("x" * 200000)  # more than a pipe holds: only the exit's flush writes its tail
+cli._exit(int(sys.argv[3]) if sys.argv[3].isdigit() else sys.argv[3])
+"""
+
+
+@pytest.mark.parametrize(("thread", "status", "code"), [("none", "2", 2), ("none", "0", 0), ("thread", "0", 0),
+                                                        ("none", "a message", 1)])
+def test_the_exit_flushes_runs_atexit_and_waits_for_a_working_thread(tmp_path: Path, thread: str, status: str,
+                                                                      code: int) -> None:
+    import subprocess
+    import sys
+
+    marks = tmp_path / "marks"
+    marks.write_text("")
+    proc = subprocess.run([sys.executable, "-c", EXIT, str(marks), thread, status], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == code, proc.stderr
+    assert proc.stdout == "x" * 200000
+    assert marks.read_text() == ("thread atexit " if thread == "thread" else "atexit ")
+    assert proc.stderr == ("a message\n" if status == "a message" else "")
