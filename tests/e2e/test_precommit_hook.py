@@ -89,3 +89,32 @@ def test_only_the_changed_files_projects_are_checked(tmp_path: Path, home: Path)
     assert only_good.returncode == 0, only_good.stdout
     everything = try_repo(repo, home, "--all-files")
     assert everything.returncode == 1 and "bad/project.spark.yaml:1:" in everything.stdout
+
+
+def test_a_changed_first_frame_image_or_plain_text_template_checks_its_project(tmp_path: Path, home: Path) -> None:
+    from PIL import Image
+
+    repo = tmp_path / "repo"
+    (repo / "film/assets").mkdir(parents=True)
+    (repo / "film/prompts").mkdir()
+    (repo / "film/project.spark.yaml").write_text(
+        "version: 1\nprovider: {type: local}\nscenes:\n  intro:\n    first_frame: {image: assets/Frame.PNG}\n"
+        "    prompt: \"hi\"\n  outro:\n    prompt_file: prompts/outro.txt\n")
+    Image.new("RGB", (640, 360), "red").save(repo / "film/assets/Frame.PNG")
+    (repo / "film/prompts/outro.txt").write_text("The end\n")
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    assert try_repo(repo, home, "--files", "film/assets/Frame.PNG").returncode == 0
+
+    Image.new("RGB", (100, 20), "red").save(repo / "film/assets/Frame.PNG")  # below the API's 300 px
+    git(repo, "add", "-A")
+    image_only = try_repo(repo, home, "--files", "film/assets/Frame.PNG")
+    assert image_only.returncode == 1, image_only.stdout
+    assert "film/project.spark.yaml:5:26: error: scenes.intro.first_frame.image" in image_only.stdout
+
+    Image.new("RGB", (640, 360), "red").save(repo / "film/assets/Frame.PNG")
+    (repo / "film/prompts/outro.txt").write_text("The {{ end\n")
+    git(repo, "add", "-A")
+    template_only = try_repo(repo, home, "--files", "film/prompts/outro.txt")
+    assert template_only.returncode == 1, template_only.stdout
+    assert "outro.txt:1:" in template_only.stdout
