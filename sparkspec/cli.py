@@ -377,15 +377,20 @@ def _exit(status: str | int | None) -> NoReturn:
                   for t in threading.enumerate())
     if working and not abandoned:
         raise SystemExit(status)
-    if status is not None and not isinstance(status, int):
-        print(status, file=sys.stderr)  # as the interpreter does with sys.exit("message")
-    atexit._run_exitfuncs()
     try:
         sys.stdout.flush()
         sys.stderr.flush()
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # a closed pipe: the interpreter's exit reports it, as before
         if not abandoned:
             raise SystemExit(status) from None
+    if status is not None and not isinstance(status, int):
+        print(status, file=sys.stderr)  # as the interpreter does with sys.exit("message")
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):  # what the handlers printed
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
     os._exit(status if isinstance(status, int) else EXIT_ERROR if status else 0)
 
 

@@ -88,7 +88,10 @@ import atexit, sys, threading, time
 from pathlib import Path
 from sparkspec import cli
 marks = Path(sys.argv[1])
-atexit.register(lambda: marks.write_text(marks.read_text() + "atexit "))
+def bye() -> None:
+    marks.write_text(marks.read_text() + "atexit ")
+    sys.stdout.write("bye")  # printed by a handler: flushed too
+atexit.register(bye)
 def late() -> None:
     time.sleep(0.3)
     marks.write_text(marks.read_text() + "thread ")
@@ -111,6 +114,6 @@ def test_the_exit_flushes_runs_atexit_and_waits_for_a_working_thread(tmp_path: P
     proc = subprocess.run([sys.executable, "-c", EXIT, str(marks), thread, status], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == code, proc.stderr
-    assert proc.stdout == "x" * 200000
+    assert proc.stdout == "x" * 200000 + "bye"
     assert marks.read_text() == ("thread atexit " if thread == "thread" else "atexit ")
     assert proc.stderr == ("a message\n" if status == "a message" else "")
