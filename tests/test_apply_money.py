@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from fakeapi import FakeSparkAPI
+from mounts import read_only
 from sparkspec.apply.engine import ApplyResult, Engine
 from sparkspec.apply.progress import PlainReporter
 from sparkspec.plan.model import PlanOptions
@@ -181,6 +182,51 @@ scenes:
   a: {prompt: "a {{ animal }} on a fence"}
   b: {prompt: "a gate swings"}
 """
+
+
+SIX = SPEC.split("scenes:")[0] + "scenes:\n" + "".join(f'  s{i}: {{prompt: "shot {i} of six"}}\n' for i in range(6))
+
+
+def test_a_journal_that_cannot_take_entries_stops_the_apply_before_it_pays(tmp_path: Path,
+                                                                           api: FakeSparkAPI) -> None:
+    (tmp_path / "project.spark.yaml").write_text(SIX)
+    (tmp_path / ".sparkspec/journal").mkdir(parents=True)
+    with read_only(tmp_path / ".sparkspec/journal"):
+        result, events = apply(tmp_path, api)
+    assert api.total_creates == 0  # was 6: each created, paid for, then failed on its journal entry
+    assert len(result.failed) == 1 and "Read-only file system" in next(iter(result.failed.values()))
+    assert len(result.skipped) == 5
+    assert all("not submitted: the journal cannot be written (Read-only file system)" in r
+               for r in result.skipped.values())
+
+    again, _ = apply(tmp_path, api)
+    assert again.ok and api.total_creates == 6
+
+
+def test_a_task_the_journal_cannot_record_is_collected_and_no_other_is_submitted(
+        tmp_path: Path, api: FakeSparkAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sparkspec.state import journal as journal_module
+
+    (tmp_path / "project.spark.yaml").write_text(SIX)
+    write_new = journal_module.write_new
+
+    def full(path: Path, data: bytes, pad: bool = False) -> None:
+        if path.name.endswith(".json"):  # the disk fills up after the apply's check of the folder
+            raise OSError(28, "No space left on device", str(path))
+        write_new(path, data, pad=pad)
+
+    monkeypatch.setattr(journal_module, "write_new", full)
+    result, events = apply(tmp_path, api)
+    # Two creates were under way at once (parallelism 2): both are paid for, and both collected.
+    assert api.total_creates == 2 and sorted(result.completed) == sorted(
+        e["scene"] for e in events if e["event"] == "submitted")
+    warned = [e for e in events if e["event"] == "warning"]
+    assert len(warned) == 2 and all(f"task {e['task_id']} was created" in e["message"] and
+                                    "No space left on device" in e["message"] for e in warned)
+    assert len(result.skipped) == 4 and not result.failed
+    monkeypatch.setattr(journal_module, "write_new", write_new)
+    again, _ = apply(tmp_path, api)
+    assert again.ok and api.total_creates == 6 and sorted(again.completed) == sorted(result.skipped)
 
 
 @pytest.mark.parametrize("flags", [

@@ -115,6 +115,8 @@ class TaskRunner:
         self.delivered: dict[str, CachedRender] = {}  # in the cache's blobs, by key
         self.uncommitted: list[CachedRender] = []  # delivered, not yet in the cache's index
         self.fetching = 0  # outputs being fetched on this loop now
+        self.journal_check: asyncio.Future[None] | None = None  # the journal takes entries: once an apply
+        self.journal_refused = False  # its failure was reported (by the first scene that met it)
 
     def cached(self, key: str) -> CachedRender | None:
         """The render for `key` from this apply or the cache."""
@@ -272,6 +274,7 @@ class TaskRunner:
 
     async def submit(self, request: RenderRequest) -> TaskStatus:
         """Create the task; its id is in the journal before anything else happens."""
+        await self.journal_writable()
         try:
             status = await self.api.submit(request)
         except (AuthError, AccountError) as exc:
@@ -282,10 +285,39 @@ class TaskRunner:
         # On the event loop, not in a thread: the shortest path from a paid task's id to the
         # disk is to write it now, before anything else runs, not to queue it behind other
         # blocking work in the executor (one small fsync'd file; benchmarks/apply_bench.py journal).
-        self.journal.record(request.key, request.scene, self.api.type, status.task_id,
-                            request.execution_expires_after or DEFAULT_EXPIRY, self.wall_clock(), status.locator)
+        try:
+            self.journal.record(request.key, request.scene, self.api.type, status.task_id,
+                                request.execution_expires_after or DEFAULT_EXPIRY, self.wall_clock(), status.locator)
+        except OSError as exc:  # the disk filled up since the check: the task is paid for all the same
+            self.unjournalled(request.scene, status.task_id, exc)
         self.emit({"event": "submitted", "scene": request.scene, "task_id": status.task_id})
         return status
+
+    async def journal_writable(self) -> None:
+        """Before an apply's first create: the journal can take the paid task's id. When it
+        cannot, the first scene fails with the reason and no scene submits anything."""
+        if self.journal_check is None:
+            self.journal_check = asyncio.ensure_future(asyncio.to_thread(self.journal.check_writable))
+        try:
+            await asyncio.shield(self.journal_check)
+        except OSError as exc:
+            if self.stop_submitting is None:
+                self.stop_submitting = f"not submitted: the journal cannot be written ({exc.strerror or exc})"
+            if self.journal_refused:
+                raise SceneSkipped(self.stop_submitting) from None
+            self.journal_refused = True
+            raise
+
+    def unjournalled(self, scene_id: str, task_id: str, exc: OSError) -> None:
+        """A created task whose id the journal could not take: no other task is submitted, and
+        this one is polled and collected from memory (an apply stopped first loses it: it is named)."""
+        if self.stop_submitting is None:
+            self.stop_submitting = f"not submitted: the journal cannot be written ({exc.strerror or exc})"
+        where = f"{exc.filename}: " if exc.filename else ""
+        self.emit({"event": "warning", "scene": scene_id, "task_id": task_id,
+                   "message": f"task {task_id} was created (it is paid for) but the journal could not record it "
+                              f"({where}{exc.strerror or exc}); this apply collects it and submits no other "
+                              f"task; an apply stopped before then loses it (its id is only in this line)"})
 
     def backoff(self, attempt: int) -> float:
         base = min(self.poll.max, self.poll.initial * (2 ** min(attempt - 1, 30)))

@@ -20,6 +20,8 @@ reaches the disk, not a 4 KB page (`heldio`).
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +89,17 @@ class Journal:
         except FileExistsError:
             atomic_write_bytes(path, data)
         return entry
+
+    def check_writable(self) -> None:
+        """Raise OSError unless an entry can be written here now: made before an apply's first
+        create, so that a folder that cannot take the paid task's id (read-only, a file in its
+        place, a full disk) stops the apply before it pays, not after."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        probe = self.directory / f".probe-{os.getpid()}-{secrets.token_hex(4)}"  # not an entry: no .json
+        try:
+            write_new(probe, b"{}", pad=True)
+        finally:
+            probe.unlink(missing_ok=True)
 
     def forget(self, key: str) -> None:
         self.forget_many([key])

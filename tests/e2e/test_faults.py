@@ -13,14 +13,13 @@ import resource
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cli_runner import Run, run_cli, start_cli
+from mounts import mount, mounted, read_only
 
 SPEC = """\
 version: 1
@@ -86,30 +85,6 @@ def project(applied_once: Path, tmp_path: Path) -> Path:
     root = tmp_path / "project"
     shutil.copytree(applied_once, root, symlinks=True)
     return root
-
-
-def mount(*args: str) -> None:
-    done = subprocess.run(["mount", *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"mount {' '.join(args)} is not permitted here: {done.stderr.strip()}")
-
-
-@contextmanager
-def mounted(*args: str, at: Path) -> Iterator[Path]:
-    at.mkdir(parents=True, exist_ok=True)
-    mount(*args, str(at))
-    try:
-        yield at
-    finally:
-        subprocess.run(["umount", "-l", str(at)], check=True)
-
-
-@contextmanager
-def read_only(folder: Path) -> Iterator[Path]:
-    """`folder` made read-only by a read-only bind mount over itself: root too gets EROFS."""
-    with mounted("--bind", str(folder), at=folder):
-        mount("-o", "remount,bind,ro", str(folder))
-        yield folder
 
 
 # -- a file where a folder should be, and the other way round ----------------------------------
