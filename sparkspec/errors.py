@@ -18,6 +18,7 @@ message and maps them to an exit code. Every message says what to do next.
           +-- AccountError       out of money or permission (402, 403, 40201-40208): stop submitting
           +-- TransientError     worth retrying (connection, timeout, 429, 5xx, 003021099)
           +-- CreateUnconfirmed  a create may have made a task sparkspec cannot find: not retried
+          |    +-- UnreadableCreate  a create answered 2xx without a task to read: stop submitting
           +-- RequestRejected    the API refused a request as given (another 4xx)
           +-- BadAnswer          the API answered something sparkspec cannot read
           +-- BadFirstFrame      the first-frame image cannot be sent (format, changed while sent)
@@ -140,6 +141,17 @@ class TransientError(ProviderError):
 
 class CreateUnconfirmed(ProviderError):
     pass
+
+
+class UnreadableCreate(CreateUnconfirmed):
+    """A create accepted (2xx) with an answer that holds no task sparkspec can read: whatever
+    answers is not the API as sparkspec knows it, and each further create could be paid for
+    and lost the same way, so the apply submits nothing more. The message ends saying so."""
+
+    def __init__(self, message: str) -> None:
+        self.detail = message
+        super().__init__(f"{message}. No more tasks are submitted in this apply: check provider.base_url "
+                         f"and run `sparkspec doctor`; the next apply submits this scene again.")
 
 
 class RequestRejected(ProviderError):

@@ -34,6 +34,7 @@ from sparkspec.errors import (
     ProviderError,
     RenderFailed,
     TaskNotFound,
+    UnreadableCreate,
     UrlExpired,
 )
 from sparkspec.keys import SceneKey
@@ -279,6 +280,11 @@ class TaskRunner:
             status = await self.api.submit(request)
         except (AuthError, AccountError) as exc:
             self.stop_submitting = stop_reason(exc)
+            raise self.failure(request.scene, str(exc)) from None
+        except UnreadableCreate as exc:
+            if self.stop_submitting is None:
+                self.stop_submitting = (f"not submitted: the API answered {request.scene}'s create without a task "
+                                        f"sparkspec can read")
             raise self.failure(request.scene, str(exc)) from None
         except ProviderError as exc:
             raise self.failure(request.scene, str(exc)) from None

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from fakeapi import FakeSparkAPI
-from sparkspec.errors import AccountError, AuthError, CreateUnconfirmed, TransientError
+from sparkspec.errors import AccountError, AuthError, TransientError, UnreadableCreate
 from sparkspec.providers.base import TaskState
 from sparkspec.providers.ratelimit import RateLimiter
 from sparkspec.providers.retry import create_may_be_retried, read_may_be_retried
@@ -98,7 +98,7 @@ def test_x_should_retry_true_retries_a_create_the_server_refused(api: FakeSparkA
 
 def test_an_unreadable_create_answer_is_unconfirmed(api: FakeSparkAPI) -> None:
     api.inject("create", "status", status=200, body="<html>gateway</html>")
-    with pytest.raises(CreateUnconfirmed, match="next apply"):
+    with pytest.raises(UnreadableCreate, match="next apply"):
         run(api, lambda p: p.submit(request()))
 
 

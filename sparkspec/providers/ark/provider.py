@@ -26,7 +26,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
-from sparkspec.errors import CreateUnconfirmed, ProviderError, TaskNotFound
+from sparkspec.errors import CreateUnconfirmed, ProviderError, TaskNotFound, UnreadableCreate
 from sparkspec.providers.ark.errors import ark_refusal
 from sparkspec.providers.base import RenderRequest, TaskState, TaskStatus
 from sparkspec.providers.spark.answers import json_object
@@ -62,11 +62,13 @@ class ArkProvider(SparkProvider):
             response = await self._call("POST", TASKS_PATH, what=what, body=body)
             task_id = _id(response)
             if task_id is None:
-                raise CreateUnconfirmed(f"{what}: the API answered HTTP {response.status_code} without a task id; "
-                                        f"it may have created a task")
+                raise UnreadableCreate(f"{what}: the API answered HTTP {response.status_code} without a task id; "
+                                       f"it may have created a task")
         except CreateUnconfirmed as exc:
             found, note = await self.lookup(request, model, started, self.wall_clock())
             if found is None:
+                if isinstance(exc, UnreadableCreate):  # its message ends with what apply does next
+                    raise UnreadableCreate(f"{exc.detail} ({note})") from None
                 raise CreateUnconfirmed(f"{exc} ({note})") from None
             return found
         self._known.add(task_id)

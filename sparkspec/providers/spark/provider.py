@@ -44,6 +44,7 @@ from sparkspec.errors import (
     ProviderError,
     TaskNotFound,
     TransientError,
+    UnreadableCreate,
 )
 from sparkspec.providers.base import Downloaded, RenderRequest, TaskStatus
 from sparkspec.providers.ratelimit import RateLimiter
@@ -210,13 +211,15 @@ class SparkProvider:
             raw = response.json()
         except ValueError:
             raw = None
-        if not isinstance(raw, dict):
+        try:
+            if not isinstance(raw, dict):
+                raise BadAnswer(f"the API answered HTTP {response.status_code} without a task object")
+            return parse_task(raw, self._scrub)
+        except BadAnswer as exc:
             if response.request.method == "POST":
-                raise CreateUnconfirmed(f"{what}: the API answered HTTP {response.status_code} without a task "
-                                        f"object; it may have created a task that sparkspec cannot find again. "
-                                        f"The next apply submits this scene again.")
-            raise BadAnswer(f"{what}: the API answered HTTP {response.status_code} without a task object")
-        return parse_task(raw, self._scrub)
+                raise UnreadableCreate(f"{what}: {exc}; it may have created a task that sparkspec cannot find "
+                                       f"again") from None
+            raise BadAnswer(f"{what}: {exc}") from None
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._secret, "<redacted>") if self._secret else text

@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 import httpx
 
-from sparkspec.errors import BadAnswer, CreateUnconfirmed, ProviderError, TaskNotFound
+from sparkspec.errors import BadAnswer, ProviderError, TaskNotFound, UnreadableCreate
 from sparkspec.providers.base import RenderRequest, TaskState, TaskStatus
 from sparkspec.providers.spark.answers import json_object
 from sparkspec.providers.spark.provider import SparkProvider
@@ -69,9 +69,8 @@ class SparkGateway(SparkProvider):
             request_id = raw.get("id")
         if raw is None or not isinstance(request_id, (str, int)) or isinstance(request_id, bool) \
                 or str(request_id) == "":
-            raise CreateUnconfirmed(f"{what}: the API answered HTTP {response.status_code} without a request id; "
-                                    f"it may have queued a task that sparkspec cannot find again. The next apply "
-                                    f"submits this scene again.")
+            raise UnreadableCreate(f"{what}: the API answered HTTP {response.status_code} without a request id; "
+                                   f"it may have queued a task that sparkspec cannot find again")
         request_id = str(request_id)
         given = {name: raw[name] for name in URL_FIELDS if isinstance(raw.get(name), str) and raw[name]}
         locator = json.dumps({"model": model, **given}, sort_keys=True, separators=(",", ":"))
