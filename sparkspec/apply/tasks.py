@@ -297,6 +297,9 @@ class TaskRunner:
         except OSError as exc:  # the disk filled up since the check: the task is paid for all the same
             self.unjournalled(request.scene, status.task_id, exc)
         self.emit({"event": "submitted", "scene": request.scene, "task_id": status.task_id})
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():  # Ctrl-C came while the create was on the
+            raise asyncio.CancelledError  # wire (the provider waited for its answer): journalled, it ends here
         return status
 
     async def journal_writable(self) -> None:

@@ -221,3 +221,28 @@ def test_a_create_whose_answer_was_lost_is_found_on_ark_and_failed_elsewhere(spa
     else:  # no way to find it: the scene fails saying so, and is not created twice in this apply
         assert result.code == 1 and "error: a:" in result.err and "paying twice" in result.err
         assert fake_api.creates_by_prompt()["a paper crane unfolds"] == 1
+
+
+@every_dialect(slow=True)
+def test_ctrl_c_while_a_create_is_on_the_wire_journals_its_task(spark: Project, fake_api: FakeSparkAPI,
+                                                                  dialect: Dialect) -> None:
+    """The task is made, its answer is slow, Ctrl-C comes in between: the answer is awaited, so
+    the paid task's id reaches the journal and the next apply collects it instead of paying again."""
+    fake_api.inject("create", "late", delay=2.0)
+    proc = start_cli("apply", "--auto-approve", cwd=spark.root, env=spark.env, stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not fake_api.tasks and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)  # the task is made; its answer is still 1.8 s away
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    made = next(iter(fake_api.tasks))
+    assert "Still rendering remotely" in err and made in err  # was lost: never journalled
+    assert fake_api.total_creates == 1
+
+    done = spark.apply()
+    assert done.rendered() == ["a", "b", "solo"]
+    assert sorted(fake_api.creates_by_key.values()) == [1, 1, 1]  # collected, not paid twice

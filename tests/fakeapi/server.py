@@ -164,13 +164,19 @@ class Handler(BaseHTTPRequestHandler):
                 time.sleep(fault.delay)
                 self.close_connection = True
             return
+        if fault is not None and fault.kind == "late":  # made at once, its answer sent after `delay`
+            fault, late = None, fault.delay
+        else:
+            late = 0.0
         if self.apply_fault(fault, error):
             return
         problem = f"unknown model {model}" if model != known_model else check_params(params)
         if problem:
             self.json(400, error(400, problem, "InvalidParameter"))
             return
-        self.json(200, answer(api.create(params, model, dialect)))
+        made = api.create(params, model, dialect)
+        time.sleep(late)
+        self.json(200, answer(made))
 
     def task(self, endpoint: str, task_id: str, error: ErrorBody) -> Task | None:
         """The task a query names, after counting, auth and faults; None when answered already."""

@@ -45,7 +45,7 @@ class Fault:
     "video", "image", "download")."""
 
     endpoint: str
-    kind: str  # reset | slow | status | truncate | garbage | short_length | stall (downloads)
+    kind: str  # reset | slow | late (create: answered after `delay`) | status | truncate | garbage | short_length | stall (downloads)
     times: int = 1
     status: int = 500
     body: dict[str, Any] | str | None = None
