@@ -118,6 +118,7 @@ class TaskRunner:
         self.fetching = 0  # outputs being fetched on this loop now
         self.journal_check: asyncio.Future[None] | None = None  # the journal takes entries: once an apply
         self.journal_refused = False  # its failure was reported (by the first scene that met it)
+        self.creating: set[asyncio.Future[TaskStatus]] = set()  # creates and their entries under way
 
     def cached(self, key: str) -> CachedRender | None:
         """The render for `key` from this apply or the cache."""
@@ -274,8 +275,27 @@ class TaskRunner:
         return SceneFailed(message)
 
     async def submit(self, request: RenderRequest) -> TaskStatus:
-        """Create the task; its id is in the journal before anything else happens."""
+        """Create the task; its id is in the journal before anything else happens. The create and
+        its entry run as a task of their own, which the cancellation of an interrupted apply does
+        not reach: the API may be making the task, paid for, and only the create's answer names
+        it. The apply's driver waits for these before it closes the provider (`settle_creates`)."""
         await self.journal_writable()
+        creating = asyncio.ensure_future(self.create(request))
+        self.creating.add(creating)
+        creating.add_done_callback(self.creating.discard)
+        return await asyncio.shield(creating)
+
+    async def settle_creates(self) -> None:
+        """Wait for the creates still under way (after Ctrl-C: their answers name paid tasks, which
+        go into the journal). Their failures were the scenes' own, reported or cancelled with them."""
+        while self.creating:
+            done, _ = await asyncio.wait(set(self.creating))
+            for task in done:
+                if not task.cancelled():
+                    task.exception()  # retrieved: a cancelled scene's create failing is not news
+
+    async def create(self, request: RenderRequest) -> TaskStatus:
+        """`submit`'s create and journal entry, uninterrupted."""
         try:
             status = await self.api.submit(request)
         except (AuthError, AccountError) as exc:
@@ -297,9 +317,6 @@ class TaskRunner:
         except OSError as exc:  # the disk filled up since the check: the task is paid for all the same
             self.unjournalled(request.scene, status.task_id, exc)
         self.emit({"event": "submitted", "scene": request.scene, "task_id": status.task_id})
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():  # Ctrl-C came while the create was on the
-            raise asyncio.CancelledError  # wire (the provider waited for its answer): journalled, it ends here
         return status
 
     async def journal_writable(self) -> None:

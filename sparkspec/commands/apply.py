@@ -230,11 +230,13 @@ async def _drive(engine: Engine, provider: Provider | None) -> ApplyResult:
         from sparkspec.apply.cancel import cancel_queued
         from sparkspec.state.journal import Journal
 
+        await engine.runner.settle_creates()  # a create on the wire at Ctrl-C: its task goes in the journal
         if provider is not None:
             engine.result.cancelled = await cancel_queued(provider,
                                                           Journal(engine.workspace.state_dir / "journal"))
         return engine.result
     finally:
         loop.remove_signal_handler(signal.SIGINT)
+        await engine.runner.settle_creates()  # not under them: the clients close after
         if provider is not None:
             await provider.aclose()

@@ -78,7 +78,6 @@ class SparkProvider:
         self.limiter = limiter or RateLimiter(sleep=sleep)
         self.key_env = key_env
         self._secret = api_key
-        self._creating: set[asyncio.Future[httpx.Response]] = set()  # creates on the wire (`aclose` waits)
         self._timeout = timeout
         self._in_process_only = transport is not None  # an injected transport exists only here
         hooks: dict[str, list[Callable[..., Any]]] = {"request": [log_request], "response": [log_response]}
@@ -111,37 +110,8 @@ class SparkProvider:
         return f"SparkProvider(base_url={self.base_url!r}, model={self.model!r})"
 
     async def aclose(self) -> None:
-        if self._creating:  # an interrupted apply's creates still on the wire: their answers name paid tasks
-            await asyncio.wait(set(self._creating))
         await self._api.aclose()
         await self._files.aclose()
-
-    async def _answered_even_if_interrupted(self, sending: Awaitable[httpx.Response]) -> httpx.Response:
-        """A create on the wire is seen through to its answer when the apply is interrupted
-        (Ctrl-C cancels every scene, more than once as the apply winds down): it may be making a
-        task, paid for, that only its answer names. An accepted create is returned all the same,
-        for its id to reach the journal (`TaskRunner.submit` then ends the scene: the cancellation
-        stays pending on its task); any other answer, or none, ends it at once. Bounded by the
-        request's own timeout; the clients are not closed before it ends (`aclose`)."""
-        request = asyncio.ensure_future(sending)
-        self._creating.add(request)
-        request.add_done_callback(self._creating.discard)
-        interrupted: asyncio.CancelledError | None = None
-        while True:
-            try:
-                response = await asyncio.shield(request)
-                break
-            except asyncio.CancelledError as exc:
-                if request.cancelled():
-                    raise
-                interrupted = exc
-            except Exception:
-                if interrupted is not None:
-                    raise interrupted from None
-                raise
-        if interrupted is not None and response.status_code >= 300:
-            raise interrupted
-        return response
 
     # -- the three calls ------------------------------------------------------------------
     async def submit(self, request: RenderRequest) -> TaskStatus:
@@ -191,8 +161,7 @@ class SparkProvider:
                 async with self.limiter.request():
                     if body is not None:
                         headers = {"Content-Type": "application/json", "Content-Length": str(body.length)}
-                        response = await self._answered_even_if_interrupted(
-                            self._api.next().request(method, path, content=body.stream(), headers=headers))
+                        response = await self._api.next().request(method, path, content=body.stream(), headers=headers)
                     else:
                         response = await self._api.next().request(method, path)
             except httpx.TransportError as exc:
