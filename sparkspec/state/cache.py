@@ -94,9 +94,13 @@ class Cache:
                 # journal, not SQLite's write-ahead log: new pages are written once, not to the
                 # log and then again into the database, a third fewer bytes an entry. Its commits
                 # wait for two fsyncs, so an apply indexes in batches: its renders and its pulls
-                # at the lock writer's writes (benchmarks/RESULTS.md, session 9).
+                # at the lock writer's writes (benchmarks/RESULTS.md, session 9). Synchronous FULL:
+                # with NORMAL, SQLite does not fsync the journal's truncation, the commit point,
+                # so a power cut could bring the journal back and roll back a commit after which
+                # apply had already dropped those tasks from its own journal (a paid render lost).
                 self._index = Index(str(self.directory / "index"), eviction_policy="none",
-                                    sqlite_journal_mode=_journal_mode(self.directory / "index"))
+                                    sqlite_journal_mode=_journal_mode(self.directory / "index"),
+                                    sqlite_synchronous=2)
             except Exception as exc:  # noqa: BLE001 - sqlite3.Error or OSError, decided below
                 if not (self.exists() and _read_only(self.directory / "index")):
                     with self._index_errors():

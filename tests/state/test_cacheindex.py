@@ -104,3 +104,20 @@ def test_an_index_on_the_log_moves_to_the_rollback_journal_when_no_other_process
     assert cache.index._sql("PRAGMA journal_mode").fetchone() == ("truncate",)
     assert cache.entry("new") is not None and cache.index.get("old") == {"key": "old"}
     cache.close()
+
+
+def test_the_index_commits_durably(tmp_path: Path) -> None:
+    """Synchronous FULL, on a new index and on one an earlier sparkspec made with diskcache's
+    NORMAL: under NORMAL, SQLite's rollback journal is truncated at commit without an fsync, and
+    after a power cut it can come back and roll the commit back (SQLite's pager.c, Mozilla bug
+    1072773), while apply has already dropped the tasks that commit indexed from its journal."""
+    from sparkspec.state.cache import Cache
+
+    older = diskcache.Cache(str(tmp_path / "old" / "index"), eviction_policy="none")
+    older.set("old", 1)
+    older.close()
+    for folder in ("new", "old"):
+        cache = Cache(tmp_path / folder)
+        assert cache.index._sql("PRAGMA synchronous").fetchone() == (2,), folder
+        assert cache.index._sql("PRAGMA journal_mode").fetchone() == ("truncate",), folder
+        cache.close()
