@@ -94,13 +94,10 @@ class Cache:
                 # journal, not SQLite's write-ahead log: new pages are written once, not to the
                 # log and then again into the database, a third fewer bytes an entry. Its commits
                 # wait for two fsyncs, so an apply indexes in batches: its renders and its pulls
-                # at the lock writer's writes (benchmarks/RESULTS.md, session 9). Synchronous FULL:
-                # with NORMAL, SQLite does not fsync the journal's truncation, the commit point,
-                # so a power cut could bring the journal back and roll back a commit after which
-                # apply had already dropped those tasks from its own journal (a paid render lost).
+                # at the lock writer's writes (benchmarks/RESULTS.md, session 9). `record_many`
+                # makes its commit durable itself (`_sync_commit`).
                 self._index = Index(str(self.directory / "index"), eviction_policy="none",
-                                    sqlite_journal_mode=_journal_mode(self.directory / "index"),
-                                    sqlite_synchronous=2)
+                                    sqlite_journal_mode=_journal_mode(self.directory / "index"))
             except Exception as exc:  # noqa: BLE001 - sqlite3.Error or OSError, decided below
                 if not (self.exists() and _read_only(self.directory / "index")):
                     with self._index_errors():
@@ -235,12 +232,14 @@ class Cache:
             self.index.set(render.key, render.to_json())
 
     def record_many(self, renders: list[CachedRender]) -> None:
-        """Several renders in one transaction: one index write for a batch, not one each."""
+        """Several renders in one transaction: one index write for a batch, not one each. On
+        disk when it returns: the caller may then drop the journal entries of their tasks."""
         with self._index_errors():
             index = self.index
             with index.transact():
                 for render in renders:
                     index.set(render.key, render.to_json())
+            _sync_commit(self.directory / "index")
 
     def keys(self) -> Iterator[str]:
         if not self.exists():
@@ -260,6 +259,23 @@ class Cache:
             for blob in sorted(shard.iterdir()):
                 if not blob.name.startswith(".") and not blob.name.endswith(".part"):  # temporaries
                     yield blob.name, blob
+
+
+def _sync_commit(folder: Path) -> None:
+    """Make the index's last commit durable. At diskcache's synchronous NORMAL, SQLite commits by
+    truncating its rollback journal without an fsync (pager.c, Mozilla bug 1072773): after a
+    power cut the journal could come back and roll the commit back, while apply had already
+    dropped those tasks from its own journal. One fsync of the journal file settles it; FULL
+    would also sync the journal's header, two more fsyncs a commit, which showed in the latency
+    of a create's journal entry (benchmarks/apply_bench.py journal)."""
+    try:
+        fd = os.open(folder / "cache.db-journal", os.O_RDONLY)
+    except FileNotFoundError:  # on the write-ahead log (an index of an earlier sparkspec, in use)
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _journal_mode(folder: Path) -> str:

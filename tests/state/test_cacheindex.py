@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import diskcache
+import pytest
 
 from sparkspec.state.cacheindex import Index
 
@@ -106,18 +107,30 @@ def test_an_index_on_the_log_moves_to_the_rollback_journal_when_no_other_process
     cache.close()
 
 
-def test_the_index_commits_durably(tmp_path: Path) -> None:
-    """Synchronous FULL, on a new index and on one an earlier sparkspec made with diskcache's
-    NORMAL: under NORMAL, SQLite's rollback journal is truncated at commit without an fsync, and
-    after a power cut it can come back and roll the commit back (SQLite's pager.c, Mozilla bug
-    1072773), while apply has already dropped the tasks that commit indexed from its journal."""
-    from sparkspec.state.cache import Cache
+def test_a_batch_is_on_disk_when_it_is_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After `record_many` the rollback journal's truncation, SQLite's commit point, is fsync'd:
+    at synchronous NORMAL SQLite leaves it to the OS, and after a power cut the journal could
+    come back and roll the commit back (pager.c, Mozilla bug 1072773), while apply has already
+    dropped those tasks from its own journal."""
+    import os
 
-    older = diskcache.Cache(str(tmp_path / "old" / "index"), eviction_policy="none")
-    older.set("old", 1)
-    older.close()
-    for folder in ("new", "old"):
-        cache = Cache(tmp_path / folder)
-        assert cache.index._sql("PRAGMA synchronous").fetchone() == (2,), folder
-        assert cache.index._sql("PRAGMA journal_mode").fetchone() == ("truncate",), folder
-        cache.close()
+    from sparkspec.state.cache import Cache, CachedRender
+
+    synced: list[str] = []
+    fsync = os.fsync
+
+    def watched(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    cache = Cache(tmp_path / "cache")
+    cache.record(CachedRender(key="first", provider="spark", model="m", task_id="t", seed=1, tokens=1,
+                              video_sha256="a" * 64, video_bytes=1, last_frame_sha256="b" * 64,
+                              last_frame_bytes=1, inputs={}))
+    monkeypatch.setattr(os, "fsync", watched)
+    cache.record_many([CachedRender(key=f"k{i}", provider="spark", model="m", task_id=f"t{i}", seed=1, tokens=1,
+                                    video_sha256="a" * 64, video_bytes=1, last_frame_sha256="b" * 64,
+                                    last_frame_bytes=1, inputs={}) for i in range(3)])
+    assert str(tmp_path / "cache/index/cache.db-journal") in synced
+    assert os.path.getsize(tmp_path / "cache/index/cache.db-journal") == 0  # committed: truncated
+    cache.close()
