@@ -83,3 +83,17 @@ def test_a_scene_with_takes_records_every_take_and_the_pick_on_top(entry: SceneR
         assert {k: v for k, v in listed.items() if k != "take"} == takes[listed["take"]].to_json()
     again = SceneRecord.from_json(json.loads(json.dumps(raw)))
     assert again == entry and again.take == top.take
+
+
+def test_scenes_or_sequences_that_are_not_objects_make_a_malformed_lock(tmp_path: Path) -> None:
+    import pytest
+
+    from sparkspec.errors import StatePathError
+
+    path = tmp_path / "project.spark.lock"
+    for bad in ({"scenes": []}, {"scenes": None}, {"sequences": ""}, {"scenes": {}, "sequences": 0}):
+        path.write_text(json.dumps({"version": 1, **bad}))
+        with pytest.raises(StatePathError, match="the lock is malformed"):
+            read_lock(path)
+    path.write_text(json.dumps({"version": 1}))  # absent: none
+    assert read_lock(path)[0] == Lock({}, {})

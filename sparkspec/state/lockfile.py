@@ -181,8 +181,8 @@ def read_lock(path: Path) -> tuple[Lock, str]:
                                  "(`pip install -U sparkspec`)")
         if not isinstance(raw, dict) or version != LOCK_VERSION:
             raise ValueError(f"expected version {LOCK_VERSION}")
-        scenes = {str(k): SceneRecord.from_json(v) for k, v in (raw.get("scenes") or {}).items()}
-        sequences = {str(k): SequenceRecord.from_json(v) for k, v in (raw.get("sequences") or {}).items()}
+        scenes = {str(k): SceneRecord.from_json(v) for k, v in _table(raw, "scenes").items()}
+        sequences = {str(k): SequenceRecord.from_json(v) for k, v in _table(raw, "sequences").items()}
     except json.JSONDecodeError as exc:
         raise StatePathError(f"{path.name}:{exc.lineno}:{exc.colno}: the lock is not valid JSON "
                              f"({exc.msg}); restore it from git or delete it to render afresh") from None
@@ -190,6 +190,15 @@ def read_lock(path: Path) -> tuple[Lock, str]:
         raise StatePathError(f"{path.name}: the lock is malformed ({exc}); restore it from git "
                              "or delete it to render afresh") from None
     return Lock(scenes, sequences), text
+
+
+def _table(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    """The lock's `scenes` or `sequences`: absent is none; anything but an object is malformed
+    (an empty list read as "no scenes" made apply rewrite a damaged lock as if it were new)."""
+    value = raw.get(name, {})
+    if not isinstance(value, dict):
+        raise ValueError(f"{name!r} is {type(value).__name__}, not an object")
+    return value
 
 
 def write_lock(path: Path, lock: Lock) -> None:
