@@ -203,6 +203,17 @@ def test_a_journal_that_cannot_take_entries_stops_the_apply_before_it_pays(tmp_p
     assert again.ok and api.total_creates == 6
 
 
+def test_a_file_where_the_journals_folder_goes_is_named_once_and_nothing_is_paid(tmp_path: Path,
+                                                                                  api: FakeSparkAPI) -> None:
+    (tmp_path / "project.spark.yaml").write_text(SIX)
+    (tmp_path / ".sparkspec").mkdir()
+    (tmp_path / ".sparkspec/journal").write_text("not a folder")
+    result, _ = apply(tmp_path, api)
+    assert api.total_creates == 0
+    assert len(result.failed) == 1 and len(result.skipped) == 5  # was six 'damaged journal entry' failures
+    assert "journal" in next(iter(result.failed.values()))
+
+
 def test_a_task_the_journal_cannot_record_is_collected_and_no_other_is_submitted(
         tmp_path: Path, api: FakeSparkAPI, monkeypatch: pytest.MonkeyPatch) -> None:
     from sparkspec.state import journal as journal_module

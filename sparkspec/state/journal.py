@@ -66,8 +66,8 @@ class Journal:
                                  task_id=str(raw["task_id"]), submitted_at=float(raw["submitted_at"]),
                                  expires_after=int(raw["expires_after"]),
                                  locator=None if raw.get("locator") is None else str(raw["locator"]))
-        except FileNotFoundError:
-            return None
+        except (FileNotFoundError, NotADirectoryError):  # none; or a file where the folder goes, which
+            return None  # holds no entry (apply's check before its first create names it)
         except (OSError, ValueError, TypeError, KeyError) as exc:
             raise DamagedEntry(f"{path}: damaged journal entry ({type(exc).__name__}: {exc})") from None
         if entry.key != key or not entry.task_id:
