@@ -228,7 +228,7 @@ class Engine:
                 continue
             if c.action is Action.DELETE and c.id not in self.project.scenes:  # every take goes
                 out += [(c.id, take) for take in self.lock.takes(c.id)]
-            elif c.action not in KEEPS_RECORD:
+            elif c.action not in KEEPS_RECORD and not (c.action is Action.PULL and self.pulls_recorded(c)):
                 out.append((c.id, c.take))
             elif c.action is Action.RESTORE:
                 record = self.take_record(c.id, c.take)
@@ -236,6 +236,20 @@ class Engine:
                 if record is not None and record.video.path != wanted:  # a new pick moves it
                     out.append((c.id, c.take))
         return out
+
+    def pulls_recorded(self, change: Change) -> bool:
+        """`change` pulls the very render the lock records for its take, into the files the
+        record names: like a restore, each file appears whole (renamed into place) with the
+        bytes the record says, so the record need not leave the file meanwhile. (A teammate's
+        clone pulling its whole lock then rewrites no lock at all.)"""
+        record = self.take_record(change.id, change.take)
+        if record is None or self.remote is None or change.key != record.key:
+            return False
+        hit = self.remote.hits.get(record.key)
+        if hit is None or (hit.video_sha256, hit.last_frame_sha256) != (record.video.sha256, record.last_frame.sha256):
+            return False
+        paths = output_paths(self.project, change.id, change.take, self.project.scenes[change.id].pick)
+        return paths == (record.video.path, record.last_frame.path)
 
     def picked(self, scene_id: str) -> str:
         """The render name of a scene's picked take (`hero`, `hero.take3`)."""

@@ -44,14 +44,15 @@ Item = tuple[str, str, int]  # ("scene", id, take) or ("sequence", name, 0)
 
 
 class LockWriter:
-    def __init__(self, workspace: Workspace, before_write: Callable[[], Callable[[], None]],
+    def __init__(self, workspace: Workspace, before_write: Callable[[], tuple[Callable[[], None], bool]],
                  expected: int | None = None) -> None:
         self.workspace = workspace
         # Records the lock should hold at the end: past a quarter of them, only the final write
         # (and one when the last is STALE_AFTER old).
         self.quarter = expected / 4 if expected is not None else float("inf")
-        # Called when a write is taken; what it returns runs before the lock file is written
-        # (what must be on disk before the lock may name it).
+        # Called when a write is taken; the call it returns runs before the lock file is written
+        # (what must be on disk before the lock may name it), and whether files written
+        # without an fsync must be flushed before that call (a task's render among them).
         self.before_write = before_write
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="sparkspec-lock")
         self.pending: Future[None] | None = None
@@ -150,26 +151,33 @@ class LockWriter:
         """Take a snapshot of the lock now; the writer's thread writes it."""
         if self.pending is not None and self.pending.done():
             self.pending.result()  # a failed write is raised here, and nothing is written after it
-        commit = self.before_write()
+        commit, flush = self.before_write()
         scenes = {k: v for k, v in ((k, self._shown(k, v)) for k, v in sorted(self.scenes.items())) if v is not None}
         sequences = {k: v for k, v in sorted(self.sequences.items()) if ("sequence", k, 0) not in self.withheld}
         self.written = len(scenes) + len(sequences)
         self.changed = 0
         self.last_write = time.monotonic()
-        self.pending = self.executor.submit(self._write, commit, Lock(scenes, sequences), self.pending)
+        self.pending = self.executor.submit(self._write, commit, flush, Lock(scenes, sequences), self.pending)
 
     def settle(self) -> None:
         """Wait for the writes taken so far; raise the first that failed."""
         if self.pending is not None:
             self.pending.result()
 
-    def _write(self, commit: Callable[[], None], lock: Lock, before: Future[None] | None) -> None:
+    def _write(self, commit: Callable[[], None], flush: bool, lock: Lock, before: Future[None] | None) -> None:
         if before is not None:
             before.result()  # the one before failed: so does this one, unwritten
-        UNSYNCED.sync()  # pulled files the snapshot names, on disk before the index and the lock
-        commit()
         text = lock.to_text()
-        if text != self.workspace.lock_text:
+        changed = text != self.workspace.lock_text
+        # Files written without an fsync (downloads, pulls, their links in renders/) go to disk
+        # before the index names a task's render and before a changed lock names them. A lock
+        # that stays as it was names nothing new: a teammate's clone pulling what its lock
+        # names does not wait for the disk (after a power cut renders/ lacks some of it, as it
+        # did before the apply, and the next apply pulls it again).
+        if flush or changed:
+            UNSYNCED.sync()
+        commit()
+        if changed:
             write_lock(self.workspace.lock_path, lock)
             self.workspace.lock_text = text
             self.workspace.lock = lock

@@ -115,6 +115,7 @@ class TaskRunner:
         self.flights: dict[str, asyncio.Future[CachedRender | str]] = {}
         self.delivered: dict[str, CachedRender] = {}  # in the cache's blobs, by key
         self.uncommitted: list[CachedRender] = []  # delivered, not yet in the cache's index
+        self.uncommitted_paid = False  # one of them came from a task of this apply's (not a pull)
         self.fetching = 0  # outputs being fetched on this loop now
         self.journal_check: asyncio.Future[None] | None = None  # the journal takes entries: once an apply
         self.journal_refused = False  # its failure was reported (by the first scene that met it)
@@ -130,18 +131,23 @@ class TaskRunner:
         self.delivered[render.key] = render
         self.uncommitted.append(render)
 
-    def take_commit(self) -> Callable[[], None]:
+    def take_commit(self) -> tuple[Callable[[], None], bool]:
         """The renders delivered so far, taken off the list, as a call that indexes them in
         one transaction and only then drops their tasks from the journal: the cache now
         vouches for them. Until it runs a killed apply leaves them journalled, and the next
-        one collects them at no new cost. The lock writer runs it before the lock names them."""
+        one collects them at no new cost. The lock writer runs it before the lock names them.
+        With it, whether a task's render is among them: its blobs, written without an fsync
+        of their own, must then be flushed first (`state.unsynced`). Pulled blobs need not be:
+        after a power cut a blob the index names but the disk lost fails the cache's own
+        check (size, sha256) and is pulled again, never paid for."""
         batch, self.uncommitted = self.uncommitted, []
+        paid, self.uncommitted_paid = self.uncommitted_paid, False
 
         def commit() -> None:
             if batch:
                 self.cache.record_many(batch)
                 self.journal.forget_many([r.key for r in batch])
-        return commit
+        return commit, paid
 
     @property
     def api(self) -> Provider:
@@ -474,4 +480,5 @@ class TaskRunner:
             seed_derived=key.seed_derived, cost=status.cost, last_frame_extracted=fetched.frame_extracted is not None)
         self.delivered[key.hex] = cached
         self.uncommitted.append(cached)
+        self.uncommitted_paid = True
         return cached

@@ -1,5 +1,6 @@
-"""Pulled files are not fsync'd one by one: the lock writer flushes their filesystem once
-before the cache index and the lock name them."""
+"""Pulled and downloaded files are not fsync'd one by one: the lock writer flushes their
+filesystem once before a lock write names them, and before the cache index names a task's
+render (the index commit drops the task from the journal)."""
 
 from __future__ import annotations
 
@@ -64,27 +65,50 @@ def test_each_filesystem_is_flushed_once_and_a_removed_folder_flushes_all(tmp_pa
     assert every == [1]
 
 
-def test_a_pull_flushes_before_the_lock_names_its_files_and_fsyncs_none_of_them(tmp_path: Path, cli: Cli,
-                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def two_machines(tmp_path: Path, cli: Cli) -> tuple[Path, Path]:
+    """`first` rendered the spec and pushed it to a shared-folder remote; `second` has the spec."""
     remote = tmp_path / "remote"
     first, second = tmp_path / "first", tmp_path / "second"
     for root in (first, second):
         root.mkdir()
         (root / "project.spark.yaml").write_text(SPEC + f"remote: {{url: 'file://{remote}'}}\n")
     assert cli("apply", "--auto-approve", cwd=first).code == 0
-    (second / "project.spark.lock").write_text((first / "project.spark.lock").read_text())
+    return first, second
+
+
+def test_a_clone_pulling_what_its_lock_names_waits_for_no_disk_and_writes_no_lock(
+        tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = two_machines(tmp_path, cli)
+    lock = second / "project.spark.lock"
+    lock.write_text((first / "project.spark.lock").read_text())
+    before = lock.stat()
 
     events = record_flushes(monkeypatch)
     result = cli("apply", "--auto-approve", cwd=second)
     assert result.code == 0, result.err
+    assert (second / "renders" / "one.mp4").read_bytes() == (first / "renders" / "one.mp4").read_bytes()
     blobs = str(second / ".sparkspec" / "cache" / "blobs")
     renders = str(second / "renders")
     assert not [e for e in events if e.startswith((f"fsync {blobs}", f"fsync {renders}/one", f"fsync {renders}/two"))]
     assert events.count(f"fsync {renders}") == 2  # the review page's two files, not the four pulled
+    # The lock already named every pulled file as it now is: not rewritten, so nothing flushed.
+    assert "syncfs" not in events and not [e for e in events if "project.spark.lock" in e], events
+    assert (lock.stat().st_ino, lock.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_pulls_a_lock_write_names_anew_are_flushed_before_it(tmp_path: Path, cli: Cli,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine with the spec but not the lock: its lock comes to name the pulled files, and
+    the filesystem is flushed before that write, once; no pulled file is fsync'd by itself."""
+    _, second = two_machines(tmp_path, cli)
+    events = record_flushes(monkeypatch)
+    result = cli("apply", "--auto-approve", cwd=second)
+    assert result.code == 0, result.err
+    assert "pull" in result.out
+    blobs = str(second / ".sparkspec" / "cache" / "blobs")
+    assert not [e for e in events if e.startswith((f"fsync {blobs}", f"fsync {second}/renders/one"))]
     lock_writes = [i for i, e in enumerate(events) if e.startswith("fsync ") and "project.spark.lock" in e]
-    # The first write (before anything is pulled) withholds records; the one naming the pulls
-    # is preceded by the flush.
-    assert len(lock_writes) >= 2 and "syncfs" in events[lock_writes[-2]:lock_writes[-1]]
+    assert lock_writes and "syncfs" in events[:lock_writes[-1]]
 
 
 def test_a_fresh_render_is_flushed_before_its_task_leaves_the_journal_and_fsyncs_no_download(
