@@ -29,7 +29,6 @@ from sparkspec.remote.session import Remote
 from sparkspec.remote.transfer import BlobProblem, check_format, ensure_format
 from sparkspec.state.cache import Cache, CachedRender
 from sparkspec.state.lockfile import SceneRecord
-from sparkspec.state.unsynced import UNSYNCED
 from sparkspec.state.workspace import Workspace
 
 ROOT_FORMAT = 1
@@ -195,7 +194,8 @@ async def pull_lock(remote: Remote | None, workspace: Workspace) -> PullReport:
                 report.restored.append(scene)
 
     await gather_bounded([settle(scenes) for scenes in by_key.values()], TRANSFERS)
-    await asyncio.to_thread(UNSYNCED.sync)  # what was pulled, on disk before the index names it
+    # No flush: `pull` writes no lock, and the index may name a pulled blob the disk has not
+    # got yet (after a power cut it fails the cache's own check and is pulled again).
     if pulled_renders:
         await asyncio.to_thread(cache.record_many, pulled_renders)
     report.restored.sort()

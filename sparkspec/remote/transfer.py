@@ -10,7 +10,9 @@ must match the entry, else nothing is installed. Then the blob moves into
 the local cache (a rename), then the entry is recorded there; renders/ may then share the
 blob's inode (`Cache.fresh_pull`), so a pulled file is written to disk once. A pulled file
 is not fsync'd on its own: it can be fetched again for free, and the lock writer flushes the
-filesystem once before the cache index or the lock names it (`state.unsynced`).
+filesystem once before a lock write that names it (`state.unsynced`). The cache index may name
+it before that: after a power cut a blob cut short fails the cache's own check (size, sha256)
+and is pulled again.
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ def _pull_render_now(store: Store, render: CachedRender, cache: Cache, tmp_dir: 
             continue
         part = tmp_dir / f"{sha}.{secrets.token_hex(4)}.remote.part"
         try:
-            got = store.download_now(blob_path(sha), part)  # flushed before the lock names it
+            got = store.download_now(blob_path(sha), part)  # flushed before a lock write names it
             if got is None:
                 raise BlobProblem(f"remote {store.display}: entry {render.key[:12]} points at blob "
                                   f"{sha[:12]}, which is missing; treated as not cached")

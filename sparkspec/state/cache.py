@@ -152,7 +152,7 @@ class Cache:
         only if its bytes are right; a damaged one is replaced. `pulled`: downloaded from the
         team's remote (which keeps a copy) and verified by this process; see `fresh_pull`.
         `refetchable`: a finished task's output whose task stays in the journal until the
-        cache index names it. Either is made durable with the next lock write (state.unsynced)."""
+        cache index names it. Neither is fsync'd here: see state.unsynced for when they are."""
         dest = self.blob_path(sha256)
         if dest.exists() and blob_intact(dest, sha256, source.stat().st_size):
             source.unlink(missing_ok=True)

@@ -3,22 +3,24 @@ names them is written.
 
 A pull installs two files a scene (the blob into the cache, a hard link into renders/), and
 an fsync of each file and of each folder after its rename cost a pull-only apply a third of
-its time: each forced a filesystem journal commit of its own. Instead each download starts
-its own writeback when it is complete (`start_writeback`) and waits for nothing. Nothing
-durable names those files until the lock writer's next write (the cache index transaction,
-then the lock), so that write first flushes each filesystem they are on once (`syncfs`,
-Linux; `os.sync` elsewhere) and then names them: after a power cut the lock still names only
-files that are on disk.
+its time: each forced a filesystem journal commit of its own. Instead nothing waits for
+them until a lock write would name them: that write first flushes each filesystem they are
+on once (`syncfs`, Linux; `os.sync` elsewhere) and then names them, so after a power cut the
+lock still names only files that are on disk.
 
 Only files that can be fetched again for free go this way: a verified download from the
 team's remote, and a finished task's outputs, whose task stays in the journal until the
-cache index names them (after the flush). Fresh downloads are not fsync'd one by one
-either: from fetch workers, those fsyncs contended with the journal entry's own on the
-disk (benchmarks/apply_bench.py journal). `apply` and `pull` index their pulls after the
-flush too; a caller of `Remote.pull` that indexes at once may name a pulled blob before it,
-and after a power cut a blob cut short fails the cache's own check (size, sha256) and is
-pulled again, never paid for. A file whose loss would cost money, such as a task's journal entry, keeps its own fsync
-before anything else happens.
+cache index names them (after the flush: the index commit is what drops the task). A finished
+task's download starts its own writeback when it is complete (`start_writeback`), so that
+the flush finds it mostly written. Pulls do not: the remote keeps a copy, the cache index may
+name a pulled blob before the flush (after a power cut a blob cut short fails the cache's own
+check, size and sha256, and is pulled again, never paid for), and a teammate's clone pulling
+what its lock already names rewrites no lock, so nothing waits for its pulls at all. (Started
+early, their writeback made every fsync on the filesystem meanwhile, the cache index's
+commit among them, wait for all of it.) Fresh downloads are not fsync'd one by one either:
+from fetch workers, those fsyncs contended with the journal entry's own on the disk
+(benchmarks/apply_bench.py journal). A file whose loss would cost money, such as a task's
+journal entry, keeps its own fsync before anything else happens.
 """
 
 from __future__ import annotations
