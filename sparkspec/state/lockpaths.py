@@ -26,27 +26,30 @@ from sparkspec.state.lockfile import FileRecord, Lock
 def check_lock_paths(lock: Lock, lock_name: str, root: Path) -> None:
     """Raise StatePathError for the first path in `lock` that is not an output of its own."""
     real_root = root.resolve()
+    folders: dict[str, Path] = {}  # each folder resolved once: a lock's outputs share one or two
     for sid, scene in sorted(lock.scenes.items()):
         for where, record in [(f"scenes.{sid}", scene),
                               *((f"scenes.{sid}.takes[{i}]", t) for i, t in enumerate(scene.takes))]:
             stems = (sid, f"{sid}.take{record.take}")
-            _check(record.video, tuple(f"{s}.mp4" for s in stems), f"{where}.video", lock_name, root, real_root)
+            _check(record.video, tuple(f"{s}.mp4" for s in stems), f"{where}.video", lock_name, root, real_root,
+                   folders)
             _check(record.last_frame, tuple(f"{s}.last.png" for s in stems), f"{where}.last_frame", lock_name,
-                   root, real_root)
+                   root, real_root, folders)
     for name, sequence in sorted(lock.sequences.items()):
-        _check(sequence.video, (f"{name}.mp4",), f"sequences.{name}.video", lock_name, root, real_root)
+        _check(sequence.video, (f"{name}.mp4",), f"sequences.{name}.video", lock_name, root, real_root, folders)
 
 
 def _check(record: FileRecord, file_names: tuple[str, ...], where: str, lock_name: str, root: Path,
-           real_root: Path) -> None:
-    problem = _problem(record.path, file_names, root, real_root)
+           real_root: Path, folders: dict[str, Path]) -> None:
+    problem = _problem(record.path, file_names, root, real_root, folders)
     if problem is not None:
         raise StatePathError(f"{lock_name}: {where}.path {record.path!r} {problem}; sparkspec touches only "
                              "its own outputs inside the project, so it refuses this lock: restore it "
                              "from git, or delete it to plan afresh (the cache keeps what was rendered)")
 
 
-def _problem(path: str, file_names: tuple[str, ...], root: Path, real_root: Path) -> str | None:
+def _problem(path: str, file_names: tuple[str, ...], root: Path, real_root: Path,
+             folders: dict[str, Path]) -> str | None:
     if "\\" in path or "\0" in path or path.startswith("/") or PurePosixPath(path).is_absolute():
         return "is not a relative path"
     parts = path.split("/")
@@ -54,7 +57,10 @@ def _problem(path: str, file_names: tuple[str, ...], root: Path, real_root: Path
         return "is not a plain relative path (no '..', '.' or empty parts)"
     if parts[-1] not in file_names:
         return f"is not the output sparkspec writes there (expected .../{' or '.join(file_names)})"
-    folder = (root / "/".join(parts[:-1])).resolve() if len(parts) > 1 else real_root
+    name = "/".join(parts[:-1])
+    folder = folders.get(name)
+    if folder is None:
+        folder = folders[name] = (root / name).resolve() if name else real_root
     if folder != real_root and real_root not in folder.parents:
         return "leaves the project folder (through a symlink)"
     target = root / path
