@@ -2,7 +2,10 @@
 
 Keys are grouped by their two-hex-digit shard. A shard asked for one key costs one GET of
 that entry (a 404 is the miss); a shard asked for more is listed once (1,000 names a page)
-and only the entries present are fetched. A key the caller already `known`s (the lock in
+and only the entries present are fetched. Asked about many shards (WHOLE_FROM or more), it
+first lists every entry at once: a team's remote of up to 1,000 entries answers in one
+request, not one a shard (a clone's 100 scenes asked 86); a remote with more than a page of
+entries costs that one request more, and is then listed shard by shard. A key the caller already `known`s (the lock in
 git records its render: both blobs' digests and sizes) is not fetched when the listing shows
 its entry: the lock's render is the hit, its blobs are checked against the lock's digests
 when pulled, and `Lookup.unread` names it so a pull that finds those blobs gone reads the
@@ -20,11 +23,12 @@ from typing import TypeVar
 
 from sparkspec.remote.claims import Claim, Claims
 from sparkspec.remote.entries import decode_entry
-from sparkspec.remote.layout import entry_path, entry_prefix, parse_entry_path
+from sparkspec.remote.layout import RENDERS, entry_path, entry_prefix, parse_entry_path
 from sparkspec.remote.store import Store
 from sparkspec.state.cache import CachedRender
 
 CONCURRENCY = 32
+WHOLE_FROM = 8  # shards asked about: from this many, one listing of every entry is tried first
 T = TypeVar("T")
 
 
@@ -56,12 +60,8 @@ async def lookup(store: Store, keys: Collection[str], signing_key: bytes | None,
     async def present(shard: str, wanted: list[str]) -> list[str]:
         if len(wanted) == 1:
             return wanted
-        names = set()
-        async for page in store.list_pages(entry_prefix(shard)):
-            for info in page:
-                parsed = parse_entry_path(info.path)
-                if parsed is not None and parsed[1] == signer:
-                    names.add(parsed[0])
+        names = await _signed_names(store, entry_prefix(shard), signer)
+        assert names is not None
         return [k for k in wanted if k in names]
 
     async def fetch(key: str, listed: bool) -> None:
@@ -78,8 +78,13 @@ async def lookup(store: Store, keys: Collection[str], signing_key: bytes | None,
         else:
             found.hits[key] = render
 
-    listed = await asyncio.gather(*(bounded(present(s, w)) for s, w in shards.items()))
-    await asyncio.gather(*(bounded(fetch(k, len(w) > 1)) for ks, w in zip(listed, shards.values()) for k in ks))
+    every = await _signed_names(store, f"{RENDERS}/", signer, pages=1) if len(shards) >= WHOLE_FROM else None
+    if every is not None:
+        listed = [[k for k in w if k in every] for w in shards.values()]
+    else:
+        listed = await asyncio.gather(*(bounded(present(s, w)) for s, w in shards.items()))
+    await asyncio.gather(*(bounded(fetch(k, every is not None or len(w) > 1))
+                           for ks, w in zip(listed, shards.values()) for k in ks))
     misses = [k for k in dict.fromkeys(keys) if k not in found.hits]
     if with_claims and misses:
         claims = Claims(store)
@@ -93,3 +98,19 @@ async def lookup(store: Store, keys: Collection[str], signing_key: bytes | None,
                 else:
                     found.claims[key] = state.claim
     return found
+
+
+async def _signed_names(store: Store, prefix: str, signer: str, pages: int | None = None) -> set[str] | None:
+    """The keys of `signer`'s entries listed under `prefix`; None when the listing runs past
+    `pages` pages (the caller then asks shard by shard)."""
+    names: set[str] = set()
+    seen = 0
+    async for page in store.list_pages(prefix):
+        seen += 1
+        if pages is not None and seen > pages:
+            return None
+        for info in page:
+            parsed = parse_entry_path(info.path)
+            if parsed is not None and parsed[1] == signer:
+                names.add(parsed[0])
+    return names

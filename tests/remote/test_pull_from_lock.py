@@ -11,6 +11,8 @@ import secrets
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from applied import cached_render
 from flaky_proxy import LoopbackProxy
 from s3server import MotoServer
@@ -65,6 +67,49 @@ def test_a_listed_entry_the_lock_records_is_not_read(moto_server: MotoServer, tm
         proxy.stop()
     assert again.hits == found.hits and not again.unread
     assert without == {"GET": 7}, without  # the same, plus the four entries read
+
+
+def test_keys_in_many_shards_are_found_with_one_listing_of_every_entry(moto_server: MotoServer, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clone of 12 scenes in 12 shards asks one listing, not 12 requests; a remote with
+    more entries than a listing page then costs one request more, and is asked shard by shard."""
+    url = moto_server.bucket()
+    here = Cache(tmp_path / "here")
+    renders = [cached_render(here, tmp_path, key_in(f"{i:02x}")) for i in range(12)]
+    writer = s3_remote(moto_server, url, moto_server.endpoint, tmp_path / "a")
+    for render in renders:
+        asyncio.run(push_render(writer.store, render, here, None, "unsigned"))
+    lock = {r.key: r for r in renders}
+    absent = key_in("0a")  # in the lock, never pushed: a miss without a request of its own
+    lock[absent] = replace(renders[0], key=absent)
+
+    def ask(state: Path) -> tuple[set[str], dict[str, int]]:
+        proxy = LoopbackProxy(int(moto_server.endpoint.rsplit(":", 1)[1])).start()
+        try:
+            reader = s3_remote(moto_server, url, proxy.endpoint, state)
+            found = asyncio.run(reader.lookup(list(lock), known=lock, with_claims=False))
+            return set(found.hits), dict(proxy.requests)
+        finally:
+            proxy.stop()
+
+    hits, asked = ask(tmp_path / "b")
+    assert hits == {r.key for r in renders}
+    assert asked == {"GET": 2}, asked  # format.json and one listing
+    import sparkspec.remote.store as store_module
+
+    real_list = store_module.Store.list_pages
+
+    async def small_pages(self: store_module.Store, prefix: str):  # type: ignore[no-untyped-def]
+        async for page in real_list(self, prefix):
+            for at in range(0, len(page), 5):  # as if the store's pages held 5 names
+                yield page[at:at + 5]
+
+    monkeypatch.setattr(store_module.Store, "list_pages", small_pages)
+    hits, asked = ask(tmp_path / "c")
+    assert hits == {r.key for r in renders}
+    # format.json, the listing given up after its first page, then a GET a shard (each holds
+    # one key but shard 0a, listed): 1 + 1 + 11 + 1.
+    assert asked == {"GET": 14}, asked
 
 
 def test_a_lock_whose_blobs_lost_the_race_pulls_the_entry_instead(tmp_path: Path) -> None:
