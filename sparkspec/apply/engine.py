@@ -367,6 +367,11 @@ class Engine:
         """Cache -> renders/ (copied off the event loop) -> the lock's record; the takes of a
         scene one at a time, as they share the scene's top-level files."""
         async with self.installing[scene.id]:
+            current = self.take_record(scene.id, take)
+            if current is not None and not self.lock.withholds(scene.id, take) and \
+                    not self.installs_as_recorded(scene, take, current, cached):
+                self.lock.withhold_take(scene.id, take)  # not foreseen: before the files change
+                await asyncio.to_thread(self.lock.settle)
             self.lock.touch("scene", scene.id, take)
             await asyncio.to_thread(self._materialize, scene, take, cached)
             record = self.record(scene, take, cached)
@@ -374,6 +379,12 @@ class Engine:
             if old is not None:
                 await asyncio.to_thread(self.remove_moved, scene.id, old)
         return record
+
+    def installs_as_recorded(self, scene: Scene, take: int, record: SceneRecord, cached: CachedRender) -> bool:
+        """Installing `cached` leaves each of the take's files as `record` names it."""
+        paths = output_paths(self.project, scene.id, take, scene.pick)
+        return paths == (record.video.path, record.last_frame.path) and \
+            (cached.video_sha256, cached.last_frame_sha256) == (record.video.sha256, record.last_frame.sha256)
 
     def _materialize(self, scene: Scene, take: int, cached: CachedRender) -> None:
         cache, memo = self.workspace.cache, self.workspace.memo

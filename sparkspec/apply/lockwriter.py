@@ -76,6 +76,17 @@ class LockWriter:
         entry = self.scenes.get(scene_id)
         return entry.take_records() if entry is not None else {}
 
+    def withhold_take(self, scene_id: str, take: int) -> None:
+        """A take whose files are about to change though `withhold` did not foresee it (a pull
+        that found another render of the key on the remote than the one the lock records):
+        the file stops naming it, in a write taken now; the caller waits for it (`settle`)
+        before it touches the files."""
+        self.withheld.add(("scene", scene_id, take))
+        self.write()
+
+    def withholds(self, scene_id: str, take: int) -> bool:
+        return ("scene", scene_id, take) in self.withheld
+
     def touch(self, kind: str, name: str, take: int = 0) -> None:
         """Its files are about to change: its old record may no longer come back."""
         if (kind, name, take) in self.withheld:
