@@ -5,8 +5,9 @@ that entry (a 404 is the miss); a shard asked for more is listed once (1,000 nam
 and only the entries present are fetched. Asked about many shards (WHOLE_FROM or more), it
 first lists every entry at once: a team's remote of up to 1,000 entries answers in one
 request, not one a shard (a clone's 100 scenes asked 86); a remote with more than a page of
-entries costs that one request more, and is then listed shard by shard. A key the caller already `known`s (the lock in
-git records its render: both blobs' digests and sizes) is not fetched when the listing shows
+entries costs the listing's first two requests more (the second is how the store tells there is
+more), and is then listed shard by shard. A key the caller already `known`s (the lock in git
+records its render: both blobs' digests and sizes) is not fetched when the listing shows
 its entry: the lock's render is the hit, its blobs are checked against the lock's digests
 when pulled, and `Lookup.unread` names it so a pull that finds those blobs gone reads the
 entry after all. Claims are listed once for the whole remote (they are few: the renders in
