@@ -15,26 +15,7 @@ import pytest
 import sparkspec.apply.outputs as outputs
 import sparkspec.state.lockfile as lockfile
 from cli_runner import Cli
-
-SPEC = """\
-version: 1
-name: truth
-provider: {type: local, parallelism: 2}
-defaults: {resolution: 480p, ratio: "16:9", frames: 29, seed: 3}
-scenes:
-  one: {prompt: "a paper boat"}
-  two: {prompt: "a paper plane"}
-"""
-
-
-def machines(tmp_path: Path, cli: Cli, *names: str) -> list[Path]:
-    roots = []
-    for name in names:
-        root = tmp_path / name
-        root.mkdir()
-        (root / "project.spark.yaml").write_text(SPEC + f"remote: {{url: 'file://{tmp_path / 'remote'}'}}\n")
-        roots.append(root)
-    return roots
+from teammates import two_machines
 
 
 def watch(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
@@ -58,8 +39,7 @@ def watch(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
 
 def test_a_pull_that_finds_another_render_of_the_key_withholds_the_record_first(
         tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    winner, loser, clone = machines(tmp_path, cli, "winner", "loser", "clone")
-    assert cli("apply", "--auto-approve", cwd=winner).code == 0  # pushes: the remote's entries
+    winner, clone = two_machines(tmp_path, cli)  # the winner's apply pushed: the remote's entries
     # The loser rendered the same keys with other bytes (its video a byte longer: an mp4 `free`
     # box) and committed its lock; its push found the entries taken, so its blobs never went up.
     lock = json.loads((winner / "project.spark.lock").read_text())

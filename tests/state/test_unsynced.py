@@ -12,17 +12,7 @@ import pytest
 from cli_runner import Cli
 from sparkspec.state import unsynced
 from sparkspec.state.unsynced import Unsynced
-
-SPEC = """\
-version: 1
-name: flushed
-provider: {type: local, parallelism: 2}
-defaults: {resolution: 480p, ratio: "16:9", frames: 29, seed: 3}
-scenes:
-  one: {prompt: "a paper boat"}
-  two: {prompt: "a paper plane"}
-"""
-
+from teammates import two_machines
 
 def record_flushes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every fsync (with the file's path) and syncfs from now on, in order, each still made."""
@@ -63,17 +53,6 @@ def test_each_filesystem_is_flushed_once_and_a_removed_folder_flushes_all(tmp_pa
     gone.rmdir()
     files.sync()
     assert every == [1]
-
-
-def two_machines(tmp_path: Path, cli: Cli) -> tuple[Path, Path]:
-    """`first` rendered the spec and pushed it to a shared-folder remote; `second` has the spec."""
-    remote = tmp_path / "remote"
-    first, second = tmp_path / "first", tmp_path / "second"
-    for root in (first, second):
-        root.mkdir()
-        (root / "project.spark.yaml").write_text(SPEC + f"remote: {{url: 'file://{remote}'}}\n")
-    assert cli("apply", "--auto-approve", cwd=first).code == 0
-    return first, second
 
 
 def test_a_clone_pulling_what_its_lock_names_waits_for_no_disk_and_writes_no_lock(
