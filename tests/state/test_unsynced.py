@@ -14,6 +14,7 @@ from sparkspec.state import unsynced
 from sparkspec.state.unsynced import Unsynced
 from teammates import two_machines
 
+
 def record_flushes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every fsync (with the file's path) and syncfs from now on, in order, each still made."""
     events: list[str] = []
