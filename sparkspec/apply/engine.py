@@ -246,10 +246,7 @@ class Engine:
         if record is None or self.remote is None or change.key != record.key:
             return False
         hit = self.remote.hits.get(record.key)
-        if hit is None or (hit.video_sha256, hit.last_frame_sha256) != (record.video.sha256, record.last_frame.sha256):
-            return False
-        paths = output_paths(self.project, change.id, change.take, self.project.scenes[change.id].pick)
-        return paths == (record.video.path, record.last_frame.path)
+        return hit is not None and self.installs_as_recorded(self.project.scenes[change.id], change.take, record, hit)
 
     def picked(self, scene_id: str) -> str:
         """The render name of a scene's picked take (`hero`, `hero.take3`)."""
