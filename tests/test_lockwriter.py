@@ -76,18 +76,18 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, list[str]]]:
 
 def test_lock_writes_are_coalesced(tmp_path: Path, api: FakeSparkAPI, writes: list[tuple[int, list[str]]],
                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lockwriter, "MIN_BATCH", 2)  # the schedule of 5,000 scenes, on 20
-    (tmp_path / "project.spark.yaml").write_text(spec("take 1", 20, "spark"))
+    monkeypatch.setattr(lockwriter, "MIN_BATCH", 1)  # the schedule of 5,000 scenes, on 64
+    (tmp_path / "project.spark.yaml").write_text(spec("take 1", 64, "spark"))
     assert apply(tmp_path, api).ok
     final = len((tmp_path / "project.spark.lock").read_text())
-    # 2 records, 4, then the final 20 (not 20 writes of a growing lock; 8 would be past a
-    # quarter of the records expected at the end, where only the final write is made)
-    assert [size for size, _ in writes][-1] == final and len(writes) == 3
-    assert sum(size for size, _ in writes) <= 1.5 * final
+    # 1 record, 2, 4, then the final 64 (not 64 writes of a growing lock; 8 would be past a
+    # sixteenth of the records expected at the end, where only the final write is made)
+    assert [size for size, _ in writes][-1] == final and len(writes) == 4
+    assert sum(size for size, _ in writes) <= 1.125 * final
     assert all(not lies for _, lies in writes)
 
 
-def test_a_long_apply_writes_its_progress_past_the_first_quarter(
+def test_a_long_apply_writes_its_progress_past_the_early_writes(
         tmp_path: Path, api: FakeSparkAPI, writes: list[tuple[int, list[str]]],
         monkeypatch: pytest.MonkeyPatch) -> None:
     # Renders of minutes: each MIN_BATCH scenes finish after the last write is STALE_AFTER old.
@@ -145,7 +145,7 @@ def test_lock_writes_are_made_off_the_event_loop(tmp_path: Path, api: FakeSparkA
         real(path, lock)
 
     monkeypatch.setattr(lockwriter, "write_lock", noted)
-    monkeypatch.setattr(lockwriter, "MIN_BATCH", 4)  # a write on the way: 4 records, then 20
+    monkeypatch.setattr(lockwriter, "MIN_BATCH", 1)  # a write on the way: 1 record, then 20
     (tmp_path / "project.spark.yaml").write_text(spec("take 1", 20, "spark"))
     assert apply(tmp_path, api).ok
     assert len(threads) == 2 and all(name.startswith("sparkspec-lock") for name in threads), threads

@@ -3,9 +3,9 @@
 Rewriting the whole lock after every scene costs bytes in the square of the scene
 count (1,600 scenes wrote 1.85 GB for a 1.6 MB lock). Here a write happens once as
 many records changed as the last write held, and at least MIN_BATCH, while the lock
-written holds at most a quarter of the records the apply expects to end with, and once at
-the end: all writes together are at most 1.5 times the final lock (1.25-1.5). Past that
-quarter, a write is also made when STALE_AFTER seconds have gone by since the last one and
+written holds at most a sixteenth of the records the apply expects to end with (EARLY_SHARE),
+and once at the end: all writes together are at most 1.125 times the final lock. Past that
+sixteenth, a write is also made when STALE_AFTER seconds have gone by since the last one and
 MIN_BATCH records changed: a long apply (renders take minutes) keeps its progress in the
 lock and the cache index, which a write commits, at a cost that only shows next to renders
 that small (an apply of zero-latency renders ends first). Between writes the lock on disk may lag
@@ -38,7 +38,13 @@ from sparkspec.state.workspace import Workspace
 
 
 MIN_BATCH = 8  # records: a write (and a cache index transaction) costs pages, whatever it holds
-STALE_AFTER = 300.0  # seconds: past the first quarter, the longest the lock lags while scenes finish
+STALE_AFTER = 300.0  # seconds: past the early writes, the longest the lock lags while scenes finish
+# The early writes end when the lock written would hold more than this share of the records
+# the apply ends with. Each write is the whole lock, so they add up to twice that share of it:
+# at a quarter, 5,000 scenes wrote their lock 1.41 times (7.0 MB for a 5.0 MB lock); at a
+# sixteenth, 1.10 times. Progress past it is the STALE_AFTER writes' (the cache keeps every
+# finished render meanwhile: after a crash the next plan calls it `reuse`).
+EARLY_SHARE = 1 / 16
 
 Item = tuple[str, str, int]  # ("scene", id, take) or ("sequence", name, 0)
 
@@ -47,9 +53,9 @@ class LockWriter:
     def __init__(self, workspace: Workspace, before_write: Callable[[], tuple[Callable[[], None], bool]],
                  expected: int | None = None) -> None:
         self.workspace = workspace
-        # Records the lock should hold at the end: past a quarter of them, only the final write
-        # (and one when the last is STALE_AFTER old).
-        self.quarter = expected / 4 if expected is not None else float("inf")
+        # Records the lock should hold at the end: past EARLY_SHARE of them, only the final
+        # write (and one when the last is STALE_AFTER old).
+        self.early_limit = expected * EARLY_SHARE if expected is not None else float("inf")
         # Called when a write is taken; the call it returns runs before the lock file is written
         # (what must be on disk before the lock may name it), and whether files written
         # without an fsync must be flushed before that call (a task's render among them).
@@ -137,7 +143,7 @@ class LockWriter:
         self.changed += 1
         if self.changed < MIN_BATCH:
             return
-        if (self.changed >= self.written and self.written + self.changed <= self.quarter) or \
+        if (self.changed >= self.written and self.written + self.changed <= self.early_limit) or \
                 time.monotonic() - self.last_write >= STALE_AFTER:
             self.write()
 
