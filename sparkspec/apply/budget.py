@@ -54,6 +54,28 @@ class BudgetMeter:
     price_per_million_tokens: float | None = None
     tokens: int = 0
     cost: float = 0.0
+    planned_tokens: int = 0  # the plan's estimate, and the unplanned renders let through since
+    planned_cost: float = 0.0
+
+    def unplanned(self, tokens: int, cost: float | None) -> str | None:
+        """A render the plan did not count (it waited on another machine's claim, which ended
+        without the render): why submitting it would go over the budget with the plan's own
+        estimate; else None, and it counts from now on."""
+        limit, spent = self.budget.max_tokens, self.planned_tokens + tokens
+        what = (f"rendering it here (another machine's claim on it ended without its render) would cost "
+                f"an estimated {tokens:,} tokens the plan did not count")
+        if limit is not None and spent > limit:
+            return (f"{what}; with the plan's {self.planned_tokens:,} that is over the budget of {limit:,} "
+                    "(max_tokens), so nothing was submitted")
+        if self.budget.max_cost is not None:
+            if cost is None:
+                return f"{what}, and without provider.price_per_million_tokens its cost is unknown; nothing was submitted"
+            if self.planned_cost + cost > self.budget.max_cost:
+                return (f"{what}; with the plan's {self.planned_cost:,.2f} its cost is over the budget of "
+                        f"{self.budget.max_cost:,.2f} (max_cost), so nothing was submitted")
+        self.planned_tokens = spent
+        self.planned_cost += cost or 0.0
+        return None
 
     def charge(self, tokens: int, cost: float | None) -> str | None:
         """Count a finished render's reported usage (its cost, or its tokens at the spec's price);

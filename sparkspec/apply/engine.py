@@ -322,8 +322,9 @@ class Engine:
         if self.stop_submitting is not None and not collect:
             raise SceneSkipped(self.stop_submitting)
         request = self.request(scene, key, self.first_frame(scene, key, upstream), change.render)
+        unplanned = (change.unplanned_tokens, change.unplanned_cost) if change.action is Action.WAIT else None
         cached, shared = await self.runner.obtain(key, request, fresh=change.action is Action.REPLACE,
-                                                  collect=collect)
+                                                  collect=collect, unplanned=unplanned)
         if self.remote is not None and self.remote.took(key.hex):
             return await self.installed(scene, change, cached, "pulled")  # another machine rendered it meanwhile
         if shared:

@@ -156,11 +156,14 @@ class TaskRunner:
         return self.provider
 
     async def obtain(self, key: SceneKey, request: RenderRequest, *, fresh: bool = False,
-                     collect: bool = False) -> tuple[CachedRender, bool]:
+                     collect: bool = False, unplanned: tuple[int, float | None] | None = None
+                     ) -> tuple[CachedRender, bool]:
         """The render for `key`, and whether it came from another scene's render or the cache
         (True) rather than a task of this scene's own. A key already rendered, or rendering,
         in this apply is never paid for again; `fresh` (--replace) skips the cache; `collect`
-        (the plan's action) takes the journalled task and never submits one in its place."""
+        (the plan's action) takes the journalled task and never submits one in its place.
+        `unplanned`: the estimate of a render the plan did not count (a wait), checked against
+        the budget before it is submitted."""
         flight = self.flights.get(key.hex)
         if flight is None and not fresh:
             cached = self.cached(key.hex)
@@ -174,10 +177,10 @@ class TaskRunner:
         flight = self.flights[key.hex] = asyncio.get_running_loop().create_future()
         try:
             if self.around is not None:
-                cached = await self.around(key.hex, request.scene,
-                                           lambda: self.render(key, request, fresh=fresh, collect=collect))
+                cached = await self.around(key.hex, request.scene, lambda: self.render(
+                    key, request, fresh=fresh, collect=collect, unplanned=unplanned))
             else:
-                cached = await self.render(key, request, fresh=fresh, collect=collect)
+                cached = await self.render(key, request, fresh=fresh, collect=collect, unplanned=unplanned)
         except BaseException as exc:
             reason = "interrupted" if isinstance(exc, asyncio.CancelledError) else str(exc)
             flight.set_result(f"the render it shares with {request.scene} did not finish: {reason}")
@@ -186,7 +189,7 @@ class TaskRunner:
         return cached, False
 
     async def render(self, key: SceneKey, request: RenderRequest, *, fresh: bool = False,
-                     collect: bool = False) -> CachedRender:
+                     collect: bool = False, unplanned: tuple[int, float | None] | None = None) -> CachedRender:
         """Submit (or collect) and wait while holding a render slot; download and check after
         releasing it, so the slot bounds only the tasks rendering remotely. A task is submitted
         again only when the API says it did not render (003021099, expired), at most
@@ -211,6 +214,11 @@ class TaskRunner:
                     if entry is None:
                         if self.stop_submitting is not None:
                             raise SceneSkipped(self.stop_submitting)
+                        if unplanned is not None and self.meter is not None:
+                            over = self.meter.unplanned(*unplanned)
+                            if over is not None:
+                                raise self.failure(request.scene, over)
+                            unplanned = None  # counted once; a resubmission is charged as it reports
                         status, since = await self.submit(request), self.wall_clock()
                     else:
                         self.emit({"event": "progress", "scene": request.scene, "task_id": entry.task_id,

@@ -88,7 +88,8 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
 
             provider = _provider(workspace, plan, environ)
             register_project(workspace.cache.directory, workspace.lock_path)
-            meter = BudgetMeter(budget, workspace.project.provider.price_per_million_tokens)
+            meter = BudgetMeter(budget, workspace.project.provider.price_per_million_tokens,
+                                planned_tokens=plan.estimated_tokens, planned_cost=plan.estimated_cost or 0.0)
             return _execute(workspace, plan, provider, parallelism or workspace.project.provider.parallelism,
                             as_json, fail_fast, stdout, meter, wait, *fetch_worker_count(plan, environ))
     finally:

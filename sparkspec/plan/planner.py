@@ -187,7 +187,8 @@ def _elsewhere(change: Change, remote: RemoteView | None, tasks: Tasks | None = 
     claim = remote.claim(change.key)
     if claim is not None:
         return Decision(replace(change, action=Action.WAIT, reasons=change.reasons + (claim,),
-                                estimated_tokens=0, estimated_cost=None))
+                                estimated_tokens=0, estimated_cost=None,
+                                unplanned_tokens=change.estimated_tokens, unplanned_cost=change.estimated_cost))
     left = remote.abandoned(change.key)
     if left is not None:  # a crashed apply's claim on this machine: apply takes it over at once
         return Decision(taken_over(change, *left, tasks))

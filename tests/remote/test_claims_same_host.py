@@ -137,3 +137,16 @@ def test_the_crashed_applys_task_in_its_claim_is_collected_at_no_new_cost(cli: C
     asyncio.run(store_of(root).delete(claim_path(key)))
     leave_claim(root, key, pid, start, task=expired)
     assert "+ scene.hero (create)" in cli("plan", cwd=root).out
+
+
+def test_a_budget_stops_the_render_of_a_claim_that_ended_without_it(cli: Cli, root: Path) -> None:
+    # The plan counts a wait at no cost (another machine renders it); when that claim dies and
+    # apply would render the scene itself, the budget is asked first.
+    key = hero_key(cli, root)
+    leave_claim(root, key, 4242, None, host="elsewhere", ttl=0.5)
+    text = cli("plan", cwd=root)
+    assert "… scene.hero (wait)" in text.out
+    refused = cli("apply", "--auto-approve", "--max-tokens", "0", cwd=root)
+    assert refused.code == 1, refused.out + refused.err
+    assert "the plan did not count" in refused.out + refused.err and "nothing was submitted" in refused.out + refused.err
+    assert not (root / "renders" / "hero.mp4").exists()
