@@ -31,6 +31,9 @@ def push(spec: Path, options: LoadOptions, remote: str | None, mode: str | None,
             report = asyncio.run(push_lock(session, workspace))
             sheet = push_sheet(workspace, session, make=True) if workspace.lock.scenes else None
     lines = [f"pushed {key[:12]} ({size_text(size)})" for key, size in sorted(report.pushed.items())]
+    lines += [f"repaired {key[:12]}: uploaded its blobs again ({size_text(size)})"
+              for key, size in sorted(report.repaired.items())]
+    lines += [f"{key[:12]}: {why}" for key, why in sorted(report.broken.items())]
     lines += [f"{name}: {why}" for name, why in sorted(report.unavailable.items())]
     lines += [f"{key[:12]}: upload failed, queued for the next apply or push: {why}"
               for key, why in sorted(report.failed.items())]
@@ -39,9 +42,10 @@ def push(spec: Path, options: LoadOptions, remote: str | None, mode: str | None,
     if sheet:
         lines.append(sheet)
     lines.append(f"Pushed {len(report.pushed)} render(s), {size_text(sum(report.pushed.values()))}; "
-                 f"{report.present} already on the remote; {len(report.unavailable) + len(report.failed)} "
-                 f"not pushed.")
-    return lines, not (report.unavailable or report.failed)
+                 f"{report.present} already on the remote"
+                 + (f" ({len(report.repaired)} repaired)" if report.repaired else "")
+                 + f"; {len(report.unavailable) + len(report.failed) + len(report.broken)} not pushed.")
+    return lines, not (report.unavailable or report.failed or report.broken)
 
 
 def push_sheet(workspace: Workspace, remote: Remote, *, make: bool = False,

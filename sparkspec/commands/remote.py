@@ -64,7 +64,7 @@ def verify_lines(spec: Path, options: LoadOptions, remote: str | None, mode: str
         assert session is not None
         report = asyncio.run(verify(session, workspace.lock, workspace.cache, workspace.state_dir / "tmp", deep))
     lines = [f"{key[:12]}: {problem}" for key, problem in sorted(report.problems.items())]
-    how = f"re-hashed {report.blobs} blob(s), {size_text(report.blob_bytes)}" if deep else (
+    how = f"re-hashed {report.rehashed} of {report.blobs} blob(s), {size_text(report.blob_bytes)}" if deep else (
         f"{report.blobs} blob(s) present at their sizes" if not report.problems else f"{report.blobs} blob(s) checked")
     lines.append(f"Verified {report.checked} entr{'y' if report.checked == 1 else 'ies'} ({how}); "
                  f"{len(report.problems)} problem(s); {len(report.missing)} of the lock's render(s) not on "

@@ -100,12 +100,22 @@ class RemoteApply:
 
     async def push(self, scene: str | None, render: CachedRender) -> bool:
         try:
-            await self.remote.push(render, self.cache)
+            created = await self.remote.push(render, self.cache)
+            # Not created: the remote has an entry of the key already (a teammate's render won
+            # the write-once entry, or this one is there with its blobs gone: mended here).
+            outcome, detail = ("created", 0) if created else await self.remote.mend(render, self.cache)
         except RemoteError as exc:
             await asyncio.to_thread(self.remote.queue.add, render.key)
             self.queued.append(render.key)
             self.emit({"event": "push_queued", "key": render.key, "error": str(exc), **({"scene": scene} if scene else {})})
             return False
+        if outcome in ("broken", "other"):
+            why = detail if outcome == "broken" else (
+                "the team's remote has another render of this key (a teammate's); this one stays on this machine")
+            self.emit({"event": "remote_warning", "key": render.key,
+                       "message": f"{scene or render.key[:12]}: not pushed: {why}",
+                       **({"scene": scene} if scene else {})})
+            return True
         self.pushed.append(render.key)
         self.emit({"event": "pushed", "key": render.key, **({"scene": scene} if scene else {})})
         return True

@@ -41,8 +41,10 @@ class Status:
 
 
 def _wanted(lock: Lock, queued: list[str], cache: Cache) -> dict[str, int]:
-    """key -> bytes of its two files, for the lock's renders and the queued uploads."""
-    sizes = {r.key: r.video.bytes + r.last_frame.bytes for r in lock.scenes.values()}
+    """key -> bytes of its two files, for the lock's renders (every recorded take, as push and
+    pull carry them) and the queued uploads."""
+    sizes = {t.key: t.video.bytes + t.last_frame.bytes
+             for r in lock.scenes.values() for t in r.take_records().values()}
     for key in queued:
         if key not in sizes:
             render = cache.lookup(key)
@@ -70,7 +72,12 @@ class Verification:
     blobs: int = 0
     blob_bytes: int = 0
     missing: list[str] = field(default_factory=list)  # keys with no entry on the remote
-    problems: dict[str, str] = field(default_factory=dict)  # key -> what is wrong
+    problems: dict[str, str] = field(default_factory=dict)  # key -> what is wrong ("; " between several)
+    rehashed: int = 0  # --deep: blobs downloaded and hashed again
+
+    def add(self, key: str, problem: str) -> None:
+        """One more thing wrong with `key`'s render: kept beside what was found before."""
+        self.problems[key] = f"{self.problems[key]}; {problem}" if key in self.problems else problem
 
 
 async def verify(remote: Remote, lock: Lock, cache: Cache, tmp_dir: Path, deep: bool = False) -> Verification:
@@ -80,10 +87,11 @@ async def verify(remote: Remote, lock: Lock, cache: Cache, tmp_dir: Path, deep: 
     present = await present_entries(remote.store, keys, remote.signer)
     report.missing = [k for k in keys if k not in present]
     found = await remote.lookup(list(present), with_claims=False, skip_bad=False)
-    report.problems.update({k: f"entry not usable: {why}" for k, why in found.ignored.items()})
+    for key, why in found.ignored.items():
+        report.add(key, f"entry not usable: {why}")
     for key in present:
         if key not in found.hits and key not in found.ignored:
-            report.problems[key] = "entry listed but not readable"
+            report.add(key, "entry listed but not readable")
     report.checked = len(found.hits)
     wanted: dict[str, int] = {}
     owners: dict[str, str] = {}
@@ -96,9 +104,9 @@ async def verify(remote: Remote, lock: Lock, cache: Cache, tmp_dir: Path, deep: 
     for sha, size in wanted.items():
         info = blobs.get(sha)
         if info is None:
-            report.problems[owners[sha]] = f"blob {sha[:12]} is missing"
+            report.add(owners[sha], f"blob {sha[:12]} is missing")
         elif info.size != size:
-            report.problems[owners[sha]] = f"blob {sha[:12]} has {info.size} bytes, the entry says {size}"
+            report.add(owners[sha], f"blob {sha[:12]} has {info.size} bytes, the entry says {size}")
     report.blobs = len(wanted)
     if deep:
         tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -110,13 +118,14 @@ async def verify(remote: Remote, lock: Lock, cache: Cache, tmp_dir: Path, deep: 
             finally:
                 part.unlink(missing_ok=True)
             if got is None:
-                report.problems[owners[sha]] = f"blob {sha[:12]} is missing"
-            elif got[1] != sha:
+                report.add(owners[sha], f"blob {sha[:12]} is missing")
+                return
+            report.rehashed += 1
+            report.blob_bytes += got[0]
+            if got[1] != sha:
                 problem = f"blob {sha[:12]} is damaged (its bytes hash to {got[1][:12]})"
-                report.problems[owners[sha]] = problem
+                report.add(owners[sha], problem)
                 await asyncio.to_thread(remote.mark_bad, owners[sha], problem)  # a miss here; gc removes it
-            else:
-                report.blob_bytes += got[0]
 
         await gather_bounded([rehash(s) for s in wanted if s in blobs and blobs[s].size == wanted[s]], TRANSFERS)
     return report

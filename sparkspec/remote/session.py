@@ -145,6 +145,36 @@ class Remote:
         await asyncio.to_thread(self.queue.remove, render.key)
         return created
 
+    async def mend(self, render: CachedRender, cache: Cache) -> tuple[str, int | str]:
+        """The remote has an entry of `render.key` already (this machine's render is in its
+        cache). When the entry names this very render, its blobs that are gone, listed at
+        another size, or found damaged here (`bad_keys`) go up again: blobs are named by their
+        sha256 and read back checked, so only the bytes the entry promises can land.
+        ("repaired", bytes sent) or ("sound", 0). An entry naming another render whose blobs
+        are gone or damaged is ("broken", what to do): entries are write-once, so `remote gc`
+        removes it once past its grace period. ("other", "") for a sound entry of another
+        render, ("unreadable", "") for one this machine cannot use (verify reports it)."""
+        entry = await self.read_entry(render.key)
+        if entry is None:
+            return "unreadable", ""
+        bad = await asyncio.to_thread(self.bad_keys)
+        gone = await transfer.absent_blobs(self.store, entry)
+        if not transfer.same_blobs(entry, render):
+            if gone or render.key in bad:
+                why = f"blob {gone[0][:12]} is missing" if gone else bad[render.key]
+                return "broken", (f"the team's remote has another render of this key, and {why}; "
+                                  "`sparkspec remote gc` removes that broken entry once past its grace period, "
+                                  "then `sparkspec push` uploads this machine's render")
+            return "other", ""
+        redo = [render.video_sha256, render.last_frame_sha256] if render.key in bad else gone
+        if not redo:
+            return "sound", 0
+        if not self.writable:
+            raise RemoteError(f"remote {self.display} is read-only here; nothing is pushed")
+        sent = await transfer.repair_blobs(self.store, render, cache, redo)
+        await asyncio.to_thread(self.forget_bad, [render.key])
+        return "repaired", sent
+
     # -- claims --------------------------------------------------------------------------
     def new_claim(self, key: str) -> Claim:
         return new_claim(key, self.settings.claim_ttl, self.owner)

@@ -23,7 +23,7 @@ from pathlib import Path
 from sparkspec.apply.adopt import adopt, render_of
 from sparkspec.errors import RemoteError
 from sparkspec.plan.planner import output_paths
-from sparkspec.remote.inventory import gather_bounded, present_entries
+from sparkspec.remote.inventory import gather_bounded, present_blobs, present_entries
 from sparkspec.remote.layout import project_slug, root_path
 from sparkspec.remote.session import Remote
 from sparkspec.remote.transfer import BlobProblem, check_format, ensure_format
@@ -41,6 +41,8 @@ class PushReport:
     present: int = 0  # already on the remote
     unavailable: dict[str, str] = field(default_factory=dict)  # scene -> why it cannot be pushed
     failed: dict[str, str] = field(default_factory=dict)  # key -> the store's words (queued again)
+    repaired: dict[str, int] = field(default_factory=dict)  # key -> bytes of blobs uploaded again
+    broken: dict[str, str] = field(default_factory=dict)  # key -> what is wrong with its entry, and what to do
     root: str | None = None
 
 
@@ -116,6 +118,7 @@ async def push_lock(remote: Remote, workspace: Workspace) -> PushReport:
             report.present += 1
 
     await gather_bounded([push(r) for r in todo], TRANSFERS)
+    await _repair(remote, workspace, [k for k in keys if k in on_remote], report)
     if scenes:
         from sparkspec.review.sheetid import sheet_digest
 
@@ -123,6 +126,36 @@ async def push_lock(remote: Remote, workspace: Workspace) -> PushReport:
                                            sheet_digest(workspace.project, workspace.lock))
     await asyncio.to_thread(remote.queue.remove, *[k for k in queued if k in on_remote])
     return report
+
+
+async def _repair(remote: Remote, workspace: Workspace, keys: list[str], report: PushReport) -> None:
+    """Entries already on the remote whose blobs are gone, cut short (listed at another size),
+    or were found damaged here (`remote verify --deep`, a pull): `Remote.mend` each. One
+    listing per blob shard finds them; only those are read."""
+    cache = workspace.cache
+    local = {k: r for k, r in zip(keys, await gather_bounded(
+        [asyncio.to_thread(cache.lookup, k) for k in keys])) if r is not None}
+    if not local:
+        return
+    bad = await asyncio.to_thread(remote.bad_keys)
+    sizes = {sha: size for r in local.values() for sha, size in
+             ((r.video_sha256, r.video_bytes), (r.last_frame_sha256, r.last_frame_bytes))}
+    listed = await present_blobs(remote.store, list(sizes))
+    intact = {sha for sha, size in sizes.items() if sha in listed and listed[sha].size == size}
+
+    async def mend(key: str) -> None:
+        try:
+            outcome, detail = await remote.mend(local[key], cache)
+        except RemoteError as exc:
+            report.failed[key] = str(exc)
+            return
+        if outcome == "repaired":
+            report.repaired[key] = int(detail)
+        elif outcome == "broken":
+            report.broken[key] = str(detail)
+
+    await gather_bounded([mend(k) for k, r in local.items()
+                          if k in bad or not {r.video_sha256, r.last_frame_sha256} <= intact], TRANSFERS)
 
 
 async def _register_root(remote: Remote, project: str, keys: list[str], sheet: str | None) -> str:

@@ -64,6 +64,34 @@ async def push_render(store: Store, render: CachedRender, cache: Cache, signing_
     return await store.create(path, encode_entry(render, signing_key)) is not None
 
 
+async def absent_blobs(store: Store, render: CachedRender) -> list[str]:
+    """The digests of `render`'s blobs that the remote lacks or holds at another size (HEADs)."""
+    gone = []
+    for sha, size in _blobs(render):
+        present = await store.head(blob_path(sha))
+        if present is None or present.size != size:
+            gone.append(sha)
+    return gone
+
+
+async def repair_blobs(store: Store, render: CachedRender, cache: Cache, digests: list[str]) -> int:
+    """Upload again the blobs `digests` of `render` (already in the local cache) that its
+    entry on the remote names: each checked against its sha256 on the way out, then a HEAD
+    confirms it. The bytes uploaded; RemoteError when the store fails or the cached copy is
+    damaged."""
+    sent = 0
+    for sha, size in _blobs(render):
+        if sha not in digests:
+            continue
+        data = await asyncio.to_thread(_read_verified, cache.blob_path(sha), sha, size)
+        await store.put(blob_path(sha), data)
+        present = await store.head(blob_path(sha))
+        if present is None or present.size != size:
+            raise RemoteError(f"remote {store.display}: blob {sha[:12]} is not there after its upload")
+        sent += size
+    return sent
+
+
 def _read_verified(path: Path, sha: str, size: int) -> bytes:
     try:
         data = path.read_bytes()

@@ -208,7 +208,7 @@ def test_verify_finds_missing_and_damaged_blobs(team: Team) -> None:
     assert team.run(first, "push")[0] == 0
     code, out, err = team.run(first, "remote", "verify", "--deep")
     assert code == 0, out + err
-    assert "Verified 2 entries (re-hashed 4 blob(s)" in out and "0 problem(s)" in out
+    assert "Verified 2 entries (re-hashed 4 of 4 blob(s)" in out and "0 problem(s)" in out
 
     record = lock_of(first)["scenes"]["intro"]
     store = team.store()
@@ -324,3 +324,78 @@ def test_gc_removes_broken_entries_past_the_grace_period(team: Team) -> None:
     second = team.machine("second", with_renders=False)
     assert team.run(second, "pull")[0] == 0
     assert (second / "renders" / "outro.mp4").read_bytes() == (first / "renders" / "outro.mp4").read_bytes()
+
+
+@pytest.mark.slow  # a real render once per module, then S3 round trips
+def test_push_puts_back_the_blobs_the_remote_lost(team: Team) -> None:
+    # An entry whose blob was deleted or damaged is a miss for every teammate, who would pay
+    # for the render again: a push from a machine that has the very render mends it.
+    first = team.machine("first", with_renders=True)
+    assert team.run(first, "push")[0] == 0
+    intro, outro = lock_of(first)["scenes"]["intro"], lock_of(first)["scenes"]["outro"]
+    store = team.store()
+    asyncio.run(store.delete(layout.blob_path(intro["video"]["sha256"])))
+    frame = layout.blob_path(outro["last_frame"]["sha256"])
+    asyncio.run(store.put(frame, secrets.token_bytes(outro["last_frame"]["bytes"])))  # same size
+
+    code, out, err = team.run(first, "push")
+    assert code == 0, out + err
+    assert f"repaired {intro['key'][:12]}" in out and "(1 repaired)" in out
+    assert f"repaired {outro['key'][:12]}" not in out  # a listing cannot see a same-size damage
+    code, out, _ = team.run(first, "remote", "verify", "--deep")
+    assert code == 1 and f"{outro['key'][:12]}: blob {outro['last_frame']['sha256'][:12]} is damaged" in out
+    assert intro["key"][:12] not in out
+    code, out, err = team.run(first, "push")  # verify marked it: now mended too
+    assert code == 0 and f"repaired {outro['key'][:12]}" in out, out + err
+    code, out, _ = team.run(first, "remote", "verify", "--deep")
+    assert code == 0 and "0 problem(s)" in out, out
+
+
+@pytest.mark.slow  # a real render once per module, then S3 round trips
+def test_a_clone_that_renders_a_lost_blob_again_puts_it_back(team: Team) -> None:
+    first = team.machine("first", with_renders=True)
+    assert team.run(first, "push")[0] == 0
+    intro = lock_of(first)["scenes"]["intro"]
+    asyncio.run(team.store().delete(layout.blob_path(intro["video"]["sha256"])))
+    second = team.machine("second", with_renders=False)
+    code, out, err = team.run(second, "apply", "--auto-approve")  # planned as a pull: it fails, unpaid
+    assert code == 1 and "is missing; treated as not cached" in out + err
+    code, out, err = team.run(second, "apply", "--auto-approve")
+    assert code == 0, out + err
+    assert "intro: rendered" in out and "intro: pushed to the team's remote" in out and "not pushed" not in out
+    code, out, _ = team.run(first, "remote", "verify", "--deep")
+    assert code == 0 and "0 problem(s)" in out, out
+
+
+def test_verify_deep_reports_every_problem_of_a_render(team: Team) -> None:
+    first = team.machine("first", with_renders=True)
+    assert team.run(first, "push")[0] == 0
+    intro = lock_of(first)["scenes"]["intro"]
+    store = team.store()
+    asyncio.run(store.delete(layout.blob_path(intro["video"]["sha256"])))
+    frame = layout.blob_path(intro["last_frame"]["sha256"])
+    asyncio.run(store.put(frame, secrets.token_bytes(intro["last_frame"]["bytes"])))
+    code, out, _ = team.run(first, "remote", "verify", "--deep")
+    assert code == 1
+    assert f"blob {intro['video']['sha256'][:12]} is missing" in out
+    assert f"blob {intro['last_frame']['sha256'][:12]} is damaged" in out
+    assert "re-hashed 3 of 4 blob(s)" in out and "1 problem(s)" in out
+
+
+@pytest.mark.slow  # renders two takes, then S3 round trips
+def test_status_and_verify_count_every_take(team: Team, tmp_path: Path) -> None:
+    root = tmp_path / "takes"
+    root.mkdir()
+    (root / "project.spark.yaml").write_text(
+        SPEC.replace('  outro: {prompt: "a blue kite lands in the sand"}\n', "")
+            .replace("sequences:\n  film: {scenes: [intro, outro]}\n", "")
+            .replace('intro: {prompt: "a red kite over a beach"}', 'intro: {prompt: "a red kite over a beach", takes: 2, pick: 2}')
+        + f"remote: {{url: '{team.url}'}}\n")
+    code, out, err = team.run(root, "apply", "--auto-approve")
+    assert code == 0, out + err
+    takes = lock_of(root)["scenes"]["intro"]["takes"]
+    assert status(team, root)["renders"]["both"]["count"] == 2
+    other = next(t for t in takes if t["take"] == 1)
+    asyncio.run(team.store().delete(layout.blob_path(other["video"]["sha256"])))
+    code, out, _ = team.run(root, "remote", "verify")
+    assert code == 1 and f"{other['key'][:12]}: blob {other['video']['sha256'][:12]} is missing" in out
