@@ -107,6 +107,14 @@ def test_undefined_variable_is_an_error_with_its_line(root: Path) -> None:
     assert t.render_inline("{{ missing | default('none') }}", {}) == "none"
 
 
+@pytest.mark.parametrize("source", ["A {{ ['red', 'blue'] | random }} car", "{{ lipsum(1) }}",
+                                    "{% set x = [1, 2] | random %}{{ x }}"])
+def test_a_template_that_differs_on_every_run_is_refused(root: Path, source: str) -> None:
+    # Its key would change on every plan: every apply would render it and pay again.
+    with pytest.raises(TemplateProblem, match="differ on every run, so every apply would render it and pay again"):
+        Templates(root).render_inline(source, {})
+
+
 def test_syntax_error_has_its_line(root: Path) -> None:
     with pytest.raises(TemplateProblem) as info:
         Templates(root).render_inline("ok\n{% if %}", {})

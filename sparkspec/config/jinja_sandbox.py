@@ -16,7 +16,21 @@ from sparkspec.config.jinja_env import inside
 
 
 def environment(root: Path) -> BoundedEnvironment:
-    return BoundedEnvironment(loader=ProjectLoader(root), undefined=jinja2.StrictUndefined, autoescape=False)
+    env = BoundedEnvironment(loader=ProjectLoader(root), undefined=jinja2.StrictUndefined, autoescape=False)
+    # A prompt is part of its render's key: one that differs from run to run makes every plan
+    # render it again, and every apply pay again. Jinja's two sources of chance are refused.
+    env.filters["random"] = _refused("the `random` filter",
+                                     "pick the value with a variable (--var) or a matrix instead")
+    env.globals["lipsum"] = _refused("`lipsum()`", "write the placeholder text into the template")
+    return env
+
+
+def _refused(what: str, instead: str) -> Callable[..., Any]:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise jinja2.exceptions.TemplateRuntimeError(
+            f"{what} makes the prompt differ on every run, so every apply would render it and pay "
+            f"again; {instead}")
+    return refuse
 
 
 class ProjectLoader(jinja2.BaseLoader):
