@@ -13,6 +13,7 @@ from sparkspec.fsutil import atomic_write_text
 from sparkspec.plan.model import Plan, PlanOptions
 from sparkspec.plan.view import FORMAT_VERSION, plan_json
 from sparkspec.config.loader import LoadOptions
+from sparkspec.jsontext import load_json
 
 KIND = "sparkspec-plan"
 
@@ -43,7 +44,7 @@ def save_plan(path: Path, spec: str, plan: Plan, load_options: LoadOptions) -> N
 
 def load_plan(path: Path) -> SavedPlan:
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = load_json(path.read_text(encoding="utf-8"))
         if raw.get("kind") != KIND:
             raise ValueError("not a sparkspec plan")
         version = str(raw.get("format_version"))

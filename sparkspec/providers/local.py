@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from sparkspec import apifacts
 from sparkspec.errors import DiskError, DownloadError, MediaError, RenderFailed, TaskNotFound, UrlExpired
 from sparkspec.fsutil import CHUNK, atomic_target, atomic_write_text
+from sparkspec.jsontext import load_json
 from sparkspec.providers.base import Downloaded, FirstFrame, RenderRequest, TaskState, TaskStatus
 
 if TYPE_CHECKING:
@@ -212,7 +213,7 @@ class LocalProvider:
         folder = self.workdir / task_id
         video, frame = folder / _VIDEO, folder / _LAST_FRAME
         try:
-            record = json.loads((folder / _RECORD).read_text(encoding="utf-8"))
+            record = load_json((folder / _RECORD).read_text(encoding="utf-8"))
             tokens = int(record["tokens"])
             seed = int(record["seed"])
             # A file of another size than recorded was damaged since: render again.

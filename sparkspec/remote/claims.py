@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from sparkspec.jsontext import load_json
 from sparkspec.remote import holder
 from sparkspec.remote.layout import CLAIMS, claim_path, parse_claim_path
 from sparkspec.remote.store import Store
@@ -83,7 +84,7 @@ class Claim:
     def decode(data: bytes, key: str) -> Claim | None:
         """The claim, or None when the body is not one (a damaged claim is treated as dead)."""
         try:
-            raw = json.loads(data)
+            raw = load_json(data)
             task = raw.get("task")
             claim = Claim(key=key, owner=str(raw["owner"]), user=_printable(raw["user"], 64),
                           host=_printable(raw["host"], 128), pid=int(raw["pid"]), ttl=float(raw["ttl"]),

@@ -18,6 +18,7 @@ import hmac
 import json
 from typing import Any
 
+from sparkspec.jsontext import load_json
 from sparkspec.remote.layout import UNSIGNED, is_digest
 from sparkspec.state.cache import CachedRender
 
@@ -46,7 +47,7 @@ def encode_entry(render: CachedRender, signing_key: bytes | None) -> bytes:
 def decode_entry(data: bytes, key: str, signing_key: bytes | None) -> CachedRender | str:
     """The render an entry describes, or why it is not usable (a short reason to report)."""
     try:
-        body = json.loads(data)
+        body = load_json(data)
     except ValueError:
         return "not JSON"
     if not isinstance(body, dict) or body.get("format") != ENTRY_FORMAT:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sparkspec.errors import RemoteError
 from sparkspec.fsutil import atomic_write_text
+from sparkspec.jsontext import load_json
 from sparkspec.remote.layout import PROBES
 from sparkspec.remote.store import Store
 
@@ -54,7 +55,7 @@ async def _ask(store: Store, path: str) -> ProbeResult:
 
 def remembered(state_dir: Path, identity: str) -> ProbeResult | None:
     try:
-        raw = json.loads((state_dir / MEMO_NAME).read_text(encoding="utf-8"))[identity]
+        raw = load_json((state_dir / MEMO_NAME).read_text(encoding="utf-8"))[identity]
         return ProbeResult(bool(raw["conditional"]), str(raw.get("detail", "")))
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -63,7 +64,7 @@ def remembered(state_dir: Path, identity: str) -> ProbeResult | None:
 def remember(state_dir: Path, identity: str, result: ProbeResult) -> None:
     path = state_dir / MEMO_NAME
     try:
-        memo = json.loads(path.read_text(encoding="utf-8"))
+        memo = load_json(path.read_text(encoding="utf-8"))
         if not isinstance(memo, dict):
             memo = {}
     except (OSError, ValueError):

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 from sparkspec.fsutil import atomic_write_text
+from sparkspec.jsontext import load_json
 from sparkspec.remote.layout import is_digest
 
 QUEUE_NAME = "remote-queue.json"
@@ -26,7 +27,7 @@ class PushQueue:
 
     def _load(self) -> dict[str, list[str]]:
         try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            raw = load_json(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
         if not isinstance(raw, dict):

@@ -19,6 +19,7 @@ from pathlib import Path
 from sparkspec.config.model import RemoteConfig
 from sparkspec.errors import RemoteError
 from sparkspec.fsutil import atomic_write_text
+from sparkspec.jsontext import load_json
 from sparkspec.remote import index, transfer
 from sparkspec.remote.claims import Claim, Claims, new_claim
 from sparkspec.remote.entries import decode_entry
@@ -207,7 +208,7 @@ class Remote:
     # -- keys whose entry is broken ------------------------------------------------------
     def bad_keys(self) -> dict[str, str]:
         try:
-            raw = json.loads((self.state_dir / BAD_NAME).read_text(encoding="utf-8"))
+            raw = load_json((self.state_dir / BAD_NAME).read_text(encoding="utf-8"))
             found = raw.get(self.settings.identity, {})
         except (OSError, ValueError, AttributeError):
             return {}
@@ -228,7 +229,7 @@ class Remote:
     def _edit_bad_locked(self, edit: Callable[[dict[str, str]], object]) -> None:
         path = self.state_dir / BAD_NAME
         try:
-            memo = json.loads(path.read_text(encoding="utf-8"))
+            memo = load_json(path.read_text(encoding="utf-8"))
             memo = memo if isinstance(memo, dict) else {}
         except (OSError, ValueError):
             memo = {}

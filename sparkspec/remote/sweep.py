@@ -20,11 +20,11 @@ key finds it "present" and the render stays a miss for the whole team.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sparkspec.errors import RemoteError
+from sparkspec.jsontext import load_json
 from sparkspec.remote.claims import Claims
 from sparkspec.remote.inventory import gather_bounded, list_all
 from sparkspec.remote.layout import BLOBS, blob_path, entry_path, is_digest, parse_sheet_path
@@ -66,7 +66,7 @@ async def collect(remote: Remote, now: datetime, grace: timedelta = DEFAULT_GRAC
         if got is None:
             continue
         try:
-            root = json.loads(got[0])
+            root = load_json(got[0])
             keys, sheet = root.get("keys", []), root.get("sheet")
         except (ValueError, AttributeError):
             raise RemoteError(f"remote {remote.display}: a root is not readable JSON; gc stops rather "
@@ -125,7 +125,7 @@ Files = tuple[tuple[str, int], ...] | None  # an entry's (blob digest, size) pai
 def entry_files(data: bytes) -> Files:
     """The blobs an entry names with their sizes, read loosely (any signer)."""
     try:
-        render = json.loads(data)["render"]
+        render = load_json(data)["render"]
         named = ((render["video_sha256"], render["video_bytes"]),
                  (render["last_frame_sha256"], render["last_frame_bytes"]))
     except (ValueError, KeyError, TypeError):

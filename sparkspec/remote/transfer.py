@@ -24,6 +24,7 @@ import secrets
 from pathlib import Path
 
 from sparkspec.errors import RemoteError
+from sparkspec.jsontext import load_json
 from sparkspec.remote.entries import encode_entry
 from sparkspec.remote.layout import FORMAT, LAYOUT_VERSION, blob_path, entry_path
 from sparkspec.remote.store import Store
@@ -119,7 +120,7 @@ async def check_format(store: Store) -> None:
     if found is None:
         return
     try:
-        layout = json.loads(found[0]).get("layout")
+        layout = load_json(found[0]).get("layout")
     except (ValueError, AttributeError):
         layout = None
     if layout != LAYOUT_VERSION:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sparkspec.fsutil import atomic_write_text
+from sparkspec.jsontext import load_json
 from sparkspec.review.contact import MAX_COLUMNS, MAX_SCENES, THUMB_WIDTH
 from sparkspec.review.model import scene_order
 
@@ -58,7 +59,7 @@ def record_sheet(thumbs: Path, digest: str, sheet: Path) -> None:
 def recorded_sheet(thumbs: Path, sheet: Path, digest: str) -> bytes | None:
     """`sheet`'s bytes when the record says it is the sheet `digest` names and it is unchanged."""
     try:
-        record = json.loads((thumbs / RECORD).read_text(encoding="utf-8"))
+        record = load_json((thumbs / RECORD).read_text(encoding="utf-8"))
         data = sheet.read_bytes()
     except (OSError, ValueError):
         return None

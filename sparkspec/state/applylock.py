@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sparkspec.errors import ApplyLockedError
 from sparkspec.fsutil import atomic_write_text
+from sparkspec.jsontext import load_json
 
 LOCK_NAME = "apply.lock"
 HOLDER_NAME = "apply.holder.json"
@@ -46,7 +47,7 @@ def apply_lock(state_dir: Path, command: str = "apply") -> Iterator[None]:
 
 def _holder(state_dir: Path) -> str:
     try:
-        raw = json.loads((state_dir / HOLDER_NAME).read_text(encoding="utf-8"))
+        raw = load_json((state_dir / HOLDER_NAME).read_text(encoding="utf-8"))
         return (f"{raw['command']} (pid {raw['pid']} on {raw['host']}, started {raw['started_at']})")
     except (OSError, ValueError, KeyError, TypeError):
         return "apply (holder unknown)"

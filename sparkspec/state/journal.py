@@ -28,6 +28,7 @@ from pathlib import Path
 
 from sparkspec.errors import StatePathError
 from sparkspec.fsutil import atomic_write_bytes, fsync_dir
+from sparkspec.jsontext import load_json
 from sparkspec.state.heldio import write_new
 
 
@@ -61,7 +62,7 @@ class Journal:
         """The entry for `key`, None when there is none; DamagedEntry when its file is unreadable."""
         path = self._path(key)
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
+            raw = load_json(path.read_text(encoding="utf-8"))
             entry = JournalEntry(key=str(raw["key"]), scene=str(raw["scene"]), provider=str(raw["provider"]),
                                  task_id=str(raw["task_id"]), submitted_at=float(raw["submitted_at"]),
                                  expires_after=int(raw["expires_after"]),

@@ -15,6 +15,7 @@ from typing import Any
 from sparkspec.diagnostics import conflict_marker_line
 from sparkspec.errors import StatePathError
 from sparkspec.fsutil import atomic_write_text
+from sparkspec.jsontext import load_json
 
 LOCK_VERSION = 1
 
@@ -173,7 +174,7 @@ def read_lock(path: Path) -> tuple[Lock, str]:
             f"(`git checkout --ours {path.name}` or `--theirs`) and run `sparkspec plan`: the other "
             "side's renders are reused from the cache where this machine has them")
     try:
-        raw = json.loads(text)
+        raw = load_json(text)
         version = raw.get("version") if isinstance(raw, dict) else None
         if isinstance(version, int) and not isinstance(version, bool) and version > LOCK_VERSION:
             raise StatePathError(f"{path.name} was written by a newer sparkspec (lock version {version}; "

@@ -58,3 +58,19 @@ def test_a_lock_from_a_newer_sparkspec_says_upgrade(cli: Cli, root: Path) -> Non
     assert refused.err.splitlines() == [
         "error: project.spark.lock was written by a newer sparkspec (lock version 2; this one reads "
         "version 1); upgrade sparkspec (`pip install -U sparkspec`)"]
+
+
+def test_json_nested_too_deeply_is_malformed_not_an_internal_error(cli: Cli, root: Path) -> None:
+    # A thousand `[` overflow Python's JSON parser (a RecursionError): still bad input, exit 1.
+    deep = "[" * 100_000 + "]" * 100_000
+    (root / "project.spark.lock").write_text(deep)
+    for command in ("plan", "show"):
+        refused = cli(command, cwd=root)
+        assert refused.code == 1 and refused.err.splitlines() == [
+            "error: project.spark.lock:1:1: the lock is not valid JSON (nested too deeply); restore it "
+            "from git or delete it to render afresh"]
+    (root / "deep.plan").write_text(deep)
+    assert cli("apply", "deep.plan", cwd=root).code == 1
+    (root / "deep.lock").write_text(deep)
+    merged = cli("merge-lock", "deep.lock", "deep.lock", "deep.lock", cwd=root)
+    assert merged.code == 1 and "nested too deeply" in merged.err

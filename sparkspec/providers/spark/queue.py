@@ -27,6 +27,7 @@ from urllib.parse import quote
 import httpx
 
 from sparkspec.errors import BadAnswer, ProviderError, TaskNotFound, UnreadableCreate
+from sparkspec.jsontext import load_json
 from sparkspec.providers.base import RenderRequest, TaskState, TaskStatus
 from sparkspec.providers.spark.answers import json_object
 from sparkspec.providers.spark.provider import SparkProvider
@@ -113,7 +114,7 @@ class SparkGateway(SparkProvider):
     def urls(self, task_id: str, locator: str) -> QueueUrls:
         """The request's URLs from its locator, each kept only on the gateway's own origin."""
         try:
-            given = json.loads(locator)
+            given = load_json(locator)
         except ValueError:
             given = {}
         given = given if isinstance(given, dict) else {}
