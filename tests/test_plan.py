@@ -7,6 +7,8 @@ and an index entry in the cache, a lock entry per scene and sequence.
 
 from __future__ import annotations
 
+import os
+
 import json
 from pathlib import Path
 
@@ -450,6 +452,18 @@ def test_target_never_deletes(root: Path) -> None:
 
 
 # -- saved plans ---------------------------------------------------------------------------------
+
+
+def test_plan_out_writes_a_file_and_never_replaces_a_pipe_device_or_link(root: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    os.mkfifo(root / "pipe")
+    for out in ("pipe", "/dev/null", ""):
+        code, _, err = run_main(["plan", "--out", out], root, monkeypatch)
+        assert code == 1 and "--out" in err and "Traceback" not in err, err
+    assert (root / "pipe").exists() and not (root / "pipe").is_file()
+    (root / "link.plan").symlink_to("real.plan")  # through a link: its target, the link kept
+    assert run_main(["plan", "--out", "link.plan"], root, monkeypatch)[0] == 0
+    assert (root / "link.plan").is_symlink() and load_plan(root / "real.plan").spec == SPEC
 
 
 def test_saved_plan_and_stale_detection(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from sparkspec.commands.validate import print_diagnostics
 from sparkspec.config.loader import LoadOptions
 from sparkspec.plan import view
-from sparkspec.plan.planfile import save_plan
+from sparkspec.plan.planfile import plan_target, save_plan
 from sparkspec.plan.model import PlanOptions
 from sparkspec.state.workspace import open_workspace
 
@@ -17,6 +17,7 @@ def run_plan(spec: str, options: LoadOptions, plan_options: PlanOptions, *, fmt:
              remote: str | None, remote_mode: str | None, echo: Callable[[str], None],
              warn: Callable[[str], None]) -> bool:
     """Print the plan (and save it to `out`); True when it has changes."""
+    target = plan_target(out) if out is not None else None
     workspace = open_workspace(Path(spec), options, display=spec, remote=remote, remote_mode=remote_mode)
     print_diagnostics(workspace.warnings, warn)
     try:
@@ -33,8 +34,8 @@ def run_plan(spec: str, options: LoadOptions, plan_options: PlanOptions, *, fmt:
         echo(render_markdown(the_plan, f"sparkspec plan: {workspace.project.name}").removesuffix("\n"))
     else:
         echo(view.render_text(the_plan))
-    if out:
-        save_plan(Path(out), spec, the_plan, options)
+    if target is not None:
+        save_plan(target, spec, the_plan, options)
         if fmt == "text":
             echo(f"Saved the plan to {out}; run `sparkspec apply {out}` to carry it out.")
     return the_plan.has_changes

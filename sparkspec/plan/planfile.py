@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sparkspec.errors import StalePlanError, StatePathError
+from sparkspec.errors import SparkspecError, StalePlanError, StatePathError
 from sparkspec.fsutil import atomic_write_text
 from sparkspec.plan.model import Plan, PlanOptions
 from sparkspec.plan.view import FORMAT_VERSION, plan_json
@@ -25,6 +25,20 @@ class SavedPlan:
     plan_options: PlanOptions
     fingerprint: dict[str, str]
     changes: list[dict[str, Any]]
+
+
+def plan_target(out: str) -> Path:
+    """Where `plan --out` saves: a new or regular file (through a symlink, its target). A pipe,
+    a device or a folder is refused before anything is planned: a rename would replace it."""
+    if not out.strip():
+        raise SparkspecError("--out needs the name of a file to save the plan to")
+    path = Path(out)
+    if path.is_symlink():
+        path = path.resolve()
+    if path.exists() and not path.is_file():
+        raise SparkspecError(f"--out {out}: {path} is not a regular file (a folder, a pipe or a device); "
+                             "give the name of a file to save the plan to")
+    return path
 
 
 def save_plan(path: Path, spec: str, plan: Plan, load_options: LoadOptions) -> None:
