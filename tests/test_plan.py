@@ -7,9 +7,8 @@ and an index entry in the cache, a lock entry per scene and sequence.
 
 from __future__ import annotations
 
-import os
-
 import json
+import os
 from pathlib import Path
 
 import pytest
