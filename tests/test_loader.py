@@ -120,6 +120,14 @@ def test_unquoted_ratio_is_the_ratio_written(tmp_path: Path, ratio: str) -> None
     assert project.scenes["a"].ratio == project.scenes["b"].ratio == ratio
 
 
+def test_an_unquoted_date_is_the_text_written(tmp_path: Path) -> None:
+    # YAML 1.1 reads 2024-05-01 as a date (a timestamp tag nobody wrote); a spec means the text.
+    project = load(tmp_path, "version: 1\nvars: {launch: 2024-05-01 10:00:00}\n"
+                             "scenes:\n  a:\n    prompt: \"launch {{ launch }}\"\n    description: 2024-05-01\n")
+    assert project.scenes["a"].prompt == "launch 2024-05-01 10:00:00"
+    assert project.scenes["a"].description == "2024-05-01"
+
+
 def test_first_frame_defaults_to_adaptive(tmp_path: Path) -> None:
     png(tmp_path / "assets" / "a.png")
     project = load(tmp_path, """\

@@ -32,6 +32,7 @@ _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
 _MERGE = "tag:yaml.org,2002:merge"
 _SCALAR_TAGS = {_STR, _INT, _FLOAT, _BOOL, _NULL}
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
 
 # Alias expansion may visit a node many times; a legitimate spec reuses a few
 # anchors, a "billion laughs" document multiplies them without bound.
@@ -251,6 +252,9 @@ class _Builder:
             return node.value
         if not node.style and not key:  # plain: None from PyYAML, "" from libyaml
             self.doc.plain_text[path] = node.value
+        if tag == _TIMESTAMP:
+            # YAML 1.1 reads 2024-05-01 as a date; in a spec it is the text as written.
+            return node.value
         if tag not in _SCALAR_TAGS:
             self._error(node, path, f"tag {tag} is not allowed; remove it")
             return node.value
