@@ -46,7 +46,7 @@ from sparkspec.config.values import (
     whole_numbers,
 )
 from sparkspec.config.yamlsource import Document, Path as KeyPath, load_yaml
-from sparkspec.remote.settings import IN_THE_ENVIRONMENT, url_credentials
+from sparkspec.remote.settings import IN_THE_ENVIRONMENT, url_credentials, url_problem
 
 __all__ = ["LoadOptions", "Loaded", "load_project", "slugify"]
 
@@ -362,6 +362,8 @@ class _Resolver:
             if isinstance(value, str) and url_credentials(value):
                 self.report(("remote", name), f"credentials never go in the spec (it is shared in git); "
                                               f"{IN_THE_ENVIRONMENT}")
+            elif name == "url" and isinstance(value, str) and (problem := url_problem(value)) is not None:
+                self.report(("remote", name), problem)  # as plan and apply would refuse it
 
     def check_budget(self, data: dict[str, Any]) -> None:
         """A cost budget is checked against the plan's estimated cost, which needs a price."""

@@ -155,15 +155,23 @@ def _endpoint(spec: RemoteConfig | None, environ: Mapping[str, str]) -> str | No
     return endpoint
 
 
+def url_problem(url: str) -> str | None:
+    """What is wrong with a remote's URL (credentials aside), or None."""
+    match = _URL.match(url)
+    if match is None or match["scheme"] not in SCHEMES or not match["rest"].strip("/"):
+        return (f"{url!r} is not a remote URL; use s3://bucket/prefix, gs://bucket/prefix, "
+                "az://container/prefix or file:///path/to/folder")
+    if match["scheme"] == "file" and match["rest"].split("/", 1)[0] not in ("", "localhost"):
+        return f"{url!r}: a file:// remote names a local folder (file:///path)"
+    return None
+
+
 def _check_url(url: str, source: str) -> str:
     if url_credentials(url):
         raise RemoteError(f"{source}: credentials never go in the remote's URL; {IN_THE_ENVIRONMENT}")
-    match = _URL.match(url)
-    if match is None or match["scheme"] not in SCHEMES or not match["rest"].strip("/"):
-        raise RemoteError(f"{source}: {url!r} is not a remote URL; use s3://bucket/prefix, gs://bucket/prefix, "
-                          "az://container/prefix or file:///path/to/folder")
-    if match["scheme"] == "file" and match["rest"].split("/", 1)[0] not in ("", "localhost"):
-        raise RemoteError(f"{source}: {url!r}: a file:// remote names a local folder (file:///path)")
+    problem = url_problem(url)
+    if problem is not None:
+        raise RemoteError(f"{source}: {problem}")
     return url.rstrip("/")
 
 

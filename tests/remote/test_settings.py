@@ -79,12 +79,15 @@ def test_credentials_in_the_spec_are_an_error_pointing_to_the_environment(tmp_pa
     assert any("unknown key 'urll'; did you mean 'url'?" in m for m in messages), messages
 
 
-def test_a_bad_remote_url_in_the_spec_is_a_diagnostic(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("url", "problem"), [("bucket/x", "is not a remote URL"),
+                                             ("file://relative/path", "a file:// remote names a local folder")])
+def test_a_bad_remote_url_in_the_spec_is_a_diagnostic(tmp_path: Path, url: str, problem: str) -> None:
+    # What plan and apply refuse, validate reports at its line.
     spec = tmp_path / "project.spark.yaml"
-    spec.write_text("version: 1\nremote: {url: 'bucket/x'}\nscenes:\n  a: {prompt: hi, duration: 4}\n")
+    spec.write_text(f"version: 1\nremote: {{url: '{url}'}}\nscenes:\n  a: {{prompt: hi, duration: 4}}\n")
     with pytest.raises(SpecError) as raised:
         load_project(spec)
-    assert any("is not a remote URL" in str(d) for d in raised.value.diagnostics)
+    assert any(problem in str(d) and ":2:" in str(d) for d in raised.value.diagnostics), raised.value.diagnostics
 
 
 @pytest.mark.parametrize("remote", ["{url: 's3://AKIDTEAM:hunter2-topsecret@team/x'}",
