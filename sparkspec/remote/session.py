@@ -97,8 +97,8 @@ class Remote:
                 raise
             entry = await self.read_entry(render.key)
             if entry is None:
-                raise transfer.BlobProblem(f"{problem} (no entry of key {render.key[:12]} on the remote: "
-                                           "a machine that has the render can push it)") from None
+                raise transfer.BlobProblem(f"remote {self.display} has no render of key {render.key[:12]} (neither "
+                                           "its entry nor its blobs); a machine that has it can push it") from None
             if transfer.same_blobs(entry, render):
                 await asyncio.to_thread(self.mark_bad, render.key, str(problem))
                 raise
