@@ -123,7 +123,7 @@ def test_pull_names_what_is_nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     second = machine(tmp_path / "second", remote, lock)
     code, out, err = run_main(["pull"], second, monkeypatch)
     assert code == 1, out
-    assert "scene intro:" in out and "blob" in out and "missing" in out
+    assert "scene intro:" in out and "has no render of key" in out and "push it" in out
     assert not (second / "renders" / "intro.mp4").exists()
     assert "Traceback" not in err
 
