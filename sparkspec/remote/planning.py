@@ -23,6 +23,7 @@ from sparkspec.errors import RemoteError
 from sparkspec.plan.model import Plan, RemoteView
 from sparkspec.remote.claims import Claim
 from sparkspec.remote.session import Remote
+from sparkspec.remote.store import StoreTimeout
 from sparkspec.state.cache import CachedRender
 from sparkspec.state.journal import JournalEntry
 from sparkspec.state.lockfile import Lock
@@ -91,10 +92,18 @@ def plan_with_remote(make_plan: Callable[[RemoteView | None], Plan], remote: Rem
                 return  # nothing changes in the plan: no new keys either
             plan = make_plan(findings)
 
+    silent = f"remote {remote.display}: did not answer the plan in time; not asked again in this run"
     try:
         asyncio.run(asyncio.wait_for(rounds(), budget))
+    except StoreTimeout as exc:
+        warnings.append(f"{exc}; planned without it")
+        remote.store.silent = silent
     except RemoteError as exc:
         warnings.append(f"{exc}; planned without it")
     except TimeoutError:
         warnings.append(f"remote {remote.display}: no answer within {budget:.0f} s; planned without it")
+        # The rest of the run does not wait on a store that did not answer the plan (each
+        # upload, the probe, the sheet would wait out a timeout of its own): apply queues its
+        # uploads for the next apply or push.
+        remote.store.silent = silent
     return plan, findings

@@ -113,6 +113,13 @@ def calls_running() -> int:
         return _running
 
 
+TIMED_OUT = "no answer from the store in time (timed out)"
+
+
+class StoreTimeout(RemoteError):
+    """The store did not answer within the request's bound (retries included)."""
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     path: str  # relative to v1/
@@ -133,15 +140,22 @@ class Store:
         self.environ = environ
         self.hidden = hidden  # credentials from elsewhere than the environment (an AWS profile)
         self.format_known = False  # format.json read (a layout we know) or written by us
+        # Why the store is not asked again in this run (it did not answer the plan): every
+        # call fails at once with it, instead of waiting out its own timeout.
+        self.silent: str | None = None
 
     # -- errors ----------------------------------------------------------------------------
     def failure(self, exc: BaseException, doing: str) -> RemoteError:
-        return RemoteError(redact(f"remote {self.display}: {doing}: {store_words(exc)}", self.environ, self.hidden))
+        words = store_words(exc)
+        kind = StoreTimeout if words == TIMED_OUT else RemoteError
+        return kind(redact(f"remote {self.display}: {doing}: {words}", self.environ, self.hidden))
 
     def _check_writable(self, path: str) -> Any:
         """The backend to write with; a local folder is made on the first write, never before."""
         if not self.writable:
             raise RemoteError(f"remote {self.display} is read-only here; not writing {path}")
+        if self.silent is not None:
+            raise RemoteError(self.silent)
         if self.backend is None and self.local_root is not None:
             from obstore.store import LocalStore
 
@@ -154,6 +168,8 @@ class Store:
 
     def _reader(self) -> Any:
         """The backend to read with, or None: a local folder that does not exist yet is empty."""
+        if self.silent is not None:
+            raise RemoteError(self.silent)
         if self.backend is None and self.local_root is not None and self.local_root.is_dir():
             from obstore.store import LocalStore
 
@@ -359,7 +375,7 @@ def store_words(exc: BaseException) -> str:
     # source says why.
     kind = re.search(r"HttpError \{\s*kind: (\w+)", text)
     if kind is not None and kind[1] == "Timeout":
-        return "no answer from the store in time (timed out)"
+        return TIMED_OUT
     if kind is not None and kind[1] == "Connect":
         reason = re.search(r'message: "([^"]+)"', text)
         return f"cannot connect to the store ({reason[1] if reason else 'connection failed'})"

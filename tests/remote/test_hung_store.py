@@ -89,3 +89,17 @@ def test_a_timeout_that_is_not_a_number_of_seconds_is_refused(tmp_path: Path, ho
     root = cloned(tmp_path / "clone")
     run = run_cli("pull", cwd=root, env=environment(hole, "soon"), timeout=20)
     assert run.code == 1 and "SPARKSPEC_REMOTE_TIMEOUT='soon'" in run.err
+
+
+def test_apply_asks_a_store_that_did_not_answer_its_plan_nothing_more(tmp_path: Path, hole: BlackHole) -> None:
+    # Each upload, the claim probe and the contact sheet waited out a timeout of their own:
+    # about a minute more for one scene with the default timeout.
+    root = tmp_path / "fresh"
+    root.mkdir()
+    (root / "project.spark.yaml").write_text(SPEC)
+    began = time.monotonic()
+    run = run_cli("apply", "--auto-approve", cwd=root, env=environment(hole, "1"), timeout=60)
+    took = time.monotonic() - began
+    assert run.code == 0 and "intro: rendered" in run.out, run.out + run.err
+    assert "queued" in run.out + run.err and took < 8, (took, run.out + run.err)
+    assert "did not answer the plan in time" in run.out + run.err
