@@ -170,7 +170,14 @@ class Store:
         """The backend to read with, or None: a local folder that does not exist yet is empty."""
         if self.silent is not None:
             raise RemoteError(self.silent)
-        if self.backend is None and self.local_root is not None and self.local_root.is_dir():
+        if self.backend is None and self.local_root is not None:
+            if not self.local_root.is_dir():
+                # Not made yet: empty. Unless a file stands where its folder would be.
+                there = next((p for p in (self.local_root, *self.local_root.parents) if p.exists()), None)
+                if there is not None and not there.is_dir():
+                    raise RemoteError(f"remote {self.display}: {there} is a file, where the remote's folder "
+                                      "would be; point the remote at a folder")
+                return None
             from obstore.store import LocalStore
 
             self.backend = LocalStore(self.local_root)

@@ -202,3 +202,11 @@ def test_gc_dry_run_works_in_read_only_mode_and_gc_does_not(tmp_path: Path, monk
     code, out, err = run_main(["remote", "gc", "--grace", "0s", "--remote-mode", "read-only"], first, monkeypatch)
     assert code == 1 and "is read-only here" in err and "--dry-run" in err
     assert sorted(p.relative_to(remote) for p in remote.rglob("*")) == before
+
+
+def test_a_folder_remote_where_a_file_stands_is_an_error_not_an_empty_remote(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "afile").write_text("not a folder")
+    root = machine(tmp_path / "m", tmp_path / "afile" / "team")
+    code, out, err = run_main(["plan"], root, monkeypatch)
+    assert code == 0 and f"{tmp_path / 'afile'} is a file, where the remote's folder would be" in err, err
