@@ -336,10 +336,11 @@ def merge_lock(base: str, ours: str, theirs: str) -> None:
 @click.option("-f", "--file", "spec", default=DEFAULT_SPEC, show_default=True, help="The spec file.")
 @click.option("--provider", type=click.Choice(["spark", "ark", "local"]), help="Check this provider instead of the spec's.")
 def doctor(spec: str, provider: str | None) -> None:
-    """Check the API key and the API's answer, without paying for anything."""
-    from sparkspec.commands.doctor import diagnose, provider_config
+    """Check the API key and the API's answer, and the team's remote, without paying for anything."""
+    from sparkspec.commands.doctor import diagnose, diagnose_remote, provider_config
 
     report = diagnose(provider_config(_path(spec), provider, spec))
+    diagnose_remote(report, _path(spec), spec)
     for line in report.lines:
         click.echo(line)
     if not report.ok:

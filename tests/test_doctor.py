@@ -160,3 +160,23 @@ def test_each_gateway_protocol_reads_the_impossible_task_where_it_reads_tasks(fa
         assert report.ok is accepted, report.lines
         assert len(paths.paths) == 1 and paths.paths[0].startswith(path), paths.paths
     assert fake_api.requests["create"] == 0
+
+
+def test_doctor_checks_the_teams_remote_with_a_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = "version: 1\nprovider: {type: local}\nremote: {url: 'file://%s'}\nscenes:\n  a: {prompt: hi}\n"
+    (tmp_path / "project.spark.yaml").write_text(spec % (tmp_path / "team"))
+    code, out, _ = run_main(["doctor"], tmp_path, monkeypatch)
+    assert code == 0 and f"remote       file://{tmp_path / 'team'} (read-write)" in out
+    assert "ok   the remote answers; nothing pushed to it yet" in out
+    assert not (tmp_path / "team").exists()  # a read: nothing written
+    (tmp_path / "team" / "v1").mkdir(parents=True)
+    (tmp_path / "team" / "v1" / "format.json").write_text('{"layout": 9}')
+    code, out, _ = run_main(["doctor"], tmp_path, monkeypatch)
+    assert code == 1 and "FAIL remote" in out and "layout 9" in out
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "project.spark.yaml").write_text(spec % (tmp_path / "afile" / "team"))
+    code, out, _ = run_main(["doctor"], tmp_path, monkeypatch)
+    assert code == 1 and "is a file, where the remote's folder would be" in out
+    (tmp_path / "project.spark.yaml").write_text(spec.replace("remote: {url: 'file://%s'}\n", ""))
+    code, out, _ = run_main(["doctor"], tmp_path, monkeypatch)
+    assert code == 0 and "remote       none" in out

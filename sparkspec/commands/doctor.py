@@ -1,8 +1,12 @@
-"""`sparkspec doctor`: is the provider reachable and the key accepted? Never pays for anything.
+"""`sparkspec doctor`: is the provider reachable and the key accepted, and does the team's
+remote answer? Never pays for anything, and writes nothing.
 
 Checks, in order: the key's variable is set; the base URL's host resolves and the
 API answers; the key is accepted, by reading a task id that cannot exist (404:
-the key works; 401/403: it does not). Then it prints what an apply would use.
+the key works; 401/403: it does not). Then it prints what an apply would use. With a
+remote in force (the spec's `remote:` or SPARKSPEC_REMOTE), it reads the remote's
+format.json: the store answers, the credentials may read, and the layout is one this
+sparkspec reads (or nothing was pushed yet).
 """
 
 from __future__ import annotations
@@ -115,6 +119,37 @@ async def _key_accepted(report: Report, config: ProviderConfig, url: str, key: s
                             f"is {url} the right base URL?")
     finally:
         await provider.aclose()
+
+
+def diagnose_remote(report: Report, spec: Path, display: str, environ: Mapping[str, str] = os.environ) -> None:
+    """The remote lines of `doctor`: which remote, its mode, and whether it answers a read."""
+    from sparkspec.config.loader import load_project
+    from sparkspec.errors import RemoteError
+    from sparkspec.remote.session import open_remote
+    from sparkspec.remote.transfer import check_format
+    from sparkspec.state.workspace import STATE_DIR
+
+    remote = load_project(spec, display=display).project.remote if spec.exists() else None
+    try:
+        session = open_remote(remote, spec.parent / STATE_DIR, environ)
+    except RemoteError as exc:
+        report.check(False, str(exc))
+        return
+    if session is None:
+        report.lines.append("remote       none (renders are shared through no remote)")
+        return
+    report.lines.append(f"remote       {session.display} ({session.settings.mode})")
+
+    async def read() -> bool:
+        await check_format(session.store)
+        return session.store.format_known
+
+    try:
+        pushed = asyncio.run(read())
+    except RemoteError as exc:
+        report.check(False, str(exc))
+        return
+    report.check(True, "the remote answers" + ("" if pushed else "; nothing pushed to it yet"))
 
 
 def _base_env(config: ProviderConfig) -> str:

@@ -123,6 +123,9 @@ async def check_format(store: Store) -> None:
         layout = load_json(found[0]).get("layout")
     except (ValueError, AttributeError):
         layout = None
+    if layout is None:
+        raise RemoteError(f"remote {store.display}: its format.json names no layout, so it was not written by "
+                          "sparkspec; point the remote at a folder or prefix of its own")
     if layout != LAYOUT_VERSION:
         raise RemoteError(f"remote {store.display}: its format.json names layout {layout!r}; this sparkspec "
                           f"reads layout {LAYOUT_VERSION}")
