@@ -102,9 +102,10 @@ def _diagnose(doc: Document, error: Any) -> list[Diagnostic]:
             if key in known:
                 continue
             if path == ("remote",) and credential_like(str(key)):
+                where = ("export SPARKSPEC_REMOTE_SIGNING_KEY instead" if "sign" in str(key).lower() else
+                         "set them in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ...)")
                 out.append(at(path + (key,), f"{key!r}: credentials never go in the spec (it is shared in "
-                              "git); set them in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
-                              "AWS_PROFILE, ...)", at_key=True))
+                              f"git); {where}", at_key=True))
                 continue
             hint = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
             suggestion = f"; did you mean {hint[0]!r}?" if hint else f"; allowed: {', '.join(known)}"

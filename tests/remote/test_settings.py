@@ -70,13 +70,15 @@ def test_spec_remote_is_loaded(tmp_path: Path) -> None:
 def test_credentials_in_the_spec_are_an_error_pointing_to_the_environment(tmp_path: Path) -> None:
     spec = tmp_path / "project.spark.yaml"
     spec.write_text("version: 1\nremote:\n  url: 's3://team/x'\n  secret_access_key: abc\n  urll: x\n"
-                    "scenes:\n  a: {prompt: hi, duration: 4}\n")
+                    "  signing_key: abc\nscenes:\n  a: {prompt: hi, duration: 4}\n")
     with pytest.raises(SpecError) as raised:
         load_project(spec)
     messages = [str(d) for d in raised.value.diagnostics]
     assert any(":4:3: error: remote.secret_access_key:" in m and "AWS_ACCESS_KEY_ID" in m
                and "environment" in m for m in messages), messages
     assert any("unknown key 'urll'; did you mean 'url'?" in m for m in messages), messages
+    assert any(":6:3: error: remote.signing_key:" in m and "SPARKSPEC_REMOTE_SIGNING_KEY" in m
+               for m in messages), messages
 
 
 @pytest.mark.parametrize(("url", "problem"), [("bucket/x", "is not a remote URL"),
