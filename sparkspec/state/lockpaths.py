@@ -42,10 +42,15 @@ def check_lock_paths(lock: Lock, lock_name: str, root: Path) -> None:
 def _check(record: FileRecord, file_names: tuple[str, ...], where: str, lock_name: str, root: Path,
            real_root: Path, folders: dict[str, Path]) -> None:
     problem = _problem(record.path, file_names, root, real_root, folders)
-    if problem is not None:
+    if problem is None:
+        return
+    if "symlink" in problem:  # the lock is right; what is on disk at that path is not sparkspec's
         raise StatePathError(f"{lock_name}: {where}.path {record.path!r} {problem}; sparkspec touches only "
-                             "its own outputs inside the project, so it refuses this lock: restore it "
-                             "from git, or delete it to plan afresh (the cache keeps what was rendered)")
+                             "its own outputs inside the project, so it stops here: remove the symlink (or "
+                             "point it inside the project) and run the command again")
+    raise StatePathError(f"{lock_name}: {where}.path {record.path!r} {problem}; sparkspec touches only "
+                         "its own outputs inside the project, so it refuses this lock: restore it "
+                         "from git, or delete it to plan afresh (the cache keeps what was rendered)")
 
 
 def _problem(path: str, file_names: tuple[str, ...], root: Path, real_root: Path,

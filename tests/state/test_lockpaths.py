@@ -60,6 +60,7 @@ def test_a_symlink_leaving_the_output_folder_is_refused(cli: Cli, root: Path) ->
     refused = cli("plan", cwd=root)
     assert refused.code == 1
     assert "scenes.logo.video.path 'renders/logo.mp4' is a symlink leaving its folder" in refused.err
+    assert "remove the symlink" in refused.err and "restore it from git" not in refused.err  # the lock is fine
     (root / "renders/logo.mp4").unlink()
     os.symlink(root.parent, root / "renders/sub")
     set_path(root, "logo", "video", "renders/sub/logo.mp4")
