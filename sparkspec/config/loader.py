@@ -320,13 +320,27 @@ class _Resolver:
                 self.report(where, f"{up!r} is a matrix scene; name one of its expansions: "
                             f"{', '.join(variants[up])}")
             elif up in declared:
-                continue  # that scene has errors of its own
+                upstreams[eid] = up  # that scene has errors of its own; a cycle through it is still one
+                continue
             else:
                 self.report(where, f"no scene {up!r}{did_you_mean(up, declared)}")
             upstreams[eid] = None
-        for cycle in graph.find_cycles(upstreams):
-            scene = scenes[cycle[0]]
-            self.report(("scenes", scene.source_id),
+        # A plain scene that did not resolve (its prompt failed, say) still names its upstream:
+        # a reference to nothing, or a cycle through it, is reported in the same run.
+        for sid, raw in as_mapping(data.get("scenes")).items():
+            if sid in scenes or sid in variants:
+                continue
+            up = as_mapping(as_mapping(raw).get("first_frame")).get("scene")
+            if not isinstance(up, str):
+                continue
+            if up in declared or up in scenes:
+                upstreams[sid] = up
+            elif up not in variants:
+                self.report(("scenes", sid, "first_frame", "scene"), f"no scene {up!r}{did_you_mean(up, declared)}")
+        order = [*declared, *scenes]  # spec order: a cycle is named from its first scene
+        for cycle in graph.find_cycles({k: upstreams[k] for k in dict.fromkeys(order) if k in upstreams}):
+            scene_id = cycle[0]
+            self.report(("scenes", scenes[scene_id].source_id if scene_id in scenes else scene_id),
                         f"first_frame cycle: {' -> '.join(cycle + [cycle[0]])}; a scene cannot start "
                         "from its own last frame", at_key=True)
 
