@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -97,3 +98,18 @@ def test_scenes_or_sequences_that_are_not_objects_make_a_malformed_lock(tmp_path
             read_lock(path)
     path.write_text(json.dumps({"version": 1}))  # absent: none
     assert read_lock(path)[0] == Lock({}, {})
+
+
+@pytest.mark.parametrize(("entry", "said"), [({}, "scenes.a lacks its field 'key'"),
+                                             (5, "scenes.a is int, not an object"),
+                                             ({"key": "k", "provider": "p", "model": "m", "seed": 1, "video": 5},
+                                              "scenes.a has a field of the wrong type"),
+                                             ({"key": "k", "takes": 5}, "scenes.a has a field of the wrong type")])
+def test_a_malformed_entry_is_named_in_words(tmp_path: Path, entry: object, said: str) -> None:
+    from sparkspec.errors import StatePathError
+
+    path = tmp_path / "project.spark.lock"
+    path.write_text(json.dumps({"version": 1, "scenes": {"a": entry}}))
+    with pytest.raises(StatePathError) as raised:
+        read_lock(path)
+    assert f"the lock is malformed ({said}); restore it from git" in str(raised.value)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sparkspec.diagnostics import conflict_marker_line
 from sparkspec.errors import StatePathError
@@ -18,6 +19,7 @@ from sparkspec.fsutil import atomic_write_text
 from sparkspec.jsontext import load_json
 
 LOCK_VERSION = 1
+T = TypeVar("T")
 
 
 def _dumps(value: Any) -> str:
@@ -182,8 +184,8 @@ def read_lock(path: Path) -> tuple[Lock, str]:
                                  "(`pip install -U sparkspec`)")
         if not isinstance(raw, dict) or version != LOCK_VERSION:
             raise ValueError(f"expected version {LOCK_VERSION}")
-        scenes = {str(k): SceneRecord.from_json(v) for k, v in _table(raw, "scenes").items()}
-        sequences = {str(k): SequenceRecord.from_json(v) for k, v in _table(raw, "sequences").items()}
+        scenes = _entries(raw, "scenes", SceneRecord.from_json)
+        sequences = _entries(raw, "sequences", SequenceRecord.from_json)
     except json.JSONDecodeError as exc:
         raise StatePathError(f"{path.name}:{exc.lineno}:{exc.colno}: the lock is not valid JSON "
                              f"({exc.msg}); restore it from git or delete it to render afresh") from None
@@ -191,6 +193,23 @@ def read_lock(path: Path) -> tuple[Lock, str]:
         raise StatePathError(f"{path.name}: the lock is malformed ({exc}); restore it from git "
                              "or delete it to render afresh") from None
     return Lock(scenes, sequences), text
+
+
+def _entries(raw: dict[str, Any], name: str, parse: Callable[[Any], T]) -> dict[str, T]:
+    """Each entry of the lock's `scenes` or `sequences`, parsed; a malformed one is named, with
+    what is wrong in words (not Python's)."""
+    entries = {}
+    for key, value in _table(raw, name).items():
+        where = f"{name}.{key}"
+        if not isinstance(value, dict):
+            raise ValueError(f"{where} is {type(value).__name__}, not an object")
+        try:
+            entries[str(key)] = parse(value)
+        except KeyError as exc:
+            raise ValueError(f"{where} lacks its field {exc.args[0]!r}") from None
+        except (TypeError, AttributeError, ValueError):
+            raise ValueError(f"{where} has a field of the wrong type") from None
+    return entries
 
 
 def _table(raw: dict[str, Any], name: str) -> dict[str, Any]:
