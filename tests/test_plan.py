@@ -174,7 +174,7 @@ def test_salt_changes_every_key(root: Path) -> None:
     fake_apply(root)
     edit(root, "version: 1\n", "version: 1\nsalt: v2\n")
     plan = plan_of(root)
-    assert reasons(plan, "scene.intro") == ["salt:  -> v2"]
+    assert reasons(plan, "scene.intro") == ['salt: "" -> v2']
     assert plan.count(Action.UPDATE) == 3
 
 

@@ -116,7 +116,7 @@ def _diagnose(doc: Document, error: Any) -> list[Diagnostic]:
         key = instance
         return [at(path + (key,),
                    f"id {key!r} must match ^[a-z0-9][a-z0-9_-]{{0,63}}$ "
-                   "(start with a lower-case letter or digit; then letters, digits, - or _)",
+                   "(start with a lower-case letter or digit; then lower-case letters, digits, - or _)",
                    at_key=True)]
     if keyword == "required":
         missing = error.validator_value

@@ -36,6 +36,8 @@ def why_changed(record: SceneRecord, key: SceneKey, skip: tuple[str, ...] = ()) 
 def show_value(value: Any) -> str:
     if value is None:
         return "(unset)"
+    if value == "":
+        return '""'
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)

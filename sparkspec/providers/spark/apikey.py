@@ -30,7 +30,7 @@ def api_key_from_env(var: str, environ: Mapping[str, str] = os.environ) -> str:
     key = environ.get(var, "").strip()
     if not key:
         raise AuthError(f"no API key: the environment variable {var} is not set. Export {var} with "
-                        f"your Spark API key, or render offline with --provider local.")
+                        f"your API key, or render offline with --provider local.")
     if not key.isascii() or not key.isprintable() or " " in key:
         raise AuthError(f"the API key in {var} contains spaces or characters a header cannot carry; "
                         f"set it again, or render offline with --provider local.")
