@@ -322,6 +322,11 @@ class Engine:
         if self.stop_submitting is not None and not collect:
             raise SceneSkipped(self.stop_submitting)
         request = self.request(scene, key, self.first_frame(scene, key, upstream), change.render)
+        url = request.first_frame.url if request.first_frame is not None else None
+        if url is not None and url.startswith(("http://", "https://")) and self.runner.api.type == "local":
+            self.emit({"event": "warning", "scene": change.render,
+                       "message": f"the local provider renders offline and cannot fetch the first frame {url}; "
+                                  "it starts from a seeded scene instead (the API would start from the image)"})
         unplanned = (change.unplanned_tokens, change.unplanned_cost) if change.action is Action.WAIT else None
         cached, shared = await self.runner.obtain(key, request, fresh=change.action is Action.REPLACE,
                                                   collect=collect, unplanned=unplanned)

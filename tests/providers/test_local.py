@@ -197,6 +197,19 @@ def test_an_https_first_frame_renders_the_seeded_scene_offline(tmp_path: Path) -
     assert remote[0].read_bytes() == plain[0].read_bytes()
 
 
+def test_apply_says_the_local_provider_cannot_fetch_an_https_first_frame(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cli_runner import run_main
+
+    (tmp_path / "project.spark.yaml").write_text(
+        "version: 1\nprovider: {type: local}\ndefaults: {resolution: 480p, frames: 29}\n"
+        "scenes:\n  a: {prompt: x, ratio: '16:9', first_frame: {image: 'https://example.invalid/a.png'}}\n")
+    code, out, err = run_main(["apply", "--auto-approve"], tmp_path, monkeypatch)
+    assert code == 0, out + err
+    assert "a: warning: the local provider renders offline and cannot fetch the first frame " \
+           "https://example.invalid/a.png" in out
+
+
 def test_an_unreadable_first_frame_is_a_media_error(tmp_path: Path) -> None:
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG not really")
