@@ -450,7 +450,9 @@ class TaskRunner:
         parts = (self.tmp_dir / f"{unique}.mp4.part", self.tmp_dir / f"{unique}.png.part")
         for attempt in range(1, MAX_DOWNLOAD_ATTEMPTS + 1):
             if not status.video_url:
-                raise self.failure(request.scene, f"task {status.task_id} completed without a video")
+                raise self.failure(request.scene, f"task {status.task_id} completed without a video; it stays in "
+                                   f"the journal (it is paid for), so `sparkspec apply --replace {request.scene}` "
+                                   "renders it afresh")
             try:
                 strips = self.strip_dir if request.scene in self.sheet else None
                 fetched = await self.fetch(FetchJob(status.video_url, status.last_frame_url, *parts, strips,

@@ -78,8 +78,8 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
                                             JsonReporter(stdout) if as_json else PlainReporter(stdout))
                 if as_json:
                     JsonReporter(stdout)({"event": "done", "ok": True, "completed": 0, "failed": 0,
-                                          "skipped": 0, "reused": 0, "restored": 0, "deleted": 0,
-                                          "stitched": 0, "tokens": 0})
+                                          "skipped": 0, "reused": 0, "restored": 0, "pulled": 0,
+                                          "deleted": 0, "stitched": 0, "tokens": 0})
                 return EXIT_OK
             # A saved plan was reviewed when it was made, as in terraform.
             if saved is None and not auto_approve:
