@@ -152,6 +152,16 @@ def test_prompt_change_is_a_word_diff_and_re_renders_downstream(root: Path) -> N
     assert "    ~ scene.intro (update)" in render_text(plan)
 
 
+def test_a_multi_line_prompts_diff_stays_under_its_scene(root: Path) -> None:
+    fake_apply(root)
+    edit(root, 'prompt: "A cup on a marble counter"', 'prompt: "A cup\\non a marble counter\\nat dawn"')
+    text = render_text(plan_of(root))
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if "~ scene.intro (update)" in line) + 1
+    block = lines[start:next(i for i, line in enumerate(lines) if "~ scene.pour" in line)]
+    assert len(block) > 1 and all(line.startswith("        ") for line in block if line), block
+
+
 def test_seed_change(root: Path) -> None:
     fake_apply(root)
     edit(root, "seed: 7", "seed: 8")

@@ -89,7 +89,8 @@ def render_text(plan: Plan) -> str:
             if change.key is None:
                 head += "  [key known after apply]"
         lines.append(head)
-        lines.extend(f"        {reason}" for reason in change.reasons)
+        # A multi-line prompt's diff goes on under its reason, indented with it.
+        lines.extend(f"        {line}" if line else "" for reason in change.reasons for line in reason.split("\n"))
     lines.append("")
     lines.append(summary_line(plan))
     return "\n".join(lines)
