@@ -29,8 +29,19 @@ def schema_text() -> str:
 
 @functools.cache
 def schema() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(schema_text())
+    """The schema validation checks against: the shipped one without its `allOf`s, which are
+    editors' hints (a scene gives prompt or prompt_file, not duration and frames, ...) that
+    the loader checks itself and reports in its own words, at the right line."""
+    loaded: dict[str, Any] = _without_hints(json.loads(schema_text()))
     return loaded
+
+
+def _without_hints(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_hints(v) for k, v in node.items() if k != "allOf"}
+    if isinstance(node, list):
+        return [_without_hints(v) for v in node]
+    return node
 
 
 @functools.cache

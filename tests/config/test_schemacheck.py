@@ -256,3 +256,23 @@ def test_the_shipped_schema_with_an_unknown_keyword_compiles_to_none() -> None:
     extended = copy.deepcopy(SCHEMA)
     extended["$defs"]["scene"]["properties"]["prompt"]["format"] = "jinja"
     assert compile_schema(extended) is None
+
+
+@pytest.mark.parametrize("bad", [
+    {"scenes": {"a": {"duration": 5}}},  # neither prompt nor prompt_file
+    {"scenes": {"a": {"prompt": "x", "prompt_file": "p.j2"}}},
+    {"scenes": {"a": {"prompt": "x", "duration": 5, "frames": 29}}},
+    {"defaults": {"duration": 5, "frames": 29}, "scenes": {"a": {"prompt": "x"}}},
+    {"scenes": {"a": {"prompt": "x", "ratio": "adaptive"}}},
+    {"output_dir": "/tmp/x", "scenes": {"a": {"prompt": "x"}}},
+    {"provider": {"type": "local", "protocol": "queue"}, "scenes": {"a": {"prompt": "x"}}},
+])
+def test_the_shipped_schema_tells_editors_what_validate_refuses(bad: dict[str, Any]) -> None:
+    # An editor validating against `sparkspec schema` sees these; validate reports them itself.
+    import json
+
+    from sparkspec.config.schema import schema_text
+
+    shipped = jsonschema.Draft202012Validator(json.loads(schema_text()))
+    assert shipped.is_valid({"version": 1, "scenes": {"a": {"prompt": "x"}}})
+    assert not shipped.is_valid({"version": 1, **bad})
