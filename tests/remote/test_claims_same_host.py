@@ -139,6 +139,7 @@ def test_the_crashed_applys_task_in_its_claim_is_collected_at_no_new_cost(cli: C
     assert "+ scene.hero (create)" in cli("plan", cwd=root).out
 
 
+@pytest.mark.slow  # waits out a claim's ttl
 def test_a_budget_stops_the_render_of_a_claim_that_ended_without_it(cli: Cli, root: Path) -> None:
     # The plan counts a wait at no cost (another machine renders it); when that claim dies and
     # apply would render the scene itself, the budget is asked first.

@@ -91,6 +91,7 @@ def test_a_timeout_that_is_not_a_number_of_seconds_is_refused(tmp_path: Path, ho
     assert run.code == 1 and "SPARKSPEC_REMOTE_TIMEOUT='soon'" in run.err
 
 
+@pytest.mark.slow  # a render and a plan that waits out the store's timeout
 def test_apply_asks_a_store_that_did_not_answer_its_plan_nothing_more(tmp_path: Path, hole: BlackHole) -> None:
     # Each upload, the claim probe and the contact sheet waited out a timeout of their own:
     # about a minute more for one scene with the default timeout.

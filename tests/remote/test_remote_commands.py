@@ -367,6 +367,7 @@ def test_a_clone_that_renders_a_lost_blob_again_puts_it_back(team: Team) -> None
     assert code == 0 and "0 problem(s)" in out, out
 
 
+@pytest.mark.slow  # a real render once per module, then S3 round trips
 def test_verify_deep_reports_every_problem_of_a_render(team: Team) -> None:
     first = team.machine("first", with_renders=True)
     assert team.run(first, "push")[0] == 0
