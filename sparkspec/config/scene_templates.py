@@ -149,6 +149,10 @@ class TemplatedFields:
         except TemplateProblem as problem:
             self.template_problem(problem, path)
             return None
+        if not text:
+            if template.strip():  # an empty string itself is the schema's to report
+                self.report(path, "the image renders to nothing; give a file, an https URL or a data URL")
+            return None
         known = self.images.get(text)
         if known is None:
             known = self.images[text] = self.check_image(text)

@@ -113,7 +113,10 @@ def load_yaml(text: str, file: str) -> Document:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = f"YAML syntax: {exc.problem or exc.context or 'invalid YAML'}"
+        said = exc.problem or exc.context or "invalid YAML"
+        if exc.problem and exc.context:  # "expected a single document in the stream" / "but found another"
+            said = f"{exc.context}, {exc.problem}"
+        problem = f"YAML syntax: {said}"
         if _char_at(text, line, col) == "\t":
             problem = "YAML syntax: a tab character; YAML indents with spaces only"
         conflict = conflict_marker_line(text)
