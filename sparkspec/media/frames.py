@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sparkspec.errors import MediaError
+from sparkspec.media.probe import media_reason
 
 if TYPE_CHECKING:
     import av
@@ -24,7 +25,7 @@ def first_frame(path: Path) -> Image.Image:
             for frame in container.decode(stream):
                 return to_image(frame)
     except (av.FFmpegError, OSError, ValueError) as exc:
-        raise MediaError(f"{path}: cannot decode a frame ({exc})") from None
+        raise MediaError(f"{path}: cannot decode a frame ({media_reason(exc)})") from None
     raise MediaError(f"{path}: the video stream holds no frame")
 
 
@@ -50,7 +51,7 @@ def last_frame(path: Path) -> Image.Image:
                 for frame in container.decode(stream):
                     last = frame
     except (av.FFmpegError, OSError, ValueError) as exc:
-        raise MediaError(f"{path}: cannot decode a frame ({exc})") from None
+        raise MediaError(f"{path}: cannot decode a frame ({media_reason(exc)})") from None
     if last is None:
         raise MediaError(f"{path}: the video stream holds no frame")
     return to_image(last)

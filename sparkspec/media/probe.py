@@ -10,6 +10,7 @@ packets counted (demuxed, not decoded).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -85,7 +86,7 @@ def probe_video(path: Path) -> VideoInfo:
     except MediaError:
         raise
     except (av.FFmpegError, OSError, ValueError, EOFError) as exc:
-        raise MediaError(f"{path}: not a readable video ({_reason(exc)}); "
+        raise MediaError(f"{path}: not a readable video ({media_reason(exc)}); "
                          "the file is damaged, incomplete or not a video") from None
 
 
@@ -184,8 +185,10 @@ def _duration(container: av.container.InputContainer, stream: av.video.stream.Vi
     return frames / fps if fps else 0.0
 
 
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip()
+def media_reason(exc: BaseException) -> str:
+    """What a media library or the system said, without its errno number: "Invalid data
+    found when processing input ...", not "[Errno 1094995529] Invalid data ..."."""
+    text = re.sub(r"^\[Errno -?\d+\] ", "", str(exc).strip())
     return text or exc.__class__.__name__
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from sparkspec.errors import DiskError, MediaError
 from sparkspec.fsutil import atomic_target
 from sparkspec.media.encode import CONTAINER_OPTIONS, H264Writer
+from sparkspec.media.probe import media_reason
 
 if TYPE_CHECKING:
     import av
@@ -49,7 +50,7 @@ def stitch(paths: list[Path], dest: Path) -> None:
     try:
         params = [_params(path) for path in paths]
     except (av.FFmpegError, OSError, ValueError) as exc:
-        raise MediaError(f"cannot read a clip to stitch into {dest}: {exc}") from None
+        raise MediaError(f"cannot read a clip to stitch into {dest}: {media_reason(exc)}") from None
     try:
         with atomic_target(dest) as tmp:
             if all(p == params[0] for p in params):

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from sparkspec.errors import MediaError
 from sparkspec.fsutil import atomic_target
+from sparkspec.media.probe import media_reason
 
 if TYPE_CHECKING:
     import av
@@ -88,7 +89,7 @@ def _first_and_middle(path: Path) -> tuple[Image.Image, Image.Image]:
                         break
             return first_thumb, _thumbnail(middle)
     except (av.FFmpegError, OSError, ValueError) as exc:
-        raise MediaError(f"{path}: cannot decode a frame ({exc})") from None
+        raise MediaError(f"{path}: cannot decode a frame ({media_reason(exc)})") from None
 
 
 def _strip(entry: SheetEntry) -> Image.Image:
