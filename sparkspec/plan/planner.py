@@ -103,6 +103,11 @@ class Decision:
     last_frame: str | None = None
 
 
+def _blobs_intact(cache: Cache, record: SceneRecord) -> bool:
+    """Both files `record` names are in the cache's store, at their size and sha256."""
+    return all(cache.verify_blob(f.sha256, f.bytes) == "ok" for f in (record.video, record.last_frame))
+
+
 def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | None, cache: Cache,
            memo: DigestMemo, *, forced: bool = False, same_as: str | None = None,
            estimate: tuple[int, float | None] = (0, None), take: int = 1, moved: str | None = None,
@@ -140,6 +145,11 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
             # A moved take not cached here (a clone) is adopted from where the lock has it.
             return Decision(Change("scene", scene.id, Action.RESTORE, (problem,), key.hex, scene_key=key, take=take),
                             record.video.sha256, record.last_frame.sha256)
+        if cached is None and damage is None and _blobs_intact(cache, record):
+            # The cache's index lost the entry (moved aside, damaged, rebuilt) but kept the files the
+            # lock names, checked by their sha256: apply indexes them again and restores.
+            return Decision(Change("scene", scene.id, Action.RESTORE, (f"{problem}; its files are in the cache",),
+                                   key.hex, scene_key=key, take=take), record.video.sha256, record.last_frame.sha256)
         found = placed(key.hex) if placed is not None else None
         if found is not None:  # the same render, in place for another scene: adopted by apply
             return Decision(Change("scene", scene.id, Action.RESTORE, (f"{problem}; the same render is {found.video.path}",),

@@ -94,3 +94,20 @@ def test_an_altered_copy_is_never_adopted(cli: Cli, applied: Path, fake_api: Fak
     plan = cli("plan", cwd=applied)
     assert "the same render is" not in plan.out and "1 to render" in plan.out, plan.out
     assert "renders/a.mp4 was altered and not in the cache" in plan.out
+
+
+def test_a_cache_whose_index_was_moved_aside_still_restores_from_its_files(cli: Cli, applied: Path,
+                                                                          fake_api: FakeSparkAPI) -> None:
+    # What the message of a damaged cache index advises: move the index aside, the files stay.
+    # The lock names those files by sha256, so a missing output is restored, never paid again.
+    index = applied / ".sparkspec" / "cache" / "index"
+    index.rename(index.with_name("index.damaged"))
+    (applied / "renders" / "a.mp4").unlink()
+    (applied / "renders" / "b.mp4").unlink()
+    plan = cli("plan", cwd=applied)
+    assert "< scene.a (restore)" in plan.out and "its files are in the cache" in plan.out, plan.out
+    assert "0 to render" in plan.out
+    done = cli("apply", "--auto-approve", cwd=applied)
+    assert done.code == 0 and "a: restored" in done.out, done.out + done.err
+    assert fake_api.total_creates == 1
+    assert "No changes" in cli("plan", cwd=applied).out
