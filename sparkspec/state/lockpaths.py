@@ -37,6 +37,26 @@ def check_lock_paths(lock: Lock, lock_name: str, root: Path) -> None:
                    root, real_root, folders)
     for name, sequence in sorted(lock.sequences.items()):
         _check(sequence.video, (f"{name}.mp4",), f"sequences.{name}.video", lock_name, root, real_root, folders)
+    _check_owners(lock, lock_name)
+
+
+def _check_owners(lock: Lock, lock_name: str) -> None:
+    """Each output file belongs to one take of one scene, or to one sequence: a lock where two
+    records name one file (edited, or merged by hand) would have the delete of one remove the
+    other's output. (A scene's top-level fields are its picked take's: the same record.)"""
+    owners: dict[str, str] = {}
+    files = [(f"scenes.{sid}" + (f" take {n}" if entry.takes else ""), f)
+             for sid, entry in sorted(lock.scenes.items())
+             for n, take in sorted(entry.take_records().items()) for f in (take.video, take.last_frame)]
+    files += [(f"sequences.{name}", sequence.video) for name, sequence in sorted(lock.sequences.items())]
+    for owner, record in files:
+        path = posixpath.normpath(record.path)
+        other = owners.setdefault(path, owner)
+        if other != owner:
+            raise StatePathError(f"{lock_name}: {owner} names {record.path!r}, which {other} names too; each "
+                                 "output belongs to one scene's take or one sequence, so sparkspec refuses this "
+                                 "lock: restore it from git, or delete it to plan afresh (the cache keeps what "
+                                 "was rendered)")
 
 
 def _check(record: FileRecord, file_names: tuple[str, ...], where: str, lock_name: str, root: Path,

@@ -115,3 +115,20 @@ def test_a_take_naming_a_foreign_path_is_refused(cli: Cli, root: Path, path: str
     assert refused.code == 1
     [line] = refused.err.strip().splitlines()
     assert line.startswith(f"error: project.spark.lock: scenes.intro.takes[1].video.path {path!r} "), line
+
+
+def test_a_lock_where_two_records_name_one_file_is_refused_before_anything_is_deleted(cli: Cli, root: Path) -> None:
+    # A sequence named like a scene, its record pointing at the scene's video (an edit, a merge by
+    # hand): deleting the sequence, gone from the spec, removed the scene's output.
+    lock_file = root / "project.spark.lock"
+    lock = json.loads(lock_file.read_text())
+    logo = lock["scenes"]["logo"]["video"]
+    lock["sequences"]["logo"] = {**lock["sequences"]["final"], "video": dict(logo)}
+    lock_file.write_text(json.dumps(lock, indent=2, sort_keys=True))
+    before = (root / logo["path"]).read_bytes()
+    for command in (["plan"], ["apply", "--auto-approve"]):
+        refused = cli(*command, cwd=root)
+        assert refused.code == 1, refused.out
+        [line] = refused.err.strip().splitlines()
+        assert "sequences.logo names 'renders/logo.mp4', which scenes.logo names too" in line, line
+    assert (root / logo["path"]).read_bytes() == before
