@@ -272,6 +272,22 @@ def test_a_saved_plan_takes_options_equal_to_those_it_was_made_with(tmp_path: Pa
     assert (tmp_path / "renders/a.mp4").exists() and not (tmp_path / "renders/b.mp4").exists()
 
 
+@pytest.mark.parametrize("flags", [["--var", "animal=cat"], ["--provider", "local"], ["--var-file", "cat.yaml"]])
+def test_a_saved_plan_takes_options_whose_value_is_the_plans_though_it_was_made_without_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str]) -> None:
+    # The spec's own vars say cat and its provider is local: the value equals the plan's (terraform).
+    from cli_runner import run_main
+
+    (tmp_path / "project.spark.yaml").write_text(LOCAL.replace("provider:", "vars: {animal: cat}\nprovider:"))
+    (tmp_path / "cat.yaml").write_text("animal: cat\n")
+    assert run_main(["plan", "--target", "a", "--out", "saved.plan"], tmp_path, monkeypatch)[0] == 0
+    code, out, err = run_main(["apply", "saved.plan", *flags, "--json"], tmp_path, monkeypatch)
+    assert code == 0, err
+    assert (tmp_path / "renders/a.mp4").exists()
+    code, _, err = run_main(["apply", "saved.plan", "--var", "animal=owl"], tmp_path, monkeypatch)
+    assert code == 1 and "--var animal=owl" in err
+
+
 def test_a_saved_plan_takes_the_same_ids_in_any_order_or_as_the_plan_prints_them(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from cli_runner import run_main

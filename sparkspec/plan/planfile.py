@@ -112,6 +112,27 @@ def _what_changed(saved: list[Any], fresh: list[Any]) -> str:
     return "the renders or the cache changed since it was made"
 
 
+_IN_EFFECT = ("--provider", "--var", "--var-file")  # options whose effect, not spelling, is compared
+
+
+def _same_in_effect(saved: SavedPlan, given: LoadOptions, flag: str) -> bool:
+    """Whether what these options say is what the plan was made with, though spelt otherwise:
+    `--provider spark` for a spark spec, `--var color=red` where the spec's vars say red. The
+    variables the command line gives (its --var and --var-file alone) must come to the plan's."""
+    from sparkspec.config.loader import load_project
+    from sparkspec.errors import SpecError
+
+    made = saved.load_options
+    try:
+        then = load_project(Path(saved.spec), made).project
+        if flag == "--provider":
+            return given.provider == then.provider.type
+        now = load_project(Path(saved.spec), LoadOptions(given.variables, given.var_files, made.provider)).project
+    except (SpecError, OSError):
+        return False
+    return now.vars_sha256 == then.vars_sha256
+
+
 def check_options(saved: SavedPlan, path: Path, spec: str | None, load_options: LoadOptions,
                   plan_options: PlanOptions) -> None:
     """A saved plan is applied as it was made: an option given again must say what it said
@@ -128,7 +149,7 @@ def check_options(saved: SavedPlan, path: Path, spec: str | None, load_options: 
         raise StalePlanError(f"{path}: the plan was made from {saved.spec}, not {spec}; apply it without -f, "
                              f"or make a new plan with `sparkspec plan -f {spec} --out FILE`")
     for flag, value, made_with in given:
-        if value and value != made_with:
+        if value and value != made_with and not (flag in _IN_EFFECT and _same_in_effect(saved, load_options, flag)):
             shown = " ".join(f"{flag} {v}" for v in value) if isinstance(value, tuple) else f"{flag} {value}"
             raise StalePlanError(f"{path}: a saved plan is applied as it was made, and it was not made with "
                                  f"{shown}; apply it without {flag}, or make a new plan with those options "
