@@ -219,6 +219,7 @@ sequences:
     ("Vanilla Bean", "vanilla-bean"), ("  a__b  ", "a-b"), ("Crème brûlée", "cr-me-br-l-e"),
     (1.5, "1-5"), (True, "true"), (42, "42"), ("x--y", "x-y"),
     ("拿铁", "xd4a87835"), ("摩卡", "xf2b9a88c"), ("☕", "xcf1f91e6"), ("!!", "x233d26e9"),
+    ("拿铁 latte", "latte-x73641302"), ("抹茶 latte", "latte-xc95ba0b6"),  # more than accents lost: tagged
 ])
 def test_slugify(value: object, slug: str) -> None:
     assert slugify(value) == slug
@@ -330,6 +331,18 @@ scenes:
     project = load_project(tmp_path / "project.spark.yaml").project
     assert list(project.scenes) == ["latte-xd4a87835", "latte-xf2b9a88c", "latte-xcf1f91e6"]
     assert project.scenes["latte-xf2b9a88c"].prompt == "a cup of 摩卡"
+
+
+def test_matrix_values_that_share_their_latin_part_give_distinct_ids(tmp_path: Path) -> None:
+    (tmp_path / "project.spark.yaml").write_text("""\
+version: 1
+scenes:
+  cup:
+    matrix: {taste: ["拿铁 latte", "抹茶 latte"], size: [大, 小]}
+    prompt: "a {{ size }} {{ taste }}"
+""", encoding="utf-8")
+    project = load_project(tmp_path / "project.spark.yaml").project
+    assert len(project.scenes) == 4 and all(sid.startswith("cup-latte-x") for sid in project.scenes)
 
 
 def test_scene_ids_that_yaml_1_1_reads_as_booleans_or_numbers_stay_names(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import difflib
 import hashlib
 import json
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,9 +24,16 @@ _INTEGER_FIELDS = ("duration", "frames", "seed", "execution_expires_after", "par
 
 def slugify(value: Any) -> str:
     """Lower case, runs of other characters as `-`. A value with nothing left (拿铁, ☕, "!")
-    gets `x` and the first 8 hex digits of its text's sha256: distinct, and the same on every run."""
-    slug = _SLUG_RUNS.sub("-", str(value).lower()).strip("-")
-    return slug or "x" + hashlib.sha256(str(value).encode("utf-8")).hexdigest()[:8]
+    gets `x` and the first 8 hex digits of its text's sha256: distinct, and the same on every run.
+    So does a value that lost more than accents on the way ("拿铁 latte", "抹茶 latte"), after
+    what was left: `latte-x1a2b3c4d`, where two such values would otherwise both be `latte`."""
+    text = str(value)
+    slug = _SLUG_RUNS.sub("-", text.lower()).strip("-")
+    tag = "x" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+    if not slug:
+        return tag
+    lost = any(ord(c) > 127 and not unicodedata.combining(c) for c in unicodedata.normalize("NFKD", text))
+    return f"{slug}-{tag}" if lost else slug
 
 
 def as_mapping(value: Any) -> dict[str, Any]:
