@@ -58,8 +58,15 @@ _FIELDS = tuple(f.name for f in dataclasses.fields(CachedRender))
 
 
 def cache_dir(state_dir: Path, environ: Mapping[str, str] = os.environ) -> Path:
+    """The cache's folder. A file standing there is an error for every command: a plan that read
+    no cache would say renders must be paid for again."""
     override = environ.get(CACHE_ENV)
-    return Path(override) if override else state_dir / "cache"
+    folder = Path(override) if override else state_dir / "cache"
+    if folder.exists() and not folder.is_dir():
+        fix = f"point {CACHE_ENV} at a folder" if override else "move it away"
+        raise DiskError(f"{folder}: a file stands where sparkspec keeps the cache ({CACHE_ENV}); {fix} and "
+                        "run the command again")
+    return folder
 
 
 class Cache:

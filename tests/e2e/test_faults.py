@@ -121,8 +121,10 @@ def test_the_cache_dir_is_a_file(project: Path, tmp_path: Path) -> None:
     env = {**os.environ, "SPARKSPEC_CACHE_DIR": str(blocker)}
     (project / "renders/b.mp4").unlink()
     assert_one_line_errors(apply(project, env=env), f"{blocker}: a file stands where sparkspec keeps the "
-                                                    "cache (SPARKSPEC_CACHE_DIR); move it away")
-    assert run_cli("plan", cwd=project, env=env).code == 0  # plan needs no cache to plan
+                                                    "cache (SPARKSPEC_CACHE_DIR); point SPARKSPEC_CACHE_DIR at a folder")
+    # A plan that read no cache would call b's render a new one to pay for: it says why it cannot plan.
+    planned = run_cli("plan", cwd=project, env=env)
+    assert planned.code == 1 and "a file stands where sparkspec keeps the cache" in planned.err
     recovers(project)
 
 
