@@ -78,7 +78,13 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_copy(source: Path, dest: Path) -> None:
     with atomic_target(dest) as tmp:
-        shutil.copyfile(source, tmp)
+        try:
+            shutil.copyfile(source, tmp)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                # shutil names the source first; the disk that is full is the one written to.
+                raise OSError(exc.errno, exc.strerror, str(dest)) from exc
+            raise
 
 
 def atomic_move(source: Path, dest: Path, *, synced: bool = True) -> None:

@@ -29,3 +29,23 @@ def test_an_error_whose_filename_is_read_only_still_names_the_target(tmp_path: P
             raise av.error.FileNotFoundError(errno.ENOENT, "No such file or directory")
     assert caught.value.filename == str(target) and caught.value.errno == errno.ENOENT
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_copy_onto_a_full_disk_names_the_file_written_not_the_source(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # shutil's fast copy puts the source in `filename`: the message then blamed a disk with room.
+    import shutil
+
+    from sparkspec import fsutil
+
+    source, dest = tmp_path / "download.part", tmp_path / "cache" / "blob"
+    source.write_bytes(b"video")
+
+    def full(src: object, dst: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(src), None, str(dst))
+
+    monkeypatch.setattr(shutil, "copyfile", full)
+    with pytest.raises(OSError) as raised:
+        fsutil.atomic_copy(source, dest)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(dest)
+    assert not list(dest.parent.iterdir())  # the temporary file went
