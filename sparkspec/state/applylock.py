@@ -3,6 +3,10 @@
 The lock is a filelock on .sparkspec/apply.lock: the OS releases it when its holder
 dies, even by SIGKILL, so a crashed apply never blocks the next one. Beside it,
 apply.holder.json says which process holds it, for the message a second apply prints.
+Where the system allows (Linux, macOS: flock on a folder), the project folder itself is
+locked too, first: deleting .sparkspec/ during an apply removes the lock file and the
+journal with it, and a second apply that took a fresh lock would pay for the renders the
+first is still collecting.
 """
 
 from __future__ import annotations
@@ -27,22 +31,48 @@ HOLDER_NAME = "apply.holder.json"
 def apply_lock(state_dir: Path, command: str = "apply") -> Iterator[None]:
     from filelock import FileLock, Timeout
 
-    state_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(state_dir / LOCK_NAME), timeout=0)
+    folder = _hold_folder(state_dir)
     try:
-        lock.acquire()
-    except Timeout:
-        raise ApplyLockedError(f"{state_dir / LOCK_NAME}: another sparkspec {_holder(state_dir)} "
-                               "is running on this project; wait for it to finish") from None
-    holder = state_dir / HOLDER_NAME
-    try:
-        atomic_write_text(holder, json.dumps({
-            "command": command, "pid": os.getpid(), "host": socket.gethostname(),
-            "started_at": time.strftime("%Y-%m-%d %H:%M:%S %z")}, sort_keys=True))
-        yield
+        state_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(state_dir / LOCK_NAME), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise ApplyLockedError(f"{state_dir / LOCK_NAME}: another sparkspec {_holder(state_dir)} "
+                                   "is running on this project; wait for it to finish") from None
+        holder = state_dir / HOLDER_NAME
+        try:
+            atomic_write_text(holder, json.dumps({
+                "command": command, "pid": os.getpid(), "host": socket.gethostname(),
+                "started_at": time.strftime("%Y-%m-%d %H:%M:%S %z")}, sort_keys=True))
+            yield
+        finally:
+            holder.unlink(missing_ok=True)
+            lock.release()
     finally:
-        holder.unlink(missing_ok=True)
-        lock.release()
+        if folder is not None:
+            os.close(folder)  # closing the descriptor releases its flock
+
+
+def _hold_folder(state_dir: Path) -> int | None:
+    """An exclusive flock on the project folder (state_dir's parent): its descriptor, or None
+    where the system cannot lock a folder (then the lock file alone serves)."""
+    try:
+        import fcntl
+
+        fd = os.open(state_dir.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    except (ImportError, OSError):
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ApplyLockedError(f"{state_dir.parent}: another sparkspec {_holder(state_dir)} is running on this "
+                               "project; wait for it to finish") from None
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _holder(state_dir: Path) -> str:

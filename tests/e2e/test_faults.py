@@ -214,6 +214,32 @@ def test_the_state_folder_deleted_during_an_apply(tmp_path: Path) -> None:
     assert_lock_matches_renders(root)
 
 
+@pytest.mark.slow  # renders of three seconds at the fake API
+def test_an_apply_started_while_the_state_folder_is_gone_does_not_pay_again(tmp_path: Path, fake_api: Any) -> None:
+    # Deleting .sparkspec/ takes the apply lock's file and the journal with it; the project
+    # folder's own lock still stops a second apply from paying for what the first collects.
+    fake_api.latency = 3.0
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "project.spark.yaml").write_text(
+        "version: 1\nprovider: {type: spark, poll: {initial: 0.05, max: 0.2}}\n"
+        "defaults: {resolution: 480p, frames: 29}\nscenes:\n  a: {prompt: one}\n  b: {prompt: two}\n")
+    env = {**os.environ, "SPARK_API_KEY": fake_api.api_key, "SPARK_BASE_URL": fake_api.base_url}
+    proc = start_cli("apply", "--auto-approve", "--json", cwd=root, env=env, stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    submitted = 0
+    for line in proc.stdout:
+        submitted += json.loads(line)["event"] == "submitted"
+        if submitted == 2:
+            break
+    shutil.rmtree(root / ".sparkspec")
+    second = run_cli("apply", "--auto-approve", cwd=root, env=env)
+    assert second.code == 1 and "is running on this project" in second.err, second.out + second.err
+    proc.communicate(timeout=120)
+    assert fake_api.total_creates == 2
+
+
 # -- a failing stitch --------------------------------------------------------------------------
 
 @pytest.mark.slow  # a whole apply around a broken stitch
