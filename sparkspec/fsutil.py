@@ -56,9 +56,10 @@ def atomic_target(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename is None:
-            # A failed write names no file: name the one being written. Some libraries' OSError
-            # subclasses (PyAV's) make `filename` read-only, so those become a plain OSError.
+        if isinstance(exc, OSError) and exc.filename in (None, name):
+            # A failed write names no file, a failed rename names the temporary one: name the
+            # one being written. Some libraries' OSError subclasses (PyAV's) make `filename`
+            # read-only, so those become a plain OSError.
             try:
                 exc.filename = str(path)
             except AttributeError:

@@ -49,3 +49,13 @@ def test_a_copy_onto_a_full_disk_names_the_file_written_not_the_source(tmp_path:
         fsutil.atomic_copy(source, dest)
     assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(dest)
     assert not list(dest.parent.iterdir())  # the temporary file went
+
+
+def test_a_write_over_a_folder_names_the_target_not_the_temporary_file(tmp_path: Path) -> None:
+    from sparkspec.fsutil import atomic_write_bytes
+
+    (tmp_path / "index.html").mkdir()
+    with pytest.raises(OSError) as raised:
+        atomic_write_bytes(tmp_path / "index.html", b"<!doctype html>")
+    assert raised.value.filename == str(tmp_path / "index.html")
+    assert [p.name for p in tmp_path.iterdir()] == ["index.html"]

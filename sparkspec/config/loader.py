@@ -132,7 +132,9 @@ class _Resolver:
         self.check_variables_used(given)
         output_dir = typed(data, "output_dir", str, "renders")
         if inside(self.root, output_dir) is None:
-            self.report(("output_dir",), f"{output_dir!r} must be a folder inside the project")
+            what = f"{output_dir!r}" if "output_dir" in data else f"the output folder {output_dir!r} (output_dir's default)"
+            link = " (it is a symlink that leads outside)" if (self.root / output_dir).is_symlink() else ""
+            self.report(("output_dir",), f"{what} must be a folder inside the project{link}")
         else:  # one spelling of the folder, so the lock's paths compare as strings
             output_dir = posixpath.normpath(output_dir)
         self.check_output_names(sequences, scenes, output_dir)
