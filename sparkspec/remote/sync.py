@@ -148,6 +148,7 @@ async def _repair(remote: Remote, workspace: Workspace, keys: list[str], report:
             outcome, detail = await remote.mend(local[key], cache)
         except RemoteError as exc:
             report.failed[key] = str(exc)
+            await asyncio.to_thread(remote.queue.add, key)  # the next apply or push mends it
             return
         if outcome == "repaired":
             report.repaired[key] = int(detail)
