@@ -167,12 +167,11 @@ class Remote:
                                   "`sparkspec remote gc` removes that broken entry once past its grace period, "
                                   "then `sparkspec push` uploads this machine's render")
             return "other", ""
-        redo = [render.video_sha256, render.last_frame_sha256] if render.key in bad else gone
-        if not redo:
+        if render.key in bad:  # found damaged here: a listing cannot tell, so both go up again
+            gone = [render.video_sha256, render.last_frame_sha256]
+        if not gone:
             return "sound", 0
-        if not self.writable:
-            raise RemoteError(f"remote {self.display} is read-only here; nothing is pushed")
-        sent = await transfer.repair_blobs(self.store, render, cache, redo)
+        sent = await transfer.upload_blobs(self.store, render, cache, gone)
         await asyncio.to_thread(self.forget_bad, [render.key])
         return "repaired", sent
 

@@ -21,6 +21,7 @@ import asyncio
 import hashlib
 import json
 import secrets
+from collections.abc import Collection
 from pathlib import Path
 
 from sparkspec.errors import RemoteError
@@ -51,17 +52,7 @@ async def push_render(store: Store, render: CachedRender, cache: Cache, signing_
     if await store.head(path) is not None:
         return False
     await ensure_format(store)  # before any write: a remote of another layout is not written to
-    for sha, size in _blobs(render):
-        present = await store.head(blob_path(sha))
-        if present is not None and present.size == size:
-            continue
-        data = await asyncio.to_thread(_read_verified, cache.blob_path(sha), sha, size)
-        await store.put(blob_path(sha), data)
-    for sha, size in _blobs(render):
-        present = await store.head(blob_path(sha))
-        if present is None or present.size != size:
-            raise RemoteError(f"remote {store.display}: blob {sha[:12]} is not there after its upload; "
-                              "the entry was not written")
+    await upload_blobs(store, render, cache)
     return await store.create(path, encode_entry(render, signing_key)) is not None
 
 
@@ -75,21 +66,24 @@ async def absent_blobs(store: Store, render: CachedRender) -> list[str]:
     return gone
 
 
-async def repair_blobs(store: Store, render: CachedRender, cache: Cache, digests: list[str]) -> int:
-    """Upload again the blobs `digests` of `render` (already in the local cache) that its
-    entry on the remote names: each checked against its sha256 on the way out, then a HEAD
-    confirms it. The bytes uploaded; RemoteError when the store fails or the cached copy is
-    damaged."""
+async def upload_blobs(store: Store, render: CachedRender, cache: Cache, gone: Collection[str] | None = None) -> int:
+    """`render`'s blobs (already in the local cache) that the remote lacks or holds at another
+    size (`gone`, when the caller knows, a damaged one among them; else asked with HEADs) are
+    read back, checked against their sha256 and uploaded; then a HEAD confirms both are there
+    at their size, before anything may name them. The bytes uploaded; RemoteError when the
+    store fails, a cached copy is damaged, or a blob is not there after its upload."""
+    if gone is None:
+        gone = await absent_blobs(store, render)
     sent = 0
     for sha, size in _blobs(render):
-        if sha not in digests:
-            continue
-        data = await asyncio.to_thread(_read_verified, cache.blob_path(sha), sha, size)
-        await store.put(blob_path(sha), data)
-        present = await store.head(blob_path(sha))
-        if present is None or present.size != size:
-            raise RemoteError(f"remote {store.display}: blob {sha[:12]} is not there after its upload")
-        sent += size
+        if sha in gone:
+            data = await asyncio.to_thread(_read_verified, cache.blob_path(sha), sha, size)
+            await store.put(blob_path(sha), data)
+            sent += size
+    missing = await absent_blobs(store, render)
+    if missing:
+        raise RemoteError(f"remote {store.display}: blob {missing[0][:12]} is not there after its upload; "
+                          "nothing was made to name it")
     return sent
 
 
