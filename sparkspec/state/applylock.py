@@ -38,8 +38,7 @@ def apply_lock(state_dir: Path, command: str = "apply") -> Iterator[None]:
         try:
             lock.acquire()
         except Timeout:
-            raise ApplyLockedError(f"{state_dir / LOCK_NAME}: another sparkspec {_holder(state_dir)} "
-                                   "is running on this project; wait for it to finish") from None
+            raise _busy(state_dir / LOCK_NAME, state_dir) from None
         holder = state_dir / HOLDER_NAME
         try:
             atomic_write_text(holder, json.dumps({
@@ -67,12 +66,16 @@ def _hold_folder(state_dir: Path) -> int | None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise ApplyLockedError(f"{state_dir.parent}: another sparkspec {_holder(state_dir)} is running on this "
-                               "project; wait for it to finish") from None
+        raise _busy(state_dir.parent, state_dir) from None
     except OSError:
         os.close(fd)
         return None
     return fd
+
+
+def _busy(held: Path, state_dir: Path) -> ApplyLockedError:
+    return ApplyLockedError(f"{held}: another sparkspec {_holder(state_dir)} is running on this project; "
+                            "wait for it to finish")
 
 
 def _holder(state_dir: Path) -> str:

@@ -23,6 +23,12 @@ from sparkspec.errors import StatePathError
 from sparkspec.state.lockfile import FileRecord, Lock
 
 
+RESTORE_OR_DELETE = "restore it from git, or delete it to plan afresh (the cache keeps what was rendered)"
+LEAVES_PROJECT = "leaves the project folder (through a symlink)"
+LEAVES_FOLDER = "is a symlink leaving its folder"
+ON_DISK = (LEAVES_PROJECT, LEAVES_FOLDER)  # problems of what stands on disk, not of the lock's text
+
+
 def check_lock_paths(lock: Lock, lock_name: str, root: Path) -> None:
     """Raise StatePathError for the first path in `lock` that is not an output of its own."""
     real_root = root.resolve()
@@ -55,8 +61,7 @@ def _check_owners(lock: Lock, lock_name: str) -> None:
         if other != owner:
             raise StatePathError(f"{lock_name}: {owner} names {record.path!r}, which {other} names too; each "
                                  "output belongs to one scene's take or one sequence, so sparkspec refuses this "
-                                 "lock: restore it from git, or delete it to plan afresh (the cache keeps what "
-                                 "was rendered)")
+                                 f"lock: {RESTORE_OR_DELETE}")
 
 
 def _check(record: FileRecord, file_names: tuple[str, ...], where: str, lock_name: str, root: Path,
@@ -64,13 +69,12 @@ def _check(record: FileRecord, file_names: tuple[str, ...], where: str, lock_nam
     problem = _problem(record.path, file_names, root, real_root, folders)
     if problem is None:
         return
-    if "symlink" in problem:  # the lock is right; what is on disk at that path is not sparkspec's
+    if problem in ON_DISK:  # the lock is right; what is on disk at that path is not sparkspec's
         raise StatePathError(f"{lock_name}: {where}.path {record.path!r} {problem}; sparkspec touches only "
                              "its own outputs inside the project, so it stops here: remove the symlink (or "
                              "point it inside the project) and run the command again")
     raise StatePathError(f"{lock_name}: {where}.path {record.path!r} {problem}; sparkspec touches only "
-                         "its own outputs inside the project, so it refuses this lock: restore it "
-                         "from git, or delete it to plan afresh (the cache keeps what was rendered)")
+                         f"its own outputs inside the project, so it refuses this lock: {RESTORE_OR_DELETE}")
 
 
 def _problem(path: str, file_names: tuple[str, ...], root: Path, real_root: Path,
@@ -87,12 +91,12 @@ def _problem(path: str, file_names: tuple[str, ...], root: Path, real_root: Path
     if folder is None:
         folder = folders[name] = (root / name).resolve() if name else real_root
     if folder != real_root and real_root not in folder.parents:
-        return "leaves the project folder (through a symlink)"
+        return LEAVES_PROJECT
     target = root / path
     if os.path.islink(target):
         resolved = target.resolve()
         if folder not in resolved.parents:
-            return "is a symlink leaving its folder"
+            return LEAVES_FOLDER
     return None
 
 
