@@ -337,10 +337,12 @@ def merge_lock(base: str, ours: str, theirs: str) -> None:
 @click.option("--provider", type=click.Choice(["spark", "ark", "local"]), help="Check this provider instead of the spec's.")
 def doctor(spec: str, provider: str | None) -> None:
     """Check the API key and the API's answer, and the team's remote, without paying for anything."""
-    from sparkspec.commands.doctor import diagnose, diagnose_remote, provider_config
+    from sparkspec.commands.doctor import diagnose, diagnose_remote, doctor_config
+    from sparkspec.state.workspace import STATE_DIR
 
-    report = diagnose(provider_config(_path(spec), provider, spec))
-    diagnose_remote(report, _path(spec), spec)
+    config, remote = doctor_config(_path(spec), provider, spec)
+    report = diagnose(config)
+    diagnose_remote(report, remote, _path(spec).parent / STATE_DIR)
     for line in report.lines:
         click.echo(line)
     if not report.ok:

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from sparkspec.config.model import ProviderConfig
+from sparkspec.config.model import ProviderConfig, RemoteConfig
 from sparkspec.errors import AccountError, AuthError, ProviderError, TaskNotFound
 
 
@@ -39,13 +39,15 @@ class Report:
         return passed
 
 
-def provider_config(spec: Path, provider: str | None, display: str) -> ProviderConfig:
-    """The spec's provider; the defaults of the type asked for when there is no spec yet."""
+def doctor_config(spec: Path, provider: str | None, display: str) -> tuple[ProviderConfig, RemoteConfig | None]:
+    """The spec's provider and remote, read once; with no spec yet, the defaults of the
+    provider type asked for and no remote (the environment may still name one)."""
     from sparkspec.config.loader import LoadOptions, load_project
 
     if not spec.exists():
-        return default_config(provider or "spark")
-    return load_project(spec, LoadOptions(provider=provider), display).project.provider
+        return default_config(provider or "spark"), None
+    project = load_project(spec, LoadOptions(provider=provider), display).project
+    return project.provider, project.remote
 
 
 def default_config(kind: str) -> ProviderConfig:
@@ -121,17 +123,15 @@ async def _key_accepted(report: Report, config: ProviderConfig, url: str, key: s
         await provider.aclose()
 
 
-def diagnose_remote(report: Report, spec: Path, display: str, environ: Mapping[str, str] = os.environ) -> None:
+def diagnose_remote(report: Report, remote: RemoteConfig | None, state_dir: Path,
+                    environ: Mapping[str, str] = os.environ) -> None:
     """The remote lines of `doctor`: which remote, its mode, and whether it answers a read."""
-    from sparkspec.config.loader import load_project
     from sparkspec.errors import RemoteError
     from sparkspec.remote.session import open_remote
     from sparkspec.remote.transfer import check_format
-    from sparkspec.state.workspace import STATE_DIR
 
-    remote = load_project(spec, display=display).project.remote if spec.exists() else None
     try:
-        session = open_remote(remote, spec.parent / STATE_DIR, environ)
+        session = open_remote(remote, state_dir, environ)
     except RemoteError as exc:
         report.check(False, str(exc))
         return
