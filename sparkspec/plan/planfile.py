@@ -3,10 +3,12 @@ what they were made from, and the changes, so apply can refuse a stale one."""
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sparkspec.errors import SparkspecError, StalePlanError, StatePathError
 from sparkspec.fsutil import atomic_write_text
@@ -14,6 +16,9 @@ from sparkspec.plan.model import Plan, PlanOptions
 from sparkspec.plan.view import FORMAT_VERSION, plan_json
 from sparkspec.config.loader import LoadOptions
 from sparkspec.jsontext import load_json
+
+if TYPE_CHECKING:
+    from sparkspec.config.model import Project
 
 KIND = "sparkspec-plan"
 
@@ -115,22 +120,33 @@ def _what_changed(saved: list[Any], fresh: list[Any]) -> str:
 _IN_EFFECT = ("--provider", "--var", "--var-file")  # options whose effect, not spelling, is compared
 
 
-def _same_in_effect(saved: SavedPlan, given: LoadOptions, flag: str) -> bool:
-    """Whether what these options say is what the plan was made with, though spelt otherwise:
-    `--provider spark` for a spark spec, `--var color=red` where the spec's vars say red. The
-    variables the command line gives (its --var and --var-file alone) must come to the plan's."""
+def _same_in_effect(saved: SavedPlan, given: LoadOptions) -> Callable[[str], bool]:
+    """Whether what an option of `given` says is what the plan was made with, though spelt
+    otherwise: `--provider spark` for a spark spec, `--var color=red` where the spec's vars say
+    red. The variables the command line gives (its --var and --var-file alone) must come to the
+    plan's. Each spelling of the options is loaded once, and only when asked."""
     from sparkspec.config.loader import load_project
     from sparkspec.errors import SpecError
 
     made = saved.load_options
-    try:
-        then = load_project(Path(saved.spec), made).project
+
+    @functools.cache
+    def project(options: LoadOptions) -> Project | None:
+        try:
+            return load_project(Path(saved.spec), options).project
+        except (SpecError, OSError):
+            return None
+
+    def same(flag: str) -> bool:
+        then = project(made)
+        if then is None:
+            return False
         if flag == "--provider":
             return given.provider == then.provider.type
-        now = load_project(Path(saved.spec), LoadOptions(given.variables, given.var_files, made.provider)).project
-    except (SpecError, OSError):
-        return False
-    return now.vars_sha256 == then.vars_sha256
+        now = project(LoadOptions(given.variables, given.var_files, made.provider))
+        return now is not None and now.vars_sha256 == then.vars_sha256
+
+    return same
 
 
 def check_options(saved: SavedPlan, path: Path, spec: str | None, load_options: LoadOptions,
@@ -148,8 +164,9 @@ def check_options(saved: SavedPlan, path: Path, spec: str | None, load_options: 
     if spec is not None and Path(spec).resolve() != Path(saved.spec).resolve():
         raise StalePlanError(f"{path}: the plan was made from {saved.spec}, not {spec}; apply it without -f, "
                              f"or make a new plan with `sparkspec plan -f {spec} --out FILE`")
+    same = _same_in_effect(saved, load_options)
     for flag, value, made_with in given:
-        if value and value != made_with and not (flag in _IN_EFFECT and _same_in_effect(saved, load_options, flag)):
+        if value and value != made_with and not (flag in _IN_EFFECT and same(flag)):
             shown = " ".join(f"{flag} {v}" for v in value) if isinstance(value, tuple) else f"{flag} {value}"
             raise StalePlanError(f"{path}: a saved plan is applied as it was made, and it was not made with "
                                  f"{shown}; apply it without {flag}, or make a new plan with those options "
