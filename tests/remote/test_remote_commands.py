@@ -77,6 +77,15 @@ class Team:
         settings = RemoteSettings(self.url, endpoint=self.server.endpoint, region="us-east-1")
         return open_store(settings, self.server.env())
 
+    def lose(self, file: dict[str, Any]) -> None:
+        """The remote loses the blob of one of the lock's file records."""
+        asyncio.run(self.store().delete(layout.blob_path(file["sha256"])))
+
+    def damage(self, file: dict[str, Any]) -> None:
+        """The remote's blob of one of the lock's file records turns into other bytes of its
+        size: a listing cannot tell, a rehash can."""
+        asyncio.run(self.store().put(layout.blob_path(file["sha256"]), secrets.token_bytes(file["bytes"])))
+
     def listing(self) -> list[str]:
         return sorted(i.path for i in asyncio.run(self.store().list("")))
 
@@ -211,16 +220,12 @@ def test_verify_finds_missing_and_damaged_blobs(team: Team) -> None:
     assert "Verified 2 entries (re-hashed 4 of 4 blob(s)" in out and "0 problem(s)" in out
 
     record = lock_of(first)["scenes"]["intro"]
-    store = team.store()
-    video = layout.blob_path(record["video"]["sha256"])
-    damaged = secrets.token_bytes(record["video"]["bytes"])  # same size: only --deep sees it
-    asyncio.run(store.put(video, damaged))
+    team.damage(record["video"])  # same size: only --deep sees it
     assert team.run(first, "remote", "verify")[0] == 0
     code, out, _ = team.run(first, "remote", "verify", "--deep")
     assert code == 1 and f"{record['key'][:12]}: blob {record['video']['sha256'][:12]} is damaged" in out
 
-    frame = layout.blob_path(record["last_frame"]["sha256"])
-    asyncio.run(store.delete(frame))
+    team.lose(record["last_frame"])
     code, out, _ = team.run(first, "remote", "verify")
     assert code == 1 and f"blob {record['last_frame']['sha256'][:12]} is missing" in out
 
@@ -285,10 +290,8 @@ def test_gc_removes_broken_entries_past_the_grace_period(team: Team) -> None:
     assert team.run(first, "push")[0] == 0
     scenes = lock_of(first)["scenes"]
     intro, outro = scenes["intro"], scenes["outro"]
-    store = team.store()
-    asyncio.run(store.delete(layout.blob_path(intro["last_frame"]["sha256"])))  # missing: the listings show it
-    damaged = secrets.token_bytes(outro["video"]["bytes"])  # same size: only a rehash shows it
-    asyncio.run(store.put(layout.blob_path(outro["video"]["sha256"]), damaged))
+    team.lose(intro["last_frame"])  # missing: the listings show it
+    team.damage(outro["video"])  # same size: only a rehash shows it
     intro_entry = f"renders/{intro['key'][:2]}/{intro['key']}.unsigned.json"
     outro_entry = f"renders/{outro['key'][:2]}/{outro['key']}.unsigned.json"
 
@@ -333,10 +336,8 @@ def test_push_puts_back_the_blobs_the_remote_lost(team: Team) -> None:
     first = team.machine("first", with_renders=True)
     assert team.run(first, "push")[0] == 0
     intro, outro = lock_of(first)["scenes"]["intro"], lock_of(first)["scenes"]["outro"]
-    store = team.store()
-    asyncio.run(store.delete(layout.blob_path(intro["video"]["sha256"])))
-    frame = layout.blob_path(outro["last_frame"]["sha256"])
-    asyncio.run(store.put(frame, secrets.token_bytes(outro["last_frame"]["bytes"])))  # same size
+    team.lose(intro["video"])
+    team.damage(outro["last_frame"])  # same size
 
     code, out, err = team.run(first, "push")
     assert code == 0, out + err
@@ -356,7 +357,7 @@ def test_a_clone_that_renders_a_lost_blob_again_puts_it_back(team: Team) -> None
     first = team.machine("first", with_renders=True)
     assert team.run(first, "push")[0] == 0
     intro = lock_of(first)["scenes"]["intro"]
-    asyncio.run(team.store().delete(layout.blob_path(intro["video"]["sha256"])))
+    team.lose(intro["video"])
     second = team.machine("second", with_renders=False)
     code, out, err = team.run(second, "apply", "--auto-approve")  # planned as a pull: it fails, unpaid
     assert code == 1 and "is missing; treated as not cached" in out + err
@@ -372,10 +373,8 @@ def test_verify_deep_reports_every_problem_of_a_render(team: Team) -> None:
     first = team.machine("first", with_renders=True)
     assert team.run(first, "push")[0] == 0
     intro = lock_of(first)["scenes"]["intro"]
-    store = team.store()
-    asyncio.run(store.delete(layout.blob_path(intro["video"]["sha256"])))
-    frame = layout.blob_path(intro["last_frame"]["sha256"])
-    asyncio.run(store.put(frame, secrets.token_bytes(intro["last_frame"]["bytes"])))
+    team.lose(intro["video"])
+    team.damage(intro["last_frame"])
     code, out, _ = team.run(first, "remote", "verify", "--deep")
     assert code == 1
     assert f"blob {intro['video']['sha256'][:12]} is missing" in out
@@ -397,6 +396,6 @@ def test_status_and_verify_count_every_take(team: Team, tmp_path: Path) -> None:
     takes = lock_of(root)["scenes"]["intro"]["takes"]
     assert status(team, root)["renders"]["both"]["count"] == 2
     other = next(t for t in takes if t["take"] == 1)
-    asyncio.run(team.store().delete(layout.blob_path(other["video"]["sha256"])))
+    team.lose(other["video"])
     code, out, _ = team.run(root, "remote", "verify")
     assert code == 1 and f"{other['key'][:12]}: blob {other['video']['sha256'][:12]} is missing" in out
