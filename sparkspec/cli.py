@@ -155,6 +155,26 @@ def plan(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], prov
         sys.exit(EXIT_CHANGES)
 
 
+def _refused_event(exc: BaseException) -> None:
+    """`apply --json`'s last line when the apply stops before it starts: a `done` event with
+    `ok` false and the error (the diagnostics of a spec that does not validate). stderr keeps
+    the usual message."""
+    import json
+
+    from sparkspec.errors import DiskError, SpecError
+
+    event: dict[str, Any] = {"event": "done", "ok": False, "completed": 0, "failed": 0}
+    if isinstance(exc, SpecError):
+        event["error"] = str(exc)
+        event["diagnostics"] = [str(d) for d in sorted(exc.diagnostics, key=lambda d: (d.file, d.line, d.column))]
+    else:
+        event["error"] = str(DiskError.from_os(exc) if isinstance(exc, OSError) else exc)
+    try:
+        click.echo(json.dumps(event, sort_keys=True))
+    except OSError:  # stdout gone: stderr still says it
+        pass
+
+
 @cli.command()
 @click.argument("planfile", required=False, type=click.Path(dir_okay=False))
 @spec_options
@@ -175,13 +195,19 @@ def apply(planfile: str | None, spec: str, variables: tuple[str, ...], var_files
           max_cost: float | None, no_wait: bool, remote: str | None, remote_mode: str | None) -> None:
     """Render what changed, reuse what the cache has, and write the lock."""
     from sparkspec.commands.apply import run_apply
+    from sparkspec.errors import SparkspecError
 
     spec_given = click.get_current_context().get_parameter_source("spec") is not ParameterSource.DEFAULT
-    code = run_apply(planfile=planfile, spec=spec, load_options=_load_options(variables, var_files, provider),
-                     plan_options=_plan_options(targets, replace), auto_approve=auto_approve,
-                     parallelism=parallelism, as_json=as_json, fail_fast=fail_fast, spec_given=spec_given,
-                     max_tokens=max_tokens, max_cost=max_cost,
-                     remote=remote, remote_mode=remote_mode, wait=not no_wait)
+    try:
+        code = run_apply(planfile=planfile, spec=spec, load_options=_load_options(variables, var_files, provider),
+                         plan_options=_plan_options(targets, replace), auto_approve=auto_approve,
+                         parallelism=parallelism, as_json=as_json, fail_fast=fail_fast, spec_given=spec_given,
+                         max_tokens=max_tokens, max_cost=max_cost,
+                         remote=remote, remote_mode=remote_mode, wait=not no_wait)
+    except (SparkspecError, OSError) as exc:
+        if as_json:  # a reader of the events learns the apply ended, and why, as from any other end
+            _refused_event(exc)
+        raise
     if code:
         sys.exit(code)
 

@@ -50,6 +50,20 @@ def test_a_plan_over_the_budget_is_refused_before_anything_is_sent(spark: Projec
     assert fake_api.total_creates == 3
 
 
+def test_apply_json_ends_with_a_done_event_when_the_budget_refuses(spark: Project, fake_api: FakeSparkAPI) -> None:
+    total = estimate(spark)
+    refused = spark.run("apply", "--auto-approve", "--json", "--max-tokens", str(total - 1))
+    assert refused.code == 1 and "over the budget" in refused.err
+    events = [json.loads(line) for line in refused.out.splitlines()]
+    assert events[-1]["event"] == "done" and events[-1]["ok"] is False
+    assert "over the budget" in events[-1]["error"] and events[-1]["completed"] == 0
+    assert fake_api.total_creates == 0
+    spark.write(SPEC.replace('prompt: "a paper boat floats"', 'prompt: "{{ undefined_name }}"'))
+    invalid = spark.run("apply", "--auto-approve", "--json")
+    (event,) = [json.loads(line) for line in invalid.out.splitlines()]
+    assert event["ok"] is False and any("undefined_name" in d for d in event["diagnostics"]), event
+
+
 def test_a_cost_budget_needs_a_price(spark: Project, fake_api: FakeSparkAPI) -> None:
     spark.write(SPEC.replace("  price_per_million_tokens: 10\n", ""))
     refused = spark.run("apply", "--auto-approve", "--max-cost", "5")
