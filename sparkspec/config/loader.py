@@ -196,18 +196,21 @@ class _Resolver:
                ) -> tuple[dict[str, Scene], dict[str, list[str]]]:
         scenes: dict[str, Scene] = {}
         variants: dict[str, list[str]] = {}  # matrix scene id -> its expanded ids
-        origin: dict[str, str] = {}
+        origin: dict[str, tuple[str, dict[str, Any] | None]] = {}  # id -> the scene and matrix values giving it
         default_length = self.length(defaults, ("defaults",))
         for sid, raw in as_mapping(data.get("scenes")).items():
             if not isinstance(raw, dict) or not SCENE_ID.fullmatch(sid):
                 continue
             path: KeyPath = ("scenes", sid)
+            collided: set[str] = set()  # the scenes this one was reported against: once each
             for eid, combo in self.expand(sid, raw):
                 if eid in origin:
-                    self.report(path, f"id {eid!r} is produced twice (also by scene {origin[eid]!r}); "
-                                "rename a scene or change a matrix value", at_key=True)
+                    other, other_combo = origin[eid]
+                    if other not in collided:
+                        collided.add(other)
+                        self.report(path, _collision(eid, sid, combo, other, other_combo), at_key=True)
                     continue
-                origin[eid] = sid
+                origin[eid] = (sid, combo)
                 if combo is not None:
                     variants.setdefault(sid, []).append(eid)
                 scene = self.scene(eid, sid, raw, combo, defaults, default_length, variables)
@@ -430,3 +433,17 @@ def budget(data: dict[str, Any]) -> Budget:
     cost = typed(raw, "max_cost", (int, float), None)
     return Budget(max_tokens=typed(raw, "max_tokens", int, None),
                   max_cost=float(cost) if cost is not None else None)
+
+
+def _collision(eid: str, sid: str, combo: dict[str, Any] | None, other: str,
+               other_combo: dict[str, Any] | None) -> str:
+    """Why two producers give one id, naming the matrix values that slugify alike."""
+    def values(c: dict[str, Any] | None) -> str:
+        return "matrix values " + ", ".join(f"{k}={v!r}" for k, v in (c or {}).items())
+
+    if other == sid:
+        return (f"id {eid!r} is produced twice, by {values(other_combo)} and {values(combo)} (values are "
+                "slugified: lower case, other characters to -); change one of them")
+    mine = values(combo) if combo else "this scene"
+    by = f"scene {other!r}" + (f" ({values(other_combo)})" if other_combo else "")
+    return f"id {eid!r} is produced twice, by {mine} and by {by}; rename a scene or change a matrix value"
