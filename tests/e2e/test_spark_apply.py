@@ -4,6 +4,7 @@ gateway's generation and queue protocols (`spark`) and upstream's own API (`ark`
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import signal
 import subprocess
@@ -151,6 +152,24 @@ def test_a_download_that_keeps_failing_fails_the_scene_and_keeps_the_task(spark:
     assert collected.rendered() == ["a", "b", "solo"]
     assert sorted(e["scene"] for e in collected.events() if e.get("state") == "collecting") == ["a", "solo"]
     assert fake_api.total_creates == creates + 1  # a and solo are collected, only b (skipped) is new
+
+
+def test_a_download_past_the_file_size_limit_names_the_file_and_keeps_the_task(spark: Project,
+                                                                              fake_api: FakeSparkAPI) -> None:
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    spark.preexec = limited
+    failed = spark.run("apply", "--auto-approve")
+    assert failed.code == 1, failed.err
+    line = next(ln for ln in failed.err.splitlines() if ln.startswith("error: a: "))
+    assert f"{spark.root / '.sparkspec'}/" in line and "File too large; the file size limit" in line, failed.err
+    assert "Traceback" not in failed.err
+    spark.preexec = None
+    creates = fake_api.total_creates
+    assert spark.apply().rendered() == ["a", "b", "solo"]
+    assert fake_api.total_creates == creates + 1  # a and solo were paid for and are collected
 
 
 @pytest.mark.slow  # a whole apply or two; the default run keeps its siblings

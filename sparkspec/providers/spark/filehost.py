@@ -28,7 +28,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-from sparkspec.errors import DamagedOutput, DownloadError, UrlExpired
+from sparkspec.errors import DamagedOutput, DiskError, DownloadError, UrlExpired
 from sparkspec.providers.base import Downloaded
 from sparkspec.providers.retry import RetryPolicy, read_may_be_retried, retry_after
 from sparkspec.providers.spark.apikey import note_request, note_response
@@ -186,6 +186,9 @@ def _fetch(client: httpx.Client, url: str, dest: Path, abandon: Abandon) -> Down
         dest.unlink(missing_ok=True)
         abandon.check()
         raise RetryableDownload(f"the download failed ({type(exc).__name__})") from None
+    except OSError as exc:  # a full disk, a file size limit: a write names no file, so say which
+        dest.unlink(missing_ok=True)
+        raise DiskError.from_os(exc, dest) from None
     except BaseException:
         dest.unlink(missing_ok=True)
         raise

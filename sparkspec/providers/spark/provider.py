@@ -41,6 +41,7 @@ from sparkspec import apifacts
 from sparkspec.errors import (
     BadAnswer,
     CreateUnconfirmed,
+    DiskError,
     ProviderError,
     TaskNotFound,
     TransientError,
@@ -250,6 +251,9 @@ class SparkProvider:
         except httpx.TransportError as exc:
             dest.unlink(missing_ok=True)
             raise RetryableDownload(f"the download failed ({type(exc).__name__})") from None
+        except OSError as exc:  # a full disk, a file size limit: a write names no file, so say which
+            dest.unlink(missing_ok=True)
+            raise DiskError.from_os(exc, dest) from None
         except BaseException:
             dest.unlink(missing_ok=True)
             raise
