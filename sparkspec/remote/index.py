@@ -10,7 +10,8 @@ more), and is then listed shard by shard. A key the caller already `known`s (the
 records its render: both blobs' digests and sizes) is not fetched when the listing shows
 its entry: the lock's render is the hit, its blobs are checked against the lock's digests
 when pulled, and `Lookup.unread` names it so a pull that finds those blobs gone reads the
-entry after all. Claims are listed once for the whole remote (they are few: the renders in
+entry after all. A known key with no usable entry (none under this machine's signer, or one
+it cannot read) is a hit too when HEADs find both its blobs at their sizes. Claims are listed once for the whole remote (they are few: the renders in
 flight), and read only for keys that missed.
 """
 
@@ -24,7 +25,7 @@ from typing import TypeVar
 
 from sparkspec.remote.claims import Claim, Claims
 from sparkspec.remote.entries import decode_entry
-from sparkspec.remote.layout import RENDERS, entry_path, entry_prefix, parse_entry_path
+from sparkspec.remote.layout import RENDERS, blob_path, entry_path, entry_prefix, parse_entry_path
 from sparkspec.remote.store import Store
 from sparkspec.state.cache import CachedRender
 
@@ -86,6 +87,16 @@ async def lookup(store: Store, keys: Collection[str], signing_key: bytes | None,
         listed = await asyncio.gather(*(bounded(present(s, w)) for s, w in shards.items()))
     await asyncio.gather(*(bounded(fetch(k, every is not None or len(w) > 1))
                            for ks, w in zip(listed, shards.values()) for k in ks))
+    # A render the lock records whose entry this machine cannot use (none under its signer: a
+    # teammate's signed entries read without the key, a push cut short after its blobs; or one
+    # that is damaged) is still the team's render when its blobs are there: the lock names them
+    # by sha256, and a pull checks every byte against it (as `sparkspec pull` does).
+    by_lock = [k for k in dict.fromkeys(keys) if k not in found.hits and k in known]
+    for key, there in zip(by_lock, await asyncio.gather(*(bounded(_blobs_there(store, known[k]))
+                                                          for k in by_lock))):
+        if there:
+            found.hits[key] = known[key]
+            found.unread.add(key)
     misses = [k for k in dict.fromkeys(keys) if k not in found.hits]
     if with_claims and misses:
         claims = Claims(store)
@@ -99,6 +110,15 @@ async def lookup(store: Store, keys: Collection[str], signing_key: bytes | None,
                 else:
                     found.claims[key] = state.claim
     return found
+
+
+async def _blobs_there(store: Store, render: CachedRender) -> bool:
+    """Both of `render`'s blobs are on the remote at their sizes (two HEADs)."""
+    for sha, size in ((render.video_sha256, render.video_bytes), (render.last_frame_sha256, render.last_frame_bytes)):
+        info = await store.head(blob_path(sha))
+        if info is None or info.size != size:
+            return False
+    return True
 
 
 async def _signed_names(store: Store, prefix: str, signer: str, pages: int | None = None) -> set[str] | None:

@@ -210,3 +210,40 @@ def test_a_folder_remote_where_a_file_stands_is_an_error_not_an_empty_remote(
     root = machine(tmp_path / "m", tmp_path / "afile" / "team")
     code, out, err = run_main(["plan"], root, monkeypatch)
     assert code == 0 and f"{tmp_path / 'afile'} is a file, where the remote's folder would be" in err, err
+
+
+@pytest.mark.parametrize("entries", ["signed, read without the key", "damaged", "never written"])
+def test_a_clone_pulls_the_locks_renders_by_their_blobs_when_it_cannot_use_their_entries(
+        entries: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pull` fetched them by the lock's digests while plan and apply rendered them again: one
+    command paid for what the other got free."""
+    remote = tmp_path / "shared"
+    first = machine(tmp_path / "first", remote)
+    code, out, err = run_main(["plan", "--json"], first, monkeypatch)
+    lock = rendered(first, {c["id"]: c["key"] for c in json.loads(out)["changes"]})  # the spec's own keys
+    if entries == "signed, read without the key":
+        monkeypatch.setenv("SPARKSPEC_REMOTE_SIGNING_KEY", "team-secret")
+    assert run_main(["push"], first, monkeypatch)[0] == 0
+    monkeypatch.delenv("SPARKSPEC_REMOTE_SIGNING_KEY", raising=False)
+    written = sorted((remote / "v1" / "renders").rglob("*.json"))
+    assert len(written) == 2
+    if entries == "damaged":
+        written[0].write_bytes(written[0].read_bytes()[:100])
+    elif entries == "never written":  # a push cut short after the blobs
+        for entry in written:
+            entry.unlink()
+    second = machine(tmp_path / "second", remote, lock)
+    code, out, err = run_main(["plan", "--json"], second, monkeypatch)
+    assert code == 0, err
+    assert {c["id"]: c["action"] for c in json.loads(out)["changes"]} == {"intro": "pull", "outro": "pull"}, out
+    assert json.loads(out)["summary"]["estimated_tokens"] == 0
+    code, out, err = run_main(["apply", "--auto-approve", "--json"], second, monkeypatch)
+    assert code == 0, err + out
+    events = [json.loads(line) for line in out.splitlines()]
+    assert sorted(e["scene"] for e in events if e["event"] == "pulled") == ["intro", "outro"]
+    assert not [e for e in events if e["event"] in ("submitted", "completed")]
+    for record in lock.scenes.values():
+        for file in (record.video, record.last_frame):
+            assert hashlib.sha256((second / file.path).read_bytes()).hexdigest() == file.sha256
+    if entries == "damaged":
+        assert "ignored" in err  # the damaged entry is still reported
