@@ -153,11 +153,18 @@ class Remote:
         sha256 and read back checked, so only the bytes the entry promises can land.
         ("repaired", bytes sent) or ("sound", 0). An entry naming another render whose blobs
         are gone or damaged is ("broken", what to do): entries are write-once, so `remote gc`
-        removes it once past its grace period. ("other", "") for a sound entry of another
-        render, ("unreadable", "") for one this machine cannot use (verify reports it)."""
-        entry = await self.read_entry(render.key)
-        if entry is None:
-            return "unreadable", ""
+        removes it once past its grace period; so is one this machine cannot read or trust (cut
+        short, a signature that does not match). ("other", "") for a sound entry of another
+        render, ("unreadable", "") for one gone since it was listed."""
+        got = await self.store.get(entry_path(render.key, self.signer))
+        if got is None:
+            return "unreadable", ""  # gone since it was found (a gc): the next push writes it
+        entry = decode_entry(got[0], render.key, self.settings.signing_key)
+        if isinstance(entry, str):  # at this machine's own path: damaged, or not a sparkspec entry
+            return "broken", (f"the team's remote has an entry of this key that cannot be used ({entry}); entries "
+                              "are write-once, so `sparkspec remote gc` removes it once past its grace period "
+                              "(`sparkspec remote verify` lists it), then `sparkspec push` uploads this machine's render")
+        self._read.add(render.key)
         bad = await asyncio.to_thread(self.bad_keys)
         gone = await transfer.absent_blobs(self.store, entry)
         if not transfer.same_blobs(entry, render):

@@ -118,7 +118,7 @@ async def push_lock(remote: Remote, workspace: Workspace) -> PushReport:
             report.present += 1
 
     await gather_bounded([push(r) for r in todo], TRANSFERS)
-    await _repair(remote, workspace, [k for k in keys if k in on_remote], report)
+    await _repair(remote, workspace, {k: on_remote[k].size for k in keys if k in on_remote}, report)
     if scenes:
         from sparkspec.review.sheetid import sheet_digest
 
@@ -128,10 +128,14 @@ async def push_lock(remote: Remote, workspace: Workspace) -> PushReport:
     return report
 
 
-async def _repair(remote: Remote, workspace: Workspace, keys: list[str], report: PushReport) -> None:
-    """Entries already on the remote whose blobs are gone, cut short (listed at another size),
-    or were found damaged here (`remote verify --deep`, a pull): `Remote.mend` each. One
-    listing per blob shard finds them; only those are read."""
+async def _repair(remote: Remote, workspace: Workspace, listed: dict[str, int], report: PushReport) -> None:
+    """Entries already on the remote (`listed`: their sizes) whose blobs are gone, cut short
+    (listed at another size), or were found damaged here (`remote verify --deep`, a pull), and
+    entries of another size than this machine's render's (a teammate's render of the key, or a
+    damaged entry): `Remote.mend` each. One listing per blob shard finds them; only those are read."""
+    from sparkspec.remote.entries import encode_entry
+
+    keys = list(listed)
     cache = workspace.cache
     local = {k: r for k, r in zip(keys, await gather_bounded(
         [asyncio.to_thread(cache.lookup, k) for k in keys])) if r is not None}
@@ -140,8 +144,8 @@ async def _repair(remote: Remote, workspace: Workspace, keys: list[str], report:
     bad = await asyncio.to_thread(remote.bad_keys)
     sizes = {sha: size for r in local.values() for sha, size in
              ((r.video_sha256, r.video_bytes), (r.last_frame_sha256, r.last_frame_bytes))}
-    listed = await present_blobs(remote.store, list(sizes))
-    intact = {sha for sha, size in sizes.items() if sha in listed and listed[sha].size == size}
+    blobs = await present_blobs(remote.store, list(sizes))
+    intact = {sha for sha, size in sizes.items() if sha in blobs and blobs[sha].size == size}
 
     async def mend(key: str) -> None:
         try:
@@ -155,8 +159,10 @@ async def _repair(remote: Remote, workspace: Workspace, keys: list[str], report:
         elif outcome == "broken":
             report.broken[key] = str(detail)
 
+    key = remote.settings.signing_key
     await gather_bounded([mend(k) for k, r in local.items()
-                          if k in bad or not {r.video_sha256, r.last_frame_sha256} <= intact], TRANSFERS)
+                          if k in bad or not {r.video_sha256, r.last_frame_sha256} <= intact
+                          or listed[k] != len(encode_entry(r, key))], TRANSFERS)
 
 
 async def _register_root(remote: Remote, project: str, keys: list[str], sheet: str | None) -> str:

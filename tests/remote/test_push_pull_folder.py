@@ -247,3 +247,22 @@ def test_a_clone_pulls_the_locks_renders_by_their_blobs_when_it_cannot_use_their
             assert hashlib.sha256((second / file.path).read_bytes()).hexdigest() == file.sha256
     if entries == "damaged":
         assert "ignored" in err  # the damaged entry is still reported
+
+
+def test_push_reports_a_damaged_entry_it_cannot_replace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entries are write-once: a damaged one was 'already on the remote', exit 0, and every
+    clone paid for the render again."""
+    remote = tmp_path / "shared"
+    first = machine(tmp_path / "first", remote)
+    rendered(first)
+    assert run_main(["push"], first, monkeypatch)[0] == 0
+    entry = sorted((remote / "v1" / "renders").rglob("*.json"))[0]
+    entry.write_bytes(entry.read_bytes()[:100])
+    code, out, err = run_main(["push"], first, monkeypatch)
+    assert code == 1, out + err
+    assert f"{entry.name[:12]}: the team's remote has an entry of this key that cannot be used (not JSON)" in out
+    assert "`sparkspec remote gc` removes it" in out and "1 not pushed" in out
+    code, out, _ = run_main(["remote", "gc", "--grace", "0s"], first, monkeypatch)
+    assert code == 0, out
+    code, out, err = run_main(["push"], first, monkeypatch)  # gone: written again
+    assert code == 0 and "Pushed 1 render(s)" in out, out + err
