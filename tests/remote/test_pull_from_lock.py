@@ -47,7 +47,7 @@ def test_a_listed_entry_the_lock_records_is_not_read(moto_server: MotoServer, tm
     try:
         reader = s3_remote(moto_server, url, proxy.endpoint, tmp_path / "b")
         lock = {r.key: r for r in [*listed, alone]}
-        lock[absent] = replace(listed[0], key=absent)
+        lock[absent] = replace(listed[0], key=absent, video_sha256="0" * 64)  # its video is not there either
         found = asyncio.run(reader.lookup(list(lock), known=lock, with_claims=False))
         asked = dict(proxy.requests)
     finally:
@@ -55,8 +55,9 @@ def test_a_listed_entry_the_lock_records_is_not_read(moto_server: MotoServer, tm
     assert found.hits == {r.key: r for r in [*listed, alone]}
     assert found.unread == {r.key for r in listed}  # `alone`'s entry was read: it came with its GET
     assert reader.unread == found.unread
-    # format.json, one listing of shard ab, one GET of alone's entry; no GET for the listed four.
-    assert asked == {"GET": 3}, asked
+    # format.json, one listing of shard ab, one GET of alone's entry; no GET for the listed four;
+    # a HEAD of the video of the key with no entry (its blobs would make it a hit: the lock's render).
+    assert asked == {"GET": 3, "HEAD": 1}, asked
 
     proxy = LoopbackProxy(int(moto_server.endpoint.rsplit(":", 1)[1])).start()
     try:
@@ -80,8 +81,8 @@ def test_keys_in_many_shards_are_found_with_one_listing_of_every_entry(moto_serv
     for render in renders:
         asyncio.run(push_render(writer.store, render, here, None, "unsigned"))
     lock = {r.key: r for r in renders}
-    absent = key_in("0a")  # in the lock, never pushed: a miss without a request of its own
-    lock[absent] = replace(renders[0], key=absent)
+    absent = key_in("0a")  # in the lock, never pushed (nor its video): a miss after one HEAD
+    lock[absent] = replace(renders[0], key=absent, video_sha256="0" * 64)
 
     def ask(state: Path) -> tuple[set[str], dict[str, int]]:
         proxy = LoopbackProxy(int(moto_server.endpoint.rsplit(":", 1)[1])).start()
@@ -94,7 +95,7 @@ def test_keys_in_many_shards_are_found_with_one_listing_of_every_entry(moto_serv
 
     hits, asked = ask(tmp_path / "b")
     assert hits == {r.key for r in renders}
-    assert asked == {"GET": 2}, asked  # format.json and one listing
+    assert asked == {"GET": 2, "HEAD": 1}, asked  # format.json and one listing; absent's video
     import sparkspec.remote.store as store_module
 
     real_list = store_module.Store.list_pages
@@ -108,8 +109,8 @@ def test_keys_in_many_shards_are_found_with_one_listing_of_every_entry(moto_serv
     hits, asked = ask(tmp_path / "c")
     assert hits == {r.key for r in renders}
     # format.json, the listing given up after its first page, then a GET a shard (each holds
-    # one key but shard 0a, listed): 1 + 1 + 11 + 1.
-    assert asked == {"GET": 14}, asked
+    # one key but shard 0a, listed): 1 + 1 + 11 + 1; absent's video.
+    assert asked == {"GET": 14, "HEAD": 1}, asked
 
 
 def test_a_lock_whose_blobs_lost_the_race_pulls_the_entry_instead(tmp_path: Path) -> None:
