@@ -103,13 +103,23 @@ def _grace_text(grace: timedelta) -> str:
     return f"{seconds}s"
 
 
+MAX_GRACE_DAYS = 36500  # a century: anything longer keeps everything, and is a typo
+
+
 def parse_grace(text: str) -> timedelta:
+    """A duration with its unit (7d, 12h, 30m, 600s): a bare number but 0 is refused, since a
+    user meaning days would otherwise get seconds and sweep what was meant to be kept."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    problem = f"--grace {text!r}: give a duration with its unit, such as 7d, 12h, 30m or 600s"
+    text = text.strip().lower()
+    if text.rstrip("0.") == "" and text:  # zero needs no unit: it is zero in every unit
+        text += "s"
+    if not text or text[-1] not in units:
+        raise RemoteError(problem)
     try:
-        value = float(number)
+        value = float(text[:-1])
     except ValueError:
-        value = -1
-    if value < 0:
-        raise RemoteError(f"--grace {text!r}: give a duration such as 7d, 12h, 30m or 600s")
-    return timedelta(seconds=value * units[unit])
+        raise RemoteError(problem) from None
+    if not 0 <= value * units[text[-1]] <= MAX_GRACE_DAYS * 86400:  # NaN is refused here too
+        raise RemoteError(f"{problem}, from 0s to {MAX_GRACE_DAYS}d")
+    return timedelta(seconds=value * units[text[-1]])

@@ -277,9 +277,11 @@ def test_bad_grace_is_one_line() -> None:
     from sparkspec.commands.remote import parse_grace
     from sparkspec.errors import RemoteError
 
-    assert parse_grace("7d").total_seconds() == 7 * 86400 and parse_grace("90").total_seconds() == 90
-    with pytest.raises(RemoteError, match="--grace 'soon'"):
-        parse_grace("soon")
+    assert parse_grace("7d").total_seconds() == 7 * 86400 and parse_grace("90s").total_seconds() == 90
+    assert parse_grace("0").total_seconds() == 0 == parse_grace("0h").total_seconds()
+    for bad in ("soon", "90", "7", "-1d", "nand", "infd", "100000000d", "1e400s", ""):
+        with pytest.raises(RemoteError, match=f"--grace {bad!r}: give a duration with its unit"):
+            parse_grace(bad)
 
 
 @pytest.mark.slow  # a real render once per module, then S3 round trips
