@@ -53,6 +53,9 @@ __all__ = ["LoadOptions", "Loaded", "load_project", "slugify"]
 # `--rs 720p`, `--seed=7`: upstream's text commands, as words of their own in a prompt.
 ARK_COMMAND = re.compile(r"(?<!\S)--(?:%s)(?=[\s=]|$)" % "|".join(apifacts.ARK_TEXT_COMMANDS), re.IGNORECASE)
 
+TASK_OPTIONS = ("service_tier", "execution_expires_after", "callback_url")  # API options of a task
+
+
 @dataclass(frozen=True)
 class LoadOptions:
     variables: tuple[str, ...] = ()  # --var K=V, in order
@@ -125,7 +128,10 @@ class _Resolver:
                                               self.options.variables, given)
         self.diagnostics.extend(problems)
         provider = self.provider(data)
-        defaults = as_mapping(data.get("defaults"))
+        # The API options a provider sets hold for every scene that sets none (a scene's own or
+        # `defaults` win): `service_tier: flex` on the provider is half price for all of them.
+        provider_options = {k: v for k, v in as_mapping(data.get("provider")).items() if k in TASK_OPTIONS}
+        defaults = {**provider_options, **as_mapping(data.get("defaults"))}
         scenes, variants = self.scenes(data, defaults, variables)
         self.check_references(data, scenes, variants)
         sequences = self.sequences(data, scenes, variants)

@@ -89,3 +89,20 @@ def test_spark_and_ark_renders_never_share_a_key(tmp_path: Path) -> None:
     # The protocol decides how a render is asked for, not its pixels: same key.
     project, _ = load(tmp_path, "version: 1\nprovider: {type: spark, protocol: queue}\nscenes:\n  s: {prompt: x, seed: 1}\n")
     assert scene_key(project, project.scenes["s"], None).hex == keys["spark"].hex
+
+
+def test_the_providers_task_options_hold_for_every_scene_that_sets_none(tmp_path: Path) -> None:
+    """`service_tier: flex` on the provider was accepted and never sent: billed at full price."""
+    project, _ = load(tmp_path, """\
+version: 1
+provider: {type: spark, service_tier: flex, execution_expires_after: 7200, callback_url: "https://example.com/cb"}
+defaults: {execution_expires_after: 3600}
+scenes:
+  a: {prompt: "x"}
+  b: {prompt: "y", service_tier: default, callback_url: "https://example.com/other"}
+""")
+    a, b = project.scenes["a"], project.scenes["b"]
+    assert (a.service_tier, a.execution_expires_after, a.callback_url) == ("flex", 3600, "https://example.com/cb")
+    assert (b.service_tier, b.execution_expires_after, b.callback_url) == ("default", 3600, "https://example.com/other")
+    plain, _ = load(tmp_path, 'version: 1\nprovider: {type: spark}\nscenes:\n  a: {prompt: "x"}\n')
+    assert scene_key(plain, plain.scenes["a"], None).hex == scene_key(project, a, None).hex  # not a new render
