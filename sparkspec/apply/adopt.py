@@ -56,8 +56,12 @@ def adopt(cache: Cache, workspace: Workspace, record: SceneRecord) -> CachedRend
 def adopt_moved(workspace: Workspace, scenes: Mapping[str, SceneRecord], changes: Iterable[Change]) -> None:
     """Before apply moves or deletes anything: each render a restore or a reuse will install
     that the cache lacks is adopted from where the lock has it (the take's own files, or
-    another scene's of the same key: the plan chose so because they are there)."""
+    another scene's of the same key: the plan chose so because they are there); and each
+    render the lock records that the apply will overwrite or delete (an edit, a dropped take,
+    a scene gone from the spec), so that reverting the edit is a reuse, not a new payment."""
     cache = workspace.cache
+    changes = list(changes)
+    _adopt_replaced(workspace, scenes, changes)
     by_key: dict[str, list[SceneRecord]] = {}
     for recorded in scenes.values():
         for take in recorded.take_records().values():
@@ -73,3 +77,22 @@ def adopt_moved(workspace: Workspace, scenes: Mapping[str, SceneRecord], changes
         for record in candidates:
             if record.key == change.key and adopt(cache, workspace, record) is not None:
                 break
+
+
+def _adopt_replaced(workspace: Workspace, scenes: Mapping[str, SceneRecord], changes: list[Change]) -> None:
+    """The recorded renders whose files this apply replaces with another key's or deletes, and
+    that the cache lacks (a clone with renders/ and no cache): adopted while still there.
+    A file that no longer matches the lock is left alone (it is not the render paid for)."""
+    cache = workspace.cache
+    for change in changes:
+        if change.kind != "scene" or change.action is Action.NOOP:
+            continue
+        entry = scenes.get(change.id)
+        if entry is None:
+            continue
+        records = entry.take_records()
+        whole = change.action is Action.DELETE and change.id not in workspace.project.scenes  # every take goes
+        gone = records.values() if whole else [records[change.take]] if change.take in records else []
+        for record in gone:
+            if record.key != change.key and cache.lookup(record.key) is None:
+                adopt(cache, workspace, record)

@@ -111,3 +111,43 @@ def test_a_cache_whose_index_was_moved_aside_still_restores_from_its_files(cli: 
     assert done.code == 0 and "a: restored" in done.out, done.out + done.err
     assert fake_api.total_creates == 1
     assert "No changes" in cli("plan", cwd=applied).out
+
+
+TWO = """\
+version: 1
+provider: {type: spark, poll: {initial: 0.05, max: 0.1}}
+defaults: {resolution: 480p, ratio: "1:1", frames: 29, seed: 3}
+scenes:
+  x: {prompt: "a paper crane", takes: 2}
+  y: {prompt: "an origami frog"}
+"""
+
+
+@pytest.mark.parametrize("edit", ["revert an edit", "lower then raise takes", "drop then re-add a scene"])
+def test_what_apply_overwrites_or_deletes_on_a_machine_without_the_cache_is_kept(
+        edit: str, cli: Cli, tmp_path: Path, fake_api: FakeSparkAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clone has renders/ and the lock but no cache: the renders an apply replaced or deleted
+    were gone for good, so undoing the change paid for them again."""
+    monkeypatch.setenv("SPARK_API_KEY", fake_api.api_key)
+    monkeypatch.setenv("SPARK_BASE_URL", fake_api.base_url)
+    spec = tmp_path / "project.spark.yaml"
+    spec.write_text(TWO)
+    assert cli("apply", "--auto-approve", cwd=tmp_path).code == 0
+    assert fake_api.total_creates == 3
+    original = {p.name: sha(p) for p in (tmp_path / "renders").glob("*.mp4")}
+    shutil.rmtree(tmp_path / ".sparkspec")
+    changed = {"revert an edit": TWO.replace("an origami frog", "an origami toad"),
+               "lower then raise takes": TWO.replace("takes: 2", "takes: 1"),
+               "drop then re-add a scene": TWO.replace('  y: {prompt: "an origami frog"}\n', "")}[edit]
+    spec.write_text(changed)
+    result = cli("apply", "--auto-approve", cwd=tmp_path)
+    assert result.code == 0, result.err
+    paid = fake_api.total_creates
+    spec.write_text(TWO)
+    plan = cli("plan", cwd=tmp_path)
+    assert plan.code == 0 and "0 to render" in plan.out, plan.out
+    result = cli("apply", "--auto-approve", cwd=tmp_path)
+    assert result.code == 0 and "0 rendered" in result.out, result.out + result.err
+    assert fake_api.total_creates == paid
+    assert {p.name: sha(p) for p in (tmp_path / "renders").glob("*.mp4")} == original
+    assert "No changes" in cli("plan", cwd=tmp_path).out
