@@ -12,6 +12,7 @@ import errno
 import functools
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -105,6 +106,30 @@ def atomic_move(source: Path, dest: Path, *, synced: bool = True) -> None:
         return
     if synced:
         fsync_dir(dest.parent)
+
+
+# What atomic_target (mkstemp's eight characters) and a hard link into place
+# (apply.outputs: eight hex digits) leave beside their target when the process is killed.
+_LEFT_BEHIND = re.compile(r"\..+\.(?:[a-z0-9_]{8}\.tmp|[0-9a-f]{8}\.link)")
+
+
+def remove_left_behind(folder: Path) -> int:
+    """Delete the temporary files a killed sparkspec left in `folder` (its own names only, the
+    caller holding the apply lock, so none is in use). How many went; errors are ignored."""
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        if entry.name.startswith(".") and _LEFT_BEHIND.fullmatch(entry.name):
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    os.unlink(entry.path)
+                    removed += 1
+            except OSError:
+                pass
+    return removed
 
 
 def fsync_dir(directory: Path) -> None:

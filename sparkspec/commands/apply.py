@@ -60,6 +60,7 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
     try:
         workspace.check_writable()
         with apply_lock(workspace.state_dir):
+            _remove_left_behind(workspace)
             plan = workspace.plan(plan_options)
             for note in workspace.remote_warnings:
                 click.echo(f"warning: {note}", err=True)
@@ -94,6 +95,19 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
                             as_json, fail_fast, stdout, meter, wait, *fetch_worker_count(plan, environ))
     finally:
         workspace.close()
+
+
+def _remove_left_behind(workspace: Workspace) -> None:
+    """The temporary files a killed apply left beside the lock and in the output folder (a
+    copy into renders/ cut short can be a whole video): they are sparkspec's, and with the
+    apply lock held no other sparkspec is writing them."""
+    from sparkspec.fsutil import remove_left_behind
+    from sparkspec.review.before import FOLDER as BEFORE
+
+    project = workspace.project
+    output = project.root / project.output_dir
+    for folder in (project.root, output, output / BEFORE):
+        remove_left_behind(folder)
 
 
 def _confirm(stdin: TextIO) -> None:

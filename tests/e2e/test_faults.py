@@ -258,3 +258,20 @@ def test_a_failing_stitch_fails_only_its_sequence(tmp_path: Path) -> None:
     assert again.code == 0 and again.rendered() == []
     assert [e["sequence"] for e in again.events() if e["event"] == "stitched"] == ["film"]
 
+
+
+def test_the_temporary_files_a_killed_apply_left_are_removed_and_nothing_else(project: Path) -> None:
+    """A SIGKILL during a copy into renders/ left a whole hidden video there, for good: a folder
+    the team may commit."""
+    left = [project / "renders/.a.mp4.qm2j14_d.tmp", project / "renders/.film.mp4.k2j3h4g5.tmp",
+            project / "renders/.b.last.png.0a1b2c3d.link", project / ".project.spark.lock.x9y8z7w6.tmp"]
+    mine = [project / "renders/.notes.tmp", project / "renders/a.mp4.k2j3h4g5.tmp", project / ".envrc",
+            project / "renders/.a.mp4.draft.tmp"]
+    for path in left + mine:
+        path.write_bytes(b"x" * 1000)
+    before = (project / "project.spark.lock").read_bytes()
+    again = apply(project)
+    assert again.code == 0, again.err
+    assert [p for p in left if p.exists()] == []
+    assert [p for p in mine if not p.exists()] == []
+    assert (project / "project.spark.lock").read_bytes() == before
