@@ -448,7 +448,12 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except SystemExit:
         raise
-    except BrokenPipeError:
+    except BrokenPipeError:  # `sparkspec ... | head`: the reader has what it wanted; say why the exit is 1
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        except (OSError, ValueError):
+            pass
+        click.echo("error: the output was closed before sparkspec finished (its reader exited)", err=True)
         sys.exit(EXIT_ERROR)
     except OSError as exc:  # the world's fault (a full disk, a read-only folder), not a bug
         from sparkspec.errors import DiskError

@@ -3,18 +3,38 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any, TextIO
 
 
+def write_line(stream: TextIO, line: str) -> bool:
+    """`line` onto `stream`; False when its reader is gone (`apply --json | head`): the stream
+    then points at /dev/null, so the apply goes on to the end (what it submitted is collected
+    and recorded) and nothing else fails on the closed pipe."""
+    try:
+        stream.write(line + "\n")
+        stream.flush()
+        return True
+    except BrokenPipeError:
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, stream.fileno())
+            os.close(null)
+        except (OSError, ValueError):  # a stream without a file descriptor (a test's buffer)
+            pass
+        return False
+
+
 class JsonReporter:
     def __init__(self, stream: TextIO = sys.stdout) -> None:
         self.stream = stream
+        self.closed = False  # the reader of the stream went away
 
     def __call__(self, event: dict[str, Any]) -> None:
-        self.stream.write(json.dumps(event, sort_keys=True) + "\n")
-        self.stream.flush()
+        if not self.closed:
+            self.closed = not write_line(self.stream, json.dumps(event, sort_keys=True))
 
     def close(self) -> None:
         pass
@@ -70,15 +90,15 @@ class PlainReporter:
     def __init__(self, stream: TextIO = sys.stdout, errors: TextIO | None = None) -> None:
         self.stream = stream
         self.errors = errors
+        self.closed = False  # the reader of the stream went away
 
     def __call__(self, event: dict[str, Any]) -> None:
         line = describe(event)
         if line is not None:
-            stream = self.stream
             if event["event"] in ("failed", "skipped"):
-                stream = self.errors or sys.stderr
-            stream.write(line + "\n")
-            stream.flush()
+                write_line(self.errors or sys.stderr, line)
+            elif not self.closed:
+                self.closed = not write_line(self.stream, line)
 
     def close(self) -> None:
         pass

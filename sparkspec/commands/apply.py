@@ -170,6 +170,9 @@ def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parall
         result = asyncio.run(_drive(engine, provider))
     finally:
         reporter.close()
+    if getattr(reporter, "closed", False):
+        click.echo("warning: the output was closed during the apply (its reader exited); the apply went on to "
+                   "the end without printing, and `sparkspec show` or `plan` tells where things stand", err=True)
     _review(workspace, previous, known=engine.sheet)
     if result.interrupted:
         running = running_remotely(workspace.state_dir)

@@ -265,3 +265,19 @@ def test_ctrl_c_while_a_create_is_on_the_wire_journals_its_task(spark: Project, 
     done = spark.apply()
     assert done.rendered() == ["a", "b", "solo"]
     assert sorted(fake_api.creates_by_key.values()) == [1, 1, 1]  # collected, not paid twice
+
+
+def test_an_apply_whose_reader_goes_away_finishes_and_says_so(spark: Project, fake_api: FakeSparkAPI) -> None:
+    """`apply --json | head -1`: the apply stopped with exit 1 and nothing on stderr, and the
+    scenes not yet submitted were silently not rendered."""
+    proc = start_cli("apply", "--auto-approve", "--json", cwd=spark.root, env=spark.env, stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert json.loads(proc.stdout.readline())["event"]
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, err
+    assert "warning: the output was closed during the apply" in err and "Traceback" not in err, err
+    assert sorted(spark.lock()["scenes"]) == ["a", "b", "solo"]
+    assert fake_api.total_creates == 3
+    assert "No changes" in spark.run("plan").out
