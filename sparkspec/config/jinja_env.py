@@ -11,12 +11,15 @@ text and `{{ name }}` prompts never do.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import keyword
 import re
+import signal
+import threading
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -166,12 +169,45 @@ class Templates:
         return _render_parts(parts)
 
     def _run(self, render: Renderer, context: Mapping[str, Any], name: str, file: str | None) -> str:
+        if self._env is not None:
+            self._env.start_render()
         try:
-            return render(context)
+            if getattr(render, "__self__", None) is None:  # text and names: no loop to bound
+                return render(context)
+            with _deadline(RENDER_SECONDS):
+                return render(context)
         except TemplateProblem:
             raise
         except Exception as exc:  # noqa: BLE001 - any error inside user template code
             raise _problem(exc, name, file) from None
+
+
+RENDER_SECONDS = 10.0  # one template's render: loops over long strings are not bounded by range's steps
+
+
+class RenderTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Interrupt a render that runs past `seconds` (a loop in a loop over long values) with
+    RenderTimeout: a spec must not hang `validate` or a CI's `plan`. Only on the main thread,
+    with no other timer running (signals are the main thread's); elsewhere no bound."""
+    if threading.current_thread() is not threading.main_thread() or signal.getitimer(signal.ITIMER_REAL)[0]:
+        yield
+        return
+
+    def expired(signum: int, frame: object) -> None:
+        raise RenderTimeout(f"the template took more than {seconds:g} s to render (a loop in a loop?)")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _problem(exc: Exception, name: str, file: str | None) -> TemplateProblem:
@@ -187,6 +223,8 @@ def _problem(exc: Exception, name: str, file: str | None) -> TemplateProblem:
         return TemplateProblem(f"undefined variable: {exc.message}", where[0] if where else file,
                                where[1] if where else None)
     if isinstance(exc, jinja2.exceptions.SecurityError):
+        return TemplateProblem(f"not allowed in a template: {exc}", file, _template_line(exc, name))
+    if isinstance(exc, RenderTimeout):
         return TemplateProblem(f"not allowed in a template: {exc}", file, _template_line(exc, name))
     return TemplateProblem(f"template failed: {type(exc).__name__}: {exc}", file, _template_line(exc, name))
 

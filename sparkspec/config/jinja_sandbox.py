@@ -22,6 +22,7 @@ def environment(root: Path) -> BoundedEnvironment:
     env.filters["random"] = _refused("the `random` filter",
                                      "pick the value with a variable (--var) or a matrix instead")
     env.globals["lipsum"] = _refused("`lipsum()`", "write the placeholder text into the template")
+    env.globals["range"] = env.bounded_range
     return env
 
 
@@ -64,6 +65,7 @@ def _reason(exc: Exception) -> str:
 
 
 MAX_PRODUCT = 100_000  # characters or items a `*` may make; a prompt is advised at 500 characters
+MAX_RANGE_STEPS = 1_000_000  # items every `range` of one render may make together: loops in loops
 
 
 class BoundedEnvironment(SandboxedEnvironment):
@@ -73,6 +75,22 @@ class BoundedEnvironment(SandboxedEnvironment):
 
     intercepted_binops = frozenset({"*", "**"})
     loader: ProjectLoader
+    range_steps = MAX_RANGE_STEPS  # left for the render under way (`start_render` sets it again)
+
+    def start_render(self) -> None:
+        self.range_steps = MAX_RANGE_STEPS
+
+    def bounded_range(self, *args: int) -> range:
+        """Jinja's sandboxed `range` (at most 100,000 items), and every range of one render
+        together at most MAX_RANGE_STEPS: `range` in `range` is not a hang of `plan`."""
+        from jinja2.sandbox import safe_range
+
+        made = safe_range(*args)
+        self.range_steps -= len(made)
+        if self.range_steps < 0:
+            raise jinja2.exceptions.SecurityError(
+                f"the template's loops make more than {MAX_RANGE_STEPS:,} steps in all (a range in a range?)")
+        return made
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "*":

@@ -65,3 +65,20 @@ def test_a_spec_left_mid_merge_says_it_has_merge_conflicts_at_the_first_marker(c
         assert result.err.splitlines() == [
             "project.spark.yaml:3:1: error: the file has merge conflicts (git's <<<<<<< / ======= / >>>>>>> "
             "lines); keep one side of each and run again"]
+
+
+def test_a_template_that_runs_too_long_is_an_error_not_a_hang(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loops over long strings are not bounded by range's steps: a render has a deadline."""
+    import time
+
+    from sparkspec.config import jinja_env
+    from sparkspec.config.jinja_env import TemplateProblem, Templates
+
+    monkeypatch.setattr(jinja_env, "RENDER_SECONDS", 0.3)
+    templates = Templates(tmp_path)
+    started = time.monotonic()
+    with pytest.raises(TemplateProblem, match="took more than 0.3 s to render"):
+        templates.render_inline('{% for a in "x" * 90000 %}{% for b in "y" * 90000 %}{% endfor %}{% endfor %}', {})
+    assert time.monotonic() - started < 5
+    assert templates.render_inline("{% for i in range(3) %}{{ i }}{% endfor %}", {}) == "012"  # the timer is gone
+    time.sleep(0.4)  # no alarm goes off later
