@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -58,14 +59,46 @@ def image_identity(scene: Scene, memo: DigestMemo) -> dict[str, str] | None:
     return first_frame_input(url=image.url)
 
 
+TAKE_ID = re.compile(r"(?P<scene>.+)\.take(?P<take>[0-9]+)")  # one take of a scene, as the plan prints it
+
+
+def take_of(project: Project, wanted: str) -> tuple[str, int] | None:
+    """(scene, take) when `wanted` names a take of a scene of the project (`intro.take2`)."""
+    match = TAKE_ID.fullmatch(wanted)
+    if match is None or match["scene"] not in project.scenes:
+        return None
+    return match["scene"], int(match["take"])
+
+
 def check_ids(project: Project, options: PlanOptions) -> None:
     known = set(project.scenes) | set(project.sequences)
+    kinds = {(flag, name): kind for flag, kind, name in options.addressed}
     for flag, ids in (("--target", options.targets), ("--replace", options.replace)):
         for wanted in ids:
-            if wanted not in known:
-                raise SparkspecError(f"{flag} {wanted}: no scene or sequence of that id in "
-                                     f"{project.display_path}; see `sparkspec graph`")
+            if wanted in known:
+                continue
+            shown = f"{kinds[flag, wanted]}.{wanted}" if (flag, wanted) in kinds else wanted  # as typed
+            take = take_of(project, wanted)
+            if take is not None:
+                sid, number = take
+                if flag == "--target":
+                    raise SparkspecError(f"--target {shown}: a target is a scene or a sequence, not one take; "
+                                         f"--target {sid} selects every take of {sid}, and "
+                                         f"--replace {shown} renders that take again")
+                takes = project.scenes[sid].takes
+                if 1 <= number <= takes:
+                    continue
+                raise SparkspecError(f"--replace {shown}: {sid} has {takes} take{'s' if takes != 1 else ''}"
+                                     f"{f' (take1 to take{takes})' if takes > 1 else ''}")
+            expansions = [s.id for s in project.scenes.values() if s.source_id == wanted and s.id != wanted]
+            if expansions:
+                raise SparkspecError(f"{flag} {shown}: {wanted} is a matrix scene; name one of its expansions: "
+                                     f"{', '.join(expansions)}")
+            raise SparkspecError(f"{flag} {shown}: no scene or sequence of that id in "
+                                 f"{project.display_path}; see `sparkspec graph`")
     for flag, kind, wanted in options.addressed:
+        if kind == "scene" and take_of(project, wanted) is not None:
+            continue
         if wanted not in (project.scenes if kind == "scene" else project.sequences):
             other = "sequence" if kind == "scene" else "scene"
             raise SparkspecError(f"{flag} {kind}.{wanted}: {wanted} is a {other}, not a {kind}, in "
@@ -75,7 +108,8 @@ def check_ids(project: Project, options: PlanOptions) -> None:
 def check_replaced_are_selected(options: PlanOptions, scenes: Collection[str], sequences: Collection[str]) -> None:
     """With --target, a --replace id outside what the targets select would be ignored: refused."""
     for wanted in options.replace:
-        if wanted not in scenes and wanted not in sequences:
+        base = TAKE_ID.fullmatch(wanted)
+        if wanted not in scenes and wanted not in sequences and (base is None or base["scene"] not in scenes):
             raise SparkspecError(f"--replace {wanted}: not among what --target {' '.join(options.targets)} "
                                  f"selects (the targets and their upstreams), so it would not be replaced; "
                                  f"add --target {wanted}")
@@ -266,7 +300,8 @@ class _Planner:
         forced = scene.id in self.options.replace
         if upstream is not None and self.last_frames.get(upstream) is None:
             self.last_frames[scene.id] = self.videos[scene.id] = None
-            changes = [self.plan_unknown(scene, take, recorded.get(take), forced, estimate)
+            changes = [self.plan_unknown(scene, take, recorded.get(take),
+                                         forced or f"{scene.id}.take{take}" in self.options.replace, estimate)
                        for take in range(1, scene.takes + 1)]
         else:
             if upstream is not None:
@@ -279,7 +314,7 @@ class _Planner:
                 if take == scene.pick:  # what chained scenes start from
                     self.render_ids[scene.id] = key.hex
                 decision = decide(self.project, scene, key, recorded.get(take), self.cache, self.memo,
-                                  forced=forced, same_as=self.rendering.get(key.hex), estimate=estimate,
+                                  forced=forced or f"{scene.id}.take{take}" in self.options.replace, same_as=self.rendering.get(key.hex), estimate=estimate,
                                   take=take, moved=self.pick_changes.get(scene.id), remote=self.remote,
                                   placed=self.placed, tasks=self.tasks)
                 change = decision.change

@@ -82,3 +82,14 @@ def test_a_template_that_runs_too_long_is_an_error_not_a_hang(tmp_path: Path, mo
     assert time.monotonic() - started < 5
     assert templates.render_inline("{% for i in range(3) %}{{ i }}{% endfor %}", {}) == "012"  # the timer is gone
     time.sleep(0.4)  # no alarm goes off later
+
+
+def test_a_matrix_scenes_own_id_as_a_target_names_its_expansions(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "project.spark.yaml").write_text(
+        'version: 1\nprovider: {type: local}\nscenes:\n  flavor:\n    matrix: {taste: [vanilla, caramel]}\n'
+        '    prompt: "a {{ taste }} latte"\n')
+    for flag in ("--target", "--replace"):
+        result = cli("plan", flag, "scene.flavor", cwd=tmp_path)
+        assert result.code == 1
+        assert result.err.strip() == (f"error: {flag} scene.flavor: flavor is a matrix scene; name one of its "
+                                      "expansions: flavor-vanilla, flavor-caramel"), result.err

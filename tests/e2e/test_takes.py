@@ -389,3 +389,26 @@ def test_every_take_of_a_chained_scene_starts_from_the_picked_takes_last_frame(p
         start = first_frame(renders / video)
         assert _difference(start, renders / "hero.last.png") < 8, video  # the picked take's last frame
         assert _difference(start, renders / "hero.take1.last.png") > 2 * _difference(start, renders / "hero.last.png")
+
+
+def test_one_take_is_replaced_by_its_address_and_nothing_else(project: Project, fake_api: FakeSparkAPI) -> None:
+    """`--replace scene.hero.take2`, the address the plan prints, was refused naming another id;
+    the only way to re-roll one take was to pay for every take and the chain after them."""
+    setup = Takes(project, fake_api)
+    setup.write()
+    project.apply()
+    before = {p.name: sha256(p) for p in (project.root / "renders").glob("*.mp4")}
+    creates = fake_api.total_creates
+    plan = json.loads(project.run("plan", "--json", "--replace", "scene.hero.take2").out)
+    assert [(c["address"], c["action"]) for c in plan["changes"] if c["action"] != "no-op"] == \
+        [("scene.hero.take2", "replace")]
+    done = project.apply("--replace", "hero.take2")
+    assert names(done, "completed") == ["hero.take2"] and fake_api.total_creates == creates + 1
+    after = {p.name: sha256(p) for p in (project.root / "renders").glob("*.mp4")}
+    assert {n for n in before if before[n] != after[n]} <= {"hero.take2.mp4"}
+    for args, message in ((("--target", "scene.hero.take2"), "--target scene.hero.take2: a target is a scene or a "
+                                                                "sequence, not one take; --target hero selects"),
+                          (("--replace", "hero.take4"), "--replace hero.take4: hero has 3 takes (take1 to take3)"),
+                          (("--replace", "pour.take2"), "--replace pour.take2: pour has 1 take")):
+        refused = project.run("plan", *args)
+        assert refused.code == 1 and message in refused.err, refused.err
