@@ -38,6 +38,7 @@ RENDERS = (Action.CREATE, Action.UPDATE, Action.REPLACE, Action.WAIT, Action.COL
 FETCH_WORKERS_ENV = "SPARKSPEC_FETCH_WORKERS"
 # Below this many renders, starting worker processes (~0.4 s of CPU each) costs more than it saves.
 MANY_RENDERS = 32
+ROOT_WAIT = 30.0  # seconds for the lock's root after an apply's uploads
 
 
 def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, plan_options: PlanOptions,
@@ -174,6 +175,8 @@ def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parall
         click.echo("warning: the output was closed during the apply (its reader exited); the apply went on to "
                    "the end without printing, and `sparkspec show` or `plan` tells where things stand", err=True)
     _review(workspace, previous, known=engine.sheet)
+    if engine.remote is not None and engine.remote.pushed:
+        _register_root(workspace)
     if result.interrupted:
         running = running_remotely(workspace.state_dir)
         reporter({"event": "done", "ok": False, "interrupted": True, "running": running,
@@ -219,6 +222,23 @@ def _review(workspace: Workspace, previous: Lock | None, only_if_missing: bool =
         note = push_sheet(workspace, workspace.remote, fetched=known)
         if note is not None and note.startswith(NOT_PUSHED):
             click.echo(f"warning: {note}", err=True)
+
+
+def _register_root(workspace: Workspace) -> None:
+    """After uploading renders: the lock's root on the remote, as `push` writes it, so `remote
+    gc` keeps what a team that never runs `push` paid for. A failure is a warning (`push`
+    writes it later)."""
+    import asyncio
+
+    from sparkspec.remote.sync import register_lock_root
+
+    remote = workspace.remote
+    assert remote is not None
+    try:
+        asyncio.run(asyncio.wait_for(register_lock_root(remote, workspace), ROOT_WAIT))
+    except (SparkspecError, TimeoutError) as exc:
+        click.echo(f"warning: remote {remote.display}: the lock's root was not registered ({exc or 'no answer in time'}); "
+                   "`sparkspec push` registers it, and `remote gc` keeps only what roots name", err=True)
 
 
 async def _drive(engine: Engine, provider: Provider | None) -> ApplyResult:

@@ -89,6 +89,9 @@ def gc_lines(spec: Path, options: LoadOptions, remote: str | None, mode: str | N
                  f"{size_text(report.freed)}; kept {report.kept_entries} entr"
                  f"{'y' if report.kept_entries == 1 else 'ies'} and {report.kept_blobs} blob(s) "
                  f"({report.roots} root(s), grace {_grace_text(grace)}).")
+    if not report.roots and (report.entries or report.kept_entries):
+        lines.append("note: no lock has registered a root on this remote (`sparkspec push` writes one, as does an "
+                     "apply that uploads renders), so every entry goes once past the grace period")
     if report.broken_kept:
         lines.append(f"{report.broken_kept} broken entr{'y' if report.broken_kept == 1 else 'ies'} younger than the "
                      "grace period kept; a later gc removes them")

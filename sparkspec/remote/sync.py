@@ -120,12 +120,19 @@ async def push_lock(remote: Remote, workspace: Workspace) -> PushReport:
     await gather_bounded([push(r) for r in todo], TRANSFERS)
     await _repair(remote, workspace, {k: on_remote[k].size for k in keys if k in on_remote}, report)
     if scenes:
-        from sparkspec.review.sheetid import sheet_digest
-
-        report.root = await _register_root(remote, workspace.project.name, sorted(scenes),
-                                           sheet_digest(workspace.project, workspace.lock))
+        report.root = await register_lock_root(remote, workspace)
     await asyncio.to_thread(remote.queue.remove, *[k for k in queued if k in on_remote])
     return report
+
+
+async def register_lock_root(remote: Remote, workspace: Workspace) -> str:
+    """The root naming every key the lock records (and its contact sheet), which `remote gc`
+    keeps: written by `push`, and by an apply that uploaded renders, so a team that only ever
+    applies does not see its renders swept once past the grace period."""
+    from sparkspec.review.sheetid import sheet_digest
+
+    keys = sorted({record.key for _, _, record in _takes(workspace)})
+    return await _register_root(remote, workspace.project.name, keys, sheet_digest(workspace.project, workspace.lock))
 
 
 async def _repair(remote: Remote, workspace: Workspace, listed: dict[str, int], report: PushReport) -> None:

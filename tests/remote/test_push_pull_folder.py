@@ -266,3 +266,29 @@ def test_push_reports_a_damaged_entry_it_cannot_replace(tmp_path: Path, monkeypa
     assert code == 0, out
     code, out, err = run_main(["push"], first, monkeypatch)  # gone: written again
     assert code == 0 and "Pushed 1 render(s)" in out, out + err
+
+
+def test_an_apply_that_uploads_registers_the_locks_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only `push` wrote roots: a team that only ever applied had every render swept by
+    `remote gc` once past its grace period."""
+    remote = tmp_path / "shared"
+    root = tmp_path / "only-applies"
+    root.mkdir()
+    (root / "project.spark.yaml").write_text(
+        "version: 1\nname: appliers\nprovider: {type: local}\n"
+        'defaults: {resolution: 480p, ratio: "1:1", frames: 29, seed: 1}\n'
+        f'scenes:\n  kite: {{prompt: "a kite"}}\nremote: {{url: "file://{remote}"}}\n')
+    code, out, err = run_main(["apply", "--auto-approve", "--json"], root, monkeypatch)
+    assert code == 0, err
+    assert [json.loads(line)["event"] for line in out.splitlines()].count("pushed") == 1
+    roots = list((remote / "v1" / "roots").rglob("*.json"))
+    assert len(roots) == 1
+    lock = json.loads((root / "project.spark.lock").read_text())
+    assert json.loads(roots[0].read_text())["keys"] == [lock["scenes"]["kite"]["key"]]
+    code, out, err = run_main(["remote", "gc", "--grace", "0s"], root, monkeypatch)
+    assert code == 0 and "Deleted 0 entries" in out and "(1 root(s)" in out, out + err
+    assert "no lock has registered a root" not in out
+    for path in roots:
+        path.unlink()
+    code, out, err = run_main(["remote", "gc", "--dry-run", "--grace", "0s"], root, monkeypatch)
+    assert "Would delete 1 entry" in out and "note: no lock has registered a root on this remote" in out, out
