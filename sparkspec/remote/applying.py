@@ -205,8 +205,13 @@ class RemoteApply:
 
     # -- renders, claimed ----------------------------------------------------------------
     async def render(self, key: str, scene: str, render_fn: Callable[[], Awaitable[CachedRender]]) -> CachedRender:
-        held = await self.claim(scene, key)
-        if isinstance(held, CachedRender):
+        try:
+            held = await self.claim(scene, key)
+        except BaseException:  # a pull that failed after our claim, a lost claim: not left behind
+            await self.release(scene, key)
+            raise
+        if isinstance(held, CachedRender):  # pulled: another machine's entry came after our claim
+            await self.release(scene, key)
             return held
         beat = asyncio.create_task(self.heartbeat(key)) if held is not None else None
         try:
@@ -218,13 +223,17 @@ class RemoteApply:
             if beat is not None:
                 beat.cancel()
                 await asyncio.gather(beat, return_exceptions=True)
-            mine = self.held.pop(key, None)
-            self.kick.pop(key, None)
-            if mine is not None:
-                try:
-                    await self.remote.claims.release(mine)
-                except RemoteError as exc:  # it expires by itself after one ttl
-                    self.warn_once(scene, f"claim of {scene} not released: {exc}")
+            await self.release(scene, key)
+
+    async def release(self, scene: str, key: str) -> None:
+        """Delete our claim of `key`, if we hold one: nobody renders it here any more."""
+        mine = self.held.pop(key, None)
+        self.kick.pop(key, None)
+        if mine is not None:
+            try:
+                await self.remote.claims.release(mine)
+            except RemoteError as exc:  # it expires by itself after one ttl
+                self.warn_once(scene, f"claim of {scene} not released: {exc}")
 
     async def claims_work(self, scene: str) -> bool:
         if not self.remote.writable:

@@ -24,7 +24,7 @@ from typing import Any
 from sparkspec.jsontext import load_json
 from sparkspec.remote import holder
 from sparkspec.remote.layout import CLAIMS, claim_path, parse_claim_path
-from sparkspec.remote.store import Store
+from sparkspec.remote.store import ObjectInfo, Store
 
 
 def _printable(value: object, limit: int) -> str:
@@ -168,7 +168,11 @@ class Claims:
 
     async def live_keys(self) -> set[str]:
         """Keys with a claim on the store: one listing (claims are few: renders in flight)."""
-        return {key for info in await self.store.list(f"{CLAIMS}/")
+        return set(await self.listed())
+
+    async def listed(self) -> dict[str, ObjectInfo]:
+        """Each claimed key with its claim's listing (when it was last written)."""
+        return {key: info for info in await self.store.list(f"{CLAIMS}/")
                 if (key := parse_claim_path(info.path)) is not None}
 
 

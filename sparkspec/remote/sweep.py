@@ -2,7 +2,8 @@
 
 Kept: every entry whose key a root names, every entry younger than the grace period (a push
 in flight, an apply's upload not yet part of a pushed lock), every entry of a key someone
-holds a claim on, and every blob such an entry names or that is younger than the grace
+holds a live claim on (renewed within the grace period, and at least the last day: a claim
+older than that is a dead machine's), and every blob such an entry names or that is younger than the grace
 period (uploaded ahead of its entry), and every contact sheet a root names or younger than
 the grace period (the others are pictures any apply makes again). Claims, roots, format.json
 and probes are never touched. Entries go before blobs, so a gc cut short never leaves an entry without its blob.
@@ -47,6 +48,9 @@ class Sweep:
     broken_kept: int = 0  # broken entries younger than the grace period
 
 
+CLAIM_ALIVE = timedelta(days=1)
+
+
 def _old(modified: datetime | None, cutoff: datetime) -> bool:
     return modified is not None and modified < cutoff
 
@@ -58,7 +62,12 @@ async def collect(remote: Remote, now: datetime, grace: timedelta = DEFAULT_GRAC
                           "so it needs read-write (`--dry-run` shows what it would delete)")
     store = remote.store
     listing = await list_all(store)
-    claimed = await Claims(store).live_keys()
+    cutoff = now - grace
+    # A claim renewed within the grace period (and at least the last day) may be a render in
+    # flight: its entry stays. One written longer ago is a dead machine's (a live one is
+    # renewed every ttl/4), and keeps nothing.
+    alive = now - max(grace, CLAIM_ALIVE)
+    claimed = {key for key, info in (await Claims(store).listed()).items() if not _old(info.modified, alive)}
     report = Sweep(roots=len(listing.roots))
     rooted: set[str] = set()
     sheets: set[str] = set()
@@ -74,7 +83,6 @@ async def collect(remote: Remote, now: datetime, grace: timedelta = DEFAULT_GRAC
         rooted.update(k for k in keys if is_digest(k))
         if is_digest(sheet):
             sheets.add(sheet)
-    cutoff = now - grace
     keep, sweep = [], []
     for (key, signer), info in sorted(listing.entries.items()):
         if key in rooted or key in claimed or not _old(info.modified, cutoff):

@@ -292,3 +292,31 @@ def test_an_apply_that_uploads_registers_the_locks_root(tmp_path: Path, monkeypa
         path.unlink()
     code, out, err = run_main(["remote", "gc", "--dry-run", "--grace", "0s"], root, monkeypatch)
     assert "Would delete 1 entry" in out and "note: no lock has registered a root on this remote" in out, out
+
+
+def test_gc_keeps_the_entry_of_a_live_claim_and_not_of_a_dead_one(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any claim file, however dead, kept its key's entry for ever."""
+    import os
+    import time
+
+    from sparkspec.remote.layout import claim_path
+
+    remote = tmp_path / "shared"
+    first = machine(tmp_path / "first", remote)
+    lock = rendered(first)
+    assert run_main(["push"], first, monkeypatch)[0] == 0
+    for root in (remote / "v1" / "roots").rglob("*.json"):
+        root.unlink()
+    claims = []
+    for record in lock.scenes.values():
+        claim = remote / "v1" / claim_path(record.key)
+        claim.parent.mkdir(parents=True, exist_ok=True)
+        claim.write_text('{"owner": "gone"}')
+        claims.append(claim)
+    old = time.time() - 3 * 86400
+    os.utime(claims[0], (old, old))  # intro's holder died three days ago; outro's renews it now
+    code, out, err = run_main(["remote", "gc", "--grace", "0s"], first, monkeypatch)
+    assert code == 0, err
+    assert "Deleted 1 entry" in out and "kept 1 entry" in out, out
+    assert all(c.exists() for c in claims)  # claims themselves are never deleted by gc
