@@ -24,6 +24,7 @@ from typing import Any
 from sparkspec.jsontext import load_json
 from sparkspec.remote import holder
 from sparkspec.remote.layout import CLAIMS, claim_path, parse_claim_path
+from sparkspec.remote.settings import MAX_CLAIM_TTL
 from sparkspec.remote.store import ObjectInfo, Store
 
 
@@ -192,4 +193,6 @@ class ClaimWatch:
             self.etag, self.since = seen.etag, now
             return False
         ttl = seen.claim.ttl if seen.claim is not None and seen.claim.ttl > 0 else self.ttl
-        return now - self.since >= ttl
+        # A claim's own ttl is believed up to MAX_CLAIM_TTL (the longest a spec may set): one
+        # written with a ttl of 1e18 by anyone who can write to the remote blocks nobody for ever.
+        return now - self.since >= min(ttl, MAX_CLAIM_TTL)

@@ -24,6 +24,7 @@ from sparkspec.errors import RemoteError
 Mode = Literal["read-write", "read-only", "off"]
 MODES: tuple[Mode, ...] = ("read-write", "read-only", "off")
 DEFAULT_CLAIM_TTL = 120.0
+MAX_CLAIM_TTL = 3600.0  # seconds: the longest claim_ttl (a holder renews every ttl/4); a waiter believes no more
 # Seconds a request that is not a file transfer (a lookup, an entry, a claim) may take, retries
 # included: a store that accepts connections and never answers fails in that time.
 DEFAULT_TIMEOUT = 10.0
@@ -126,7 +127,7 @@ def resolve_remote(spec: RemoteConfig | None, environ: Mapping[str, str] = os.en
         profile = read_profile(environ)
         endpoint = profile.endpoint_url if profile else None
     ttl = _seconds(environ, TTL_ENV, spec.claim_ttl if spec and spec.claim_ttl else DEFAULT_CLAIM_TTL,
-                   "the claim lifetime")
+                   "the claim lifetime", MAX_CLAIM_TTL)
     timeout = _seconds(environ, TIMEOUT_ENV, DEFAULT_TIMEOUT, "how long a request to the remote may take")
     key = environ.get(SIGNING_KEY_ENV, "")
     return RemoteSettings(url=url, mode=cast(Mode, chosen), endpoint=endpoint,
@@ -134,7 +135,7 @@ def resolve_remote(spec: RemoteConfig | None, environ: Mapping[str, str] = os.en
                           claim_ttl=ttl, signing_key=key.encode() if key else None, timeout=timeout)
 
 
-def _seconds(environ: Mapping[str, str], name: str, default: float, what: str) -> float:
+def _seconds(environ: Mapping[str, str], name: str, default: float, what: str, most: float = float("inf")) -> float:
     text = environ.get(name, "").strip()
     if not text:
         return default
@@ -142,8 +143,9 @@ def _seconds(environ: Mapping[str, str], name: str, default: float, what: str) -
         value = float(text)
     except ValueError:
         value = -1.0
-    if not 0 < value < float("inf"):
-        raise RemoteError(f"{name}={text!r}: give {what} in seconds, above 0")
+    if not 0 < value <= most:
+        raise RemoteError(f"{name}={text!r}: give {what} in seconds, above 0" +
+                          (f" and at most {most:g}" if most < float("inf") else ""))
     return value
 
 

@@ -48,7 +48,8 @@ def test_cli_switches_win() -> None:
 
 
 @pytest.mark.parametrize("env", [{"SPARKSPEC_REMOTE": "ftp://x/y"}, {"SPARKSPEC_REMOTE_MODE": "sometimes"},
-                                 {"SPARKSPEC_REMOTE_CLAIM_TTL": "-3"}, {"SPARKSPEC_REMOTE": "s3://"}])
+                                 {"SPARKSPEC_REMOTE_CLAIM_TTL": "-3"}, {"SPARKSPEC_REMOTE_CLAIM_TTL": "7200"},
+                                 {"SPARKSPEC_REMOTE": "s3://"}])
 def test_bad_environment_is_one_clear_error(env: dict[str, str]) -> None:
     with pytest.raises(RemoteError):
         resolve_remote(SPEC, env)

@@ -7,6 +7,7 @@ import hashlib
 import secrets
 import threading
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -165,6 +166,19 @@ def test_claim_watch_uses_the_waiters_clock() -> None:
     assert not watch.dead(Seen(claim, '"2"'))
     now[0] = 22.0
     assert watch.dead(Seen(claim, '"2"'))
+
+
+def test_a_claims_own_ttl_is_believed_up_to_an_hour() -> None:
+    """A claim written with `ttl: 1e18` (anyone who can write to the remote) made every apply
+    wait for ever, whatever the waiter's own ttl."""
+    now = [0.0]
+    watch = ClaimWatch(3.0, lambda: now[0])
+    claim = replace(new_claim("ab" + "0" * 62, 3.0), ttl=1e18)
+    assert not watch.dead(Seen(claim, '"1"'))
+    now[0] = 3599.0
+    assert not watch.dead(Seen(claim, '"1"'))
+    now[0] = 3600.0
+    assert watch.dead(Seen(claim, '"1"'))
 
 
 def test_s3_errors_carry_the_stores_words_without_credentials() -> None:
