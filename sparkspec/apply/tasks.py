@@ -28,6 +28,7 @@ from sparkspec.state.cache import Cache, CachedRender
 from sparkspec.errors import (
     AccountError,
     AuthError,
+    BadAnswer,
     DamagedOutput,
     DownloadError,
     MediaError,
@@ -54,6 +55,7 @@ UNAVAILABLE = "003021099"
 RESUBMIT_CODES = {UNAVAILABLE: "the service was busy (003021099)", "expired": "the task expired unrendered"}
 MAX_RESUBMITS = 2  # per scene per apply
 UNKNOWN_TASK_GRACE = 60.0  # seconds after a create during which a 404 means "not visible yet"
+UNREADABLE_POLLS = 8  # answers in a row to a poll that are not the task's status before the scene fails
 # Fetches at once on the loop, per render slot, that start the fetch workers (see `fetch`):
 # more than the slots can finish at once means outputs arrive faster than the loop takes them.
 BUSY_FETCHES = 2.0
@@ -382,13 +384,26 @@ class TaskRunner:
         attempt = 0
         started = self.monotonic()
         warned: set[str] = set()
+        unreadable = 0  # answers in a row that were not this task's status
         while status.state is TaskState.RUNNING:
             if status.unknown_status is not None:
                 self.unknown_status(scene_id, status, warned, since, expires_after)
             attempt += 1
             await self.sleep(self.next_poll(attempt, status, self.monotonic() - started))
             try:
-                status = await self.api.poll(status.task_id, status.locator)
+                polled = await self.api.poll(status.task_id, status.locator)
+            except BadAnswer as exc:
+                # A proxy's error page, a truncated body: the task is still there and paid for,
+                # so it is asked again (with the polls' backoff), and only a run of such
+                # answers fails the scene (its id stays in the journal).
+                unreadable += 1
+                if unreadable == 1:
+                    self.emit({"event": "warning", "scene": scene_id, "task_id": status.task_id,
+                               "message": f"{exc}; asking again"})
+                if unreadable >= UNREADABLE_POLLS:
+                    raise self.failure(scene_id, f"{exc} ({unreadable} answers in a row); its id stays in the "
+                                                 "journal, so the next apply asks again at no new cost") from None
+                continue
             except TaskNotFound:
                 waited = self.wall_clock() - since
                 if waited < self.unknown_task_grace:
@@ -398,6 +413,8 @@ class TaskRunner:
                     "created; it may exist and be paid for, so it was not submitted again. Its id stays in "
                     f"the journal for the next apply to ask again; `sparkspec apply --replace {scene_id}` "
                     "submits afresh")) from None
+            unreadable = 0
+            status = polled
             if status.state is TaskState.RUNNING:
                 self.emit({"event": "progress", "scene": scene_id, "task_id": status.task_id,
                            "progress": status.progress})

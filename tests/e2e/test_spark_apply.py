@@ -281,3 +281,17 @@ def test_an_apply_whose_reader_goes_away_finishes_and_says_so(spark: Project, fa
     assert sorted(spark.lock()["scenes"]) == ["a", "b", "solo"]
     assert fake_api.total_creates == 3
     assert "No changes" in spark.run("plan").out
+
+
+@pytest.mark.parametrize("body", ["<html>bad gateway</html>", '{"id": "cgt-not-this-one", "status": "succeeded"}'])
+def test_an_answer_to_a_poll_that_is_not_the_tasks_status_is_asked_again(spark: Project, fake_api: FakeSparkAPI,
+                                                                         body: str) -> None:
+    """A proxy's page answered with HTTP 200 failed the scene on the first poll; an answer about
+    another task was read as this task's."""
+    fake_api.inject("query", "status", status=200, body=body, times=2)
+    done = spark.apply()
+    assert done.rendered() == ["a", "b", "solo"] and fake_api.total_creates == 3
+    warnings = [e["message"] for e in done.events() if e["event"] == "warning"]
+    assert warnings and all("asking again" in w for w in warnings), warnings
+    if "cgt-not-this-one" in body:
+        assert any("the answer is about task 'cgt-not-this-one'" in w for w in warnings), warnings

@@ -122,8 +122,11 @@ class SparkProvider:
         return self._task(response, f"creating the task for {request.scene}")
 
     async def poll(self, task_id: str, locator: str | None = None) -> TaskStatus:
-        response = await self._call("GET", TASK_PATH + quote(task_id, safe=""), what=f"reading task {task_id}")
-        return self._task(response, f"reading task {task_id}")
+        what = f"reading task {task_id}"
+        status = self._task(await self._call("GET", TASK_PATH + quote(task_id, safe=""), what=what), what)
+        if status.task_id != task_id:  # a proxy's or a cache's answer about something else
+            raise BadAnswer(f"{what}: the answer is about task {status.task_id!r}")
+        return status
 
     async def download(self, url: str, dest: Path) -> Downloaded:
         url = urljoin(self.base_url + "/", url)
