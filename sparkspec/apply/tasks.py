@@ -29,6 +29,7 @@ from sparkspec.errors import (
     AccountError,
     AuthError,
     BadAnswer,
+    CreateUnconfirmed,
     DamagedOutput,
     DownloadError,
     MediaError,
@@ -122,6 +123,7 @@ class TaskRunner:
         self.journal_check: asyncio.Future[None] | None = None  # the journal takes entries: once an apply
         self.journal_refused = False  # its failure was reported (by the first scene that met it)
         self.creating: set[asyncio.Future[TaskStatus]] = set()  # creates and their entries under way
+        self.lost_creates: set[str] | None = None  # keys an earlier apply's create went unanswered for
 
     def cached(self, key: str) -> CachedRender | None:
         """The render for `key` from this apply or the cache."""
@@ -317,8 +319,12 @@ class TaskRunner:
         except (AuthError, AccountError) as exc:
             self.stop_submitting = stop_reason(exc)
             raise self.failure(request.scene, str(exc)) from None
-        except UnreadableCreate as exc:
-            if self.stop_submitting is None:
+        except CreateUnconfirmed as exc:
+            try:
+                self.journal.mark_unconfirmed(request.key, request.scene, self.api.type, self.wall_clock())
+            except OSError:
+                pass  # the failure's message says it all the same
+            if isinstance(exc, UnreadableCreate) and self.stop_submitting is None:
                 self.stop_submitting = (f"not submitted: the API answered {request.scene}'s create without a task "
                                         f"sparkspec can read")
             raise self.failure(request.scene, str(exc)) from None
@@ -332,6 +338,10 @@ class TaskRunner:
                                 request.execution_expires_after or DEFAULT_EXPIRY, self.wall_clock(), status.locator)
         except OSError as exc:  # the disk filled up since the check: the task is paid for all the same
             self.unjournalled(request.scene, status.task_id, exc)
+        if self.lost_creates is None:
+            self.lost_creates = self.journal.listing()[1]
+        if request.key in self.lost_creates:
+            self.journal.confirm(request.key)
         self.emit({"event": "submitted", "scene": request.scene, "task_id": status.task_id})
         return status
 

@@ -8,6 +8,7 @@ its cost and a reason, so what it shows and what apply does agree.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 
 from sparkspec.plan.model import Action, Change
@@ -21,10 +22,18 @@ class Tasks:
     journal: Journal
     now: float
     listed: frozenset[str] | None = None  # the keys journalled (one listing for a plan); None: ask
+    unconfirmed: frozenset[str] | None = None  # keys whose create went unanswered; None: ask
 
     @classmethod
     def listing(cls, journal: Journal, now: float) -> Tasks:
-        return cls(journal, now, frozenset(journal.keys()))
+        entries, unconfirmed = journal.listing()
+        return cls(journal, now, frozenset(entries), frozenset(unconfirmed))
+
+    def lost_create(self, key: str) -> float | None:
+        """When an earlier apply's create of `key` went unanswered (see Journal.mark_unconfirmed)."""
+        if self.unconfirmed is not None and key not in self.unconfirmed:
+            return None
+        return self.journal.unconfirmed(key)
 
     def entry(self, key: str) -> JournalEntry | None:
         """DamagedEntry when the key's entry cannot be read."""
@@ -48,6 +57,13 @@ def journalled(change: Change, tasks: Tasks | None, provider: str) -> Change:
             f"{exc}: apply fails this scene, as a task may already exist for it; look at the file and delete "
             f"it, or run `sparkspec apply --replace {change.id}` to render it afresh",))
     if entry is None or entry.provider != provider:
+        lost = tasks.lost_create(change.key) if entry is None else None
+        if lost is not None:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(lost)) if lost else "an earlier apply"
+            return replace(change, reasons=change.reasons + (
+                f"a create of this render got no readable answer ({when}): the API may have made a task, "
+                "paid for, that sparkspec cannot name; applying submits a new one (look in the provider's "
+                "console first)",))
         return change
     if change.action is Action.REPLACE:
         return replace(change, reasons=change.reasons + (

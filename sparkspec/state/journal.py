@@ -32,6 +32,9 @@ from sparkspec.jsontext import load_json
 from sparkspec.state.heldio import write_new
 
 
+UNCONFIRMED = ".unconfirmed"  # beside an entry: a create of that key whose answer was lost
+
+
 class DamagedEntry(StatePathError):
     """A journal file that cannot be read: its task may exist, so it is reported, never dropped."""
 
@@ -118,11 +121,43 @@ class Journal:
 
     def keys(self) -> set[str]:
         """The keys with an entry (readable or not), from one listing of the folder."""
+        return self.listing()[0]
+
+    def listing(self) -> tuple[set[str], set[str]]:
+        """The keys with an entry, and those with an unconfirmed create, from one listing."""
         try:
             names = [p.name for p in self.directory.iterdir()]
         except OSError:  # none yet (or unreadable: apply reports the entry it cannot read)
-            return set()
-        return {name[:-5] for name in names if name.endswith(".json")}
+            return set(), set()
+        return ({name[:-5] for name in names if name.endswith(".json")},
+                {name[:-len(UNCONFIRMED)] for name in names if name.endswith(UNCONFIRMED)})
+
+    # -- creates whose answer was lost ---------------------------------------------------
+    # A create that got no readable answer may have made a task (paid for) that nothing names:
+    # it is not retried, and the next plan says so beside the render, so whoever approves it
+    # knows it may be a second payment. The mark goes when a task of the key is journalled.
+    def mark_unconfirmed(self, key: str, scene: str, provider: str, at: float) -> None:
+        data = json.dumps({"scene": scene, "provider": provider, "at": at}, sort_keys=True).encode()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.directory / f"{key}{UNCONFIRMED}", data)
+
+    def unconfirmed(self, key: str) -> float | None:
+        """When a create of `key` went unanswered (0.0 when the mark is unreadable); None: never."""
+        try:
+            raw = load_json((self.directory / f"{key}{UNCONFIRMED}").read_text(encoding="utf-8"))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except (OSError, ValueError):
+            return 0.0
+        at = raw.get("at") if isinstance(raw, dict) else None
+        return float(at) if isinstance(at, (int, float)) and not isinstance(at, bool) else 0.0
+
+    def confirm(self, key: str) -> None:
+        """A task of `key` is journalled: an earlier unanswered create is no longer news."""
+        try:
+            (self.directory / f"{key}{UNCONFIRMED}").unlink()
+        except OSError:
+            pass
 
     def entries(self) -> list[JournalEntry]:
         """The readable entries (a damaged one is reported when its scene is applied)."""

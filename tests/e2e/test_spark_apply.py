@@ -240,6 +240,12 @@ def test_a_create_whose_answer_was_lost_is_found_on_ark_and_failed_elsewhere(spa
     else:  # no way to find it: the scene fails saying so, and is not created twice in this apply
         assert result.code == 1 and "error: a:" in result.err and "paying twice" in result.err
         assert fake_api.creates_by_prompt()["a paper crane unfolds"] == 1
+        # The next plan says so beside the render, for whoever approves a second payment.
+        lost = [c for c in json.loads(spark.run("plan", "--json").out)["changes"] if c["id"] == "a"][0]
+        assert lost["action"] == "create" and any("got no readable answer" in r for r in lost["reasons"]), lost
+        spark.apply()
+        assert fake_api.creates_by_prompt()["a paper crane unfolds"] == 2
+        assert "got no readable answer" not in spark.run("plan", "--replace", "a").out  # a task is journalled since
 
 
 @every_dialect(slow=True)
