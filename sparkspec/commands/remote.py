@@ -82,6 +82,7 @@ def gc_lines(spec: Path, options: LoadOptions, remote: str | None, mode: str | N
     verb = "would delete" if dry_run else "deleted"
     lines = [f"{verb} {path}" + (f" (broken: {report.broken[path]})" if path in report.broken else "")
              for path in report.entries + report.blobs + report.sheets]
+    lines += [f"{verb} {path} (an upload cut short)" for path in report.partials]
     entries = f"{len(report.entries)} entr{'y' if len(report.entries) == 1 else 'ies'}"
     swept = (f"{entries}, {len(report.blobs)} blob(s) and {len(report.sheets)} contact sheet(s)" if report.sheets
              else f"{entries} and {len(report.blobs)} blob(s)")

@@ -21,8 +21,11 @@ key finds it "present" and the render stays a miss for the whole team.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from sparkspec.errors import RemoteError
 from sparkspec.jsontext import load_json
@@ -46,6 +49,7 @@ class Sweep:
     freed: int = 0
     broken: dict[str, str] = field(default_factory=dict)  # path swept (entry or blob) -> what is wrong
     broken_kept: int = 0  # broken entries younger than the grace period
+    partials: list[str] = field(default_factory=list)  # a folder remote's uploads cut short (`<name>#<n>`)
 
 
 CLAIM_ALIVE = timedelta(days=1)
@@ -116,15 +120,49 @@ async def collect(remote: Remote, now: datetime, grace: timedelta = DEFAULT_GRAC
     doomed_sheets = [(path, info.size) for path, info in sorted(listing.sheets.items())
                      if parse_sheet_path(path) not in sheets and _old(info.modified, cutoff)]
     report.sheets = [path for path, _ in doomed_sheets]
+    partials = await asyncio.to_thread(_partial_uploads, store.local_root, cutoff) if store.local_root else []
+    report.partials = [path for path, _ in partials]
     report.freed = (sum(size for *_, size in sweep) + sum(size for _, size in doomed_blobs)
-                    + sum(size for _, size in doomed_sheets))
+                    + sum(size for _, size in doomed_sheets) + sum(size for _, size in partials))
     if not dry_run:
         await gather_bounded([store.delete(p) for p in report.entries])
         await gather_bounded([store.delete(p) for p in report.blobs])
         await gather_bounded([store.delete(p) for p in report.sheets])
+        await asyncio.to_thread(_delete_partials, store.local_root, report.partials)
         gone = {key for key, _, _ in sweep}
         await asyncio.to_thread(remote.forget_bad, [k for k in remote.bad_keys() if k in gone])
     return report
+
+
+# How obstore's local folder stages a write: `<name>#<n>` beside it, renamed over it once whole.
+# A push killed mid-upload leaves it; listings never show it, so only a walk of the folder finds it.
+_PARTIAL = re.compile(r".+#[0-9]+")
+
+
+def _partial_uploads(root: Path, cutoff: datetime) -> list[tuple[str, int]]:
+    """(path under the remote, size) of each staged write older than `cutoff` in a folder remote."""
+    found = []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            if not _PARTIAL.fullmatch(name):
+                continue
+            path = Path(folder) / name
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            if _old(datetime.fromtimestamp(st.st_mtime, timezone.utc), cutoff):
+                found.append((path.relative_to(root).as_posix(), st.st_size))
+    return sorted(found)
+
+
+def _delete_partials(root: Path | None, paths: list[str]) -> None:
+    for path in paths:
+        assert root is not None
+        try:
+            (root / path).unlink()
+        except FileNotFoundError:
+            pass
 
 
 Files = tuple[tuple[str, int], ...] | None  # an entry's (blob digest, size) pairs; None: unreadable

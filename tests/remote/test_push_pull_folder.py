@@ -320,3 +320,28 @@ def test_gc_keeps_the_entry_of_a_live_claim_and_not_of_a_dead_one(tmp_path: Path
     assert code == 0, err
     assert "Deleted 1 entry" in out and "kept 1 entry" in out, out
     assert all(c.exists() for c in claims)  # claims themselves are never deleted by gc
+
+
+def test_gc_removes_what_uploads_cut_short_left_in_a_folder_remote(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A push killed mid-upload leaves `<sha>#1` beside where the blob goes: no listing shows it,
+    and nothing ever removed it."""
+    import os
+    import time
+
+    remote = tmp_path / "shared"
+    first = machine(tmp_path / "first", remote)
+    rendered(first)
+    assert run_main(["push"], first, monkeypatch)[0] == 0
+    blob = next(p for p in (remote / "v1" / "blobs").rglob("*") if p.is_file())
+    old_part, new_part = blob.parent / f"{'e' * 64}#1", blob.parent / f"{'f' * 64}#3"
+    old_part.write_bytes(b"x" * 5000)
+    new_part.write_bytes(b"y" * 10)
+    old = time.time() - 30 * 86400
+    os.utime(old_part, (old, old))
+    code, out, err = run_main(["remote", "gc", "--dry-run"], first, monkeypatch)
+    assert code == 0 and f"would delete blobs/sha256/{blob.parent.name}/{'e' * 64}#1 (an upload cut short)" in out, out
+    assert old_part.exists()
+    code, out, err = run_main(["remote", "gc"], first, monkeypatch)
+    assert code == 0, err
+    assert not old_part.exists() and new_part.exists() and blob.exists()  # a young one may be an upload under way
