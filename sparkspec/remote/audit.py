@@ -53,13 +53,23 @@ def _wanted(lock: Lock, queued: list[str], cache: Cache) -> dict[str, int]:
 
 
 async def status(remote: Remote, lock: Lock, cache: Cache) -> Status:
+    """Where each of the lock's renders is. On the remote means what a pull can get: both of the
+    lock's files there at their sizes (as plan and pull judge it, entry or not); a queued
+    upload the lock does not record is there when its entry is."""
+    from sparkspec.remote.transfer import check_format
+
+    await check_format(remote.store)  # a remote of another layout is refused, as verify and push do
     queued = await asyncio.to_thread(remote.queue.keys)
     sizes = await asyncio.to_thread(_wanted, lock, queued, cache)
-    on_remote = await present_entries(remote.store, list(sizes), remote.signer)
+    files = {t.key: ((t.video.sha256, t.video.bytes), (t.last_frame.sha256, t.last_frame.bytes))
+             for r in lock.scenes.values() for t in r.take_records().values()}
+    blobs = await present_blobs(remote.store, [sha for pair in files.values() for sha, _ in pair])
+    on_remote = await present_entries(remote.store, [k for k in sizes if k not in files], remote.signer)
     report = Status(remote.display, queued=len(queued))
     for key, size in sizes.items():
         here = await asyncio.to_thread(cache.lookup, key) is not None
-        there = key in on_remote
+        there = all(sha in blobs and blobs[sha].size == n for sha, n in files[key]) if key in files \
+            else key in on_remote
         place = "both" if here and there else "local_only" if here else "remote_only" if there else "neither"
         report.places[place].count += 1
         report.places[place].bytes += size

@@ -345,3 +345,27 @@ def test_gc_removes_what_uploads_cut_short_left_in_a_folder_remote(tmp_path: Pat
     code, out, err = run_main(["remote", "gc"], first, monkeypatch)
     assert code == 0, err
     assert not old_part.exists() and new_part.exists() and blob.exists()  # a young one may be an upload under way
+
+
+def test_status_counts_what_a_pull_can_get_and_refuses_another_layout(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A render whose entry was listed counted as on the remote with its blob gone; a remote of
+    another layout answered with counts where verify and push refuse it."""
+    remote = tmp_path / "shared"
+    first = machine(tmp_path / "first", remote)
+    lock = rendered(first)
+    assert run_main(["push"], first, monkeypatch)[0] == 0
+    second = machine(tmp_path / "second", remote, lock)
+
+    def places() -> dict[str, int]:
+        code, out, err = run_main(["remote", "status", "--json"], second, monkeypatch)
+        assert code == 0, err
+        return {p: t["count"] for p, t in json.loads(out)["renders"].items() if t["count"]}
+
+    assert places() == {"remote_only": 2}
+    video = lock.scenes["outro"].video.sha256
+    (remote / "v1" / "blobs" / "sha256" / video[:2] / video).unlink()
+    assert places() == {"remote_only": 1, "neither": 1}
+    (remote / "v1" / "format.json").write_text('{"layout": 9}')
+    code, out, err = run_main(["remote", "status"], second, monkeypatch)
+    assert code == 1 and "layout 9" in err, out + err
