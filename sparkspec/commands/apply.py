@@ -72,7 +72,7 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
             budget = effective(workspace.project.budget, max_tokens, max_cost)
             check_plan(budget, plan)
             if not plan.has_changes:
-                _review(workspace, None, only_if_missing=True)
+                _review(workspace, None, refresh=True)
                 if workspace.remote is not None:  # uploads an earlier apply could not make
                     from sparkspec.remote.applying import RemoteApply
 
@@ -198,21 +198,26 @@ def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parall
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
-def _review(workspace: Workspace, previous: Lock | None, only_if_missing: bool = False,
+def _review(workspace: Workspace, previous: Lock | None, refresh: bool = False,
             known: KnownSheet | None = None) -> None:
     """renders/index.html and contact.png; a page that cannot be written is a warning, not a
     failed apply: the renders and the lock are in place. `known`: a teammate's contact sheet
     (used when it is the one this lock shows); one decoded here goes to a writable remote."""
-    from sparkspec.review import PAGE, write_review
+    from sparkspec.review import write_review
     from sparkspec.review.contact import SHEET
 
     project = workspace.project
     output = project.root / project.output_dir
-    if only_if_missing and (output / PAGE).is_file() and (
-            (output / SHEET).is_file() or not workspace.lock.scenes):  # the page links the sheet
-        return
     try:
-        write_review(workspace, previous, known=known)
+        if refresh:
+            # Nothing rendered: the page is made again and written only if its text changed (a
+            # description, the name or a price edited; a before/ file deleted by hand), and the
+            # contact sheet only when it is not the one recorded for this lock.
+            written = write_review(workspace, None, contact_sheet=not _sheet_is_current(workspace))
+            if output / SHEET not in written:
+                return
+        else:
+            write_review(workspace, previous, known=known)
     except SparkspecError as exc:
         click.echo(f"warning: {exc}", err=True)
         return
@@ -222,6 +227,17 @@ def _review(workspace: Workspace, previous: Lock | None, only_if_missing: bool =
         note = push_sheet(workspace, workspace.remote, fetched=known)
         if note is not None and note.startswith(NOT_PUSHED):
             click.echo(f"warning: {note}", err=True)
+
+
+def _sheet_is_current(workspace: Workspace) -> bool:
+    """renders/contact.png is the sheet recorded for this lock, unchanged (or none is wanted)."""
+    from sparkspec.review.contact import SHEET
+    from sparkspec.review.sheetid import recorded_sheet, sheet_digest
+
+    project = workspace.project
+    digest = sheet_digest(project, workspace.lock)
+    return digest is None or recorded_sheet(workspace.state_dir / "review", project.root / project.output_dir / SHEET,
+                                            digest) is not None
 
 
 def _register_root(workspace: Workspace) -> None:

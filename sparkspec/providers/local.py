@@ -193,8 +193,11 @@ class LocalProvider:
                     self._render_into(request, task_id, folder)
 
     def _render_into(self, request: RenderRequest, task_id: str, folder: Path) -> None:
+        import dataclasses
         import json
 
+        if request.seed == -1:  # as upstream does: a random seed, reported with the task
+            request = dataclasses.replace(request, seed=random.SystemRandom().randrange(2**31 - 1))
         width, height = render_video(request, folder / _VIDEO, folder / _LAST_FRAME)
         frames = apifacts.frame_count(request.duration, request.frames)
         record = {"task_id": task_id, "scene": request.scene, "width": width, "height": height,

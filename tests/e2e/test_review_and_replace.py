@@ -99,7 +99,7 @@ def test_replace_of_a_sequence_stitches_it_again_and_renders_nothing(cli: Cli, a
     for unknown in ("nope", "sequence.nope"):
         refused = cli("apply", "--auto-approve", "--replace", unknown, cwd=applied)
         assert refused.code == 1
-        assert refused.err.startswith("error: --replace nope: no scene or sequence")
+        assert refused.err.startswith(f"error: --replace {unknown}: no scene or sequence")  # as typed
 
 
 def test_a_failed_render_is_printed_once_in_plain_mode(cli: Cli, tmp_path: Path, fake_api: FakeSparkAPI,

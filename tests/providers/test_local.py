@@ -275,6 +275,18 @@ def test_a_second_submit_of_the_same_key_does_not_render_again(tmp_path: Path) -
     assert again == first and video.stat().st_mtime_ns == stamp
 
 
+def test_a_random_seed_is_drawn_and_reported_as_upstream_does(tmp_path: Path) -> None:
+    """`seed: -1` rendered every take alike offline (and recorded -1)."""
+    provider = LocalProvider(tmp_path / "work")
+    first = asyncio.run(provider.submit(request(seed=-1, key="a" * 64)))
+    second = asyncio.run(provider.submit(request(seed=-1, key="b" * 64)))
+    assert first.seed is not None and second.seed is not None
+    assert 0 <= first.seed < 2**31 - 1 and first.seed != second.seed
+    videos = [sha256_file(tmp_path / "work" / s.task_id / "video.mp4") for s in (first, second)]
+    assert videos[0] != videos[1]
+    assert asyncio.run(LocalProvider(tmp_path / "work").poll(first.task_id)).seed == first.seed  # as recorded
+
+
 @pytest.mark.parametrize("task_id", ["local-" + "0" * 24, "../../etc", "local-" + "ab" * 12 + "/.."])
 def test_polling_an_unknown_task_raises_task_not_found(tmp_path: Path, task_id: str) -> None:
     with pytest.raises(TaskNotFound):

@@ -343,3 +343,46 @@ def test_the_templates_compiled_code_is_kept_and_a_damaged_copy_is_compiled_agai
         (root / "renders/index.html").unlink()
         review(root)
         assert (root / "renders/index.html").read_text() == page
+
+
+def test_an_apply_with_nothing_to_render_brings_the_page_and_its_media_up_to_date(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page kept old descriptions and costs after edits that render nothing, pointed at
+    before/ files deleted by hand, and a contact.png overwritten with junk stayed junk."""
+    from cli_runner import run_here
+
+    project = tmp_path / "edited"
+    project.mkdir()
+    spec = project / SPEC
+    spec.write_text("""\
+version: 1
+name: edited
+provider: {type: local, price_per_million_tokens: 40}
+defaults: {resolution: 480p, ratio: "16:9", frames: 29, seed: 3}
+scenes:
+  hero: {prompt: "A cup", description: "The first shot."}
+""")
+    assert run_here("apply", "--auto-approve", cwd=project, monkeypatch=monkeypatch).code == 0
+    spec.write_text(spec.read_text().replace("A cup", "A mug"))
+    assert run_here("apply", "--auto-approve", cwd=project, monkeypatch=monkeypatch).code == 0
+    page = project / "renders/index.html"
+    assert "before/hero." in page.read_text()
+    spec.write_text(spec.read_text().replace("The first shot.", "The opening shot.").replace("name: edited",
+                                                                                              "name: renamed")
+                    .replace("price_per_million_tokens: 40", "price_per_million_tokens: 80"))
+    assert run_here("apply", "--auto-approve", cwd=project, monkeypatch=monkeypatch).code == 0
+    text = page.read_text()
+    tokens = json.loads((project / "project.spark.lock").read_text())["scenes"]["hero"]["tokens"]
+    assert "The opening shot." in text and "<title>renamed: review</title>" in text
+    assert f"<dt>cost</dt><dd>{tokens / 1e6 * 80:.2f}</dd>" in text
+    assert "before/hero." in text  # what the last render changed is still shown
+    shutil.rmtree(project / "renders/before")
+    (project / "renders/contact.png").write_text("junk")
+    unchanged = page.stat().st_mtime_ns
+    assert run_here("apply", "--auto-approve", cwd=project, monkeypatch=monkeypatch).code == 0
+    assert "before/" not in page.read_text() and page.stat().st_mtime_ns != unchanged
+    with Image.open(project / "renders/contact.png") as sheet:
+        assert sheet.format == "PNG"
+    mtime = page.stat().st_mtime_ns
+    assert run_here("apply", "--auto-approve", cwd=project, monkeypatch=monkeypatch).code == 0
+    assert page.stat().st_mtime_ns == mtime  # nothing new: the page is not written again
