@@ -242,7 +242,8 @@ class TaskRunner:
                 if retry is None or resubmits >= MAX_RESUBMITS:
                     message = status.error_message or "the render failed"
                     code = f" ({status.error_code})" if status.error_code else ""
-                    again = f"; submitted {resubmits} time(s) already" if retry is not None else ""
+                    again = (f"; submitted {resubmits + 1} times in this apply ({resubmits} of them again), "
+                             f"the most it does" if retry is not None else "")
                     # The failure first: with --fail-fast no other scene may take the slot just freed.
                     error = self.failure(request.scene,
                                          f"{self.api.type} task {status.task_id} failed{code}: {message}{again}")
