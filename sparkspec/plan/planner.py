@@ -357,15 +357,16 @@ class _Planner:
         record = self.lock.sequences.get(name)
         if name in self.options.replace:
             return Change("sequence", name, Action.STITCH, ("forced by --replace",))
+        picked = tuple(f"member {m} {self.pick_changes[m]}" for m in dict.fromkeys(members) if m in self.pick_changes)
         changed = [m for m in dict.fromkeys(members) if self.videos.get(m) is None]
         if changed:
             return Change("sequence", name, Action.STITCH,
-                          tuple(f"member {m} re-renders" for m in changed))
+                          picked + tuple(f"member {m} re-renders" for m in changed))
         digests = tuple(str(self.videos[m]) for m in members)
         if record is None:
             return Change("sequence", name, Action.STITCH, ("new sequence",))
         if record.members != digests:
-            return Change("sequence", name, Action.STITCH, ("its members changed",))
+            return Change("sequence", name, Action.STITCH, picked or ("its members changed",))
         problem = file_problem(self.memo, self.project.root, record.video, sequence_path(self.project, name))
         if problem is not None:
             return Change("sequence", name, Action.STITCH, (problem,))

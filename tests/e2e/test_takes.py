@@ -412,3 +412,13 @@ def test_one_take_is_replaced_by_its_address_and_nothing_else(project: Project, 
                           (("--replace", "pour.take2"), "--replace pour.take2: pour has 1 take")):
         refused = project.run("plan", *args)
         assert refused.code == 1 and message in refused.err, refused.err
+
+
+def test_a_sequence_says_which_members_pick_changed(project: Project, fake_api: FakeSparkAPI) -> None:
+    setup = Takes(project, fake_api)
+    setup.write()
+    project.apply()
+    setup.write(SPEC.replace("    takes: 3\n", "    takes: 3\n    pick: 2\n"))
+    plan = json.loads(project.run("plan", "--json").out)
+    film = next(c for c in plan["changes"] if c["address"] == "sequence.film")
+    assert film["action"] == "stitch" and film["reasons"][0] == "member hero pick: 1 -> 2", film
