@@ -144,7 +144,7 @@ def test_a_previous_render_gone_from_the_cache_is_said(root: Path, tmp_path: Pat
     workspace.close()
     review(root, first)
     text = (root / "renders/index.html").read_text()
-    assert "the previous render is no longer in the cache" in text
+    assert "the previous render is not in this machine's cache" in text
     assert 'class="badge">changed' in text
 
 
