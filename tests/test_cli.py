@@ -37,6 +37,21 @@ def test_init_never_overwrites(cli: Cli, tmp_path: Path) -> None:
     assert (tmp_path / "project.spark.yaml").read_text() == "mine\n"
 
 
+@pytest.mark.parametrize("existing, expected", [
+    ("node_modules/\n", "node_modules/\n.sparkspec/\n"),
+    ("node_modules/", "node_modules/\n.sparkspec/\n"),
+    ("/.sparkspec\nrenders/\n", "/.sparkspec\nrenders/\n"),
+])
+def test_init_adds_the_state_folder_to_an_existing_gitignore(cli: Cli, tmp_path: Path, existing: str,
+                                                             expected: str) -> None:
+    """A .gitignore already there was left as it was: `git add -A` then committed the cache."""
+    (tmp_path / ".gitignore").write_text(existing)
+    made = cli("init", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / ".gitignore").read_text() == expected
+    assert ("Added .sparkspec/ to" in made.stdout) == (existing != expected)
+
+
 def test_dash_c_runs_elsewhere_and_names_a_missing_folder(cli: Cli, tmp_path: Path) -> None:
     (tmp_path / "p").mkdir()
     assert cli("-C", "p", "init", cwd=tmp_path).returncode == 0

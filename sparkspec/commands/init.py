@@ -49,5 +49,11 @@ def write_starter(spec: Path) -> list[str]:
     if not ignore.exists():
         atomic_write_text(ignore, GITIGNORE)
         written.append(f"Wrote {ignore}")
+    else:  # the user's own: the state folder (cache, journal) is added, never committed; renders/ is their call
+        text = ignore.read_text(encoding="utf-8", errors="replace")
+        if not any(line.strip().strip("/") == ".sparkspec" for line in text.splitlines()):
+            atomic_write_text(ignore, text + ("" if text.endswith("\n") or not text else "\n") + ".sparkspec/\n")
+            written.append(f"Added .sparkspec/ to {ignore} (sparkspec's cache and journal; whether renders/ "
+                           "goes into git is yours to choose)")
     written.append("Next: `sparkspec plan`, then `sparkspec apply`.")
     return written

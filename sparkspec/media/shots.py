@@ -161,7 +161,7 @@ def _draw_words(world: Image.Image, prompt: str, width: int, height: int) -> Non
     """The prompt's first words, wrapped, centred in the scene, readable in any frame."""
     from PIL import ImageDraw, ImageFont
 
-    words = prompt.split()
+    words = [_shortened(w) for w in prompt.split()[:25]]
     if not words:
         return
     font = ImageFont.load_default(size=max(12, height // 18))
@@ -186,6 +186,13 @@ def _draw_words(world: Image.Image, prompt: str, width: int, height: int) -> Non
                         fill=(0, 0, 0), anchor="mm", align="center", spacing=height // 60)
     draw.multiline_text(center, text, font=font, fill=(250, 250, 245), anchor="mm",
                         align="center", spacing=height // 60)
+
+
+MAX_WORD = 40  # characters of one word drawn: a 200,000-character "word" made Pillow refuse the picture
+
+
+def _shortened(word: str) -> str:
+    return word if len(word) <= MAX_WORD else word[:MAX_WORD - 3] + "..."
 
 
 def _orb(world: tuple[int, int], height: int, hue: float, rng: random.Random) -> _Orb:

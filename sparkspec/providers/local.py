@@ -158,9 +158,11 @@ class LocalProvider:
         done = self._completed(task_id)
         if done is not None:
             return done  # the same key renders the same bytes: keep what is there
+        from PIL import Image
+
         try:
             await asyncio.to_thread(self._render, request, task_id)
-        except MediaError as exc:
+        except (MediaError, Image.DecompressionBombError) as exc:  # a picture Pillow refuses to make
             raise RenderFailed(f"local render of {request.scene} failed: {exc}") from None
         done = self._completed(task_id)
         if done is None:

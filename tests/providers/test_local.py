@@ -349,3 +349,9 @@ def test_renders_in_parallel_are_each_whole(tmp_path: Path) -> None:
     assert len(set(task_ids)) == 3 and task_ids[0] == task_ids[3]
     for task_id in task_ids:
         assert probe_video(tmp_path / "work" / task_id / "video.mp4").frames == 29
+
+
+def test_a_prompt_of_one_enormous_word_renders(tmp_path: Path) -> None:
+    """A 200,000-character word at 1080p made Pillow refuse the picture: exit 3."""
+    video, _ = render(tmp_path, "long", request(prompt="x" * 200_000, resolution="1080p", frames=25))
+    assert probe_video(video).frames == 25
