@@ -385,6 +385,19 @@ def run() -> None:
     _exit(0)
 
 
+def _output_closed() -> None:
+    """Standard output's reader went away: say so once on stderr (the exit is 1), and point
+    stdout at /dev/null so that nothing fails on it again on the way out."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    try:
+        click.echo("error: the output was closed before sparkspec finished (its reader exited)", err=True)
+    except OSError:
+        pass
+
+
 def _exit(status: str | int | None) -> NoReturn:
     """Leave the process once its work is done, without the interpreter's teardown: freeing
     every module and object took 0.25-0.3 s after an apply had finished (benchmarks/RESULTS.md,
@@ -409,7 +422,10 @@ def _exit(status: str | int | None) -> NoReturn:
     try:
         sys.stdout.flush()
         sys.stderr.flush()
-    except (OSError, ValueError):  # a closed pipe: the interpreter's exit reports it, as before
+    except BrokenPipeError:  # `sparkspec plan | head`: what was printed last never reached its reader
+        _output_closed()
+        status = EXIT_ERROR
+    except (OSError, ValueError):  # another failure: the interpreter's exit reports it, as before
         if not abandoned:
             raise SystemExit(status) from None
     if status is not None and not isinstance(status, int):
@@ -426,8 +442,16 @@ def _exit(status: str | int | None) -> NoReturn:
 def main() -> None:
     from sparkspec.errors import SparkspecError, SpecError
 
+    stdout = sys.stdout
     try:
         cli.main(standalone_mode=False, prog_name="sparkspec")
+    except SystemExit:
+        # click meets a closed pipe (EPIPE) by wrapping the streams and exiting 1 without a
+        # word: say why the exit is 1.
+        if sys.stdout is not stdout:
+            _output_closed()
+            sys.exit(EXIT_ERROR)
+        raise
     except SpecError as exc:
         for diagnostic in sorted(exc.diagnostics, key=lambda d: (d.file, d.line, d.column)):
             click.echo(str(diagnostic), err=True)
@@ -449,11 +473,7 @@ def main() -> None:
     except SystemExit:
         raise
     except BrokenPipeError:  # `sparkspec ... | head`: the reader has what it wanted; say why the exit is 1
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        except (OSError, ValueError):
-            pass
-        click.echo("error: the output was closed before sparkspec finished (its reader exited)", err=True)
+        _output_closed()
         sys.exit(EXIT_ERROR)
     except OSError as exc:  # the world's fault (a full disk, a read-only folder), not a bug
         from sparkspec.errors import DiskError

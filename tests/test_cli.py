@@ -132,3 +132,24 @@ def test_the_exit_flushes_runs_atexit_and_waits_for_a_working_thread(tmp_path: P
     assert proc.stdout == "x" * 200000 + "bye"
     assert marks.read_text() == ("thread atexit " if thread == "thread" else "atexit ")
     assert proc.stderr == ("a message\n" if status == "a message" else "")
+
+
+@pytest.mark.parametrize("command", [("show",), ("plan",), ("graph",)])
+def test_a_command_whose_reader_is_gone_says_so_and_exits_1(tmp_path: Path, command: tuple[str, ...]) -> None:
+    """`sparkspec show | head` exited 1 without a word (rich's own handling)."""
+    import os
+    import subprocess
+
+    from cli_runner import cli_command
+
+    (tmp_path / "project.spark.yaml").write_text('version: 1\nprovider: {type: local}\nscenes:\n  a: {prompt: "x"}\n')
+    (tmp_path / "project.spark.lock").write_text('{"version": 1, "scenes": {}, "sequences": {}}\n')
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    try:
+        proc = subprocess.run(cli_command(*command), cwd=tmp_path, stdout=write, stderr=subprocess.PIPE, text=True,
+                              timeout=60)
+    finally:
+        os.close(write)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "error: the output was closed before sparkspec finished (its reader exited)"

@@ -15,8 +15,12 @@ def show_lock(spec: Path) -> None:
     lock, text = read_lock(path)
     import sys
 
+    class Quiet(Console):
+        def on_broken_pipe(self) -> None:  # rich would exit 1 without a word: say it (cli.main)
+            raise BrokenPipeError
+
     # On a terminal the table fits the window; piped, it is never folded mid-path.
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    console = Quiet(highlight=False, width=None if sys.stdout.isatty() else 200)
     if not text:
         console.print(f"No lock at {path}: nothing rendered yet; run `sparkspec apply`.")
         return
