@@ -60,7 +60,7 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
         click.echo(str(warning), err=True)
     try:
         workspace.check_writable()
-        with apply_lock(workspace.state_dir):
+        with apply_lock(workspace.state_dir, cache=workspace.cache.directory):
             _remove_left_behind(workspace)
             plan = workspace.plan(plan_options)
             for note in workspace.remote_warnings:

@@ -44,11 +44,13 @@ def collect(spec: Path, dry_run: bool = False, environ: Mapping[str, str] = os.e
     root = spec.resolve().parent
     state_dir = root / ".sparkspec"
     cache = Cache(cache_dir(state_dir, environ))
-    if not cache.exists():
+    if not cache.directory.is_dir():
         return ["The cache is empty; nothing to drop."]
     own = lock_path(spec.resolve())
-    locks = sorted({own, *registered_locks(cache.directory)})
-    with apply_lock(state_dir, command="gc"):
+    with apply_lock(state_dir, command="gc", cache=cache.directory):
+        if not cache.exists():
+            return ["The cache is empty; nothing to drop."]
+        locks = sorted({own, *registered_locks(cache.directory)})
         keep_keys: set[str] = set()
         keep_blobs: set[str] = set()
         for path in locks:

@@ -17,7 +17,7 @@ def pull(spec: Path, options: LoadOptions, remote: str | None, mode: str | None,
     from sparkspec.remote.sync import pull_lock
 
     with remote_workspace(spec, options, remote, mode, required=False, display=display) as (workspace, session):
-        with apply_lock(workspace.state_dir, command="pull"):
+        with apply_lock(workspace.state_dir, command="pull", cache=workspace.cache.directory):
             report = asyncio.run(pull_lock(session, workspace))
     lines = [f"pulled {sid} ({size_text(size)})" for sid, size in sorted(report.pulled.items())]
     lines += [f"restored {sid} from the local cache" for sid in report.restored]

@@ -27,7 +27,7 @@ def push(spec: Path, options: LoadOptions, remote: str | None, mode: str | None,
 
     with remote_workspace(spec, options, remote, mode, display=display) as (workspace, session):
         assert session is not None
-        with apply_lock(workspace.state_dir, command="push"):
+        with apply_lock(workspace.state_dir, command="push", cache=workspace.cache.directory):
             report = asyncio.run(push_lock(session, workspace))
             sheet = push_sheet(workspace, session, make=True) if workspace.lock.scenes else None
     lines = [f"pushed {key[:12]} ({size_text(size)})" for key, size in sorted(report.pushed.items())]

@@ -28,7 +28,50 @@ HOLDER_NAME = "apply.holder.json"
 
 
 @contextmanager
-def apply_lock(state_dir: Path, command: str = "apply") -> Iterator[None]:
+def apply_lock(state_dir: Path, command: str = "apply", cache: Path | None = None) -> Iterator[None]:
+    """The project's lock; with `cache`, the cache is marked in use too (see `cache_in_use`)."""
+    with _project_lock(state_dir, command):
+        if cache is None:
+            yield
+        else:
+            with cache_in_use(cache, exclusive=command == "gc"):
+                yield
+
+
+CACHE_LOCK = "inuse.lock"
+
+
+@contextmanager
+def cache_in_use(cache: Path, exclusive: bool = False) -> Iterator[None]:
+    """A cache may be shared by several projects (SPARKSPEC_CACHE_DIR): an apply, pull or push
+    holds a shared flock on it while it runs, and gc an exclusive one, refused at once while
+    any of them runs: gc keeps only what locks name, and a running apply's renders are in the
+    cache before its lock names them (gc in another project dropped them, and they were paid
+    for again). Where flock is not available, nothing is held."""
+    try:
+        import fcntl
+
+        cache.mkdir(parents=True, exist_ok=True)
+        fd = os.open(cache / CACHE_LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except (ImportError, OSError):  # no flock here, or a cache that cannot be written (the command says so)
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if exclusive:
+                raise ApplyLockedError(f"{cache}: an apply, pull or push is using this cache (this project's, or "
+                                       "another's that shares it through SPARKSPEC_CACHE_DIR); run gc once it is "
+                                       "done") from None
+            fcntl.flock(fd, fcntl.LOCK_SH)  # a gc is sweeping: wait for it (it does not take long)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases its flock
+
+
+@contextmanager
+def _project_lock(state_dir: Path, command: str) -> Iterator[None]:
     from filelock import FileLock, Timeout
 
     folder = _hold_folder(state_dir)

@@ -49,3 +49,37 @@ def test_two_processes_share_a_cache_safely(tmp_path: Path) -> None:
     collected = one.run("gc")
     assert collected.code == 0 and "Dropped 0 render(s) and 0 blob(s)" in collected.out
     assert "kept what 3 lock(s) refer to" in collected.out
+
+
+def test_gc_waits_for_no_one_and_sweeps_nothing_while_another_project_applies(tmp_path: Path,
+                                                                               fake_api: object) -> None:
+    """gc in one project dropped the renders another project's running apply had just paid for
+    (in the shared cache, not yet in its lock): they were paid for again."""
+    import time
+
+    from fakeapi import FakeSparkAPI
+
+    assert isinstance(fake_api, FakeSparkAPI)
+    fake_api.latency = 1.5
+    cache = tmp_path / "shared-cache"
+    spark, other = Project(tmp_path / "busy"), Project(tmp_path / "idle")
+    for project, spec in ((spark, SPEC.replace("{type: local, parallelism: 2}",
+                                               "{type: spark, parallelism: 4, poll: {initial: 0.05, max: 0.2}}")),
+                          (other, SPEC)):
+        project.root.mkdir()
+        project.write(spec)
+        project.env.update(SPARKSPEC_CACHE_DIR=str(cache), SPARK_API_KEY=fake_api.api_key,
+                           SPARK_BASE_URL=fake_api.base_url)
+    running = start_cli("apply", "--auto-approve", "--json", cwd=spark.root, env=spark.env, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while fake_api.total_creates < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    refused = other.run("gc")
+    assert refused.code == 1, refused.out
+    assert f"{cache}: an apply, pull or push is using this cache" in refused.err
+    out, err = running.communicate(timeout=120)
+    assert running.returncode == 0, err
+    assert other.run("gc").code == 0  # free again
+    assert "0 to render" in spark.run("plan").out or "No changes" in spark.run("plan").out
+    assert fake_api.total_creates == 4
