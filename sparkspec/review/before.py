@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from sparkspec.errors import StatePathError
 from sparkspec.fsutil import atomic_copy
 from sparkspec.state.cache import Cache
 from sparkspec.state.lockfile import Lock
@@ -29,6 +30,10 @@ def record_before(output: Path, previous: Lock, changed: frozenset[str], cache: 
     """Copy each changed scene's previous video out of the cache into `output/before/`, drop what
     an earlier apply left there, and return scene -> path relative to `output`."""
     folder = output / FOLDER
+    if folder.is_symlink() or (folder.exists() and not folder.resolve().is_relative_to(output.resolve())):
+        # Its copies would be written, and old ones deleted, wherever the link points.
+        raise StatePathError(f"{folder}: a symlink out of the output folder; sparkspec writes the previous "
+                             "renders only inside it: remove the symlink")
     wanted: dict[str, str] = {}
     for sid in sorted(changed):
         old = previous.scenes[sid].video
@@ -51,7 +56,7 @@ def record_before(output: Path, previous: Lock, changed: frozenset[str], cache: 
 def found_before(output: Path, current: Lock) -> dict[str, str]:
     """What an earlier apply left in `output/before/`, for scenes still in the lock."""
     folder = output / FOLDER
-    if not folder.is_dir():
+    if not folder.is_dir() or folder.is_symlink():
         return {}
     found: dict[str, str] = {}
     for file in sorted(folder.iterdir()):

@@ -136,6 +136,23 @@ def test_before_and_after_for_what_the_last_apply_changed(root: Path, tmp_path: 
     assert [p.name.split(".")[0] for p in (root / "renders/before").iterdir()] == ["logo"]
 
 
+def test_a_before_folder_that_is_a_symlink_out_is_refused_and_nothing_is_written_there(root: Path,
+                                                                                        tmp_path: Path) -> None:
+    """renders/before linked to a folder outside: the previous renders were copied there, and
+    deleted from there by the next apply."""
+    from sparkspec.errors import StatePathError
+
+    first = settle(root, tmp_path / "clips", {"logo": 1, "intro": 2, "pour": 3})
+    settle(root, tmp_path / "clips", {"logo": 1, "intro": 2, "pour": 4})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.mp4").write_bytes(b"mine")
+    (root / "renders/before").symlink_to(outside)
+    with pytest.raises(StatePathError, match="renders/before: a symlink out of the output folder"):
+        review(root, first)
+    assert sorted(p.name for p in outside.iterdir()) == ["precious.mp4"]
+
+
 def test_a_previous_render_gone_from_the_cache_is_said(root: Path, tmp_path: Path) -> None:
     first = settle(root, tmp_path / "clips", {"logo": 1, "intro": 2, "pour": 3})
     settle(root, tmp_path / "clips", {"logo": 1, "intro": 2, "pour": 4})
