@@ -64,6 +64,8 @@ class CacheDamaged(StatePathError):
 class DiskError(SparkspecError):
     """An OSError from the world (not from sparkspec), told as what to do about it."""
 
+    errno: int | None = None
+
     @classmethod
     def from_os(cls, exc: OSError, path: object = None) -> DiskError:
         """The message for `exc`, naming `path` when the error itself names no file (a failed
@@ -72,7 +74,9 @@ class DiskError(SparkspecError):
         name = _target(str(name if name is not None else path if path is not None else ""))
         where = f"{name}: " if name else ""
         reason = exc.strerror or str(exc)
-        return cls(f"{where}{reason}; {_DISK_HINTS.get(exc.errno or 0, 'fix that and run the command again')}")
+        error = cls(f"{where}{reason}; {_DISK_HINTS.get(exc.errno or 0, 'fix that and run the command again')}")
+        error.errno = exc.errno  # what the world said, for a caller that can do something about it
+        return error
 
     @staticmethod
     def is_disk(exc: BaseException) -> bool:

@@ -155,3 +155,34 @@ def test_a_journalled_task_the_provider_does_not_know_is_not_submitted_again(tmp
     assert {"event": "progress", "scene": "a", "task_id": "local-unknown-task", "state": "collecting"} in events
     assert "a" not in provider.submitted and "local task local-unknown-task is unknown" in result.failed["a"]
     assert [e.task_id for e in Journal(tmp_path / ".sparkspec/journal").entries()] == ["local-unknown-task"]
+
+
+class VanishingProvider(LocalProvider):
+    """The local renderer, except that the first video download finds its folder gone, as when
+    .sparkspec/ is deleted while an apply downloads."""
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.vanished = 0
+
+    async def download(self, url: str, dest: Path) -> Any:
+        if self.vanished == 0 and dest.suffixes[-2:] == [".mp4", ".part"]:
+            self.vanished += 1
+            import shutil
+
+            from sparkspec.errors import DiskError
+
+            shutil.rmtree(dest.parent)
+            raise DiskError.from_os(FileNotFoundError(2, "No such file or directory"), dest)
+        return await super().download(url, dest)
+
+
+def test_outputs_whose_folder_vanished_are_fetched_again_not_paid_again(tmp_path: Path) -> None:
+    (tmp_path / "project.spark.yaml").write_text(SPEC)
+    workspace = open_workspace(tmp_path / "project.spark.yaml")
+    provider = VanishingProvider(workspace.state_dir / "local")
+    workspace.close()
+    result, provider, events = run(tmp_path, set(), provider=provider)
+    assert provider.vanished == 1
+    assert result.ok and sorted(result.completed) == ["a", "b", "c", "other"]
+    assert any("fetching task" in e.get("message", "") for e in events if e["event"] == "warning")

@@ -13,6 +13,7 @@ submissions too. Scenes with one key share one render (`obtain`).
 from __future__ import annotations
 
 import asyncio
+import errno
 import random
 import secrets
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,7 @@ from sparkspec.errors import (
     AuthError,
     BadAnswer,
     CreateUnconfirmed,
+    DiskError,
     DamagedOutput,
     DownloadError,
     MediaError,
@@ -485,7 +487,21 @@ class TaskRunner:
                 strips = self.strip_dir if request.scene in self.sheet else None
                 fetched = await self.fetch(FetchJob(status.video_url, status.last_frame_url, *parts, strips,
                                                     request.scene))
+                # Flushed by the lock writer before the cache index names them and the journal drops
+                # the task: until then a power cut costs a download, never a render.
+                await asyncio.to_thread(cache.put_blob, fetched.video.path, fetched.video.sha256, refetchable=True)
+                await asyncio.to_thread(cache.put_blob, fetched.frame.path, fetched.frame.sha256, refetchable=True)
                 break
+            except (FileNotFoundError, DiskError) as exc:
+                if getattr(exc, "errno", None) != errno.ENOENT or attempt == MAX_DOWNLOAD_ATTEMPTS:
+                    raise
+                # The state folder went from under the apply (.sparkspec/ deleted): this task is
+                # paid for, so its outputs are fetched again into a folder made afresh.
+                for part in parts:
+                    part.unlink(missing_ok=True)
+                await asyncio.to_thread(self.tmp_dir.mkdir, parents=True, exist_ok=True)
+                self.emit({"event": "warning", "scene": request.scene, "task_id": status.task_id,
+                           "message": f"{exc}; fetching task {status.task_id}'s outputs again"})
             except (DownloadError, MediaError) as exc:
                 for part in parts:
                     part.unlink(missing_ok=True)
@@ -501,10 +517,6 @@ class TaskRunner:
         if fetched.frame_extracted is not None:
             self.emit({"event": "warning", "scene": request.scene, "task_id": status.task_id,
                        "message": f"task {status.task_id}: {fetched.frame_extracted}; extracted it from the video"})
-        # Flushed by the lock writer before the cache index names them and the journal drops
-        # the task: until then a power cut costs a download, never a render.
-        await asyncio.to_thread(cache.put_blob, video.path, video.sha256, refetchable=True)
-        await asyncio.to_thread(cache.put_blob, frame.path, frame.sha256, refetchable=True)
         # Unreported usage: the formula on what was actually rendered (an adaptive ratio's
         # size is only known from the output).
         tokens = status.tokens if status.tokens is not None else \

@@ -301,3 +301,24 @@ def test_an_answer_to_a_poll_that_is_not_the_tasks_status_is_asked_again(spark: 
     assert warnings and all("asking again" in w for w in warnings), warnings
     if "cgt-not-this-one" in body:
         assert any("the answer is about task 'cgt-not-this-one'" in w for w in warnings), warnings
+
+
+@pytest.mark.slow  # a stalled download and two applies
+def test_the_state_folder_deleted_during_an_apply_costs_no_second_payment(spark: Project,
+                                                                          fake_api: FakeSparkAPI) -> None:
+    """Downloads into the vanished .sparkspec/tmp failed ('run the command again'), the journal
+    was gone with it, and the next apply paid for those tasks again."""
+    fake_api.inject("video", "stall", delay=1.5, times=1)  # half a video, then a pause: the folder goes then
+    proc = start_cli("apply", "--auto-approve", "--json", cwd=spark.root, env=spark.env, stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True)
+    tmp = spark.root / ".sparkspec" / "tmp"
+    deadline = time.monotonic() + 30
+    while not (tmp.is_dir() and any(tmp.glob("*.mp4.part"))) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    shutil.rmtree(spark.root / ".sparkspec")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert sorted(spark.lock()["scenes"]) == ["a", "b", "solo"]
+    again = spark.apply()
+    assert again.rendered() == [] and fake_api.total_creates == 3
