@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from sparkspec.commands import size_text
+from sparkspec.errors import SparkspecError
 from sparkspec.state.cache import Cache, cache_dir
 from sparkspec.fsutil import atomic_write_text
 from sparkspec.state.lockfile import lock_path, read_lock
@@ -54,7 +55,13 @@ def collect(spec: Path, dry_run: bool = False, environ: Mapping[str, str] = os.e
         keep_keys: set[str] = set()
         keep_blobs: set[str] = set()
         for path in locks:
-            lock, _ = read_lock(path)
+            try:
+                lock, _ = read_lock(path)
+            except SparkspecError as exc:
+                if path == own:
+                    raise
+                raise SparkspecError(f"{path}: the lock of another project that shares this cache cannot be read, "
+                                     f"so gc stops rather than drop what it may refer to; fix it there ({exc})") from None
             for entry in lock.scenes.values():
                 for record in entry.take_records().values():
                     keep_keys.add(record.key)

@@ -83,3 +83,29 @@ def test_gc_waits_for_no_one_and_sweeps_nothing_while_another_project_applies(tm
     assert other.run("gc").code == 0  # free again
     assert "0 to render" in spark.run("plan").out or "No changes" in spark.run("plan").out
     assert fake_api.total_creates == 4
+
+
+def test_gc_names_the_other_projects_lock_it_cannot_read(tmp_path: Path) -> None:
+    """It said `project.spark.lock has merge conflicts`, which reads as this project's own."""
+    from sparkspec.commands.gc import register_project
+    from sparkspec.state.cache import Cache, CachedRender
+    from sparkspec.state.lockfile import Lock, write_lock
+
+    cache = tmp_path / "shared-cache"
+    Cache(cache).record(CachedRender("a" * 64, "local", "m", "t", 1, 0, "b" * 64, 1, "c" * 64, 1, {}))
+    projects = []
+    for name in ("mine", "theirs"):
+        project = Project(tmp_path / name)
+        project.root.mkdir()
+        project.write(SPEC)
+        project.env["SPARKSPEC_CACHE_DIR"] = str(cache)
+        write_lock(project.root / "project.spark.lock", Lock({}))
+        register_project(cache, project.root / "project.spark.lock")
+        projects.append(project)
+    mine, theirs = projects
+    broken = theirs.root / "project.spark.lock"
+    broken.write_text("<<<<<<< HEAD\n" + broken.read_text())
+    refused = mine.run("gc")
+    assert refused.code == 1
+    assert refused.err.startswith(f"error: {broken}: the lock of another project that shares this cache cannot be "
+                                  "read, so gc stops"), refused.err
