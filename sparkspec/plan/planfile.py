@@ -114,6 +114,11 @@ def _what_changed(saved: list[Any], fresh: list[Any]) -> str:
                    else "the journal of submitted tasks changed: an apply ran, or was killed, since"
                    if "collect" in (was, then) else "the renders or the cache changed")
             return f"{address[0]}.{address[1]} was {was!r} when it was made and is {then!r} now ({why})"
+    keys = {(c.get("kind"), c.get("id")): c.get("key") for c in fresh if isinstance(c, dict)}
+    for change in saved:
+        if isinstance(change, dict) and change.get("key") != keys.get((change.get("kind"), change.get("id"))):
+            return (f"{change.get('kind')}.{change.get('id')} would render another key now (an input it reads "
+                    "changed since it was made: a first-frame image, or the render it starts from)")
     return "the renders or the cache changed since it was made"
 
 

@@ -291,3 +291,18 @@ def test_a_sequence_is_stitched_again_only_when_a_member_changes(applied: Projec
     assert result.rendered() == ["c"]
     assert [e["sequence"] for e in result.events() if e["event"] == "stitched"] == ["film"]
     assert applied.lock()["sequences"]["film"]["members"][2] == applied.lock()["scenes"]["c"]["video"]["sha256"]
+
+
+def test_a_saved_plan_stale_from_a_changed_image_says_which_scene_and_why(project: Project) -> None:
+    """It said 'the renders or the cache changed', when neither had."""
+    from PIL import Image
+
+    (project.root / "assets").mkdir()
+    Image.new("RGB", (480, 320), (200, 120, 40)).save(project.root / "assets/f.png")
+    project.write('version: 1\nprovider: {type: local}\ndefaults: {resolution: 480p, frames: 29, seed: 3}\n'
+                  'scenes:\n  im: {prompt: "from image", first_frame: {image: assets/f.png}}\n')
+    assert project.run("plan", "--out", "tfplan").code == 0
+    Image.new("RGB", (480, 320), (20, 120, 240)).save(project.root / "assets/f.png")
+    stale = project.run("apply", "tfplan")
+    assert stale.code == 1
+    assert "stale plan: scene.im would render another key now (an input it reads changed" in stale.err, stale.err
