@@ -127,7 +127,7 @@ def validate(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], 
     options = _load_options(variables, var_files, provider)
     if not files:
         validate_spec(spec, options, click.echo, _warn)
-    elif not validate_files(files, DEFAULT_SPEC, options, _warn):
+    elif not validate_files(files, DEFAULT_SPEC, options, _warn, click.echo):
         sys.exit(EXIT_ERROR)
 
 

@@ -38,9 +38,11 @@ def specs_for(files: Iterable[str], spec_name: str) -> list[Path]:
 
 
 def validate_files(files: Iterable[str], spec_name: str, options: LoadOptions,
-                   echo: Callable[[str], None]) -> bool:
-    """Validate each spec; print its warnings and errors (and a line for each valid one).
-    A file that does not exist is an error (a typo must not validate the project beside it)."""
+                   echo: Callable[[str], None], say: Callable[[str], None] | None = None) -> bool:
+    """Validate each spec; print its warnings and errors with `echo` (and a line for each valid
+    one with `say`: standard output, as `validate` alone prints it). A file that does not
+    exist is an error (a typo must not validate the project beside it)."""
+    say = say or echo
     files = list(files)
     missing = [name for name in files if not os.path.lexists(name)]
     for name in missing:
@@ -54,7 +56,7 @@ def validate_files(files: Iterable[str], spec_name: str, options: LoadOptions,
             print_diagnostics(exc.diagnostics, echo)
             continue
         print_diagnostics(loaded.warnings, echo)
-        echo(f"{spec}: valid")
+        say(f"{spec}: valid")
     return ok
 
 
