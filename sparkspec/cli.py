@@ -465,8 +465,10 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    except click.ClickException as exc:
-        exc.show()
+    except click.ClickException as exc:  # one line, as every other error: not click's usage block
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if isinstance(exc, click.UsageError) and ctx is not None else ""
+        click.echo(f"error: {exc.format_message()}{hint}", err=True)
         sys.exit(exc.exit_code if exc.exit_code != 2 else EXIT_ERROR)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

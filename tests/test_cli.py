@@ -153,3 +153,16 @@ def test_a_command_whose_reader_is_gone_says_so_and_exits_1(tmp_path: Path, comm
         os.close(write)
     assert proc.returncode == 1
     assert proc.stderr.strip() == "error: the output was closed before sparkspec finished (its reader exited)"
+
+
+@pytest.mark.parametrize("args, message", [
+    (("validate", "somedir"), "error: Invalid value for '[FILES]...': File 'somedir' is a directory. "
+                              "(see `sparkspec validate --help`)"),
+    (("-C", "nowhere", "plan"), "error: -C nowhere: No such file or directory (see `sparkspec --help`)"),
+    (("plan", "--bogus"), "error: No such option '--bogus'"),
+])
+def test_a_usage_error_is_one_line(cli: Cli, tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    (tmp_path / "somedir").mkdir()
+    result = cli(*args, cwd=tmp_path)
+    assert result.returncode == 1
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(message), result.stderr
