@@ -166,3 +166,16 @@ def test_a_usage_error_is_one_line(cli: Cli, tmp_path: Path, args: tuple[str, ..
     result = cli(*args, cwd=tmp_path)
     assert result.returncode == 1
     assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(message), result.stderr
+
+
+def test_a_folder_inside_a_project_points_at_the_project_not_at_init(cli: Cli, tmp_path: Path) -> None:
+    """From a subfolder, show said 'nothing rendered yet' (exit 0), gc 'the cache is empty', and
+    plan advised `init`, which would start a second project inside the first."""
+    assert cli("init", cwd=tmp_path).returncode == 0
+    (tmp_path / "prompts").mkdir()
+    for command in ("show", "plan", "gc", "validate"):
+        result = cli(command, cwd=tmp_path / "prompts")
+        assert result.returncode == 1, (command, result.stdout)
+        assert result.stderr == (f"error: project.spark.yaml: no such file here; this folder is inside the project "
+                                 f"at {tmp_path / 'project.spark.yaml'}: run sparkspec there, or pass -C {tmp_path}\n")
+    assert not (tmp_path / "prompts" / ".sparkspec").exists()

@@ -13,6 +13,11 @@ def show_lock(spec: Path) -> None:
 
     path = lock_path(spec)
     lock, text = read_lock(path)
+    if not text and not spec.exists():  # no project here (a subfolder of one, say): not "nothing rendered"
+        from sparkspec.config.loader import missing_spec
+        from sparkspec.errors import SparkspecError
+
+        raise SparkspecError(missing_spec(spec, str(spec)))
     import sys
 
     class Quiet(Console):

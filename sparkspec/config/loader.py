@@ -69,6 +69,17 @@ class Loaded:
     warnings: tuple[Diagnostic, ...]
 
 
+def missing_spec(spec_path: Path, display: str) -> str:
+    """What to say of a spec that is not there: the project above, when this is a folder
+    inside one (run from there: `init` here would start a second project inside it), else `init`."""
+    if not spec_path.is_absolute() and len(spec_path.parts) == 1:
+        for parent in Path.cwd().parents:
+            if (parent / spec_path.name).is_file():
+                return (f"{display}: no such file here; this folder is inside the project at "
+                        f"{parent / spec_path.name}: run sparkspec there, or pass -C {parent}")
+    return f"{display}: no such file; run `sparkspec init` to start a project, or pass -f FILE"
+
+
 def load_project(spec_path: Path, options: LoadOptions = LoadOptions(),
                  display: str | None = None) -> Loaded:
     """Load, validate and resolve a spec. Raises SpecError with every diagnostic."""
@@ -76,9 +87,7 @@ def load_project(spec_path: Path, options: LoadOptions = LoadOptions(),
     try:
         raw = spec_path.read_bytes()
     except FileNotFoundError:
-        raise SparkspecError(
-            f"{display}: no such file; run `sparkspec init` to start a project, or pass -f FILE"
-        ) from None
+        raise SparkspecError(missing_spec(spec_path, display)) from None
     except OSError as exc:
         raise SparkspecError(f"{display}: cannot read: {exc.strerror}") from None
     try:
