@@ -88,7 +88,7 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
                 _confirm(stdin)
             from sparkspec.commands.gc import register_project
 
-            provider = _provider(workspace, plan, environ)
+            provider = _provider(workspace, plan, environ, parallelism)
             register_project(workspace.cache.directory, workspace.lock_path)
             meter = BudgetMeter(budget, workspace.project.provider.price_per_million_tokens,
                                 planned_tokens=plan.estimated_tokens, planned_cost=plan.estimated_cost or 0.0)
@@ -121,12 +121,19 @@ def _confirm(stdin: TextIO) -> None:
         raise SparkspecError("apply cancelled; nothing was rendered")
 
 
-def _provider(workspace: Workspace, plan: Plan, environ: Mapping[str, str]) -> Provider | None:
-    """The provider, when the plan renders (reuse, restore, delete need no API key)."""
+def _provider(workspace: Workspace, plan: Plan, environ: Mapping[str, str],
+              parallelism: int | None = None) -> Provider | None:
+    """The provider, when the plan renders (reuse, restore, delete need no API key);
+    `--parallelism` stands for the spec's (the local renderer renders that many at once)."""
     if any(c.action in RENDERS for c in plan.changes if c.kind == "scene"):
+        import dataclasses
+
         from sparkspec.providers import make_provider
 
-        return make_provider(workspace.project.provider, workspace.state_dir, environ)
+        config = workspace.project.provider
+        if parallelism is not None:
+            config = dataclasses.replace(config, parallelism=parallelism)
+        return make_provider(config, workspace.state_dir, environ)
     return None
 
 

@@ -57,7 +57,9 @@ def default_config(kind: str) -> ProviderConfig:
 
     config = ProviderConfig()
     if kind == "local":
-        return replace(config, type="local", parallelism=os.cpu_count() or 1)
+        from sparkspec.config.loader import local_parallelism
+
+        return replace(config, type="local", parallelism=local_parallelism())
     if kind == "ark":
         return replace(config, type="ark", model=apifacts.ARK_MODEL, api_key_env="ARK_API_KEY")
     return config

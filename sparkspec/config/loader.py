@@ -69,6 +69,11 @@ class Loaded:
     warnings: tuple[Diagnostic, ...]
 
 
+def local_parallelism() -> int:
+    """The local renderer's default renders at once: one per two CPUs, since each keeps about two busy."""
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
 def missing_spec(spec_path: Path, display: str) -> str:
     """What to say of a spec that is not there: the project above, when this is a folder
     inside one (run from there: `init` here would start a second project inside it), else `init`."""
@@ -187,7 +192,7 @@ class _Resolver:
                         at_key=True)
         self.kind = kind
         # The API renders 10 tasks of an account at once (more wait in its queue); local renders on the CPUs.
-        parallelism = (os.cpu_count() or 1) if kind == "local" else REMOTE_PARALLELISM
+        parallelism = local_parallelism() if kind == "local" else REMOTE_PARALLELISM
         return ProviderConfig(
             type=kind, model=model, protocol=typed(own, "protocol", str, "generation"),
             base_url=typed(own, "base_url", str, None),

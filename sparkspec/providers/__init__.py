@@ -16,7 +16,7 @@ BASE_URL_ENV = "SPARK_BASE_URL"
 def _local(config: ProviderConfig, state_dir: Path, environ: Mapping[str, str]) -> Provider:
     from sparkspec.providers.local import LocalProvider
 
-    return LocalProvider(state_dir / "local")
+    return LocalProvider(state_dir / "local", max_parallel=config.parallelism)
 
 
 def _spark(config: ProviderConfig, state_dir: Path, environ: Mapping[str, str]) -> Provider:

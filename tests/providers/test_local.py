@@ -355,3 +355,12 @@ def test_a_prompt_of_one_enormous_word_renders(tmp_path: Path) -> None:
     """A 200,000-character word at 1080p made Pillow refuse the picture: exit 3."""
     video, _ = render(tmp_path, "long", request(prompt="x" * 200_000, resolution="1080p", frames=25))
     assert probe_video(video).frames == 25
+
+
+def test_the_local_renderer_renders_as_many_at_once_as_the_parallelism_says(tmp_path: Path) -> None:
+    """It kept to one per two CPUs whatever the spec or --parallelism said."""
+    from sparkspec.config.model import ProviderConfig
+    from sparkspec.providers import make_provider
+
+    provider = make_provider(ProviderConfig(type="local", parallelism=3), tmp_path, {})
+    assert isinstance(provider, LocalProvider) and provider.max_parallel == 3
