@@ -17,6 +17,7 @@ take is there already: renders/<scene>.mp4 never shows a take the lock does not 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from sparkspec.apply.budget import BudgetMeter
 from sparkspec.errors import DiskError, SparkspecError
+from sparkspec.fsutil import atomic_copy
 from sparkspec.state.journal import Journal
 from sparkspec.apply.outputs import materialize, remove_output
 from sparkspec.apply.tasks import UNKNOWN_TASK_GRACE, Emit, SceneFailed, SceneSkipped, Sleep, TaskRunner
@@ -118,6 +120,9 @@ class Engine:
         self.lock = LockWriter(ws, before_write=self.runner.take_commit,
                                expected=len(expected) + len(ws.lock.sequences))
         self.scenes: Mapping[str, SceneRecord] = self.lock.scenes  # what apply has made so far
+        # Every output file the lock named when the apply began: what sparkspec may replace.
+        self.recorded = {(f.path, f.sha256) for r in ws.lock.scenes.values() for t in r.take_records().values()
+                         for f in (t.video, t.last_frame)}
         self.sequences: Mapping[str, SequenceRecord] = self.lock.sequences
 
     def runner_emit(self, event: dict[str, Any]) -> None:
@@ -395,9 +400,29 @@ class Engine:
         for rel, sha, size in ((video, cached.video_sha256, cached.video_bytes),
                                (frame, cached.last_frame_sha256, cached.last_frame_bytes)):
             dest = self.project.root / rel
-            if memo.sha256(dest) != sha:
+            there = memo.sha256(dest)
+            if there != sha:
+                if there is not None:
+                    self._keep_if_not_ours(scene.id, rel, dest, there)
                 materialize(cache.blob_path(sha), dest, sha, size, shared=cache.fresh_pull(sha, size))
                 memo.remember(dest, sha)
+
+    def _keep_if_not_ours(self, scene_id: str, rel: str, dest: Path, sha: str) -> None:
+        """A file where an output goes that no lock recorded there and the cache does not hold (a
+        user's own, another spec's in the same folder): moved to .sparkspec/displaced/ and named
+        in a warning, never overwritten. sparkspec touches only its own outputs."""
+        if (rel, sha) in self.recorded or self.workspace.cache.has_blob(sha, dest.stat().st_size):
+            return
+        kept = self.workspace.state_dir / "displaced" / f"{rel}.{sha[:12]}"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(dest, kept)
+        except OSError:  # another file system: a copy, then the original goes
+            atomic_copy(dest, kept)
+            dest.unlink()
+        self.emit({"event": "warning", "scene": scene_id,
+                   "message": f"{rel} was not sparkspec's (no lock recorded it and the cache does not hold it); "
+                              f"it was moved to {kept.relative_to(self.project.root)} before the render took its place"})
 
     def record(self, scene: Scene, take: int, cached: CachedRender) -> SceneRecord:
         video, frame = output_paths(self.project, scene.id, take, scene.pick)

@@ -275,3 +275,20 @@ def test_the_temporary_files_a_killed_apply_left_are_removed_and_nothing_else(pr
     assert [p for p in left if p.exists()] == []
     assert [p for p in mine if not p.exists()] == []
     assert (project / "project.spark.lock").read_bytes() == before
+
+
+def test_a_file_in_the_way_that_is_not_sparkspecs_is_moved_aside_not_overwritten(tmp_path: Path) -> None:
+    """A user's own renders/x.mp4 (no lock recorded it) was overwritten for good."""
+    root = tmp_path / "p"
+    (root / "renders").mkdir(parents=True)
+    (root / "project.spark.yaml").write_text(
+        'version: 1\nprovider: {type: local}\ndefaults: {resolution: 480p, ratio: "1:1", frames: 29, seed: 3}\n'
+        'scenes:\n  x: {prompt: "a kite"}\n')
+    (root / "renders/x.mp4").write_bytes(b"my own edit")
+    done = apply(root)
+    assert done.code == 0, done.err
+    kept = list((root / ".sparkspec/displaced/renders").iterdir())
+    assert [p.read_bytes() for p in kept] == [b"my own edit"]
+    assert "renders/x.mp4 was not sparkspec's" in done.out + done.err
+    assert_lock_matches_renders(root)
+    assert apply(root).code == 0 and len(list((root / ".sparkspec/displaced/renders").iterdir())) == 1
