@@ -182,8 +182,10 @@ def test_the_digest_names_what_the_sheet_shows(tmp_path: Path) -> None:
 def test_gc_keeps_the_sheet_a_pushed_lock_names_and_sweeps_old_others(tmp_path: Path, cli: Cli) -> None:
     remote = tmp_path / "remote"
     first = machine(tmp_path, "first", remote)
-    assert cli("apply", "--auto-approve", cwd=first).code == 0  # pushes its renders and sheet, no root
+    assert cli("apply", "--auto-approve", cwd=first).code == 0  # pushes its renders, its sheet and its root
     [old] = sheets_on(remote)
+    for root in (remote / "v1" / "roots").rglob("*.json"):  # that lock is history: its root is let go
+        root.unlink()
     spec = (first / "project.spark.yaml").read_text().replace("a logo glows", "a logo fades")
     (first / "project.spark.yaml").write_text(spec)
     assert cli("apply", "--auto-approve", cwd=first).code == 0
