@@ -112,7 +112,7 @@ def test_fresh_project_creates_every_scene(root: Path) -> None:
     assert reasons(plan, "sequence.final") == ["member intro re-renders", "member pour re-renders",
                                                "member logo re-renders"]
     assert summary_line(plan) == "Plan: 3 to render (~326,700 tokens), 0 to reuse, 0 to delete, " \
-                                 "1 to stitch, 0 unchanged."
+                                 "0 unchanged. Also 1 to stitch."
     text = render_text(plan)
     assert "    + scene.intro (create)  ~108,900 tokens\n" in text
     assert "    + scene.pour (create)  ~108,900 tokens  [key known after apply]\n" \
@@ -148,7 +148,7 @@ def test_prompt_change_is_a_word_diff_and_re_renders_downstream(root: Path) -> N
     assert pour is not None and pour.key is None and pour.estimated_tokens == TOKENS
     assert reasons(plan, "sequence.final") == ["member intro re-renders", "member pour re-renders"]
     assert summary_line(plan) == ("Plan: 2 to render (~217,800 tokens), 0 to reuse, 0 to delete, "
-                                  "1 to stitch, 1 unchanged.")
+                                  "1 unchanged. Also 1 to stitch.")
     assert "    ~ scene.intro (update)" in render_text(plan)
 
 
@@ -230,7 +230,8 @@ def test_cost_estimate(root: Path) -> None:
     assert intro is not None and logo is not None
     assert intro.estimated_cost == pytest.approx(TOKENS / 1e6 * 4.2)
     assert logo.estimated_cost == pytest.approx(TOKENS / 1e6 * 4.2 / 2)
-    assert summary_line(plan).startswith("Plan: 3 to render (~326,700 tokens, ~1.14), ")
+    assert summary_line(plan).startswith("Plan: 3 to render (~326,700 tokens), ")
+    assert summary_line(plan).endswith("; ~1.14 to pay.")
 
 
 # -- replace, reuse, restore, delete ---------------------------------------------------------------
@@ -264,8 +265,8 @@ def test_reuse_from_the_cache(root: Path) -> None:
                                                                first.scenes["pour"].key]
     assert plan.estimated_tokens == 0
     assert reasons(plan, "sequence.final") == ["its members changed"]
-    assert summary_line(plan) == ("Plan: 0 to render (~0 tokens), 2 to reuse, 0 to delete, 1 to stitch, "
-                                  "1 unchanged.")
+    assert summary_line(plan) == ("Plan: 0 to render (~0 tokens), 2 to reuse, 0 to delete, 1 unchanged. "
+                                  "Also 1 to stitch.")
     assert "    = scene.intro (reuse)" in render_text(plan)
 
 
@@ -279,8 +280,8 @@ def test_restore_missing_or_altered_outputs(root: Path) -> None:
     assert reasons(plan, "scene.logo") == ["renders/logo.mp4 is missing"]
     assert reasons(plan, "scene.intro") == ["renders/intro.last.png was altered"]
     assert plan.estimated_tokens == 0
-    assert summary_line(plan) == ("Plan: 0 to render (~0 tokens), 0 to reuse, 2 to restore, 0 to delete, "
-                                  "2 unchanged.")
+    assert summary_line(plan) == ("Plan: 0 to render (~0 tokens), 0 to reuse, 0 to delete, 2 unchanged. "
+                                  "Also 2 to restore.")
     (root / "renders" / "final.mp4").unlink()
     assert reasons(plan_of(root), "sequence.final") == ["renders/final.mp4 is missing"]
 

@@ -85,7 +85,7 @@ def test_plan_says_a_journalled_task_is_collected_at_no_new_cost(cli: Cli, proje
     summary = as_json["summary"]
     assert summary["collect"] == 1 and summary["render"] == 1
     assert summary["estimated_tokens"] == b["estimated_tokens"]  # a's tokens are not to pay again
-    total = f"1 to render (~{b['estimated_tokens']:,} tokens), 1 to collect (already paid)"
+    total = f"1 to render (~{b['estimated_tokens']:,} tokens), 0 to reuse, 0 to delete, 0 unchanged. Also 1 to collect (already paid)"
     assert total in text.out
     markdown = cli("plan", "--format", "markdown", cwd=project).out
     assert total in markdown and "| `<` | collect | `scene.a` |" in markdown

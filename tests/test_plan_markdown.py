@@ -47,8 +47,8 @@ def test_markdown_plan_has_summary_table_and_prompt_diff(root: Path, monkeypatch
     assert "\x1b" not in out
     lines = out.splitlines()
     assert lines[0] == "### sparkspec plan: mdtest"
-    assert lines[2] == "**Plan: 2 to render (~217,800 tokens, ~0.91), 0 to reuse, 0 to delete, 1 to stitch, " \
-                       "1 unchanged.**"
+    assert lines[2] == "**Plan: 2 to render (~217,800 tokens), 0 to reuse, 0 to delete, 1 unchanged. " \
+                       "Also 1 to stitch; ~0.91 to pay.**"
     rows = [line for line in lines if line.startswith("| `")]
     assert rows[0] == "| `~` | update | `scene.intro` | prompt changed (diff below) | ~108,900 | ~0.46 |"
     assert rows[1] == ("| `~` | update | `scene.pour` | upstream intro re-renders | ~108,900 (key after apply) "

@@ -52,23 +52,22 @@ def dumps(plan: Plan) -> str:
 
 
 def summary_line(plan: Plan) -> str:
+    """DESIGN's sentence first, as it is (`Plan: 2 to render (~217,800 tokens), 1 to reuse, 1 to
+    delete, 5 unchanged.`), then what it has no place for: `Also 1 to restore, 1 to stitch; ~0.87
+    to pay.` (only the parts that are not zero)."""
     s = summary(plan)
-    money = f", ~{s['estimated_cost']:,.2f}" if s["estimated_cost"] is not None else ""
-    parts = [f"{s['render']} to render (~{s['estimated_tokens']:,} tokens{money})"]
-    if s["collect"]:  # submitted by an earlier apply: not in the tokens to pay
-        parts.append(f"{s['collect']} to collect (already paid)")
-    parts.append(f"{s['reuse']} to reuse")
-    if s["restore"]:
-        parts.append(f"{s['restore']} to restore")
-    if s["pull"]:
-        parts.append(f"{s['pull']} to pull")
-    if s["wait"]:
-        parts.append(f"{s['wait']} to wait for")
-    parts.append(f"{s['delete']} to delete")
-    if s["stitch"]:
-        parts.append(f"{s['stitch']} to stitch")
-    parts.append(f"{s['unchanged']} unchanged")
-    return "Plan: " + ", ".join(parts) + "."
+    line = (f"Plan: {s['render']} to render (~{s['estimated_tokens']:,} tokens), {s['reuse']} to reuse, "
+            f"{s['delete']} to delete, {s['unchanged']} unchanged.")
+    also = [text for count, text in (
+        (s["collect"], f"{s['collect']} to collect (already paid)"),  # submitted by an earlier apply
+        (s["restore"], f"{s['restore']} to restore"),
+        (s["pull"], f"{s['pull']} to pull"),
+        (s["wait"], f"{s['wait']} to wait for"),
+        (s["stitch"], f"{s['stitch']} to stitch")) if count]
+    money = f"~{s['estimated_cost']:,.2f} to pay" if s["estimated_cost"] is not None else ""
+    if not also and not money:
+        return line
+    return f"{line} Also " + "; ".join(part for part in (", ".join(also), money) if part) + "."
 
 
 def render_text(plan: Plan) -> str:
