@@ -60,7 +60,7 @@ def test_api_defaults(tmp_path: Path) -> None:
 
 def test_local_renders_on_every_cpu_by_default(tmp_path: Path) -> None:
     project = load(tmp_path, 'version: 1\nprovider: {type: local}\nscenes:\n  s:\n    prompt: "x"\n')
-    assert project.provider.parallelism == max(1, (os.cpu_count() or 1) // 2)  # each local render keeps two busy
+    assert project.provider.parallelism == (os.cpu_count() or 1)
     project = load(tmp_path, 'version: 1\nprovider: {type: local, parallelism: 3, requests_per_minute: 60}\n'
                              'scenes:\n  s:\n    prompt: "x"\n')
     assert (project.provider.parallelism, project.provider.requests_per_minute) == (3, 60)

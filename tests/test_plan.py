@@ -310,6 +310,8 @@ def test_delete(root: Path) -> None:
     assert actions(plan) == {"scene.intro": "no-op", "scene.pour": "no-op", "scene.logo": "delete",
                              "sequence.final": "delete"}
     assert reasons(plan, "scene.logo") == ["not in the spec"]
+    logo = next(c for c in plan.changes if c.address == "scene.logo")
+    assert logo.key == read_lock(root / "project.spark.lock")[0].scenes["logo"].key  # known: the lock's
     assert summary_line(plan) == "Plan: 0 to render (~0 tokens), 0 to reuse, 2 to delete, 2 unchanged."
     assert "    - scene.logo (delete)" in render_text(plan)
 

@@ -94,5 +94,5 @@ def _adopt_replaced(workspace: Workspace, scenes: Mapping[str, SceneRecord], cha
         whole = change.action is Action.DELETE and change.id not in workspace.project.scenes  # every take goes
         gone = records.values() if whole else [records[change.take]] if change.take in records else []
         for record in gone:
-            if record.key != change.key and cache.lookup(record.key) is None:
+            if (change.action is Action.DELETE or record.key != change.key) and cache.lookup(record.key) is None:
                 adopt(cache, workspace, record)

@@ -420,9 +420,11 @@ class Engine:
         except OSError:  # another file system: a copy, then the original goes
             atomic_copy(dest, kept)
             dest.unlink()
+        why = ("was edited since the lock recorded it" if any(path == rel for path, _ in self.recorded)
+               else "was not sparkspec's (no lock recorded it)")
         self.emit({"event": "warning", "scene": scene_id,
-                   "message": f"{rel} was not sparkspec's (no lock recorded it and the cache does not hold it); "
-                              f"it was moved to {kept.relative_to(self.project.root)} before the render took its place"})
+                   "message": f"{rel} {why} and the cache does not hold those bytes: it was moved to "
+                              f"{kept.relative_to(self.project.root)} before the render took its place"})
 
     def record(self, scene: Scene, take: int, cached: CachedRender) -> SceneRecord:
         video, frame = output_paths(self.project, scene.id, take, scene.pick)

@@ -31,7 +31,7 @@ class ProviderConfig:
     base_url: str | None = None
     api_key_env: str = "SPARK_API_KEY"
     protocol: str = "generation"  # spark only: generation | queue
-    parallelism: int = REMOTE_PARALLELISM  # the loader gives `local` half the CPU count
+    parallelism: int = REMOTE_PARALLELISM  # the loader gives `local` the CPU count
     requests_per_minute: int = DEFAULT_REQUESTS_PER_MINUTE
     poll: PollConfig = field(default_factory=PollConfig)
     price_per_million_tokens: float | None = None

@@ -327,7 +327,8 @@ class _Planner:
                 if take == scene.pick:
                     self.last_frames[scene.id], self.videos[scene.id] = decision.last_frame, decision.video
                 changes.append(change)
-        changes += [Change("scene", scene.id, Action.DELETE, (f"takes lowered to {scene.takes}",), take=take)
+        changes += [Change("scene", scene.id, Action.DELETE, (f"takes lowered to {scene.takes}",),
+                           recorded[take].key, take=take)
                     for take in sorted(recorded) if take > scene.takes]
         return changes
 
@@ -395,7 +396,7 @@ def plan_changes(project: Project, lock: Lock, cache: Cache, memo: DigestMemo,
     changes = [change for sid in graph.topological_order(upstreams) if sid in selected
                for change in planner.plan_scene(project.scenes[sid])]
     if not options.targets:
-        changes += [Change("scene", sid, Action.DELETE, ("not in the spec",))
+        changes += [Change("scene", sid, Action.DELETE, ("not in the spec",), lock.scenes[sid].key)
                     for sid in lock.scenes if sid not in project.scenes]
     changes += [planner.plan_sequence(name, seq.scenes) for name, seq in sequences.items()]
     if not options.targets:

@@ -289,6 +289,6 @@ def test_a_file_in_the_way_that_is_not_sparkspecs_is_moved_aside_not_overwritten
     assert done.code == 0, done.err
     kept = list((root / ".sparkspec/displaced/renders").iterdir())
     assert [p.read_bytes() for p in kept] == [b"my own edit"]
-    assert "renders/x.mp4 was not sparkspec's" in done.out + done.err
+    assert "renders/x.mp4 was not sparkspec's (no lock recorded it)" in done.out + done.err
     assert_lock_matches_renders(root)
     assert apply(root).code == 0 and len(list((root / ".sparkspec/displaced/renders").iterdir())) == 1
