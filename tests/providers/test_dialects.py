@@ -205,6 +205,22 @@ def test_ark_adopts_nothing_when_no_task_fits(api: FakeSparkAPI) -> None:
         run(api, ARK, body)
 
 
+def test_ark_adopts_nothing_while_a_create_of_the_same_parameters_waits_for_its_answer(api: FakeSparkAPI) -> None:
+    """Another scene's create (same seed from `defaults`) had made its task and not answered yet:
+    the lost create adopted that task, and two scenes were locked with one scene's video."""
+    async def body(p: Any) -> None:
+        api.inject("create", "late", delay=2.0)  # the first create: its task made at once, answered late
+        api.inject("create", "reset")  # the second: lost before any task was made
+        other = asyncio.ensure_future(p.submit(request(scene="other", prompt="A teapot, lid rattling")))
+        while not api.tasks:
+            await asyncio.sleep(0.01)
+        with pytest.raises(ProviderError, match="another create of these parameters in this apply is still waiting"):
+            await p.submit(request())
+        assert (await other).task_id == next(iter(api.tasks))
+
+    run(api, ARK, body)
+
+
 def api_params() -> dict[str, Any]:
     return {"content": [{"type": "text", "text": "A kettle, steam rising"}], "return_last_frame": True,
             "resolution": "480p", "ratio": "16:9", "duration": 2, "camera_fixed": False, "watermark": False}

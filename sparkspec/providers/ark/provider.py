@@ -52,12 +52,17 @@ class ArkProvider(SparkProvider):
         super().__init__(*args, **options)
         self.wall_clock = wall_clock
         self._known: set[str] = set()  # tasks this provider made or read: never adopted for another scene
+        # The parameters of creates sent and not answered yet: a task one of them made is listed
+        # before its answer names it, so a lost create that fits one of them cannot be told apart.
+        self._in_flight: dict[int, dict[str, Any]] = {}
 
     async def submit(self, request: RenderRequest) -> TaskStatus:
         what = f"creating the task for {request.scene}"
         model = request.model or self.model
         body = await self._body(request, model, top_level)
         started = self.wall_clock()
+        ticket = object()
+        self._in_flight[id(ticket)] = sent = create_params(request, None)
         try:
             response = await self._call("POST", TASKS_PATH, what=what, body=body)
             task_id = _id(response)
@@ -65,12 +70,15 @@ class ArkProvider(SparkProvider):
                 raise UnreadableCreate(f"{what}: the API answered HTTP {response.status_code} without a task id; "
                                        f"it may have created a task")
         except CreateUnconfirmed as exc:
+            del self._in_flight[id(ticket)]
             found, note = await self.lookup(request, model, started, self.wall_clock())
             if found is None:
                 if isinstance(exc, UnreadableCreate):  # its message ends with what apply does next
                     raise UnreadableCreate(f"{exc.detail} ({note})") from None
                 raise CreateUnconfirmed(f"{exc} ({note})") from None
             return found
+        finally:
+            self._in_flight.pop(id(ticket), None)
         self._known.add(task_id)
         return TaskStatus(task_id, TaskState.RUNNING)
 
@@ -109,6 +117,9 @@ class ArkProvider(SparkProvider):
             return None, "the task list could not be read, so no task was adopted"
         low, high = math.floor(started - LOOKUP_SLACK), math.ceil(ended + LOOKUP_SLACK)
         sent = create_params(request, None)
+        if any(_same_fit(sent, other) for other in self._in_flight.values()):
+            return None, ("looked up: another create of these parameters in this apply is still waiting for its "
+                          "answer, and its task would look the same, so none was adopted")
         matches = [item for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)
                    and item["id"] not in self._known and _created_within(item, low, high) and _fits(item, sent)]
         if len(matches) != 1:
@@ -129,6 +140,12 @@ def _id(response: httpx.Response) -> str | None:
 def _created_within(item: dict[str, Any], low: float, high: float) -> bool:
     created = item.get("created_at")
     return isinstance(created, (int, float)) and not isinstance(created, bool) and low <= created <= high
+
+
+def _same_fit(one: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Two creates whose tasks the list could not tell apart (a random seed fits any)."""
+    return _fits({k: v for k, v in other.items() if k in FITTING}, one) or _fits({k: v for k, v in one.items()
+                                                                                 if k in FITTING}, other)
 
 
 def _fits(item: dict[str, Any], sent: dict[str, Any]) -> bool:
