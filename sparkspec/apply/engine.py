@@ -145,6 +145,8 @@ class Engine:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         for leftover in self.tmp_dir.glob("*.part"):  # downloads of a killed apply (we hold the apply lock)
             leftover.unlink(missing_ok=True)
+        cache = self.workspace.cache
+        await asyncio.to_thread(self.runner.journal.settle_dead_logs, lambda key: cache.lookup(key) is not None)
         if self.remote is not None:
             await self.remote.start()
             if any(c.action is Action.PULL for c in self.plan.changes):
@@ -163,6 +165,7 @@ class Engine:
             await self.walk()
         finally:
             self.lock.close()
+            self.runner.journal.close_log()
             if self.runner.workers is not None:
                 await self.runner.workers.close()
         if self.remote is not None:

@@ -318,6 +318,10 @@ class TaskRunner:
     async def create(self, request: RenderRequest) -> TaskStatus:
         """`submit`'s create and journal entry, uninterrupted."""
         try:
+            self.journal.sending(request.key)  # a kill before the answer still leaves this behind
+        except OSError:
+            pass  # the journal's own check said it can be written; the create's answer still goes there
+        try:
             status = await self.api.submit(request)
         except (AuthError, AccountError) as exc:
             self.stop_submitting = stop_reason(exc)

@@ -33,7 +33,8 @@ class Tasks:
         """When an earlier apply's create of `key` went unanswered (see Journal.mark_unconfirmed)."""
         if self.unconfirmed is not None and key not in self.unconfirmed:
             return None
-        return self.journal.unconfirmed(key)
+        at = self.journal.unconfirmed(key)
+        return 0.0 if at is None and self.unconfirmed is not None else at  # 0.0: in a killed apply's log
 
     def entry(self, key: str) -> JournalEntry | None:
         """DamagedEntry when the key's entry cannot be read."""

@@ -23,6 +23,7 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from sparkspec.state.heldio import write_new
 
 
 UNCONFIRMED = ".unconfirmed"  # beside an entry: a create of that key whose answer was lost
+CREATES = "creates-"  # creates-<pid>-<random>.log: the keys an apply sent creates for
 
 
 class DamagedEntry(StatePathError):
@@ -54,9 +56,21 @@ class JournalEntry:
         return now >= self.submitted_at + self.expires_after
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's: alive
+        return True
+    return True
+
+
 class Journal:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._log: int | None = None  # this apply's creates log (see `sending`)
+        self._log_path: Path | None = None
 
     def _path(self, key: str) -> Path:
         return self.directory / f"{key}.json"
@@ -124,13 +138,69 @@ class Journal:
         return self.listing()[0]
 
     def listing(self) -> tuple[set[str], set[str]]:
-        """The keys with an entry, and those with an unconfirmed create, from one listing."""
+        """The keys with an entry, and those with an unconfirmed create (marked, or in the
+        creates log of an apply that was killed), from one listing."""
         try:
             names = [p.name for p in self.directory.iterdir()]
         except OSError:  # none yet (or unreadable: apply reports the entry it cannot read)
             return set(), set()
-        return ({name[:-5] for name in names if name.endswith(".json")},
-                {name[:-len(UNCONFIRMED)] for name in names if name.endswith(UNCONFIRMED)})
+        entries = {name[:-5] for name in names if name.endswith(".json")}
+        unconfirmed = {name[:-len(UNCONFIRMED)] for name in names if name.endswith(UNCONFIRMED)}
+        for log in self._dead_logs(names):
+            unconfirmed |= self._logged(log) - entries
+        return entries, unconfirmed
+
+    # -- creates on the wire -------------------------------------------------------------
+    # Each create's key is appended to a log of the apply (one write, no fsync: a killed
+    # process's writes survive it) before the request goes out. An apply killed while a create
+    # was on the wire leaves its log: the next plan says beside that render that the API may
+    # have made a task, and the next apply turns what the log names into marks.
+    def sending(self, key: str) -> None:
+        if self._log is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            name = f"{CREATES}{os.getpid()}-{secrets.token_hex(4)}.log"
+            self._log = os.open(self.directory / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._log_path = self.directory / name
+        os.write(self._log, f"{key}\n".encode())
+
+    def close_log(self) -> None:
+        """This apply is over: what its creates made is journalled, marked or collected."""
+        if self._log is not None:
+            os.close(self._log)
+            self._log = None
+            if self._log_path is not None:
+                self._log_path.unlink(missing_ok=True)
+
+    def settle_dead_logs(self, done: Callable[[str], bool]) -> None:
+        """The logs of killed applies become marks for the keys with neither an entry nor a
+        render (`done`), and go. Called with the apply lock held."""
+        try:
+            names = [p.name for p in self.directory.iterdir()]
+        except OSError:
+            return
+        entries = {name[:-5] for name in names if name.endswith(".json")}
+        for log in self._dead_logs(names):
+            for key in sorted(self._logged(log) - entries):
+                if not done(key) and self.unconfirmed(key) is None:
+                    self.mark_unconfirmed(key, "", "", log.stat().st_mtime)
+            log.unlink(missing_ok=True)
+
+    def _dead_logs(self, names: list[str]) -> list[Path]:
+        logs = []
+        for name in names:
+            if not (name.startswith(CREATES) and name.endswith(".log")):
+                continue
+            pid = name[len(CREATES):].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                logs.append(self.directory / name)
+        return logs
+
+    def _logged(self, log: Path) -> set[str]:
+        try:
+            return {line for line in log.read_text(encoding="utf-8", errors="replace").split()
+                    if len(line) == 64 and all(c in "0123456789abcdef" for c in line)}
+        except OSError:
+            return set()
 
     # -- creates whose answer was lost ---------------------------------------------------
     # A create that got no readable answer may have made a task (paid for) that nothing names:

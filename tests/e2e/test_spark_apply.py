@@ -322,3 +322,26 @@ def test_the_state_folder_deleted_during_an_apply_costs_no_second_payment(spark:
     assert sorted(spark.lock()["scenes"]) == ["a", "b", "solo"]
     again = spark.apply()
     assert again.rendered() == [] and fake_api.total_creates == 3
+
+
+@pytest.mark.slow  # a create answered late, a kill and two more commands
+def test_a_kill_while_a_create_is_on_the_wire_is_told_by_the_next_plan(spark: Project, fake_api: FakeSparkAPI) -> None:
+    """The task was made and its answer never read: the next plan showed a plain create, and the
+    next apply paid again without a word."""
+    spark.write(SPEC.replace('  b: {first_frame: {scene: a}, prompt: "the crane takes off"}\n', "")
+                .replace('  solo: {prompt: "an origami frog jumps"}\n', "").replace("{provider}", "  type: spark\n"))
+    fake_api.inject("create", "late", delay=5.0)
+    proc = start_cli("apply", "--auto-approve", cwd=spark.root, env=spark.env, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not fake_api.tasks and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    plan = json.loads(spark.run("plan", "--json").out)
+    (a,) = [c for c in plan["changes"] if c["id"] == "a"]
+    assert a["action"] == "create" and any("got no readable answer" in r for r in a["reasons"]), a
+    spark.apply()
+    assert fake_api.total_creates == 2  # told, then paid: the API has no idempotency key
+    assert not [p for p in (spark.root / ".sparkspec/journal").iterdir()
+                if p.name.endswith((".log", ".unconfirmed"))]
