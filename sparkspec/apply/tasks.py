@@ -380,7 +380,9 @@ class TaskRunner:
 
     def backoff(self, attempt: int) -> float:
         base = min(self.poll.max, self.poll.initial * (2 ** min(attempt - 1, 30)))
-        return float(base * (0.5 + self.rng.random() / 2))
+        # Jitter keeps tasks from polling in step, never below poll.initial (README: between
+        # poll.initial and poll.max).
+        return float(max(self.poll.initial, base * (0.5 + self.rng.random() / 2)))
 
     def next_poll(self, attempt: int, status: TaskStatus, elapsed: float) -> float:
         """When to look again. With a reported progress p after `elapsed` seconds, the task
@@ -514,7 +516,9 @@ class TaskRunner:
                 if not (expired or damaged) or attempt == MAX_DOWNLOAD_ATTEMPTS:
                     # The task id stays in the journal: a later apply can download it again.
                     raise self.failure(request.scene,
-                                       f"download of task {status.task_id} failed: {exc}") from None
+                                       f"download of task {status.task_id} failed: {exc}; the task is paid for and "
+                                       "stays in the journal, so the next apply downloads it at no new cost (do not "
+                                       "--replace it)") from None
                 if expired:  # signed URLs lapse: the task gives fresh ones
                     status = await self.api.poll(status.task_id, status.locator)
         video, frame, info = fetched.video, fetched.frame, fetched.info
