@@ -32,7 +32,7 @@ def test_a_working_key_passes_and_nothing_is_created(tmp_path: Path, monkeypatch
     for shown in ("provider     spark", "generation protocol", f"base URL     {fake_api.base_url}",
                   "parallelism  3", "90 per minute"):
         assert shown in out
-    assert fake_api.requests["query"] == 1 and fake_api.requests["create"] == 0
+    assert fake_api.requests["query"] == 2 and fake_api.requests["create"] == 0  # the key, and a wrong one
 
 
 def test_a_wrong_key_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_api: FakeSparkAPI) -> None:
@@ -106,8 +106,8 @@ def test_ark_without_a_spec_checks_arks_own_key_and_url(tmp_path: Path, monkeypa
                   "key in ARK_API_KEY is accepted"):
         assert shown in out
     # the impossible task was read on ModelArk's own path, with ark's key
-    assert fake_api.requests["query"] == 1 and fake_api.requests["create"] == 0
-    assert fake_api.api_authorization[-1] == f"Bearer {fake_api.api_key}"
+    assert fake_api.requests["query"] == 2 and fake_api.requests["create"] == 0  # the key, and a wrong one
+    assert fake_api.api_authorization[-2:] == [f"Bearer {fake_api.api_key}", "Bearer sparkspec-doctor-not-a-key"]
 
 
 def test_ark_without_a_spec_shows_what_a_spec_of_type_ark_would_use(tmp_path: Path,
@@ -158,7 +158,8 @@ def test_each_gateway_protocol_reads_the_impossible_task_where_it_reads_tasks(fa
                           {"SPARK_API_KEY": key, "SPARK_BASE_URL": fake_api.base_url},
                           transport=paths, resolve=lambda host, port: None)
         assert report.ok is accepted, report.lines
-        assert len(paths.paths) == 1 and paths.paths[0].startswith(path), paths.paths
+        # Accepted: asked again with a wrong key, which must be refused for the 404 to prove anything.
+        assert len(paths.paths) == (2 if accepted else 1) and all(p.startswith(path) for p in paths.paths), paths.paths
     assert fake_api.requests["create"] == 0
 
 
@@ -180,3 +181,12 @@ def test_doctor_checks_the_teams_remote_with_a_read(tmp_path: Path, monkeypatch:
     (tmp_path / "project.spark.yaml").write_text(spec.replace("remote: {url: 'file://%s'}\n", ""))
     code, out, _ = run_main(["doctor"], tmp_path, monkeypatch)
     assert code == 0 and "remote       none" in out
+
+
+def test_a_base_url_that_answers_404_to_any_key_is_not_the_api(fake_api: FakeSparkAPI) -> None:
+    """A wrong path (the router's own 404) passed as 'the key is accepted'; the next apply failed."""
+    for key in (fake_api.api_key, "wrong"):
+        report = diagnose(ProviderConfig(), {"SPARK_API_KEY": key, "SPARK_BASE_URL": fake_api.base_url + "/v2"},
+                          resolve=lambda host, port: None)
+        assert not report.ok, report.lines
+        assert any("answers 404 whatever the key, so it is not the API's base URL" in line for line in report.lines)

@@ -104,15 +104,24 @@ async def _key_accepted(report: Report, config: ProviderConfig, url: str, key: s
                                    limiter=RateLimiter(config.requests_per_minute), key_env=config.api_key_env)
     # Each dialect reads the impossible task where it reads tasks: ModelArk's path, or the
     # queue protocol's status URL (a locator naming only the model), or the generation one.
-    provider: SparkProvider = ArkProvider(url, key, config.model, **options) if config.type == "ark" else \
-        SparkGateway(url, key, config.model, protocol=config.protocol, **options)
+    def made(with_key: str) -> SparkProvider:
+        return ArkProvider(url, with_key, config.model, **options) if config.type == "ark" else \
+            SparkGateway(url, with_key, config.model, protocol=config.protocol, **options)
+
+    provider = made(key)
     locator = json.dumps({"model": config.model}) if config.type == "spark" and config.protocol == "queue" else None
     impossible = f"sparkspec-doctor-{uuid.uuid4().hex}"
     try:
         await provider.poll(impossible, locator)
     except TaskNotFound:
-        report.check(True, f"the API answers at {url}")
-        report.check(True, f"the key in {config.api_key_env} is accepted")
+        # A 404 proves the key only where a wrong key is refused: a path that is no API (a wrong
+        # base URL) answers 404 to any key.
+        if await _refuses_a_wrong_key(made("sparkspec-doctor-not-a-key"), impossible, locator):
+            report.check(True, f"the API answers at {url}")
+            report.check(True, f"the key in {config.api_key_env} is accepted")
+        else:
+            report.check(False, f"{url} answers 404 whatever the key, so it is not the API's base URL (ModelArk's "
+                                "ends in /api/v3); set base_url (or its variable) to the API's")
     except (AuthError, AccountError) as exc:
         report.check(True, f"the API answers at {url}")
         report.check(False, str(exc))
@@ -123,6 +132,18 @@ async def _key_accepted(report: Report, config: ProviderConfig, url: str, key: s
                             f"is {url} the right base URL?")
     finally:
         await provider.aclose()
+
+
+async def _refuses_a_wrong_key(provider: Any, task: str, locator: str | None) -> bool:
+    try:
+        await provider.poll(task, locator)
+    except (AuthError, AccountError):
+        return True
+    except (TaskNotFound, ProviderError):
+        return False
+    finally:
+        await provider.aclose()
+    return False
 
 
 def diagnose_remote(report: Report, remote: RemoteConfig | None, state_dir: Path,
