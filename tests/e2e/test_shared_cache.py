@@ -51,6 +51,7 @@ def test_two_processes_share_a_cache_safely(tmp_path: Path) -> None:
     assert "kept what 3 lock(s) refer to" in collected.out
 
 
+@pytest.mark.slow  # renders through the fake gateway: kept out of the default run
 def test_gc_waits_for_no_one_and_sweeps_nothing_while_another_project_applies(tmp_path: Path,
                                                                                fake_api: object) -> None:
     """gc in one project dropped the renders another project's running apply had just paid for

@@ -154,6 +154,7 @@ def test_a_download_that_keeps_failing_fails_the_scene_and_keeps_the_task(spark:
     assert fake_api.total_creates == creates + 1  # a and solo are collected, only b (skipped) is new
 
 
+@pytest.mark.slow  # renders through the fake gateway: kept out of the default run
 def test_a_download_past_the_file_size_limit_names_the_file_and_keeps_the_task(spark: Project,
                                                                               fake_api: FakeSparkAPI) -> None:
     def limited() -> None:
@@ -273,6 +274,7 @@ def test_ctrl_c_while_a_create_is_on_the_wire_journals_its_task(spark: Project, 
     assert sorted(fake_api.creates_by_key.values()) == [1, 1, 1]  # collected, not paid twice
 
 
+@pytest.mark.slow  # renders through the fake gateway: kept out of the default run
 def test_an_apply_whose_reader_goes_away_finishes_and_says_so(spark: Project, fake_api: FakeSparkAPI) -> None:
     """`apply --json | head -1`: the apply stopped with exit 1 and nothing on stderr, and the
     scenes not yet submitted were silently not rendered."""
@@ -289,7 +291,8 @@ def test_an_apply_whose_reader_goes_away_finishes_and_says_so(spark: Project, fa
     assert "No changes" in spark.run("plan").out
 
 
-@pytest.mark.parametrize("body", ["<html>bad gateway</html>", '{"id": "cgt-not-this-one", "status": "succeeded"}'])
+@pytest.mark.parametrize("body", ["<html>bad gateway</html>", pytest.param('{"id": "cgt-not-this-one", "status": "succeeded"}',
+                                                                          marks=pytest.mark.slow)])
 def test_an_answer_to_a_poll_that_is_not_the_tasks_status_is_asked_again(spark: Project, fake_api: FakeSparkAPI,
                                                                          body: str) -> None:
     """A proxy's page answered with HTTP 200 failed the scene on the first poll; an answer about

@@ -391,6 +391,7 @@ def test_every_take_of_a_chained_scene_starts_from_the_picked_takes_last_frame(p
         assert _difference(start, renders / "hero.take1.last.png") > 2 * _difference(start, renders / "hero.last.png")
 
 
+@pytest.mark.slow  # renders through the fake gateway: kept out of the default run
 def test_one_take_is_replaced_by_its_address_and_nothing_else(project: Project, fake_api: FakeSparkAPI) -> None:
     """`--replace scene.hero.take2`, the address the plan prints, was refused naming another id;
     the only way to re-roll one take was to pay for every take and the chain after them."""
@@ -414,6 +415,7 @@ def test_one_take_is_replaced_by_its_address_and_nothing_else(project: Project, 
         assert refused.code == 1 and message in refused.err, refused.err
 
 
+@pytest.mark.slow  # renders through the fake gateway: kept out of the default run
 def test_a_sequence_says_which_members_pick_changed(project: Project, fake_api: FakeSparkAPI) -> None:
     setup = Takes(project, fake_api)
     setup.write()
