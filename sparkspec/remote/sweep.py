@@ -128,7 +128,8 @@ async def collect(remote: Remote, now: datetime, grace: timedelta = DEFAULT_GRAC
         await gather_bounded([store.delete(p) for p in report.entries])
         await gather_bounded([store.delete(p) for p in report.blobs])
         await gather_bounded([store.delete(p) for p in report.sheets])
-        await asyncio.to_thread(_delete_partials, store.local_root, report.partials)
+        if store.local_root is not None:
+            await asyncio.to_thread(_delete_partials, store.local_root, report.partials)
         gone = {key for key, _, _ in sweep}
         await asyncio.to_thread(remote.forget_bad, [k for k in remote.bad_keys() if k in gone])
     return report
@@ -156,13 +157,9 @@ def _partial_uploads(root: Path, cutoff: datetime) -> list[tuple[str, int]]:
     return sorted(found)
 
 
-def _delete_partials(root: Path | None, paths: list[str]) -> None:
+def _delete_partials(root: Path, paths: list[str]) -> None:
     for path in paths:
-        assert root is not None
-        try:
-            (root / path).unlink()
-        except FileNotFoundError:
-            pass
+        (root / path).unlink(missing_ok=True)
 
 
 Files = tuple[tuple[str, int], ...] | None  # an entry's (blob digest, size) pairs; None: unreadable

@@ -62,7 +62,7 @@ class ArkProvider(SparkProvider):
         body = await self._body(request, model, top_level)
         started = self.wall_clock()
         ticket = object()
-        self._in_flight[id(ticket)] = sent = create_params(request, None)
+        self._in_flight[id(ticket)] = create_params(request, None)
         try:
             response = await self._call("POST", TASKS_PATH, what=what, body=body)
             task_id = _id(response)
@@ -144,8 +144,7 @@ def _created_within(item: dict[str, Any], low: float, high: float) -> bool:
 
 def _same_fit(one: dict[str, Any], other: dict[str, Any]) -> bool:
     """Two creates whose tasks the list could not tell apart (a random seed fits any)."""
-    return _fits({k: v for k, v in other.items() if k in FITTING}, one) or _fits({k: v for k, v in one.items()
-                                                                                 if k in FITTING}, other)
+    return _fits(other, one) or _fits(one, other)  # _fits compares the FITTING fields only
 
 
 def _fits(item: dict[str, Any], sent: dict[str, Any]) -> bool:
