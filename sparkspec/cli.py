@@ -388,10 +388,9 @@ def run() -> None:
 def _output_closed() -> None:
     """Standard output's reader went away: say so once on stderr (the exit is 1), and point
     stdout at /dev/null so that nothing fails on it again on the way out."""
-    try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
+    from sparkspec.apply.progress import silence
+
+    silence(sys.stdout)
     try:
         click.echo("error: the output was closed before sparkspec finished (its reader exited)", err=True)
     except OSError:

@@ -9,6 +9,17 @@ import time
 from typing import Any, TextIO
 
 
+def silence(stream: TextIO) -> None:
+    """Point `stream`'s file descriptor at /dev/null (its reader went away): nothing written
+    to it fails again, up to the process's exit."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, stream.fileno())
+        os.close(null)
+    except (OSError, ValueError):  # a stream without a file descriptor (a test's buffer)
+        pass
+
+
 def write_line(stream: TextIO, line: str) -> bool:
     """`line` onto `stream`; False when its reader is gone (`apply --json | head`): the stream
     then points at /dev/null, so the apply goes on to the end (what it submitted is collected
@@ -18,12 +29,7 @@ def write_line(stream: TextIO, line: str) -> bool:
         stream.flush()
         return True
     except BrokenPipeError:
-        try:
-            null = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, stream.fileno())
-            os.close(null)
-        except (OSError, ValueError):  # a stream without a file descriptor (a test's buffer)
-            pass
+        silence(stream)
         return False
 
 
