@@ -140,13 +140,9 @@ class Journal:
     def listing(self) -> tuple[set[str], set[str]]:
         """The keys with an entry, and those with an unconfirmed create (marked, or in the
         creates log of an apply that was killed), from one listing."""
-        try:
-            names = [p.name for p in self.directory.iterdir()]
-        except OSError:  # none yet (or unreadable: apply reports the entry it cannot read)
-            return set(), set()
-        entries = {name[:-5] for name in names if name.endswith(".json")}
+        names, entries, dead = self._scan()
         unconfirmed = {name[:-len(UNCONFIRMED)] for name in names if name.endswith(UNCONFIRMED)}
-        for log in self._dead_logs(names):
+        for log in dead:
             unconfirmed |= self._logged(log) - entries
         return entries, unconfirmed
 
@@ -174,16 +170,21 @@ class Journal:
     def settle_dead_logs(self, done: Callable[[str], bool]) -> None:
         """The logs of killed applies become marks for the keys with neither an entry nor a
         render (`done`), and go. Called with the apply lock held."""
-        try:
-            names = [p.name for p in self.directory.iterdir()]
-        except OSError:
-            return
-        entries = {name[:-5] for name in names if name.endswith(".json")}
-        for log in self._dead_logs(names):
+        _, entries, dead = self._scan()
+        for log in dead:
             for key in sorted(self._logged(log) - entries):
                 if not done(key) and self.unconfirmed(key) is None:
                     self.mark_unconfirmed(key, "", "", log.stat().st_mtime)
             log.unlink(missing_ok=True)
+
+    def _scan(self) -> tuple[list[str], set[str], list[Path]]:
+        """One listing of the folder: its names, the keys with an entry, and the creates logs
+        of applies that are gone."""
+        try:
+            names = [p.name for p in self.directory.iterdir()]
+        except OSError:  # none yet (or unreadable: apply reports the entry it cannot read)
+            return [], set(), []
+        return names, {name[:-5] for name in names if name.endswith(".json")}, self._dead_logs(names)
 
     def _dead_logs(self, names: list[str]) -> list[Path]:
         logs = []
