@@ -112,13 +112,18 @@ class Remote:
 
     async def read_entry(self, key: str) -> CachedRender | None:
         """This signer's entry of `key`, decoded and (with a signing key) checked; else None."""
+        render = await self._entry(key)
+        return render if isinstance(render, CachedRender) else None
+
+    async def _entry(self, key: str) -> CachedRender | str | None:
+        """This signer's entry of `key`, decoded and checked; why it cannot be used (a str);
+        None when there is none."""
         got = await self.store.get(entry_path(key, self.signer))
         if got is None:
             return None
         render = decode_entry(got[0], key, self.settings.signing_key)
-        if isinstance(render, str):
-            return None
-        self._read.add(key)
+        if isinstance(render, CachedRender):
+            self._read.add(key)
         return render
 
     async def fetch_sheet(self, digest: str) -> bytes | None:
@@ -156,15 +161,13 @@ class Remote:
         removes it once past its grace period; so is one this machine cannot read or trust (cut
         short, a signature that does not match). ("other", "") for a sound entry of another
         render, ("unreadable", "") for one gone since it was listed."""
-        got = await self.store.get(entry_path(render.key, self.signer))
-        if got is None:
+        entry = await self._entry(render.key)
+        if entry is None:
             return "unreadable", ""  # gone since it was found (a gc): the next push writes it
-        entry = decode_entry(got[0], render.key, self.settings.signing_key)
         if isinstance(entry, str):  # at this machine's own path: damaged, or not a sparkspec entry
             return "broken", (f"the team's remote has an entry of this key that cannot be used ({entry}); entries "
                               "are write-once, so `sparkspec remote gc` removes it once past its grace period "
                               "(`sparkspec remote verify` lists it), then `sparkspec push` uploads this machine's render")
-        self._read.add(render.key)
         bad = await asyncio.to_thread(self.bad_keys)
         gone = await transfer.absent_blobs(self.store, entry)
         if not transfer.same_blobs(entry, render):
