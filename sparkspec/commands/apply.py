@@ -116,7 +116,10 @@ def _confirm(stdin: TextIO) -> None:
         raise SparkspecError("apply asks before rendering and there is no terminal to ask on; "
                              "pass --auto-approve, or apply a saved plan (`sparkspec plan --out FILE`)")
     click.echo("\nDo you want to render these changes? Only 'yes' is accepted.")
-    answer = click.prompt("Enter a value", default="", show_default=False)
+    click.echo("  Enter a value: ", nl=False)
+    answer = stdin.readline()  # "" at end of input (Ctrl-D): a "no", not an interrupt; Ctrl-C is one
+    if not answer:
+        click.echo()
     if answer.strip() != "yes":
         raise SparkspecError("apply cancelled; nothing was rendered")
 
@@ -181,7 +184,7 @@ def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parall
     if getattr(reporter, "closed", False):
         click.echo("warning: the output was closed during the apply (its reader exited); the apply went on to "
                    "the end without printing, and `sparkspec show` or `plan` tells where things stand", err=True)
-    _review(workspace, previous, known=engine.sheet)
+    _review(workspace, previous, known=engine.sheet, not_rendered={**result.skipped, **result.failed})
     if engine.remote is not None and engine.remote.pushed:
         _register_root(workspace)
     if result.interrupted:
@@ -206,7 +209,7 @@ def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parall
 
 
 def _review(workspace: Workspace, previous: Lock | None, refresh: bool = False,
-            known: KnownSheet | None = None) -> None:
+            known: KnownSheet | None = None, not_rendered: Mapping[str, str] | None = None) -> None:
     """renders/index.html and contact.png; a page that cannot be written is a warning, not a
     failed apply: the renders and the lock are in place. `known`: a teammate's contact sheet
     (used when it is the one this lock shows); one decoded here goes to a writable remote."""
@@ -224,7 +227,7 @@ def _review(workspace: Workspace, previous: Lock | None, refresh: bool = False,
             if output / SHEET not in written:
                 return
         else:
-            write_review(workspace, previous, known=known)
+            write_review(workspace, previous, known=known, not_rendered=not_rendered)
     except SparkspecError as exc:
         click.echo(f"warning: {exc}", err=True)
         return

@@ -3,6 +3,7 @@ made from the lock and the project after an apply. `write_review` is the one ent
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,15 +20,17 @@ PAGE = "index.html"
 
 
 def write_review(workspace: Workspace, previous: Lock | None, contact_sheet: bool = True,
-                 known: KnownSheet | None = None) -> list[Path]:
+                 known: KnownSheet | None = None, not_rendered: Mapping[str, str] | None = None) -> list[Path]:
     """Write the page (and the contact sheet) for the lock as it stands. `previous` is the lock
-    before this apply, for before / after; None keeps what the last apply recorded. `known`:
+    before this apply, for before / after; None, or an apply that changed no scene's picked
+    video (it only restored, deleted or reused), keeps what the last apply recorded. `known`:
     a sheet from the team's remote, written as it is when it is the one this lock shows.
+    `not_rendered`: the renders this apply failed or skipped, and why (the page says so).
     Returns the files written. Raises StatePathError or MediaError with a message to show."""
     from sparkspec.fsutil import atomic_write_bytes
     from sparkspec.review.before import changed_scenes, found_before, record_before
     from sparkspec.review.contact import SHEET, SheetEntry, write_contact_sheet
-    from sparkspec.review.model import gather
+    from sparkspec.review.model import gather, picked_render
     from sparkspec.review.page import write_page
     from sparkspec.review.sheetid import record_sheet, sheet_digest
 
@@ -36,13 +39,17 @@ def write_review(workspace: Workspace, previous: Lock | None, contact_sheet: boo
     if not lock.scenes and not lock.sequences:
         return []
     try:
-        if previous is not None:
-            changed = changed_scenes(previous, lock)
+        # A scene whose picked take did not render shows its old render: not a change.
+        changed = frozenset(sid for sid in changed_scenes(previous, lock)
+                            if picked_render(sid, lock.scenes[sid].pick) not in (not_rendered or {})) \
+            if previous is not None else frozenset()
+        if changed:
+            assert previous is not None
             before = record_before(output, previous, changed, workspace.cache)
         else:
             before = found_before(output, lock)
             changed = frozenset(before)
-        review = gather(project, lock, before, changed)
+        review = gather(project, lock, before, changed, not_rendered)
         written = [write_page(output, review, workspace.state_dir / "compiled")]
         digest = sheet_digest(project, lock) if contact_sheet else None
         if digest is not None:

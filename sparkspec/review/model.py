@@ -46,6 +46,9 @@ class ReviewScene:
     downstream: tuple[str, ...]
     before: str | None  # the previous render, for a scene the last apply changed
     changed: bool  # changed in the last apply (even when its previous render is gone)
+    # Why the last apply did not render the picked take (it failed, or its upstream did): what
+    # the page shows for it is the render from before, which no longer matches the spec.
+    not_rendered: str | None = None
 
     @property
     def picked(self) -> Take:
@@ -129,10 +132,16 @@ def scene_order(project: Project, lock: Lock) -> list[str]:
     return order + sorted(set(lock.scenes) - set(order))
 
 
+def picked_render(sid: str, pick: int) -> str:
+    """The picked take's name in an apply's results: the scene's id for take 1, `id.takeK` else."""
+    return sid if pick == 1 else f"{sid}.take{pick}"
+
+
 def gather(project: Project, lock: Lock, before: Mapping[str, str],
-           changed: frozenset[str] = frozenset()) -> Review:
+           changed: frozenset[str] = frozenset(), not_rendered: Mapping[str, str] | None = None) -> Review:
     """The page's content. `before` maps a changed scene to its previous render's video
-    (relative to the output folder); `changed` names every scene the last apply changed."""
+    (relative to the output folder); `changed` names every scene the last apply changed;
+    `not_rendered`: renders (`id`, `id.takeK`) the last apply failed or skipped, and why."""
     out = project.output_dir
     price = project.provider.price_per_million_tokens
     upstreams = {sid: s.upstream for sid, s in project.scenes.items()}
@@ -152,12 +161,13 @@ def gather(project: Project, lock: Lock, before: Mapping[str, str],
         takes = tuple(Take(number, relative(t.video.path, out), relative(t.last_frame.path, out), t.seed,
                            t.key, t.task_id, t.tokens, _cost(t, price)) for number, t in numbered)
         parameters = tuple((name, _show(inputs[name])) for name in PARAMETERS if inputs.get(name) is not None)
+        why = (not_rendered or {}).get(picked_render(sid, pick))
         scenes.append(ReviewScene(
             id=sid, prompt=str(inputs.get("prompt", spec.prompt if spec else "")),
             description=spec.description if spec else None, parameters=parameters, takes=takes,
             pick=pick, seconds=seconds(inputs), aspect=aspect(inputs), upstream=upstreams.get(sid),
-            downstream=tuple(downstream.get(sid, ())), before=before.get(sid),
-            changed=sid in changed or sid in before))
+            downstream=tuple(downstream.get(sid, ())), before=None if why else before.get(sid),
+            changed=not why and (sid in changed or sid in before), not_rendered=why))
     by_id = {s.id: s for s in scenes}
     sequences = []
     for name, seq in sorted(lock.sequences.items()):

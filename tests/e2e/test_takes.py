@@ -261,6 +261,27 @@ def test_a_picked_take_that_fails_leaves_no_other_take_in_its_place(project: Pro
     assert project.lock()["scenes"]["hero"]["video"]["path"] == "renders/hero.mp4"
 
 
+@pytest.mark.slow
+def test_a_picked_take_whose_new_render_fails_is_shown_as_the_old_render_it_is(project: Project,
+                                                                               fake_api: FakeSparkAPI) -> None:
+    """The prompt changes and the pick moves to take 2, whose new render fails: the page called
+    take 2's render from the earlier apply "(picked) · after" under a "changed" badge, and said
+    nothing of the failure."""
+    setup = Takes(project, fake_api)
+    setup.write()
+    project.apply()
+    setup.write(SPEC.replace("a paper boat on a puddle", "a paper boat in the rain")
+                .replace("    takes: 3\n", "    takes: 3\n    pick: 2\n"))
+    fake_api.outcome("failed", code="InternalServiceError", message="render failed",
+                     match=lambda params: params.get("seed") == take_seed(11, 2))
+    failed = project.run("apply", "--auto-approve", "--json")
+    assert failed.code == 1 and names(failed, "failed") == ["hero.take2"]
+    card = (project.root / "renders/index.html").read_text().split('id="scene-hero"')[1].split("</article>")[0]
+    assert "The last apply did not render take 2" in card and "render failed" in card
+    assert "after" not in card and 'class="badge"' not in card and "before (the previous render)" not in card
+    assert '<p class="prompt">a paper boat on a puddle</p>' in card  # what that render was made from
+
+
 def check_truth(root: Path) -> None:
     """Every file the lock names is in place with the bytes it says."""
     lock = json.loads((root / "project.spark.lock").read_text()) if (root / "project.spark.lock").exists() else {}

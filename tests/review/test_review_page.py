@@ -129,6 +129,9 @@ def test_before_and_after_for_what_the_last_apply_changed(root: Path, tmp_path: 
     (root / "renders/index.html").unlink()
     review(root, None)
     assert f"before/{before.name}" in (root / "renders/index.html").read_text()
+    # So does an apply that changed no scene's video (it restored a file, deleted a take, reused).
+    review(root, second)
+    assert before.exists() and f"before/{before.name}" in (root / "renders/index.html").read_text()
     # The next apply that changes something else replaces it.
     settle(root, tmp_path / "clips", {"logo": 9, "intro": 2, "pour": 4})
     review(root, second)
