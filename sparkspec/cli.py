@@ -464,6 +464,9 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `sparkspec`, `sparkspec remote`: the help asked for
+        click.echo(exc.ctx.get_help())
+        sys.exit(0)
     except click.ClickException as exc:  # one line, as every other error: not click's usage block
         ctx = getattr(exc, "ctx", None)
         hint = f" (see `{ctx.command_path} --help`)" if isinstance(exc, click.UsageError) and ctx is not None else ""

@@ -168,6 +168,15 @@ def test_a_usage_error_is_one_line(cli: Cli, tmp_path: Path, args: tuple[str, ..
     assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(message), result.stderr
 
 
+@pytest.mark.parametrize("args", [(), ("remote",)])
+def test_a_command_group_with_nothing_after_it_shows_its_help(cli: Cli, tmp_path: Path, args: tuple[str, ...]) -> None:
+    """`sparkspec` alone printed "error: Usage: ..." and the whole help block as an error, exit 1."""
+    result = cli(*args, cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.startswith(f"Usage: sparkspec {' '.join(args)}".rstrip() + " [OPTIONS] COMMAND")
+    assert "Commands:" in result.stdout
+
+
 def test_a_folder_inside_a_project_points_at_the_project_not_at_init(cli: Cli, tmp_path: Path) -> None:
     """From a subfolder, show said 'nothing rendered yet' (exit 0), gc 'the cache is empty', and
     plan advised `init`, which would start a second project inside the first."""
