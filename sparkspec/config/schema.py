@@ -171,6 +171,8 @@ def _diagnose(doc: Document, error: Any) -> list[Diagnostic]:
         if path == ("remote", "url"):
             return [at(path, f"{instance!r} is not a remote URL; use s3://bucket/prefix, gs://bucket/prefix, "
                              "az://container/prefix or file:///path/to/folder")]
+        if path[-2:] == ("first_frame", "scene") or (path[:1] == ("sequences",) and "scenes" in path):
+            return []  # a reference to a scene: the loader says "no scene 'X'", with a did-you-mean
         return [at(path, f"{instance!r} does not match {error.validator_value}")]
     return [at(path, error.message)]
 
