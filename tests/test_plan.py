@@ -387,6 +387,22 @@ def test_plan_json_gives_costs_to_a_millionth(root: Path, monkeypatch: pytest.Mo
     assert costs and all(len(repr(cost)) <= 10 for cost in costs), costs  # 0.07622999999999999 unrounded
 
 
+def test_a_priced_plan_with_nothing_to_render_costs_zero_not_unknown(root: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a price set and nothing to render, the summary's estimated_cost was null, which
+    otherwise means "no price known"."""
+    fake_apply(root)
+    edit(root, "provider: {type: local}", "provider: {type: local, price_per_million_tokens: 0.7}")
+    code, out, err = run(["plan", "--json"], root, monkeypatch)
+    assert code == 0, err
+    assert json.loads(out)["summary"]["estimated_cost"] == 0.0
+    code, out, err = run(["plan"], root, monkeypatch)
+    assert "to pay" not in out  # the text says nothing of a 0.00 bill
+    edit(root, "provider: {type: local, price_per_million_tokens: 0.7}", "provider: {type: local}")
+    code, out, err = run(["plan", "--json"], root, monkeypatch)
+    assert json.loads(out)["summary"]["estimated_cost"] is None
+
+
 def test_plan_json_lists_no_ops(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_apply(root)
     code, out, _ = run(["plan", "--json", "--detailed-exitcode"], root, monkeypatch)

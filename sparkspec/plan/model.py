@@ -95,6 +95,7 @@ class Plan:
     changes: tuple[Change, ...]
     options: PlanOptions = PlanOptions()
     fingerprint: Mapping[str, str] = field(default_factory=dict)
+    priced: bool = False  # the provider has price_per_million_tokens: nothing to render costs 0.00, not "unknown"
 
     def scene(self, scene_id: str, take: int = 1) -> Change | None:
         return next((c for c in self.changes if c.kind == "scene" and c.id == scene_id and c.take == take), None)
@@ -113,4 +114,4 @@ class Plan:
     @property
     def estimated_cost(self) -> float | None:
         costs = [c.estimated_cost for c in self.changes if c.estimated_cost is not None]
-        return sum(costs) if costs else None
+        return sum(costs) if costs else (0.0 if self.priced else None)

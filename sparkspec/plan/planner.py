@@ -402,4 +402,5 @@ def plan_changes(project: Project, lock: Lock, cache: Cache, memo: DigestMemo,
     if not options.targets:
         changes += [Change("sequence", name, Action.DELETE, ("not in the spec",))
                     for name in lock.sequences if name not in project.sequences]
-    return Plan(tuple(changes), options, dict(fingerprint or {}))
+    return Plan(tuple(changes), options, dict(fingerprint or {}),
+                priced=project.provider.price_per_million_tokens is not None)

@@ -64,7 +64,7 @@ def summary_line(plan: Plan) -> str:
         (s["pull"], f"{s['pull']} to pull"),
         (s["wait"], f"{s['wait']} to wait for"),
         (s["stitch"], f"{s['stitch']} to stitch")) if count]
-    money = f"~{s['estimated_cost']:,.2f} to pay" if s["estimated_cost"] is not None else ""
+    money = f"~{s['estimated_cost']:,.2f} to pay" if s["estimated_cost"] else ""  # nothing to pay: not said
     if not also and not money:
         return line
     return f"{line} Also " + "; ".join(part for part in (", ".join(also), money) if part) + "."
