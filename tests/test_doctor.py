@@ -90,6 +90,7 @@ def test_an_api_that_does_not_answer_fails(tmp_path: Path, monkeypatch: pytest.M
 def test_local_needs_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     code, out, _ = doctor(tmp_path, monkeypatch, "--provider", "local")
     assert code == 0 and "provider     local" in out
+    assert "per minute" not in out  # the API's request limit means nothing to renders made here
 
 
 def test_ark_without_a_spec_checks_arks_own_key_and_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -75,8 +75,9 @@ def diagnose(config: ProviderConfig, environ: Mapping[str, str] = os.environ,
     url = base_url(config, environ)
     report.lines += [f"provider     {config.type}", f"dialect      {_dialect(config)}",
                      f"base URL     {url if config.type != 'local' else '(none: renders on this machine)'}",
-                     f"parallelism  {config.parallelism}",
-                     f"requests     {config.requests_per_minute} per minute"]
+                     f"parallelism  {config.parallelism}"]
+    if config.type != "local":  # a limit of the API's: nothing to do with renders on this machine
+        report.lines.append(f"requests     {config.requests_per_minute} per minute")
     if config.type == "local":
         report.check(True, "the local provider needs no key and no network")
         return report
