@@ -26,7 +26,7 @@ from sparkspec.apply.tasks import Emit, SceneFailed, SceneSkipped, Sleep
 from sparkspec.errors import RemoteError
 from sparkspec.remote.claims import Claim, ClaimTask, ClaimWatch, Held, Seen
 from sparkspec.remote.session import Remote
-from sparkspec.remote.transfer import BlobProblem
+from sparkspec.remote.transfer import BlobProblem, check_format
 from sparkspec.state.cache import Cache, CachedRender
 from sparkspec.state.journal import Journal
 
@@ -239,6 +239,7 @@ class RemoteApply:
         if not self.remote.writable:
             return False
         try:
+            await check_format(self.remote.store)  # a remote of another layout: no claims there either
             probe = await self.remote.claims_work()
         except RemoteError as exc:
             self.warn_once(scene, f"{exc}; rendering without a claim", topic=UNCLAIMED)

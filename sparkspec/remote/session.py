@@ -118,6 +118,7 @@ class Remote:
     async def _entry(self, key: str) -> CachedRender | str | None:
         """This signer's entry of `key`, decoded and checked; why it cannot be used (a str);
         None when there is none."""
+        await transfer.check_format(self.store)  # another layout's entries are not ours to read
         got = await self.store.get(entry_path(key, self.signer))
         if got is None:
             return None

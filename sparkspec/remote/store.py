@@ -140,6 +140,7 @@ class Store:
         self.environ = environ
         self.hidden = hidden  # credentials from elsewhere than the environment (an AWS profile)
         self.format_known = False  # format.json read (a layout we know) or written by us
+        self.format_refused: str | None = None  # why its format.json is not one we read: asked once
         # Why the store is not asked again in this run (it did not answer the plan): every
         # call fails at once with it, instead of waiting out its own timeout.
         self.silent: str | None = None

@@ -108,8 +108,12 @@ async def ensure_format(store: Store) -> None:
 
 
 async def check_format(store: Store) -> None:
+    """RemoteError unless the remote is of our layout (or has no format.json yet): a remote of
+    another layout is neither read nor written, by any command, for the whole run."""
     if store.format_known:
         return
+    if store.format_refused is not None:
+        raise RemoteError(store.format_refused)
     found = await store.get(FORMAT)
     if found is None:
         return
@@ -118,11 +122,13 @@ async def check_format(store: Store) -> None:
     except (ValueError, AttributeError):
         layout = None
     if layout is None:
-        raise RemoteError(f"remote {store.display}: its format.json names no layout, so it was not written by "
-                          "sparkspec; point the remote at a folder or prefix of its own")
-    if layout != LAYOUT_VERSION:
-        raise RemoteError(f"remote {store.display}: its format.json names layout {layout!r}; this sparkspec "
-                          f"reads layout {LAYOUT_VERSION}")
+        store.format_refused = (f"remote {store.display}: its format.json names no layout, so it was not written "
+                                "by sparkspec; point the remote at a folder or prefix of its own")
+    elif layout != LAYOUT_VERSION:
+        store.format_refused = (f"remote {store.display}: its format.json names layout {layout!r}; this "
+                                f"sparkspec reads layout {LAYOUT_VERSION}")
+    if store.format_refused is not None:
+        raise RemoteError(store.format_refused)
     store.format_known = True
 
 

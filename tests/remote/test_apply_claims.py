@@ -49,5 +49,6 @@ def test_a_store_that_is_gone_is_one_warning_however_many_scenes_start(tmp_path:
     assert asyncio.run(scenes()) == [None] * 5  # each renders, without a claim
     warnings = [e for e in events if e["event"] == "remote_warning"]
     assert len(warnings) == 1, warnings
-    assert "memory://gone: PUT probe/" in warnings[0]["message"] and "rendering without a claim" in \
+    # The first request that fails says so: the layout check (format.json) before the probe.
+    assert "memory://gone: GET format.json" in warnings[0]["message"] and "rendering without a claim" in \
         warnings[0]["message"]

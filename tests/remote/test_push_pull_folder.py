@@ -169,6 +169,26 @@ def test_push_writes_nothing_into_a_remote_of_another_layout(tmp_path: Path, mon
     assert sorted(p.name for p in (remote / "v1").iterdir()) == ["format.json"]
 
 
+def test_apply_neither_pulls_from_nor_claims_in_a_remote_of_another_layout(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan refused the remote ("planned without it": two renders), and apply then pulled
+    both scenes from it all the same: what the user approved was not what ran."""
+    remote = tmp_path / "shared"
+    first = machine(tmp_path / "first", remote)
+    code, _, err = run_main(["apply", "--auto-approve"], first, monkeypatch)
+    assert code == 0, err
+    (remote / "v1" / "format.json").write_text('{"layout": 2}')
+    before = sorted(str(p.relative_to(remote)) for p in remote.rglob("*"))
+    second = machine(tmp_path / "second", remote)
+    code, out, err = run_main(["apply", "--auto-approve", "--json"], second, monkeypatch)
+    assert code == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert sorted(e["scene"] for e in events if e["event"] == "completed") == ["intro", "outro"]
+    assert not [e for e in events if e["event"] == "pulled"]
+    assert "names layout 2" in err
+    assert sorted(str(p.relative_to(remote)) for p in remote.rglob("*")) == before  # no claim, entry or blob
+
+
 def test_a_saved_plan_that_pulls_names_the_remote_when_this_run_does_not_use_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`apply --remote off PLAN` of a plan that pulls was 'the renders or the cache changed',
