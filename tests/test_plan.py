@@ -494,6 +494,24 @@ def test_plan_out_writes_a_file_and_never_replaces_a_pipe_device_or_link(root: P
     assert (root / "link.plan").is_symlink() and load_plan(root / "real.plan").spec == SPEC
 
 
+def test_plan_out_overwrites_an_earlier_plan_and_nothing_else(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`plan --out project.spark.yaml` replaced the spec with the plan, exit 0; `--out a/b/x`
+    made the folders, at the filesystem's root too."""
+    spec = (root / SPEC).read_text()
+    for out in (SPEC, "project.spark.lock", "notes.txt", "no/such/folder/x.plan"):
+        if out == "notes.txt":
+            (root / out).write_text("my notes\n")
+        if out == "project.spark.lock":
+            (root / out).write_text('{"version": 1, "scenes": {}}\n')
+        code, _, err = run_main(["plan", "--out", out], root, monkeypatch)
+        assert code == 1 and f"--out {out}:" in err and "Traceback" not in err, err
+    assert (root / SPEC).read_text() == spec and (root / "notes.txt").read_text() == "my notes\n"
+    assert not (root / "no").exists()
+    assert run_main(["plan", "--out", "x.plan"], root, monkeypatch)[0] == 0
+    assert run_main(["plan", "--out", "x.plan"], root, monkeypatch)[0] == 0  # an earlier plan: replaced
+    assert load_plan(root / "x.plan").spec == SPEC
+
+
 def test_saved_plan_and_stale_detection(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_apply(root)
     edit(root, "A cup on", "A mug on")

@@ -43,7 +43,23 @@ def plan_target(out: str) -> Path:
     if path.exists() and not path.is_file():
         raise SparkspecError(f"--out {out}: {path} is not a regular file (a folder, a pipe or a device); "
                              "give the name of a file to save the plan to")
+    if not path.parent.is_dir():
+        raise SparkspecError(f"--out {out}: the folder {path.parent} does not exist; make it first, or save "
+                             "the plan elsewhere")
+    if path.is_file() and not _is_saved_plan(path):
+        # `--out project.spark.yaml` (or the lock, a template, an image) would replace it with
+        # the plan: a saved plan is overwritten, nothing else.
+        raise SparkspecError(f"--out {out}: that file exists and is not a saved plan; sparkspec overwrites "
+                             "only an earlier plan: choose another name")
     return path
+
+
+def _is_saved_plan(path: Path) -> bool:
+    try:
+        raw = load_json(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(raw, dict) and raw.get("kind") == KIND
 
 
 def save_plan(path: Path, spec: str, plan: Plan, load_options: LoadOptions) -> None:
