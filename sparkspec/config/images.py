@@ -37,7 +37,7 @@ def inspect_stream(stream: BinaryIO, size: int) -> ImageInfo:
     from PIL import Image, UnidentifiedImageError
 
     if size >= IMAGE_MAX_BYTES:
-        raise ImageProblem(f"image is {size / 2**20:.1f} MB; the API takes under 30 MB")
+        raise ImageProblem(f"image is {size:,} bytes; the API takes images smaller than 30 MB ({IMAGE_MAX_BYTES:,} bytes)")
     try:
         with Image.open(stream) as image:
             fmt = (image.format or "").lower()
@@ -52,6 +52,15 @@ def inspect_stream(stream: BinaryIO, size: int) -> ImageInfo:
     aspect = width / height
     if not IMAGE_ASPECT_EXCLUSIVE[0] < aspect < IMAGE_ASPECT_EXCLUSIVE[1]:
         raise ImageProblem(f"image aspect {aspect:.2f} ({width}x{height}) must be between 0.4 and 2.5")
+    # Its pixels decoded, not only its header: a file cut short or damaged would pass as valid,
+    # then fail the render, or be sent to the API in a paid request. Within the bounds above it
+    # is at most 36 megapixels.
+    stream.seek(0)
+    try:
+        with Image.open(stream) as image:
+            image.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageProblem(f"the image is damaged or cut short ({exc})") from None
     return ImageInfo(fmt, width, height, size)
 
 
