@@ -306,6 +306,37 @@ def test_an_answer_to_a_poll_that_is_not_the_tasks_status_is_asked_again(spark: 
         assert any("the answer is about task 'cgt-not-this-one'" in w for w in warnings), warnings
 
 
+@every_dialect(slow=True)
+def test_a_finished_answer_about_another_task_is_never_recorded_as_this_one(spark: Project, fake_api: FakeSparkAPI,
+                                                                          dialect: Dialect) -> None:
+    """ark and the queue protocol took a poll's answer about another task (its video, seed and
+    tokens) as this scene's render, exit 0, and dropped the paid task from the journal."""
+    import hashlib
+
+    model = {"ark": "seedance-1-0-pro-fast-251015"}.get(dialect.name, "spark_dance_v1_0_pro_fast")
+    other = fake_api.create({"content": [{"type": "text", "text": "someone else's video"}], "resolution": "480p",
+                             "ratio": "16:9", "duration": 2, "seed": 5}, model, dialect.name)
+    video = other.render.result()[0]
+    theirs = hashlib.sha256(video.read_bytes()).hexdigest()
+    urls = fake_api.result(other)
+    if dialect.name == "queue":
+        fake_api.inject("query", "status", status=200, body={"request_id": other.id, "status": "COMPLETED"}, times=1)
+        fake_api.inject("result", "status", status=200, times=1, body={
+            "request_id": other.id, "status": "COMPLETED", "usage": {"completion_tokens": 1},
+            "outputs": [{"type": "video", "url": urls["video_url"], "content_type": "video/mp4"},
+                        {"type": "image", "url": urls["last_frame_url"], "content_type": "image/png"}]})
+    else:
+        fake_api.inject("query", "status", status=200, times=1, body={
+            "id": other.id, "model": model, "status": "succeeded", "seed": 5, "usage": {"completion_tokens": 1},
+            "content": {"video_url": urls["video_url"], "last_frame_url": urls["last_frame_url"]}})
+    done = spark.apply()
+    assert done.rendered() == ["a", "b", "solo"] and fake_api.total_creates == 4  # 3 + the other task
+    assert any(f"the answer is about task '{other.id}'" in e["message"] for e in done.events()
+               if e["event"] == "warning")
+    for record in spark.lock()["scenes"].values():
+        assert record["video"]["sha256"] != theirs and record["task_id"] != other.id and record["tokens"] > 1
+
+
 @pytest.mark.slow  # a stalled download and two applies
 def test_the_state_folder_deleted_during_an_apply_costs_no_second_payment(spark: Project,
                                                                           fake_api: FakeSparkAPI) -> None:

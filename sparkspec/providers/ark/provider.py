@@ -26,7 +26,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
-from sparkspec.errors import CreateUnconfirmed, ProviderError, TaskNotFound, UnreadableCreate
+from sparkspec.errors import BadAnswer, CreateUnconfirmed, ProviderError, TaskNotFound, UnreadableCreate
 from sparkspec.providers.ark.errors import ark_refusal
 from sparkspec.providers.base import RenderRequest, TaskState, TaskStatus
 from sparkspec.providers.spark.answers import json_object
@@ -84,8 +84,11 @@ class ArkProvider(SparkProvider):
 
     async def poll(self, task_id: str, locator: str | None = None) -> TaskStatus:
         self._known.add(task_id)
-        response = await self._call("GET", f"{TASKS_PATH}/{quote(task_id, safe='')}", what=f"reading task {task_id}")
-        return self._task(response, f"reading task {task_id}")
+        what = f"reading task {task_id}"
+        status = self._task(await self._call("GET", f"{TASKS_PATH}/{quote(task_id, safe='')}", what=what), what)
+        if status.task_id != task_id:  # a proxy's or a cache's answer about something else: never its video
+            raise BadAnswer(f"{what}: the answer is about task {status.task_id!r}")
+        return status
 
     async def cancel_queued(self, task_id: str, locator: str | None = None) -> bool:
         """Cancel the task if it still waits in the queue (a running one cannot be cancelled)."""

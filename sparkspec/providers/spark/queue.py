@@ -83,10 +83,11 @@ class SparkGateway(SparkProvider):
             return await super().poll(task_id)  # made through the generation protocol
         urls = self.urls(task_id, locator)
         what = f"reading task {task_id}"
-        raw = self._read(await self._call("GET", urls.status_url, what=what), what)
+        raw = _about(self._read(await self._call("GET", urls.status_url, what=what), what), task_id, what)
         status = _status(raw)
         if status in ("completed", "succeeded", "success", "done") and raw.get("error") in (None, "", {}):
-            raw = {**raw, **self._read(await self._call("GET", urls.response_url, what=what), what)}
+            answer = self._read(await self._call("GET", urls.response_url, what=what), what)
+            raw = {**raw, **_about(answer, task_id, what)}
             status = _status(raw) or status
         task = {"id": task_id, "status": "failed" if status == "completed" and raw.get("error") else status,
                 "progress": _progress(raw.get("progress")), "error": raw.get("error"),
@@ -135,6 +136,15 @@ class SparkGateway(SparkProvider):
         if raw is None:
             raise BadAnswer(f"{what}: the API answered HTTP {response.status_code} without a status object")
         return raw
+
+
+def _about(raw: dict[str, Any], task_id: str, what: str) -> dict[str, Any]:
+    """`raw`, unless it names another request (a proxy's or a cache's answer about something
+    else): BadAnswer, asked again, never that request's video recorded as this one."""
+    named = raw.get("request_id", raw.get("id"))
+    if named not in (None, "") and str(named) != task_id:
+        raise BadAnswer(f"{what}: the answer is about task {str(named)!r}")
+    return raw
 
 
 def _status(raw: dict[str, Any]) -> str:
