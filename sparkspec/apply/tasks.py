@@ -43,6 +43,7 @@ from sparkspec.errors import (
 )
 from sparkspec.keys import SceneKey
 from sparkspec.providers.base import Provider, RenderRequest, TaskState, TaskStatus
+from sparkspec.providers.retry import UNAVAILABLE
 from sparkspec.config.model import PollConfig
 
 if TYPE_CHECKING:
@@ -53,7 +54,6 @@ Emit = Callable[[dict[str, Any]], None]
 Around = Callable[[str, str, Callable[[], Awaitable["CachedRender"]]], Awaitable["CachedRender"]]
 Sleep = Callable[[float], Awaitable[None]]
 
-UNAVAILABLE = "003021099"
 # What a task that did not render is submitted again for, and how it is reported.
 RESUBMIT_CODES = {UNAVAILABLE: "the service was busy (003021099)", "expired": "the task expired unrendered"}
 MAX_RESUBMITS = 2  # per scene per apply

@@ -26,6 +26,14 @@ NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 CREATE_REFUSED = frozenset({429, 500, 502, 503})
 # Answers worth asking again for a query or a download (the upstream SDKs use the same set).
 PASSING = frozenset({408, 409, 429})
+# The API's own "service unavailable": transient (reference section 4), under whatever HTTP
+# status it comes. Said in an error answer, it is a refusal: no task was made.
+UNAVAILABLE = "003021099"
+
+
+def is_unavailable(code: str | None) -> bool:
+    """The API's error code 003021099, however it was written (a number loses its zeros)."""
+    return code is not None and code.strip().isdigit() and code.strip().zfill(len(UNAVAILABLE)) == UNAVAILABLE
 
 
 def should_retry_header(headers: httpx.Headers | None) -> bool | None:
@@ -35,13 +43,14 @@ def should_retry_header(headers: httpx.Headers | None) -> bool | None:
 
 
 def create_may_be_retried(exc: httpx.TransportError | None = None, status: int | None = None,
-                          headers: httpx.Headers | None = None) -> bool:
+                          headers: httpx.Headers | None = None, code: str | None = None) -> bool:
     """The money rule: retry a create only where the server cannot have made a task.
 
     That is a connection never established, or an error answer the server gives
-    instead of a task (429, 500, 502, 503, or any error it marks `x-should-retry:
-    true`). A timeout after the body was sent, a dropped connection, a 504 or an
-    unreadable 2xx may hide a created task: retrying could pay twice.
+    instead of a task (429, 500, 502, 503, the API's code 003021099 under any error
+    status, or any error it marks `x-should-retry: true`). A timeout after the body
+    was sent, a dropped connection, a 504 or an unreadable 2xx may hide a created
+    task: retrying could pay twice.
     """
     if exc is not None:
         return isinstance(exc, NOT_SENT)
@@ -50,18 +59,18 @@ def create_may_be_retried(exc: httpx.TransportError | None = None, status: int |
     said = should_retry_header(headers)
     if said is not None:
         return said
-    return status in CREATE_REFUSED
+    return status in CREATE_REFUSED or is_unavailable(code)
 
 
 def read_may_be_retried(exc: httpx.TransportError | None = None, status: int | None = None,
-                        headers: httpx.Headers | None = None) -> bool:
+                        headers: httpx.Headers | None = None, code: str | None = None) -> bool:
     """A query or a download changes nothing: any fault that may pass is retried."""
     if exc is not None:
         return True
     said = should_retry_header(headers)
     if said is not None:
         return said
-    return status is not None and (status in PASSING or status >= 500)
+    return status is not None and (status in PASSING or status >= 500 or is_unavailable(code))
 
 
 @dataclass(frozen=True)

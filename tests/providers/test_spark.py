@@ -383,6 +383,20 @@ def test_5xx_is_retried_with_growing_jittered_backoff(api: FakeSparkAPI, endpoin
     assert api.total_creates == 1
 
 
+@pytest.mark.parametrize("endpoint", ["create", "query"])
+@pytest.mark.parametrize("code", ["003021099", 3021099])
+@every_dialect()
+def test_the_apis_service_unavailable_code_is_retried_under_any_error_status(api: FakeSparkAPI, endpoint: str,
+                                                                             code: object, dialect: Dialect) -> None:
+    """A create refused with 003021099 and HTTP 400 failed its scene, though the code is the API's
+    transient "service unavailable" and an error answer makes no task."""
+    api.inject(endpoint, "status", status=400, times=2,
+               body={"error": {"code": code, "message": "service unavailable"}})
+    sleeps = Sleeps()
+    assert run(api, dialect=dialect, body=render, sleeps=sleeps).state is TaskState.COMPLETED
+    assert len(sleeps.calls) == 2 and api.total_creates == 1
+
+
 @every_dialect()
 def test_retries_are_bounded_then_transient(api: FakeSparkAPI, dialect: Dialect) -> None:
     api.inject("query", "status", status=503, times=100)

@@ -187,7 +187,7 @@ class SparkProvider:
                 if status == 404 and not creating:
                     raise TaskNotFound(f"{what}: the API does not know this task (HTTP 404)")
                 wait_for = retry_after(response.headers)
-                if not may_retry(None, status, response.headers):
+                if not may_retry(None, status, response.headers, api_words(response)[1]):
                     if creating and status >= 500:
                         raise CreateUnconfirmed(
                             f"{what}: HTTP {status}: {self._scrub(_words(response))}; the API may have created "
