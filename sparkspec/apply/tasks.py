@@ -32,7 +32,6 @@ from sparkspec.errors import (
     BadAnswer,
     CreateUnconfirmed,
     DiskError,
-    DamagedOutput,
     DownloadError,
     MediaError,
     ProviderError,
@@ -62,7 +61,7 @@ UNREADABLE_POLLS = 8  # answers in a row to a poll that are not the task's statu
 # Fetches at once on the loop, per render slot, that start the fetch workers (see `fetch`):
 # more than the slots can finish at once means outputs arrive faster than the loop takes them.
 BUSY_FETCHES = 2.0
-MAX_DOWNLOAD_ATTEMPTS = 4  # of a finished task's outputs: lapsed URLs refreshed, damaged bodies fetched again
+MAX_DOWNLOAD_ATTEMPTS = 4  # of a finished task's outputs: lapsed URLs refreshed, undecodable bodies fetched again
 DEFAULT_EXPIRY = 172800
 CLOCK_SKEW = 3600.0  # a created_at this far ahead of our clock is not unix seconds: count from our own
 
@@ -512,7 +511,10 @@ class TaskRunner:
                 for part in parts:
                     part.unlink(missing_ok=True)
                 expired = isinstance(exc, UrlExpired)
-                damaged = isinstance(exc, (MediaError, DamagedOutput))
+                # A body cut short or of the wrong length (DamagedOutput) was already fetched again
+                # by the provider's retry policy: only a whole body that is not a video is fetched
+                # again here (a download cut short every time was fetched 6 x 4 times).
+                damaged = isinstance(exc, MediaError)
                 if not (expired or damaged) or attempt == MAX_DOWNLOAD_ATTEMPTS:
                     # The task id stays in the journal: a later apply can download it again.
                     raise self.failure(request.scene,

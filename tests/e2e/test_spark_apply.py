@@ -154,6 +154,17 @@ def test_a_download_that_keeps_failing_fails_the_scene_and_keeps_the_task(spark:
     assert fake_api.total_creates == creates + 1  # a and solo are collected, only b (skipped) is new
 
 
+@pytest.mark.slow  # the provider's backoff between six attempts: about 8 s
+def test_a_download_cut_short_every_time_is_tried_six_times_not_twenty_four(spark: Project,
+                                                                          fake_api: FakeSparkAPI) -> None:
+    """The provider's retries (6) ran inside the engine's refetches (4): 24 downloads, 50 s."""
+    fake_api.inject("video", "truncate", times=1000)
+    failed = spark.run("apply", "--auto-approve")
+    assert failed.code == 1 and "download of task" in failed.err and "stays in the journal" in failed.err
+    assert fake_api.requests["download"] == 2 * 6  # a and solo (b waits on a)
+    assert fake_api.total_creates == 2
+
+
 @pytest.mark.slow  # renders through the fake gateway: kept out of the default run
 def test_a_download_past_the_file_size_limit_names_the_file_and_keeps_the_task(spark: Project,
                                                                               fake_api: FakeSparkAPI) -> None:
