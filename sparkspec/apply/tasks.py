@@ -383,12 +383,16 @@ class TaskRunner:
         # poll.initial and poll.max).
         return float(max(self.poll.initial, base * (0.5 + self.rng.random() / 2)))
 
-    def next_poll(self, attempt: int, status: TaskStatus, elapsed: float) -> float:
+    def next_poll(self, attempt: int, status: TaskStatus, elapsed: float, stalled: int = 0) -> float:
         """When to look again. With a reported progress p after `elapsed` seconds, the task
         should be done in elapsed*(1-p)/p: poll then, but never wait longer than the time
         already spent (an early, small p extrapolates badly) nor than poll.max. Without
-        progress, back off exponentially with jitter. Never sooner than poll.initial/4."""
+        progress, or when it has not moved for `stalled` polls (the prediction was wrong:
+        a task at 99% for a minute), back off exponentially with jitter. Never sooner than
+        poll.initial/4."""
         p = status.progress
+        if stalled:
+            return self.backoff(stalled)
         if p is None or not 0 < p < 1 or elapsed <= 0:
             return self.backoff(attempt)
         remaining = elapsed * (1 - p) / p
@@ -403,11 +407,12 @@ class TaskRunner:
         started = self.monotonic()
         warned: set[str] = set()
         unreadable = 0  # answers in a row that were not this task's status
+        stalled, seen = 0, status.progress  # polls in a row whose progress did not move
         while status.state is TaskState.RUNNING:
             if status.unknown_status is not None:
                 self.unknown_status(scene_id, status, warned, since, expires_after)
             attempt += 1
-            await self.sleep(self.next_poll(attempt, status, self.monotonic() - started))
+            await self.sleep(self.next_poll(attempt, status, self.monotonic() - started, stalled))
             try:
                 polled = await self.api.poll(status.task_id, status.locator)
             except BadAnswer as exc:
@@ -432,6 +437,8 @@ class TaskRunner:
                     f"the journal for the next apply to ask again; `sparkspec apply --replace {scene_id}` "
                     "submits afresh")) from None
             unreadable = 0
+            moved = polled.progress is None or seen is None or polled.progress > seen
+            stalled, seen = (0 if moved else stalled + 1), polled.progress
             status = polled
             if status.state is TaskState.RUNNING:
                 self.emit({"event": "progress", "scene": scene_id, "task_id": status.task_id,
