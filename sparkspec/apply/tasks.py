@@ -37,6 +37,7 @@ from sparkspec.errors import (
     ProviderError,
     RenderFailed,
     TaskNotFound,
+    TransientError,
     UnreadableCreate,
     UrlExpired,
 )
@@ -230,8 +231,13 @@ class TaskRunner:
                                    "state": "collecting"})
                         status = TaskStatus(entry.task_id, TaskState.RUNNING, locator=entry.locator)
                         since = entry.submitted_at
-                    status = await self.wait(request.scene, status, since,
-                                             request.execution_expires_after or DEFAULT_EXPIRY)
+                    try:
+                        status = await self.wait(request.scene, status, since,
+                                                 request.execution_expires_after or DEFAULT_EXPIRY)
+                    except TransientError as exc:  # the API was not answering: the task is still there
+                        raise self.failure(request.scene, (
+                            f"{exc}; task {status.task_id} is paid for and its id stays in the journal, so "
+                            f"the next apply asks again at no new cost (do not --replace it)")) from None
                     if status.state is TaskState.COMPLETED and status.tokens is not None:
                         self.charge(status.tokens, status.cost)  # before the slot goes to a new submission
                 if status.state is TaskState.COMPLETED:

@@ -155,6 +155,20 @@ def test_a_download_that_keeps_failing_fails_the_scene_and_keeps_the_task(spark:
 
 
 @pytest.mark.slow  # the provider's backoff between six attempts: about 8 s
+def test_polls_that_give_up_on_5xx_say_the_task_is_paid_and_kept(spark: Project, fake_api: FakeSparkAPI) -> None:
+    """'reading task ...: HTTP 500 (gave up after 6 attempt(s))' said nothing of the paid task
+    kept in the journal, and invited a paid --replace."""
+    spark.write(SPEC.replace('  b: {first_frame: {scene: a}, prompt: "the crane takes off"}\n', "")
+                .replace('  solo: {prompt: "an origami frog jumps"}\n', "").replace("{provider}", "  type: spark\n"))
+    fake_api.inject("query", "status", status=500, times=1000)
+    failed = spark.run("apply", "--auto-approve")
+    assert failed.code == 1 and "gave up after" in failed.err
+    assert "is paid for and its id stays in the journal" in failed.err and "do not --replace it" in failed.err
+    fake_api.faults.clear()
+    assert spark.apply().rendered() == ["a"] and fake_api.total_creates == 1  # collected, not paid again
+
+
+@pytest.mark.slow  # the provider's backoff between six attempts: about 8 s
 def test_a_download_cut_short_every_time_is_tried_six_times_not_twenty_four(spark: Project,
                                                                           fake_api: FakeSparkAPI) -> None:
     """The provider's retries (6) ran inside the engine's refetches (4): 24 downloads, 50 s."""
