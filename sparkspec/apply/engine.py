@@ -207,9 +207,14 @@ class Engine:
         for change in scene_changes:
             self.done[change.render] = loop.create_future()
             self.installing.setdefault(change.id, asyncio.Lock())
+        # Deletes first, right after their records left the file: a kill later in the apply
+        # left a removed sequence's video in renders/, recorded nowhere, for good.
         for change in changes:
-            if change.kind == "scene" and change.action is Action.DELETE:
-                self.delete_scene(change)
+            if change.action is Action.DELETE:
+                if change.kind == "scene":
+                    self.delete_scene(change)
+                else:
+                    self.sequence_step(change, self.delete_sequence)
         tasks = [asyncio.create_task(self.scene_task(c), name=c.render) for c in scene_changes]
         try:
             await asyncio.gather(*tasks)
@@ -217,16 +222,17 @@ class Engine:
             for task in tasks:
                 task.cancel()
         for change in changes:
-            if change.kind == "sequence":
-                try:
-                    if change.action is Action.DELETE:
-                        self.delete_sequence(change.id)
-                    else:
-                        self.sequence(change)
-                except (SparkspecError, OSError) as exc:  # this sequence fails; the others go on
-                    message = str(DiskError.from_os(exc) if isinstance(exc, OSError) else exc)
-                    self.result.failed[f"sequence {change.id}"] = message
-                    self.emit({"event": "failed", "sequence": change.id, "error": message})
+            if change.kind == "sequence" and change.action is not Action.DELETE:
+                self.sequence_step(change, lambda _: self.sequence(change))
+
+    def sequence_step(self, change: Change, step: Callable[[str], None]) -> None:
+        """Stitch or delete one sequence; a failure fails it alone, the others go on."""
+        try:
+            step(change.id)
+        except (SparkspecError, OSError) as exc:
+            message = str(DiskError.from_os(exc) if isinstance(exc, OSError) else exc)
+            self.result.failed[f"sequence {change.id}"] = message
+            self.emit({"event": "failed", "sequence": change.id, "error": message})
 
     def changing_takes(self) -> list[tuple[str, int]]:
         """The recorded takes whose outputs this apply may overwrite, move or delete."""

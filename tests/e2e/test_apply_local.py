@@ -293,6 +293,17 @@ def test_a_sequence_is_stitched_again_only_when_a_member_changes(applied: Projec
     assert applied.lock()["sequences"]["film"]["members"][2] == applied.lock()["scenes"]["c"]["video"]["sha256"]
 
 
+def test_a_removed_sequence_goes_before_any_render_starts(applied: Project) -> None:
+    """Its video was deleted only after every scene had rendered, its record long gone from the
+    lock: a kill in between left renders/film.mp4 recorded nowhere, for good."""
+    applied.write(CHAIN.replace("sequences:\n  film: {scenes: [a, b, c]}\n", "")
+                  .replace("a lighthouse at dusk", "a lighthouse in fog"))
+    events = [e for e in applied.apply().events() if e["event"] in ("deleted", "submitted")]
+    assert events[0] == {"event": "deleted", "sequence": "film"}, events
+    assert [e["scene"] for e in events[1:]] == ["solo"]
+    assert not (applied.root / "renders/film.mp4").exists()
+
+
 def test_a_saved_plan_stale_from_a_changed_image_says_which_scene_and_why(project: Project) -> None:
     """It said 'the renders or the cache changed', when neither had."""
     from PIL import Image
