@@ -223,3 +223,20 @@ def test_a_collect_goes_on_when_submissions_have_stopped(cli: Cli, project: Path
     assert result.completed == ["a"] and set(result.skipped) == {"b"}
     assert fake_api.total_creates == 1 and journal(project) == {}
     assert json.loads((project / "project.spark.lock").read_text())["scenes"]["a"]["task_id"] == task
+
+
+def test_a_damaged_journal_entry_of_the_local_provider_is_dropped_not_a_failure(cli: Cli, tmp_path: Path) -> None:
+    """A kill in the middle of an entry's write left it empty, and every later apply failed the
+    scene (exit 1) until it was deleted by hand: for a provider that costs nothing."""
+    (tmp_path / "project.spark.yaml").write_text(
+        "version: 1\nprovider: {type: local}\ndefaults: {resolution: 480p, frames: 29}\n"
+        "scenes:\n  a: {prompt: \"a heron stands in reeds\"}\n")
+    key = json.loads(cli("plan", "--json", cwd=tmp_path).out)["changes"][0]["key"]
+    entry = tmp_path / ".sparkspec" / "journal" / f"{key}.json"
+    entry.parent.mkdir(parents=True)
+    entry.write_bytes(b"")  # torn
+    assert "dropped, and rendered again" in cli("plan", cwd=tmp_path).out
+    done = cli("apply", "--auto-approve", "--json", cwd=tmp_path)
+    assert done.code == 0, done.out + done.err
+    assert [e["scene"] for e in done.events() if e["event"] == "completed"] == ["a"]
+    assert not entry.exists()

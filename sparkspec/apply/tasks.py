@@ -273,10 +273,16 @@ class TaskRunner:
 
     def journalled(self, request: RenderRequest) -> JournalEntry | None:
         """This key's task from an earlier apply, if it is this provider's. A damaged entry
-        fails the scene and stays: a task may exist, and paying for another is not ours to do."""
+        fails the scene and stays: a task may exist, and paying for another is not ours to do
+        (the local provider's is dropped: nothing is paid, and its task is its key's)."""
         try:
             entry = self.journal.get(request.key)
         except DamagedEntry as exc:
+            if self.api.type == "local":  # its tasks cost nothing and are found again by key: no money at stake
+                self.emit({"event": "warning", "scene": request.scene, "message": f"{exc}; dropped (a local "
+                           "render costs nothing: rendered again)"})
+                self.journal.forget(request.key)
+                return None
             raise self.failure(request.scene, f"{exc}; a task may already exist for it, so nothing was "
                                f"submitted: look at the file and delete it, or run `sparkspec apply "
                                f"--replace {request.scene}` to render it afresh") from None

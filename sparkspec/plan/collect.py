@@ -54,6 +54,8 @@ def journalled(change: Change, tasks: Tasks | None, provider: str) -> Change:
     except DamagedEntry as exc:
         if change.action is Action.REPLACE:  # --replace drops the entry and submits afresh
             return change
+        if provider == "local":  # nothing paid: apply drops the entry and renders
+            return replace(change, reasons=change.reasons + (f"{exc}: dropped, and rendered again",))
         return replace(change, reasons=change.reasons + (
             f"{exc}: apply fails this scene, as a task may already exist for it; look at the file and delete "
             f"it, or run `sparkspec apply --replace {change.id}` to render it afresh",))
