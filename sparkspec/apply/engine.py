@@ -348,9 +348,14 @@ class Engine:
             return await self.installed(scene, change, cached, "pulled")  # another machine rendered it meanwhile
         if shared:
             return await self.installed(scene, change, cached, "reused")
-        record = await self.install(scene, change.take, cached)
+        self.result.tokens += cached.tokens  # paid, whether or not it can be put in place
+        try:
+            record = await self.install(scene, change.take, cached)
+        except (SparkspecError, OSError) as exc:
+            message = str(DiskError.from_os(exc, self.project.root) if isinstance(exc, OSError) else exc)
+            raise SceneFailed(f"{message} (the render, {cached.tokens:,} tokens, is paid for and kept in the "
+                              "cache: the next apply puts it in place at no new cost)") from None
         self.result.completed.append(change.render)
-        self.result.tokens += cached.tokens
         self.emit({"event": "completed", "scene": change.render, "key": key.hex, "task_id": cached.task_id,
                    "tokens": cached.tokens})
         return record

@@ -114,6 +114,22 @@ def test_an_output_path_is_a_directory(project: Path) -> None:
     recovers(project)
 
 
+def test_a_render_that_cannot_be_put_in_place_is_counted_and_said_to_be_kept(project: Path) -> None:
+    """The summary said '0 tokens' for a render made (and paid for) whose output path was a
+    folder, and nothing said the render waits in the cache."""
+    (project / "project.spark.yaml").write_text(SPEC.replace("a blue kite", "a green kite"))
+    (project / "renders/b.mp4").unlink()
+    (project / "renders/b.mp4").mkdir()
+    run = apply(project, "--json")
+    assert run.code == 1
+    (done,) = [e for e in run.events() if e["event"] == "done"]
+    (failed,) = [e for e in run.events() if e["event"] == "failed" and e.get("scene") == "b"]
+    assert done["tokens"] > 0 and "is paid for and kept in the cache" in failed["error"], (done, failed)
+    (project / "renders/b.mp4").rmdir()
+    again = apply(project, "--json")
+    assert again.code == 0 and [e["scene"] for e in again.events() if e["event"] == "reused"] == ["b"]
+
+
 @pytest.mark.slow  # a whole apply or two; the default run keeps its siblings
 def test_the_cache_dir_is_a_file(project: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "cache-file"
