@@ -240,3 +240,16 @@ def test_a_damaged_journal_entry_of_the_local_provider_is_dropped_not_a_failure(
     assert done.code == 0, done.out + done.err
     assert [e["scene"] for e in done.events() if e["event"] == "completed"] == ["a"]
     assert not entry.exists()
+
+
+def test_a_local_create_cut_off_by_a_kill_is_not_a_possible_payment(cli: Cli, tmp_path: Path) -> None:
+    """The plan of a local project after a kill talked of a task 'paid for' at 'the API' and of
+    looking in 'the provider's console'."""
+    (tmp_path / "project.spark.yaml").write_text(
+        "version: 1\nprovider: {type: local}\ndefaults: {resolution: 480p, frames: 29}\n"
+        "scenes:\n  a: {prompt: \"a heron stands in reeds\"}\n")
+    key = json.loads(cli("plan", "--json", cwd=tmp_path).out)["changes"][0]["key"]
+    Journal(tmp_path / ".sparkspec" / "journal").mark_unconfirmed(key, "a", "local", time.time())
+    plan = cli("plan", cwd=tmp_path)
+    assert plan.code == 0 and "+ scene.a (create)" in plan.out
+    assert "no readable answer" not in plan.out and "paid" not in plan.out

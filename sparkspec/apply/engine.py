@@ -536,8 +536,9 @@ class Engine:
 
 
 def running_remotely(state_dir: Path) -> list[str]:
-    """Journal entries: tasks submitted and not yet collected."""
-    return [f"{e.scene} (task {e.task_id})" for e in Journal(state_dir / "journal").entries()]
+    """Journal entries: tasks submitted and not yet collected (the local provider's die with
+    the apply, and the next one renders them again, at no cost)."""
+    return [f"{e.scene} (task {e.task_id})" for e in Journal(state_dir / "journal").entries() if e.provider != "local"]
 
 
 def sheet_scenes(project: Project) -> frozenset[str]:

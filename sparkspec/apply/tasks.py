@@ -329,7 +329,8 @@ class TaskRunner:
     async def create(self, request: RenderRequest) -> TaskStatus:
         """`submit`'s create and journal entry, uninterrupted."""
         try:
-            self.journal.sending(request.key)  # a kill before the answer still leaves this behind
+            if self.api.type != "local":  # nothing is paid there, so nothing to warn of after a kill
+                self.journal.sending(request.key)  # a kill before the answer still leaves this behind
         except OSError:
             pass  # the journal's own check said it can be written; the create's answer still goes there
         try:

@@ -60,7 +60,7 @@ def journalled(change: Change, tasks: Tasks | None, provider: str) -> Change:
             f"{exc}: apply fails this scene, as a task may already exist for it; look at the file and delete "
             f"it, or run `sparkspec apply --replace {change.id}` to render it afresh",))
     if entry is None or entry.provider != provider:
-        lost = tasks.lost_create(change.key) if entry is None else None
+        lost = tasks.lost_create(change.key) if entry is None and provider != "local" else None
         if lost is not None:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(lost)) if lost else "an earlier apply"
             return replace(change, reasons=change.reasons + (
