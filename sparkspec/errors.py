@@ -96,14 +96,15 @@ def _target(name: str) -> str:
 _DISK_HINTS = {
     errno.ENOSPC: "free some disk space and run the command again (what finished is kept)",
     errno.EDQUOT: "free some of your disk quota and run the command again (what finished is kept)",
-    errno.EFBIG: "the file size limit (`ulimit -f`) is too small for a render; raise it and run again",
+    errno.EFBIG: "the file size limit (`ulimit -f`) is too small for this file; raise it and run again",
     errno.EROFS: "make it writable, or work in a writable copy",
     errno.EACCES: "you may not write there; fix its permissions and run the command again",
     errno.EPERM: "you may not write there; fix its permissions and run the command again",
     errno.EISDIR: "a folder stands where sparkspec writes a file; move it away and run again",
     errno.ENOTDIR: "a file stands where sparkspec needs a folder; move it away and run again",
     errno.EEXIST: "a file stands where sparkspec needs a folder; move it away and run again",
-    errno.ENOENT: "it vanished while sparkspec was working; run the command again",
+    errno.ENOENT: "it is not there (or it went while sparkspec was working); check the path and run the "
+                  "command again",
     errno.ENOTEMPTY: "a folder stands where sparkspec writes a file; move it away and run again",
     errno.EIO: "the disk reported an I/O error; check it and run the command again",
 }

@@ -177,6 +177,17 @@ def test_a_command_group_with_nothing_after_it_shows_its_help(cli: Cli, tmp_path
     assert "Commands:" in result.stdout
 
 
+def test_a_file_in_place_of_the_state_folder_stops_gc_too(cli: Cli, tmp_path: Path) -> None:
+    """gc said "The cache is empty; nothing to drop." (exit 0) where apply refused."""
+    assert cli("init", cwd=tmp_path).returncode == 0
+    (tmp_path / ".sparkspec").write_text("not a folder")
+    for command in ("gc", "plan"):
+        result = cli(command, cwd=tmp_path)
+        assert result.returncode == 1 and result.stderr == (
+            f"error: {tmp_path / '.sparkspec'}: a file stands where sparkspec keeps its state; move it away and "
+            "run the command again\n"), (command, result.stderr)
+
+
 def test_a_folder_inside_a_project_points_at_the_project_not_at_init(cli: Cli, tmp_path: Path) -> None:
     """From a subfolder, show said 'nothing rendered yet' (exit 0), gc 'the cache is empty', and
     plan advised `init`, which would start a second project inside the first."""

@@ -62,10 +62,13 @@ def cache_dir(state_dir: Path, environ: Mapping[str, str] = os.environ) -> Path:
     no cache would say renders must be paid for again."""
     override = environ.get(CACHE_ENV)
     folder = Path(override) if override else state_dir / "cache"
+    if not override and state_dir.exists() and not state_dir.is_dir():  # gc said "the cache is empty"
+        raise DiskError(f"{state_dir}: a file stands where sparkspec keeps its state; move it away and run "
+                        "the command again")
     if folder.exists() and not folder.is_dir():
         fix = f"point {CACHE_ENV} at a folder" if override else "move it away"
-        raise DiskError(f"{folder}: a file stands where sparkspec keeps the cache ({CACHE_ENV}); {fix} and "
-                        "run the command again")
+        raise DiskError(f"{folder}: a file stands where sparkspec keeps the cache{f' ({CACHE_ENV})' if override else ''}; "
+                        f"{fix} and run the command again")
     return folder
 
 

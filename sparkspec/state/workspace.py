@@ -89,7 +89,9 @@ class Workspace:
         """Before an apply: the folders it writes are folders, and writable. One line for the
         user now rather than the same failure for every scene later."""
         folders = ((self.project.root / self.project.output_dir, "the outputs (output_dir)"),
-                   (self.state_dir, "its state"), (self.cache.directory, f"the cache ({CACHE_ENV})"))
+                   (self.state_dir, "its state"),
+                   (self.cache.directory,
+                    "the cache" if self.cache.directory == self.state_dir / "cache" else f"the cache ({CACHE_ENV})"))
         for folder, what in folders:
             if folder.exists() and not folder.is_dir():
                 raise DiskError(f"{folder}: a file stands where sparkspec keeps {what}; move it away "
