@@ -219,6 +219,16 @@ def test_errors_inside_included_files_name_that_file_and_line(root: Path) -> Non
     assert info.value.message.startswith("template syntax:")
 
 
+def test_a_byte_order_mark_is_no_part_of_a_prompt_file(root: Path) -> None:
+    """Notepad's BOM stayed in the prompt: another key, so a paid render again, for the same text."""
+    (root / "prompts" / "plain.j2").write_bytes(b"hello {{ who }}")
+    (root / "prompts" / "bom.j2").write_bytes(b"\xef\xbb\xbfhello {{ who }}")
+    (root / "prompts" / "outer.j2").write_bytes(b'\xef\xbb\xbf{% include "prompts/bom.j2" %}')
+    templates = Templates(root)
+    assert templates.render_file("prompts/bom.j2", {"who": "you"}) == "hello you"
+    assert templates.render_file("prompts/outer.j2", {"who": "you"}) == "hello you"
+
+
 def test_missing_prompt_file(root: Path) -> None:
     with pytest.raises(TemplateProblem, match="template file not found: prompts/none.j2"):
         Templates(root).render_file("prompts/none.j2", {})

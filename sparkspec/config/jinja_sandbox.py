@@ -48,7 +48,7 @@ class ProjectLoader(jinja2.BaseLoader):
         if path is None:
             raise jinja2.TemplateNotFound(f"{template} (outside the project folder)")
         try:
-            source = path.read_text(encoding="utf-8")
+            source = path.read_text(encoding="utf-8-sig")  # a BOM (Notepad) is no part of the prompt
         except (OSError, UnicodeDecodeError) as exc:
             raise jinja2.TemplateNotFound(f"{template} ({_reason(exc)})") from None
         mtime = path.stat().st_mtime_ns

@@ -32,7 +32,7 @@ def merge_variables(spec_vars: Any, var_files: Sequence[str], assignments: Seque
     for name in var_files:
         path = Path(name)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             reason = "no such file" if isinstance(exc, FileNotFoundError) else "cannot read it"
             problems.append(Diagnostic(name, 1, 1, "error", "", f"--var-file: {reason}"))
