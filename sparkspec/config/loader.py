@@ -54,6 +54,10 @@ __all__ = ["LoadOptions", "Loaded", "load_project", "slugify"]
 ARK_COMMAND = re.compile(r"(?<!\S)--(?:%s)(?=[\s=]|$)" % "|".join(apifacts.ARK_TEXT_COMMANDS), re.IGNORECASE)
 
 TASK_OPTIONS = ("service_tier", "execution_expires_after", "callback_url")  # API options of a task
+# Scenes one matrix may expand to: a few lines of ten values each would otherwise make a
+# validate run for hours and hold gigabytes (a spec from a pull request must not hang CI).
+MAX_MATRIX_SCENES = 10_000
+MAX_MATRICES_SCENES = 100_000  # all of a spec's matrices together
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,7 @@ class _Resolver:
         self.digest = digest
         self.options = options
         self.diagnostics: list[Diagnostic] = list(doc.diagnostics)
+        self.matrix_scenes = 0  # made by the matrices so far (MAX_MATRICES_SCENES)
         self.templates = Templates(self.root)
         self.fields = TemplatedFields(doc, self.root, self.templates, self.diagnostics)
         self.kind = "spark"  # the provider type in force, once read
@@ -246,6 +251,17 @@ class _Resolver:
                 isinstance(v, list) and v and all(is_scalar(x) for x in v) for v in matrix.values()):
             return []  # the schema reported it
         names = list(matrix)
+        count = math.prod(len(matrix[n]) for n in names)
+        if count > MAX_MATRIX_SCENES:
+            self.report(("scenes", sid, "matrix"), f"expands to {count:,} scenes "
+                        f"({' x '.join(str(len(matrix[n])) for n in names)}); a matrix makes at most "
+                        f"{MAX_MATRIX_SCENES:,}: split it into several scenes", at_key=True)
+            return []
+        self.matrix_scenes += count
+        if self.matrix_scenes > MAX_MATRICES_SCENES:
+            self.report(("scenes", sid, "matrix"), f"the spec's matrices make more than "
+                        f"{MAX_MATRICES_SCENES:,} scenes in all; split the project", at_key=True)
+            return []
         out: list[tuple[str, dict[str, Any] | None]] = []
         for values in itertools.product(*(matrix[n] for n in names)):
             eid = "-".join([sid] + [slugify(v) for v in values])
