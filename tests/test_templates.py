@@ -146,6 +146,17 @@ def test_sandbox_refuses_unsafe_access(root: Path, source: str) -> None:
     "{{ 400000000 * 'ab' }}",
     "{{ [1, 2] * 100000 }}",
     "{{ 2 ** 99999999 }}",
+    # Doubling in a loop, widths, replacements and separators (each made hundreds of MB to GB):
+    "{% set ns = namespace(s='a') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+    "{% set ns = namespace(s='a') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s }}",
+    "{{ '%200000000s' % 'a' }}",
+    "{{ '%.200000000f' % 1 }}",
+    "{{ '%s'|format('a') ~ 'x'|center(200000000) }}",
+    "{{ '{:>200000000}'.format('a') }}",
+    "{{ 'a'.ljust(200000000) }}",
+    "{{ 'x'|indent(200000000) }}",
+    "{{ ('a' * 100000)|replace('a', 'b' * 100000) }}",
+    "{{ range(100000)|join('x' * 100000) }}",
 ])
 def test_templates_cannot_build_huge_values(root: Path, source: str) -> None:
     with pytest.raises(TemplateProblem) as info:
@@ -155,6 +166,11 @@ def test_templates_cannot_build_huge_values(root: Path, source: str) -> None:
 
 def test_small_repeats_and_powers_still_render(root: Path) -> None:
     assert Templates(root).render_inline("{{ 'ab' * 3 }} {{ 2 ** 10 }} {{ 3 * 4 }}", {}) == "ababab 1024 12"
+    assert Templates(root).render_inline(
+        "{{ '%s and %d'|format('ok', 3) }}|{{ 'a-b'|replace('-', ' ') }}|{{ [1, 2]|join(', ') }}|"
+        "{{ 'q' ~ 1 ~ 'r' }}|{{ 'hi %s' % 'you' }}|{{ '{:>3}'.format('z') }}|{{ 'ab'.center(4) }}|{{ 1 + 2 }}|"
+        "{{ users|join(',', attribute='n') }}|{{ 'x'|indent(2, first=True) }}|{{ 'a b'|wordwrap(1) }}",
+        {"users": [{"n": "x"}, {"n": "y"}]}) == "ok and 3|a b|1, 2|q1r|hi you|  z| ab |3|x,y|  x|a\nb"
 
 
 def test_sandbox_problem_is_a_diagnostic_not_a_crash(tmp_path: Path) -> None:

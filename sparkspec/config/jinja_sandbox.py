@@ -5,11 +5,14 @@ needs Jinja; see `jinja_env`."""
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2 import nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.sandbox import SandboxedEnvironment
 
 from sparkspec.config.jinja_env import inside
@@ -23,7 +26,47 @@ def environment(root: Path) -> BoundedEnvironment:
                                      "pick the value with a variable (--var) or a matrix instead")
     env.globals["lipsum"] = _refused("`lipsum()`", "write the placeholder text into the template")
     env.globals["range"] = env.bounded_range
+    for name in SIZED_FILTERS:
+        env.filters[name] = _sized(name, env.filters[name])
     return env
+
+
+# Filters whose arguments say how long a string they make: checked before it is made.
+SIZED_FILTERS = ("center", "indent", "wordwrap", "format", "replace", "join")
+
+
+def _sized(name: str, apply: Callable[..., Any]) -> Callable[..., Any]:
+    skip = 1 if getattr(apply, "jinja_pass_arg", None) is not None else 0  # its context or environment first
+
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        given = args[skip:]
+        check_size(name, given[0] if given else None, given[1:], kwargs)
+        return apply(*args, **kwargs)
+    bounded.__dict__.update(getattr(apply, "__dict__", {}))  # jinja's pass_context / pass_eval_context marks
+    return bounded
+
+
+def check_size(name: str, subject: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Refuse a string operation that would make more than MAX_STRING characters, before it
+    allocates them: a width (`center(200000000)`, `'%200000000s'`), a replacement or a
+    separator multiplied by the pieces it goes between."""
+    values = [*args, *kwargs.values()]
+    if any(isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_STRING for v in values):
+        raise jinja2.exceptions.SecurityError(f"`{name}` with a size over {MAX_STRING:,} characters")
+    if name in ("format", "%", "format_map") and isinstance(subject, str) and _WIDE.search(subject):
+        raise jinja2.exceptions.SecurityError(f"a format width over {MAX_STRING:,} characters")
+    if name == "replace" and isinstance(subject, str) and len(args) >= 2 and all(isinstance(a, str) for a in args[:2]):
+        old, new = args[0], args[1]
+        grows = (subject.count(old) if old else len(subject) + 1) * max(0, len(new) - len(old))
+        if len(subject) + grows > MAX_STRING:
+            raise jinja2.exceptions.SecurityError(f"`replace` would make more than {MAX_STRING:,} characters")
+    if name == "join" and isinstance(subject, (list, tuple, range)):
+        separator = args[0] if args and isinstance(args[0], str) else str(kwargs.get("d", ""))
+        if len(separator) * len(subject) > MAX_STRING:
+            raise jinja2.exceptions.SecurityError(f"`join` would make more than {MAX_STRING:,} characters")
+
+
+_WIDE = re.compile(r"%[-#0 +]*(?:\d{7,}|\d*\.\d{7,})|\{[^{}]*:[^{}]*?\d{7,}")
 
 
 def _refused(what: str, instead: str) -> Callable[..., Any]:
@@ -66,6 +109,19 @@ def _reason(exc: Exception) -> str:
 
 MAX_PRODUCT = 100_000  # characters or items a `*` may make; a prompt is advised at 500 characters
 MAX_RANGE_STEPS = 1_000_000  # items every `range` of one render may make together: loops in loops
+MAX_STRING = 1_000_000  # characters a `~`, a `+`, a width or a replacement may make
+
+
+class BoundedCodeGenerator(CodeGenerator):
+    """Compiles `a ~ b` to the environment's bounded join: a string doubled in a loop
+    (`{% set ns.s = ns.s ~ ns.s %}`) stops at MAX_STRING characters, not at gigabytes."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.bounded_join((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
 
 
 class BoundedEnvironment(SandboxedEnvironment):
@@ -73,7 +129,8 @@ class BoundedEnvironment(SandboxedEnvironment):
     so `{{ 'ab' * 400000000 }}` is an error, not gigabytes and minutes (Jinja's sandbox
     already bounds `range`)."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+    code_generator_class = BoundedCodeGenerator
     loader: ProjectLoader
     range_steps = MAX_RANGE_STEPS  # left for the render under way (`start_render` sets it again)
 
@@ -101,4 +158,25 @@ class BoundedEnvironment(SandboxedEnvironment):
                         f"repeating a value {times:,} times makes more than {MAX_PRODUCT:,} items")
         if operator == "**" and isinstance(right, int) and abs(right) > 1000:
             raise jinja2.exceptions.SecurityError(f"an exponent of {right:,} is too large")
+        if operator == "+" and isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)) \
+                and len(left) + len(right) > MAX_STRING:
+            raise jinja2.exceptions.SecurityError(f"`+` makes more than {MAX_STRING:,} items")
+        if operator == "%" and isinstance(left, str):
+            check_size("%", left, right if isinstance(right, tuple) else (right,), {})
         return super().call_binop(context, operator, left, right)
+
+    def bounded_join(self, parts: tuple[Any, ...]) -> str:
+        """What `~` makes: the parts as text, at most MAX_STRING characters."""
+        text = [str(part) for part in parts]
+        if sum(len(t) for t in text) > MAX_STRING:
+            raise jinja2.exceptions.SecurityError(f"`~` makes more than {MAX_STRING:,} characters")
+        return "".join(text)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - Jinja's own signature
+        """A string's own methods (`'a'.center(200000000)`, `.format`, `.replace`, `.ljust`)
+        are held to MAX_STRING as the filters are."""
+        method = getattr(__obj, "__wrapped__", __obj)  # the sandbox hands out str.format wrapped
+        owner = getattr(method, "__self__", None)
+        if isinstance(owner, str):
+            check_size(getattr(method, "__name__", "method"), owner, args, kwargs)
+        return super().call(__context, __obj, *args, **kwargs)
