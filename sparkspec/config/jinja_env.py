@@ -124,7 +124,7 @@ class Templates:
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateProblem(f"template syntax: {exc.message}", exc.filename, exc.lineno) from None
         except jinja2.TemplateNotFound as exc:
-            raise TemplateProblem(f"template file not found: {exc.message}", None, None) from None
+            raise TemplateProblem(_not_loaded(exc.message), None, None) from None
         return self._run(template.render, context, template.filename or relative, template.filename)
 
     def _compile_inline(self, source: str) -> Renderer:
@@ -217,7 +217,7 @@ def _problem(exc: Exception, name: str, file: str | None) -> TemplateProblem:
     if isinstance(exc, jinja2.TemplateSyntaxError):
         return TemplateProblem(f"template syntax: {exc.message}", exc.filename, exc.lineno)
     if isinstance(exc, jinja2.TemplateNotFound):
-        return TemplateProblem(f"template file not found: {exc.message}", file, _template_line(exc, name))
+        return TemplateProblem(_not_loaded(exc.message), file, _template_line(exc, name))
     if isinstance(exc, jinja2.UndefinedError):
         where = _template_frame(exc)
         return TemplateProblem(f"undefined variable: {exc.message}", where[0] if where else file,
@@ -284,6 +284,16 @@ def _template_frame(exc: BaseException) -> tuple[str | None, int] | None:
         elif not frame.filename.endswith(".py") and frame.lineno is not None:
             found = (frame.filename, frame.lineno)
     return found
+
+
+def _not_loaded(message: str | None) -> str:
+    """Why a template file could not be loaded: not found, or found and unusable (not UTF-8
+    text, outside the project), which "not found" would misname."""
+    name, _, reason = (message or "").partition(" (")
+    reason = reason.rstrip(")")
+    if not reason or reason == "no such file":
+        return f"template file not found: {message}"
+    return f"template file {name}: {reason}"
 
 
 def _template_line(exc: BaseException, name: str) -> int | None:

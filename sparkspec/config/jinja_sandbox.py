@@ -89,7 +89,9 @@ class ProjectLoader(jinja2.BaseLoader):
     ) -> tuple[str, str, Callable[[], bool]]:
         path = inside(self.root, template)
         if path is None:
-            raise jinja2.TemplateNotFound(f"{template} (outside the project folder)")
+            where = "an absolute path; give it relative to the spec's folder" if template.startswith("/") \
+                else "outside the project folder"
+            raise jinja2.TemplateNotFound(f"{template} ({where})")
         try:
             source = path.read_text(encoding="utf-8-sig")  # a BOM (Notepad) is no part of the prompt
         except (OSError, UnicodeDecodeError) as exc:

@@ -96,7 +96,8 @@ class TemplatedFields:
                 text = self.templates.render_inline(inline, context)
             elif isinstance(file, str):
                 if inside(self.root, file) is None:
-                    self.report(path + ("prompt_file",), f"{file!r} must be a file inside the project folder")
+                    self.report(path + ("prompt_file",), f"{file!r} must be a file inside the project folder"
+                                + (", given relative to the spec's folder" if file.startswith("/") else ""))
                     return None
                 text = self.templates.render_file(file, context)
             else:
@@ -172,7 +173,8 @@ class TemplatedFields:
                 return ImageRef(text, url=text, width=info.width, height=info.height)
             path = inside(self.root, text)
             if path is None:
-                return f"{text!r} must be a file inside the project folder"
+                return f"{text!r} must be a file inside the project folder" + (
+                    ", given relative to the spec's folder" if text.startswith("/") else "")
             info = images.inspect_file(path)
             return ImageRef(text, path=path, width=info.width, height=info.height)
         except images.ImageProblem as problem:

@@ -142,7 +142,9 @@ def _diagnose(doc: Document, error: Any) -> list[Diagnostic]:
         return [at(path, f"{instance} must be greater than {error.validator_value}")]
     if keyword == "enum":
         allowed = ", ".join(str(v) for v in error.validator_value)
-        hint = difflib.get_close_matches(str(instance), [str(v) for v in error.validator_value], n=1)
+        hint = _nearest_ratio(str(instance), [str(v) for v in error.validator_value]) if path[-1:] == ("ratio",) \
+            else []
+        hint = hint or difflib.get_close_matches(str(instance), [str(v) for v in error.validator_value], n=1)
         suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
         return [at(path, f"{instance!r} is not one of {allowed}{suggestion}")]
     if keyword == "const":
@@ -160,7 +162,9 @@ def _diagnose(doc: Document, error: Any) -> list[Diagnostic]:
             return [at(path, "at least one scene is required")]
         return [at(path, "must not be empty")]
     if keyword == "maxProperties" and path[-1:] == ("first_frame",):
-        return [at(path, "give either image or scene, not both")]
+        if isinstance(instance, dict) and {"image", "scene"} <= set(instance):
+            return [at(path, "give either image or scene, not both")]
+        return []  # a misspelt key beside the one given: the unknown key is said, with a did-you-mean
     if keyword == "minItems":
         return [at(path, "must not be empty")]
     if keyword == "minLength":
@@ -175,6 +179,19 @@ def _diagnose(doc: Document, error: Any) -> list[Diagnostic]:
             return []  # a reference to a scene: the loader says "no scene 'X'", with a did-you-mean
         return [at(path, f"{instance!r} does not match {error.validator_value}")]
     return [at(path, error.message)]
+
+
+def _nearest_ratio(given: str, allowed: list[str]) -> list[str]:
+    """The allowed ratio nearest in shape to `16:10` (16:9), where spelling would say 1:1."""
+    import math
+
+    def shape(ratio: str) -> float | None:
+        w, _, h = ratio.partition(":")
+        return math.log(int(w) / int(h)) if w.isdigit() and h.isdigit() and int(w) and int(h) else None
+
+    wanted = shape(given)
+    shapes = [(abs(s - wanted), r) for r in allowed if (s := shape(r)) is not None] if wanted is not None else []
+    return [min(shapes)[1]] if shapes else []
 
 
 def _show(value: Any) -> str:

@@ -125,6 +125,13 @@ def load_yaml(text: str, file: str) -> Document:
             problem = "the file has merge conflicts (git's <<<<<<< / ======= / >>>>>>> lines); keep one side of each and run again"
         diag = Diagnostic(file, line, col, "error", "", problem)
         return Document(file, None, None, [diag])
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (a NUL, a control code)
+        at = min(max(exc.position, 0), len(text))
+        line, col = text.count("\n", 0, at) + 1, at - text.rfind("\n", 0, at)
+        code = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
+        diag = Diagnostic(file, line, col, "error", "", f"YAML syntax: the character U+{code:04X} (a control "
+                          "character) is not allowed in YAML; remove it")
+        return Document(file, None, None, [diag])
     except yaml.YAMLError as exc:
         diag = Diagnostic(file, 1, 1, "error", "", f"YAML syntax: {exc}")
         return Document(file, None, None, [diag])
