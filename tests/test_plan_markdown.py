@@ -87,6 +87,21 @@ def test_a_prompt_cannot_close_the_fence_or_inject_html() -> None:
     assert "<script>" not in out.split("````diff")[0]
 
 
+def test_a_whitespace_change_is_shown_and_lines_are_kept() -> None:
+    """A prompt whose only change was a second space showed nothing marked (text) and two
+    identical lines (markdown); a multi-line prompt was flattened onto one line."""
+    from sparkspec.plan.prompt_diff import word_diff
+
+    spaced = word_diff("line one\nline two", "line  one\nline two")
+    assert spaced == "line[-·-]{+··+}one\nline two"
+    lines = word_diff("a kite\nover the dunes", "a kite\nover the sea")
+    plan = Plan((Change("scene", "s", Action.UPDATE, (f"prompt: {spaced}",), "k", 10, None),
+                 Change("scene", "t", Action.UPDATE, (f"prompt: {lines}",), "k2", 10, None)))
+    out = render_markdown(plan)
+    assert "- line·one\n- line two\n+ line··one\n+ line two" in out
+    assert "- a kite\n- over the dunes\n+ a kite\n+ over the sea" in out
+
+
 def test_takes_on_a_colour_terminal_one_diff_a_scene_and_no_ansi(root: Path) -> None:
     # Written to a pseudo-terminal with FORCE_COLOR set, as a CI log or a shell would.
     import os

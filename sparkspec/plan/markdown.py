@@ -44,7 +44,9 @@ def render_markdown(plan: Plan, title: str | None = None) -> str:
         old, new = _sides(diff)
         which = f" ({len(takes)} takes)" if len(takes) > 1 else ""
         lines += ["", f"<details><summary>Prompt diff: <code>{html.escape(address)}</code>{which}</summary>", "",
-                  _fenced("diff", f"- {old}\n+ {new}"), "", _fenced("text", diff), "", "</details>"]
+                  _fenced("diff", "\n".join([*(f"- {line}" for line in old.split("\n")),
+                                              *(f"+ {line}" for line in new.split("\n"))])),
+                  "", _fenced("text", diff), "", "</details>"]
     return "\n".join(lines) + "\n"
 
 
@@ -74,7 +76,12 @@ def _sides(word_diff: str) -> tuple[str, str]:
     old = _REMOVED.sub(r"\1", old)
     new = _REMOVED.sub("", word_diff)
     new = _ADDED.sub(r"\1", new)
-    return " ".join(old.split()), " ".join(new.split())
+    return _lines(old), _lines(new)
+
+
+def _lines(text: str) -> str:
+    """Runs of spaces made one (the notation adds and drops some), its lines kept."""
+    return "\n".join(" ".join(line.split()) for line in text.strip().split("\n"))
 
 
 def _fenced(language: str, body: str) -> str:

@@ -6,6 +6,7 @@ import difflib
 import re
 
 _TOKENS = re.compile(r"\S+|\s+")
+_VISIBLE = str.maketrans({" ": "·", "\t": "→", "\n": "↵"})
 
 
 def word_diff(old: str, new: str) -> str:
@@ -16,6 +17,12 @@ def word_diff(old: str, new: str) -> str:
         removed, added = "".join(a[i1:i2]), "".join(b[j1:j2])
         if op == "equal":
             out.append(removed)
+            continue
+        if not removed.strip() and not added.strip():
+            # Only whitespace changed, and the key with it: shown (a space as ·, a tab as →, a
+            # line break as ↵), not printed as the new spacing with nothing marked.
+            out.append((f"[-{removed.translate(_VISIBLE)}-]" if removed else "")
+                       + (f"{{+{added.translate(_VISIBLE)}+}}" if added else ""))
             continue
         changed = added or removed
         out.append(changed[: len(changed) - len(changed.lstrip())])
