@@ -165,6 +165,10 @@ def url_problem(url: str) -> str | None:
                 "az://container/prefix or file:///path/to/folder")
     if match["scheme"] == "file" and match["rest"].split("/", 1)[0] not in ("", "localhost"):
         return f"{url!r}: a file:// remote names a local folder (file:///path)"
+    if match["scheme"] != "file" and not match["rest"].split("/", 1)[0]:
+        # s3:///prefix: no bucket, so every listing went to the store's list of buckets and
+        # read as an empty remote
+        return f"{url!r} names no bucket; use {match['scheme']}://bucket/prefix"
     return None
 
 

@@ -144,3 +144,14 @@ def test_a_file_url_with_a_host_is_a_bad_setting_even_for_a_plan(tmp_path: Path,
                                                  "scenes:\n  a: {prompt: hi}\n")
     run = cli("plan", cwd=tmp_path)
     assert run.code == 1 and "a file:// remote names a local folder (file:///path)" in run.err, run
+
+
+@pytest.mark.parametrize("url", ["s3:///prefix", "gs:///team/x"])
+def test_a_remote_url_without_a_bucket_is_refused_from_the_environment_too(tmp_path: Path, cli: Cli, url: str,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """From SPARKSPEC_REMOTE it was taken: listings went to the store's list of buckets and read
+    as an empty remote, exit 0 (the spec's schema refused the same URL)."""
+    (tmp_path / "project.spark.yaml").write_text("version: 1\nprovider: {type: local}\nscenes:\n  a: {prompt: hi}\n")
+    monkeypatch.setenv("SPARKSPEC_REMOTE", url)
+    run = cli("remote", "status", cwd=tmp_path)
+    assert run.code == 1 and f"{url!r} names no bucket" in run.err, run
