@@ -386,6 +386,13 @@ def test_status_counts_what_a_pull_can_get_and_refuses_another_layout(tmp_path: 
     video = lock.scenes["outro"].video.sha256
     (remote / "v1" / "blobs" / "sha256" / video[:2] / video).unlink()
     assert places() == {"remote_only": 1, "neither": 1}
+    # A blob of the same size and other bytes: a pull here finds it damaged, and from then on
+    # status says what plan says, a miss (it went on calling it "remote only").
+    intro = lock.scenes["intro"].video
+    blob = remote / "v1" / "blobs" / "sha256" / intro.sha256[:2] / intro.sha256
+    blob.write_bytes(bytes(len(blob.read_bytes())))
+    assert run_main(["pull"], second, monkeypatch)[0] == 1
+    assert places() == {"neither": 2}
     (remote / "v1" / "format.json").write_text('{"layout": 9}')
     code, out, err = run_main(["remote", "status"], second, monkeypatch)
     assert code == 1 and "layout 9" in err, out + err
