@@ -253,3 +253,13 @@ def test_a_local_create_cut_off_by_a_kill_is_not_a_possible_payment(cli: Cli, tm
     plan = cli("plan", cwd=tmp_path)
     assert plan.code == 0 and "+ scene.a (create)" in plan.out
     assert "no readable answer" not in plan.out and "paid" not in plan.out
+
+
+def test_a_scene_chained_after_a_collected_one_says_so(cli: Cli, project: Path, fake_api: FakeSparkAPI) -> None:
+    """It said 'upstream a re-renders', which reads as a second payment for a."""
+    spec = project / "project.spark.yaml"
+    spec.write_text(spec.read_text().replace('b: {prompt: "a heron takes flight"}',
+                                             'b: {prompt: "a heron takes flight", first_frame: {scene: a}}'))
+    failed_after_create(cli, project, fake_api)
+    b = next(c for c in json.loads(cli("plan", "--json", cwd=project).out)["changes"] if c["id"] == "b")
+    assert b["reasons"] == ["upstream a is collected from its task"] and b["key"] is None

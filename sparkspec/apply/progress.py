@@ -80,7 +80,7 @@ def describe(event: dict[str, Any]) -> str | None:
     if kind == "progress" and event.get("state") == "taken over":
         return f"{subject}: taken over: {event['reason']}"
     if kind == "progress" and event.get("state") == "collecting":
-        return f"{subject}: collecting task {event['task_id']} from an earlier apply"
+        return f"{subject}: collecting task {event['task_id']} (already submitted, paid once)"
     if kind == "done":
         pulled = f"{event['pulled']} pulled, " if event.get("pulled") else ""
         return (f"Apply {'complete' if event['ok'] else 'finished with problems'}: "

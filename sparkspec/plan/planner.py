@@ -255,6 +255,7 @@ class _Planner:
         self.rendering: dict[str, str] = {}  # key -> the first scene that renders it in this apply
         self.render_ids: dict[str, str] = {}  # scene -> its key, or what will make its key
         self.pick_changes: dict[str, str] = {}  # scene -> "pick: 1 -> 3"
+        self.actions: dict[str, Action] = {}  # scene -> its picked take's action (known keys only)
         self.by_key: dict[str, list[SceneRecord]] | None = None  # the lock's takes by key, when asked
 
     def placed(self, key: str) -> SceneRecord | None:
@@ -326,6 +327,7 @@ class _Planner:
                                                            for r in change.reasons))
                 if take == scene.pick:
                     self.last_frames[scene.id], self.videos[scene.id] = decision.last_frame, decision.video
+                    self.actions[scene.id] = change.action
                 changes.append(change)
         changes += [Change("scene", scene.id, Action.DELETE, (f"takes lowered to {scene.takes}",),
                            recorded[take].key, take=take)
@@ -347,7 +349,9 @@ class _Planner:
                           same_as=same_as, take=take)
         change = Change("scene", scene.id, Action.CREATE, (), None, *estimate, take=take)
         self.rendering[render] = change.render
-        reasons = [f"upstream {upstream} re-renders"]
+        how = {Action.WAIT: "is being rendered on another machine",
+               Action.COLLECT: "is collected from its task"}.get(self.actions.get(upstream, Action.UPDATE), "re-renders")
+        reasons = [f"upstream {upstream} {how}"]
         if record is not None:
             # The upstream explains the new key; list only what else changed.
             reasons += [r for r in why_changed(record, partial, skip=("first_frame",)) if r != "key changed"]
