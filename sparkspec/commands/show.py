@@ -27,7 +27,9 @@ def show_lock(spec: Path, environ: Mapping[str, str] = os.environ) -> None:
             raise BrokenPipeError
 
     if not text:
-        print(f"No lock at {path}: nothing rendered yet; run `sparkspec apply`.")
+        import click
+
+        click.echo(f"No lock at {path}: nothing rendered yet; run `sparkspec apply`.")
         return
     with_takes = any(len(record.take_records()) > 1 for record in lock.scenes.values())
     columns = ("scene", "take") if with_takes else ("scene",)
