@@ -7,6 +7,7 @@ still running remotely are named; the next apply collects them from the journal)
 from __future__ import annotations
 
 import os
+import posixpath
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -185,6 +186,7 @@ def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parall
         click.echo("warning: the output was closed during the apply (its reader exited); the apply went on to "
                    "the end without printing, and `sparkspec show` or `plan` tells where things stand", err=True)
     _review(workspace, previous, known=engine.sheet, not_rendered={**result.skipped, **result.failed})
+    _left_in_old_folders(workspace, previous)
     if engine.remote is not None and engine.remote.pushed:
         _register_root(workspace)
     if result.interrupted:
@@ -237,6 +239,22 @@ def _review(workspace: Workspace, previous: Lock | None, refresh: bool = False,
         note = push_sheet(workspace, workspace.remote, fetched=known)
         if note is not None and note.startswith(NOT_PUSHED):
             click.echo(f"warning: {note}", err=True)
+
+
+def _left_in_old_folders(workspace: Workspace, previous: Lock) -> None:
+    """output_dir moved: the earlier folder's outputs are left where they are (only today's
+    folder is ever deleted from), and the user is told once, not left to find them."""
+    from sparkspec.state.lockpaths import in_output_folder
+
+    project = workspace.project
+    files = [f for r in previous.scenes.values() for t in r.take_records().values() for f in (t.video, t.last_frame)]
+    files += [s.video for s in previous.sequences.values()]
+    folders = sorted({posixpath.dirname(f.path) for f in files
+                      if not in_output_folder(f.path, project.output_dir) and (project.root / f.path).is_file()})
+    if folders:
+        click.echo(f"warning: output_dir is now {project.output_dir}; the outputs in "
+                   f"{', '.join(f + '/' for f in folders)} stay there (sparkspec deletes only in today's "
+                   "output_dir): remove them when you no longer need them", err=True)
 
 
 def _sheet_is_current(workspace: Workspace) -> bool:

@@ -293,6 +293,16 @@ def test_a_sequence_is_stitched_again_only_when_a_member_changes(applied: Projec
     assert applied.lock()["sequences"]["film"]["members"][2] == applied.lock()["scenes"]["c"]["video"]["sha256"]
 
 
+def test_moving_output_dir_says_the_old_folder_stays(applied: Project) -> None:
+    """The outputs were restored into the new folder and the old ones left without a word."""
+    applied.write("output_dir: out\n" + CHAIN)
+    moved = applied.run("apply", "--auto-approve")
+    assert moved.code == 0, moved.err
+    assert "warning: output_dir is now out; the outputs in renders/ stay there" in moved.err
+    assert (applied.root / "renders/a.mp4").is_file() and (applied.root / "out/a.mp4").is_file()
+    assert "output_dir is now" not in applied.run("apply", "--auto-approve").err  # said once
+
+
 def test_a_removed_sequence_goes_before_any_render_starts(applied: Project) -> None:
     """Its video was deleted only after every scene had rendered, its record long gone from the
     lock: a kill in between left renders/film.mp4 recorded nowhere, for good."""
