@@ -258,7 +258,7 @@ def init(spec: str) -> None:
     """Write a starter project that validates and renders offline."""
     from sparkspec.commands.init import write_starter
 
-    for line in write_starter(_path(spec)):
+    for line in write_starter(_path(spec), spec):
         click.echo(line)
 
 

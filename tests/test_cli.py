@@ -37,6 +37,17 @@ def test_init_never_overwrites(cli: Cli, tmp_path: Path) -> None:
     assert (tmp_path / "project.spark.yaml").read_text() == "mine\n"
 
 
+def test_init_of_another_spec_names_it_in_the_next_commands(cli: Cli, tmp_path: Path) -> None:
+    """The hint said `sparkspec plan`, which then found no project.spark.yaml and sent the user
+    back to `init`."""
+    made = cli("init", "-f", "film two.spark.yaml", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert "Next: `sparkspec plan -f 'film two.spark.yaml'`, then `sparkspec apply -f 'film two.spark.yaml'`." in made.stdout
+    assert cli("plan", "-f", "film two.spark.yaml", cwd=tmp_path).returncode == 0
+    assert "Next: `sparkspec plan`, then `sparkspec apply`." in cli("init", cwd=tmp_path / "sub" if
+                                                                  (tmp_path / "sub").mkdir() is None else tmp_path).stdout
+
+
 @pytest.mark.parametrize("existing, expected", [
     ("node_modules/\n", "node_modules/\n.sparkspec/\n"),
     ("node_modules/", "node_modules/\n.sparkspec/\n"),

@@ -79,6 +79,8 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
 
                     RemoteApply.push_queued(workspace.remote, workspace.cache,
                                             JsonReporter(stdout) if as_json else PlainReporter(stdout))
+                    if workspace.remote.writable and workspace.remote.queue.root_pending():
+                        _register_root(workspace)  # an earlier apply uploaded, then was cut short
                 if as_json:
                     JsonReporter(stdout)({"event": "done", "ok": True, "completed": 0, "failed": 0,
                                           "skipped": 0, "reused": 0, "restored": 0, "pulled": 0,
@@ -176,6 +178,9 @@ def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parall
     else:
         reporter = PlainReporter(stdout)
     previous = workspace.lock
+    remote = workspace.remote
+    if remote is not None and remote.writable and any(c.kind == "scene" and c.action in RENDERS for c in plan.changes):
+        remote.queue.mark_root()  # before the first upload: if this apply is cut short, the next registers it
     engine = Engine(workspace, plan, provider, reporter, parallelism, fail_fast=fail_fast, meter=meter,
                     remote_wait=wait, fetch_workers=fetch_workers, fetch_workers_when_busy=when_busy)
     try:
@@ -187,7 +192,7 @@ def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parall
                    "the end without printing, and `sparkspec show` or `plan` tells where things stand", err=True)
     _review(workspace, previous, known=engine.sheet, not_rendered={**result.skipped, **result.failed})
     _left_in_old_folders(workspace, previous)
-    if engine.remote is not None and engine.remote.pushed:
+    if engine.remote is not None and (engine.remote.pushed or engine.remote.remote.queue.root_pending()):
         _register_root(workspace)
     if result.interrupted:
         running = running_remotely(workspace.state_dir)
@@ -270,8 +275,8 @@ def _sheet_is_current(workspace: Workspace) -> bool:
 
 def _register_root(workspace: Workspace) -> None:
     """After uploading renders: the lock's root on the remote, as `push` writes it, so `remote
-    gc` keeps what a team that never runs `push` paid for. A failure is a warning (`push`
-    writes it later)."""
+    gc` keeps what a team that never runs `push` paid for. A failure is a warning; the root
+    stays marked in the push queue for the next apply or `push`."""
     import asyncio
 
     from sparkspec.remote.sync import register_lock_root
@@ -280,9 +285,10 @@ def _register_root(workspace: Workspace) -> None:
     assert remote is not None
     try:
         asyncio.run(asyncio.wait_for(register_lock_root(remote, workspace), ROOT_WAIT))
+        remote.queue.root_registered()
     except (SparkspecError, TimeoutError) as exc:
         click.echo(f"warning: remote {remote.display}: the lock's root was not registered ({exc or 'no answer in time'}); "
-                   "`sparkspec push` registers it, and `remote gc` keeps only what roots name", err=True)
+                   "the next apply or `sparkspec push` registers it (`remote gc` keeps only what roots name)", err=True)
 
 
 async def _drive(engine: Engine, provider: Provider | None) -> ApplyResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 from sparkspec.errors import SparkspecError
@@ -38,7 +39,8 @@ sequences:
 GITIGNORE = ".sparkspec/\nrenders/\n"
 
 
-def write_starter(spec: Path) -> list[str]:
+def write_starter(spec: Path, given: str = "project.spark.yaml") -> list[str]:
+    """Write the starter spec at `spec` (`given`: as the user named it, for the next commands)."""
     if spec.exists():
         raise SparkspecError(f"{spec} already exists; edit it, or pass -f NEW.yaml for another spec")
     name = spec.resolve().parent.name or "project"
@@ -55,5 +57,6 @@ def write_starter(spec: Path) -> list[str]:
             atomic_write_text(ignore, text + ("" if text.endswith("\n") or not text else "\n") + ".sparkspec/\n")
             written.append(f"Added .sparkspec/ to {ignore} (sparkspec's cache and journal; whether renders/ "
                            "goes into git is yours to choose)")
-    written.append("Next: `sparkspec plan`, then `sparkspec apply`.")
+    option = "" if given == "project.spark.yaml" else f" -f {shlex.quote(given)}"
+    written.append(f"Next: `sparkspec plan{option}`, then `sparkspec apply{option}`.")
     return written

@@ -52,6 +52,9 @@ def status_lines(spec: Path, options: LoadOptions, remote: str | None, mode: str
         lines.append(f"  {label + ':':<27}{tally.count:>6} ({size_text(tally.bytes)})")
     if report.queued:
         lines.append(f"  {report.queued} upload(s) queued; `sparkspec push` sends them")
+    if report.root_pending:
+        lines.append("  the lock's root is not registered yet (an apply was cut short): `remote gc` would not keep "
+                     "these renders; `sparkspec push` or the next apply registers it")
     return lines
 
 

@@ -34,9 +34,10 @@ class Status:
     remote: str
     places: dict[str, Tally] = field(default_factory=lambda: {p: Tally() for p in PLACES})
     queued: int = 0
+    root_pending: bool = False  # an apply uploaded and was cut short before registering the lock's root
 
     def to_json(self) -> dict[str, object]:
-        return {"remote": self.remote, "queued": self.queued,
+        return {"remote": self.remote, "queued": self.queued, "root_pending": self.root_pending,
                 "renders": {p: {"count": t.count, "bytes": t.bytes} for p, t in self.places.items()}}
 
 
@@ -65,7 +66,7 @@ async def status(remote: Remote, lock: Lock, cache: Cache) -> Status:
              for r in lock.scenes.values() for t in r.take_records().values()}
     blobs = await present_blobs(remote.store, [sha for pair in files.values() for sha, _ in pair])
     on_remote = await present_entries(remote.store, [k for k in sizes if k not in files], remote.signer)
-    report = Status(remote.display, queued=len(queued))
+    report = Status(remote.display, queued=len(queued), root_pending=await asyncio.to_thread(remote.queue.root_pending))
     bad = await asyncio.to_thread(remote.bad_keys)  # found damaged by a pull here: a miss, as plan says
     for key, size in sizes.items():
         here = await asyncio.to_thread(cache.lookup, key) is not None

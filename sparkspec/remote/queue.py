@@ -2,6 +2,11 @@
 
 A render is never lost to a flaky store: it is in the local cache already, and its key waits
 here (per remote) until it is pushed. Written atomically; the apply lock keeps writers single.
+
+The lock's root waits here too (`ROOT` in a remote's list): an apply that is about to upload
+marks it before its first upload and clears it once the root is registered, so an apply cut
+short between the two (a kill, a crash, a store that stopped answering) leaves the next apply
+or `push` to register it. Without a root, `remote gc` would sweep what the committed lock names.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from sparkspec.jsontext import load_json
 from sparkspec.remote.layout import is_digest
 
 QUEUE_NAME = "remote-queue.json"
+ROOT = "root"  # in a remote's list: the lock's root is still to be registered
 
 
 class PushQueue:
@@ -32,10 +38,20 @@ class PushQueue:
             return {}
         if not isinstance(raw, dict):
             return {}
-        return {str(k): [x for x in v if is_digest(x)] for k, v in raw.items() if isinstance(v, list)}
+        return {str(k): [x for x in v if x == ROOT or is_digest(x)] for k, v in raw.items() if isinstance(v, list)}
 
     def keys(self) -> list[str]:
-        return self._load().get(self.identity, [])
+        """The keys of the renders waiting to be pushed."""
+        return [k for k in self._load().get(self.identity, []) if k != ROOT]
+
+    def root_pending(self) -> bool:
+        return ROOT in self._load().get(self.identity, [])
+
+    def mark_root(self) -> None:
+        self._change(add=(ROOT,))
+
+    def root_registered(self) -> None:
+        self._change(remove=(ROOT,))
 
     def add(self, key: str) -> None:
         self._change(add=(key,))

@@ -122,6 +122,8 @@ async def push_lock(remote: Remote, workspace: Workspace) -> PushReport:
     if scenes:
         report.root = await register_lock_root(remote, workspace)
     await asyncio.to_thread(remote.queue.remove, *[k for k in queued if k in on_remote])
+    if scenes:
+        await asyncio.to_thread(remote.queue.root_registered)
     return report
 
 

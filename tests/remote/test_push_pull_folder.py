@@ -396,3 +396,87 @@ def test_status_counts_what_a_pull_can_get_and_refuses_another_layout(tmp_path: 
     (remote / "v1" / "format.json").write_text('{"layout": 9}')
     code, out, err = run_main(["remote", "status"], second, monkeypatch)
     assert code == 1 and "layout 9" in err, out + err
+
+
+def _appliers(tmp_path: Path) -> tuple[Path, Path]:
+    remote = tmp_path / "shared"
+    root = tmp_path / "only-applies"
+    root.mkdir()
+    (root / "project.spark.yaml").write_text(
+        "version: 1\nname: appliers\nprovider: {type: local}\n"
+        'defaults: {resolution: 480p, ratio: "1:1", frames: 29, seed: 1}\n'
+        f'scenes:\n  kite: {{prompt: "a kite"}}\nremote: {{url: "file://{remote}"}}\n')
+    return root, remote
+
+
+def test_a_root_the_apply_could_not_register_is_registered_by_the_next_apply(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """An apply that uploaded and then did not register its lock's root (a store that stopped
+    answering, a kill) left it to no one: later applies were no-ops, and `remote gc` swept the
+    renders the committed lock names once past the grace period."""
+    import sparkspec.remote.sync as sync
+    from sparkspec.errors import RemoteError
+
+    root, remote = _appliers(tmp_path)
+
+    async def refused(*_: object) -> str:
+        raise RemoteError("remote: PUT roots/...: HTTP 503")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(sync, "register_lock_root", refused)
+        code, out, err = run_main(["apply", "--auto-approve"], root, monkeypatch)
+    assert code == 0, out + err
+    assert "the lock's root was not registered" in err and "the next apply or `sparkspec push` registers it" in err
+    assert not (remote / "v1" / "roots").exists()
+    code, out, _ = run_main(["remote", "status"], root, monkeypatch)
+    assert code == 0 and "the lock's root is not registered yet" in out, out
+    code, out, err = run_main(["apply", "--auto-approve"], root, monkeypatch)  # nothing to render
+    assert code == 0 and "No changes" in out and err == "", out + err
+    roots = list((remote / "v1" / "roots").rglob("*.json"))
+    assert len(roots) == 1
+    lock = json.loads((root / "project.spark.lock").read_text())
+    assert json.loads(roots[0].read_text())["keys"] == [lock["scenes"]["kite"]["key"]]
+    code, out, _ = run_main(["remote", "gc", "--grace", "0s"], root, monkeypatch)
+    assert code == 0 and "Deleted 0 entries" in out, out
+    code, out, _ = run_main(["remote", "status", "--json"], root, monkeypatch)
+    assert json.loads(out)["root_pending"] is False
+
+
+def test_a_root_left_pending_is_registered_by_push(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sparkspec.remote.sync as sync
+
+    root, remote = _appliers(tmp_path)
+    with monkeypatch.context() as patched:
+        patched.setattr(sync, "register_lock_root", lambda *_: (_ for _ in ()).throw(TimeoutError()))
+        assert run_main(["apply", "--auto-approve"], root, monkeypatch)[0] == 0
+    code, out, _ = run_main(["remote", "status", "--json"], root, monkeypatch)
+    assert json.loads(out)["root_pending"] is True
+    code, out, err = run_main(["push"], root, monkeypatch)
+    assert code == 0, out + err
+    assert len(list((remote / "v1" / "roots").rglob("*.json"))) == 1
+    code, out, _ = run_main(["remote", "status"], root, monkeypatch)
+    assert "root is not registered" not in out
+
+
+@pytest.mark.slow
+def test_an_apply_killed_after_its_uploads_leaves_the_root_to_the_next_apply(tmp_path: Path) -> None:
+    """The audit's reproduction: SIGKILL as the engine says done (the review page and the root
+    are still to come); the next apply, a no-op, registers the root and gc sweeps nothing."""
+    import signal
+    import subprocess
+
+    from cli_runner import run_cli, start_cli
+
+    root, remote = _appliers(tmp_path)
+    proc = start_cli("apply", "--auto-approve", "--json", cwd=root, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if json.loads(line)["event"] == "done":
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    again = run_cli("apply", "--auto-approve", cwd=root)
+    assert again.code == 0 and "No changes" in again.out, again.out + again.err
+    assert len(list((remote / "v1" / "roots").rglob("*.json"))) == 1
+    gc = run_cli("remote", "gc", "--grace", "0s", cwd=root)
+    assert gc.code == 0 and "Deleted 0 entries" in gc.out, gc.out + gc.err
