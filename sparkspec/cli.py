@@ -366,7 +366,8 @@ def doctor(spec: str, provider: str | None) -> None:
     from sparkspec.commands.doctor import diagnose, diagnose_remote, doctor_config
     from sparkspec.state.workspace import STATE_DIR
 
-    config, remote = doctor_config(_path(spec), provider, spec)
+    given = click.get_current_context().get_parameter_source("spec") is not ParameterSource.DEFAULT
+    config, remote = doctor_config(_path(spec), provider, spec, given)
     report = diagnose(config)
     diagnose_remote(report, remote, _path(spec).parent / STATE_DIR)
     for line in report.lines:

@@ -210,3 +210,20 @@ def test_a_folder_inside_a_project_points_at_the_project_not_at_init(cli: Cli, t
         assert result.stderr == (f"error: project.spark.yaml: no such file here; this folder is inside the project "
                                  f"at {tmp_path / 'project.spark.yaml'}: run sparkspec there, or pass -C {tmp_path}\n")
     assert not (tmp_path / "prompts" / ".sparkspec").exists()
+
+
+@pytest.mark.parametrize("command, folder", [(["show"], "."), (["gc"], ".."), (["gc", "--dry-run"], "/")])
+def test_a_folder_given_as_the_spec_is_an_error_naming_it(cli: Cli, tmp_path: Path, command: list[str],
+                                                          folder: str) -> None:
+    """`show -f .` was an internal error (exit 3), `gc -f .` said the cache was empty."""
+    (tmp_path / "p").mkdir()
+    run = cli(*command, "-f", folder, cwd=tmp_path / "p")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.stderr == f"error: {folder}: is a folder, not a spec file; pass -f FILE (the project's .spark.yaml)\n"
+
+
+def test_doctor_of_a_spec_that_is_not_there_says_so(cli: Cli, tmp_path: Path) -> None:
+    """It checked the default spark provider instead, which the user's spec may not use."""
+    run = cli("doctor", "-f", "nope.yaml", cwd=tmp_path)
+    assert run.returncode == 1
+    assert run.stderr.startswith("error: nope.yaml: no such file") and "SPARK_API_KEY" not in run.stdout

@@ -39,11 +39,15 @@ class Report:
         return passed
 
 
-def doctor_config(spec: Path, provider: str | None, display: str) -> tuple[ProviderConfig, RemoteConfig | None]:
+def doctor_config(spec: Path, provider: str | None, display: str,
+                  given: bool = False) -> tuple[ProviderConfig, RemoteConfig | None]:
     """The spec's provider and remote, read once; with no spec yet, the defaults of the
-    provider type asked for and no remote (the environment may still name one)."""
-    from sparkspec.config.loader import LoadOptions, load_project
+    provider type asked for and no remote (the environment may still name one). A spec named
+    with -f (`given`) must be there: checking the defaults instead would check what it does not use."""
+    from sparkspec.config.loader import LoadOptions, load_project, require_spec
 
+    if given:
+        require_spec(spec, display)
     if not spec.exists():
         return default_config(provider or "spark"), None
     project = load_project(spec, LoadOptions(provider=provider), display).project

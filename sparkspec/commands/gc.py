@@ -42,10 +42,9 @@ def registered_locks(cache_directory: Path) -> list[Path]:
 def collect(spec: Path, dry_run: bool = False, environ: Mapping[str, str] = os.environ) -> list[str]:
     from sparkspec.state.applylock import apply_lock
 
-    if not spec.exists():  # no project here: not "the cache is empty"
-        from sparkspec.config.loader import missing_spec
+    from sparkspec.config.loader import require_spec
 
-        raise SparkspecError(missing_spec(spec, str(spec)))
+    require_spec(spec, str(spec))  # no project here: not "the cache is empty"
     root = spec.resolve().parent
     state_dir = root / ".sparkspec"
     cache = Cache(cache_dir(state_dir, environ))

@@ -13,13 +13,12 @@ def show_lock(spec: Path, environ: Mapping[str, str] = os.environ) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    if spec.is_dir() or not lock_path(spec).exists():  # no project here: not "nothing rendered"
+        from sparkspec.config.loader import require_spec
+
+        require_spec(spec, str(spec))
     path = lock_path(spec)
     lock, text = read_lock(path)
-    if not text and not spec.exists():  # no project here (a subfolder of one, say): not "nothing rendered"
-        from sparkspec.config.loader import missing_spec
-        from sparkspec.errors import SparkspecError
-
-        raise SparkspecError(missing_spec(spec, str(spec)))
     import sys
 
     class Quiet(Console):

@@ -89,6 +89,15 @@ def missing_spec(spec_path: Path, display: str) -> str:
     return f"{display}: no such file; run `sparkspec init` to start a project, or pass -f FILE"
 
 
+def require_spec(spec_path: Path, display: str) -> None:
+    """For commands that read the project's state rather than its spec (show, gc, doctor): the
+    spec must be a file, else the state folder beside it would be some other folder's."""
+    if spec_path.is_dir():
+        raise SparkspecError(f"{display}: is a folder, not a spec file; pass -f FILE (the project's .spark.yaml)")
+    if not spec_path.exists():
+        raise SparkspecError(missing_spec(spec_path, display))
+
+
 def load_project(spec_path: Path, options: LoadOptions = LoadOptions(),
                  display: str | None = None) -> Loaded:
     """Load, validate and resolve a spec. Raises SpecError with every diagnostic."""
