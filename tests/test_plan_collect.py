@@ -263,3 +263,12 @@ def test_a_scene_chained_after_a_collected_one_says_so(cli: Cli, project: Path, 
     failed_after_create(cli, project, fake_api)
     b = next(c for c in json.loads(cli("plan", "--json", cwd=project).out)["changes"] if c["id"] == "b")
     assert b["reasons"] == ["upstream a is collected from its task"] and b["key"] is None
+
+
+def test_a_sequence_of_a_collected_scene_says_so(cli: Cli, project: Path, fake_api: FakeSparkAPI) -> None:
+    """It said 'member a re-renders', which reads as a second payment for a."""
+    spec = project / "project.spark.yaml"
+    spec.write_text(spec.read_text() + "sequences:\n  film: {scenes: [a, b]}\n")
+    failed_after_create(cli, project, fake_api)
+    film = next(c for c in json.loads(cli("plan", "--json", cwd=project).out)["changes"] if c["id"] == "film")
+    assert film["reasons"] == ["member a is collected from its task", "member b re-renders"]

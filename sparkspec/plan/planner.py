@@ -349,14 +349,18 @@ class _Planner:
                           same_as=same_as, take=take)
         change = Change("scene", scene.id, Action.CREATE, (), None, *estimate, take=take)
         self.rendering[render] = change.render
-        how = {Action.WAIT: "is being rendered on another machine",
-               Action.COLLECT: "is collected from its task"}.get(self.actions.get(upstream, Action.UPDATE), "re-renders")
-        reasons = [f"upstream {upstream} {how}"]
+        reasons = [f"upstream {upstream} {self.how_made(upstream)}"]
         if record is not None:
             # The upstream explains the new key; list only what else changed.
             reasons += [r for r in why_changed(record, partial, skip=("first_frame",)) if r != "key changed"]
         action = Action.REPLACE if forced else Action.UPDATE if record else Action.CREATE
         return replace(change, action=action, reasons=tuple(reasons))
+
+    def how_made(self, scene: str) -> str:
+        """How a scene whose video this apply makes gets it: 'upstream X re-renders' or 'member X
+        re-renders' would read as a payment where the render was paid for already."""
+        return {Action.WAIT: "is being rendered on another machine", Action.COLLECT: "is collected from its task",
+                Action.PULL: "is pulled from the team's remote"}.get(self.actions.get(scene, Action.UPDATE), "re-renders")
 
     def plan_sequence(self, name: str, members: tuple[str, ...]) -> Change:
         record = self.lock.sequences.get(name)
@@ -366,7 +370,7 @@ class _Planner:
         changed = [m for m in dict.fromkeys(members) if self.videos.get(m) is None]
         if changed:
             return Change("sequence", name, Action.STITCH,
-                          picked + tuple(f"member {m} re-renders" for m in changed))
+                          picked + tuple(f"member {m} {self.how_made(m)}" for m in changed))
         digests = tuple(str(self.videos[m]) for m in members)
         if record is None:
             return Change("sequence", name, Action.STITCH, ("new sequence",))
