@@ -313,3 +313,31 @@ def test_a_saved_plan_from_a_newer_sparkspec_is_refused_with_upgrade(tmp_path: P
     assert code == 1 and err.startswith("error: saved.plan was made by a newer sparkspec (plan format 2")
     assert "upgrade sparkspec" in err
     assert not (tmp_path / "renders").exists() and not (tmp_path / "project.spark.lock").exists()
+
+
+def test_a_saved_plan_applies_from_another_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan named its spec and var files from the folder `plan` ran in, and apply read
+    them from its own: `apply proj/saved.plan` found no project.spark.yaml, and `-f` naming the
+    same spec was refused as another."""
+    from cli_runner import run_main
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "project.spark.yaml").write_text(LOCAL)
+    (project / "cat.yaml").write_text("animal: cat\n")
+    code, _, err = run_main(["plan", "--var-file", "cat.yaml", "--target", "a", "--out", "saved.plan"], project,
+                            monkeypatch)
+    assert code == 0, err
+    code, out, err = run_main(["apply", "proj/saved.plan", "-f", "proj/project.spark.yaml",
+                               "--var-file", "proj/cat.yaml", "--json"], tmp_path, monkeypatch)
+    assert code == 0, err
+    assert (project / "renders/a.mp4").exists() and not (tmp_path / "renders").exists()
+    # made from the parent with -f, applied inside with -f ./
+    code, _, err = run_main(["plan", "-f", "proj/project.spark.yaml", "--target", "a", "--target", "b",
+                             "--var", "animal=cat", "--out", "proj/other.plan"], tmp_path, monkeypatch)
+    assert code == 0, err
+    code, out, err = run_main(["apply", "other.plan", "-f", "./project.spark.yaml", "--json"], project, monkeypatch)
+    assert code == 0, err
+    assert (project / "renders/b.mp4").exists()
+    code, _, err = run_main(["apply", "other.plan", "-f", "cat.yaml"], project, monkeypatch)
+    assert code == 1 and "the plan was made from project.spark.yaml, not cat.yaml" in err, err

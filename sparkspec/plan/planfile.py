@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,12 +63,27 @@ def _is_saved_plan(path: Path) -> bool:
     return isinstance(raw, dict) and raw.get("kind") == KIND
 
 
+def _from_plan(path: Path, name: str) -> str:
+    """A file the plan names (the spec, a var file), as a path from the plan file's folder: the
+    plan applies from any folder, as long as it stays beside the project it was made for."""
+    return os.path.relpath(Path(name).resolve(), path.resolve().parent)
+
+
+def _to_here(path: Path, name: str) -> str:
+    """A file named from the plan file's folder, as a path from here (shown in messages)."""
+    full = os.path.normpath(path.resolve().parent / name)
+    here = os.path.relpath(full)
+    return full if here.startswith("..") else here
+
+
 def save_plan(path: Path, spec: str, plan: Plan, load_options: LoadOptions) -> None:
     payload = {
         "kind": KIND,
-        "spec": spec,
+        "spec": _from_plan(path, spec),
+        "paths": "from-plan",  # spec and var_files: relative to the plan file's folder
         "options": {
-            "variables": list(load_options.variables), "var_files": list(load_options.var_files),
+            "variables": list(load_options.variables),
+            "var_files": [_from_plan(path, f) for f in load_options.var_files],
             "provider": load_options.provider, "targets": list(plan.options.targets),
             "replace": list(plan.options.replace),
         },
@@ -88,9 +104,12 @@ def load_plan(path: Path) -> SavedPlan:
                                  f"reads {FORMAT_VERSION}); upgrade sparkspec, or make a new plan with this "
                                  "one (`sparkspec plan --out FILE`)")
         opts = raw["options"]
+        # Plans saved before "paths" named their files from the folder `plan` ran in.
+        here = (lambda name: _to_here(path, str(name))) if raw.get("paths") == "from-plan" else str
         return SavedPlan(
-            spec=str(raw["spec"]),
-            load_options=LoadOptions(tuple(opts["variables"]), tuple(opts["var_files"]), opts["provider"]),
+            spec=here(raw["spec"]),
+            load_options=LoadOptions(tuple(opts["variables"]), tuple(here(f) for f in opts["var_files"]),
+                                     opts["provider"]),
             plan_options=PlanOptions(tuple(opts["targets"]), tuple(opts["replace"])),
             fingerprint={str(k): str(v) for k, v in raw["fingerprint"].items()},
             changes=list(raw["changes"]))
