@@ -272,3 +272,19 @@ def test_a_sequence_of_a_collected_scene_says_so(cli: Cli, project: Path, fake_a
     failed_after_create(cli, project, fake_api)
     film = next(c for c in json.loads(cli("plan", "--json", cwd=project).out)["changes"] if c["id"] == "film")
     assert film["reasons"] == ["member a is collected from its task", "member b re-renders"]
+
+
+def test_plan_says_when_an_apply_is_running_on_the_project(cli: Cli, project: Path, fake_api: FakeSparkAPI,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The running apply's tasks read as 'of an earlier apply' and its renders as still to buy,
+    and nothing said an apply held the project."""
+    from cli_runner import run_main
+    from sparkspec.state.applylock import apply_lock
+
+    failed_after_create(cli, project, fake_api)
+    with apply_lock(project / ".sparkspec"):
+        code, out, err = run_main(["plan"], project, monkeypatch)
+    assert code == 0 and "< scene.a (collect)" in out, out + err
+    assert err.startswith("warning: another sparkspec apply (pid ") and "plan again once it is done" in err
+    code, out, err = run_main(["plan"], project, monkeypatch)
+    assert code == 0 and "another sparkspec" not in err, err

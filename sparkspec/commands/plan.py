@@ -26,6 +26,12 @@ def run_plan(spec: str, options: LoadOptions, plan_options: PlanOptions, *, fmt:
         workspace.close()
     for warning in workspace.remote_warnings:
         warn(f"warning: {warning}")
+    from sparkspec.state.applylock import running
+
+    holder = running(workspace.state_dir)
+    if holder is not None:
+        warn(f"warning: another sparkspec {holder} is running on this project: this plan shows it mid-way "
+             "(what that apply is rendering shows as to render or to collect); plan again once it is done")
     if fmt == "json":
         echo(view.dumps(the_plan))
     elif fmt == "markdown":

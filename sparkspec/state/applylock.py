@@ -116,6 +116,26 @@ def _hold_folder(state_dir: Path) -> int | None:
     return fd
 
 
+def running(state_dir: Path) -> str | None:
+    """Who holds the project's lock now (an apply or gc in another process), or None: asked
+    without taking it and without writing anything (plan runs in a read-only checkout)."""
+    try:
+        import fcntl
+
+        fd = os.open(state_dir / LOCK_NAME, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except (ImportError, OSError):
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder(state_dir)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # closing it drops the shared flock this took, if it took one
+    return None
+
+
 def _busy(held: Path, state_dir: Path) -> ApplyLockedError:
     return ApplyLockedError(f"{held}: another sparkspec {_holder(state_dir)} is running on this project; "
                             "wait for it to finish")
