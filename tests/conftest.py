@@ -71,6 +71,9 @@ def _isolate(patch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
     patch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     patch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     patch.setenv("SSL_CERT_FILE", str(_one_root_certificate(tmp_path_factory.getbasetemp())))
+    # An S3 remote given no keys would ask the instance metadata service (169.254.169.254):
+    # never from a test, which talks to 127.0.0.1 alone.
+    patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     return home
 
 

@@ -200,7 +200,7 @@ def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parall
                   "cancelled": result.cancelled,
                   "completed": len(result.completed), "failed": len(result.failed),
                   "skipped": len(result.skipped), "reused": len(result.reused),
-                  "restored": len(result.restored), "deleted": len(result.deleted),
+                  "restored": len(result.restored), "pulled": len(result.pulled), "deleted": len(result.deleted),
                   "stitched": len(result.stitched), "tokens": result.tokens})
         if not as_json:
             click.echo("Interrupted: no new renders were submitted.", err=True)

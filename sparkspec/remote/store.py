@@ -370,10 +370,21 @@ def _download(backend: Any, path: str, dest: Path, durable: bool) -> tuple[int, 
     return size, digest.hexdigest()
 
 
+METADATA_HOSTS = ("169.254.169.254", "169.254.170.2", "[fd00:ec2::254]")  # EC2 / ECS credential services
+
+
 def store_words(exc: BaseException) -> str:
     """What the store said, short: its HTTP status and S3 error code and message when it sent
-    them (they sit at the end of obstore's long first line), else that first line."""
+    them (they sit at the end of obstore's long first line), else that first line. With no
+    credentials given, obstore asks the instance's metadata service for some: its failure is
+    not the store's answer, and says so."""
     text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if any(f"//{host}" in first for host in METADATA_HOSTS):
+        said = re.search(r"(status code: \d{3}[^:]*|error sending request|timed out)", first)
+        return ("no AWS credentials: none in the environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) or "
+                "an AWS profile, and the instance metadata service gave none"
+                + (f" ({said[1].replace('status code: ', 'HTTP ')})" if said else ""))
     status = re.search(r"status code: (\d{3}[^:<]*)", text)
     code, message = re.search(r"<Code>([^<]+)</Code>", text), re.search(r"<Message>([^<]+)</Message>", text)
     if status or code:
@@ -430,6 +441,12 @@ def open_store(settings: RemoteSettings, environ: Mapping[str, str] = os.environ
                 if environ.get(name) and key not in config:
                     config[key] = environ[name]
             hidden = _profile_config(config, environ)
+            if "access_key_id" not in config and environ.get("AWS_EC2_METADATA_DISABLED", "").lower() == "true":
+                raise RemoteError(f"remote {settings.display}: no AWS credentials: set AWS_ACCESS_KEY_ID and "
+                                  "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (AWS_EC2_METADATA_DISABLED rules out "
+                                  "the instance's own)")
+            if environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT"):
+                config["metadata_endpoint"] = environ["AWS_EC2_METADATA_SERVICE_ENDPOINT"]
             backend, bulk = (stores.S3Store(parts.netloc, prefix=prefix, config=config,  # type: ignore[arg-type]
                                             client_options=client, retry_config=retry)  # type: ignore[arg-type]
                              for client, retry in (_control(options, settings.timeout), (options, RETRY)))

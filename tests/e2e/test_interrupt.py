@@ -41,6 +41,9 @@ def test_ctrl_c_stops_new_submissions_and_exits_130(project: Project) -> None:
     assert "Traceback" not in err
     done = events[-1]
     assert done["event"] == "done" and done["interrupted"] is True and done["ok"] is False
+    # every count an ordinary `done` has (`pulled` was missing)
+    assert {"completed", "failed", "skipped", "reused", "restored", "pulled", "deleted", "stitched",
+            "tokens"} <= set(done)
     # A local render dies with the apply: nothing is "still rendering remotely".
     assert done["running"] == [] and "remotely" not in err
     finished = sorted(e["scene"] for e in events if e["event"] == "completed")

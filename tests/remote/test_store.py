@@ -192,6 +192,29 @@ def test_s3_errors_carry_the_stores_words_without_credentials() -> None:
     assert "canary-secret-value-xyz" not in text and "AKIDCANARY1234" not in text
 
 
+def test_a_failed_credential_lookup_is_not_called_the_stores_answer() -> None:
+    """Given no keys, obstore asks the instance metadata service; its refusal (here, a proxy's
+    403) was shown as 'GET format.json: HTTP 403 Forbidden', sending the user to the bucket's
+    permissions instead of their missing credentials."""
+    from sparkspec.remote.store import store_words
+
+    obstore_said = Exception(
+        "Generic S3 error: Error performing PUT http://169.254.169.254/latest/api/token in 1.69ms - Server "
+        "returned non-2xx status code: 403 Forbidden: resolve_deny: denied destination\n\nDebug source: ...")
+    assert store_words(obstore_said) == (
+        "no AWS credentials: none in the environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) or an AWS "
+        "profile, and the instance metadata service gave none (HTTP 403 Forbidden)")
+
+
+def test_no_credentials_and_no_metadata_service_is_said_before_any_request() -> None:
+    settings = RemoteSettings("s3://bucket/p", endpoint="http://127.0.0.1:9")
+    with pytest.raises(RemoteError) as raised:
+        open_store(settings, {"AWS_EC2_METADATA_DISABLED": "true"})
+    assert str(raised.value) == ("remote s3://bucket/p (endpoint http://127.0.0.1:9): no AWS credentials: set "
+                                 "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE "
+                                 "(AWS_EC2_METADATA_DISABLED rules out the instance's own)")
+
+
 
 @pytest.mark.parametrize("make_store", KINDS, indirect=True)
 def test_no_store_call_completes_from_a_foreign_thread(make_store: Callable[..., Store], tmp_path: Path) -> None:
