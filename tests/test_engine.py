@@ -94,6 +94,20 @@ def test_fail_fast_stops_submitting(tmp_path: Path) -> None:
     assert "other" in result.skipped and "--fail-fast" in result.skipped["other"]
 
 
+def test_fail_fast_stops_submitting_after_any_failure_not_only_the_providers(tmp_path: Path) -> None:
+    # a renders (paid) and cannot be installed: a folder stands where renders/a.mp4 goes.
+    # With one render slot the next scene may be submitted while a is being installed, not after.
+    (tmp_path / "project.spark.yaml").write_text(
+        "version: 1\nprovider: {type: local}\ndefaults: {resolution: 480p, frames: 29}\nscenes:\n"
+        + "".join(f"  {name}: {{prompt: scene {name}}}\n" for name in "abcde"))
+    (tmp_path / "renders/a.mp4").mkdir(parents=True)
+    result, provider, _ = run(tmp_path, set(), fail_fast=True)
+    assert provider.submitted[0] == "a" and len(provider.submitted) <= 2
+    assert set(result.failed) == {"a"} and "is paid for" in result.failed["a"]
+    skipped = [name for name, reason in result.skipped.items() if reason == "--fail-fast: a failed"]
+    assert len(skipped) >= 3 and not set(skipped) & set(provider.submitted)
+
+
 def test_a_task_in_the_journal_is_collected_not_submitted_again(tmp_path: Path) -> None:
     # A first apply renders `other` only (a, b, c are failed/skipped); then we pretend an apply
     # was killed after submitting `a`: its task is in the journal and done on the provider's side.

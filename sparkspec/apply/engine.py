@@ -284,6 +284,7 @@ class Engine:
             record = None
         except (SceneFailed, SparkspecError, OSError) as exc:  # a damaged cache, a full disk: this scene
             message = str(DiskError.from_os(exc, self.project.root) if isinstance(exc, OSError) else exc)
+            self.runner.failure(change.render, message)  # --fail-fast: whatever failed it, nothing more is submitted
             self.result.failed[change.render] = message
             self.emit({"event": "failed", "scene": change.render, "error": message})
             record = None
