@@ -57,6 +57,7 @@ def collect(spec: Path, dry_run: bool = False, environ: Mapping[str, str] = os.e
         locks = sorted({own, *registered_locks(cache.directory)})
         keep_keys: set[str] = set()
         keep_blobs: set[str] = set()
+        cached_tasks: set[str] = set()  # the tasks whose renders stay in the cache
         for path in locks:
             try:
                 lock, _ = read_lock(path)
@@ -78,6 +79,7 @@ def collect(spec: Path, dry_run: bool = False, environ: Mapping[str, str] = os.e
                 if key in keep_keys:
                     if render is not None:
                         keep_blobs.update((render.video_sha256, render.last_frame_sha256))
+                        cached_tasks.add(render.task_id)
                     continue
                 dropped_keys += 1
                 lines.append(f"{verb} render {key[:12]}" + (f" (task {render.task_id})" if render else ""))
@@ -95,15 +97,16 @@ def collect(spec: Path, dry_run: bool = False, environ: Mapping[str, str] = os.e
                     blob.unlink(missing_ok=True)
         finally:
             cache.close()
-        scratch, scratch_bytes = _local_scratch(state_dir, verb, dry_run)
+        scratch, scratch_bytes = _local_scratch(state_dir, verb, dry_run, cached_tasks)
     summary = (f"{'Would drop' if dry_run else 'Dropped'} {dropped_keys} render(s) and {dropped_blobs} "
                f"blob(s), {size_text(freed + scratch_bytes)}; kept what {len(locks)} lock(s) refer to.")
     return lines + scratch + [summary]
 
 
-def _local_scratch(state_dir: Path, verb: str, dry_run: bool) -> tuple[list[str], int]:
+def _local_scratch(state_dir: Path, verb: str, dry_run: bool, cached_tasks: set[str]) -> tuple[list[str], int]:
     """The local renderer's task folders, once collected into the cache, are copies; the ones
-    the journal still names are renders an interrupted apply has yet to collect."""
+    the journal still names are renders an interrupted apply has yet to collect. A folder whose
+    render the cache does not keep goes too: no lock refers to it (it renders again for free)."""
     import shutil
 
     from sparkspec.state.journal import Journal
@@ -118,7 +121,8 @@ def _local_scratch(state_dir: Path, verb: str, dry_run: bool) -> tuple[list[str]
             continue
         size = sum(f.stat().st_size for f in task.rglob("*") if f.is_file())
         freed += size
-        lines.append(f"{verb} local task {task.name} ({size_text(size)}, already in the cache)")
+        why = "already in the cache" if task.name in cached_tasks else "no lock refers to its render"
+        lines.append(f"{verb} local task {task.name} ({size_text(size)}, {why})")
         if not dry_run:
             shutil.rmtree(task, ignore_errors=True)
     return lines, freed

@@ -269,6 +269,11 @@ def test_gc_drops_only_what_no_lock_refers_to(applied: Project) -> None:
     blob = applied.root / ".sparkspec/cache/blobs" / old_solo["video"]["sha256"][:2] / old_solo["video"]["sha256"]
     assert blob.exists()
     assert "would drop local task local-" in dry.out  # the local renderer's copies
+    # The old solo's task folder is no copy of anything the cache keeps: gc drops that render.
+    assert f"would drop local task {old_solo['task_id']} (" in dry.out
+    assert f"{old_solo['task_id']} " not in " ".join(line for line in dry.out.splitlines()
+                                                     if "already in the cache" in line)
+    assert "no lock refers to its render" in dry.out
     done = applied.run("gc")
     assert "Dropped 1 render(s) and 2 blob(s)" in done.out
     assert not blob.exists()
