@@ -400,7 +400,10 @@ class Engine:
             record = self.record(scene, take, cached)
             old = self.lock.put_take(scene.id, take, record, scene.pick)
             if old is not None:
-                await asyncio.to_thread(self.remove_moved, scene.id, old)
+                for note in await asyncio.to_thread(self.remove_moved, scene.id, old):
+                    # As a delete says it: a file altered by hand stays, under the take's old name.
+                    self.emit({"event": "warning", "scene": scene.id if take == 1 else f"{scene.id}.take{take}",
+                               "message": f"{note}; the lock no longer names it"})
         return record
 
     def installs_as_recorded(self, scene: Scene, take: int, record: SceneRecord, cached: CachedRender) -> bool:
@@ -451,12 +454,12 @@ class Engine:
             inputs=cached.inputs, seed_derived=cached.seed_derived, cost=cached.cost,
             last_frame_extracted=cached.last_frame_extracted, take=take)
 
-    def remove_moved(self, scene_id: str, old: SceneRecord) -> None:
+    def remove_moved(self, scene_id: str, old: SceneRecord) -> list[str]:
         """A take's outputs left where they were (a new pick moved it): removed, unless a take
         of the scene is recorded there now. The old place may be renders/<scene>.mp4 of a
         picked take that failed: it must not go on showing this take."""
         named = {f.path for r in self.lock.takes(scene_id).values() for f in (r.video, r.last_frame)}
-        self.remove_outputs(*(f for f in (old.video, old.last_frame) if f.path not in named))
+        return self.remove_outputs(*(f for f in (old.video, old.last_frame) if f.path not in named))
 
     # -- what a render asks for -----------------------------------------------------------
     def request(self, scene: Scene, key: SceneKey, upstream_frame: Path | None,

@@ -197,6 +197,23 @@ def test_the_budget_counts_every_take(project: Project, fake_api: FakeSparkAPI) 
     assert sum(t["tokens"] for t in lock["hero"]["takes"]) + lock["pour"]["tokens"] == sum(tokens)
 
 
+def test_a_new_pick_leaves_a_hand_edited_take_and_says_so(project: Project) -> None:
+    """A pick change moves take 2 to renders/hero.mp4; its file edited by hand stays where it
+    was, and the apply says so, as a delete does (the lock no longer names it)."""
+    spec = "version: 1\nprovider: {type: local}\ndefaults: {resolution: 480p, frames: 29}\n" \
+           "scenes:\n  hero: {prompt: a paper boat, takes: 2}\n"
+    project.write(spec)
+    project.apply()
+    edited = project.root / "renders/hero.take2.mp4"
+    edited.write_bytes(edited.read_bytes() + b"my edit")
+    project.write(spec.replace("takes: 2", "takes: 2, pick: 2"))
+    moved = project.apply()
+    warnings = [e for e in moved.events() if e["event"] == "warning"]
+    assert [(e["scene"], e["message"]) for e in warnings] == [
+        ("hero.take2", "left renders/hero.take2.mp4: changed since sparkspec wrote it; the lock no longer names it")]
+    assert edited.read_bytes().endswith(b"my edit")  # nothing of the user's is lost
+
+
 @pytest.mark.slow  # a render, a clone and two applies
 def test_a_clone_without_a_cache_changes_its_pick_without_paying(takes: Takes, tmp_path: Path) -> None:
     """A fresh clone has the lock and renders/ but no cache: a new pick adopts the takes from
