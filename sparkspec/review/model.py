@@ -98,8 +98,11 @@ def seconds(inputs: Mapping[str, Any]) -> float:
     frames = inputs.get("frames")
     if isinstance(frames, int):
         return frames / apifacts.FPS
+    # The API renders 24 frames a second plus one: a 2 s clip lasts 49 / 24 s, and the members
+    # of a stitched film start where those frames put them.
     duration = inputs.get("duration")
-    return float(duration) if isinstance(duration, (int, float)) else float(apifacts.DEFAULT_DURATION)
+    whole = duration if isinstance(duration, int) and not isinstance(duration, bool) and duration > 0 else None
+    return apifacts.frame_count(whole, None) / apifacts.FPS
 
 
 def aspect(inputs: Mapping[str, Any]) -> str:
