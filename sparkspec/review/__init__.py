@@ -26,9 +26,11 @@ def write_review(workspace: Workspace, previous: Lock | None, contact_sheet: boo
     video (it only restored, deleted or reused), keeps what the last apply recorded. `known`:
     a sheet from the team's remote, written as it is when it is the one this lock shows.
     `not_rendered`: the renders this apply failed or skipped, and why (the page says so).
+    An apply that rendered anything (a take beside the pick, a new scene) is the last apply:
+    what an earlier one changed is no longer marked.
     Returns the files written. Raises StatePathError or MediaError with a message to show."""
     from sparkspec.fsutil import atomic_write_bytes
-    from sparkspec.review.before import changed_scenes, found_before, record_before
+    from sparkspec.review.before import changed_scenes, found_before, new_renders, record_before
     from sparkspec.review.contact import SHEET, SheetEntry, write_contact_sheet
     from sparkspec.review.model import gather, picked_render
     from sparkspec.review.page import write_page
@@ -43,13 +45,16 @@ def write_review(workspace: Workspace, previous: Lock | None, contact_sheet: boo
         changed = frozenset(sid for sid in changed_scenes(previous, lock)
                             if picked_render(sid, lock.scenes[sid].pick) not in (not_rendered or {})) \
             if previous is not None else frozenset()
-        if changed:
+        # The first apply's scenes are all new: none is marked.
+        fresh = new_renders(previous, lock) if previous is not None and previous.scenes else {}
+        if changed or fresh:
             assert previous is not None
             before = record_before(output, previous, changed, workspace.cache)
+            new = frozenset(sid for sid in fresh if sid not in previous.scenes)
         else:
             before = found_before(output, lock)
-            changed = frozenset(before)
-        review = gather(project, lock, before, changed, not_rendered)
+            changed, new = frozenset(before), frozenset()
+        review = gather(project, lock, before, changed, not_rendered, fresh, new)
         written = [write_page(output, review, workspace.state_dir / "compiled")]
         digest = sheet_digest(project, lock) if contact_sheet else None
         if digest is not None:

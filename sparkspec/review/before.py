@@ -26,6 +26,19 @@ def changed_scenes(previous: Lock, current: Lock) -> frozenset[str]:
                      if sid in previous.scenes and previous.scenes[sid].video.sha256 != record.video.sha256)
 
 
+def new_renders(previous: Lock, current: Lock) -> dict[str, frozenset[int]]:
+    """Scene -> the takes whose render is new since `previous` (every take of a new scene): what
+    an apply rendered or installed, whether or not it moved the picked video."""
+    fresh: dict[str, frozenset[int]] = {}
+    for sid, record in current.scenes.items():
+        old = previous.scenes.get(sid)
+        before = {n: t.video.sha256 for n, t in old.take_records().items()} if old is not None else {}
+        takes = frozenset(n for n, t in record.take_records().items() if before.get(n) != t.video.sha256)
+        if takes:
+            fresh[sid] = takes
+    return fresh
+
+
 def record_before(output: Path, previous: Lock, changed: frozenset[str], cache: Cache) -> dict[str, str]:
     """Copy each changed scene's previous video out of the cache into `output/before/`, drop what
     an earlier apply left there, and return scene -> path relative to `output`."""

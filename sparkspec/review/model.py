@@ -49,6 +49,8 @@ class ReviewScene:
     # Why the last apply did not render the picked take (it failed, or its upstream did): what
     # the page shows for it is the render from before, which no longer matches the spec.
     not_rendered: str | None = None
+    new_takes: frozenset[int] = frozenset()  # takes the last apply rendered (or installed) anew
+    new: bool = False  # the scene is new in the last apply
 
     @property
     def picked(self) -> Take:
@@ -141,10 +143,12 @@ def picked_render(sid: str, pick: int) -> str:
 
 
 def gather(project: Project, lock: Lock, before: Mapping[str, str],
-           changed: frozenset[str] = frozenset(), not_rendered: Mapping[str, str] | None = None) -> Review:
+           changed: frozenset[str] = frozenset(), not_rendered: Mapping[str, str] | None = None,
+           new_takes: Mapping[str, frozenset[int]] | None = None, new: frozenset[str] = frozenset()) -> Review:
     """The page's content. `before` maps a changed scene to its previous render's video
-    (relative to the output folder); `changed` names every scene the last apply changed;
-    `not_rendered`: renders (`id`, `id.takeK`) the last apply failed or skipped, and why."""
+    (relative to the output folder); `changed` names every scene whose picked render the last
+    apply changed; `not_rendered`: renders (`id`, `id.takeK`) the last apply failed or skipped,
+    and why; `new_takes`: scene -> the takes the last apply rendered anew; `new`: its new scenes."""
     out = project.output_dir
     price = project.provider.price_per_million_tokens
     upstreams = {sid: s.upstream for sid, s in project.scenes.items()}
@@ -170,7 +174,8 @@ def gather(project: Project, lock: Lock, before: Mapping[str, str],
             description=spec.description if spec else None, parameters=parameters, takes=takes,
             pick=pick, seconds=seconds(inputs), aspect=aspect(inputs), upstream=upstreams.get(sid),
             downstream=tuple(downstream.get(sid, ())), before=None if why else before.get(sid),
-            changed=not why and (sid in changed or sid in before), not_rendered=why))
+            changed=not why and (sid in changed or sid in before), not_rendered=why,
+            new_takes=(new_takes or {}).get(sid, frozenset()), new=sid in new))
     by_id = {s.id: s for s in scenes}
     sequences = []
     for name, seq in sorted(lock.sequences.items()):

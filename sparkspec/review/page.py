@@ -52,7 +52,7 @@ def render_page(review: Review, compiled: Path | None = None) -> str:
         takes=sum(len(s.takes) for s in review.scenes),
         tokens=sum(s.tokens for s in review.scenes),
         cost=sum(costs) if costs else None,
-        changed=sum(1 for s in review.scenes if s.changed),
+        changed=sum(1 for s in review.scenes if s.changed or s.new_takes),
         script=Markup((_HERE / "page.js").read_text(encoding="utf-8")))
 
 

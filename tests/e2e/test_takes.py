@@ -214,6 +214,30 @@ def test_a_new_pick_leaves_a_hand_edited_take_and_says_so(project: Project) -> N
     assert edited.read_bytes().endswith(b"my edit")  # nothing of the user's is lost
 
 
+@pytest.mark.slow  # three applies
+def test_the_review_page_marks_what_the_last_apply_rendered_not_an_earlier_ones(project: Project) -> None:
+    """An apply that renders only a new take is the last apply: the scene an earlier apply
+    changed loses its badge and before/after; the new take is marked."""
+    spec = "version: 1\nprovider: {type: local}\ndefaults: {resolution: 480p, frames: 29}\n" \
+           "scenes:\n  a: {prompt: a red kite}\n  b: {prompt: a blue kite, takes: 2}\n"
+    project.write(spec)
+    project.apply()
+    page = project.root / "renders/index.html"
+    assert "badge" not in page.read_text().split("<h2")[-1]  # the first apply: nothing to compare with
+    project.write(spec.replace("a red kite", "a green kite"))
+    project.apply()
+    cards = page.read_text().split('<article class="card scene"')[1:]
+    assert 'badge">changed' in cards[0] and "before (the previous render)" in cards[0] and "badge" not in cards[1]
+    project.write(spec.replace("a red kite", "a green kite").replace("takes: 2", "takes: 3"))
+    assert names(project.apply(), "completed") == ["b.take3"]
+    text = page.read_text()
+    a, b = text.split('<article class="card scene"')[1:]
+    assert "badge" not in a and "before (the previous render)" not in a
+    assert 'badge">new take 3<' in b and "take 3 · new" in b and "take 2 · new" not in b
+    assert "1 changed in the last apply" in text
+    assert not list((project.root / "renders/before").glob("*.mp4"))
+
+
 @pytest.mark.slow  # a render, a clone and two applies
 def test_a_clone_without_a_cache_changes_its_pick_without_paying(takes: Takes, tmp_path: Path) -> None:
     """A fresh clone has the lock and renders/ but no cache: a new pick adopts the takes from
