@@ -74,3 +74,8 @@ def pixel_size(resolution: str, ratio: str) -> tuple[int, int]:
 def estimate_tokens(width: int, height: int, frames: int) -> int:
     """Upstream's billing formula, width x height x frames / 1024, rounded down."""
     return width * height * frames // 1024
+
+
+def tokens_cost(tokens: int, price_per_million_tokens: float, service_tier: str | None) -> float:
+    """What `tokens` cost at the spec's price: half for the `flex` tier, as the plan shows."""
+    return tokens / 1e6 * price_per_million_tokens * (0.5 if service_tier == "flex" else 1.0)

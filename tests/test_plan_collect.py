@@ -225,6 +225,20 @@ def test_a_collect_goes_on_when_submissions_have_stopped(cli: Cli, project: Path
     assert json.loads((project / "project.spark.lock").read_text())["scenes"]["a"]["task_id"] == task
 
 
+def test_a_collected_task_is_not_charged_to_this_applys_budget(cli: Cli, project: Path,
+                                                               fake_api: FakeSparkAPI) -> None:
+    """The plan counts a collect as already paid; the meter counted its reported usage as this
+    apply's, and a budget the plan was inside stopped b."""
+    failed_after_create(cli, project, fake_api)
+    (project / "project.spark.yaml").write_text(SPEC.replace("parallelism: 2", "parallelism: 1"))  # a, then b
+    summary = json.loads(cli("plan", "--json", cwd=project).out)["summary"]
+    assert summary["collect"] == 1 and summary["render"] == 1
+    done = cli("apply", "--auto-approve", "--json", "--max-tokens", str(summary["estimated_tokens"]), cwd=project)
+    assert done.code == 0, done.out + done.err
+    assert sorted(e["scene"] for e in done.events() if e["event"] == "completed") == ["a", "b"]
+    assert fake_api.total_creates == 2  # a's, by the earlier apply, and b's
+
+
 def test_a_damaged_journal_entry_of_the_local_provider_is_dropped_not_a_failure(cli: Cli, tmp_path: Path) -> None:
     """A kill in the middle of an entry's write left it empty, and every later apply failed the
     scene (exit 1) until it was deleted by hand: for a provider that costs nothing."""

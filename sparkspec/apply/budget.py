@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from sparkspec import apifacts
 from sparkspec.config.model import Budget
 from sparkspec.errors import BudgetError
 from sparkspec.plan.model import Plan
@@ -77,14 +78,15 @@ class BudgetMeter:
         self.planned_cost += cost or 0.0
         return None
 
-    def charge(self, tokens: int, cost: float | None) -> str | None:
-        """Count a finished render's reported usage (its cost, or its tokens at the spec's price);
-        the reason to stop submitting once the budget is reached."""
+    def charge(self, tokens: int, cost: float | None, service_tier: str | None = None) -> str | None:
+        """Count a finished render's reported usage (its cost, or its tokens at the spec's price,
+        halved for `flex` as the plan counts it); the reason to stop submitting once the budget
+        is reached."""
         self.tokens += tokens
         if cost is not None:
             self.cost += cost
         elif self.price_per_million_tokens is not None:
-            self.cost += tokens / 1e6 * self.price_per_million_tokens
+            self.cost += apifacts.tokens_cost(tokens, self.price_per_million_tokens, service_tier)
         if self.budget.max_tokens is not None and self.tokens >= self.budget.max_tokens:
             return (f"budget reached: renders reported {self.tokens:,} tokens of the "
                     f"{self.budget.max_tokens:,} allowed (max_tokens)")

@@ -226,7 +226,9 @@ class TaskRunner:
                                 raise self.failure(request.scene, over)
                             unplanned = None  # counted once; a resubmission is charged as it reports
                         status, since = await self.submit(request), self.wall_clock()
+                        paid_here = True
                     else:
+                        paid_here = False  # an earlier apply's task: paid then, not in this apply's budget
                         self.emit({"event": "progress", "scene": request.scene, "task_id": entry.task_id,
                                    "state": "collecting"})
                         status = TaskStatus(entry.task_id, TaskState.RUNNING, locator=entry.locator)
@@ -238,12 +240,13 @@ class TaskRunner:
                         raise self.failure(request.scene, (
                             f"{exc}; task {status.task_id} is paid for and its id stays in the journal, so "
                             f"the next apply asks again at no new cost (do not --replace it)")) from None
-                    if status.state is TaskState.COMPLETED and status.tokens is not None:
-                        self.charge(status.tokens, status.cost)  # before the slot goes to a new submission
+                    if status.state is TaskState.COMPLETED and status.tokens is not None and paid_here:
+                        # Before the slot goes to a new submission.
+                        self.charge(status.tokens, status.cost, request.service_tier)
                 if status.state is TaskState.COMPLETED:
                     cached = await self.deliver(request, key, status)
-                    if status.tokens is None:
-                        self.charge(cached.tokens, cached.cost)
+                    if status.tokens is None and paid_here:
+                        self.charge(cached.tokens, cached.cost, request.service_tier)
                     return cached
                 retry = RESUBMIT_CODES.get(status.error_code or "")
                 if retry is None or resubmits >= MAX_RESUBMITS:
@@ -292,10 +295,10 @@ class TaskRunner:
         self.emit({"event": "resubmitted", "scene": scene_id, "task_id": task_id, "reason": reason,
                    "count": count, "limit": MAX_RESUBMITS})
 
-    def charge(self, tokens: int, cost: float | None) -> None:
+    def charge(self, tokens: int, cost: float | None, service_tier: str | None = None) -> None:
         """Count reported usage against the budget; once it is reached, submissions stop."""
         if self.meter is not None:
-            over = self.meter.charge(tokens, cost)
+            over = self.meter.charge(tokens, cost, service_tier)
             if over is not None and self.stop_submitting is None:
                 self.stop_submitting = over
 

@@ -287,8 +287,7 @@ class _Planner:
         price = self.project.provider.price_per_million_tokens
         if price is None:
             return tokens, None
-        factor = 0.5 if scene.service_tier == "flex" else 1.0
-        return tokens, tokens / 1e6 * price * factor
+        return tokens, apifacts.tokens_cost(tokens, price, scene.service_tier)
 
     def plan_scene(self, scene: Scene) -> list[Change]:
         """One change per take (take 1 first), and a delete for each recorded take dropped."""

@@ -122,11 +122,12 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def _cost(record: SceneRecord, price: float | None) -> float | None:
-    """What the render cost: as the API reported it, else its tokens at the spec's price."""
+def _cost(record: SceneRecord, price: float | None, service_tier: str | None) -> float | None:
+    """What the render cost: as the API reported it, else its tokens at the spec's price (half
+    for the scene's `flex` tier, as the plan counts it)."""
     if record.cost is not None:
         return record.cost
-    return record.tokens / 1e6 * price if price is not None else None
+    return apifacts.tokens_cost(record.tokens, price, service_tier) if price is not None else None
 
 
 def scene_order(project: Project, lock: Lock) -> list[str]:
@@ -166,7 +167,8 @@ def gather(project: Project, lock: Lock, before: Mapping[str, str],
         numbered, pick = take_records(record)
         # Each take's files where the lock has them (the picked one's are renders/<scene>.mp4).
         takes = tuple(Take(number, relative(t.video.path, out), relative(t.last_frame.path, out), t.seed,
-                           t.key, t.task_id, t.tokens, _cost(t, price)) for number, t in numbered)
+                           t.key, t.task_id, t.tokens, _cost(t, price, spec.service_tier if spec else None))
+                      for number, t in numbered)
         parameters = tuple((name, _show(inputs[name])) for name in PARAMETERS if inputs.get(name) is not None)
         why = (not_rendered or {}).get(picked_render(sid, pick))
         scenes.append(ReviewScene(
