@@ -115,6 +115,8 @@ def test_retries_give_up_as_transient(api: FakeSparkAPI) -> None:
     ({"output_tokens": 4000}, 4000, None),
     ({"completion_tokens": "103818", "total_tokens": 2}, 103818, None),
     ({"cost": "n/a"}, None, None),
+    ({"completion_tokens": -5, "total_tokens": 4100, "cost": -3}, 4100, None),  # below zero: not usage
+    ({"completion_tokens": -5}, None, None),
 ])
 def test_usage_as_reported(usage: dict[str, Any], tokens: int | None, cost: float | None) -> None:
     status = parse_task({"id": "t", "status": "completed", "usage": usage,

@@ -133,8 +133,11 @@ def parse_task(raw: Mapping[str, Any], scrub: Callable[[str], str] = str) -> Tas
     if status in COMPLETED:
         video, frame = outputs(raw)
         usage = _mapping(raw.get("usage"))
-        tokens = _first_integer(usage, TOKEN_FIELDS)
+        # Usage below zero is no usage: not reported (the tokens are estimated), and never a refund
+        # that lowers the budget's meter or the lock's totals.
+        tokens = _first_integer(usage, TOKEN_FIELDS, minimum=0)
         cost = _number(usage.get("cost", raw.get("cost")))
+        cost = cost if cost is not None and cost >= 0 else None
         metadata = _mapping(raw.get("metadata"))
         seed = _integer(raw.get("seed"))
         if seed is None:
@@ -227,10 +230,10 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def _first_integer(mapping: Mapping[str, Any], names: tuple[str, ...]) -> int | None:
+def _first_integer(mapping: Mapping[str, Any], names: tuple[str, ...], minimum: int | None = None) -> int | None:
     for name in names:
         value = _integer(mapping.get(name))
-        if value is not None:
+        if value is not None and (minimum is None or value >= minimum):
             return value
     return None
 
