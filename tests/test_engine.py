@@ -32,7 +32,10 @@ sequences:
 
 
 class FailingProvider(LocalProvider):
-    """The real local renderer, except that the scenes named fail as the API reports it."""
+    """The real local renderer standing in for a paid provider (its tasks are journalled and
+    collected), except that the scenes named fail as the API reports it."""
+
+    type = "paid"
 
     def __init__(self, workdir: Path, failing: set[str]) -> None:
         super().__init__(workdir)
@@ -45,6 +48,14 @@ class FailingProvider(LocalProvider):
             return TaskStatus(f"t-{request.scene}", TaskState.FAILED, error_code="003021098",
                               error_message="generation failed")
         return await super().submit(request)
+
+
+async def rendered(provider: LocalProvider, request: RenderRequest) -> TaskStatus:
+    """Submit and poll to the end, as the engine does."""
+    status = await provider.submit(request)
+    while status.state is TaskState.RUNNING:
+        status = await provider.poll(status.task_id)
+    return status
 
 
 def run(tmp_path: Path, failing: set[str], *, fail_fast: bool = False,
@@ -119,8 +130,8 @@ def test_a_task_in_the_journal_is_collected_not_submitted_again(tmp_path: Path) 
     provider = LocalProvider(workspace.state_dir / "local")
     request = Engine(workspace, plan, provider, lambda e: None, 1).request(
         workspace.project.scenes["a"], _scene_key(workspace, "a"), None)
-    status = asyncio.run(provider.submit(request))
-    Journal(workspace.state_dir / "journal").record(key.key, "a", "local", status.task_id, 172800)
+    status = asyncio.run(rendered(provider, request))
+    Journal(workspace.state_dir / "journal").record(key.key, "a", "paid", status.task_id, 172800)
     workspace.close()
 
     counting = FailingProvider(tmp_path / ".sparkspec/local", set())
@@ -144,7 +155,7 @@ def _journal_a(tmp_path: Path, task_id: str, submitted_at: float) -> None:
     workspace = open_workspace(tmp_path / "project.spark.yaml")
     key = workspace.plan().scene("a")
     assert key is not None and key.key is not None
-    Journal(workspace.state_dir / "journal").record(key.key, "a", "local", task_id, 3600, now=submitted_at)
+    Journal(workspace.state_dir / "journal").record(key.key, "a", "paid", task_id, 3600, now=submitted_at)
     workspace.close()
 
 
@@ -167,7 +178,7 @@ def test_a_journalled_task_the_provider_does_not_know_is_not_submitted_again(tmp
     _journal_a(tmp_path, "local-unknown-task", submitted_at=time.time() - 600)  # 10 min ago, within its expiry
     result, provider, events = run(tmp_path, set())
     assert {"event": "progress", "scene": "a", "task_id": "local-unknown-task", "state": "collecting"} in events
-    assert "a" not in provider.submitted and "local task local-unknown-task is unknown" in result.failed["a"]
+    assert "a" not in provider.submitted and "paid task local-unknown-task is unknown" in result.failed["a"]
     assert [e.task_id for e in Journal(tmp_path / ".sparkspec/journal").entries()] == ["local-unknown-task"]
 
 
@@ -191,6 +202,7 @@ class VanishingProvider(LocalProvider):
         return await super().download(url, dest)
 
 
+@pytest.mark.slow  # over a second and a half: the default run stays under 90 s
 def test_outputs_whose_folder_vanished_are_fetched_again_not_paid_again(tmp_path: Path) -> None:
     (tmp_path / "project.spark.yaml").write_text(SPEC)
     workspace = open_workspace(tmp_path / "project.spark.yaml")
@@ -200,3 +212,25 @@ def test_outputs_whose_folder_vanished_are_fetched_again_not_paid_again(tmp_path
     assert provider.vanished == 1
     assert result.ok and sorted(result.completed) == ["a", "b", "c", "other"]
     assert any("fetching task" in e.get("message", "") for e in events if e["event"] == "warning")
+
+
+def test_the_local_renderer_is_submitted_polled_and_reports_progress_as_the_api_is(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`submitted` came when the render had already ended, and no `progress` ever: a terminal
+    showed no scene while it rendered."""
+    import sparkspec.providers.local as local
+
+    monkeypatch.setattr(local, "POLL_WAIT", 0.005)  # answer between frames, not only at the end
+    (tmp_path / "project.spark.yaml").write_text(
+        "version: 1\nprovider: {type: local}\ndefaults: {resolution: 480p, frames: 97}\n"
+        "scenes:\n  a: {prompt: a kite}\n")
+    workspace = open_workspace(tmp_path / "project.spark.yaml")
+    provider = LocalProvider(workspace.state_dir / "local")
+    workspace.close()
+    result, _, events = run(tmp_path, set(), provider=provider)
+    assert result.ok
+    kinds = [e["event"] for e in events if e.get("scene") == "a"]
+    assert kinds[0] == "submitted" and kinds[-1] == "completed" and "progress" in kinds
+    fractions = [e["progress"] for e in events if e["event"] == "progress"]
+    assert fractions == sorted(fractions) and any(0 < f < 1 for f in fractions)
+    assert not (tmp_path / ".sparkspec/journal").exists() or not any((tmp_path / ".sparkspec/journal").iterdir())

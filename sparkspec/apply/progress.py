@@ -120,9 +120,9 @@ class LiveReporter:
         self.console = Console(highlight=False)
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[state]}"),
                                  TimeElapsedColumn(), console=self.console, transient=False)
-        self.overall = self.progress.add_task("apply", total=max(total, 1), state="0 tokens")
+        self.total, self.finished, self.tokens = total, 0, 0
+        self.overall = self.progress.add_task("apply", total=max(total, 1), state=self.counts())
         self.tasks: dict[str, Any] = {}
-        self.tokens = 0
         self.started = time.monotonic()
         self.progress.start()
 
@@ -136,10 +136,14 @@ class LiveReporter:
             if scene in self.tasks:
                 self.progress.update(self.tasks[scene], completed=1.0, state=kind)
             self.tokens += int(event.get("tokens") or 0)
-            self.progress.update(self.overall, advance=1, state=f"{self.tokens:,} tokens")
+            self.finished += 1
+            self.progress.update(self.overall, advance=1, state=self.counts())
         line = describe(event)
         if line is not None and kind not in ("submitted", "progress"):
             self.progress.console.print(line)
+
+    def counts(self) -> str:
+        return f"{self.finished}/{self.total} done, {self.tokens:,} tokens"
 
     def close(self) -> None:
         self.progress.stop()

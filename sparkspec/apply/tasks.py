@@ -289,6 +289,11 @@ class TaskRunner:
             raise self.failure(request.scene, f"{exc}; a task may already exist for it, so nothing was "
                                f"submitted: look at the file and delete it, or run `sparkspec apply "
                                f"--replace {request.scene}` to render it afresh") from None
+        if self.api.type == "local" and entry is not None:
+            # Not journalled any more (an earlier version's entry): a local task is found by its
+            # key, finished, or rendered again at no cost; one cut off by a kill is not collectable.
+            self.journal.forget(request.key)
+            return None
         return entry if entry is not None and entry.provider == self.api.type else None
 
     def resubmitted(self, scene_id: str, task_id: str, reason: str, count: int) -> None:
@@ -355,9 +360,12 @@ class TaskRunner:
         # On the event loop, not in a thread: the shortest path from a paid task's id to the
         # disk is to write it now, before anything else runs, not to queue it behind other
         # blocking work in the executor (one small fsync'd file; benchmarks/apply_bench.py journal).
+        # The local renderer's tasks are not: nothing is paid, and its task is found by its key.
         try:
-            self.journal.record(request.key, request.scene, self.api.type, status.task_id,
-                                request.execution_expires_after or DEFAULT_EXPIRY, self.wall_clock(), status.locator)
+            if self.api.type != "local":
+                self.journal.record(request.key, request.scene, self.api.type, status.task_id,
+                                    request.execution_expires_after or DEFAULT_EXPIRY, self.wall_clock(),
+                                    status.locator)
         except OSError as exc:  # the disk filled up since the check: the task is paid for all the same
             self.unjournalled(request.scene, status.task_id, exc)
         if self.lost_creates is None:
@@ -428,7 +436,8 @@ class TaskRunner:
             if status.unknown_status is not None:
                 self.unknown_status(scene_id, status, warned, since, expires_after)
             attempt += 1
-            await self.sleep(self.next_poll(attempt, status, self.monotonic() - started, stalled))
+            if not getattr(self.api, "poll_waits", False):  # the local renderer's poll waits itself
+                await self.sleep(self.next_poll(attempt, status, self.monotonic() - started, stalled))
             try:
                 polled = await self.api.poll(status.task_id, status.locator)
             except BadAnswer as exc:

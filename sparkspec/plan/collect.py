@@ -59,6 +59,8 @@ def journalled(change: Change, tasks: Tasks | None, provider: str) -> Change:
         return replace(change, reasons=change.reasons + (
             f"{exc}: apply fails this scene, as a task may already exist for it; look at the file and delete "
             f"it, or run `sparkspec apply --replace {change.id}` to render it afresh",))
+    if provider == "local":  # its tasks are found by key, not collected: a journal entry is an old version's
+        return change
     if entry is None or entry.provider != provider:
         lost = tasks.lost_create(change.key) if entry is None and provider != "local" else None
         if lost is not None:

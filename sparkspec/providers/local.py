@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 # Frames generated ahead of the encoder.
 _LOOKAHEAD = 3
+# The longest a poll waits for a render before it answers with the render's progress.
+POLL_WAIT = 0.5
 
 
 def render_video(request: RenderRequest, video_path: Path, last_frame_path: Path,
@@ -137,13 +139,16 @@ _VIDEO, _LAST_FRAME, _RECORD = "video.mp4", "last_frame.png", "task.json"
 class LocalProvider:
     """Renders on this machine into `workdir/<task id>/`; a task is done when its files are.
 
-    `submit` renders before it returns, so the engine never waits between polls. The
-    files outlive the process: a later apply polls the task id from its journal and
-    collects them without rendering again. Renders run in threads, at most
-    `max_parallel` at once (default: one per two CPUs, since each keeps about two busy).
+    Like the API: `submit` starts the render and answers at once (its task running), `poll`
+    says how far it got. A poll waits for the render up to POLL_WAIT, so the engine polls it
+    without sleeping in between (`poll_waits`). The task id is the key's, and the files outlive
+    the process: a later submit of the same key finds them and renders nothing. Renders run in
+    threads, at most `max_parallel` at once (default: one per two CPUs, since each keeps about
+    two busy).
     """
 
     type = "local"
+    poll_waits = True  # a poll returns when the render ends, or after POLL_WAIT with its progress
 
     def __init__(self, workdir: Path, max_parallel: int | None = None) -> None:
         self.workdir = workdir
@@ -152,25 +157,47 @@ class LocalProvider:
         self._slots = threading.BoundedSemaphore(self.max_parallel)
         self._tasks_lock = threading.Lock()
         self._task_locks: dict[str, threading.Lock] = {}
+        # Renders under way in this process: task id -> (the render, its scene, its progress).
+        self._running: dict[str, tuple[asyncio.Future[None], str, list[float]]] = {}
+        self._stopping = threading.Event()
 
     async def submit(self, request: RenderRequest) -> TaskStatus:
         task_id = task_id_for(request.key)
+        running = self._running.get(task_id)
+        if running is not None:  # the same key submitted twice at once renders once
+            return TaskStatus(task_id, TaskState.RUNNING, progress=running[2][0])
         done = self._completed(task_id)
         if done is not None:
             return done  # the same key renders the same bytes: keep what is there
-        from PIL import Image
+        progress = [0.0]
 
-        try:
-            await asyncio.to_thread(self._render, request, task_id)
-        except (MediaError, Image.DecompressionBombError) as exc:  # a picture Pillow refuses to make
-            raise RenderFailed(f"local render of {request.scene} failed: {exc}") from None
-        done = self._completed(task_id)
-        if done is None:
-            raise RenderFailed(f"local render of {request.scene} left no output in "
-                               f"{self.workdir / task_id}")
-        return done
+        def advance(fraction: float) -> None:
+            if self._stopping.is_set():
+                raise _Stopped  # out of the frame loop; the half-written files are dropped
+            progress[0] = fraction  # one float, written by the render's thread, read by the loop
+
+        render = asyncio.ensure_future(asyncio.to_thread(self._render, request, task_id, advance))
+        self._running[task_id] = (render, request.scene, progress)
+        return TaskStatus(task_id, TaskState.RUNNING, progress=0.0)
 
     async def poll(self, task_id: str, locator: str | None = None) -> TaskStatus:
+        running = self._running.get(task_id)
+        if running is not None:
+            render, scene, progress = running
+            await asyncio.wait({render}, timeout=POLL_WAIT)
+            if not render.done():
+                return TaskStatus(task_id, TaskState.RUNNING, progress=progress[0])
+            self._running.pop(task_id, None)  # a second poller of the same key may have taken it
+            from PIL import Image
+
+            try:
+                render.result()
+            except (MediaError, Image.DecompressionBombError) as exc:  # a picture Pillow refuses to make
+                raise RenderFailed(f"local render of {scene} failed: {exc}") from None
+            done = self._completed(task_id)
+            if done is None:
+                raise RenderFailed(f"local render of {scene} left no output in {self.workdir / task_id}")
+            return done
         done = self._completed(task_id)
         if done is None:
             raise TaskNotFound(f"local task {task_id} has no finished output in {self.workdir}; "
@@ -182,9 +209,19 @@ class LocalProvider:
         return await asyncio.to_thread(_copy_hashed, source, dest)
 
     async def aclose(self) -> None:
-        return None
+        # An apply that stops (Ctrl-C) stops the renders still under way within a few frames:
+        # nothing is paid for them, and the next apply renders them again.
+        running = [render for render, _, _ in self._running.values()]
+        self._running.clear()
+        if running:
+            self._stopping.set()
+            await asyncio.wait(running)
+            for render in running:
+                if not render.cancelled():
+                    render.exception()  # retrieved: nobody is left to report it
 
-    def _render(self, request: RenderRequest, task_id: str) -> None:
+    def _render(self, request: RenderRequest, task_id: str,
+                progress: Callable[[float], None] | None = None) -> None:
         folder = self.workdir / task_id
         with self._tasks_lock:
             task_lock = self._task_locks.setdefault(task_id, threading.Lock())
@@ -192,15 +229,16 @@ class LocalProvider:
         with task_lock:
             if self._completed(task_id) is None:
                 with self._slots:
-                    self._render_into(request, task_id, folder)
+                    self._render_into(request, task_id, folder, progress)
 
-    def _render_into(self, request: RenderRequest, task_id: str, folder: Path) -> None:
+    def _render_into(self, request: RenderRequest, task_id: str, folder: Path,
+                     progress: Callable[[float], None] | None = None) -> None:
         import dataclasses
         import json
 
         if request.seed == -1:  # as upstream does: a random seed, reported with the task
             request = dataclasses.replace(request, seed=random.SystemRandom().randrange(2**31 - 1))
-        width, height = render_video(request, folder / _VIDEO, folder / _LAST_FRAME)
+        width, height = render_video(request, folder / _VIDEO, folder / _LAST_FRAME, progress)
         frames = apifacts.frame_count(request.duration, request.frames)
         record = {"task_id": task_id, "scene": request.scene, "width": width, "height": height,
                   "frames": frames, "seed": request.seed,
@@ -238,6 +276,10 @@ class LocalProvider:
         if not path.is_relative_to(self.workdir.resolve()):
             raise DownloadError(f"{path} is outside the local provider's folder {self.workdir}")
         return path
+
+
+class _Stopped(Exception):
+    """A render stopped by `aclose`."""
 
 
 def task_id_for(key: str) -> str:

@@ -21,7 +21,7 @@ from sparkspec.errors import DownloadError, MediaError, RenderFailed, TaskNotFou
 from sparkspec.fsutil import sha256_file
 from sparkspec.media.frames import first_frame, last_frame
 from sparkspec.media.probe import probe_video
-from sparkspec.providers.base import FirstFrame, RenderRequest, TaskState
+from sparkspec.providers.base import FirstFrame, RenderRequest, TaskState, TaskStatus
 from sparkspec.providers.local import LocalProvider, render_video, task_id_for
 
 KEY = "ab" * 32
@@ -237,12 +237,29 @@ def test_progress_is_reported_up_to_one(tmp_path: Path) -> None:
 
 # -- LocalProvider ------------------------------------------------------------------------
 
+async def finished(provider: LocalProvider, req: RenderRequest) -> TaskStatus:
+    """Submit and poll to the end, as the engine does."""
+    status = await provider.submit(req)
+    while status.state is TaskState.RUNNING:
+        status = await provider.poll(status.task_id)
+    return status
+
+
+def finish(provider: LocalProvider, req: RenderRequest) -> TaskStatus:
+    return asyncio.run(finished(provider, req))
+
+
 def test_submit_renders_and_download_copies_and_hashes(tmp_path: Path) -> None:
     provider = LocalProvider(tmp_path / "work")
 
     async def go() -> None:
         status = await provider.submit(request())
-        assert status.state is TaskState.COMPLETED
+        assert status.state is TaskState.RUNNING and status.progress == 0.0  # answered at once, as the API does
+        seen = []
+        while status.state is TaskState.RUNNING:
+            seen.append(status.progress)
+            status = await provider.poll(status.task_id)
+        assert status.state is TaskState.COMPLETED and seen == sorted(seen)
         assert status.task_id == "local-" + KEY[:24] == task_id_for(KEY)
         assert status.tokens == apifacts.estimate_tokens(864, 480, 29)
         assert status.seed == 7
@@ -259,7 +276,7 @@ def test_submit_renders_and_download_copies_and_hashes(tmp_path: Path) -> None:
 
 
 def test_another_process_collects_a_finished_task_by_polling(tmp_path: Path) -> None:
-    status = asyncio.run(LocalProvider(tmp_path / "work").submit(request()))
+    status = finish(LocalProvider(tmp_path / "work"), request())
     later = LocalProvider(tmp_path / "work")  # as after a crash: a fresh provider, same folder
     polled = asyncio.run(later.poll(status.task_id))
     assert polled == status
@@ -267,19 +284,19 @@ def test_another_process_collects_a_finished_task_by_polling(tmp_path: Path) -> 
 
 def test_a_second_submit_of_the_same_key_does_not_render_again(tmp_path: Path) -> None:
     provider = LocalProvider(tmp_path / "work")
-    first = asyncio.run(provider.submit(request()))
+    first = finish(provider, request())
     video = tmp_path / "work" / first.task_id / "video.mp4"
     stamp = video.stat().st_mtime_ns
     time.sleep(0.01)
-    again = asyncio.run(provider.submit(request()))
+    again = finish(provider, request())
     assert again == first and video.stat().st_mtime_ns == stamp
 
 
 def test_a_random_seed_is_drawn_and_reported_as_upstream_does(tmp_path: Path) -> None:
     """`seed: -1` rendered every take alike offline (and recorded -1)."""
     provider = LocalProvider(tmp_path / "work")
-    first = asyncio.run(provider.submit(request(seed=-1, key="a" * 64)))
-    second = asyncio.run(provider.submit(request(seed=-1, key="b" * 64)))
+    first = finish(provider, request(seed=-1, key="a" * 64))
+    second = finish(provider, request(seed=-1, key="b" * 64))
     assert first.seed is not None and second.seed is not None
     assert 0 <= first.seed < 2**31 - 1 and first.seed != second.seed
     videos = [sha256_file(tmp_path / "work" / s.task_id / "video.mp4") for s in (first, second)]
@@ -295,7 +312,7 @@ def test_polling_an_unknown_task_raises_task_not_found(tmp_path: Path, task_id: 
 
 def test_a_task_without_its_record_is_not_done(tmp_path: Path) -> None:
     provider = LocalProvider(tmp_path / "work")
-    status = asyncio.run(provider.submit(request()))
+    status = finish(provider, request())
     (tmp_path / "work" / status.task_id / "task.json").unlink()
     with pytest.raises(TaskNotFound):
         asyncio.run(provider.poll(status.task_id))
@@ -303,13 +320,13 @@ def test_a_task_without_its_record_is_not_done(tmp_path: Path) -> None:
 
 def test_a_damaged_output_is_rendered_again(tmp_path: Path) -> None:
     provider = LocalProvider(tmp_path / "work")
-    status = asyncio.run(provider.submit(request()))
+    status = finish(provider, request())
     video = tmp_path / "work" / status.task_id / "video.mp4"
     whole = video.read_bytes()
     video.write_bytes(whole[: len(whole) // 2])
     with pytest.raises(TaskNotFound):
         asyncio.run(provider.poll(status.task_id))
-    assert asyncio.run(provider.submit(request())) == status
+    assert finish(provider, request()) == status
     assert video.read_bytes() == whole
 
 
@@ -321,7 +338,7 @@ def test_download_serves_only_the_providers_own_files(tmp_path: Path) -> None:
         asyncio.run(provider.download(secret.as_uri(), tmp_path / "x"))
     with pytest.raises(DownloadError, match="only serves"):
         asyncio.run(provider.download("https://example.invalid/v.mp4", tmp_path / "x"))
-    status = asyncio.run(provider.submit(request()))
+    status = finish(provider, request())
     assert status.video_url is not None
     Path(status.video_url.removeprefix("file://")).unlink()
     with pytest.raises(UrlExpired):
@@ -333,7 +350,7 @@ def test_a_bad_first_frame_fails_the_render(tmp_path: Path) -> None:
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"nope")
     with pytest.raises(RenderFailed, match="not a readable image"):
-        asyncio.run(LocalProvider(tmp_path / "work").submit(request(first_frame=FirstFrame(path=bad))))
+        finish(LocalProvider(tmp_path / "work"), request(first_frame=FirstFrame(path=bad)))
 
 
 def test_renders_in_parallel_are_each_whole(tmp_path: Path) -> None:
@@ -342,7 +359,7 @@ def test_renders_in_parallel_are_each_whole(tmp_path: Path) -> None:
     requests.append(requests[0])  # the same key twice at once: rendered once
 
     async def go() -> list[str]:
-        done = await asyncio.gather(*(provider.submit(r) for r in requests))
+        done = await asyncio.gather(*(finished(provider, r) for r in requests))
         return [s.task_id for s in done]
 
     task_ids = asyncio.run(go())
