@@ -13,6 +13,13 @@ from hypothesis import settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+# Compiled bytecode is kept (in __pycache__/, which git ignores) even where the shell says not
+# to write it (PYTHONDONTWRITEBYTECODE): otherwise every CLI subprocess compiles sparkspec from
+# source and every worker rewrites every test module's asserts, about a quarter of the default
+# run's CPU. Set here, before the xdist workers start: they and every subprocess inherit it.
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
 # Property tests that leave `max_examples` to the profile try 25 examples a run (each run draws
 # new ones; failures found are replayed first from .hypothesis/); `pytest -p no:xdist
 # --hypothesis-profile=thorough tests/test_keys.py` tries 500 when changing what they test.

@@ -99,6 +99,7 @@ def apply(root: Path, api: FakeSparkAPI, *, replace: tuple[str, ...] = (), repor
         workspace.close()
 
 
+@pytest.mark.slow  # over a second and a half: the default run stays under 90 s
 def test_a_task_the_api_never_shows_is_created_once_kept_and_collected_later(tmp_path: Path,
                                                                             api: FakeSparkAPI) -> None:
     api.unknown_tasks = True  # every query answers 404

@@ -151,6 +151,7 @@ def a_video_url(api: FakeSparkAPI, tmp_path: Path) -> str:
     return f"{api.base_url}/files/{task.id}/video.mp4?X-Signature={task.token}"
 
 
+@pytest.mark.slow  # over a second and a half: the default run stays under 90 s
 def test_a_cancelled_fetch_stops_at_once_and_leaves_no_file(tmp_path: Path, api: FakeSparkAPI) -> None:
     url = a_video_url(api, tmp_path / "project")
     api.inject("video", "stall", delay=30.0)

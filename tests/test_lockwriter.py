@@ -74,6 +74,7 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, list[str]]]:
     return seen
 
 
+@pytest.mark.slow  # over a second and a half: the default run stays under 90 s
 def test_lock_writes_are_coalesced(tmp_path: Path, api: FakeSparkAPI, writes: list[tuple[int, list[str]]],
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lockwriter, "MIN_BATCH", 1)  # the schedule of 5,000 scenes, on 32

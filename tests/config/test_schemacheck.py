@@ -209,6 +209,7 @@ def test_the_shipped_schema_compiles() -> None:
     assert compile_schema(SCHEMA) is not None
 
 
+@pytest.mark.slow  # over a second and a half: the default run stays under 90 s
 @given(valid_specs())
 @settings(max_examples=50, deadline=None)
 def test_the_generator_starts_from_valid_specs(doc: dict[str, Any]) -> None:

@@ -298,6 +298,7 @@ def test_a_sequence_is_stitched_again_only_when_a_member_changes(applied: Projec
     assert applied.lock()["sequences"]["film"]["members"][2] == applied.lock()["scenes"]["c"]["video"]["sha256"]
 
 
+@pytest.mark.slow  # over a second and a half: the default run stays under 90 s
 def test_moving_output_dir_says_the_old_folder_stays(applied: Project) -> None:
     """The outputs were restored into the new folder and the old ones left without a word."""
     applied.write("output_dir: out\n" + CHAIN)
@@ -308,6 +309,7 @@ def test_moving_output_dir_says_the_old_folder_stays(applied: Project) -> None:
     assert "output_dir is now" not in applied.run("apply", "--auto-approve").err  # said once
 
 
+@pytest.mark.slow  # over a second and a half: the default run stays under 90 s
 def test_a_removed_sequence_goes_before_any_render_starts(applied: Project) -> None:
     """Its video was deleted only after every scene had rendered, its record long gone from the
     lock: a kill in between left renders/film.mp4 recorded nowhere, for good."""

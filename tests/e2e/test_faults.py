@@ -114,6 +114,7 @@ def test_an_output_path_is_a_directory(project: Path) -> None:
     recovers(project)
 
 
+@pytest.mark.slow  # over a second and a half: the default run stays under 90 s
 def test_a_render_that_cannot_be_put_in_place_is_counted_and_said_to_be_kept(project: Path) -> None:
     """The summary said '0 tokens' for a render made (and paid for) whose output path was a
     folder, and nothing said the render waits in the cache."""
@@ -184,6 +185,7 @@ def test_a_file_size_limit(project: Path) -> None:
 
 # -- read-only folders -----------------------------------------------------------------------
 
+@pytest.mark.slow  # over a second and a half: the default run stays under 90 s
 def test_a_read_only_renders_folder(project: Path) -> None:
     (project / "renders/b.mp4").unlink()
     before = (project / "project.spark.lock").read_bytes()
@@ -293,6 +295,7 @@ def test_the_temporary_files_a_killed_apply_left_are_removed_and_nothing_else(pr
     assert (project / "project.spark.lock").read_bytes() == before
 
 
+@pytest.mark.slow  # over a second and a half: the default run stays under 90 s
 def test_a_file_in_the_way_that_is_not_sparkspecs_is_moved_aside_not_overwritten(tmp_path: Path) -> None:
     """A user's own renders/x.mp4 (no lock recorded it) was overwritten for good."""
     root = tmp_path / "p"

@@ -123,6 +123,7 @@ scenes:
 """
 
 
+@pytest.mark.slow  # over a second and a half: the default run stays under 90 s
 @pytest.mark.parametrize("edit", ["revert an edit", "lower then raise takes", "drop then re-add a scene"])
 def test_what_apply_overwrites_or_deletes_on_a_machine_without_the_cache_is_kept(
         edit: str, cli: Cli, tmp_path: Path, fake_api: FakeSparkAPI, monkeypatch: pytest.MonkeyPatch) -> None:

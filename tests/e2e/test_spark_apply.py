@@ -31,6 +31,7 @@ scenes:
 """
 
 
+@pytest.mark.slow  # over a second and a half: the default run stays under 90 s
 @every_dialect(slow=True)
 def test_apply_renders_through_the_api_once_and_then_asks_nothing(spark: Project, fake_api: FakeSparkAPI,
                                                                  dialect: Dialect) -> None:
@@ -274,6 +275,7 @@ def test_a_create_whose_answer_was_lost_is_found_on_ark_and_failed_elsewhere(spa
         assert "got no readable answer" not in spark.run("plan", "--replace", "a").out  # a task is journalled since
 
 
+@pytest.mark.slow  # over a second and a half: the default run stays under 90 s
 @every_dialect(slow=True)
 def test_ctrl_c_while_a_create_is_on_the_wire_journals_its_task(spark: Project, fake_api: FakeSparkAPI,
                                                                   dialect: Dialect) -> None:
@@ -318,6 +320,7 @@ def test_an_apply_whose_reader_goes_away_finishes_and_says_so(spark: Project, fa
 
 @pytest.mark.parametrize("body", ["<html>bad gateway</html>", pytest.param('{"id": "cgt-not-this-one", "status": "succeeded"}',
                                                                           marks=pytest.mark.slow)])
+@pytest.mark.slow  # over a second and a half: the default run stays under 90 s
 def test_an_answer_to_a_poll_that_is_not_the_tasks_status_is_asked_again(spark: Project, fake_api: FakeSparkAPI,
                                                                          body: str) -> None:
     """A proxy's page answered with HTTP 200 failed the scene on the first poll; an answer about
@@ -331,6 +334,7 @@ def test_an_answer_to_a_poll_that_is_not_the_tasks_status_is_asked_again(spark: 
         assert any("the answer is about task 'cgt-not-this-one'" in w for w in warnings), warnings
 
 
+@pytest.mark.slow  # over a second and a half: the default run stays under 90 s
 @every_dialect(slow=True)
 def test_a_finished_answer_about_another_task_is_never_recorded_as_this_one(spark: Project, fake_api: FakeSparkAPI,
                                                                           dialect: Dialect) -> None:

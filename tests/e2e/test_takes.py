@@ -197,6 +197,7 @@ def test_the_budget_counts_every_take(project: Project, fake_api: FakeSparkAPI) 
     assert sum(t["tokens"] for t in lock["hero"]["takes"]) + lock["pour"]["tokens"] == sum(tokens)
 
 
+@pytest.mark.slow  # over a second and a half: the default run stays under 90 s
 def test_a_new_pick_leaves_a_hand_edited_take_and_says_so(project: Project) -> None:
     """A pick change moves take 2 to renders/hero.mp4; its file edited by hand stays where it
     was, and the apply says so, as a delete does (the lock no longer names it)."""

@@ -205,6 +205,7 @@ def test_ark_adopts_nothing_when_no_task_fits(api: FakeSparkAPI) -> None:
         run(api, ARK, body)
 
 
+@pytest.mark.slow  # over a second and a half: the default run stays under 90 s
 def test_ark_adopts_nothing_while_a_create_of_the_same_parameters_waits_for_its_answer(api: FakeSparkAPI) -> None:
     """Another scene's create (same seed from `defaults`) had made its task and not answered yet:
     the lost create adopted that task, and two scenes were locked with one scene's video."""

@@ -18,6 +18,7 @@ SPEC = """\
 version: 1
 name: folder-team
 provider: {type: local}
+defaults: {resolution: 480p, frames: 29}  # the smallest render, for the tests that render
 scenes:
   intro: {prompt: "a red kite"}
   outro: {prompt: "a blue kite"}

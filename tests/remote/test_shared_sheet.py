@@ -234,6 +234,7 @@ def test_a_store_that_never_answers_for_the_sheet_is_not_waited_for(tmp_path: Pa
     assert (second / "renders" / "contact.png").read_bytes() == made  # decoded here
 
 
+@pytest.mark.slow  # over a second and a half: the default run stays under 90 s
 def test_a_store_that_never_takes_the_sheet_is_not_waited_for(tmp_path: Path, cli: Cli,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
