@@ -125,8 +125,8 @@ class RemoteApply:
         found = self.hits.get(key)
         if found is not None:
             return found
-        if key in await asyncio.to_thread(self.remote.bad_keys):
-            return None  # its blobs failed a pull before: a miss, already reported
+        if key in await self.remote.still_bad([key]):
+            return None  # its blobs failed a pull before and are as they were: a miss, already reported
         return await self.remote.read_entry(key)
 
     async def pull(self, scene: str, key: str, *, thumbnail: bool = False) -> CachedRender:

@@ -123,6 +123,8 @@ async def verify(remote: Remote, lock: Lock, cache: Cache, tmp_dir: Path, deep: 
     if deep:
         tmp_dir.mkdir(parents=True, exist_ok=True)
 
+        sound: set[str] = set()  # blobs whose bytes hash to their name
+
         async def rehash(sha: str) -> None:
             part = tmp_dir / f"{sha}.verify.part"
             try:
@@ -137,7 +139,16 @@ async def verify(remote: Remote, lock: Lock, cache: Cache, tmp_dir: Path, deep: 
             if got[1] != sha:
                 problem = f"blob {sha[:12]} is damaged (its bytes hash to {got[1][:12]})"
                 report.add(owners[sha], problem)
-                await asyncio.to_thread(remote.mark_bad, owners[sha], problem)  # a miss here; gc removes it
+                # A miss here, until gc removes it or a push writes the blob again.
+                await remote.mark_bad_render(found.hits[owners[sha]], problem)
+            else:
+                sound.add(sha)
 
         await gather_bounded([rehash(s) for s in wanted if s in blobs and blobs[s].size == wanted[s]], TRANSFERS)
+        # A render found damaged here before whose blobs are sound now (mended by a push
+        # elsewhere) is a hit again.
+        marked = await asyncio.to_thread(remote.bad_keys)
+        await asyncio.to_thread(remote.forget_bad, [
+            k for k, r in found.hits.items() if k in marked and k not in report.problems
+            and {r.video_sha256, r.last_frame_sha256} <= sound])
     return report

@@ -15,6 +15,7 @@ import threading
 import uuid
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
+from typing import Any
 
 from sparkspec.config.model import RemoteConfig
 from sparkspec.errors import RemoteError
@@ -27,7 +28,8 @@ from sparkspec.remote.layout import entry_path
 from sparkspec.remote.probe import ProbeResult, probe_conditional_writes, remember, remembered
 from sparkspec.remote.queue import PushQueue
 from sparkspec.remote.settings import RemoteSettings, resolve_remote
-from sparkspec.remote.store import Store, open_store
+from sparkspec.remote.inventory import present_blobs
+from sparkspec.remote.store import ObjectInfo, Store, open_store
 from sparkspec.state.cache import Cache, CachedRender
 
 BAD_NAME = "remote-bad.json"
@@ -70,7 +72,7 @@ class Remote:
                      known: Mapping[str, CachedRender] | None = None, skip_bad: bool = True) -> index.Lookup:
         """`known`: renders the lock records by key; a listed entry of one is not read.
         `skip_bad`: keys whose blobs failed here before are misses, not asked again."""
-        bad = self.bad_keys() if skip_bad else {}
+        bad = await self.still_bad([k for k in keys]) if skip_bad else set()
         wanted = [k for k in keys if k not in bad]
         if not wanted:
             return index.Lookup()
@@ -93,20 +95,20 @@ class Remote:
             return render
         except transfer.BlobProblem as problem:
             if not from_lock:
-                await asyncio.to_thread(self.mark_bad, render.key, str(problem))
+                await self.mark_bad_render(render, str(problem))
                 raise
             entry = await self.read_entry(render.key)
             if entry is None:
                 raise transfer.BlobProblem(f"remote {self.display} has no render of key {render.key[:12]} (neither "
                                            "its entry nor its blobs); a machine that has it can push it") from None
             if transfer.same_blobs(entry, render):
-                await asyncio.to_thread(self.mark_bad, render.key, str(problem))
+                await self.mark_bad_render(render, str(problem))
                 raise
         self.unread.discard(render.key)
         try:
             await transfer.pull_render(self.store, entry, cache, tmp_dir, record=record)
         except transfer.BlobProblem as exc:
-            await asyncio.to_thread(self.mark_bad, render.key, str(exc))
+            await self.mark_bad_render(entry, str(exc))
             raise
         return entry
 
@@ -216,16 +218,49 @@ class Remote:
         return found
 
     # -- keys whose entry is broken ------------------------------------------------------
-    def bad_keys(self) -> dict[str, str]:
+    def _bad_marks(self) -> dict[str, Any]:
         try:
             raw = load_json((self.state_dir / BAD_NAME).read_text(encoding="utf-8"))
             found = raw.get(self.settings.identity, {})
         except (OSError, ValueError, AttributeError):
             return {}
-        return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+        return found if isinstance(found, dict) else {}
 
-    def mark_bad(self, key: str, reason: str) -> None:
-        self._edit_bad(lambda found: found.__setitem__(key, reason))
+    def bad_keys(self) -> dict[str, str]:
+        """Key -> why its blobs failed here. A mark is the reason, or {"reason", "blobs"} with
+        what the store said of each blob then (`mark_bad_render`)."""
+        return {str(k): str(v.get("reason", "")) if isinstance(v, dict) else str(v)
+                for k, v in self._bad_marks().items()}
+
+    async def still_bad(self, keys: Collection[str]) -> set[str]:
+        """Of `keys`, those marked bad whose blobs the store still holds as they were when
+        marked. A blob written again since (a push mended it) ends the mark: the key is
+        looked up as any other."""
+        marks = self._bad_marks()
+        marked = {k: marks[k] for k in keys if k in marks}
+        if not marked:
+            return set()
+        seen = {k: m["blobs"] for k, m in marked.items() if isinstance(m, dict) and isinstance(m.get("blobs"), dict)}
+        now = await present_blobs(self.store, {sha for blobs in seen.values() for sha in blobs}) if seen else {}
+        mended = [k for k, blobs in seen.items() if any(_fingerprint(now.get(sha)) != was for sha, was in blobs.items())]
+        if mended:
+            await asyncio.to_thread(self.forget_bad, mended)
+        return set(marked) - set(mended)
+
+    async def mark_bad_render(self, render: CachedRender, reason: str) -> None:
+        """Mark `render`'s key bad with its blobs as the store holds them now: a later lookup
+        asks again once one of them is written anew."""
+        shas = [render.video_sha256, render.last_frame_sha256]
+        try:
+            now = await present_blobs(self.store, shas)
+        except RemoteError:
+            now = None  # the store is not answering: a plain mark, ended by a push from here or gc
+        blobs = {sha: _fingerprint(now.get(sha)) for sha in shas} if now is not None else None
+        await asyncio.to_thread(self.mark_bad, render.key, reason, blobs)
+
+    def mark_bad(self, key: str, reason: str, blobs: Mapping[str, str | None] | None = None) -> None:
+        mark: Any = reason if blobs is None else {"reason": reason, "blobs": dict(blobs)}
+        self._edit_bad(lambda found: found.__setitem__(key, mark))
 
     def forget_bad(self, keys: Collection[str]) -> None:
         """Their broken entries are gone (remote gc): a new entry of the key is a hit again."""
@@ -249,6 +284,13 @@ class Remote:
         edit(found)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(memo, sort_keys=True, indent=2) + "\n")
+
+
+def _fingerprint(info: ObjectInfo | None) -> str | None:
+    """What tells a blob written again from the one seen before (None: there was none)."""
+    if info is None:
+        return None
+    return f"{info.size}:{info.etag or ''}:{info.modified.isoformat() if info.modified else ''}"
 
 
 def open_remote(spec: RemoteConfig | None, state_dir: Path, environ: Mapping[str, str] = os.environ, *,

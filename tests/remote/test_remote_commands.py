@@ -401,3 +401,36 @@ def test_status_and_verify_count_every_take(team: Team, tmp_path: Path) -> None:
     team.lose(other["video"])
     code, out, _ = team.run(root, "remote", "verify")
     assert code == 1 and f"{other['key'][:12]}: blob {other['video']['sha256'][:12]} is missing" in out
+
+
+@pytest.mark.slow  # a real render once per module, then S3 round trips
+def test_a_damage_found_here_ends_once_the_blob_is_mended(team: Team) -> None:
+    """A clone that found outro's blob damaged went on planning to pay for outro after a push
+    from another machine had mended it, though `remote verify --deep` and `pull` found it sound."""
+    first = team.machine("first", with_renders=True)
+    assert team.run(first, "push")[0] == 0
+    outro = lock_of(first)["scenes"]["outro"]
+    team.damage(outro["video"])  # same size: only a rehash shows it
+    second = team.machine("second", with_renders=False)
+    code, out, err = team.run(second, "apply", "--auto-approve")
+    assert code == 1 and f"blob {outro['video']['sha256'][:12]} is damaged" in out + err
+    code, out, _ = team.run(second, "plan")
+    assert "scene.outro (pull)" not in out  # marked here: a miss, reported once
+
+    assert team.run(first, "remote", "verify", "--deep")[0] == 1  # first sees it too, and its push mends it
+    code, out, err = team.run(first, "push")
+    assert code == 0 and f"repaired {outro['key'][:12]}" in out, out + err
+    code, out, _ = team.run(second, "plan")
+    assert "< scene.outro (pull)" in out and "Plan: 0 to render" in out, out
+    code, out, err = team.run(second, "apply", "--auto-approve")
+    assert code == 0 and "outro: pulled" in out and "rendered" not in out.replace("0 rendered", ""), out + err
+
+    # A mark without what the store held then (an earlier version's) ends with a sound rehash.
+    identity = RemoteSettings(team.url, endpoint=team.server.endpoint).identity
+    third = team.machine("third", with_renders=False)
+    (third / ".sparkspec").mkdir()
+    (third / ".sparkspec" / "remote-bad.json").write_text(json.dumps({identity: {outro["key"]: "damaged"}}))
+    assert "scene.outro (pull)" not in team.run(third, "plan")[1]
+    code, out, _ = team.run(third, "remote", "verify", "--deep")
+    assert code == 0 and "0 problem(s)" in out, out
+    assert "< scene.outro (pull)" in team.run(third, "plan")[1]
