@@ -18,7 +18,7 @@ import click
 from sparkspec.apply.budget import BudgetMeter, check_plan, effective
 from sparkspec.state.applylock import apply_lock
 from sparkspec.apply.progress import JsonReporter, LiveReporter, PlainReporter
-from sparkspec.errors import SparkspecError
+from sparkspec.errors import AuthError, SparkspecError
 from sparkspec.plan.model import Action, Plan, PlanOptions
 from sparkspec.plan.planfile import check_fresh, check_options, load_plan
 from sparkspec.plan.view import render_text
@@ -31,7 +31,7 @@ from sparkspec.state.workspace import Workspace, open_workspace
 if TYPE_CHECKING:
     from sparkspec.apply.engine import ApplyResult, Engine
     from sparkspec.review.sheetid import KnownSheet
-    from sparkspec.providers.base import Provider
+    from sparkspec.providers.base import Downloaded, Provider, RenderRequest, TaskStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 # A scene awaited from another machine may fall to this one (its claim died): it needs a provider.
@@ -91,7 +91,7 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
                 _confirm(stdin)
             from sparkspec.commands.gc import register_project
 
-            provider = _provider(workspace, plan, environ, parallelism)
+            provider = _provider(workspace, plan, environ, parallelism, wait)
             register_project(workspace.cache.directory, workspace.lock_path)
             meter = BudgetMeter(budget, workspace.project.provider.price_per_million_tokens,
                                 planned_tokens=plan.estimated_tokens, planned_cost=plan.estimated_cost or 0.0)
@@ -128,19 +128,48 @@ def _confirm(stdin: TextIO) -> None:
 
 
 def _provider(workspace: Workspace, plan: Plan, environ: Mapping[str, str],
-              parallelism: int | None = None) -> Provider | None:
+              parallelism: int | None = None, wait: bool = True) -> Provider | None:
     """The provider, when the plan renders (reuse, restore, delete need no API key);
-    `--parallelism` stands for the spec's (the local renderer renders that many at once)."""
-    if any(c.action in RENDERS for c in plan.changes if c.kind == "scene"):
-        import dataclasses
+    `--parallelism` stands for the spec's (the local renderer renders that many at once).
+    With --no-wait, a plan whose only renders are scenes another machine renders submits
+    nothing as planned: without an API key it still applies, and such a scene whose claim
+    ended fails with the key's error instead of rendering here."""
+    renders = [c for c in plan.changes if c.kind == "scene" and c.action in RENDERS]
+    if not renders:
+        return None
+    import dataclasses
 
-        from sparkspec.providers import make_provider
+    from sparkspec.providers import make_provider
 
-        config = workspace.project.provider
-        if parallelism is not None:
-            config = dataclasses.replace(config, parallelism=parallelism)
+    config = workspace.project.provider
+    if parallelism is not None:
+        config = dataclasses.replace(config, parallelism=parallelism)
+    try:
         return make_provider(config, workspace.state_dir, environ)
-    return None
+    except AuthError as exc:
+        if wait or any(c.action is not Action.WAIT for c in renders):
+            raise
+        return Unavailable(config.type, str(exc))
+
+
+class Unavailable:
+    """A provider that cannot be made (no API key), for an apply that plans to submit nothing:
+    whatever would submit fails its scene with why, and stops the other submissions."""
+
+    def __init__(self, type: str, reason: str) -> None:
+        self.type, self.reason = type, reason
+
+    async def submit(self, request: RenderRequest) -> TaskStatus:
+        raise AuthError(self.reason)
+
+    async def poll(self, task_id: str, locator: str | None = None) -> TaskStatus:
+        raise AuthError(self.reason)
+
+    async def download(self, url: str, dest: Path) -> Downloaded:
+        raise AuthError(self.reason)
+
+    async def aclose(self) -> None:
+        return None
 
 
 def fetch_worker_count(plan: Plan, environ: Mapping[str, str]) -> tuple[int, bool]:

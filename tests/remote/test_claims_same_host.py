@@ -151,3 +151,19 @@ def test_a_budget_stops_the_render_of_a_claim_that_ended_without_it(cli: Cli, ro
     assert refused.code == 1, refused.out + refused.err
     assert "the plan did not count" in refused.out + refused.err and "nothing was submitted" in refused.out + refused.err
     assert not (root / "renders" / "hero.mp4").exists()
+
+
+def test_no_wait_needs_no_api_key_when_all_it_would_render_is_rendering_elsewhere(cli: Cli, root: Path) -> None:
+    """The wait counted as a render: apply refused as a whole for want of SPARK_API_KEY, though
+    with --no-wait it submits nothing."""
+    spec = root / "project.spark.yaml"
+    spec.write_text(spec.read_text().replace("provider: {type: local}", "provider: {type: spark}"))
+    key = hero_key(cli, root)
+    pid, start, _ = process(alive=False)
+    leave_claim(root, key, pid, start, host="elsewhere")  # another host's: not known dead
+    assert "… scene.hero (wait)" in cli("plan", cwd=root).out
+    skipped = cli("apply", "--auto-approve", "--no-wait", cwd=root)
+    assert skipped.code == 1 and "hero: skipped" in skipped.err and "(--no-wait)" in skipped.err, skipped.err
+    assert "no API key" not in skipped.out + skipped.err
+    waiting = cli("apply", "--auto-approve", cwd=root)  # waiting may render here: the key is asked for
+    assert waiting.code == 1 and "no API key" in waiting.err
