@@ -30,7 +30,8 @@ def write_review(workspace: Workspace, previous: Lock | None, contact_sheet: boo
     what an earlier one changed is no longer marked.
     Returns the files written. Raises StatePathError or MediaError with a message to show."""
     from sparkspec.fsutil import atomic_write_bytes
-    from sparkspec.review.before import changed_scenes, found_before, new_renders, record_before
+    from sparkspec.review.before import (changed_scenes, found_before, load_marks, new_renders, record_before,
+                                         save_marks)
     from sparkspec.review.contact import SHEET, SheetEntry, write_contact_sheet
     from sparkspec.review.model import gather, picked_render
     from sparkspec.review.page import write_page
@@ -47,13 +48,16 @@ def write_review(workspace: Workspace, previous: Lock | None, contact_sheet: boo
             if previous is not None else frozenset()
         # The first apply's scenes are all new: none is marked.
         fresh = new_renders(previous, lock) if previous is not None and previous.scenes else {}
+        marks = workspace.state_dir / "review"
         if changed or fresh:
             assert previous is not None
             before = record_before(output, previous, changed, workspace.cache)
             new = frozenset(sid for sid in fresh if sid not in previous.scenes)
+            save_marks(marks, fresh, new, lock)
         else:
             before = found_before(output, lock)
-            changed, new = frozenset(before), frozenset()
+            changed = frozenset(before)
+            fresh, new = load_marks(marks, lock)
         review = gather(project, lock, before, changed, not_rendered, fresh, new)
         written = [write_page(output, review, workspace.state_dir / "compiled")]
         digest = sheet_digest(project, lock) if contact_sheet else None

@@ -8,11 +8,14 @@ already there is the right one and is not copied again.
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from sparkspec.errors import StatePathError
-from sparkspec.fsutil import atomic_copy
+from sparkspec.fsutil import atomic_copy, atomic_write_text
+from sparkspec.jsontext import load_json
 from sparkspec.state.cache import Cache
 from sparkspec.state.lockfile import Lock
 
@@ -78,3 +81,38 @@ def found_before(output: Path, current: Lock) -> dict[str, str]:
         if match and record is not None and not record.video.sha256.startswith(match.group(2)):
             found[match.group(1)] = f"{FOLDER}/{file.name}"
     return found
+
+
+MARKS = "last-apply.json"  # in the state folder's review/: the takes and scenes the last apply made anew
+
+
+def save_marks(folder: Path, fresh: Mapping[str, frozenset[int]], new: frozenset[str], lock: Lock) -> None:
+    """Remember what the last apply rendered anew (each take with its video's digest), so a
+    page made again by an apply that renders nothing marks the same takes."""
+    takes = {sid: {str(n): lock.scenes[sid].take_records()[n].video.sha256 for n in sorted(numbers)
+                   if n in lock.scenes[sid].take_records()}
+             for sid, numbers in sorted(fresh.items()) if sid in lock.scenes}
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / MARKS, json.dumps({"takes": takes, "new": sorted(new)}, sort_keys=True) + "\n")
+
+
+def load_marks(folder: Path, lock: Lock) -> tuple[dict[str, frozenset[int]], frozenset[str]]:
+    """What `save_marks` remembered, for the takes the lock still records with those renders."""
+    try:
+        raw = load_json((folder / MARKS).read_text(encoding="utf-8"))
+        takes, new = raw["takes"], raw["new"]
+        if not isinstance(takes, dict) or not isinstance(new, list):
+            return {}, frozenset()
+        fresh: dict[str, frozenset[int]] = {}
+        for sid, numbered in takes.items():
+            record = lock.scenes.get(sid)
+            if record is None or not isinstance(numbered, dict):
+                continue
+            recorded = record.take_records()
+            kept = frozenset(int(n) for n, sha in numbered.items() if str(n).isdigit() and int(n) in recorded
+                             and recorded[int(n)].video.sha256 == sha)
+            if kept:
+                fresh[sid] = kept
+        return fresh, frozenset(str(sid) for sid in new if sid in fresh)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}, frozenset()  # none, or damaged: nothing is marked new
