@@ -227,3 +227,17 @@ def test_doctor_of_a_spec_that_is_not_there_says_so(cli: Cli, tmp_path: Path) ->
     run = cli("doctor", "-f", "nope.yaml", cwd=tmp_path)
     assert run.returncode == 1
     assert run.stderr.startswith("error: nope.yaml: no such file") and "SPARK_API_KEY" not in run.stdout
+
+
+def test_a_file_on_the_way_to_a_nested_output_dir_stops_apply_before_it_renders(cli: Cli, tmp_path: Path) -> None:
+    """`output_dir: out/sub` with a file `out`: apply rendered (and, on the API, paid), then failed
+    with a line a scene."""
+    (tmp_path / "project.spark.yaml").write_text(
+        "version: 1\nprovider: {type: local}\noutput_dir: out/sub\ndefaults: {resolution: 480p, frames: 29}\n"
+        "scenes:\n  a: {prompt: a kite}\n  b: {prompt: a boat}\n")
+    (tmp_path / "out").write_text("notes")
+    result = cli("apply", "--auto-approve", cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr == (
+        f"error: {tmp_path / 'out'}: a file stands where sparkspec keeps the outputs (output_dir); move it away "
+        "and run apply again\n"), result.stderr
+    assert not (tmp_path / ".sparkspec" / "local").exists()  # nothing rendered

@@ -93,9 +93,13 @@ class Workspace:
                    (self.cache.directory,
                     "the cache" if self.cache.directory == self.state_dir / "cache" else f"the cache ({CACHE_ENV})"))
         for folder, what in folders:
-            if folder.exists() and not folder.is_dir():
-                raise DiskError(f"{folder}: a file stands where sparkspec keeps {what}; move it away "
-                                "and run apply again")
+            # The folder, or a folder on the way to it (output_dir: out/sub with a file `out`).
+            for place in (folder, *folder.parents):
+                if place.exists():
+                    if not place.is_dir():
+                        raise DiskError(f"{place}: a file stands where sparkspec keeps {what}; move it away "
+                                        "and run apply again")
+                    break
             if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
                 raise DiskError(f"{folder}: sparkspec may not write {what} there (read-only); make it "
                                 "writable and run apply again")
