@@ -114,6 +114,24 @@ def test_a_cached_render_gone_since_the_plan_fails_as_stale_and_renders_nothing(
     assert lock.scenes["solo"] == record  # the lock still tells the truth: unchanged
 
 
+def test_a_scene_planned_unchanged_is_not_skipped_when_its_upstreams_restore_fails(tmp_path: Path) -> None:
+    """b was planned unchanged (a's recorded last frame is as it was); a's restore failed, and b
+    was reported "skipped: upstream a did not render", counted and shown as a change."""
+    assert apply_all(tmp_path)[0].ok
+    (tmp_path / "renders/a.mp4").unlink()
+    (tmp_path / "renders/twin.mp4").unlink()  # the same render: no copy of it left to adopt
+    workspace = opened(tmp_path)
+    plan = workspace.plan()
+    a, b = plan.scene("a"), plan.scene("b")
+    assert a is not None and a.action is Action.RESTORE and b is not None and b.action is Action.NOOP
+    workspace.cache.blob_path(workspace.lock.scenes["a"].video.sha256).unlink()  # gone between plan and apply
+    result, events = execute(workspace, plan, None)
+    assert set(result.failed) == {"a", "twin"} and result.skipped == {}
+    assert not [e for e in events if e.get("scene") in ("b", "b2")]
+    lock, _ = read_lock(tmp_path / "project.spark.lock")
+    assert lock.scenes["b"] == workspace.lock.scenes["b"]
+
+
 def test_an_upstream_frame_altered_since_the_plan_fails_its_render_as_stale(tmp_path: Path) -> None:
     assert apply_all(tmp_path)[0].ok
     text = (tmp_path / "project.spark.yaml").read_text()

@@ -293,6 +293,10 @@ class Engine:
 
     async def scene(self, change: Change) -> SceneRecord | None:
         scene = self.project.scenes[change.id]
+        if change.action is Action.NOOP:
+            # Planned from the upstream's recorded last frame, which stays what it was whatever
+            # becomes of the upstream's own change (a restore that fails): nothing to do or say.
+            return self.take_record(scene.id, change.take)
         upstream: SceneRecord | None = None
         if scene.upstream is not None:
             picked = self.picked(scene.upstream)
