@@ -132,7 +132,7 @@ class LiveReporter:
             self.tasks[scene] = self.progress.add_task(scene, total=1.0, state="submitted")
         elif kind == "progress" and scene in self.tasks:
             self.progress.update(self.tasks[scene], completed=event.get("progress") or 0, state="rendering")
-        elif kind in ("completed", "failed", "skipped", "reused", "restored", "pulled") and scene:
+        elif kind in ("completed", "failed", "skipped", "reused", "restored", "pulled", "deleted") and scene:
             if scene in self.tasks:
                 self.progress.update(self.tasks[scene], completed=1.0, state=kind)
             self.tokens += int(event.get("tokens") or 0)
