@@ -79,6 +79,7 @@ def run(tmp_path: Path, failing: set[str], *, fail_fast: bool = False,
     return result, provider, events
 
 
+@pytest.mark.slow  # over a second: the default run stays under 90 s
 def test_a_failed_render_skips_its_dependents_and_the_rest_go_on(tmp_path: Path) -> None:
     result, provider, events = run(tmp_path, {"b"})
     assert sorted(result.completed) == ["a", "other"]

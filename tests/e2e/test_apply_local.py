@@ -171,6 +171,7 @@ def test_deleting_a_scene_removes_its_files_and_lock_entry(applied: Project) -> 
     assert (applied.root / ".sparkspec/cache/blobs" / blob[:2] / blob).exists()  # the cache keeps it
 
 
+@pytest.mark.slow  # over a second: the default run stays under 90 s
 def test_deleted_renders_are_restored_from_the_cache_without_rendering(applied: Project) -> None:
     lock = applied.lock_bytes()
     shutil.rmtree(applied.root / "renders")
@@ -239,6 +240,7 @@ def test_target_renders_only_the_scene_and_its_upstreams(project: Project) -> No
     assert sorted(project.lock()["scenes"]) == ["a", "b"]
 
 
+@pytest.mark.slow  # over a second: the default run stays under 90 s
 def test_replace_renders_again_and_plain_lines_are_printed(applied: Project) -> None:
     result = applied.run("apply", "--auto-approve", "--replace", "solo")
     assert result.code == 0, result.err

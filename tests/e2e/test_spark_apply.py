@@ -55,6 +55,7 @@ def test_apply_renders_through_the_api_once_and_then_asks_nothing(spark: Project
     assert sum(fake_api.requests.values()) == 0
 
 
+@pytest.mark.slow  # over a second: the default run stays under 90 s
 @every_dialect()
 def test_a_missing_key_is_an_error_before_any_work(spark: Project, fake_api: FakeSparkAPI, dialect: Dialect) -> None:
     del spark.env[dialect.key_env]

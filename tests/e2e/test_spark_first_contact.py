@@ -51,6 +51,7 @@ def test_a_task_with_a_last_frame_records_none_extracted(spark: Project, fake_ap
     assert all("last_frame_extracted" not in r for r in spark.lock()["scenes"].values())
 
 
+@pytest.mark.slow  # over a second: the default run stays under 90 s
 def test_out_of_credits_stops_new_submissions_in_the_apis_words(spark: Project, fake_api: FakeSparkAPI) -> None:
     fake_api.inject("create", "status", status=402,
                     body={"status": {"code": 402, "message": "Insufficient credits", "error_code": 40201}}, times=10)

@@ -148,6 +148,7 @@ def test_a_first_frame_opens_the_video_cover_fitted(tmp_path: Path) -> None:
     assert mean_difference(last_frame(video), opened) > 2  # and then the camera moves
 
 
+@pytest.mark.slow  # over a second: the default run stays under 90 s
 def test_a_chain_continues_from_the_upstreams_last_frame(tmp_path: Path) -> None:
     a_video, a_png = render(tmp_path, "a", request())
     b_video, b_png = render(tmp_path, "b", request(prompt="The boat sails on", seed=9,

@@ -54,6 +54,7 @@ def environment(hole: BlackHole, timeout: str | None) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow  # over a second: the default run stays under 90 s
 def test_pull_from_a_store_that_never_answers_fails_in_its_timeout(tmp_path: Path, hole: BlackHole) -> None:
     root = cloned(tmp_path / "clone")
     began = time.monotonic()
@@ -66,6 +67,7 @@ def test_pull_from_a_store_that_never_answers_fails_in_its_timeout(tmp_path: Pat
     assert "never-print-this" not in run.out + run.err
 
 
+@pytest.mark.slow  # over a second: the default run stays under 90 s
 def test_plan_goes_on_without_a_store_that_never_answers(tmp_path: Path, hole: BlackHole) -> None:
     root = cloned(tmp_path / "clone")
     began = time.monotonic()
