@@ -36,6 +36,7 @@ class FailingProvider(LocalProvider):
     collected), except that the scenes named fail as the API reports it."""
 
     type = "paid"
+    paid = True
 
     def __init__(self, workdir: Path, failing: set[str]) -> None:
         super().__init__(workdir)

@@ -281,7 +281,7 @@ class TaskRunner:
         try:
             entry = self.journal.get(request.key)
         except DamagedEntry as exc:
-            if self.api.type == "local":  # its tasks cost nothing and are found again by key: no money at stake
+            if not self.api.paid:  # its tasks cost nothing and are found again by key: no money at stake
                 self.emit({"event": "warning", "scene": request.scene, "message": f"{exc}; dropped (a local "
                            "render costs nothing: rendered again)"})
                 self.journal.forget(request.key)
@@ -289,7 +289,7 @@ class TaskRunner:
             raise self.failure(request.scene, f"{exc}; a task may already exist for it, so nothing was "
                                f"submitted: look at the file and delete it, or run `sparkspec apply "
                                f"--replace {request.scene}` to render it afresh") from None
-        if self.api.type == "local" and entry is not None:
+        if not self.api.paid and entry is not None:
             # Not journalled any more (an earlier version's entry): a local task is found by its
             # key, finished, or rendered again at no cost; one cut off by a kill is not collectable.
             self.journal.forget(request.key)
@@ -337,7 +337,7 @@ class TaskRunner:
     async def create(self, request: RenderRequest) -> TaskStatus:
         """`submit`'s create and journal entry, uninterrupted."""
         try:
-            if self.api.type != "local":  # nothing is paid there, so nothing to warn of after a kill
+            if self.api.paid:  # nothing is paid otherwise, so nothing to warn of after a kill
                 self.journal.sending(request.key)  # a kill before the answer still leaves this behind
         except OSError:
             pass  # the journal's own check said it can be written; the create's answer still goes there
@@ -362,7 +362,7 @@ class TaskRunner:
         # blocking work in the executor (one small fsync'd file; benchmarks/apply_bench.py journal).
         # The local renderer's tasks are not: nothing is paid, and its task is found by its key.
         try:
-            if self.api.type != "local":
+            if self.api.paid:
                 self.journal.record(request.key, request.scene, self.api.type, status.task_id,
                                     request.execution_expires_after or DEFAULT_EXPIRY, self.wall_clock(),
                                     status.locator)
@@ -436,7 +436,7 @@ class TaskRunner:
             if status.unknown_status is not None:
                 self.unknown_status(scene_id, status, warned, since, expires_after)
             attempt += 1
-            if not getattr(self.api, "poll_waits", False):  # the local renderer's poll waits itself
+            if not self.api.poll_waits:  # the local renderer's poll waits itself
                 await self.sleep(self.next_poll(attempt, status, self.monotonic() - started, stalled))
             try:
                 polled = await self.api.poll(status.task_id, status.locator)

@@ -156,6 +156,9 @@ class Unavailable:
     """A provider that cannot be made (no API key), for an apply that plans to submit nothing:
     whatever would submit fails its scene with why, and stops the other submissions."""
 
+    paid = True  # it stands for the API's provider
+    poll_waits = False
+
     def __init__(self, type: str, reason: str) -> None:
         self.type, self.reason = type, reason
 

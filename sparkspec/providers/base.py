@@ -80,6 +80,13 @@ class Downloaded:
 
 class Provider(Protocol):
     type: str
+    # Its tasks cost money: each task's id is journalled before it is polled, and a task the
+    # journal cannot vouch for (a damaged entry) is never submitted again in its place. The
+    # offline renderer's are not: nothing is paid, and a task is found again by its key.
+    paid: bool
+    # `poll` itself waits a short while for the task to move, so the engine polls again at once
+    # instead of sleeping between polls.
+    poll_waits: bool
 
     async def submit(self, request: RenderRequest) -> TaskStatus:
         """Create the task. The returned status carries the task id (and may be final)."""

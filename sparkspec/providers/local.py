@@ -148,6 +148,7 @@ class LocalProvider:
     """
 
     type = "local"
+    paid = False  # renders on this machine: not journalled, a task is found by its key
     poll_waits = True  # a poll returns when the render ends, or after POLL_WAIT with its progress
 
     def __init__(self, workdir: Path, max_parallel: int | None = None) -> None:

@@ -65,6 +65,8 @@ MAX_CONNECTIONS, MAX_KEEPALIVE = 100, 20  # httpx's defaults, for all the pools 
 
 class SparkProvider:
     type = "spark"
+    paid = True
+    poll_waits = False
 
     def __init__(self, base_url: str, api_key: str, model: str = apifacts.MODEL, *,
                  transport: httpx.AsyncBaseTransport | None = None, timeout: float = 30.0,
