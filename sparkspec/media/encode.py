@@ -120,9 +120,6 @@ class H264Writer:
         self.frames += 1
         self._container.mux(self._stream.encode(frame))
 
-    def write_image(self, image: Image.Image) -> None:
-        self.write(self.converter.from_image(image))
-
     def close(self) -> None:
         """Flush the encoder and finish the file."""
         try:
