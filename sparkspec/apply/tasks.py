@@ -445,6 +445,7 @@ class TaskRunner:
                 # so it is asked again (with the polls' backoff), and only a run of such
                 # answers fails the scene (its id stays in the journal).
                 unreadable += 1
+                stalled += 1  # no news of its progress: back off, not the prediction's next look
                 if unreadable == 1:
                     self.emit({"event": "warning", "scene": scene_id, "task_id": status.task_id,
                                "message": f"{exc}; asking again"})
@@ -455,6 +456,9 @@ class TaskRunner:
             except TaskNotFound:
                 waited = self.wall_clock() - since
                 if waited < self.unknown_task_grace:
+                    # Not visible yet: asked again with backoff. The create's progress (a fast task's
+                    # 99%) would otherwise have it asked every poll.initial/4 for the whole grace.
+                    stalled += 1
                     continue
                 raise self.failure(scene_id, (
                     f"{self.api.type} task {status.task_id} is unknown to the API {waited:.0f} s after it was "
