@@ -133,20 +133,32 @@ def test_a_damaged_journal_entry_is_named_by_the_plan(cli: Cli, project: Path, f
     assert fake_api.creates_by_prompt() == {"a heron stands in reeds": 1, "a heron takes flight": 1}
 
 
-@pytest.mark.parametrize("other", ["key", "provider"])
-def test_a_journalled_task_of_another_key_or_provider_is_not_collected(cli: Cli, project: Path,
-                                                                      fake_api: FakeSparkAPI, other: str) -> None:
+def test_a_journalled_task_of_another_key_is_not_collected(cli: Cli, project: Path, fake_api: FakeSparkAPI) -> None:
     failed_after_create(cli, project, fake_api)
-    if other == "key":
-        (project / "project.spark.yaml").write_text(SPEC.replace("stands in reeds", "stands in the rain"))
-    else:  # apply would not collect it (tasks.py `journalled`): another provider's task
-        path = journal(project)["a"]
-        path.write_text(path.read_text().replace('"provider": "spark"', '"provider": "ark"'))
-        assert '"ark"' in path.read_text()
+    (project / "project.spark.yaml").write_text(SPEC.replace("stands in reeds", "stands in the rain"))
     as_json = json.loads(cli("plan", "--json", cwd=project).out)
     assert {c["id"]: c["action"] for c in as_json["changes"] if c["kind"] == "scene"} == {"a": "create",
                                                                                           "b": "create"}
     assert as_json["summary"]["collect"] == 0
+
+
+def test_an_entry_of_another_provider_under_a_key_is_damaged_reported_and_kept(cli: Cli, project: Path,
+                                                                               fake_api: FakeSparkAPI) -> None:
+    """A key is one provider's render, so an entry of another provider's under it was not written
+    by sparkspec; it names a task that may exist. It was planned as a plain create, and apply
+    paid for a new task and overwrote the entry."""
+    failed_after_create(cli, project, fake_api)
+    path = journal(project)["a"]
+    path.write_text(path.read_text().replace('"provider": "spark"', '"provider": "ark"'))
+    entry = path.read_text()
+    plan = cli("plan", cwd=project)
+    assert plan.code == 0 and "damaged journal entry" in plan.out and str(path) in plan.out, plan.out
+    done = cli("apply", "--auto-approve", "--target", "a", cwd=project)
+    assert done.code == 1 and "damaged journal entry" in done.err and "--replace a" in done.err, done.err
+    assert fake_api.total_creates == 1 and path.read_text() == entry  # the earlier apply's, and left in place
+    again = cli("apply", "--auto-approve", "--target", "a", "--replace", "a", cwd=project)
+    assert again.code == 0, again.err
+    assert fake_api.total_creates == 2
 
 
 def test_a_saved_plan_and_the_journal_must_agree(cli: Cli, project: Path, fake_api: FakeSparkAPI) -> None:
@@ -237,6 +249,23 @@ def test_a_collected_task_is_not_charged_to_this_applys_budget(cli: Cli, project
     assert done.code == 0, done.out + done.err
     assert sorted(e["scene"] for e in done.events() if e["event"] == "completed") == ["a", "b"]
     assert fake_api.total_creates == 2  # a's, by the earlier apply, and b's
+
+
+@pytest.mark.parametrize("outcome", [{"kind": "failed", "code": "003021099"}, {"kind": "expired"}])
+def test_a_collected_task_that_did_not_render_is_not_submitted_again_past_the_budget(
+        cli: Cli, project: Path, fake_api: FakeSparkAPI, outcome: dict[str, str]) -> None:
+    """The plan counts a collect at no cost; when its task did not render (the service was busy,
+    it expired) apply submits the scene again, which costs what the plan did not count: with a
+    budget of 0 it paid for a new render all the same."""
+    fake_api.outcome(**outcome, times=1)  # a's task, made by the apply below, does not render
+    failed_after_create(cli, project, fake_api)
+    assert "collect" in cli("plan", "--target", "a", cwd=project).out
+    done = cli("apply", "--auto-approve", "--target", "a", "--max-tokens", "0", cwd=project)
+    assert done.code == 1, done.out + done.err
+    assert "the task it was to collect did not render" in done.err and "over the budget of 0" in done.err, done.err
+    assert fake_api.total_creates == 1  # the earlier apply's only
+    within = cli("apply", "--auto-approve", "--target", "a", cwd=project)  # no budget: rendered
+    assert within.code == 0 and fake_api.total_creates == 2, within.err
 
 
 def test_a_damaged_journal_entry_of_the_local_provider_is_dropped_not_a_failure(cli: Cli, tmp_path: Path) -> None:

@@ -58,13 +58,13 @@ class BudgetMeter:
     planned_tokens: int = 0  # the plan's estimate, and the unplanned renders let through since
     planned_cost: float = 0.0
 
-    def unplanned(self, tokens: int, cost: float | None) -> str | None:
+    def unplanned(self, tokens: int, cost: float | None, why: str) -> str | None:
         """A render the plan did not count (it waited on another machine's claim, which ended
-        without the render): why submitting it would go over the budget with the plan's own
-        estimate; else None, and it counts from now on."""
+        without the render; or it was to collect an earlier apply's task, which did not render):
+        why submitting it would go over the budget with the plan's own estimate; else None, and
+        it counts from now on. `why`: the reason it is rendered here after all."""
         limit, spent = self.budget.max_tokens, self.planned_tokens + tokens
-        what = (f"rendering it here (another machine's claim on it ended without its render) would cost "
-                f"an estimated {tokens:,} tokens the plan did not count")
+        what = f"rendering it here ({why}) would cost an estimated {tokens:,} tokens the plan did not count"
         if limit is not None and spent > limit:
             return (f"{what}; with the plan's {self.planned_tokens:,} that is over the budget of {limit:,} "
                     "(max_tokens), so nothing was submitted")

@@ -346,7 +346,8 @@ class Engine:
             self.emit({"event": "warning", "scene": change.render,
                        "message": f"the local provider renders offline and cannot fetch the first frame {url}; "
                                   "it starts from a seeded scene instead (the API would start from the image)"})
-        unplanned = (change.unplanned_tokens, change.unplanned_cost) if change.action is Action.WAIT else None
+        unplanned = (change.unplanned_tokens, change.unplanned_cost) \
+            if change.action in (Action.WAIT, Action.COLLECT) else None
         cached, shared = await self.runner.obtain(key, request, fresh=change.action is Action.REPLACE,
                                                   collect=collect, unplanned=unplanned)
         if self.remote is not None and self.remote.took(key.hex):

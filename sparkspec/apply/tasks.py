@@ -168,8 +168,8 @@ class TaskRunner:
         (True) rather than a task of this scene's own. A key already rendered, or rendering,
         in this apply is never paid for again; `fresh` (--replace) skips the cache; `collect`
         (the plan's action) takes the journalled task and never submits one in its place.
-        `unplanned`: the estimate of a render the plan did not count (a wait), checked against
-        the budget before it is submitted."""
+        `unplanned`: the estimate of a render the plan did not count (a wait; a collect, whose
+        task may not render), checked against the budget before one is submitted."""
         flight = self.flights.get(key.hex)
         if flight is None and not fresh:
             cached = self.cached(key.hex)
@@ -221,7 +221,9 @@ class TaskRunner:
                         if self.stop_submitting is not None:
                             raise SceneSkipped(self.stop_submitting)
                         if unplanned is not None and self.meter is not None:
-                            over = self.meter.unplanned(*unplanned)
+                            over = self.meter.unplanned(*unplanned, (
+                                "the task it was to collect did not render" if collect else
+                                "another machine's claim on it ended without its render"))
                             if over is not None:
                                 raise self.failure(request.scene, over)
                             unplanned = None  # counted once; a resubmission is charged as it reports
@@ -279,7 +281,7 @@ class TaskRunner:
         fails the scene and stays: a task may exist, and paying for another is not ours to do
         (the local provider's is dropped: nothing is paid, and its task is its key's)."""
         try:
-            entry = self.journal.get(request.key)
+            entry = self.journal.get(request.key, self.api.type if self.api.paid else None)
         except DamagedEntry as exc:
             if not self.api.paid:  # its tasks cost nothing and are found again by key: no money at stake
                 self.emit({"event": "warning", "scene": request.scene, "message": f"{exc}; dropped (a local "
@@ -294,7 +296,7 @@ class TaskRunner:
             # key, finished, or rendered again at no cost; one cut off by a kill is not collectable.
             self.journal.forget(request.key)
             return None
-        return entry if entry is not None and entry.provider == self.api.type else None
+        return entry
 
     def resubmitted(self, scene_id: str, task_id: str, reason: str, count: int) -> None:
         self.emit({"event": "resubmitted", "scene": scene_id, "task_id": task_id, "reason": reason,

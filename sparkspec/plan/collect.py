@@ -36,11 +36,11 @@ class Tasks:
         at = self.journal.unconfirmed(key)
         return 0.0 if at is None and self.unconfirmed is not None else at  # 0.0: in a killed apply's log
 
-    def entry(self, key: str) -> JournalEntry | None:
-        """DamagedEntry when the key's entry cannot be read."""
+    def entry(self, key: str, provider: str | None = None) -> JournalEntry | None:
+        """DamagedEntry when the key's entry cannot be read (or is another provider's)."""
         if self.listed is not None and key not in self.listed:
             return None
-        return self.journal.get(key)
+        return self.journal.get(key, provider)
 
 
 def journalled(change: Change, tasks: Tasks | None, provider: str) -> Change:
@@ -50,7 +50,7 @@ def journalled(change: Change, tasks: Tasks | None, provider: str) -> Change:
     if tasks is None or change.key is None or not change.action.renders:
         return change
     try:
-        entry = tasks.entry(change.key)
+        entry = tasks.entry(change.key, None if provider == "local" else provider)
     except DamagedEntry as exc:
         if change.action is Action.REPLACE:  # --replace drops the entry and submits afresh
             return change
@@ -61,8 +61,8 @@ def journalled(change: Change, tasks: Tasks | None, provider: str) -> Change:
             f"it, or run `sparkspec apply --replace {change.id}` to render it afresh",))
     if provider == "local":  # its tasks are found by key, not collected: a journal entry is an old version's
         return change
-    if entry is None or entry.provider != provider:
-        lost = tasks.lost_create(change.key) if entry is None and provider != "local" else None
+    if entry is None:
+        lost = tasks.lost_create(change.key)
         if lost is not None:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(lost)) if lost else "an earlier apply"
             return replace(change, reasons=change.reasons + (
@@ -76,7 +76,11 @@ def journalled(change: Change, tasks: Tasks | None, provider: str) -> Change:
     if entry.expired(tasks.now):
         return replace(change, reasons=change.reasons + (
             f"task {entry.task_id} of an earlier apply expired before it was collected: submitted again",))
-    return replace(change, action=Action.COLLECT, estimated_tokens=0, estimated_cost=None, reasons=change.reasons + (
+    # Paid by that apply: nothing to pay now, unless the task did not render (003021099, expired)
+    # and is submitted again, which apply checks against the budget with this estimate.
+    return replace(change, action=Action.COLLECT, estimated_tokens=0, estimated_cost=None,
+                   unplanned_tokens=change.estimated_tokens, unplanned_cost=change.estimated_cost,
+                   reasons=change.reasons + (
         f"task {entry.task_id} of an earlier apply is in the journal: collected at no new cost",))
 
 
@@ -88,5 +92,9 @@ def taken_over(change: Change, who: str, task: JournalEntry | None, tasks: Tasks
     note = f"a claim left on the team's remote by a crashed apply on this machine ({who}) is taken over"
     if task is None or tasks is None or task.provider != provider or task.expired(tasks.now):
         return replace(change, reasons=change.reasons + (note,))
-    return replace(change, action=Action.COLLECT, estimated_tokens=0, estimated_cost=None, reasons=change.reasons + (
+    # Paid by that apply: nothing to pay now, unless the task did not render (003021099, expired)
+    # and is submitted again, which apply checks against the budget with this estimate.
+    return replace(change, action=Action.COLLECT, estimated_tokens=0, estimated_cost=None,
+                   unplanned_tokens=change.estimated_tokens, unplanned_cost=change.estimated_cost,
+                   reasons=change.reasons + (
         f"{note}: its task {task.task_id} is collected at no new cost",))

@@ -53,8 +53,9 @@ class Change:
     same_as: str | None = None  # reuse: the scene whose render in this apply it shares
     scene_key: SceneKey | None = field(default=None, compare=False, repr=False)  # what `key` was made of
     take: int = 1  # which of the scene's takes; take 1 is the scene itself
-    # A wait: what rendering it here would cost (when the other machine's claim ends without its
-    # render), which the plan's estimate does not count; apply checks it against the budget.
+    # A wait or a collect: what rendering it here would cost (when the other machine's claim ends
+    # without its render; when the task collected did not render and is submitted again), which
+    # the plan's estimate does not count; apply checks it against the budget.
     unplanned_tokens: int = field(default=0, compare=False)
     unplanned_cost: float | None = field(default=None, compare=False)
 

@@ -75,8 +75,10 @@ class Journal:
     def _path(self, key: str) -> Path:
         return self.directory / f"{key}.json"
 
-    def get(self, key: str) -> JournalEntry | None:
-        """The entry for `key`, None when there is none; DamagedEntry when its file is unreadable."""
+    def get(self, key: str, provider: str | None = None) -> JournalEntry | None:
+        """The entry for `key`, None when there is none; DamagedEntry when its file is unreadable,
+        or names another provider than `provider` (a key is one provider's render: an entry of
+        another's under it was not written by sparkspec, and may name a task paid for)."""
         path = self._path(key)
         try:
             raw = load_json(path.read_text(encoding="utf-8"))
@@ -91,6 +93,9 @@ class Journal:
         if entry.key != key or not entry.task_id:
             raise DamagedEntry(f"{path}: damaged journal entry (it names key {entry.key[:12]}, "
                                f"task {entry.task_id!r})")
+        if provider is not None and entry.provider != provider:
+            raise DamagedEntry(f"{path}: damaged journal entry (task {entry.task_id} of provider "
+                               f"{entry.provider!r}, under a key of a {provider} render)")
         return entry
 
     def record(self, key: str, scene: str, provider: str, task_id: str, expires_after: int,
