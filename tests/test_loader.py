@@ -371,3 +371,67 @@ def test_a_boolean_where_a_boolean_belongs_stays_one(tmp_path: Path) -> None:
     assert project.scenes["a"].camera_fixed is True
     assert errors(tmp_path, "version: 1\nscenes:\n  a: {prompt: x, seed: no}\n") == [
         "3:24 scenes.a.seed: False is not an integer"]
+
+
+# -- bad input found by an audit: one located line each, never an internal error ----------------
+
+
+def test_an_image_whose_header_claims_a_huge_size_is_an_error_at_its_line(tmp_path: Path) -> None:
+    """Pillow refuses such a header (DecompressionBombError), which escaped as an internal error."""
+    from PIL import Image
+
+    small = io.BytesIO()
+    Image.new("RGB", (640, 480)).save(small, "GIF")
+    header = bytearray(small.getvalue())
+    header[6:10] = b"\xff" * 4  # 65535 x 65535
+    (tmp_path / "bomb.gif").write_bytes(bytes(header))
+    data_url = "data:image/gif;base64," + base64.b64encode(bytes(header)).decode()
+    found = errors(tmp_path, "version: 1\nprovider: {type: local}\nscenes:\n"
+                             "  a: {prompt: x, first_frame: {image: bomb.gif}}\n"
+                             f"  b: {{prompt: y, first_frame: {{image: \"{data_url}\"}}}}\n")
+    assert len(found) == 2 and all("larger than the API takes" in e for e in found), found
+    assert found[0].startswith("4:") and found[1].startswith("5:")
+
+
+@pytest.mark.parametrize("field, value, where", [
+    ("first_frame", '{image: "a\\0.png"}', "scenes.a.first_frame.image"),
+    ("prompt_file", '"a\\0.j2"', "scenes.a.prompt_file"),
+    ("prompt", '"a kite\\x00 at dusk"', "scenes.a.prompt"),
+])
+def test_a_nul_character_in_a_value_is_an_error_at_it(tmp_path: Path, field: str, value: str, where: str) -> None:
+    prompt = "" if field == "prompt" else "prompt: x, "
+    found = errors(tmp_path, f"version: 1\nprovider: {{type: local}}\nscenes:\n  a: {{{prompt}{field}: {value}}}\n")
+    assert any(where in e and "NUL character" in e for e in found), found
+
+
+def test_a_nul_character_in_output_dir_or_an_included_name_is_an_error(tmp_path: Path) -> None:
+    found = errors(tmp_path, 'version: 1\nprovider: {type: local}\noutput_dir: "r\\0"\nscenes:\n  a: {prompt: x}\n')
+    assert found == ["3:13 output_dir: contains a NUL character (\\0), which no file name, prompt or URL can "
+                     "hold; remove it"]
+    found = errors(tmp_path, 'version: 1\nprovider: {type: local}\nscenes:\n'
+                             '  a: {prompt: "{% include \\"a\\\\x00.j2\\" %}"}\n')
+    assert found == ["4:15 scenes.a.prompt: template file a\\0.j2: a NUL character is in its name"], found
+
+
+def test_a_variable_with_no_value_is_an_error_where_a_prompt_prints_it(tmp_path: Path) -> None:
+    """`product:` with nothing after it is null: the prompt said "A None on a counter", and
+    that was rendered and paid for. A null that is only tested (`if`) is fine."""
+    (tmp_path / "prompt.j2").write_text("first line\nA {{ product }} here\n")
+    found = errors(tmp_path, 'version: 1\nprovider: {type: local}\nvars:\n  product:\nscenes:\n'
+                             '  a: {prompt: "A {{ product }} on a counter"}\n'
+                             '  b: {prompt: "A cup{% if product %} of {{ product }}{% endif %}"}\n'
+                             '  c: {prompt: "{{ product ~ \\"\\" if product else \\"mug\\" }} and {{ none }}"}\n'
+                             '  d: {prompt_file: prompt.j2}\n')
+    assert [e.split(":", 1)[0] + " " + e.split(" ", 2)[1] for e in found] == [
+        "6 scenes.a.prompt:", "8 scenes.c.prompt:", "2 scenes.d.prompt_file:"], found  # d: prompt.j2's line 2
+    assert all("has no value here" in e for e in found), found
+    assert "'product'" in found[0]
+
+
+def test_a_null_in_a_var_file_is_an_error_where_it_is_printed(tmp_path: Path) -> None:
+    (tmp_path / "prod.yaml").write_text("product:\n")
+    (tmp_path / SPEC).write_text('version: 1\nprovider: {type: local}\nvars: {product: mug}\n'
+                                 'scenes:\n  a: {prompt: "A {{ product }}"}\n')
+    with pytest.raises(SpecError) as info:
+        load_project(tmp_path / SPEC, LoadOptions(var_files=(str(tmp_path / "prod.yaml"),)))
+    assert ["has no value here" in d.message for d in info.value.diagnostics if d.severity == "error"] == [True]

@@ -222,6 +222,27 @@ def test_image_estimate_uses_the_ratio_nearest_the_first_frame(root: Path) -> No
     assert logo is not None and logo.estimated_tokens == 832 * 1120 * 121 // 1024
 
 
+def test_image_estimate_follows_the_photos_exif_orientation(root: Path) -> None:
+    """A photo stored 2000x900 with orientation 6 (turned a quarter) is shown, and rendered by
+    the local renderer, 900x2000 (nearest ratio 9:16): the plan estimated it as the 21:9
+    landscape it is stored as, another pixel count."""
+    from PIL import Image
+
+    from sparkspec.apifacts import estimate_tokens, pixel_size
+
+    (root / "assets").mkdir()
+    photo = Image.new("RGB", (2000, 900), (1, 2, 3))
+    exif = photo.getexif()
+    exif[0x0112] = 6
+    photo.save(root / "assets" / "turned.jpg", exif=exif)
+    edit(root, '    prompt: "The logo"',
+         '    prompt: "The logo"\n    ratio: adaptive\n    first_frame: {image: assets/turned.jpg}')
+    logo = plan_of(root).scene("logo")
+    assert pixel_size("720p", "9:16")[0] * pixel_size("720p", "9:16")[1] != \
+        pixel_size("720p", "21:9")[0] * pixel_size("720p", "21:9")[1]
+    assert logo is not None and logo.estimated_tokens == estimate_tokens(*pixel_size("720p", "9:16"), 121)
+
+
 def test_cost_estimate(root: Path) -> None:
     edit(root, "provider: {type: local}", "provider: {type: local, price_per_million_tokens: 4.2}")
     edit(root, '    prompt: "The logo"', '    prompt: "The logo"\n    service_tier: flex')

@@ -8,7 +8,7 @@ import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sparkspec.apifacts import (
     IMAGE_ASPECT_EXCLUSIVE,
@@ -33,20 +33,39 @@ class ImageInfo:
 
 
 def inspect_stream(stream: BinaryIO, size: int) -> ImageInfo:
-    """Read an image's header and check it against the API's bounds."""
-    from PIL import Image, UnidentifiedImageError
+    """Read an image's header and check it against the API's bounds. Width and height are as
+    the image is shown: a photo's EXIF orientation turned a quarter is applied (as the local
+    renderer does, and as the plan's `adaptive` ratio and its token estimate need)."""
+    import warnings
+
+    from PIL import Image
 
     if size >= IMAGE_MAX_BYTES:
         raise ImageProblem(f"image is {size:,} bytes; the API takes images smaller than 30 MB ({IMAGE_MAX_BYTES:,} bytes)")
+    with warnings.catch_warnings():
+        # A header claiming tens of megapixels: Pillow warns (or refuses, past twice its limit);
+        # the bounds below say what is wrong with it in the API's terms.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return _inspect(stream, size)
+
+
+def _inspect(stream: BinaryIO, size: int) -> ImageInfo:
+    from PIL import Image, UnidentifiedImageError
+
+    low, high = IMAGE_SIDE_EXCLUSIVE
     try:
         with Image.open(stream) as image:
             fmt = (image.format or "").lower()
             width, height = image.size
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+            if _quarter_turned(image):
+                width, height = height, width
+    except Image.DecompressionBombError:
+        raise ImageProblem(f"image is larger than the API takes (width and height must be between {low} and "
+                           f"{high} px)") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageProblem(f"not a readable image ({exc.__class__.__name__})") from None
     if fmt not in IMAGE_FORMATS:
         raise ImageProblem(f"image format {fmt or 'unknown'} is not one of {', '.join(IMAGE_FORMATS)}")
-    low, high = IMAGE_SIDE_EXCLUSIVE
     if not (low < width < high and low < height < high):
         raise ImageProblem(f"image is {width}x{height}; width and height must be between {low} and {high} px")
     aspect = width / height
@@ -62,6 +81,14 @@ def inspect_stream(stream: BinaryIO, size: int) -> ImageInfo:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageProblem(f"the image is damaged or cut short ({exc})") from None
     return ImageInfo(fmt, width, height, size)
+
+
+def _quarter_turned(image: Any) -> bool:
+    """Whether its EXIF orientation (tag 274) turns it by a quarter: shown, width and height swap."""
+    try:
+        return image.getexif().get(0x0112) in (5, 6, 7, 8)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block: the image as stored
+        return False
 
 
 def inspect_file(path: Path) -> ImageInfo:

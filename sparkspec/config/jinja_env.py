@@ -43,6 +43,17 @@ JINJA_GLOBALS = frozenset({"range", "dict", "lipsum", "cycler", "joiner", "names
 Renderer = Callable[[Mapping[str, Any]], str]
 
 
+class NoValue(Exception):
+    """A template printed a value that is none (a variable left empty: `name:` in YAML is null):
+    the prompt would carry the word "None" to the API, and be paid for."""
+
+
+def no_value(name: str | None = None) -> str:
+    what = f"'{name}'" if name else "a variable"
+    return (f"{what} has no value here (null: `name:` with nothing after it, or ~); give it one, "
+            "or '' for an empty text")
+
+
 class TemplateProblem(Exception):
     """A template failed to load, parse or render. `file` is None for an inline prompt."""
 
@@ -54,8 +65,9 @@ class TemplateProblem(Exception):
 
 
 def inside(root: Path, relative: str) -> Path | None:
-    """`relative` resolved under `root`, or None when it leaves it (symlinks included)."""
-    if not relative or Path(relative).is_absolute():
+    """`relative` resolved under `root`, or None when it leaves it (symlinks included), or
+    names no file at all (a NUL character, from a variable: the spec's own are reported)."""
+    if not relative or "\0" in relative or Path(relative).is_absolute():
         return None
     candidate = (root / relative).resolve()
     if candidate != root and root not in candidate.parents:
@@ -226,6 +238,9 @@ def _problem(exc: Exception, name: str, file: str | None) -> TemplateProblem:
         return TemplateProblem(f"not allowed in a template: {exc}", file, _template_line(exc, name))
     if isinstance(exc, RenderTimeout):
         return TemplateProblem(f"not allowed in a template: {exc}", file, _template_line(exc, name))
+    if isinstance(exc, NoValue):
+        where = _template_frame(exc)
+        return TemplateProblem(no_value(), where[0] if where else file, where[1] if where else None)
     return TemplateProblem(f"template failed: {type(exc).__name__}: {exc}", file, _template_line(exc, name))
 
 
@@ -239,6 +254,8 @@ def _render_parts(parts: Parts) -> Renderer:
             if not is_name:
                 out.append(text)
             elif text in context:
+                if context[text] is None:
+                    raise TemplateProblem(no_value(text), None, line)
                 out.append(str(context[text]))
             else:
                 raise TemplateProblem(f"undefined variable: '{text}' is undefined", None, line)
@@ -281,7 +298,7 @@ def _template_frame(exc: BaseException) -> tuple[str | None, int] | None:
     for frame in traceback.extract_tb(exc.__traceback__):
         if frame.filename == _INLINE_NAME:
             found = (None, frame.lineno or 1)
-        elif not frame.filename.endswith(".py") and frame.lineno is not None:
+        elif not frame.filename.endswith(".py") and not frame.filename.startswith("<") and frame.lineno is not None:
             found = (frame.filename, frame.lineno)
     return found
 

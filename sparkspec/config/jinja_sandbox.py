@@ -15,11 +15,12 @@ from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.sandbox import SandboxedEnvironment
 
-from sparkspec.config.jinja_env import inside
+from sparkspec.config.jinja_env import NoValue, inside
 
 
 def environment(root: Path) -> BoundedEnvironment:
-    env = BoundedEnvironment(loader=ProjectLoader(root), undefined=jinja2.StrictUndefined, autoescape=False)
+    env = BoundedEnvironment(loader=ProjectLoader(root), undefined=jinja2.StrictUndefined, autoescape=False,
+                             finalize=_printable)
     # A prompt is part of its render's key: one that differs from run to run makes every plan
     # render it again, and every apply pay again. Jinja's two sources of chance are refused.
     env.filters["random"] = _refused("the `random` filter",
@@ -29,6 +30,13 @@ def environment(root: Path) -> BoundedEnvironment:
     for name in SIZED_FILTERS:
         env.filters[name] = _sized(name, env.filters[name])
     return env
+
+
+def _printable(value: Any) -> Any:
+    """What `{{ ... }}` prints: never None, the value of a variable left empty."""
+    if value is None:
+        raise NoValue()
+    return value
 
 
 # Filters whose arguments say how long a string they make: checked before it is made.
@@ -90,8 +98,9 @@ class ProjectLoader(jinja2.BaseLoader):
         path = inside(self.root, template)
         if path is None:
             where = "an absolute path; give it relative to the spec's folder" if template.startswith("/") \
-                else "outside the project folder"
-            raise jinja2.TemplateNotFound(f"{template} ({where})")
+                else "a NUL character is in its name" if "\0" in template else "outside the project folder"
+            shown = template.replace("\0", "\\0")
+            raise jinja2.TemplateNotFound(f"{shown} ({where})")
         try:
             source = path.read_text(encoding="utf-8-sig")  # a BOM (Notepad) is no part of the prompt
         except (OSError, UnicodeDecodeError) as exc:

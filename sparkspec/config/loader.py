@@ -148,6 +148,8 @@ class _Resolver:
             raise SpecError(sorted(set(self.diagnostics)))
         self.diagnostics.extend(schema.validate(self.doc))
         whole_numbers(data)
+        if self.doc.escapes_nul:
+            self.check_no_nul(data, ())
         self.check_not_nan(data)
         self.check_budget(data)
         self.check_remote_urls(data)
@@ -408,6 +410,18 @@ class _Resolver:
                 hint = did_you_mean(name, dict.fromkeys(sorted(used)))
                 self.diagnostics.append(Diagnostic(where.file, where.line, where.column, "warning", "",
                                                    f"{name!r} is used by no template{hint}"))
+
+    def check_no_nul(self, node: Any, path: KeyPath) -> None:
+        """A NUL character (YAML's "\\0") fits in no file name, prompt or URL: reported where it
+        is, and taken out so that the checks after this one see the rest of the value."""
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for name, value in list(items):
+            if isinstance(value, str) and "\0" in value:
+                self.report(path + (name,), "contains a NUL character (\\0), which no file name, prompt or "
+                                            "URL can hold; remove it")
+                node[name] = value.replace("\0", "")
+            else:
+                self.check_no_nul(value, path + (name,))
 
     def check_not_nan(self, data: dict[str, Any]) -> None:
         """YAML's `.nan` passes every range in the schema (each comparison is false), and a

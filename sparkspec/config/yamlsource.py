@@ -54,6 +54,9 @@ class Document:
     # The source text of plain scalars that YAML 1.1 read as something else (`no` is False,
     # `1e3` is 1000.0), by path: where the schema wants a string, the user meant the text.
     plain_text: dict[Path, str] = field(default_factory=dict)
+    # The text has an escape that makes a NUL character ("\\0", "\\x00", ...): the loader then
+    # looks for it in every string (a file name with one in it failed deep inside the system).
+    escapes_nul: bool = False
 
     def diagnostic(self, path: Path, message: str, *, at_key: bool = False,
                    severity: Severity = "error") -> Diagnostic:
@@ -106,6 +109,9 @@ def _lookup(node: yaml.MappingNode, key: str | int) -> tuple[yaml.Node, yaml.Nod
     return merged
 
 
+_NUL_ESCAPE = re.compile(r"\\(?:0|x00|u0000|U00000000)")
+
+
 def load_yaml(text: str, file: str) -> Document:
     """Parse `text`; problems become diagnostics on the returned document."""
     try:
@@ -135,7 +141,7 @@ def load_yaml(text: str, file: str) -> Document:
     except yaml.YAMLError as exc:
         diag = Diagnostic(file, 1, 1, "error", "", f"YAML syntax: {exc}")
         return Document(file, None, None, [diag])
-    doc = Document(file, None, root)
+    doc = Document(file, None, root, escapes_nul=_NUL_ESCAPE.search(text) is not None)
     if root is None:
         return doc
     builder = _Builder(doc)
