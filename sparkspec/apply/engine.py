@@ -470,10 +470,12 @@ class Engine:
     def request(self, scene: Scene, key: SceneKey, upstream_frame: Path | None,
                 name: str | None = None) -> RenderRequest:
         first: FirstFrame | None = None
+        wanted = (key.inputs.get("first_frame") or {}).get("sha256")
         if upstream_frame is not None:
-            first = FirstFrame(path=upstream_frame)
+            first = FirstFrame(path=upstream_frame, sha256=wanted)
         elif scene.image is not None:
-            first = FirstFrame(path=scene.image.path, url=scene.image.url)
+            first = FirstFrame(path=scene.image.path, url=scene.image.url,
+                               sha256=wanted if scene.image.path is not None else None)
         return RenderRequest(
             key=key.hex, scene=name or scene.id, model=self.project.provider.model, prompt=scene.prompt,
             resolution=scene.resolution, ratio=scene.ratio, duration=scene.duration, frames=scene.frames,

@@ -23,6 +23,10 @@ class FirstFrame:
 
     path: Path | None = None  # a project image, or the upstream's last-frame PNG
     url: str | None = None  # an https URL or a data URL from the spec
+    # The sha256 of the file's bytes that the render's key was made of: the provider checks the
+    # bytes it sends against it, so that a file changed after the plan (while the scene waited
+    # for a render slot) is never rendered and cached under the key of what it was.
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ on this one.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import os
 import random
@@ -104,6 +105,8 @@ def _first_frame_image(first: FirstFrame | None) -> Image.Image | None:
             data = first.path.read_bytes()
         except OSError as exc:
             raise MediaError(f"first frame {where}: cannot read it ({exc.strerror})") from None
+        if first.sha256 is not None and hashlib.sha256(data).hexdigest() != first.sha256:
+            raise MediaError(f"the plan is stale: run plan again ({where} changed since the plan)")
     elif first.url is not None and first.url.startswith("data:"):
         from sparkspec.config.images import ImageProblem, decode_data_url
 

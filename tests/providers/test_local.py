@@ -354,6 +354,19 @@ def test_a_bad_first_frame_fails_the_render(tmp_path: Path) -> None:
         finish(LocalProvider(tmp_path / "work"), request(first_frame=FirstFrame(path=bad)))
 
 
+def test_a_first_frame_changed_since_the_plan_fails_the_render_as_stale(tmp_path: Path) -> None:
+    """Read again when the render starts: an image changed after the plan would be rendered
+    and cached under the key of the one before."""
+    from PIL import Image
+
+    path = tmp_path / "frame.png"
+    Image.new("RGB", (640, 360), (200, 30, 40)).save(path, "PNG")
+    planned = hashlib.sha256(path.read_bytes()).hexdigest()
+    Image.new("RGB", (640, 360), (20, 30, 240)).save(path, "PNG")
+    with pytest.raises(RenderFailed, match=r"the plan is stale: run plan again \(.*frame.png changed since the plan\)"):
+        finish(LocalProvider(tmp_path / "work"), request(first_frame=FirstFrame(path=path, sha256=planned)))
+
+
 def test_renders_in_parallel_are_each_whole(tmp_path: Path) -> None:
     provider = LocalProvider(tmp_path / "work", max_parallel=2)
     requests = [request(key=hashlib.sha256(bytes([i])).hexdigest(), seed=i) for i in range(3)]

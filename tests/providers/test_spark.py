@@ -175,6 +175,24 @@ def test_the_server_receives_exactly_the_announced_length(api: FakeSparkAPI, tmp
 
 
 @every_dialect()
+def test_a_first_frame_changed_since_the_plan_is_never_rendered_under_its_key(api: FakeSparkAPI, tmp_path: Path,
+                                                                              dialect: Dialect) -> None:
+    """The key was made of the file's bytes at plan time; a scene that waited for a render slot
+    read the file again when it sent it. An image changed in between was rendered, and cached
+    under the key of the one before. The body is cut short before its end: no task is made."""
+    path = tmp_path / "frame.png"
+    Image.new("RGB", (640, 360), (200, 30, 40)).save(path, "PNG")
+    planned = hashlib.sha256(path.read_bytes()).hexdigest()
+    Image.new("RGB", (640, 360), (20, 30, 240)).save(path, "PNG")  # changed after the plan
+    with pytest.raises(BadFirstFrame, match=r"the plan is stale: run plan again \(.*frame.png changed since the plan\)"):
+        run(api, dialect=dialect, body=lambda p: p.submit(request(first_frame=FirstFrame(path=path, sha256=planned))))
+    assert api.total_creates == 0
+    now = hashlib.sha256(path.read_bytes()).hexdigest()
+    run(api, dialect=dialect, body=lambda p: p.submit(request(first_frame=FirstFrame(path=path, sha256=now))))
+    assert api.total_creates == 1
+
+
+@every_dialect()
 def test_a_first_frame_that_is_no_image_fails_before_sending(api: FakeSparkAPI, tmp_path: Path,
                                                              dialect: Dialect) -> None:
     path = tmp_path / "frame.png"

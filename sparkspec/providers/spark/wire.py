@@ -9,6 +9,7 @@ decoded answer to `parse_task`.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import uuid
@@ -37,8 +38,10 @@ class CreateBody:
     once; here at most one chunk of it does, and the length is known up front.
     """
 
-    def __init__(self, prefix: bytes, image: Path | None, image_bytes: int, suffix: bytes) -> None:
+    def __init__(self, prefix: bytes, image: Path | None, image_bytes: int, suffix: bytes,
+                 image_sha256: str | None = None) -> None:
         self.prefix, self.image, self.image_bytes, self.suffix = prefix, image, image_bytes, suffix
+        self.image_sha256 = image_sha256  # what the key was made of: checked before the body ends
         self.length = len(prefix) + 4 * math.ceil(image_bytes / 3) + len(suffix)
 
     @staticmethod
@@ -58,18 +61,23 @@ class CreateBody:
         before, _, after = text.partition(json.dumps(sentinel))
         fmt = image_format(path)
         prefix = f'{before}"data:image/{fmt};base64,'.encode()
-        return CreateBody(prefix, path, path.stat().st_size, f'"{after}'.encode())
+        return CreateBody(prefix, path, path.stat().st_size, f'"{after}'.encode(), frame.sha256 if frame else None)
 
     async def stream(self) -> AsyncIterator[bytes]:
         yield self.prefix
         if self.image is not None:
             sent = 0
+            digest = hashlib.sha256()
             with self.image.open("rb") as source:
                 while chunk := source.read(IMAGE_CHUNK):
                     sent += len(chunk)
+                    digest.update(chunk)
                     yield base64.b64encode(chunk)
+            # Before the body's end: the API gets a request cut short, which makes no task.
             if sent != self.image_bytes:
                 raise BadFirstFrame(f"{self.image} changed while it was being sent; run apply again")
+            if self.image_sha256 is not None and digest.hexdigest() != self.image_sha256:
+                raise BadFirstFrame(f"the plan is stale: run plan again ({self.image} changed since the plan)")
         yield self.suffix
 
 
