@@ -6,6 +6,7 @@ damaged journal entry is reported and left, never silently replaced by a new tas
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -204,6 +205,33 @@ def test_a_journal_that_cannot_take_entries_stops_the_apply_before_it_pays(tmp_p
 
     again, _ = apply(tmp_path, api)
     assert again.ok and api.total_creates == 6
+
+
+def test_a_task_the_full_disk_kept_out_of_the_journal_goes_in_when_space_comes_back(
+        tmp_path: Path, api: FakeSparkAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk refused a's journal entry after its create (paid), then its download: the
+    id was only in a warning, and the next apply paid for a again. Its failed download gave the
+    space back; the entry goes in then, and the next apply collects the task."""
+    real = Journal.record
+    refused: list[str] = []
+
+    def record(self: Journal, key: str, scene: str, *args: Any, **kwargs: Any) -> Any:
+        if scene == "a" and not refused:
+            refused.append(key)
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.directory / f"{key}.json"))
+        return real(self, key, scene, *args, **kwargs)
+
+    monkeypatch.setattr(Journal, "record", record)
+    api.inject("video", "status", status=500, times=100)  # every download fails: nothing collected
+    result, events = apply(tmp_path, api)
+    assert "a" in result.failed  # (b too: every download failed)
+    warnings = [e["message"] for e in events if e["event"] == "warning" and e.get("scene") == "a"]
+    assert any("the journal could not record it" in w for w in warnings), warnings
+    assert any("is in the journal after all" in w for w in warnings), warnings
+    creates = api.total_creates
+    api.faults.clear()
+    again, _ = apply(tmp_path, api)
+    assert again.ok and api.total_creates == creates  # a's task collected, not paid again
 
 
 def test_a_file_where_the_journals_folder_goes_is_named_once_and_nothing_is_paid(tmp_path: Path,

@@ -164,6 +164,7 @@ class Engine:
         try:
             await self.walk()
         finally:
+            self.runner.journal_unrecorded()
             self.lock.close()
             self.runner.journal.close_log()
             if self.runner.workers is not None:

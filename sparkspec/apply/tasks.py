@@ -126,6 +126,10 @@ class TaskRunner:
         self.journal_refused = False  # its failure was reported (by the first scene that met it)
         self.creating: set[asyncio.Future[TaskStatus]] = set()  # creates and their entries under way
         self.lost_creates: set[str] | None = None  # keys an earlier apply's create went unanswered for
+        # Tasks created (paid for) whose journal entry could not be written, until collected:
+        # `journal_unrecorded` tries again at the end, when the apply's own failures have freed
+        # some space, so that the next apply collects them instead of paying again.
+        self.unrecorded: dict[str, tuple[JournalEntry, str]] = {}  # key -> (entry, scene)
 
     def cached(self, key: str) -> CachedRender | None:
         """The render for `key` from this apply or the cache."""
@@ -246,7 +250,13 @@ class TaskRunner:
                         # Before the slot goes to a new submission.
                         self.charge(status.tokens, status.cost, request.service_tier)
                 if status.state is TaskState.COMPLETED:
-                    cached = await self.deliver(request, key, status)
+                    try:
+                        cached = await self.deliver(request, key, status)
+                    except BaseException:
+                        # Its failed download gave back the space it took: the entry may fit now.
+                        self.record_unrecorded(key.hex)
+                        raise
+                    self.unrecorded.pop(key.hex, None)  # collected: in the cache
                     if status.tokens is None and paid_here:
                         self.charge(cached.tokens, cached.cost, request.service_tier)
                     return cached
@@ -370,6 +380,9 @@ class TaskRunner:
                                     status.locator)
         except OSError as exc:  # the disk filled up since the check: the task is paid for all the same
             self.unjournalled(request.scene, status.task_id, exc)
+            self.unrecorded[request.key] = (JournalEntry(
+                request.key, request.scene, self.api.type, status.task_id, self.wall_clock(),
+                request.execution_expires_after or DEFAULT_EXPIRY, status.locator), request.scene)
         if self.lost_creates is None:
             self.lost_creates = self.journal.listing()[1]
         if request.key in self.lost_creates:
@@ -391,6 +404,28 @@ class TaskRunner:
                 raise SceneSkipped(self.stop_submitting) from None
             self.journal_refused = True
             raise
+
+    def journal_unrecorded(self) -> None:
+        """At the end of the apply: the tasks it created and could neither journal nor collect
+        (a full disk) go into the journal now if they can, each said in a warning."""
+        for key in list(self.unrecorded):
+            self.record_unrecorded(key)
+
+    def record_unrecorded(self, key: str) -> None:
+        """Journal a task the journal could not take when it was created, if it can now."""
+        found = self.unrecorded.get(key)
+        if found is None:
+            return
+        entry, scene = found
+        try:
+            self.journal.record(entry.key, entry.scene, entry.provider, entry.task_id, entry.expires_after,
+                                entry.submitted_at, entry.locator)
+        except OSError:
+            return  # its warning, with the id, stands
+        del self.unrecorded[key]
+        self.emit({"event": "warning", "scene": scene, "task_id": entry.task_id,
+                   "message": f"task {entry.task_id} is in the journal after all: the next apply collects it "
+                              "at no new cost"})
 
     def unjournalled(self, scene_id: str, task_id: str, exc: OSError) -> None:
         """A created task whose id the journal could not take: no other task is submitted, and

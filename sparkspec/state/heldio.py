@@ -86,11 +86,13 @@ class _Held:
 
     @staticmethod
     def write_aligned(fd: int, buffer: mmap.mmap, path: Path) -> int:
+        # The call gets the buffer's address, not a ctypes view of it: a view held by a failed
+        # call's traceback (its arguments) kept the mmap from closing, and a full disk's OSError
+        # became a BufferError that nothing handled (the journal's ENOSPC ended the apply).
         view = (ctypes.c_char * len(buffer)).from_buffer(buffer)
-        try:
-            return _retry(_libc.write_from, path, fd, view, len(buffer))
-        finally:
-            del view  # the buffer can be closed only once nothing points into it
+        address = ctypes.addressof(view)
+        del view  # the buffer can be closed once nothing points into it; the memory stays until then
+        return _retry(_libc.write_from, path, fd, address, len(buffer))
 
     @staticmethod
     def fsync(fd: int, path: Path) -> None:
