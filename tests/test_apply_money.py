@@ -234,6 +234,37 @@ def test_a_task_the_full_disk_kept_out_of_the_journal_goes_in_when_space_comes_b
     assert again.ok and api.total_creates == creates  # a's task collected, not paid again
 
 
+def test_sparkspec_folder_deleted_during_the_apply_fails_it_and_keeps_the_running_tasks(
+        tmp_path: Path, api: FakeSparkAPI) -> None:
+    """`.sparkspec/` deleted while tasks render: the apply went on and ended with exit 0 and no
+    word, and after a Ctrl-C (or a kill) the next apply paid for the running tasks again."""
+    import shutil
+
+    async def delete_then_interrupt(engine: Engine) -> None:
+        journal = tmp_path / ".sparkspec" / "journal"
+        while len(list(journal.glob("*.json"))) < 2:  # both tasks created, paid, journalled
+            await asyncio.sleep(0.01)
+        shutil.rmtree(tmp_path / ".sparkspec")
+        engine.journal_vanished()  # as Ctrl-C does (commands.apply._drive) before naming what runs
+        # What a Ctrl-C or a kill now would leave for the next apply to collect:
+        rewritten.extend(sorted(e.scene for e in Journal(journal).entries()))
+
+    rewritten: list[str] = []
+
+    api.latency = 60.0  # still rendering when the folder goes
+    try:
+        result, events = apply(tmp_path, api, during=delete_then_interrupt)
+    finally:
+        api.latency = 0.0
+    state = str(tmp_path / ".sparkspec")
+    assert list(result.failed) == [state] and "was deleted while the apply ran" in result.failed[state]
+    assert "the 2 task(s) it had not collected were journalled again" in result.failed[state]
+    assert [e for e in events if e["event"] == "failed"] == [{"event": "failed", "error": result.failed[state]}]
+    assert rewritten == ["a", "b"]
+    assert sorted(result.completed) == ["a", "b"] and api.total_creates == 2  # collected after all
+    assert Journal(tmp_path / ".sparkspec/journal").entries() == []
+
+
 def test_a_file_where_the_journals_folder_goes_is_named_once_and_nothing_is_paid(tmp_path: Path,
                                                                                   api: FakeSparkAPI) -> None:
     (tmp_path / "project.spark.yaml").write_text(SIX)

@@ -165,6 +165,7 @@ class Engine:
             await self.walk()
         finally:
             self.runner.journal_unrecorded()
+            self.journal_vanished()
             self.lock.close()
             self.runner.journal.close_log()
             if self.runner.workers is not None:
@@ -177,6 +178,24 @@ class Engine:
                    "pulled": len(self.result.pulled), "deleted": len(self.result.deleted), "stitched": len(self.result.stitched),
                    "tokens": self.result.tokens})
         return self.result
+
+    def journal_vanished(self) -> None:
+        """`.sparkspec/` (or its journal) deleted while the apply ran: the entries of the tasks
+        it still had running went with it, and the next apply would have paid for them again.
+        They are written again, and the apply fails saying so."""
+        journal = self.runner.journal
+        if not journal.vanished():
+            return
+        state = journal.directory.parent
+        try:
+            running = journal.rewrite()
+            kept = (f"the {len(running)} task(s) it had not collected were journalled again, and the next apply "
+                    "collects them at no new cost" if running else "no task of it was left to collect")
+        except OSError as exc:
+            kept = f"the tasks it had not collected could not be journalled again ({exc.strerror or exc})"
+        message = f"{state} was deleted while the apply ran; {kept}; run `sparkspec apply` again"
+        self.result.failed[str(state)] = message
+        self.emit({"event": "failed", "error": message})
 
     async def start_workers(self) -> FetchWorkers | None:
         """The fetch workers for this apply, when it has some and the provider offers them."""

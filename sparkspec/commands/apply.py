@@ -351,6 +351,7 @@ async def _drive(engine: Engine, provider: Provider | None) -> ApplyResult:
         from sparkspec.state.journal import Journal
 
         await engine.runner.settle_creates()  # a create on the wire at Ctrl-C: its task goes in the journal
+        engine.journal_vanished()  # before the running tasks are named from it
         if provider is not None:
             engine.result.cancelled = await cancel_queued(provider,
                                                           Journal(engine.workspace.state_dir / "journal"))

@@ -71,6 +71,11 @@ class Journal:
         self.directory = directory
         self._log: int | None = None  # this apply's creates log (see `sending`)
         self._log_path: Path | None = None
+        # What this process journalled and has not forgotten, and the folder it wrote them in
+        # (device, inode): a folder deleted meanwhile (`rm -rf .sparkspec` during an apply)
+        # is noticed and its entries written again (`vanished`, `rewrite`).
+        self._live: dict[str, JournalEntry] = {}
+        self._folder: tuple[int, int] | None = None
 
     def _path(self, key: str) -> Path:
         return self.directory / f"{key}.json"
@@ -111,7 +116,36 @@ class Journal:
             write_new(path, data, pad=True)
         except FileExistsError:
             atomic_write_bytes(path, data)
+        self._live[key] = entry
+        if self._folder is None:
+            st = self.directory.stat()
+            self._folder = (st.st_dev, st.st_ino)
         return entry
+
+    def vanished(self) -> bool:
+        """The folder this process journalled in is gone or was replaced since."""
+        if self._folder is None:
+            return False
+        try:
+            st = self.directory.stat()
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != self._folder
+
+    def rewrite(self) -> list[JournalEntry]:
+        """Write again the entries this process journalled and has not forgotten (their folder
+        vanished); returns them. OSError when they cannot be written."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        st = self.directory.stat()
+        self._folder = (st.st_dev, st.st_ino)
+        entries = list(self._live.values())
+        for entry in entries:
+            data = json.dumps(entry.__dict__, sort_keys=True).encode("utf-8")
+            try:
+                write_new(self._path(entry.key), data, pad=True)
+            except FileExistsError:
+                pass
+        return entries
 
     def check_writable(self) -> None:
         """Raise OSError unless an entry can be written here now: made before an apply's first
@@ -130,6 +164,7 @@ class Journal:
     def forget_many(self, keys: list[str]) -> None:
         gone = False
         for key in keys:
+            self._live.pop(key, None)
             try:
                 self._path(key).unlink()
             except FileNotFoundError:

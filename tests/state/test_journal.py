@@ -112,3 +112,21 @@ def test_a_file_system_that_refuses_o_direct_gets_the_entry_written_buffered(
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{KEY}.json", f"{'cd' * 32}.json"])
     directs = [flag for flag in opened if flag]
     assert len(directs) == (1 if heldio._DIRECT else 0)  # asked once, then never again
+
+
+def test_a_journal_folder_deleted_under_it_is_noticed_and_its_running_tasks_written_again(tmp_path: Path) -> None:
+    """`rm -rf .sparkspec` during an apply took the entries of the tasks still rendering with
+    it: after a Ctrl-C or a kill the next apply paid for them again."""
+    journal = Journal(tmp_path / ".sparkspec" / "journal")
+    assert not journal.vanished()  # nothing journalled yet: nothing to lose
+    first = journal.record(KEY, "intro", "spark", "cgt-1", 3600, now=1_800_000_000.0)
+    journal.record("cd" * 32, "outro", "spark", "cgt-2", 3600, now=1_800_000_000.0)
+    journal.forget("cd" * 32)  # collected
+    assert not journal.vanished()
+    import shutil
+
+    shutil.rmtree(tmp_path / ".sparkspec")
+    assert journal.vanished()
+    assert journal.rewrite() == [first]
+    assert not journal.vanished()
+    assert Journal(tmp_path / ".sparkspec" / "journal").entries() == [first]
