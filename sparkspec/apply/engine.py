@@ -95,6 +95,7 @@ class Engine:
         ws = self.workspace
         self.project = ws.project
         self.tmp_dir = ws.state_dir / "tmp"
+        self.state_id: tuple[int, int] | None = None  # the state folder as the apply began (device, inode)
         self.result = ApplyResult()
         self.done: dict[str, asyncio.Future[SceneRecord | None]] = {}  # by render name (hero.take2)
         self.installing: dict[str, asyncio.Lock] = {}  # by scene
@@ -122,7 +123,8 @@ class Engine:
         self.scenes: Mapping[str, SceneRecord] = self.lock.scenes  # what apply has made so far
         # Every output file the lock named when the apply began: what sparkspec may replace.
         self.recorded = {(f.path, f.sha256) for r in ws.lock.scenes.values() for t in r.take_records().values()
-                         for f in (t.video, t.last_frame)}
+                         for f in (t.video, t.last_frame)} | \
+            {(s.video.path, s.video.sha256) for s in ws.lock.sequences.values()}
         self.sequences: Mapping[str, SequenceRecord] = self.lock.sequences
 
     def runner_emit(self, event: dict[str, Any]) -> None:
@@ -143,6 +145,8 @@ class Engine:
     # -- the walk -------------------------------------------------------------------------
     async def run(self) -> ApplyResult:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        st = self.workspace.state_dir.stat()
+        self.state_id = (st.st_dev, st.st_ino)  # a state folder deleted meanwhile is noticed (journal_vanished)
         for leftover in self.tmp_dir.glob("*.part"):  # downloads of a killed apply (we hold the apply lock)
             leftover.unlink(missing_ok=True)
         cache = self.workspace.cache
@@ -179,18 +183,28 @@ class Engine:
                    "tokens": self.result.tokens})
         return self.result
 
+    def state_vanished(self) -> bool:
+        """The state folder is gone, or another took its place, since the apply began."""
+        if self.state_id is None:
+            return False
+        try:
+            st = self.workspace.state_dir.stat()
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != self.state_id
+
     def journal_vanished(self) -> None:
         """`.sparkspec/` (or its journal) deleted while the apply ran: the entries of the tasks
         it still had running went with it, and the next apply would have paid for them again.
-        They are written again, and the apply fails saying so."""
+        They are written again, and the apply fails saying so (once)."""
         journal = self.runner.journal
-        if not journal.vanished():
+        if not (journal.vanished() or self.state_vanished()) or str(self.workspace.state_dir) in self.result.failed:
             return
-        state = journal.directory.parent
+        state = self.workspace.state_dir
         try:
-            running = journal.rewrite()
+            running = journal.rewrite() if journal.vanished() else []
             kept = (f"the {len(running)} task(s) it had not collected were journalled again, and the next apply "
-                    "collects them at no new cost" if running else "no task of it was left to collect")
+                    "collects them at no new cost" if running else "no paid task of it was left to collect")
         except OSError as exc:
             kept = f"the tasks it had not collected could not be journalled again ({exc.strerror or exc})"
         message = f"{state} was deleted while the apply ran; {kept}; run `sparkspec apply` again"
@@ -446,11 +460,11 @@ class Engine:
             there = memo.sha256(dest)
             if there != sha:
                 if there is not None:
-                    self._keep_if_not_ours(scene.id, rel, dest, there)
+                    self._keep_if_not_ours({"scene": scene.id}, rel, dest, there)
                 materialize(cache.blob_path(sha), dest, sha, size, shared=cache.fresh_pull(sha, size))
                 memo.remember(dest, sha)
 
-    def _keep_if_not_ours(self, scene_id: str, rel: str, dest: Path, sha: str) -> None:
+    def _keep_if_not_ours(self, subject: dict[str, str], rel: str, dest: Path, sha: str) -> None:
         """A file where an output goes that no lock recorded there and the cache does not hold (a
         user's own, another spec's in the same folder): moved to .sparkspec/displaced/ and named
         in a warning, never overwritten. sparkspec touches only its own outputs."""
@@ -465,9 +479,10 @@ class Engine:
             dest.unlink()
         why = ("was edited since the lock recorded it" if any(path == rel for path, _ in self.recorded)
                else "was not sparkspec's (no lock recorded it)")
-        self.emit({"event": "warning", "scene": scene_id,
+        self.emit({"event": "warning", **subject,
                    "message": f"{rel} {why} and the cache does not hold those bytes: it was moved to "
-                              f"{kept.relative_to(self.project.root)} before the render took its place"})
+                              f"{kept.relative_to(self.project.root)} before the "
+                              f"{'render' if 'scene' in subject else 'stitched video'} took its place"})
 
     def record(self, scene: Scene, take: int, cached: CachedRender) -> SceneRecord:
         video, frame = output_paths(self.project, scene.id, take, scene.pick)
@@ -558,6 +573,9 @@ class Engine:
 
         dest = root / rel
         self.lock.touch("sequence", change.id)
+        there = memo.sha256(dest)
+        if there is not None:  # a user's own file, or the last stitch edited by hand: kept aside
+            self._keep_if_not_ours({"sequence": change.id}, rel, dest, there)
         stitch([root / r.video.path for r in present], dest)
         digest = memo.sha256(dest)
         assert digest is not None

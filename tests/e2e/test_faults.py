@@ -223,8 +223,11 @@ def test_the_state_folder_deleted_during_an_apply(tmp_path: Path) -> None:
             shutil.rmtree(root / ".sparkspec")
             break
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode in (0, 1), err
+    assert proc.returncode == 1, err  # was 0, not a word said
     assert "Traceback" not in err and all(line.startswith("error: ") for line in err.splitlines()), err
+    failed = [json.loads(line) for line in out.splitlines() if '"failed"' in line]
+    assert any(e.get("error", "").startswith(f"{root / '.sparkspec'} was deleted while the apply ran")
+               for e in failed), out
     assert_lock_matches_renders(root)
     again = apply(root, "--json")
     assert again.code == 0, again.err
@@ -293,6 +296,25 @@ def test_the_temporary_files_a_killed_apply_left_are_removed_and_nothing_else(pr
     assert [p for p in left if p.exists()] == []
     assert [p for p in mine if not p.exists()] == []
     assert (project / "project.spark.lock").read_bytes() == before
+
+
+def test_a_file_where_a_sequence_goes_that_is_not_sparkspecs_is_moved_aside_not_overwritten(project: Path) -> None:
+    """The stitch wrote over a user's own renders/z.mp4, and over a stitched film edited by hand,
+    with no copy kept and no word (a scene's outputs were moved aside)."""
+    (project / "renders/z.mp4").write_bytes(b"my own cut")
+    film = project / "renders/film.mp4"
+    edited = film.read_bytes() + b"my edit"
+    film.write_bytes(edited)
+    spec = project / "project.spark.yaml"
+    spec.write_text(spec.read_text() + "  z: {scenes: [a]}\n")
+    done = apply(project, "--replace", "sequence.film")
+    assert done.code == 0, done.err
+    kept = sorted((project / ".sparkspec/displaced/renders").iterdir())
+    assert sorted(p.read_bytes() for p in kept) == sorted([b"my own cut", edited])
+    assert "renders/z.mp4 was not sparkspec's (no lock recorded it)" in done.out
+    assert "renders/film.mp4 was edited since the lock recorded it" in done.out
+    assert_lock_matches_renders(project)
+    assert sorted(lock_of(project)["sequences"]) == ["film", "short", "z"]
 
 
 @pytest.mark.slow  # over a second and a half: the default run stays under 90 s
