@@ -5,6 +5,8 @@ submitting; a task in the journal is collected, not submitted again."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +238,48 @@ def test_the_local_renderer_is_submitted_polled_and_reports_progress_as_the_api_
     fractions = [e["progress"] for e in events if e["event"] == "progress"]
     assert fractions == sorted(fractions) and any(0 < f < 1 for f in fractions)
     assert not (tmp_path / ".sparkspec/journal").exists() or not any((tmp_path / ".sparkspec/journal").iterdir())
+
+
+@pytest.mark.parametrize("refused", [1, 100], ids=["once", "always"])
+def test_a_cache_index_that_refuses_a_batch_still_leaves_a_lock_that_tells_the_truth(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: int) -> None:
+    """A full disk refused the cache index's transaction: the lock writer stopped there, so the
+    apply ended with no lock at all (four scenes in renders/) and no summary. Now the lock
+    names what renders/ holds, the batch is tried again (at the next write, and once more at
+    the end), the tasks stay journalled until it goes in, and an index that still refuses
+    fails the apply with its error after the summary."""
+    from sparkspec.errors import DiskError
+    from sparkspec.state.cache import Cache
+
+    real = Cache.record_many
+    refusals: list[int] = []
+
+    def record_many(self: Cache, renders: list[Any]) -> None:
+        if len(refusals) < refused:
+            refusals.append(len(renders))
+            raise DiskError(f"{self.directory / 'index'}: the cache index failed (database or disk is full)")
+        real(self, renders)
+
+    monkeypatch.setattr(Cache, "record_many", record_many)
+    result, provider, events = run(tmp_path, set())
+    assert refusals and sorted(result.completed) == ["a", "b", "c", "other"]
+    assert events[-1]["event"] == "done" and events[-1]["completed"] == 4
+    if refused == 1:
+        assert result.ok, result.failed
+    else:
+        assert list(result.failed) == [str(tmp_path / ".sparkspec/cache/index")], result.failed
+        assert "database or disk is full" in next(iter(result.failed.values()))
+        assert events[-1]["ok"] is False
+    lock = json.loads((tmp_path / "project.spark.lock").read_text())
+    assert sorted(lock["scenes"]) == ["a", "b", "c", "other"]
+    for record in lock["scenes"].values():
+        for file in (record["video"], record["last_frame"]):
+            assert hashlib.sha256((tmp_path / file["path"]).read_bytes()).hexdigest() == file["sha256"]
+    monkeypatch.setattr(Cache, "record_many", real)
+    ws = open_workspace(tmp_path / "project.spark.yaml")
+    try:
+        assert not ws.plan().has_changes
+        indexed = [ws.cache.entry(r["key"]) is not None for r in lock["scenes"].values()]
+        assert indexed == [refused == 1] * 4
+    finally:
+        ws.close()

@@ -170,7 +170,12 @@ class Engine:
         finally:
             self.runner.journal_unrecorded()
             self.journal_vanished()
-            self.lock.close()
+            try:
+                self.lock.close()
+            except (SparkspecError, OSError) as exc:  # the lock or the cache index: a full disk, say
+                message = str(DiskError.from_os(exc) if isinstance(exc, OSError) else exc)
+                self.result.failed[message.split(":", 1)[0]] = message
+                self.emit({"event": "failed", "error": message})
             self.runner.journal.close_log()
             if self.runner.workers is not None:
                 await self.runner.workers.close()

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from sparkspec.errors import SparkspecError
 from sparkspec.state.unsynced import UNSYNCED
 from sparkspec.state.lockfile import Lock, SceneRecord, SequenceRecord, scene_entry, write_lock
 from sparkspec.state.workspace import Workspace
@@ -69,6 +70,7 @@ class LockWriter:
         self.changed = 0  # records changed since the last write
         self.written = 0  # records in the last write
         self.last_write = time.monotonic()
+        self.index_failure: Exception | None = None  # the cache index's first failure in a write
 
     def withhold(self, takes: Iterable[tuple[str, int]], sequences: Iterable[str]) -> None:
         """Before any of these outputs is overwritten, moved or deleted: the file stops naming them."""
@@ -163,6 +165,12 @@ class LockWriter:
             self.settle()
         finally:
             self.executor.shutdown()
+        if self.index_failure is not None:
+            commit, _ = self.before_write()  # what the index refused, once more (space may be back)
+            try:
+                commit()
+            except (SparkspecError, OSError):
+                raise self.index_failure from None
 
     def write(self) -> None:
         """Take a snapshot of the lock now; the writer's thread writes it."""
@@ -193,7 +201,13 @@ class LockWriter:
         # did before the apply, and the next apply pulls it again).
         if flush or changed:
             UNSYNCED.sync()
-        commit()
+        try:
+            commit()
+        except (SparkspecError, OSError) as exc:
+            # The cache index refused the batch (a full disk): its tasks stay journalled and the
+            # next write tries it again. The lock still says what renders/ holds, so it is
+            # written all the same; `close` reports the failure.
+            self.index_failure = self.index_failure or exc
         if changed:
             write_lock(self.workspace.lock_path, lock)
             self.workspace.lock_text = text

@@ -56,8 +56,8 @@ def describe(event: dict[str, Any]) -> str | None:
                 f"{event['count']} of at most {event['limit']} in this apply")
     if kind == "completed":
         return f"{subject}: rendered ({event['tokens']:,} tokens)"
-    if kind == "failed":
-        return f"error: {subject}: {event['error']}"
+    if kind == "failed":  # without a scene or sequence: the apply's own (the lock, the cache index)
+        return f"error: {subject}: {event['error']}" if subject != "apply" else f"error: {event['error']}"
     if kind == "warning":
         return f"{subject}: warning: {event['message']}"
     if kind == "skipped":

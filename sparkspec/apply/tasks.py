@@ -121,6 +121,7 @@ class TaskRunner:
         self.delivered: dict[str, CachedRender] = {}  # in the cache's blobs, by key
         self.uncommitted: list[CachedRender] = []  # delivered, not yet in the cache's index
         self.uncommitted_paid = False  # one of them came from a task of this apply's (not a pull)
+        self.not_indexed: list[list[CachedRender]] = []  # batches the index refused (lock writer's thread)
         self.fetching = 0  # outputs being fetched on this loop now
         self.journal_check: asyncio.Future[None] | None = None  # the journal takes entries: once an apply
         self.journal_refused = False  # its failure was reported (by the first scene that met it)
@@ -151,11 +152,17 @@ class TaskRunner:
         after a power cut a blob the index names but the disk lost fails the cache's own
         check (size, sha256) and is pulled again, never paid for."""
         batch, self.uncommitted = self.uncommitted, []
+        while self.not_indexed:  # a batch whose transaction failed (a full disk) goes in again
+            batch = self.not_indexed.pop() + batch
         paid, self.uncommitted_paid = self.uncommitted_paid, False
 
         def commit() -> None:
             if batch:
-                self.cache.record_many(batch)
+                try:
+                    self.cache.record_many(batch)
+                except BaseException:
+                    self.not_indexed.append(batch)  # their tasks stay in the journal meanwhile
+                    raise
                 self.journal.forget_many([r.key for r in batch])
         return commit, paid
 
