@@ -165,14 +165,20 @@ class Engine:
                 self.runner.start_workers = self.start_workers
             else:
                 self.runner.workers = await self.start_workers()
+        walked: BaseException | None = None
         try:
             await self.walk()
+        except BaseException as exc:
+            walked = exc
+            raise
         finally:
             self.runner.journal_unrecorded()
             self.journal_vanished()
             try:
                 self.lock.close()
             except (SparkspecError, OSError) as exc:  # the lock or the cache index: a full disk, say
+                if exc is walked:  # a lock write the walk waited for failed: it is reported from there
+                    raise
                 message = str(DiskError.from_os(exc) if isinstance(exc, OSError) else exc)
                 self.result.failed[message.split(":", 1)[0]] = message
                 self.emit({"event": "failed", "error": message})

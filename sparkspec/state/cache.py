@@ -109,10 +109,13 @@ class Cache:
                 self._index = Index(str(self.directory / "index"), eviction_policy="none",
                                     sqlite_journal_mode=_journal_mode(self.directory / "index"))
             except Exception as exc:  # noqa: BLE001 - sqlite3.Error or OSError, decided below
-                if not (self.exists() and _read_only(self.directory / "index")):
+                # A read-only checkout, or a full disk (diskcache writes its settings on every
+                # open): read without writing, as plan needs; a write later says what is wrong.
+                if not (self.exists() and (_read_only(self.directory / "index") or _disk_full(exc))):
                     with self._index_errors():
                         raise
-                self._index = _ReadOnlyIndex(self.directory / "index")
+                self._index = _ReadOnlyIndex(self.directory / "index",
+                                             errno.EROFS if _read_only(self.directory / "index") else errno.ENOSPC)
         return self._index
 
     @contextmanager
@@ -131,6 +134,9 @@ class Cache:
             raise DiskError(f"{index}: the cache index stayed locked by another process for over a "
                             "minute; run the command again when it has finished") from None
         except (sqlite3.OperationalError, OSError) as exc:
+            if _size_limited(exc):
+                raise DiskError(f"{index}: the cache index failed ({exc}); the file size limit (`ulimit -f`) "
+                                "may be too small for it: raise it and run the command again") from None
             raise DiskError(f"{index}: the cache index failed ({exc}); free some disk "
                             "space or fix the folder's permissions, and run the command again") from None
         except (sqlite3.Error, pickle.UnpicklingError, ValueError, LookupError, EOFError) as exc:
@@ -324,6 +330,24 @@ def blob_intact(path: Path, sha256: str, size: int) -> bool:
         return False
 
 
+def _size_limited(exc: BaseException) -> bool:
+    """A write past the process's file size limit: EFBIG, which SQLite reports as a "disk I/O
+    error", under a limit that is not infinite."""
+    import resource
+
+    if isinstance(exc, OSError):
+        return exc.errno == errno.EFBIG
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return "disk I/O error" in str(exc) and limit != resource.RLIM_INFINITY
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """SQLite's or the file system's word for a full disk (or quota)."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return "disk is full" in str(exc) or "disk I/O error" in str(exc)
+
+
 def _read_only(folder: Path) -> bool:
     """A folder sparkspec may not write: a read-only checkout, where plan still reads the cache."""
     return not os.access(folder, os.W_OK) or os.statvfs(folder).f_flag & os.ST_RDONLY != 0
@@ -331,15 +355,19 @@ def _read_only(folder: Path) -> bool:
 
 class _ReadOnlyIndex:
     """diskcache's index read without writing to it (diskcache itself writes on open): SQLite
-    opened read-only and immutable, values decoded by diskcache's own Disk."""
+    opened read-only and immutable, values decoded by diskcache's own Disk. `refusal`: the errno
+    a write meets (a read-only file system, or a full disk). Opened by whichever of the apply's
+    threads asked first, and used by the others."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, refusal: int = errno.EROFS) -> None:
         import sqlite3
 
         import diskcache
 
         self._disk = diskcache.Disk(str(folder))
-        self._db = sqlite3.connect(f"{(folder / 'cache.db').as_uri()}?mode=ro&immutable=1", uri=True)
+        self._refusal = refusal
+        self._db = sqlite3.connect(f"{(folder / 'cache.db').as_uri()}?mode=ro&immutable=1", uri=True,
+                                   check_same_thread=False)
 
     def get(self, key: str) -> Any:
         row = self._db.execute("SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1",
@@ -350,7 +378,11 @@ class _ReadOnlyIndex:
         return (row[0] for row in self._db.execute("SELECT key FROM Cache WHERE raw = 1 ORDER BY rowid"))
 
     def set(self, key: str, value: Any) -> None:
-        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self._disk._directory))
+        raise OSError(self._refusal, os.strerror(self._refusal), str(self._disk._directory))
+
+    @contextmanager
+    def transact(self) -> Iterator[None]:
+        yield
 
     def delete(self, key: str) -> None:
         self.set(key, None)

@@ -72,3 +72,22 @@ def test_threads_asking_at_once_get_one_index(tmp_path: Path, monkeypatch: pytes
         thread.join()
     assert len({id(index) for index in seen}) == 1
     cache.close()
+
+
+@pytest.mark.parametrize("limit, says", [(2000, "ulimit -f"), (None, "free some disk space")])
+def test_sqlites_disk_io_error_under_a_file_size_limit_says_to_raise_the_limit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int | None, says: str) -> None:
+    """SQLite reports a write past RLIMIT_FSIZE (EFBIG) as "disk I/O error": the advice was to
+    free disk space or fix permissions."""
+    import resource
+    import sqlite3
+
+    from sparkspec.errors import DiskError
+
+    wanted = resource.RLIM_INFINITY if limit is None else limit
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (wanted, wanted))
+    cache = Cache(tmp_path / "cache")
+    with pytest.raises(DiskError) as failed:
+        with cache._index_errors():
+            raise sqlite3.OperationalError("disk I/O error")
+    assert "the cache index failed (disk I/O error)" in str(failed.value) and says in str(failed.value)
