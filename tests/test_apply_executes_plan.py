@@ -173,3 +173,17 @@ def test_one_render_in_flight_per_key_the_others_wait_and_share_it(tmp_path: Pat
     assert provider.submitted == ["solo"]
     assert [shared for _, shared in outcomes] == [False, True, True]
     assert len({cached.video_sha256 for cached, _ in outcomes}) == 1
+
+
+def test_a_scene_sharing_a_render_is_installed_when_only_the_first_scenes_install_failed(tmp_path: Path) -> None:
+    """a's render was made and cached; only its own output path was in the way (a folder that
+    came after the plan). twin, which shares the render, was skipped as if a had not rendered."""
+    workspace = opened(tmp_path)
+    plan = workspace.plan()
+    (tmp_path / "renders/a.mp4").mkdir(parents=True)  # after the plan: apply's own check is the CLI's
+    result, events = execute(workspace, plan, CountingProvider(workspace.state_dir / "local"))
+    assert list(result.failed) == ["a"] and "Is a directory" in result.failed["a"], result.failed
+    assert "twin" not in result.skipped and "twin" in result.reused, (result.skipped, result.reused)
+    assert {"b", "b2"} <= set(result.skipped)  # b starts from a's installed frame; b2 shares b's render
+    lock, _ = read_lock(tmp_path / "project.spark.lock")
+    assert sorted(lock.scenes) == ["solo", "twin"]

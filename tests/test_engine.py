@@ -283,3 +283,35 @@ def test_a_cache_index_that_refuses_a_batch_still_leaves_a_lock_that_tells_the_t
         assert indexed == [refused == 1] * 4
     finally:
         ws.close()
+
+
+class FolderInTheWay(LocalProvider):
+    """The local renderer, which makes a folder where b's video goes as b is submitted: a
+    folder that came after apply's own check of the outputs."""
+
+    paid = True
+    type = "paid"
+
+    def __init__(self, workdir: Path, root: Path) -> None:
+        super().__init__(workdir)
+        self.root = root
+
+    async def submit(self, request: RenderRequest) -> TaskStatus:
+        if request.scene == "b":
+            (self.root / "renders/b.mp4").mkdir(parents=True)
+        return await super().submit(request)
+
+
+def test_a_render_that_cannot_be_put_in_place_is_counted_and_said_to_be_kept(tmp_path: Path) -> None:
+    """The summary said '0 tokens' for a render made (and paid for) whose output path was a
+    folder, and nothing said the render waits in the cache."""
+    (tmp_path / "project.spark.yaml").write_text(SPEC)
+    ws = open_workspace(tmp_path / "project.spark.yaml")
+    result, _, events = run(tmp_path, set(), provider=FolderInTheWay(ws.state_dir / "local", tmp_path))
+    ws.close()
+    assert "b" in result.failed and "is paid for and kept in the cache" in result.failed["b"], result.failed
+    assert result.tokens > 0 and events[-1]["tokens"] == result.tokens
+    (tmp_path / "renders/b.mp4").rmdir()
+    again, provider, events = run(tmp_path, set())
+    assert again.ok and provider.submitted == ["c"]  # b from the cache; c, which starts from it, renders
+    assert [e["scene"] for e in events if e["event"] == "reused"] == ["b"]

@@ -368,7 +368,8 @@ class Engine:
         if key is None or key.hex != change.key:
             raise AssertionError(f"{change.address}: a planned change without its key")
         if change.action in (Action.REUSE, Action.RESTORE):
-            if change.same_as is not None and await self.done[change.same_as] is None:
+            if change.same_as is not None and await self.done[change.same_as] is None and \
+                    self.runner.cached(key.hex) is None:  # rendered, and only its own install failed: ours goes on
                 raise SceneSkipped(f"scene {change.same_as}, whose render it shares, did not render")
             cached = self.runner.cached(key.hex)
             if cached is None:

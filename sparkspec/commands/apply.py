@@ -72,6 +72,7 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
                 click.echo(render_text(plan), file=stdout)
             budget = effective(workspace.project.budget, max_tokens, max_cost)
             check_plan(budget, plan)
+            _check_outputs(workspace, plan)
             if not plan.has_changes:
                 _review(workspace, None, refresh=True)
                 if workspace.remote is not None:  # uploads an earlier apply could not make
@@ -99,6 +100,28 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
                             as_json, fail_fast, stdout, meter, wait, *fetch_worker_count(plan, environ))
     finally:
         workspace.close()
+
+
+def _check_outputs(workspace: Workspace, plan: Plan) -> None:
+    """A folder where the plan puts a render or a stitched video: refused before anything is
+    submitted (a new scene's was found only after its render was paid for)."""
+    from sparkspec.errors import DiskError
+    from sparkspec.plan.planner import output_paths, sequence_path
+
+    project = workspace.project
+    for change in plan.changes:
+        if change.action in (Action.NOOP, Action.DELETE):
+            continue
+        paths: tuple[str, ...]
+        if change.kind == "scene":
+            scene = project.scenes.get(change.id)
+            paths = output_paths(project, change.id, change.take, scene.pick) if scene is not None else ()
+        else:
+            paths = (sequence_path(project, change.id),)
+        for rel in paths:
+            if (project.root / rel).is_dir():
+                raise DiskError(f"{project.root / rel}: a folder stands where {change.address}'s output goes; "
+                                "move it away and run apply again")
 
 
 def _remove_left_behind(workspace: Workspace) -> None:

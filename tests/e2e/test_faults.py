@@ -114,21 +114,26 @@ def test_an_output_path_is_a_directory(project: Path) -> None:
     recovers(project)
 
 
-@pytest.mark.slow  # over a second and a half: the default run stays under 90 s
-def test_a_render_that_cannot_be_put_in_place_is_counted_and_said_to_be_kept(project: Path) -> None:
-    """The summary said '0 tokens' for a render made (and paid for) whose output path was a
-    folder, and nothing said the render waits in the cache."""
-    (project / "project.spark.yaml").write_text(SPEC.replace("a blue kite", "a green kite"))
+def test_a_folder_where_a_new_render_goes_is_refused_before_anything_is_paid(project: Path) -> None:
+    """It was found only when the render, paid for, was put in place (the record's own outputs
+    were checked up front, a changed scene's were not)."""
+    (project / "project.spark.yaml").write_text(SPEC.replace("a blue kite", "a green kite")
+                                                + "  z: {scenes: [a]}\n")
     (project / "renders/b.mp4").unlink()
     (project / "renders/b.mp4").mkdir()
+    (project / "renders/z.mp4").mkdir()
+    local = project / ".sparkspec/local"
+    before = sorted(local.iterdir()) if local.exists() else []
     run = apply(project, "--json")
-    assert run.code == 1
-    (done,) = [e for e in run.events() if e["event"] == "done"]
-    (failed,) = [e for e in run.events() if e["event"] == "failed" and e.get("scene") == "b"]
-    assert done["tokens"] > 0 and "is paid for and kept in the cache" in failed["error"], (done, failed)
+    assert run.code == 1 and run.events() == [
+        {"event": "done", "ok": False, "completed": 0, "failed": 0,
+         "error": f"{project / 'renders/b.mp4'}: a folder stands where scene.b's output goes; move it away and "
+                  "run apply again"}], run.out
+    assert (sorted(local.iterdir()) if local.exists() else []) == before  # nothing rendered
     (project / "renders/b.mp4").rmdir()
+    (project / "renders/z.mp4").rmdir()
     again = apply(project, "--json")
-    assert again.code == 0 and [e["scene"] for e in again.events() if e["event"] == "reused"] == ["b"]
+    assert again.code == 0, again.err
 
 
 @pytest.mark.slow  # a whole apply or two; the default run keeps its siblings
