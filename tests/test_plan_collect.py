@@ -169,7 +169,7 @@ def test_a_saved_plan_and_the_journal_must_agree(cli: Cli, project: Path, fake_a
     assert cli("plan", "--out", "create.plan", cwd=project).code == 0  # a to create: nothing journalled
     path.write_text(entry)  # back (an apply killed after its create, say): applying it would not pay
     stale = cli("apply", "create.plan", cwd=project)
-    assert stale.code == 1 and "stale plan" in stale.err
+    assert stale.code == 1 and "the plan is stale" in stale.err
     assert "scene.a was 'create' when it was made and is 'collect' now" in stale.err
     assert "the journal of submitted tasks changed" in stale.err
 

@@ -126,11 +126,11 @@ def check_fresh(saved: SavedPlan, fresh: Plan, path: Path) -> None:
               "templates_sha256": "a template file", "lock_sha256": "the lock", "provider": "the provider"}
     for field, label in labels.items():
         if saved.fingerprint.get(field) != fresh.fingerprint.get(field):
-            raise StalePlanError(f"{path}: stale plan: {label} changed since it was made; "
+            raise StalePlanError(f"{path}: the plan is stale: {label} changed since it was made; "
                                  "run `sparkspec plan --out FILE` again")
     changes = plan_json(fresh)["changes"]
     if saved.changes != changes:
-        raise StalePlanError(f"{path}: stale plan: {_what_changed(saved.changes, changes)}; "
+        raise StalePlanError(f"{path}: the plan is stale: {_what_changed(saved.changes, changes)}; "
                              "run `sparkspec plan --out FILE` again")
 
 

@@ -209,7 +209,7 @@ def test_a_saved_plan_applies_and_a_stale_one_is_refused(project: Project) -> No
     project.write(CHAIN.replace("rain puddle", "frozen puddle"))
     stale = project.run("apply", "tfplan")
     assert stale.code == 1
-    assert "stale plan: the spec changed" in stale.err
+    assert "the plan is stale: the spec changed" in stale.err
     assert not (project.root / "project.spark.lock").exists()
 
     assert project.run("plan", "--out", "tfplan").code == 0
@@ -218,7 +218,7 @@ def test_a_saved_plan_applies_and_a_stale_one_is_refused(project: Project) -> No
     assert fresh.rendered() == ["a", "b", "c", "solo"]
     # Applying it again: the lock moved on, so the plan is stale.
     again = project.run("apply", "tfplan")
-    assert again.code == 1 and "stale plan: the lock changed" in again.err
+    assert again.code == 1 and "the plan is stale: the lock changed" in again.err
 
 
 def test_a_second_apply_fails_at_once_naming_the_holder(project: Project) -> None:
@@ -335,4 +335,4 @@ def test_a_saved_plan_stale_from_a_changed_image_says_which_scene_and_why(projec
     Image.new("RGB", (480, 320), (20, 120, 240)).save(project.root / "assets/f.png")
     stale = project.run("apply", "tfplan")
     assert stale.code == 1
-    assert "stale plan: scene.im would render another key now (an input it reads changed" in stale.err, stale.err
+    assert "the plan is stale: scene.im would render another key now (an input it reads changed" in stale.err, stale.err

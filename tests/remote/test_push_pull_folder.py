@@ -204,7 +204,7 @@ def test_a_saved_plan_that_pulls_names_the_remote_when_this_run_does_not_use_it(
     assert code == 0, err
     code, out, err = run_main(["apply", "--remote", "off", "pulls.plan"], second, monkeypatch)
     assert code == 1
-    assert "stale plan: scene.intro was 'pull' when it was made and is 'update' now (the team's remote answers " \
+    assert "the plan is stale: scene.intro was 'pull' when it was made and is 'update' now (the team's remote answers " \
            "otherwise in this run" in err, err
     assert not (second / "renders").exists()
 
