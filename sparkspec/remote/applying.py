@@ -28,7 +28,7 @@ from sparkspec.remote.claims import Claim, ClaimTask, ClaimWatch, Held, Seen
 from sparkspec.remote.session import Remote
 from sparkspec.remote.transfer import BlobProblem, check_format
 from sparkspec.state.cache import Cache, CachedRender
-from sparkspec.state.journal import Journal
+from sparkspec.state.journal import DamagedEntry, Journal
 
 if TYPE_CHECKING:
     from sparkspec.review.sheetid import KnownSheet
@@ -214,6 +214,7 @@ class RemoteApply:
             await self.release(scene, key)
             return held
         beat = asyncio.create_task(self.heartbeat(key)) if held is not None else None
+        rendered: CachedRender | None = None
         try:
             rendered = await render_fn()
             if self.remote.writable:
@@ -223,7 +224,21 @@ class RemoteApply:
             if beat is not None:
                 beat.cancel()
                 await asyncio.gather(beat, return_exceptions=True)
-            await self.release(scene, key)
+            if rendered is None and self.task_journalled(key):
+                # Ctrl-C, or a failure that keeps the task for the next apply: it still renders,
+                # paid for, and the claim names it. Left to lapse (no more heartbeats), so that
+                # another machine takes it over and collects that task instead of paying again.
+                self.held.pop(key, None)
+                self.kick.pop(key, None)
+            else:
+                await self.release(scene, key)
+
+    def task_journalled(self, key: str) -> bool:
+        """A task of `key` is in this machine's journal: created, paid for, not collected."""
+        try:
+            return self.journal.get(key) is not None
+        except DamagedEntry:
+            return True
 
     async def release(self, scene: str, key: str) -> None:
         """Delete our claim of `key`, if we hold one: nobody renders it here any more."""

@@ -94,13 +94,18 @@ def claim_with_task(store: Store) -> dict[str, object] | None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("remote_kind", "where"), [("file", "another host"), ("seaweedfs", "another host"),
-                                                   ("file", "this host")])
+@pytest.mark.parametrize(("remote_kind", "where", "stop"), [
+    pytest.param(kind, where, stop, id=f"{kind}-{where.replace(' ', '-')}-{stop.name}") for kind, where, stop in [
+        ("file", "another host", signal.SIGKILL), ("seaweedfs", "another host", signal.SIGKILL),
+        ("file", "this host", signal.SIGKILL), ("file", "another host", signal.SIGINT),
+        ("file", "this host", signal.SIGINT)]])
 def test_a_killed_claim_holder_is_taken_over_and_its_task_collected(tmp_path: Path, fake_api: FakeSparkAPI,
-                                                                    remote_kind: str, where: str,
+                                                                    remote_kind: str, where: str, stop: int,
                                                                     request: pytest.FixtureRequest) -> None:
     """On another host the claim is taken over once its ETag has stalled for its ttl; on this
-    host, whose process table shows the holder gone, at once (its ttl here is the default 120 s)."""
+    host, whose process table shows the holder gone, at once (its ttl here is the default 120 s).
+    A Ctrl-C (SIGINT) leaves the claim as a kill does: its task still renders, paid for (the
+    claim was deleted, and the other machine paid for the scene again)."""
     fake_api.latency = 6.0
     env = {"SPARKSPEC_REMOTE_CLAIM_TTL": "2"} if where == "another host" else {}
     if remote_kind == "file":
@@ -126,9 +131,11 @@ def test_a_killed_claim_holder_is_taken_over_and_its_task_collected(tmp_path: Pa
         time.sleep(0.05)
         claim = claim_with_task(store)
     assert claim is not None, "the holder never wrote its task id into its claim"
-    os.kill(holder.pid, signal.SIGKILL)
-    holder.communicate(timeout=30)
+    os.kill(holder.pid, stop)
+    holder.communicate(timeout=60)
+    assert holder.returncode == (130 if stop == signal.SIGINT else -signal.SIGKILL)
     assert fake_api.total_creates == 1
+    assert claim_with_task(store) is not None  # left to lapse, naming its task
     task = claim["task"]["id"]  # type: ignore[index]
 
     planned = ben.run("plan")
