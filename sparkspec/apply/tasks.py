@@ -193,7 +193,9 @@ class TaskRunner:
             return outcome, True
         flight = self.flights[key.hex] = asyncio.get_running_loop().create_future()
         try:
-            if self.around is not None:
+            # --replace renders afresh: not the team's copy of the key pulled in its place (nor a
+            # claim waited on); the remote keeps its write-once entry, so nothing is pushed either.
+            if self.around is not None and not fresh:
                 cached = await self.around(key.hex, request.scene, lambda: self.render(
                     key, request, fresh=fresh, collect=collect, unplanned=unplanned))
             else:

@@ -481,3 +481,19 @@ def test_an_apply_killed_after_its_uploads_leaves_the_root_to_the_next_apply(tmp
     assert len(list((remote / "v1" / "roots").rglob("*.json"))) == 1
     gc = run_cli("remote", "gc", "--grace", "0s", cwd=root)
     assert gc.code == 0 and "Deleted 0 entries" in gc.out, gc.out + gc.err
+
+
+@pytest.mark.slow  # local renders
+def test_replace_renders_afresh_though_the_remote_has_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan said `replace` with its cost; apply pulled the team's copy and rendered nothing:
+    a bad render on the remote could be replaced only with --remote off."""
+    remote = tmp_path / "shared"
+    first = machine(tmp_path / "first", remote)
+    assert run_main(["apply", "--auto-approve"], first, monkeypatch)[0] == 0  # renders and pushes
+    second = machine(tmp_path / "second", remote)
+    (second / "project.spark.lock").write_text((first / "project.spark.lock").read_text())
+    code, out, err = run_main(["apply", "--auto-approve", "--json", "--replace", "intro"], second, monkeypatch)
+    assert code == 0, err + out
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [e["scene"] for e in events if e["event"] == "completed"] == ["intro"]
+    assert [e["scene"] for e in events if e["event"] == "pulled"] == ["outro"]
