@@ -140,6 +140,9 @@ class Store:
         self.environ = environ
         self.hidden = hidden  # credentials from elsewhere than the environment (an AWS profile)
         self.format_known = False  # format.json read (a layout we know) or written by us
+        # Whether this store's ETag of a plain upload is the body's MD5 (S3's, and most
+        # gateways'): None until an upload's ETag looked like one (transfer.check_upload).
+        self.md5_etags: bool | None = None
         self.format_refused: str | None = None  # why its format.json is not one we read: asked once
         # Why the store is not asked again in this run (it did not answer the plan): every
         # call fails at once with it, instead of waiting out its own timeout.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import json
 import secrets
 from collections.abc import Collection
@@ -78,13 +79,35 @@ async def upload_blobs(store: Store, render: CachedRender, cache: Cache, gone: C
     for sha, size in _blobs(render):
         if sha in gone:
             data = await asyncio.to_thread(_read_verified, cache.blob_path(sha), sha, size)
-            await store.put(blob_path(sha), data)
+            etag = await store.put(blob_path(sha), data)
+            await check_upload(store, blob_path(sha), sha, data, etag)
             sent += size
     missing = await absent_blobs(store, render)
     if missing:
         raise RemoteError(f"remote {store.display}: blob {missing[0][:12]} is not there after its upload; "
                           "nothing was made to name it")
     return sent
+
+
+async def check_upload(store: Store, path: str, sha: str, data: bytes, etag: str | None) -> None:
+    """The store holds the bytes sent. A store that enforces the sha256 checksum header refuses
+    a body damaged in transit; one that ignores it (moto; some gateways) would keep it, and the
+    HEAD after the uploads checks only sizes. Where the ETag of a plain upload is the body's MD5
+    (S3's, and most S3-compatible stores') it must be this body's; one that differs is read back
+    once and hashed: equal, the store's ETags are not MD5s (encrypted with a KMS key, say) and
+    are not compared again; not equal, the upload failed (RemoteError: queued, sent again)."""
+    tag = (etag or "").strip('"').lower()
+    if store.md5_etags is False or re.fullmatch(r"[0-9a-f]{32}", tag) is None:
+        return
+    if hashlib.md5(data, usedforsecurity=False).hexdigest() == tag:
+        store.md5_etags = True
+        return
+    got = await store.get(path)
+    if got is not None and hashlib.sha256(got[0]).hexdigest() == sha:
+        store.md5_etags = False
+        return
+    raise RemoteError(f"remote {store.display}: blob {sha[:12]} arrived damaged (the store holds other bytes "
+                      "than were sent, and ignored their sha256 checksum); nothing was made to name it")
 
 
 def _read_verified(path: Path, sha: str, size: int) -> bytes:
