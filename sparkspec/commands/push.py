@@ -66,7 +66,10 @@ def push_sheet(workspace: Workspace, remote: Remote, *, make: bool = False,
     thumbs = workspace.state_dir / "review"
     sheet = workspace.project.root / workspace.project.output_dir / SHEET
     png = recorded_sheet(thumbs, sheet, digest)
-    if png is None and make:
+    root = workspace.project.root
+    # A sheet is made from the videos in renders/: a clone that has not pulled them has none
+    # to make it from (and the remote has the sheet of the lock it pulled, if a teammate pushed it).
+    if png is None and make and all((root / r.video.path).is_file() for r in workspace.lock.scenes.values()):
         try:
             write_review(workspace, None)
         except SparkspecError as exc:

@@ -131,6 +131,18 @@ def test_push_uploads_the_locks_sheet_making_it_when_renders_holds_another(tmp_p
     assert again.code == 0 and "contact sheet" not in again.out  # it is there: nothing sent
 
 
+@pytest.mark.slow  # an apply first
+def test_push_in_a_clone_without_the_renders_writes_nothing_into_renders(tmp_path: Path, cli: Cli) -> None:
+    """It tried to make the sheet from videos the clone never pulled: a confusing "cannot decode
+    a frame" line, and a review page in renders/ whose links all led nowhere."""
+    remote, first, _ = rendered_first(tmp_path, cli)
+    second = machine(tmp_path, "second", remote, source=first)
+    pushed = cli("push", cwd=second)
+    assert pushed.code == 0, pushed.err
+    assert "contact sheet" not in pushed.out + pushed.err and "already on the remote" in pushed.out
+    assert not (second / "renders").exists()
+
+
 @pytest.mark.parametrize("key", [None, b"team-secret"])
 def test_a_sheet_round_trips_and_anything_else_is_refused(key: bytes | None) -> None:
     digest = "ab" * 32
