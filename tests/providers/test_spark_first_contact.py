@@ -185,6 +185,14 @@ def test_redact() -> None:
     assert redact(text, "sk-1") == '{"url": "https://files.example/v.mp4?<signed>", "k": "<redacted>"}'
 
 
+def test_a_short_key_is_redacted_only_where_it_stands_alone() -> None:
+    """A key of a few characters (a test's "k") took letters out of the API's own words."""
+    assert redact("the task k expired; unknown key=k, x-k-y", "k") == \
+        "the task <redacted> expired; unknown key=<redacted>, x-k-y"
+    assert redact("prefix sk-live-abcdef123 suffix", "sk-live-abcdef123") == "prefix <redacted> suffix"
+    assert redact("xsk-live-abcdef123x", "sk-live-abcdef123") == "x<redacted>x"  # a real key: everywhere
+
+
 # -- the rate limiter -----------------------------------------------------------------------------
 class Clock:
     def __init__(self) -> None:

@@ -52,7 +52,7 @@ from sparkspec.providers.ratelimit import RateLimiter
 from sparkspec.providers.retry import RetryPolicy, create_may_be_retried, read_may_be_retried, retry_after
 from sparkspec.providers.spark.answers import api_words, refusal, rejected
 from sparkspec.providers.spark.filehost import FileHostSettings, RetryableDownload, check_answer, check_length
-from sparkspec.providers.spark.apikey import log, log_body, log_request, log_response
+from sparkspec.providers.spark.apikey import log, log_body, log_request, log_response, scrub
 from sparkspec.providers.spark.wire import CreateBody, Envelope, parse_task
 from sparkspec.state.unsynced import start_writeback
 
@@ -228,7 +228,7 @@ class SparkProvider:
             raise BadAnswer(f"{what}: {exc}") from None
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._secret, "<redacted>") if self._secret else text
+        return scrub(text, self._secret)
 
     async def _download_once(self, url: str, dest: Path) -> Downloaded:
         digest = hashlib.sha256()
