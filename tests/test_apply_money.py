@@ -140,7 +140,7 @@ def test_a_busy_service_is_submitted_again_twice_at_most_each_time_reported(tmp_
     result, events = apply(tmp_path, api, reporter=PlainReporter(plain))
     assert api.total_creates == 6  # 1 + 2 per scene
     assert set(result.failed) == {"a", "b"} and "003021099" in result.failed["a"]
-    assert "submitted 3 times in this apply (2 of them again), the most it does" in result.failed["a"]
+    assert "submitted 3 time(s) in this apply (2 of them again), the most it does" in result.failed["a"]
     again = [e for e in events if e["event"] == "resubmitted"]
     assert sorted((e["scene"], e["count"]) for e in again) == [("a", 1), ("a", 2), ("b", 1), ("b", 2)]
     assert all(e["reason"] == "the service was busy (003021099)" and e["limit"] == 2 for e in again)

@@ -175,6 +175,26 @@ def test_a_journalled_task_past_its_expiry_is_submitted_again(tmp_path: Path) ->
             "reason": "it expired before it was collected"} in events
 
 
+def test_the_count_of_submissions_says_what_this_apply_sent(tmp_path: Path) -> None:
+    """An expired task of an earlier apply, then the service busy twice: this apply sent two
+    creates; the message said three."""
+    import time
+
+    class Busy(FailingProvider):
+        async def submit(self, request: RenderRequest) -> TaskStatus:
+            self.submitted.append(request.scene)
+            return TaskStatus(f"t-{len(self.submitted)}", TaskState.FAILED, error_code="003021099",
+                              error_message="service unavailable")
+
+    _journal_a(tmp_path, "local-long-gone", submitted_at=time.time() - 7200)
+    ws = open_workspace(tmp_path / "project.spark.yaml")
+    busy = Busy(ws.state_dir / "local", set())
+    ws.close()
+    result, provider, _ = run(tmp_path, set(), provider=busy)
+    assert provider.submitted.count("a") == 2
+    assert "submitted 2 time(s) in this apply (2 of them again), the most it does" in result.failed["a"]
+
+
 def test_a_journalled_task_the_provider_does_not_know_is_not_submitted_again(tmp_path: Path) -> None:
     """It may exist and be paid for: the scene fails naming it, and its id stays journalled."""
     import time

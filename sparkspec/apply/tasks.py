@@ -215,6 +215,7 @@ class TaskRunner:
         MAX_RESUBMITS times, each one reported; a task the API does not know is never. With
         `collect` the journal must hold the task the plan saw: else the plan is stale."""
         resubmits = 0
+        created = 0  # creates this apply sent for it (an expired task of an earlier apply is not one)
         if fresh:  # --replace: whatever an earlier apply submitted is not collected
             await asyncio.to_thread(self.journal.forget, key.hex)
         while True:
@@ -241,6 +242,7 @@ class TaskRunner:
                                 raise self.failure(request.scene, over)
                             unplanned = None  # counted once; a resubmission is charged as it reports
                         status, since = await self.submit(request), self.wall_clock()
+                        created += 1
                         paid_here = True
                     else:
                         paid_here = False  # an earlier apply's task: paid then, not in this apply's budget
@@ -273,7 +275,7 @@ class TaskRunner:
                 if retry is None or resubmits >= MAX_RESUBMITS:
                     message = status.error_message or "the render failed"
                     code = f" ({status.error_code})" if status.error_code else ""
-                    again = (f"; submitted {resubmits + 1} times in this apply ({resubmits} of them again), "
+                    again = (f"; submitted {created} time(s) in this apply ({resubmits} of them again), "
                              f"the most it does" if retry is not None else "")
                     # The failure first: with --fail-fast no other scene may take the slot just freed.
                     error = self.failure(request.scene,
