@@ -187,3 +187,17 @@ def test_a_scene_sharing_a_render_is_installed_when_only_the_first_scenes_instal
     assert {"b", "b2"} <= set(result.skipped)  # b starts from a's installed frame; b2 shares b's render
     lock, _ = read_lock(tmp_path / "project.spark.lock")
     assert sorted(lock.scenes) == ["solo", "twin"]
+
+
+def test_show_counts_a_shared_render_once(tmp_path: Path, monkeypatch: Any) -> None:
+    """a and twin share one render (one task, paid once): show's total counted it twice."""
+    from cli_runner import run_main
+
+    result, provider = apply_all(tmp_path)
+    assert result.ok and provider.submitted.count("a") + provider.submitted.count("twin") == 1
+    lock, _ = read_lock(tmp_path / "project.spark.lock")
+    paid = {(r.key, r.task_id): r.tokens for r in lock.scenes.values()}
+    assert len(paid) == len(lock.scenes) - 2  # twin shares a's render, b2 shares b's
+    code, out, err = run_main(["show"], tmp_path, monkeypatch)
+    assert code == 0, err
+    assert out.rstrip().endswith(f"{len(lock.scenes)} scene(s), {sum(paid.values()):,} tokens in all."), out

@@ -35,12 +35,15 @@ def show_lock(spec: Path, environ: Mapping[str, str] = os.environ) -> None:
     names = (*columns, "provider", "model", "seed", "tokens", "video", "key", "task")
     rows: list[tuple[str, ...]] = []
     total = 0
+    paid: set[tuple[str, str]] = set()  # (key, task): scenes sharing one render paid for it once
     for sid, scene in sorted(lock.scenes.items()):
         takes = scene.take_records()
         # The picked take first, under the scene's id; its other takes below it (every one was paid for).
         for row, number in enumerate(sorted(takes, key=lambda n: (n != scene.pick, n))):
             record = takes[number]
-            total += record.tokens
+            if (record.key, record.task_id) not in paid:
+                paid.add((record.key, record.task_id))
+                total += record.tokens
             seed = f"{record.seed}{' (derived)' if record.seed_derived else ''}"
             picked = " (picked)" if len(takes) > 1 and number == scene.pick else ""
             rows.append((*("" if row else sid, f"{number}{picked}")[:len(columns)],
