@@ -303,7 +303,8 @@ class _Resolver:
               variables: dict[str, Any]) -> Scene | None:
         path: KeyPath = ("scenes", sid)
         context = scene_variables(variables, raw.get("vars"), combo)
-        prompt = self.fields.prompt(raw, path, context)
+        variant = None if combo is None else f"{eid} ({', '.join(f'{k}={v!r}' for k, v in combo.items())})"
+        prompt = self.fields.prompt(raw, path, context, variant)
         first = as_mapping(raw.get("first_frame"))
         upstream = first.get("scene") if isinstance(first.get("scene"), str) else None
         image = self.fields.image(first.get("image"), path + ("first_frame", "image"), context)

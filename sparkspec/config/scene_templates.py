@@ -82,7 +82,10 @@ class TemplatedFields:
     def report(self, path: KeyPath, message: str, *, at_key: bool = False) -> None:
         self.diagnostics.append(self.doc.diagnostic(path, message, at_key=at_key))
 
-    def prompt(self, raw: dict[str, Any], path: KeyPath, context: Mapping[str, Any]) -> str | None:
+    def prompt(self, raw: dict[str, Any], path: KeyPath, context: Mapping[str, Any],
+               variant: str | None = None) -> str | None:
+        """The rendered prompt. `variant`: the matrix expansion it is for (its id and values),
+        named when it alone renders to nothing."""
         inline, file = raw.get("prompt"), raw.get("prompt_file")
         if "prompt" in raw and "prompt_file" in raw:
             self.report(path, "give prompt or prompt_file, not both", at_key=True)
@@ -107,7 +110,8 @@ class TemplatedFields:
             return None
         if not text.strip() and (inline or file):  # an empty string is the schema's to report
             what = "the prompt" if isinstance(inline, str) else f"the prompt file {file!r}"
-            self.report(field, f"{what} renders to nothing; the API needs words to render")
+            which = f" for {variant}" if variant else ""
+            self.report(field, f"{what} renders to nothing{which}; the API needs words to render")
             return None
         return text
 

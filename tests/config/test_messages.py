@@ -93,3 +93,13 @@ def test_a_matrix_scenes_own_id_as_a_target_names_its_expansions(cli: Cli, tmp_p
         assert result.code == 1
         assert result.err.strip() == (f"error: {flag} scene.flavor: flavor is a matrix scene; name one of its "
                                       "expansions: flavor-vanilla, flavor-caramel"), result.err
+
+
+def test_a_blank_prompt_of_one_matrix_value_names_the_expansion(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "project.spark.yaml").write_text(
+        'version: 1\nprovider: {type: local}\nscenes:\n  f: {prompt: "{{ v }}", matrix: {v: ["ok", "  ", "tea"]}}\n')
+    result = cli("validate", cwd=tmp_path)
+    assert result.code == 1
+    [line] = result.err.splitlines()
+    assert line.startswith("project.spark.yaml:4:15: error: scenes.f.prompt: the prompt renders to nothing for f-")
+    assert "(v='  ')" in line
