@@ -53,6 +53,10 @@ def decode_entry(data: bytes, key: str, signing_key: bytes | None) -> CachedRend
     if not isinstance(body, dict) or body.get("format") != ENTRY_FORMAT:
         return "not an entry of format 1"
     if body.get("signer") != signer_of(signing_key):
+        if body.get("signer") == UNSIGNED:  # and this reader has a key
+            return "unsigned, and SPARKSPEC_REMOTE_SIGNING_KEY is set here (unsigned entries are ignored)"
+        if not isinstance(body.get("signer"), str):
+            return "it names no signer"
         return "signed by another key" if signing_key else "signed, and no SPARKSPEC_REMOTE_SIGNING_KEY here"
     if signing_key is not None:
         signature = body.get("signature")

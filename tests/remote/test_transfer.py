@@ -98,6 +98,12 @@ def test_signed_entries_ignore_unsigned_and_foreign_ones(store: Store, tmp_path:
     tampered = signed.replace(b'"tokens":100', b'"tokens":1')
     assert decode_entry(tampered, render.key, team) == "its signature does not match"
     assert decode_entry(signed, "0" * 64, team) == "it names another key"
+    # Why an entry is ignored, in its own terms (a malformed unsigned one was called "signed").
+    unsigned = encode_entry(render, None)
+    assert decode_entry(unsigned, render.key, team) == \
+        "unsigned, and SPARKSPEC_REMOTE_SIGNING_KEY is set here (unsigned entries are ignored)"
+    assert decode_entry(signed, render.key, None) == "signed, and no SPARKSPEC_REMOTE_SIGNING_KEY here"
+    assert decode_entry(b'{"format":1,"render":{"key":"k","video_sha256":null}}', "k", None) == "it names no signer"
 
 
 @pytest.mark.parametrize("body", [b"not json", b'{"format":1,"signer":"unsigned","render":{"key":"k"}}',
