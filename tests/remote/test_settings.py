@@ -155,3 +155,14 @@ def test_a_remote_url_without_a_bucket_is_refused_from_the_environment_too(tmp_p
     monkeypatch.setenv("SPARKSPEC_REMOTE", url)
     run = cli("remote", "status", cwd=tmp_path)
     assert run.code == 1 and f"{url!r} names no bucket" in run.err, run
+
+
+@pytest.mark.parametrize("url", ["s3:///nobucket", "gs:///team/x"])
+def test_a_spec_url_without_a_bucket_is_one_line(tmp_path: Path, cli: Cli, url: str) -> None:
+    """The schema's pattern and the loader's own check each said it: two lines for one mistake."""
+    (tmp_path / "project.spark.yaml").write_text(
+        f'version: 1\nprovider: {{type: local}}\nremote:\n  url: "{url}"\nscenes:\n  a: {{prompt: hi}}\n')
+    run = cli("validate", cwd=tmp_path)
+    assert run.code == 1
+    assert run.err.splitlines() == [f"project.spark.yaml:4:8: error: remote.url: {url!r} names no bucket; "
+                                    f"use {url.split(':')[0]}://bucket/prefix"], run.err
