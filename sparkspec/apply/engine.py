@@ -29,6 +29,7 @@ from sparkspec.apply.budget import BudgetMeter
 from sparkspec.errors import DiskError, SparkspecError
 from sparkspec.fsutil import atomic_copy
 from sparkspec.state.journal import Journal
+from sparkspec.state.lockpaths import in_output_folder
 from sparkspec.apply.outputs import materialize, remove_output
 from sparkspec.apply.tasks import UNKNOWN_TASK_GRACE, Emit, SceneFailed, SceneSkipped, Sleep, TaskRunner
 from sparkspec.state.cache import CachedRender
@@ -511,7 +512,10 @@ class Engine:
         of the scene is recorded there now. The old place may be renders/<scene>.mp4 of a
         picked take that failed: it must not go on showing this take."""
         named = {f.path for r in self.lock.takes(scene_id).values() for f in (r.video, r.last_frame)}
-        return self.remove_outputs(*(f for f in (old.video, old.last_frame) if f.path not in named))
+        # In an earlier output_dir: left there, and named once at the end of the apply (not a
+        # warning a file, commands.apply._left_in_old_folders).
+        return self.remove_outputs(*(f for f in (old.video, old.last_frame) if f.path not in named
+                                     and in_output_folder(f.path, self.project.output_dir)))
 
     # -- what a render asks for -----------------------------------------------------------
     def request(self, scene: Scene, key: SceneKey, upstream_frame: Path | None,

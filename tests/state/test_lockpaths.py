@@ -132,3 +132,13 @@ def test_a_lock_where_two_records_name_one_file_is_refused_before_anything_is_de
         [line] = refused.err.strip().splitlines()
         assert "sequences.logo names 'renders/logo.mp4', which scenes.logo names too" in line, line
     assert (root / logo["path"]).read_bytes() == before
+
+
+def test_moving_output_dir_is_one_warning(cli: Cli, root: Path) -> None:
+    """Each moved scene's files said 'left renders/...' beside the one warning naming the old folder."""
+    edit(root, "version: 1\n", "version: 1\noutput_dir: ./out/\n")
+    applied = cli("apply", "--auto-approve", cwd=root)  # (its placeholder clips do not stitch)
+    said = (applied.out + applied.err).splitlines()
+    assert [line for line in said if "left renders/" in line] == [], said
+    assert len([line for line in said if line.startswith("warning: output_dir is now out")]) == 1, said
+    assert (root / "renders/intro.mp4").exists() and (root / "out/intro.mp4").exists()
