@@ -119,6 +119,15 @@ def load_project(spec_path: Path, options: LoadOptions = LoadOptions(),
     return _Resolver(spec_path, doc, hashlib.sha256(raw).hexdigest(), options).run()
 
 
+def _set_by_every_scene(scenes: Any) -> frozenset[str]:
+    """The variables every scene sets itself, in its `vars` or its `matrix`."""
+    if not isinstance(scenes, dict) or not scenes:
+        return frozenset()
+    own = [set(as_mapping(raw.get("vars"))) | set(as_mapping(raw.get("matrix")))
+           for raw in scenes.values() if isinstance(raw, dict)]
+    return frozenset(set.intersection(*own)) if own and len(own) == len(scenes) else frozenset()
+
+
 class _Resolver:
     def __init__(self, spec_path: Path, doc: Document, digest: str, options: LoadOptions) -> None:
         self.spec_path = spec_path.resolve()
@@ -165,7 +174,7 @@ class _Resolver:
         scenes, variants = self.scenes(data, defaults, variables)
         self.check_references(data, scenes, variants)
         sequences = self.sequences(data, scenes, variants)
-        self.check_variables_used(given)
+        self.check_variables_used(given, _set_by_every_scene(data.get("scenes")))
         output_dir = typed(data, "output_dir", str, "renders")
         if inside(self.root, output_dir) is None:
             what = f"{output_dir!r}" if "output_dir" in data else f"the output folder {output_dir!r} (output_dir's default)"
@@ -397,20 +406,27 @@ class _Resolver:
                         f"first_frame cycle: {' -> '.join(cycle + [cycle[0]])}; a scene cannot start "
                         "from its own last frame", at_key=True)
 
-    def check_variables_used(self, given: list[Diagnostic]) -> None:
+    def check_variables_used(self, given: list[Diagnostic], shadowed: frozenset[str] = frozenset()) -> None:
         """A `--var` or a var file's variable no template reads is most likely misspelt: warn
-        (as terraform does) rather than plan "No changes". `given`: where each was set."""
+        (as terraform does) rather than plan "No changes". So is one that every scene sets
+        itself (its `vars` or `matrix`), which reaches no template. `given`: where each was set."""
         if not given:
             return
         used = self.templates.variables_used()
         warned: set[tuple[str, str]] = set()
         for where in given:
             name = where.path
-            if name and name not in used and (where.file, name) not in warned:
-                warned.add((where.file, name))
+            if not name or (where.file, name) in warned:
+                continue
+            if name not in used:
                 hint = did_you_mean(name, dict.fromkeys(sorted(used)))
-                self.diagnostics.append(Diagnostic(where.file, where.line, where.column, "warning", "",
-                                                   f"{name!r} is used by no template{hint}"))
+                message = f"{name!r} is used by no template{hint}"
+            elif name in shadowed:
+                message = f"{name!r} is set by every scene's own vars or matrix, so this value reaches no template"
+            else:
+                continue
+            warned.add((where.file, name))
+            self.diagnostics.append(Diagnostic(where.file, where.line, where.column, "warning", "", message))
 
     def check_no_nul(self, node: Any, path: KeyPath) -> None:
         """A NUL character (YAML's "\\0") fits in no file name, prompt or URL: reported where it

@@ -103,3 +103,14 @@ def test_a_blank_prompt_of_one_matrix_value_names_the_expansion(cli: Cli, tmp_pa
     [line] = result.err.splitlines()
     assert line.startswith("project.spark.yaml:4:15: error: scenes.f.prompt: the prompt renders to nothing for f-")
     assert "(v='  ')" in line
+
+
+def test_a_var_every_scene_sets_itself_is_a_warning(cli: Cli, tmp_path: Path) -> None:
+    """Every scene shadows it (its vars, its matrix): the value given reaches no template."""
+    (tmp_path / "project.spark.yaml").write_text(
+        'version: 1\nprovider: {type: local}\nscenes:\n  a: {prompt: "A {{ product }}", vars: {product: cup}}\n'
+        '  b: {prompt: "B {{ product }}", matrix: {product: [tea, milk]}}\n')
+    result = cli("validate", "--var", "product=mug", cwd=tmp_path)
+    assert result.code == 0, result.err
+    assert result.err.splitlines() == [
+        "--var:1:1: warning: 'product' is set by every scene's own vars or matrix, so this value reaches no template"]
