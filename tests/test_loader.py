@@ -370,7 +370,7 @@ def test_a_boolean_where_a_boolean_belongs_stays_one(tmp_path: Path) -> None:
     project = load(tmp_path, "version: 1\nscenes:\n  a: {prompt: x, camera_fixed: yes}\n")
     assert project.scenes["a"].camera_fixed is True
     assert errors(tmp_path, "version: 1\nscenes:\n  a: {prompt: x, seed: no}\n") == [
-        "3:24 scenes.a.seed: False is not an integer"]
+        "3:24 scenes.a.seed: false is not an integer"]
 
 
 # -- bad input found by an audit: one located line each, never an internal error ----------------
@@ -435,3 +435,26 @@ def test_a_null_in_a_var_file_is_an_error_where_it_is_printed(tmp_path: Path) ->
     with pytest.raises(SpecError) as info:
         load_project(tmp_path / SPEC, LoadOptions(var_files=(str(tmp_path / "prod.yaml"),)))
     assert ["has no value here" in d.message for d in info.value.diagnostics if d.severity == "error"] == [True]
+
+
+@pytest.mark.parametrize("output_dir, message", [
+    (".sparkspec", "'.sparkspec' is inside .sparkspec/, sparkspec's own state"),
+    (".sparkspec/renders", "'.sparkspec/renders' is inside .sparkspec/, sparkspec's own state"),
+    ("project.spark.yaml", "'project.spark.yaml' is a file; output_dir names a folder"),
+])
+def test_an_output_dir_that_cannot_be_one_is_a_validation_error(tmp_path: Path, output_dir: str, message: str) -> None:
+    """Both passed validate: renders went into the git-ignored state folder, or apply failed later."""
+    found = errors(tmp_path, f"version: 1\nprovider: {{type: local}}\noutput_dir: {output_dir}\nscenes:\n  a: {{prompt: x}}\n")
+    assert len(found) == 1 and found[0].startswith("3:13 output_dir: " + message), found
+
+
+@pytest.mark.parametrize("url", ["https://", "https:///x.png", "https://exa mple.com/x.png"])
+def test_an_https_first_frame_without_a_host_is_a_validation_error(tmp_path: Path, url: str) -> None:
+    found = errors(tmp_path, f'version: 1\nprovider: {{type: local}}\nscenes:\n  a: {{prompt: x, first_frame: {{image: "{url}"}}}}\n')
+    assert found == [f"4:39 scenes.a.first_frame.image: {url!r} is not a URL the API can fetch (no host, or a space "
+                     "in it)"], found
+
+
+def test_a_boolean_where_a_number_goes_is_said_as_the_spec_spells_it(tmp_path: Path) -> None:
+    found = errors(tmp_path, "version: 1\nprovider: {type: local}\nscenes:\n  a: {prompt: x, frames: true}\n")
+    assert found == ["4:26 scenes.a.frames: true is not an integer"], found  # was Python's "True"

@@ -119,6 +119,9 @@ def load_project(spec_path: Path, options: LoadOptions = LoadOptions(),
     return _Resolver(spec_path, doc, hashlib.sha256(raw).hexdigest(), options).run()
 
 
+STATE_FOLDER = ".sparkspec"  # sparkspec's state beside the spec (state.workspace): never an output folder
+
+
 def _set_by_every_scene(scenes: Any) -> frozenset[str]:
     """The variables every scene sets itself, in its `vars` or its `matrix`."""
     if not isinstance(scenes, dict) or not scenes:
@@ -182,6 +185,11 @@ class _Resolver:
             self.report(("output_dir",), f"{what} must be a folder inside the project{link}")
         else:  # one spelling of the folder, so the lock's paths compare as strings
             output_dir = posixpath.normpath(output_dir)
+            if output_dir.split("/", 1)[0] == STATE_FOLDER:
+                self.report(("output_dir",), f"{output_dir!r} is inside {STATE_FOLDER}/, sparkspec's own state (its cache "
+                                             "and journal, git-ignored); choose another folder")
+            elif (self.root / output_dir).is_file():
+                self.report(("output_dir",), f"{output_dir!r} is a file; output_dir names a folder")
         self.check_output_names(sequences, scenes, output_dir)
         diagnostics = unique(self.diagnostics)
         if has_errors(diagnostics):

@@ -168,6 +168,9 @@ class TemplatedFields:
 
     def check_image(self, text: str) -> ImageRef | str:
         if text.startswith("https://"):
+            host = text[len("https://"):].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+            if not host or any(c.isspace() for c in text) or host.startswith((":", "@")):
+                return f"{text!r} is not a URL the API can fetch (no host, or a space in it)"
             return ImageRef(text, url=text)
         if text.startswith("http://"):
             return f"{text!r}: the API takes https URLs only; use https:// or a file in the project"

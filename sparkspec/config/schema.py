@@ -199,6 +199,8 @@ def _show(value: Any) -> str:
         return "a mapping" if isinstance(value, dict) else "a list"
     if value is None:
         return "an empty value"
+    if isinstance(value, bool):  # as the spec spells it (YAML), not as Python does
+        return "true" if value else "false"
     return repr(value)
 
 

@@ -22,14 +22,14 @@ from sparkspec.state.lockpaths import check_lock_paths
 from sparkspec.plan.collect import Tasks
 from sparkspec.plan.model import Plan, PlanOptions
 from sparkspec.plan.planner import plan_changes
-from sparkspec.config.loader import LoadOptions, load_project
+from sparkspec.config.loader import STATE_FOLDER, LoadOptions, load_project
 from sparkspec.config.model import Project
 
 if TYPE_CHECKING:
     from sparkspec.remote.planning import RemoteFindings
     from sparkspec.remote.session import Remote
 
-STATE_DIR = ".sparkspec"
+STATE_DIR = STATE_FOLDER  # the project's state folder (kept beside the spec)
 
 
 @contextmanager
