@@ -72,6 +72,8 @@ class DiskError(SparkspecError):
         write does not) and a temporary file by the file it was to become."""
         name = exc.filename2 if exc.errno in (errno.EISDIR, errno.ENOTEMPTY) and exc.filename2 else exc.filename
         name = _target(str(name if name is not None else path if path is not None else ""))
+        if exc.errno == errno.ENOTDIR and name:
+            name = _file_in_the_way(name)
         where = f"{name}: " if name else ""
         reason = exc.strerror or str(exc)
         error = cls(f"{where}{reason}; {_DISK_HINTS.get(exc.errno or 0, 'fix that and run the command again')}")
@@ -82,6 +84,19 @@ class DiskError(SparkspecError):
     def is_disk(exc: BaseException) -> bool:
         """Whether `exc` is the file system refusing (full, read-only, ...) rather than a bug."""
         return isinstance(exc, OSError) and exc.errno in _DISK_HINTS
+
+
+def _file_in_the_way(name: str) -> str:
+    """For "Not a directory": the file on the way to `name` that stands where a folder should
+    (`.../cache/blobs` a file: the error named `.../cache/blobs/a1`, which does not exist)."""
+    import os
+
+    head = name
+    while head and head not in ("/", "."):
+        head = os.path.dirname(head)
+        if os.path.lexists(head) and not os.path.isdir(head):
+            return head
+    return name
 
 
 def _target(name: str) -> str:

@@ -59,3 +59,15 @@ def test_a_write_over_a_folder_names_the_target_not_the_temporary_file(tmp_path:
         atomic_write_bytes(tmp_path / "index.html", b"<!doctype html>")
     assert raised.value.filename == str(tmp_path / "index.html")
     assert [p.name for p in tmp_path.iterdir()] == ["index.html"]
+
+
+def test_not_a_directory_names_the_file_in_the_way(tmp_path: Path) -> None:
+    """`cache/blobs` a file: the error named `cache/blobs/a1`, a path that does not exist."""
+    from sparkspec.errors import DiskError
+
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "blobs").write_text("x")
+    with pytest.raises(NotADirectoryError) as raised:
+        (tmp_path / "cache" / "blobs" / "a1").mkdir(parents=True, exist_ok=True)
+    message = str(DiskError.from_os(raised.value))
+    assert message.startswith(f"{tmp_path / 'cache' / 'blobs'}: Not a directory; a file stands where"), message
