@@ -58,6 +58,7 @@ def gateway() -> Any:
 def api(gateway: FakeSparkAPI) -> FakeSparkAPI:
     gateway.unknown_tasks = False
     gateway.outcomes.clear()
+    gateway.faults.clear()  # one a test left unspent (times=100) would meet the next test
     gateway.reset_counters()
     return gateway
 
