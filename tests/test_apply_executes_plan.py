@@ -8,6 +8,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from sparkspec.apply.engine import ApplyResult, Engine
 from sparkspec.plan.model import Action, Plan
 from sparkspec.plan.view import render_text
@@ -66,6 +68,7 @@ def apply_all(root: Path) -> tuple[ApplyResult, CountingProvider]:
     return result, provider
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_two_scenes_with_one_key_are_rendered_once(tmp_path: Path) -> None:
     workspace = opened(tmp_path)
     plan = workspace.plan()
@@ -95,6 +98,7 @@ def test_two_scenes_with_one_key_are_rendered_once(tmp_path: Path) -> None:
     assert again.ok and provider.submitted == [] and not again.reused
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_a_cached_render_gone_since_the_plan_fails_as_stale_and_renders_nothing(tmp_path: Path) -> None:
     assert apply_all(tmp_path)[0].ok
     (tmp_path / "renders/solo.mp4").unlink()
@@ -114,6 +118,7 @@ def test_a_cached_render_gone_since_the_plan_fails_as_stale_and_renders_nothing(
     assert lock.scenes["solo"] == record  # the lock still tells the truth: unchanged
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_a_scene_planned_unchanged_is_not_skipped_when_its_upstreams_restore_fails(tmp_path: Path) -> None:
     """b was planned unchanged (a's recorded last frame is as it was); a's restore failed, and b
     was reported "skipped: upstream a did not render", counted and shown as a change."""
@@ -132,6 +137,7 @@ def test_a_scene_planned_unchanged_is_not_skipped_when_its_upstreams_restore_fai
     assert lock.scenes["b"] == workspace.lock.scenes["b"]
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_an_upstream_frame_altered_since_the_plan_fails_its_render_as_stale(tmp_path: Path) -> None:
     assert apply_all(tmp_path)[0].ok
     text = (tmp_path / "project.spark.yaml").read_text()
@@ -189,6 +195,7 @@ def test_a_scene_sharing_a_render_is_installed_when_only_the_first_scenes_instal
     assert sorted(lock.scenes) == ["solo", "twin"]
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_show_counts_a_shared_render_once(tmp_path: Path, monkeypatch: Any) -> None:
     """a and twin share one render (one task, paid once): show's total counted it twice."""
     from cli_runner import run_main

@@ -243,6 +243,7 @@ def test_a_task_the_full_disk_kept_out_of_the_journal_goes_in_when_space_comes_b
     assert again.ok and api.total_creates == creates  # a's task collected, not paid again
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_sparkspec_folder_deleted_during_the_apply_fails_it_and_keeps_the_running_tasks(
         tmp_path: Path, api: FakeSparkAPI) -> None:
     """`.sparkspec/` deleted while tasks render: the apply went on and ended with exit 0 and no
@@ -386,6 +387,7 @@ def test_a_saved_plan_from_a_newer_sparkspec_is_refused_with_upgrade(tmp_path: P
     assert not (tmp_path / "renders").exists() and not (tmp_path / "project.spark.lock").exists()
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_a_saved_plan_applies_from_another_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The plan named its spec and var files from the folder `plan` ran in, and apply read
     them from its own: `apply proj/saved.plan` found no project.spark.yaml, and `-f` naming the

@@ -123,6 +123,7 @@ def test_fail_fast_stops_submitting_after_any_failure_not_only_the_providers(tmp
     assert len(skipped) >= 3 and not set(skipped) & set(provider.submitted)
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_a_task_in_the_journal_is_collected_not_submitted_again(tmp_path: Path) -> None:
     # A first apply renders `other` only (a, b, c are failed/skipped); then we pretend an apply
     # was killed after submitting `a`: its task is in the journal and done on the provider's side.
@@ -260,6 +261,7 @@ def test_the_local_renderer_is_submitted_polled_and_reports_progress_as_the_api_
     assert not (tmp_path / ".sparkspec/journal").exists() or not any((tmp_path / ".sparkspec/journal").iterdir())
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 @pytest.mark.parametrize("refused", [1, 100], ids=["once", "always"])
 def test_a_cache_index_that_refuses_a_batch_still_leaves_a_lock_that_tells_the_truth(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: int) -> None:
@@ -322,6 +324,7 @@ class FolderInTheWay(LocalProvider):
         return await super().submit(request)
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_a_render_that_cannot_be_put_in_place_is_counted_and_said_to_be_kept(tmp_path: Path) -> None:
     """The summary said '0 tokens' for a render made (and paid for) whose output path was a
     folder, and nothing said the render waits in the cache."""

@@ -190,6 +190,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_the_workers_exit_when_the_apply_is_killed(api: FakeSparkAPI) -> None:
     apply_process = subprocess.Popen([sys.executable, "-c", KILLED_APPLY, api.base_url], stdout=subprocess.PIPE,
                                      text=True)

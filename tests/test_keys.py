@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -196,6 +197,7 @@ def hero_key(spec: dict[str, Any], style: Style | None = None, scene: str = "her
 # -- invariance ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 @SETTINGS
 @given(projects(), styles, styles)
 def test_key_ignores_order_quoting_comments_and_flow_style(spec: dict[str, Any], a: Style, b: Style) -> None:
@@ -222,6 +224,7 @@ IGNORED = {
 }
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 @SETTINGS
 @given(projects(), st.sampled_from(sorted(IGNORED)), st.data())
 def test_key_ignores_what_does_not_decide_the_pixels(spec: dict[str, Any], field: str, data: st.DataObject) -> None:
@@ -472,6 +475,7 @@ def _hero_takes(spec: dict[str, Any], takes: int = 8) -> list[SceneKey]:
         return [scene_key(project, hero, None, take) for take in range(1, takes + 1)]
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 @SETTINGS
 @given(projects())
 def test_take_k_seed_is_31_bits_of_sha256_of_seed_and_k(spec: dict[str, Any]) -> None:

@@ -88,6 +88,7 @@ def test_lock_writes_are_coalesced(tmp_path: Path, api: FakeSparkAPI, writes: li
     assert all(not lies for _, lies in writes)
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_a_long_apply_writes_its_progress_past_the_early_writes(
         tmp_path: Path, api: FakeSparkAPI, writes: list[tuple[int, list[str]]],
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -134,6 +135,7 @@ def test_a_withheld_record_whose_render_failed_comes_back(tmp_path: Path, api: F
     assert writes[0][0] < len(before.to_text())  # s01 was withheld while it rendered
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_lock_writes_are_made_off_the_event_loop(tmp_path: Path, api: FakeSparkAPI,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     # The fsyncs of a write (cache index, journal, lock) held up every task's next step,
@@ -152,6 +154,7 @@ def test_lock_writes_are_made_off_the_event_loop(tmp_path: Path, api: FakeSparkA
     assert len(threads) == 2 and all(name.startswith("sparkspec-lock") for name in threads), threads
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_a_failed_lock_write_stops_the_writes_after_it_and_fails_the_apply(
         tmp_path: Path, api: FakeSparkAPI, monkeypatch: pytest.MonkeyPatch) -> None:
     real, made = lockwriter.write_lock, []

@@ -100,6 +100,7 @@ def test_plan_says_a_journalled_task_is_collected_at_no_new_cost(cli: Cli, proje
     assert "No changes" in cli("plan", cwd=project).out
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_an_expired_journalled_task_is_planned_as_a_render_with_its_cost(cli: Cli, project: Path,
                                                                         fake_api: FakeSparkAPI) -> None:
     task = failed_after_create(cli, project, fake_api)

@@ -67,6 +67,7 @@ def test_a_spec_left_mid_merge_says_it_has_merge_conflicts_at_the_first_marker(c
             "lines); keep one side of each and run again"]
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_a_template_that_runs_too_long_is_an_error_not_a_hang(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Loops over long strings are not bounded by range's steps: a render has a deadline."""
     import time

@@ -139,6 +139,7 @@ def test_editing_a_prompt_rerenders_it_and_its_chain_and_reverting_renders_nothi
     assert applied.lock_bytes() == original_lock
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_renaming_a_scene_renders_nothing(applied: Project) -> None:
     video = applied.lock()["scenes"]["solo"]["video"]["sha256"]
     applied.write(CHAIN.replace("  solo:", "  lighthouse:"))
@@ -323,6 +324,7 @@ def test_a_removed_sequence_goes_before_any_render_starts(applied: Project) -> N
     assert not (applied.root / "renders/film.mp4").exists()
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_a_saved_plan_stale_from_a_changed_image_says_which_scene_and_why(project: Project) -> None:
     """It said 'the renders or the cache changed', when neither had."""
     from PIL import Image

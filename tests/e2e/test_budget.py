@@ -50,6 +50,7 @@ def test_a_plan_over_the_budget_is_refused_before_anything_is_sent(spark: Projec
     assert fake_api.total_creates == 3
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_apply_json_ends_with_a_done_event_when_the_budget_refuses(spark: Project, fake_api: FakeSparkAPI) -> None:
     total = estimate(spark)
     refused = spark.run("apply", "--auto-approve", "--json", "--max-tokens", str(total - 1))

@@ -101,6 +101,7 @@ def test_renders_is_a_regular_file(project: Path) -> None:
     recovers(project)
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_an_output_path_is_a_directory(project: Path) -> None:
     (project / "renders/a.mp4").unlink()
     (project / "renders/a.mp4").mkdir()
@@ -114,6 +115,7 @@ def test_an_output_path_is_a_directory(project: Path) -> None:
     recovers(project)
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_a_folder_where_a_new_render_goes_is_refused_before_anything_is_paid(project: Path) -> None:
     """It was found only when the render, paid for, was put in place (the record's own outputs
     were checked up front, a changed scene's were not)."""
@@ -229,6 +231,7 @@ def test_a_read_only_renders_folder(project: Path) -> None:
     recovers(project)
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_plan_and_validate_work_in_a_read_only_checkout(project: Path) -> None:
     (project / "renders/b.mp4").unlink()
     (project / ".sparkspec/digests.json").unlink()  # plan must hash and cannot save the memo
@@ -331,6 +334,7 @@ def test_the_temporary_files_a_killed_apply_left_are_removed_and_nothing_else(pr
     assert (project / "project.spark.lock").read_bytes() == before
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_a_file_where_a_sequence_goes_that_is_not_sparkspecs_is_moved_aside_not_overwritten(project: Path) -> None:
     """The stitch wrote over a user's own renders/z.mp4, and over a stitched film edited by hand,
     with no copy kept and no word (a scene's outputs were moved aside)."""

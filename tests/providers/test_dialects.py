@@ -261,6 +261,7 @@ class Recorder(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 @every_dialect(slow=True)
 def test_a_429_with_retry_after_holds_every_tasks_requests(api: FakeSparkAPI, dialect: Dialect) -> None:
     """The limit is the account's: once one task hears 429 Retry-After: 1, no task of the apply

@@ -67,6 +67,7 @@ def decoded_frames(path: Path) -> int:
     ("480p", "16:9"), ("480p", "9:16"), ("480p", "21:9"), ("720p", "1:1"),
     pytest.param("1080p", "4:3", marks=pytest.mark.slow),  # about 1.6 s
 ])
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_renders_the_tables_exact_size_at_24_fps(tmp_path: Path, resolution: str, ratio: str) -> None:
     video, png = render(tmp_path, "clip", request(resolution=resolution, ratio=ratio))
     size = apifacts.pixel_size(resolution, ratio)
@@ -367,6 +368,7 @@ def test_a_first_frame_changed_since_the_plan_fails_the_render_as_stale(tmp_path
         finish(LocalProvider(tmp_path / "work"), request(first_frame=FirstFrame(path=path, sha256=planned)))
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_renders_in_parallel_are_each_whole(tmp_path: Path) -> None:
     provider = LocalProvider(tmp_path / "work", max_parallel=2)
     requests = [request(key=hashlib.sha256(bytes([i])).hexdigest(), seed=i) for i in range(3)]
@@ -382,6 +384,7 @@ def test_renders_in_parallel_are_each_whole(tmp_path: Path) -> None:
         assert probe_video(tmp_path / "work" / task_id / "video.mp4").frames == 29
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_a_prompt_of_one_enormous_word_renders(tmp_path: Path) -> None:
     """A 200,000-character word at 1080p made Pillow refuse the picture: exit 3."""
     video, _ = render(tmp_path, "long", request(prompt="x" * 200_000, resolution="1080p", frames=25))

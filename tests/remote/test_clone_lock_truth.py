@@ -37,6 +37,7 @@ def watch(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     return events
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_a_pull_that_finds_another_render_of_the_key_withholds_the_record_first(
         tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     winner, clone = two_machines(tmp_path, cli)  # the winner's apply pushed: the remote's entries

@@ -70,6 +70,7 @@ def test_a_listed_entry_the_lock_records_is_not_read(moto_server: MotoServer, tm
     assert without == {"GET": 7}, without  # the same, plus the four entries read
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_keys_in_many_shards_are_found_with_one_listing_of_every_entry(moto_server: MotoServer, tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A clone of 12 scenes in 12 shards asks one listing, not 12 requests; a remote with

@@ -170,6 +170,7 @@ def test_push_writes_nothing_into_a_remote_of_another_layout(tmp_path: Path, mon
     assert sorted(p.name for p in (remote / "v1").iterdir()) == ["format.json"]
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_apply_neither_pulls_from_nor_claims_in_a_remote_of_another_layout(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """The plan refused the remote ("planned without it": two renders), and apply then pulled

@@ -116,6 +116,7 @@ def test_a_sheet_for_another_lock_is_not_used(tmp_path: Path, cli: Cli) -> None:
     assert (second / "renders" / "contact.png").read_bytes() == after
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_push_uploads_the_locks_sheet_making_it_when_renders_holds_another(tmp_path: Path, cli: Cli) -> None:
     remote = tmp_path / "remote"
     first = machine(tmp_path, "first", remote)

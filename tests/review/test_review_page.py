@@ -367,6 +367,7 @@ def test_the_templates_compiled_code_is_kept_and_a_damaged_copy_is_compiled_agai
         assert (root / "renders/index.html").read_text() == page
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_an_apply_with_nothing_to_render_brings_the_page_and_its_media_up_to_date(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The page kept old descriptions and costs after edits that render nothing, pointed at

@@ -76,6 +76,7 @@ def test_a_clone_pulling_what_its_lock_names_waits_for_no_disk_and_writes_no_loc
     assert (lock.stat().st_ino, lock.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_pulls_a_lock_write_names_anew_are_flushed_before_it(tmp_path: Path, cli: Cli,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """A machine with the spec but not the lock: its lock comes to name the pulled files, and
@@ -91,6 +92,7 @@ def test_pulls_a_lock_write_names_anew_are_flushed_before_it(tmp_path: Path, cli
     assert lock_writes and "syncfs" in events[:lock_writes[-1]]
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
 def test_a_fresh_render_is_flushed_before_its_task_leaves_the_journal_and_fsyncs_no_download(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A finished task's outputs can be fetched again while the task is journalled: they are
