@@ -103,21 +103,18 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
 
 
 def _check_outputs(workspace: Workspace, plan: Plan) -> None:
-    """A folder where the plan puts a render or a stitched video: refused before anything is
-    submitted (a new scene's was found only after its render was paid for)."""
+    """A folder where the plan puts a render: refused before anything is submitted (a new
+    scene's was found only after its render was paid for). A sequence's is not: a stitch costs
+    nothing, and one that fails fails that sequence alone, after the renders."""
     from sparkspec.errors import DiskError
-    from sparkspec.plan.planner import output_paths, sequence_path
+    from sparkspec.plan.planner import output_paths
 
     project = workspace.project
     for change in plan.changes:
-        if change.action in (Action.NOOP, Action.DELETE):
+        if change.kind != "scene" or change.action in (Action.NOOP, Action.DELETE):
             continue
-        paths: tuple[str, ...]
-        if change.kind == "scene":
-            scene = project.scenes.get(change.id)
-            paths = output_paths(project, change.id, change.take, scene.pick) if scene is not None else ()
-        else:
-            paths = (sequence_path(project, change.id),)
+        scene = project.scenes.get(change.id)
+        paths = output_paths(project, change.id, change.take, scene.pick) if scene is not None else ()
         for rel in paths:
             if (project.root / rel).is_dir():
                 raise DiskError(f"{project.root / rel}: a folder stands where {change.address}'s output goes; "

@@ -188,7 +188,7 @@ class _Resolver:
             if output_dir.split("/", 1)[0] == STATE_FOLDER:
                 self.report(("output_dir",), f"{output_dir!r} is inside {STATE_FOLDER}/, sparkspec's own state (its cache "
                                              "and journal, git-ignored); choose another folder")
-            elif (self.root / output_dir).is_file():
+            elif "output_dir" in data and (self.root / output_dir).is_file():  # (the default's: apply says)
                 self.report(("output_dir",), f"{output_dir!r} is a file; output_dir names a folder")
         self.check_output_names(sequences, scenes, output_dir)
         diagnostics = unique(self.diagnostics)

@@ -385,8 +385,10 @@ def test_the_state_folder_deleted_during_an_apply_costs_no_second_payment(spark:
     (spark.root / ".sparkspec").rename(gone)
     shutil.rmtree(gone, ignore_errors=True)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
+    assert proc.returncode == 1, err  # the apply went on, and says the folder went (issue 7 section 4)
     assert "Traceback" not in err
+    failed = [e for e in map(json.loads, out.splitlines()) if e["event"] == "failed"]
+    assert [e["error"].split(" was deleted while the apply ran")[0] for e in failed] == [str(spark.root / ".sparkspec")]
     assert sorted(spark.lock()["scenes"]) == ["a", "b", "solo"]
     again = spark.apply()
     assert again.rendered() == [] and fake_api.total_creates == 3
