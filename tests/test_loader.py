@@ -458,3 +458,12 @@ def test_an_https_first_frame_without_a_host_is_a_validation_error(tmp_path: Pat
 def test_a_boolean_where_a_number_goes_is_said_as_the_spec_spells_it(tmp_path: Path) -> None:
     found = errors(tmp_path, "version: 1\nprovider: {type: local}\nscenes:\n  a: {prompt: x, frames: true}\n")
     assert found == ["4:26 scenes.a.frames: true is not an integer"], found  # was Python's "True"
+
+
+def test_an_image_path_too_long_to_open_is_an_error_at_its_line_beside_the_others(tmp_path: Path) -> None:
+    """It was one line with an absolute path and no location, and the spec's other errors went unsaid."""
+    name = "a" * 300 + ".png"
+    found = errors(tmp_path, f"version: 1\nprovider: {{type: local}}\nscenes:\n  a: {{prompt: x, first_frame: {{image: {name}}}}}\n"
+                             "  b: {prompt: y, duration: 14}\n")
+    assert found == [f"4:39 scenes.a.first_frame.image: {name}: cannot read it (File name too long)",
+                     "5:28 scenes.b.duration: 14 is not in 2..12"], found

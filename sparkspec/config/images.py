@@ -99,6 +99,8 @@ def inspect_file(path: Path) -> ImageInfo:
         raise ImageProblem("image not found") from None
     except IsADirectoryError:
         raise ImageProblem("is a folder, not an image") from None
+    except OSError as exc:  # a name too long, no permission: said at its line, with the spec's other problems
+        raise ImageProblem(f"cannot read it ({exc.strerror or exc})") from None
 
 
 def decode_data_url(url: str) -> bytes:
