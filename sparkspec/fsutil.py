@@ -132,6 +132,16 @@ def remove_left_behind(folder: Path) -> int:
     return removed
 
 
+def folder_id(path: Path) -> tuple[int, int] | None:
+    """`path`'s (device, inode), None when it is not there: a folder deleted and made again
+    under the same name is another folder."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)

@@ -214,16 +214,16 @@ def test_a_task_the_full_disk_kept_out_of_the_journal_goes_in_when_space_comes_b
     """A full disk refused a's journal entry after its create (paid), then its download: the
     id was only in a warning, and the next apply paid for a again. Its failed download gave the
     space back; the entry goes in then, and the next apply collects the task."""
-    real = Journal.record
+    real = Journal.put
     refused: list[str] = []
 
-    def record(self: Journal, key: str, scene: str, *args: Any, **kwargs: Any) -> Any:
-        if scene == "a" and not refused:
-            refused.append(key)
-            raise OSError(errno.ENOSPC, "No space left on device", str(self.directory / f"{key}.json"))
-        return real(self, key, scene, *args, **kwargs)
+    def put(self: Journal, entry: Any) -> None:
+        if entry.scene == "a" and not refused:
+            refused.append(entry.key)
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.directory / f"{entry.key}.json"))
+        real(self, entry)
 
-    monkeypatch.setattr(Journal, "record", record)
+    monkeypatch.setattr(Journal, "put", put)
     real_deliver = TaskRunner.deliver
 
     async def deliver(self: TaskRunner, request: Any, key: Any, status: Any) -> Any:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from sparkspec.apply.budget import BudgetMeter
 from sparkspec.errors import DiskError, SparkspecError
-from sparkspec.fsutil import atomic_copy
+from sparkspec.fsutil import atomic_copy, folder_id
 from sparkspec.state.journal import Journal
 from sparkspec.state.lockpaths import in_output_folder
 from sparkspec.apply.outputs import materialize, remove_output
@@ -146,8 +146,7 @@ class Engine:
     # -- the walk -------------------------------------------------------------------------
     async def run(self) -> ApplyResult:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        st = self.workspace.state_dir.stat()
-        self.state_id = (st.st_dev, st.st_ino)  # a state folder deleted meanwhile is noticed (journal_vanished)
+        self.state_id = folder_id(self.workspace.state_dir)  # a state folder deleted meanwhile is noticed
         for leftover in self.tmp_dir.glob("*.part"):  # downloads of a killed apply (we hold the apply lock)
             leftover.unlink(missing_ok=True)
         cache = self.workspace.cache
@@ -195,26 +194,17 @@ class Engine:
                    "tokens": self.result.tokens})
         return self.result
 
-    def state_vanished(self) -> bool:
-        """The state folder is gone, or another took its place, since the apply began."""
-        if self.state_id is None:
-            return False
-        try:
-            st = self.workspace.state_dir.stat()
-        except OSError:
-            return True
-        return (st.st_dev, st.st_ino) != self.state_id
-
     def journal_vanished(self) -> None:
         """`.sparkspec/` (or its journal) deleted while the apply ran: the entries of the tasks
         it still had running went with it, and the next apply would have paid for them again.
         They are written again, and the apply fails saying so (once)."""
-        journal = self.runner.journal
-        if not (journal.vanished() or self.state_vanished()) or str(self.workspace.state_dir) in self.result.failed:
+        journal, state = self.runner.journal, self.workspace.state_dir
+        lost = journal.vanished()
+        moved = self.state_id is not None and folder_id(state) != self.state_id
+        if not (lost or moved) or str(state) in self.result.failed:
             return
-        state = self.workspace.state_dir
         try:
-            running = journal.rewrite() if journal.vanished() else []
+            running = journal.rewrite() if lost else []
             kept = (f"the {len(running)} task(s) it had not collected were journalled again, and the next apply "
                     "collects them at no new cost" if running else "no paid task of it was left to collect")
         except OSError as exc:

@@ -130,7 +130,7 @@ class TaskRunner:
         # Tasks created (paid for) whose journal entry could not be written, until collected:
         # `journal_unrecorded` tries again at the end, when the apply's own failures have freed
         # some space, so that the next apply collects them instead of paying again.
-        self.unrecorded: dict[str, tuple[JournalEntry, str]] = {}  # key -> (entry, scene)
+        self.unrecorded: dict[str, JournalEntry] = {}  # by key
 
     def cached(self, key: str) -> CachedRender | None:
         """The render for `key` from this apply or the cache."""
@@ -384,16 +384,14 @@ class TaskRunner:
         # disk is to write it now, before anything else runs, not to queue it behind other
         # blocking work in the executor (one small fsync'd file; benchmarks/apply_bench.py journal).
         # The local renderer's tasks are not: nothing is paid, and its task is found by its key.
+        entry = JournalEntry(request.key, request.scene, self.api.type, status.task_id, self.wall_clock(),
+                             request.execution_expires_after or DEFAULT_EXPIRY, status.locator)
         try:
             if self.api.paid:
-                self.journal.record(request.key, request.scene, self.api.type, status.task_id,
-                                    request.execution_expires_after or DEFAULT_EXPIRY, self.wall_clock(),
-                                    status.locator)
+                self.journal.put(entry)
         except OSError as exc:  # the disk filled up since the check: the task is paid for all the same
             self.unjournalled(request.scene, status.task_id, exc)
-            self.unrecorded[request.key] = (JournalEntry(
-                request.key, request.scene, self.api.type, status.task_id, self.wall_clock(),
-                request.execution_expires_after or DEFAULT_EXPIRY, status.locator), request.scene)
+            self.unrecorded[request.key] = entry
         if self.lost_creates is None:
             self.lost_creates = self.journal.listing()[1]
         if request.key in self.lost_creates:
@@ -424,17 +422,15 @@ class TaskRunner:
 
     def record_unrecorded(self, key: str) -> None:
         """Journal a task the journal could not take when it was created, if it can now."""
-        found = self.unrecorded.get(key)
-        if found is None:
+        entry = self.unrecorded.get(key)
+        if entry is None:
             return
-        entry, scene = found
         try:
-            self.journal.record(entry.key, entry.scene, entry.provider, entry.task_id, entry.expires_after,
-                                entry.submitted_at, entry.locator)
+            self.journal.put(entry)
         except OSError:
             return  # its warning, with the id, stands
         del self.unrecorded[key]
-        self.emit({"event": "warning", "scene": scene, "task_id": entry.task_id,
+        self.emit({"event": "warning", "scene": entry.scene, "task_id": entry.task_id,
                    "message": f"task {entry.task_id} is in the journal after all: the next apply collects it "
                               "at no new cost"})
 

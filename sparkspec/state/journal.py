@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sparkspec.errors import StatePathError
-from sparkspec.fsutil import atomic_write_bytes, fsync_dir
+from sparkspec.fsutil import atomic_write_bytes, folder_id, fsync_dir
 from sparkspec.jsontext import load_json
 from sparkspec.state.heldio import write_new
 
@@ -107,8 +107,13 @@ class Journal:
                now: float | None = None, locator: str | None = None) -> JournalEntry:
         entry = JournalEntry(key, scene, provider, task_id, time.time() if now is None else now, expires_after,
                              locator)
+        self.put(entry)
+        return entry
+
+    def put(self, entry: JournalEntry) -> None:
+        """Write `entry` durably (an existing entry of its key is replaced whole)."""
         data = json.dumps(entry.__dict__, sort_keys=True).encode("utf-8")
-        path = self._path(key)
+        path = self._path(entry.key)
         try:
             write_new(path, data, pad=True)
         except FileNotFoundError:
@@ -116,35 +121,22 @@ class Journal:
             write_new(path, data, pad=True)
         except FileExistsError:
             atomic_write_bytes(path, data)
-        self._live[key] = entry
+        self._live[entry.key] = entry
         if self._folder is None:
-            st = self.directory.stat()
-            self._folder = (st.st_dev, st.st_ino)
-        return entry
+            self._folder = folder_id(self.directory)
 
     def vanished(self) -> bool:
         """The folder this process journalled in is gone or was replaced since."""
-        if self._folder is None:
-            return False
-        try:
-            st = self.directory.stat()
-        except OSError:
-            return True
-        return (st.st_dev, st.st_ino) != self._folder
+        return self._folder is not None and folder_id(self.directory) != self._folder
 
     def rewrite(self) -> list[JournalEntry]:
         """Write again the entries this process journalled and has not forgotten (their folder
         vanished); returns them. OSError when they cannot be written."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        st = self.directory.stat()
-        self._folder = (st.st_dev, st.st_ino)
+        self._folder = folder_id(self.directory)
         entries = list(self._live.values())
         for entry in entries:
-            data = json.dumps(entry.__dict__, sort_keys=True).encode("utf-8")
-            try:
-                write_new(self._path(entry.key), data, pad=True)
-            except FileExistsError:
-                pass
+            self.put(entry)
         return entries
 
     def check_writable(self) -> None:
