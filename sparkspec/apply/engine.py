@@ -359,10 +359,10 @@ class Engine:
         if key is None or key.hex != change.key:
             raise AssertionError(f"{change.address}: a planned change without its key")
         if change.action in (Action.REUSE, Action.RESTORE):
-            if change.same_as is not None and await self.done[change.same_as] is None and \
-                    self.runner.cached(key.hex) is None:  # rendered, and only its own install failed: ours goes on
+            first = await self.done[change.same_as] if change.same_as is not None else None
+            cached = self.runner.cached(key.hex)  # (after the scene it shares renders it)
+            if cached is None and change.same_as is not None and first is None:
                 raise SceneSkipped(f"scene {change.same_as}, whose render it shares, did not render")
-            cached = self.runner.cached(key.hex)
             if cached is None:
                 raise SceneFailed(f"the plan is stale: run plan again (the cached render {key.hex[:12]} "
                                   "it was to use is no longer in the cache)")

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 import json
+import re
 import secrets
 from collections.abc import Collection
 from pathlib import Path
