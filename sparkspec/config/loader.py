@@ -177,7 +177,7 @@ class _Resolver:
         scenes, variants = self.scenes(data, defaults, variables)
         self.check_references(data, scenes, variants)
         sequences = self.sequences(data, scenes, variants)
-        self.check_variables_used(given, _set_by_every_scene(data.get("scenes")))
+        self.check_variables_used(given, data.get("scenes"))
         output_dir = typed(data, "output_dir", str, "renders")
         if inside(self.root, output_dir) is None:
             what = f"{output_dir!r}" if "output_dir" in data else f"the output folder {output_dir!r} (output_dir's default)"
@@ -320,8 +320,7 @@ class _Resolver:
               variables: dict[str, Any]) -> Scene | None:
         path: KeyPath = ("scenes", sid)
         context = scene_variables(variables, raw.get("vars"), combo)
-        variant = None if combo is None else f"{eid} ({', '.join(f'{k}={v!r}' for k, v in combo.items())})"
-        prompt = self.fields.prompt(raw, path, context, variant)
+        prompt = self.fields.prompt(raw, path, context, None if combo is None else (eid, combo))
         first = as_mapping(raw.get("first_frame"))
         upstream = first.get("scene") if isinstance(first.get("scene"), str) else None
         image = self.fields.image(first.get("image"), path + ("first_frame", "image"), context)
@@ -414,13 +413,15 @@ class _Resolver:
                         f"first_frame cycle: {' -> '.join(cycle + [cycle[0]])}; a scene cannot start "
                         "from its own last frame", at_key=True)
 
-    def check_variables_used(self, given: list[Diagnostic], shadowed: frozenset[str] = frozenset()) -> None:
+    def check_variables_used(self, given: list[Diagnostic], scenes: Any = None) -> None:
         """A `--var` or a var file's variable no template reads is most likely misspelt: warn
         (as terraform does) rather than plan "No changes". So is one that every scene sets
-        itself (its `vars` or `matrix`), which reaches no template. `given`: where each was set."""
+        itself (its `vars` or `matrix`), which reaches no template. `given`: where each was set;
+        `scenes`: the spec's, as written."""
         if not given:
             return
         used = self.templates.variables_used()
+        shadowed = _set_by_every_scene(scenes)
         warned: set[tuple[str, str]] = set()
         for where in given:
             name = where.path

@@ -83,7 +83,7 @@ class TemplatedFields:
         self.diagnostics.append(self.doc.diagnostic(path, message, at_key=at_key))
 
     def prompt(self, raw: dict[str, Any], path: KeyPath, context: Mapping[str, Any],
-               variant: str | None = None) -> str | None:
+               variant: tuple[str, Mapping[str, Any]] | None = None) -> str | None:
         """The rendered prompt. `variant`: the matrix expansion it is for (its id and values),
         named when it alone renders to nothing."""
         inline, file = raw.get("prompt"), raw.get("prompt_file")
@@ -110,7 +110,8 @@ class TemplatedFields:
             return None
         if not text.strip() and (inline or file):  # an empty string is the schema's to report
             what = "the prompt" if isinstance(inline, str) else f"the prompt file {file!r}"
-            which = f" for {variant}" if variant else ""
+            which = "" if variant is None else \
+                f" for {variant[0]} ({', '.join(f'{k}={v!r}' for k, v in variant[1].items())})"
             self.report(field, f"{what} renders to nothing{which}; the API needs words to render")
             return None
         return text
