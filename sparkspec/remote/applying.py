@@ -156,11 +156,18 @@ class RemoteApply:
 
     async def _strip(self, scene: str, render: CachedRender) -> None:
         """Decode the strip into `.sparkspec/review/` while other pulls stream, one decoder a
-        core, so the review page after the apply finds it made. Strips still waiting when the
+        core, so the review page after the apply finds it made; not when the sheet fetched for
+        this lock answers with a picture. Strips still waiting when the
         apply's loop ends are cancelled and the review page decodes them; one that fails is
         left for the review page to report."""
         from sparkspec.review.contact import SheetEntry, make_strip
 
+        if self._sheet_task is not None:
+            # Decided once the sheet's request has answered (a teammate's sheet makes the strip
+            # needless), not by which of the two came back first.
+            await asyncio.wait([self._sheet_task])
+        if self.sheet is not None:
+            return
         if self._decoders is None:
             self._decoders = asyncio.Semaphore(os.cpu_count() or 1)
         frame = self.cache.blob_path(render.last_frame_sha256) if render.last_frame_sha256 else None

@@ -4,6 +4,7 @@ sheet that is missing, damaged or signed by another key is decoded here as witho
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -13,8 +14,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cli_runner import Cli
+from cli_runner import Cli, run_here
 from sparkspec.config.loader import LoadOptions, load_project
+from sparkspec.remote.session import Remote
 from sparkspec.remote.sheets import decode_sheet, encode_sheet
 from sparkspec.review.sheetid import record_sheet, recorded_sheet, sheet_digest
 from sparkspec.state.lockfile import FileRecord, Lock, SceneRecord, read_lock
@@ -80,6 +82,24 @@ def test_a_clone_installs_the_renderers_sheet_instead_of_decoding(tmp_path: Path
     assert (second / "renders" / "contact.png").read_bytes() == made
     assert strips(second) == []  # not one video decoded for the sheet
     assert sheets_on(remote) == [pushed]  # and not sent back
+
+
+@pytest.mark.slow  # two applies
+def test_a_sheet_that_answers_after_the_pulls_still_spares_the_decoding(
+        tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    remote, first, made = rendered_first(tmp_path, cli)
+    fetch_sheet = Remote.fetch_sheet
+
+    async def slow(self: Remote, digest: str) -> bytes | None:
+        await asyncio.sleep(1.0)  # every pull lands before the sheet answers
+        return await fetch_sheet(self, digest)
+
+    monkeypatch.setattr(Remote, "fetch_sheet", slow)
+    second = machine(tmp_path, "second", remote, source=first)
+    run = run_here("apply", "--auto-approve", cwd=second, monkeypatch=monkeypatch)
+    assert run.returncode == 0, run.stderr
+    assert (second / "renders" / "contact.png").read_bytes() == made
+    assert strips(second) == []
 
 
 @pytest.mark.slow  # three applies
