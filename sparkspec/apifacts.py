@@ -21,6 +21,9 @@ SERVICE_TIERS = ("default", "flex")
 PROMPT_ADVISED_CHARS = 500
 
 DEFAULT_DURATION = 5
+# The API's own "service unavailable" error code: transient (reference section 4), under
+# whatever HTTP status it comes.
+UNAVAILABLE = "003021099"
 
 API_DEFAULTS: dict[str, str | int | bool] = {
     "resolution": "1080p",

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -338,3 +340,14 @@ def test_a_render_that_cannot_be_put_in_place_is_counted_and_said_to_be_kept(tmp
     again, provider, events = run(tmp_path, set())
     assert again.ok and provider.submitted == ["c"]  # b from the cache; c, which starts from it, renders
     assert [e["scene"] for e in events if e["event"] == "reused"] == ["b"]
+
+
+def test_an_apply_without_the_api_does_not_import_the_http_client(tmp_path: Path) -> None:
+    """httpx (with the rich and click its command line pulls in) is a twentieth of a second of
+    start-up: an apply with the local provider, or one that only pulls from the team's remote,
+    starts without it."""
+    (tmp_path / "project.spark.yaml").write_text("version: 1\nprovider: {type: local}\nscenes:\n  one: {prompt: a dog}\n")
+    code = ("import sys; import sparkspec.commands.apply, sparkspec.apply.engine, sparkspec.remote.applying; "
+            "print('httpx' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False"]

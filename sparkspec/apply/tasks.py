@@ -43,7 +43,6 @@ from sparkspec.errors import (
 )
 from sparkspec.keys import SceneKey
 from sparkspec.providers.base import Provider, RenderRequest, TaskState, TaskStatus
-from sparkspec.providers.retry import UNAVAILABLE
 from sparkspec.config.model import PollConfig
 
 if TYPE_CHECKING:
@@ -55,7 +54,7 @@ Around = Callable[[str, str, Callable[[], Awaitable["CachedRender"]]], Awaitable
 Sleep = Callable[[float], Awaitable[None]]
 
 # What a task that did not render is submitted again for, and how it is reported.
-RESUBMIT_CODES = {UNAVAILABLE: "the service was busy (003021099)", "expired": "the task expired unrendered"}
+RESUBMIT_CODES = {apifacts.UNAVAILABLE: "the service was busy (003021099)", "expired": "the task expired unrendered"}
 MAX_RESUBMITS = 2  # per scene per apply
 UNKNOWN_TASK_GRACE = 60.0  # seconds after a create during which a 404 means "not visible yet"
 UNREADABLE_POLLS = 8  # answers in a row to a poll that are not the task's status before the scene fails

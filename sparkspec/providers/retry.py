@@ -20,15 +20,16 @@ from dataclasses import dataclass
 
 import httpx
 
+from sparkspec.apifacts import UNAVAILABLE
+
 # The connection never reached the server: nothing can have been created.
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # Answers that refuse a create outright; 504 is absent: the gateway may have passed it on.
 CREATE_REFUSED = frozenset({429, 500, 502, 503})
 # Answers worth asking again for a query or a download (the upstream SDKs use the same set).
 PASSING = frozenset({408, 409, 429})
-# The API's own "service unavailable": transient (reference section 4), under whatever HTTP
-# status it comes. Said in an error answer, it is a refusal: no task was made.
-UNAVAILABLE = "003021099"
+# UNAVAILABLE, the API's own "service unavailable", said in an error answer is a refusal: no
+# task was made.
 
 
 def is_unavailable(code: str | None) -> bool:
