@@ -66,7 +66,6 @@ class RemoteApply:
         self._strips: set[asyncio.Task[None]] = set()
         self.sheet: KnownSheet | None = None  # the contact sheet a teammate pushed for this lock
         self._sheet_task: asyncio.Task[None] | None = None
-        self._page_task: asyncio.Task[None] | None = None
 
     @classmethod
     def push_queued(cls, remote: Remote, cache: Cache, emit: Emit) -> None:
@@ -182,9 +181,6 @@ class RemoteApply:
         """Fetch the contact sheet `digest` names (the lock this apply starts from) while the
         pulls run: when a teammate pushed it, the strips of the videos pulled need no decoding."""
         self._sheet_task = asyncio.create_task(self._fetch_sheet(digest))
-        # The review page written after the apply compiles its template (a tenth of a second
-        # on a machine that never wrote one): done on a thread while the pulls stream.
-        self._page_task = asyncio.create_task(asyncio.to_thread(_compile_page, self.remote.state_dir / "compiled"))
 
     async def _fetch_sheet(self, digest: str) -> None:
         from sparkspec.review.sheetid import KnownSheet
@@ -371,12 +367,3 @@ class RemoteApply:
                 if entry is not None and entry.task_id == event.get("task_id") and key in self.kick:
                     self.kick[key].set()
 
-
-def _compile_page(compiled: Path) -> None:
-    """Compile the review page's template now (kept for this process and in `compiled`)."""
-    from sparkspec.review.page import _template
-
-    try:
-        _template(compiled)
-    except Exception:  # noqa: BLE001 - the review page compiles it again and reports
-        pass

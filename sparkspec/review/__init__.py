@@ -59,7 +59,7 @@ def write_review(workspace: Workspace, previous: Lock | None, contact_sheet: boo
             changed = frozenset(before)
             fresh, new = load_marks(marks, lock)
         review = gather(project, lock, before, changed, not_rendered, fresh, new)
-        written = [write_page(output, review, workspace.state_dir / "compiled")]
+        written = [write_page(output, review)]
         digest = sheet_digest(project, lock) if contact_sheet else None
         if digest is not None:
             thumbs = workspace.state_dir / "review"
