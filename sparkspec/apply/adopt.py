@@ -3,12 +3,14 @@ local cache, verified by the lock's sha256, so a new pick moves them instead of 
 
 from __future__ import annotations
 
+import dataclasses
+import secrets
 import shutil
 from collections.abc import Iterable, Mapping
 
 from sparkspec.plan.model import Action, Change
 from sparkspec.state.cache import Cache, CachedRender
-from sparkspec.state.lockfile import SceneRecord
+from sparkspec.state.lockfile import FileRecord, SceneRecord
 from sparkspec.fsutil import sha256_file
 from sparkspec.state.workspace import Workspace
 
@@ -26,31 +28,60 @@ def render_of(record: SceneRecord) -> CachedRender:
 def adopt(cache: Cache, workspace: Workspace, record: SceneRecord) -> CachedRender | None:
     """Put `record`'s files, where the lock says they are, into the cache and index them; None
     when a file is missing or not the bytes the lock names (nothing is adopted then)."""
+    if not _adopt_files(cache, workspace, (record.video, record.last_frame)):
+        return None
+    render = render_of(record)
+    cache.record(render)
+    return render
+
+
+def adopt_decoding_frame(cache: Cache, workspace: Workspace, record: SceneRecord) -> CachedRender | None:
+    """`record`'s video, where the lock says it is, into the cache with a last frame decoded
+    from it again (the one recorded is lost here and in every cache), indexed: the render of
+    the key from now on. None when the video is missing or not the bytes the lock names.
+    MediaError when it cannot be decoded."""
+    from sparkspec.media.frames import extract_last_frame
+
+    if not _adopt_files(cache, workspace, (record.video,)):
+        return None
+    frame = cache.directory / f".{record.key}.{secrets.token_hex(4)}.frame.part"
+    try:
+        sha, size = extract_last_frame(cache.blob_path(record.video.sha256), frame)
+        cache.put_blob(frame, sha)
+    finally:
+        frame.unlink(missing_ok=True)
+    render = dataclasses.replace(render_of(record), last_frame_sha256=sha, last_frame_bytes=size,
+                                 last_frame_extracted=True)
+    cache.record(render)
+    return render
+
+
+def _adopt_files(cache: Cache, workspace: Workspace, files: Iterable[FileRecord]) -> bool:
+    """`files`, where the lock says they are, into the cache's blobs: False when one is missing
+    or not the bytes the lock names (none is put in then)."""
     root = workspace.project.root
     staged = []
     try:
-        for wanted in (record.video, record.last_frame):
+        for wanted in files:
             if cache.has_blob(wanted.sha256, wanted.bytes):
                 continue
             path = root / wanted.path
             if path.stat().st_size != wanted.bytes:
-                return None
+                return False
             copy = cache.directory / f".{wanted.sha256}.adopt.part"
             copy.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, copy)
             staged.append((copy, wanted.sha256))
             if sha256_file(copy) != wanted.sha256:
-                return None
+                return False
         for copy, sha in staged:
             cache.put_blob(copy, sha)
     except OSError:
-        return None
+        return False
     finally:
         for copy, _ in staged:
             copy.unlink(missing_ok=True)
-    render = render_of(record)
-    cache.record(render)
-    return render
+    return True
 
 
 def adopt_moved(workspace: Workspace, scenes: Mapping[str, SceneRecord], changes: Iterable[Change]) -> None:

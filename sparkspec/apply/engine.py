@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sparkspec.apply.budget import BudgetMeter
-from sparkspec.errors import DiskError, SparkspecError
+from sparkspec.errors import DiskError, MediaError, SparkspecError
 from sparkspec.fsutil import atomic_copy, folder_id
 from sparkspec.state.journal import Journal
 from sparkspec.state.lockpaths import in_output_folder
@@ -36,7 +36,7 @@ from sparkspec.state.cache import CachedRender
 from sparkspec.keys import SceneKey, first_frame_input, scene_key
 from sparkspec.apply.lockwriter import LockWriter
 from sparkspec.state.lockfile import FileRecord, SceneRecord, SequenceRecord
-from sparkspec.apply.adopt import adopt_moved
+from sparkspec.apply.adopt import adopt_decoding_frame, adopt_moved
 from sparkspec.plan.collect import Tasks
 from sparkspec.plan.model import Action, Change, Plan
 from sparkspec.plan.planner import decide, file_problem, output_paths, sequence_path
@@ -280,6 +280,8 @@ class Engine:
                 out += [(c.id, take) for take in self.lock.takes(c.id)]
             elif c.action not in KEEPS_RECORD and not (c.action is Action.PULL and self.pulls_recorded(c)):
                 out.append((c.id, c.take))
+            elif c.action is Action.RESTORE and c.frame_from_video:  # its last frame changes
+                out.append((c.id, c.take))
             elif c.action is Action.RESTORE:
                 record = self.take_record(c.id, c.take)
                 wanted = output_paths(self.project, c.id, c.take, self.project.scenes[c.id].pick)[0]
@@ -358,6 +360,17 @@ class Engine:
         key = change.scene_key
         if key is None or key.hex != change.key:
             raise AssertionError(f"{change.address}: a planned change without its key")
+        if change.frame_from_video:
+            record = self.take_record(scene.id, change.take)
+            assert record is not None
+            try:
+                decoded = await asyncio.to_thread(adopt_decoding_frame, self.workspace.cache, self.workspace, record)
+            except MediaError as exc:
+                raise SceneFailed(f"its last frame cannot be decoded again from {record.video.path} ({exc}); "
+                                  f"`sparkspec apply --replace {change.render}` renders it again") from None
+            if decoded is None:
+                raise SceneFailed(f"the plan is stale: run plan again ({record.video.path} changed since the plan)")
+            return await self.installed(scene, change, decoded, "restored")
         if change.action in (Action.REUSE, Action.RESTORE):
             first = await self.done[change.same_as] if change.same_as is not None else None
             cached = self.runner.cached(key.hex)  # (after the scene it shares renders it)

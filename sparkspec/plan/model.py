@@ -58,6 +58,10 @@ class Change:
     # the plan's estimate does not count; apply checks it against the budget.
     unplanned_tokens: int = field(default=0, compare=False)
     unplanned_cost: float | None = field(default=None, compare=False)
+    # A restore whose video is in place and whose last frame is lost everywhere: apply decodes
+    # the frame from the video again (its bytes, and the keys of scenes chained after it, are
+    # known after apply).
+    frame_from_video: bool = False
 
     @property
     def address(self) -> str:

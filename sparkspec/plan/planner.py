@@ -188,9 +188,18 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
         if found is not None:  # the same render, in place for another scene: adopted by apply
             return Decision(Change("scene", scene.id, Action.RESTORE, (f"{problem}; the same render is {found.video.path}",),
                                    key.hex, scene_key=key, take=take), found.video.sha256, found.last_frame.sha256)
-        return _elsewhere(journalled(Change("scene", scene.id, Action.UPDATE,
-                                            (f"{problem} and {damage or 'not in the cache'}",), key.hex, tokens,
-                                            cost, scene_key=key, take=take), tasks, provider), remote, tasks)
+        decision = _elsewhere(journalled(Change("scene", scene.id, Action.UPDATE,
+                                                (f"{problem} and {damage or 'not in the cache'}",), key.hex, tokens,
+                                                cost, scene_key=key, take=take), tasks, provider), remote, tasks)
+        if decision.change.action is Action.UPDATE and _only_the_frame_lost(project, memo, record, video_path,
+                                                                             frame_path):
+            # The video is in place as recorded: its last frame is decoded from it again, free,
+            # where rendering it again would pay for a video already paid for. The frame's bytes
+            # are known after apply (the task's own image may not be the decoded one).
+            return Decision(Change("scene", scene.id, Action.RESTORE,
+                                   (f"{problem} and not in the cache: decoded again from {video_path}",),
+                                   key.hex, scene_key=key, take=take, frame_from_video=True), record.video.sha256)
+        return decision
     cached, damage = cache.probe(key.hex)
     found = placed(key.hex) if cached is None and placed is not None else None
     if found is not None:  # not cached here, but in place for another scene: adopted by apply
@@ -216,6 +225,13 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
 def _in_place(project: Project, memo: DigestMemo, record: SceneRecord) -> bool:
     """Both of a record's files are where and as the lock says."""
     return all(file_problem(memo, project.root, f, f.path) is None for f in (record.video, record.last_frame))
+
+
+def _only_the_frame_lost(project: Project, memo: DigestMemo, record: SceneRecord, video_path: str,
+                         frame_path: str) -> bool:
+    """The take's video is where the lock records it, as recorded; only its last frame is not."""
+    return (record.video.path, record.last_frame.path) == (video_path, frame_path) and \
+        file_problem(memo, project.root, record.video, video_path) is None
 
 
 def _elsewhere(change: Change, remote: RemoteView | None, tasks: Tasks | None = None) -> Decision:
@@ -359,6 +375,7 @@ class _Planner:
         """How a scene whose video this apply makes gets it: 'upstream X re-renders' or 'member X
         re-renders' would read as a payment where the render was paid for already."""
         return {Action.WAIT: "is being rendered on another machine", Action.COLLECT: "is collected from its task",
+                Action.RESTORE: "has its last frame decoded again from its video",
                 Action.PULL: "is pulled from the team's remote"}.get(self.actions.get(scene, Action.UPDATE), "re-renders")
 
     def plan_sequence(self, name: str, members: tuple[str, ...]) -> Change:

@@ -1,0 +1,91 @@
+"""A scene whose video is in place as the lock records it, but whose last frame is gone from
+renders/ and from every cache, is not paid for again: its last frame is decoded from the video
+once more. Scenes chained after it then start from that frame: their keys are known after
+apply, and they render again only when the frame decoded is not the one they started from."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+
+import pytest
+
+from fakeapi import FakeSparkAPI
+
+from .conftest import Project
+from .test_spark_first_contact import SPEC  # noqa: F401 - the spark fixture reads it: a, b chained after a, solo
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def lose(spark: Project, *names: str) -> None:
+    """The last frames of `names` deleted from renders/, and the cache cleared."""
+    for name in names:
+        (spark.root / "renders" / f"{name}.last.png").unlink()
+    shutil.rmtree(spark.root / ".sparkspec" / "cache")
+
+
+def check_truthful(spark: Project) -> None:
+    """Every file the lock names is in renders/ with its bytes, and a plan has nothing to do."""
+    for record in spark.lock()["scenes"].values():
+        for file in (record["video"], record["last_frame"]):
+            assert sha((spark.root / file["path"]).read_bytes()) == file["sha256"], file["path"]
+    plan = spark.run("plan")
+    assert plan.code == 0 and "No changes" in plan.out, plan.out
+
+
+@pytest.mark.slow  # three applies
+def test_a_lost_last_frame_is_decoded_from_the_video_and_only_the_scene_chained_after_it_renders(
+        spark: Project, fake_api: FakeSparkAPI) -> None:
+    spark.apply()
+    assert fake_api.total_creates == 3
+    before = spark.lock()["scenes"]
+    lose(spark, "a", "solo")
+
+    plan = spark.run("plan")
+    assert plan.code == 0, plan.err
+    assert "< scene.a (restore)" in plan.out and "decoded again from renders/a.mp4" in plan.out, plan.out
+    assert "< scene.solo (restore)" in plan.out
+    assert "~ scene.b (update)" in plan.out and "upstream a has its last frame decoded again" in plan.out
+    assert "1 to render" in plan.out  # b, whose first frame is a's last: a's own image is not the decoded one
+
+    result = spark.apply()
+    assert fake_api.total_creates == 4  # b only: a's and solo's videos were paid for once
+    assert sorted(e["scene"] for e in result.events() if e["event"] == "restored") == ["a", "solo"]
+    after = spark.lock()["scenes"]
+    for name in ("a", "solo"):
+        assert after[name]["video"] == before[name]["video"] and after[name]["task_id"] == before[name]["task_id"]
+        assert after[name]["last_frame"]["sha256"] != before[name]["last_frame"]["sha256"]
+        assert after[name]["last_frame_extracted"] is True
+    assert after["b"]["inputs"]["first_frame"]["sha256"] == after["a"]["last_frame"]["sha256"]
+    check_truthful(spark)
+
+
+@pytest.mark.slow  # two applies
+def test_a_last_frame_that_was_decoded_in_the_first_place_comes_back_the_same_and_nothing_renders(
+        spark: Project, fake_api: FakeSparkAPI) -> None:
+    fake_api.last_frame = "none"  # the tasks gave no last frame: sparkspec decoded each from its video
+    spark.apply()
+    assert fake_api.total_creates == 3
+    before = spark.lock_bytes()
+    lose(spark, "a", "b", "solo")
+
+    result = spark.apply()
+    assert fake_api.total_creates == 3  # the same frames again: b's key is the one it had
+    assert sorted(e["scene"] for e in result.events() if e["event"] == "restored") == ["a", "b", "solo"]
+    assert spark.lock_bytes() == before
+    check_truthful(spark)
+
+
+@pytest.mark.slow  # two applies
+def test_a_video_changed_as_well_is_rendered_again(spark: Project, fake_api: FakeSparkAPI) -> None:
+    spark.apply()
+    lose(spark, "solo")
+    video = spark.root / "renders" / "solo.mp4"
+    video.write_bytes(video.read_bytes()[:-100])  # cut short: not the video paid for
+
+    plan = spark.run("plan")
+    assert "~ scene.solo (update)" in plan.out and "renders/solo.mp4 was altered" in plan.out, plan.out
+    assert "decoded again" not in plan.out
