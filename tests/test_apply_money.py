@@ -252,7 +252,7 @@ def test_sparkspec_folder_deleted_during_the_apply_fails_it_and_keeps_the_runnin
 
     async def delete_then_interrupt(engine: Engine) -> None:
         journal = tmp_path / ".sparkspec" / "journal"
-        while len(list(journal.glob("*.json"))) < 2:  # both tasks created, paid, journalled
+        while len(Journal(journal).keys()) < 2:  # both tasks created, paid, journalled
             await asyncio.sleep(0.01)
         shutil.rmtree(tmp_path / ".sparkspec")
         engine.journal_vanished()  # as Ctrl-C does (commands.apply._drive) before naming what runs
@@ -288,17 +288,15 @@ def test_a_file_where_the_journals_folder_goes_is_named_once_and_nothing_is_paid
 
 def test_a_task_the_journal_cannot_record_is_collected_and_no_other_is_submitted(
         tmp_path: Path, api: FakeSparkAPI, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sparkspec.state import journal as journal_module
+    from sparkspec.state.heldio import SectorLog
 
     (tmp_path / "project.spark.yaml").write_text(SIX)
-    write_new = journal_module.write_new
+    append = SectorLog.append
 
-    def full(path: Path, data: bytes, pad: bool = False) -> None:
-        if path.name.endswith(".json"):  # the disk fills up after the apply's check of the folder
-            raise OSError(28, "No space left on device", str(path))
-        write_new(path, data, pad=pad)
+    def full(self: SectorLog, data: bytes) -> None:  # the disk fills up after the apply's check of the folder
+        raise OSError(28, "No space left on device", str(self.path))
 
-    monkeypatch.setattr(journal_module, "write_new", full)
+    monkeypatch.setattr(SectorLog, "append", full)
     result, events = apply(tmp_path, api)
     # Two creates were under way at once (parallelism 2): both are paid for, and both collected.
     assert api.total_creates == 2 and sorted(result.completed) == sorted(
@@ -307,7 +305,7 @@ def test_a_task_the_journal_cannot_record_is_collected_and_no_other_is_submitted
     assert len(warned) == 2 and all(f"task {e['task_id']} was created" in e["message"] and
                                     "No space left on device" in e["message"] for e in warned)
     assert len(result.skipped) == 4 and not result.failed
-    monkeypatch.setattr(journal_module, "write_new", write_new)
+    monkeypatch.setattr(SectorLog, "append", append)
     again, _ = apply(tmp_path, api)
     assert again.ok and api.total_creates == 6 and sorted(again.completed) == sorted(result.skipped)
 

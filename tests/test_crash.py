@@ -25,6 +25,7 @@ from cli_runner import run_cli, start_cli
 from dialects import Dialect, every_dialect
 from fakeapi import FakeSparkAPI
 from sparkspec.media.probe import check_png, probe_video
+from sparkspec.state.journal import Journal
 
 KILLS = 12
 SEED = 20261125
@@ -114,7 +115,7 @@ def check_outputs(root: Path, dialect: Dialect) -> None:
         info = probe_video(video)
         assert (info.width, info.height) == check_png(frame), scene_id
         assert info.frames == 29 and record["provider"] == dialect.provider and record["task_id"]
-    assert not list((root / ".sparkspec" / "journal").glob("*.json")), "tasks left uncollected"
+    assert Journal(root / ".sparkspec" / "journal").keys() == set(), "tasks left uncollected"
     assert not list((root / ".sparkspec" / "tmp").glob("*.part")), "partial downloads left behind"
 
 

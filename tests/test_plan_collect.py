@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +53,10 @@ def project(tmp_path: Path, fake_api: FakeSparkAPI, monkeypatch: pytest.MonkeyPa
 
 
 def journal(root: Path) -> dict[str, Path]:
-    """scene -> its journal file."""
-    folder = root / ".sparkspec" / "journal"
-    return {json.loads(p.read_text())["scene"]: p for p in folder.glob("*.json")}
+    """scene -> the journal file that holds its entry (the log, which an apply leaves holding
+    only the entries alive: here a's alone)."""
+    folder = Journal(root / ".sparkspec" / "journal")
+    return {e.scene: folder.log_path for e in folder.entries()}
 
 
 def failed_after_create(cli: Cli, root: Path, api: FakeSparkAPI) -> str:
@@ -104,10 +106,9 @@ def test_plan_says_a_journalled_task_is_collected_at_no_new_cost(cli: Cli, proje
 def test_an_expired_journalled_task_is_planned_as_a_render_with_its_cost(cli: Cli, project: Path,
                                                                         fake_api: FakeSparkAPI) -> None:
     task = failed_after_create(cli, project, fake_api)
-    path = journal(project)["a"]
-    entry = json.loads(path.read_text())
-    entry["submitted_at"] = time.time() - entry["expires_after"] - 1  # its expiry has passed
-    path.write_text(json.dumps(entry))
+    folder = Journal(project / ".sparkspec" / "journal")
+    [entry] = folder.entries()
+    folder.put(replace(entry, submitted_at=time.time() - entry.expires_after - 1))  # its expiry has passed
 
     text = cli("plan", cwd=project)
     assert "+ scene.a (create)" in text.out and "(collect)" not in text.out
@@ -123,7 +124,7 @@ def test_an_expired_journalled_task_is_planned_as_a_render_with_its_cost(cli: Cl
 def test_a_damaged_journal_entry_is_named_by_the_plan(cli: Cli, project: Path, fake_api: FakeSparkAPI) -> None:
     failed_after_create(cli, project, fake_api)
     path = journal(project)["a"]
-    path.write_text(path.read_text()[:40])  # torn
+    path.write_text(path.read_text()[:100])  # torn after its key
 
     text = cli("plan", cwd=project)
     assert text.code == 0, text.err

@@ -27,7 +27,8 @@ class Tasks:
     @classmethod
     def listing(cls, journal: Journal, now: float) -> Tasks:
         entries, unconfirmed = journal.listing()
-        return cls(journal, now, frozenset(entries), frozenset(unconfirmed))
+        # A damaged record naming no readable key may be any key's: every key asks (and is told).
+        return cls(journal, now, None if journal.keyless_damage() else frozenset(entries), frozenset(unconfirmed))
 
     def lost_create(self, key: str) -> float | None:
         """When an earlier apply's create of `key` went unanswered (see Journal.mark_unconfirmed)."""

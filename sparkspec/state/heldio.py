@@ -147,16 +147,7 @@ def write_new(path: Path, data: bytes, *, mode: int = 0o666, pad: bool = False) 
             path.unlink(missing_ok=True)
             raise
         calls.close(fd)
-    try:  # as fsutil.fsync_dir: a directory that cannot be opened or fsync'd is left as it is
-        dir_fd = calls.open(path.parent, _DIR_FLAGS, 0)
-    except OSError:
-        return
-    try:
-        calls.fsync(dir_fd, path.parent)
-    except OSError:
-        pass
-    finally:
-        calls.close(dir_fd)
+    _sync_folder(calls, path.parent)
 
 
 def _write_direct(calls: type[_Held] | type[_Released], path: Path, data: bytes, mode: int) -> bool:
@@ -190,3 +181,78 @@ def _write_direct(calls: type[_Held] | type[_Released], path: Path, data: bytes,
         path.unlink(missing_ok=True)
         return False
     return True
+
+
+# -- an append-only log of whole sectors ---------------------------------------------------
+_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+
+
+class SectorLog:
+    """A file that grows by whole sectors, each append fsync'd before it returns, through the
+    same GIL-keeping calls as `write_new`; O_DIRECT where the file system takes it (a sector
+    reaches the disk, not a page). Created on first open, its folder then fsync'd: the name is
+    as durable as what is appended. A failed append leaves the file as it was."""
+
+    def __init__(self, path: Path, *, mode: int = 0o666) -> None:
+        self.path = path
+        self.calls: type[_Held] | type[_Released] = _Released if _libc is None else _Held
+        created = not path.exists()
+        self.direct = _direct
+        self.fd = self._open(mode)
+        self.size = os.fstat(self.fd).st_size
+        if self.direct and self.size % SECTOR:  # not ours to align (a torn buffered append)
+            self.calls.close(self.fd)
+            self.direct = False
+            self.fd = self._open(mode)
+        if created:
+            _sync_folder(self.calls, path.parent)
+
+    def _open(self, mode: int) -> int:
+        global _direct
+        if self.direct:
+            try:
+                return self.calls.open(self.path, _LOG_FLAGS | _DIRECT, mode)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                _direct = self.direct = False
+        return self.calls.open(self.path, _LOG_FLAGS, mode)
+
+    def append(self, data: bytes) -> None:
+        """`data`, padded with spaces to whole sectors, at the end of the file, fsync'd."""
+        size = -(-len(data) // SECTOR) * SECTOR
+        try:
+            if self.direct:
+                with mmap.mmap(-1, size) as buffer:
+                    buffer.write(data.ljust(size, b" "))
+                    written = self.calls.write_aligned(self.fd, buffer, self.path)
+                if written != size:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+            else:
+                padded, done = data.ljust(size, b" "), 0
+                while done < size:
+                    done += self.calls.write(self.fd, padded[done:], self.path)
+            self.calls.fsync(self.fd, self.path)
+        except OSError:
+            try:
+                os.ftruncate(self.fd, self.size)  # a part of the record must not be read as one
+            except OSError:
+                pass
+            raise
+        self.size += size
+
+    def close(self) -> None:
+        self.calls.close(self.fd)
+
+
+def _sync_folder(calls: type[_Held] | type[_Released], folder: Path) -> None:
+    try:  # as fsutil.fsync_dir: a directory that cannot be opened or fsync'd is left as it is
+        dir_fd = calls.open(folder, _DIR_FLAGS, 0)
+    except OSError:
+        return
+    try:
+        calls.fsync(dir_fd, folder)
+    except OSError:
+        pass
+    finally:
+        calls.close(dir_fd)

@@ -1,20 +1,26 @@
 """The journal of submitted tasks: a paid task's id is on disk before it is polled.
 
-One JSON file per key under .sparkspec/journal/, fsync'd, so an apply killed at any
-moment leaves every task it created findable by the next one, which collects it
-instead of paying for it again.
+The entries are records of one append-only log, `.sparkspec/journal/tasks.log`, each fsync'd
+before `put` returns, so an apply killed at any moment leaves every task it created findable
+by the next one, which collects it instead of paying for it again. A record is one 512-byte
+sector (more for a long entry), padded with spaces, written with O_DIRECT where the file
+system takes it (`heldio.SectorLog`): a sector reaches the disk, not a 4 KB page.
 
-A new entry is written straight to its own name (created exclusively, written,
-fsync'd), not through a temporary file and a rename: it replaces nothing, so there is
-nothing for a rename to keep whole, and it takes one journal commit of the file system
-instead of two (the rename is a second change to the directory). It is the write on the
-path from a paid create's answer to the disk, so it is kept that short. An apply killed
-inside it leaves an empty or torn file, which `get` reports as damaged (the task may
-exist), never a silently missing entry. Replacing an existing entry still goes through
-a rename, so the old one is never torn. The system calls of a new entry keep the GIL
-(`heldio`): no other thread runs between a create's answer and its entry on disk. A new
-entry is padded with spaces to a 512-byte sector and written with O_DIRECT: a sector
-reaches the disk, not a 4 KB page (`heldio`).
+    P <key> <json entry>          a task of the key (a later one of the key replaces it)
+    F <json list of positions>    the tasks recorded at those record positions are done
+
+It was a file an entry, created and deleted again: at 5,000 scenes the thousands of entries
+alive at once (an entry goes when the cache's index commits its render, with the lock's
+writes) cost 0.9 KB a scene of inodes and directory blocks, more than the entries themselves
+(benchmarks/RESULTS.md, session 18). Files of that layout (`<key>.json`, from an older
+sparkspec) are still read, and removed when their task is done.
+
+A record is written whole or not at all (one sector; a failed append is cut off again). A
+record that cannot be read is reported, never taken for no entry: under its key when its key
+is readable, else for every key (a task it names may exist and be paid for). The apply that
+appended compacts the log when it ends: the entries still alive are written to a new log that
+replaces it, and no log stays when none is. The system calls of an append keep the GIL
+(`heldio`): no other thread runs between a create's answer and its entry on disk.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,11 +37,13 @@ from pathlib import Path
 from sparkspec.errors import StatePathError
 from sparkspec.fsutil import atomic_write_bytes, folder_id, fsync_dir
 from sparkspec.jsontext import load_json
-from sparkspec.state.heldio import write_new
+from sparkspec.state.heldio import SECTOR, SectorLog, write_new
 
 
 UNCONFIRMED = ".unconfirmed"  # beside an entry: a create of that key whose answer was lost
 CREATES = "creates-"  # creates-<pid>-<random>.log: the keys an apply sent creates for
+LOG = "tasks.log"
+POSITIONS = 64  # record positions a forget record lists (it stays one sector)
 
 
 class DamagedEntry(StatePathError):
@@ -76,25 +85,46 @@ class Journal:
         # is noticed and its entries written again (`vanished`, `rewrite`).
         self._live: dict[str, JournalEntry] = {}
         self._folder: tuple[int, int] | None = None
+        self._writer: SectorLog | None = None  # the log, open for appending (this process appends)
+        self._state: _LogState | None = None  # the log as last read or appended to
+        self._stat: tuple[int, int, int] | None = None  # the log's (inode, size, mtime) then
+        # Entries are put from the event loop's thread and forgotten from the lock writer's: a
+        # record's position and the state it updates go together.
+        self._mutex = threading.RLock()
 
     def _path(self, key: str) -> Path:
         return self.directory / f"{key}.json"
 
+    @property
+    def log_path(self) -> Path:
+        return self.directory / LOG
+
+    def keyless_damage(self) -> bool:
+        """The log holds a damaged record whose key cannot be read: `get` of any key says so."""
+        return bool(self._read().unplaced)
+
     def get(self, key: str, provider: str | None = None) -> JournalEntry | None:
-        """The entry for `key`, None when there is none; DamagedEntry when its file is unreadable,
-        or names another provider than `provider` (a key is one provider's render: an entry of
-        another's under it was not written by sparkspec, and may name a task paid for)."""
-        path = self._path(key)
-        try:
-            raw = load_json(path.read_text(encoding="utf-8"))
-            entry = JournalEntry(key=str(raw["key"]), scene=str(raw["scene"]), provider=str(raw["provider"]),
-                                 task_id=str(raw["task_id"]), submitted_at=float(raw["submitted_at"]),
-                                 expires_after=int(raw["expires_after"]),
-                                 locator=None if raw.get("locator") is None else str(raw["locator"]))
-        except (FileNotFoundError, NotADirectoryError):  # none; or a file where the folder goes, which
-            return None  # holds no entry (apply's check before its first create names it)
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            raise DamagedEntry(f"{path}: damaged journal entry ({type(exc).__name__}: {exc})") from None
+        """The entry for `key`, None when there is none; DamagedEntry when its record is
+        unreadable, or names another provider than `provider` (a key is one provider's render:
+        an entry of another's under it was not written by sparkspec, and may name a task paid for)."""
+        state = self._read()
+        if state.unplaced:
+            raise DamagedEntry(f"{self.log_path}: damaged journal entry (record {state.unplaced[0]} names no readable "
+                               "key: the task it held may exist and be paid for; move the file aside once no task "
+                               "of yours is rendering)")
+        found = state.live.get(key)
+        if isinstance(found, str):
+            raise DamagedEntry(f"{self.log_path}: damaged journal entry of key {key[:12]} ({found})")
+        if found is not None:
+            entry, path = found[1], self.log_path
+        else:
+            path = self._path(key)  # an older sparkspec's entry, a file of its own
+            try:
+                entry = _decode(load_json(path.read_text(encoding="utf-8")))
+            except (FileNotFoundError, NotADirectoryError):  # none; or a file where the folder goes, which
+                return None  # holds no entry (apply's check before its first create names it)
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                raise DamagedEntry(f"{path}: damaged journal entry ({type(exc).__name__}: {exc})") from None
         if entry.key != key or not entry.task_id:
             raise DamagedEntry(f"{path}: damaged journal entry (it names key {entry.key[:12]}, "
                                f"task {entry.task_id!r})")
@@ -111,17 +141,13 @@ class Journal:
         return entry
 
     def put(self, entry: JournalEntry) -> None:
-        """Write `entry` durably (an existing entry of its key is replaced whole)."""
-        data = json.dumps(entry.__dict__, sort_keys=True).encode("utf-8")
-        path = self._path(entry.key)
-        try:
-            write_new(path, data, pad=True)
-        except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_new(path, data, pad=True)
-        except FileExistsError:
-            atomic_write_bytes(path, data)
-        self._live[entry.key] = entry
+        """Write `entry` durably (an entry of its key already there is replaced)."""
+        data = json.dumps(entry.__dict__, sort_keys=True)
+        with self._mutex:
+            state = self._appending()
+            position = self._append(_record(f"P {entry.key} {data}".encode("utf-8")))
+            state.put(position, entry)
+            self._live[entry.key] = entry
         if self._folder is None:
             self._folder = folder_id(self.directory)
 
@@ -134,6 +160,9 @@ class Journal:
         vanished); returns them. OSError when they cannot be written."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self._folder = folder_id(self.directory)
+        with self._mutex:
+            self._close_writer()
+            self._state = self._stat = None
         entries = list(self._live.values())
         for entry in entries:
             self.put(entry)
@@ -154,16 +183,88 @@ class Journal:
         self.forget_many([key])
 
     def forget_many(self, keys: list[str]) -> None:
+        """The tasks of `keys` are done (their renders are in the cache's index): one record."""
+        with self._mutex:
+            if any(key in self._read().position for key in keys):
+                state = self._appending()  # (read again if the log was not open yet)
+                positions = sorted(state.position[key] for key in keys if key in state.position)
+                chunks = [positions[start:start + POSITIONS] for start in range(0, len(positions), POSITIONS)]
+                self._append(b"".join(_record(f"F {json.dumps(chunk)}".encode()) for chunk in chunks))
+                for chunk in chunks:
+                    state.forget(chunk)
+            for key in keys:
+                self._live.pop(key, None)
         gone = False
         for key in keys:
-            self._live.pop(key, None)
             try:
-                self._path(key).unlink()
+                self._path(key).unlink()  # an older sparkspec's entry of the key
             except FileNotFoundError:
-                continue  # a render with no task of this apply's (pulled from the team's remote)
+                continue
+            except OSError:
+                continue
             gone = True
         if gone:
             fsync_dir(self.directory)
+
+    # -- the log -------------------------------------------------------------------------
+    def _appending(self) -> _LogState:
+        """The log open for appending (made on first use), and its state."""
+        if self._writer is None:
+            try:
+                self._writer = SectorLog(self.log_path)
+            except FileNotFoundError:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._writer = SectorLog(self.log_path)
+            self._state = self._stat = None
+        return self._read()
+
+    def _append(self, records: bytes) -> int:
+        """Append `records` (whole sectors), fsync'd: the position of the first."""
+        assert self._writer is not None
+        position = self._writer.size // SECTOR
+        self._writer.append(records)
+        self._stat = _stat_of(self.log_path)
+        return position
+
+    def _read(self) -> _LogState:
+        """The log's state: read again when the file changed since (another process appended)."""
+        with self._mutex:
+            stat = _stat_of(self.log_path)
+            if self._state is None or stat != self._stat:
+                self._state = _LogState.parse(self.log_path)
+                self._stat = stat
+            return self._state
+
+    def _close_writer(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            try:
+                writer.close()
+            except OSError:
+                pass
+
+    def compact(self) -> None:
+        """The log written again with only the entries alive (none: no log), replacing it
+        atomically; by the apply that appended to it, as it ends. A log with a damaged record
+        is left as it is (the record is reported, and stays until the user moves it)."""
+        with self._mutex:
+            if self._writer is None:
+                return
+            self._close_writer()
+            state = _LogState.parse(self.log_path)
+            self._state = self._stat = None
+        if state.unplaced or state.damaged or not state.forgotten:
+            return
+        live = [found[1] for found in state.live.values() if not isinstance(found, str)]
+        try:
+            if not live:
+                self.log_path.unlink()
+            else:
+                text = b"".join(_record(f"P {e.key} {json.dumps(e.__dict__, sort_keys=True)}".encode()) for e in live)
+                atomic_write_bytes(self.log_path, text)
+            fsync_dir(self.directory)
+        except OSError:
+            pass  # it stays as it was, read the same way
 
     def keys(self) -> set[str]:
         """The keys with an entry (readable or not), from one listing of the folder."""
@@ -192,7 +293,9 @@ class Journal:
         os.write(self._log, f"{key}\n".encode())
 
     def close_log(self) -> None:
-        """This apply is over: what its creates made is journalled, marked or collected."""
+        """This apply is over: what its creates made is journalled, marked or collected; the
+        log of tasks is compacted."""
+        self.compact()
         if self._log is not None:
             os.close(self._log)
             self._log = None
@@ -216,7 +319,8 @@ class Journal:
             names = [p.name for p in self.directory.iterdir()]
         except OSError:  # none yet (or unreadable: apply reports the entry it cannot read)
             return [], set(), []
-        return names, {name[:-5] for name in names if name.endswith(".json")}, self._dead_logs(names)
+        logged = set(self._read().live) if LOG in names else set()
+        return names, logged | {name[:-5] for name in names if name.endswith(".json")}, self._dead_logs(names)
 
     def _dead_logs(self, names: list[str]) -> list[Path]:
         logs = []
@@ -266,12 +370,119 @@ class Journal:
         """The readable entries (a damaged one is reported when its scene is applied)."""
         if not self.directory.is_dir():
             return []
-        found = []
-        for path in sorted(self.directory.glob("*.json")):
+        found = {}
+        for key in sorted(self.keys()):
             try:
-                entry = self.get(path.stem)
+                entry = self.get(key)
             except DamagedEntry:
                 continue
             if entry is not None:
-                found.append(entry)
-        return found
+                found[key] = entry
+        return list(found.values())
+
+
+def _decode(raw: object) -> JournalEntry:
+    if not isinstance(raw, dict):
+        raise TypeError("not an object")
+    return JournalEntry(key=str(raw["key"]), scene=str(raw["scene"]), provider=str(raw["provider"]),
+                        task_id=str(raw["task_id"]), submitted_at=float(raw["submitted_at"]),
+                        expires_after=int(raw["expires_after"]),
+                        locator=None if raw.get("locator") is None else str(raw["locator"]))
+
+
+def _record(line: bytes) -> bytes:
+    """`line` padded with spaces to whole sectors, the last byte a newline."""
+    return line + b" " * (-(len(line) + 1) % SECTOR) + b"\n"
+
+
+def _stat_of(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+class _LogState:
+    """The log read: each key's live entry (position, entry), or why its record is unreadable
+    (a str); the positions of records that name no readable key."""
+
+    def __init__(self) -> None:
+        self.live: dict[str, tuple[int, JournalEntry] | str] = {}
+        self.position: dict[str, int] = {}  # key -> the position of its live put
+        self.at: dict[int, str] = {}  # position of a put -> its key
+        self.unplaced: list[int] = []
+        self.damaged = False
+        self.forgotten = False  # a forget record, or a put replaced: compacting drops something
+
+    @classmethod
+    def parse(cls, path: Path) -> _LogState:
+        state = cls()
+        try:
+            data = path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return state
+        except OSError as exc:
+            state.unplaced.append(0)
+            state.damaged = True
+            del exc
+            return state
+        position = 0
+        while position * SECTOR < len(data):
+            start = position * SECTOR
+            if not data[start:start + SECTOR].strip(b" \n\0"):  # never written (a crash as the file grew)
+                position += 1
+                continue
+            end = data.find(b"\n", start)
+            end = len(data) if end < 0 else end + 1
+            state._take(position, data[start:end].rstrip(b" \n\0"))
+            position += max(1, -(-(end - start) // SECTOR))
+        return state
+
+    def _take(self, position: int, record: bytes) -> None:
+        text = record.decode("utf-8", errors="replace")
+        if text.startswith("P "):
+            key = text[2:66]
+            if len(key) != 64 or not _HEX.issuperset(key) or text[66:67] != " ":
+                self._damage(position)
+                return
+            try:
+                entry = _decode(load_json(text[67:]))
+            except (ValueError, TypeError, KeyError) as exc:
+                self.live[key] = f"record {position}: {type(exc).__name__}: {exc}"
+                self.position.pop(key, None)
+                self.damaged = True
+                return
+            self.put(position, entry)
+        elif text.startswith("F "):
+            try:
+                positions = load_json(text[2:])
+                if not isinstance(positions, list) or not all(isinstance(p, int) for p in positions):
+                    raise ValueError("not a list of positions")
+            except ValueError:
+                self._damage(position)
+                return
+            self.forget(positions)
+        else:
+            self._damage(position)
+
+    def _damage(self, position: int) -> None:
+        self.unplaced.append(position)
+        self.damaged = True
+
+    def put(self, position: int, entry: JournalEntry) -> None:
+        if entry.key in self.position:
+            self.forgotten = True  # replaced
+        self.live[entry.key] = (position, entry)
+        self.position[entry.key] = position
+        self.at[position] = entry.key
+
+    def forget(self, positions: list[int]) -> None:
+        self.forgotten = True
+        for at in positions:
+            key = self.at.get(at)
+            if key is not None and self.position.get(key) == at:
+                del self.live[key], self.position[key]

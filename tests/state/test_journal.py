@@ -1,9 +1,11 @@
-"""The journal's entries on disk: written straight to their name, fsync'd, read back; an entry
-torn by a kill is reported, an existing one is replaced whole."""
+"""The journal's entries on disk: records of one log, each appended as whole sectors and
+fsync'd, read back by any process; a damaged record is reported, never taken for no entry; the
+apply that appended compacts the log as it ends. An older sparkspec's entry files are read."""
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 from pathlib import Path
@@ -26,36 +28,96 @@ def calls(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
     return str(request.param)
 
 
-def test_a_new_entry_is_its_own_file_with_the_umasks_mode_and_reads_back(tmp_path: Path, calls: str) -> None:
+def test_a_new_entry_is_a_sector_of_the_log_with_the_umasks_mode_and_reads_back(tmp_path: Path, calls: str) -> None:
     journal = Journal(tmp_path / "journal")  # made on first use
     old = os.umask(0o027)
     try:
         entry = journal.record(KEY, "intro", "spark", "cgt-1", 3600, now=1_800_000_000.0, locator="{}")
     finally:
         os.umask(old)
-    assert [p.name for p in (tmp_path / "journal").iterdir()] == [f"{KEY}.json"]  # no temporary left
-    assert stat.S_IMODE((tmp_path / "journal" / f"{KEY}.json").stat().st_mode) == 0o640
+    log = tmp_path / "journal" / "tasks.log"
+    assert [p.name for p in (tmp_path / "journal").iterdir()] == ["tasks.log"]  # no temporary left
+    assert stat.S_IMODE(log.stat().st_mode) == 0o640 and log.stat().st_size == heldio.SECTOR
     assert journal.get(KEY) == entry and journal.entries() == [entry]
+    assert Journal(tmp_path / "journal").get(KEY) == entry  # as another process reads it
 
 
-def test_an_existing_entry_is_replaced_whole(tmp_path: Path, calls: str) -> None:
+def test_an_existing_entry_is_replaced_and_what_is_done_goes_when_the_apply_ends(tmp_path: Path, calls: str) -> None:
     journal = Journal(tmp_path)
     journal.record(KEY, "intro", "spark", "cgt-old", 3600)
-    journal.record(KEY, "intro", "spark", "cgt-new", 3600)
-    entry = journal.get(KEY)
-    assert entry is not None and entry.task_id == "cgt-new"
-    assert [p.name for p in tmp_path.iterdir()] == [f"{KEY}.json"]
+    new = journal.record(KEY, "intro", "spark", "cgt-new", 3600)
+    done = journal.record("cd" * 32, "outro", "spark", "cgt-2", 3600)
+    journal.forget(done.key)
+    assert Journal(tmp_path).get(KEY) == new and Journal(tmp_path).get(done.key) is None
+    assert Journal(tmp_path).keys() == {KEY}
+    journal.close_log()  # compacted: the entry alive, alone
+    assert (tmp_path / "tasks.log").stat().st_size == heldio.SECTOR
+    assert Journal(tmp_path).entries() == [new]
+    again = Journal(tmp_path)
+    again.forget(KEY)
+    again.close_log()
+    assert list(tmp_path.iterdir()) == [] and Journal(tmp_path).entries() == []
+
+
+def test_a_long_entry_takes_more_sectors(tmp_path: Path, calls: str) -> None:
+    journal = Journal(tmp_path)
+    long = journal.record(KEY, "intro", "spark", "cgt-1", 3600, locator="q" * 1500)
+    short = journal.record("cd" * 32, "outro", "spark", "cgt-2", 3600)
+    assert (tmp_path / "tasks.log").stat().st_size == 5 * heldio.SECTOR
+    assert Journal(tmp_path).entries() == [long, short]
 
 
 @pytest.mark.parametrize("torn", [b"", b'{"key": "' + KEY.encode() + b'", "task_id": "cgt'])
-def test_an_entry_torn_by_a_kill_is_reported_never_taken_for_no_entry(tmp_path: Path, torn: bytes) -> None:
+def test_an_older_sparkspecs_entry_torn_by_a_kill_is_reported_never_taken_for_no_entry(tmp_path: Path,
+                                                                                       torn: bytes) -> None:
     (tmp_path / f"{KEY}.json").write_bytes(torn)
     with pytest.raises(DamagedEntry, match="damaged journal entry"):
         Journal(tmp_path).get(KEY)
 
 
-def test_a_write_that_fails_leaves_no_entry_and_names_the_file(tmp_path: Path, calls: str,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_older_sparkspecs_entry_is_read_and_goes_when_its_task_is_done(tmp_path: Path) -> None:
+    legacy = {"key": KEY, "scene": "intro", "provider": "spark", "task_id": "cgt-1", "submitted_at": 1.0,
+              "expires_after": 3600, "locator": None}
+    (tmp_path / f"{KEY}.json").write_text(json.dumps(legacy))
+    journal = Journal(tmp_path)
+    entry = journal.get(KEY)
+    assert entry is not None and entry.task_id == "cgt-1" and journal.keys() == {KEY}
+    journal.forget(KEY)
+    assert journal.get(KEY) is None and list(tmp_path.iterdir()) == []
+
+
+def test_a_damaged_record_is_reported_under_its_key_or_for_every_key(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.record(KEY, "intro", "spark", "cgt-1", 3600)
+    other = journal.record("cd" * 32, "outro", "spark", "cgt-2", 3600)
+    log = tmp_path / "tasks.log"
+    data = bytearray(log.read_bytes())
+    data[80:90] = b"##########"  # inside the first record's JSON: its key still reads
+    log.write_bytes(bytes(data))
+    with pytest.raises(DamagedEntry, match=f"tasks.log: damaged journal entry of key {KEY[:12]}"):
+        Journal(tmp_path).get(KEY)
+    assert Journal(tmp_path).get(other.key) == other
+    data[5:10] = b"#####"  # now its key does not: any key's task may be the one it held
+    log.write_bytes(bytes(data))
+    with pytest.raises(DamagedEntry, match="names no readable key"):
+        Journal(tmp_path).get(other.key)
+    journal.close_log()  # a damaged log is not compacted away
+    assert log.read_bytes() == bytes(data)
+
+
+def test_sectors_never_written_are_not_records(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    first = journal.record(KEY, "intro", "spark", "cgt-1", 3600)
+    with (tmp_path / "tasks.log").open("ab") as log:
+        log.write(b"\0" * heldio.SECTOR)  # a crash as the file grew
+    assert Journal(tmp_path).entries() == [first]
+
+
+def test_a_write_that_fails_leaves_the_log_as_it_was_and_names_the_file(tmp_path: Path, calls: str,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    journal = Journal(tmp_path)
+    first = journal.record(KEY, "intro", "spark", "cgt-1", 3600)
+
     def full(fd: int, data: bytes, path: Path) -> int:
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
@@ -63,9 +125,10 @@ def test_a_write_that_fails_leaves_no_entry_and_names_the_file(tmp_path: Path, c
     monkeypatch.setattr(way, "write", staticmethod(full))
     monkeypatch.setattr(way, "write_aligned", staticmethod(full))
     with pytest.raises(OSError, match="No space left") as failed:
-        Journal(tmp_path).record(KEY, "intro", "spark", "cgt-1", 3600)
-    assert failed.value.filename == str(tmp_path / f"{KEY}.json")
-    assert list(tmp_path.iterdir()) == [] and Journal(tmp_path).get(KEY) is None
+        journal.record("cd" * 32, "outro", "spark", "cgt-2", 3600)
+    assert failed.value.filename == str(tmp_path / "tasks.log")
+    assert (tmp_path / "tasks.log").stat().st_size == heldio.SECTOR
+    assert Journal(tmp_path).entries() == [first]
 
 
 def _write_bytes() -> int:
@@ -78,6 +141,7 @@ def test_a_new_entry_reaches_the_disk_as_a_sector_not_a_page(tmp_path: Path, cal
     """A buffered 250-byte entry costs a whole 4 KB page of written bytes; padded to a 512-byte
     sector and written with O_DIRECT it costs the sector (and reads back the same)."""
     journal = Journal(tmp_path)
+    journal.record(KEY, "intro", "spark", "cgt-0", 3600)  # the log made
     before = _write_bytes()
     entries = [journal.record(f"{i:064x}", "intro", "spark", f"cgt-{i}", 3600) for i in range(40)]
     written = _write_bytes() - before
@@ -86,8 +150,7 @@ def test_a_new_entry_reaches_the_disk_as_a_sector_not_a_page(tmp_path: Path, cal
     if not heldio._direct:
         pytest.skip("this folder's file system refuses O_DIRECT")
     assert written / len(entries) < 3072, written / len(entries)  # buffered: 4096 and more an entry
-    path = tmp_path / f"{0:064x}.json"
-    assert path.stat().st_size % heldio.SECTOR == 0 and path.read_bytes().rstrip(b" ").endswith(b"}")
+    assert (tmp_path / "tasks.log").stat().st_size == 41 * heldio.SECTOR
     assert [journal.get(e.key) for e in entries] == entries
 
 
@@ -108,8 +171,9 @@ def test_a_file_system_that_refuses_o_direct_gets_the_entry_written_buffered(
     journal = Journal(tmp_path)
     first = journal.record(KEY, "intro", "spark", "cgt-1", 3600)
     second = journal.record("cd" * 32, "outro", "spark", "cgt-2", 3600)
-    assert journal.get(KEY) == first and journal.get("cd" * 32) == second
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{KEY}.json", f"{'cd' * 32}.json"])
+    assert Journal(tmp_path).get(KEY) == first and Journal(tmp_path).get("cd" * 32) == second
+    assert [p.name for p in tmp_path.iterdir()] == ["tasks.log"]
+    assert (tmp_path / "tasks.log").stat().st_size == 2 * heldio.SECTOR
     directs = [flag for flag in opened if flag]
     assert len(directs) == (1 if heldio._DIRECT else 0)  # asked once, then never again
 
@@ -130,3 +194,34 @@ def test_a_journal_folder_deleted_under_it_is_noticed_and_its_running_tasks_writ
     assert journal.rewrite() == [first]
     assert not journal.vanished()
     assert Journal(tmp_path / ".sparkspec" / "journal").entries() == [first]
+
+
+def test_entries_put_and_forgotten_from_two_threads_at_once_stay_apart(tmp_path: Path) -> None:
+    """The event loop's thread puts while the lock writer's forgets: a record's position and the
+    state it updates go together, or a forget drops another task's entry."""
+    import threading
+
+    journal = Journal(tmp_path)
+    keys = [f"{i:064x}" for i in range(300)]
+    put: list[str] = []
+    finished = threading.Event()
+
+    def forgetter() -> None:
+        done = 0
+        while not finished.is_set() or done < len(put):
+            ready = put[done:]
+            done += len(ready)
+            journal.forget_many([k for k in ready if int(k, 16) % 2 == 0])
+
+    thread = threading.Thread(target=forgetter)
+    thread.start()
+    for key in keys:
+        journal.record(key, "s", "spark", f"cgt-{key[-4:]}", 3600)
+        put.append(key)
+    finished.set()
+    thread.join()
+    odd = {k for k in keys if int(k, 16) % 2}
+    assert Journal(tmp_path).keys() == odd
+    journal.close_log()
+    assert {e.key for e in Journal(tmp_path).entries()} == odd
+    assert (tmp_path / "tasks.log").stat().st_size == len(odd) * heldio.SECTOR
