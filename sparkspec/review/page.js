@@ -47,6 +47,7 @@
   // Filter by scene id.
   var filter = document.getElementById("filter");
   var cards = Array.prototype.slice.call(document.querySelectorAll("article.scene"));
+  cards.forEach(function (card) { card.tabIndex = -1; });  // focusable by the keys below, not by Tab
   filter.addEventListener("input", function () {
     var words = filter.value.toLowerCase().split(/[\s,]+/).filter(Boolean);
     cards.forEach(function (card) {

@@ -110,18 +110,19 @@ def _pairs(scene: ReviewScene) -> str:
     picked = scene.picked
 
     def pair(name: str, value: str) -> str:
-        return f"<div><dt>{_e(name)}</dt><dd>{value}</dd></div>"
+        return f"<dt>{_e(name)}</dt><dd>{value}</dd>"
 
+    # The seed is the picked take's caption's; a page of thousands of cards counts its bytes.
     head = "".join(pair(name, _e(value)) for name, value in scene.parameters)
     cost = pair("cost", f"{scene.cost:.2f}") if scene.cost is not None else ""
-    return (f"<dl>{head}{pair('seed', str(picked.seed))}\n{pair('tokens', f'{scene.tokens:,}')}{cost}"
+    return (f"<dl>{head}\n{pair('tokens', f'{scene.tokens:,}')}{cost}"
             f'{pair("key", f"<code title={chr(34)}{_e(picked.key)}{chr(34)}>{_e(picked.key[:12])}</code>")}\n'
             f'{pair("task", f"<code title={chr(34)}{_e(picked.task_id)}{chr(34)}>{_e(picked.task_id)}</code>")}\n'
             "</dl>\n")
 
 
 def _scene(scene: ReviewScene) -> str:
-    parts = [f'<article class="card scene" id="scene-{_e(scene.id)}" data-id="{_e(scene.id)}" tabindex="-1">\n',
+    parts = [f'<article class="card scene" id="scene-{_e(scene.id)}" data-id="{_e(scene.id)}">\n',
              _heading(scene)]
     if scene.description:
         parts.append(f'<p class="desc">{_e(scene.description)}</p>')
