@@ -77,14 +77,14 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, list[str]]]:
 @pytest.mark.slow  # over a second and a half: the default run stays under 90 s
 def test_lock_writes_are_coalesced(tmp_path: Path, api: FakeSparkAPI, writes: list[tuple[int, list[str]]],
                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lockwriter, "MIN_BATCH", 1)  # the schedule of 5,000 scenes, on 32
-    (tmp_path / "project.spark.yaml").write_text(spec("take 1", 32, "spark"))
+    monkeypatch.setattr(lockwriter, "MIN_BATCH", 1)  # the schedule of 5,000 scenes, on 64
+    (tmp_path / "project.spark.yaml").write_text(spec("take 1", 64, "spark"))
     assert apply(tmp_path, api).ok
     final = len((tmp_path / "project.spark.lock").read_text())
-    # 1 record, 2, then the final 32 (not 32 writes of a growing lock; 4 would be past a
-    # sixteenth of the records expected at the end, where only the final write is made)
+    # 1 record, 2, then the final 64 (not 64 writes of a growing lock; 4 would be past a
+    # thirty-second of the records expected at the end, where only the final write is made)
     assert [size for size, _ in writes][-1] == final and len(writes) == 3
-    assert sum(size for size, _ in writes) <= 1.125 * final
+    assert sum(size for size, _ in writes) <= 1.0625 * final
     assert all(not lies for _, lies in writes)
 
 
@@ -148,8 +148,8 @@ def test_lock_writes_are_made_off_the_event_loop(tmp_path: Path, api: FakeSparkA
         real(path, lock)
 
     monkeypatch.setattr(lockwriter, "write_lock", noted)
-    monkeypatch.setattr(lockwriter, "MIN_BATCH", 1)  # a write on the way: 1 record, then 20
-    (tmp_path / "project.spark.yaml").write_text(spec("take 1", 20, "spark"))
+    monkeypatch.setattr(lockwriter, "MIN_BATCH", 1)  # a write on the way: 1 record, then 40
+    (tmp_path / "project.spark.yaml").write_text(spec("take 1", 40, "spark"))
     assert apply(tmp_path, api).ok
     assert len(threads) == 2 and all(name.startswith("sparkspec-lock") for name in threads), threads
 

@@ -3,9 +3,9 @@
 Rewriting the whole lock after every scene costs bytes in the square of the scene
 count (1,600 scenes wrote 1.85 GB for a 1.6 MB lock). Here a write happens once as
 many records changed as the last write held, and at least MIN_BATCH, while the lock
-written holds at most a sixteenth of the records the apply expects to end with (EARLY_SHARE),
-and once at the end: all writes together are at most 1.125 times the final lock. Past that
-sixteenth, a write is also made when STALE_AFTER seconds have gone by since the last one and
+written holds at most a thirty-second of the records the apply expects to end with (EARLY_SHARE),
+and once at the end: all writes together are at most 1.0625 times the final lock. Past that
+share, a write is also made when STALE_AFTER seconds have gone by since the last one and
 MIN_BATCH records changed: a long apply (renders take minutes) keeps its progress in the
 lock and the cache index, which a write commits, at a cost that only shows next to renders
 that small (an apply of zero-latency renders ends first). Between writes the lock on disk may lag
@@ -43,9 +43,9 @@ STALE_AFTER = 300.0  # seconds: past the early writes, the longest the lock lags
 # The early writes end when the lock written would hold more than this share of the records
 # the apply ends with. Each write is the whole lock, so they add up to twice that share of it:
 # at a quarter, 5,000 scenes wrote their lock 1.41 times (7.0 MB for a 5.0 MB lock); at a
-# sixteenth, 1.10 times. Progress past it is the STALE_AFTER writes' (the cache keeps every
-# finished render meanwhile: after a crash the next plan calls it `reuse`).
-EARLY_SHARE = 1 / 16
+# sixteenth, 1.10 times; at a thirty-second, 1.05. Progress past it is the STALE_AFTER writes'
+# (the cache keeps every finished render meanwhile: after a crash the next plan calls it `reuse`).
+EARLY_SHARE = 1 / 32
 
 Item = tuple[str, str, int]  # ("scene", id, take) or ("sequence", name, 0)
 
