@@ -218,9 +218,12 @@ class SectorLog:
                 _direct = self.direct = False
         return self.calls.open(self.path, _LOG_FLAGS, mode)
 
-    def append(self, data: bytes) -> None:
-        """`data`, padded with spaces to whole sectors, at the end of the file, fsync'd."""
+    def append(self, data: bytes) -> int:
+        """`data`, padded with spaces to whole sectors, at the end of the file, fsync'd: the
+        offset it was written at (the file's size before: another writer of the file in this
+        process, one at a time, may have appended since the last call)."""
         size = -(-len(data) // SECTOR) * SECTOR
+        self.size = os.fstat(self.fd).st_size
         try:
             if self.direct:
                 with mmap.mmap(-1, size) as buffer:
@@ -240,6 +243,7 @@ class SectorLog:
                 pass
             raise
         self.size += size
+        return self.size - size
 
     def close(self) -> None:
         self.calls.close(self.fd)

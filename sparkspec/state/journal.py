@@ -221,8 +221,7 @@ class Journal:
     def _append(self, records: bytes) -> int:
         """Append `records` (whole sectors), fsync'd: the position of the first."""
         assert self._writer is not None
-        position = self._writer.size // SECTOR
-        self._writer.append(records)
+        position = self._writer.append(records) // SECTOR
         self._stat = _stat_of(self.log_path)
         return position
 

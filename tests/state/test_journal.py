@@ -225,3 +225,20 @@ def test_entries_put_and_forgotten_from_two_threads_at_once_stay_apart(tmp_path:
     journal.close_log()
     assert {e.key for e in Journal(tmp_path).entries()} == odd
     assert (tmp_path / "tasks.log").stat().st_size == len(odd) * heldio.SECTOR
+
+
+def test_two_journals_of_one_folder_in_turn_keep_each_others_records(tmp_path: Path) -> None:
+    """Ctrl-C: the apply's journal, then another cancelling queued tasks, in one process."""
+    first, second = Journal(tmp_path), Journal(tmp_path)
+    keys = [f"{i:064x}" for i in range(4)]
+    first.record(keys[0], "a", "spark", "cgt-0", 3600)
+    second.forget(keys[0])
+    second.record(keys[1], "b", "spark", "cgt-1", 3600)
+    first.record(keys[2], "c", "spark", "cgt-2", 3600)
+    first.forget(keys[1])
+    second.record(keys[3], "d", "spark", "cgt-3", 3600)
+    assert Journal(tmp_path).keys() == {keys[2], keys[3]}
+    assert first.keys() == second.keys() == {keys[2], keys[3]}
+    first.record(keys[1], "b", "spark", "cgt-4", 3600)
+    first.forget(keys[1])  # at the position it was written at, not where `first` last wrote
+    assert Journal(tmp_path).keys() == {keys[2], keys[3]}
