@@ -108,6 +108,9 @@ class Journal:
         unreadable, or names another provider than `provider` (a key is one provider's render:
         an entry of another's under it was not written by sparkspec, and may name a task paid for)."""
         state = self._read()
+        if state.unreadable is not None:
+            raise DamagedEntry(f"{self.log_path}: cannot read the journal of submitted tasks ({state.unreadable}); "
+                               "a task it holds may exist and be paid for: make it readable")
         if state.unplaced:
             raise DamagedEntry(f"{self.log_path}: damaged journal entry (record {state.unplaced[0]} names no readable "
                                "key: the task it held may exist and be paid for; move the file aside once no task "
@@ -414,6 +417,7 @@ class _LogState:
         self.position: dict[str, int] = {}  # key -> the position of its live put
         self.at: dict[int, str] = {}  # position of a put -> its key
         self.unplaced: list[int] = []
+        self.unreadable: str | None = None  # the file could not be read at all: why
         self.damaged = False
         self.forgotten = False  # a forget record, or a put replaced: compacting drops something
 
@@ -425,9 +429,9 @@ class _LogState:
         except (FileNotFoundError, NotADirectoryError):
             return state
         except OSError as exc:
+            state.unreadable = exc.strerror or str(exc)
             state.unplaced.append(0)
             state.damaged = True
-            del exc
             return state
         position = 0
         while position * SECTOR < len(data):

@@ -242,3 +242,13 @@ def test_two_journals_of_one_folder_in_turn_keep_each_others_records(tmp_path: P
     first.record(keys[1], "b", "spark", "cgt-4", 3600)
     first.forget(keys[1])  # at the position it was written at, not where `first` last wrote
     assert Journal(tmp_path).keys() == {keys[2], keys[3]}
+
+
+def test_a_log_that_cannot_be_read_is_said_so(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.record(KEY, "intro", "spark", "cgt-1", 3600)
+    log = tmp_path / "tasks.log"
+    log.unlink()
+    log.mkdir()  # not a file any more: reading it fails as an unreadable one would
+    with pytest.raises(DamagedEntry, match="cannot read the journal of submitted tasks"):
+        Journal(tmp_path).get("cd" * 32)
