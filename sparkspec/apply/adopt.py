@@ -68,7 +68,7 @@ def _adopt_files(cache: Cache, workspace: Workspace, files: Iterable[FileRecord]
             path = root / wanted.path
             if path.stat().st_size != wanted.bytes:
                 return False
-            copy = cache.directory / f".{wanted.sha256}.adopt.part"
+            copy = cache.directory / f".{wanted.sha256}.{secrets.token_hex(4)}.adopt.part"  # two scenes may share it
             copy.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, copy)
             staged.append((copy, wanted.sha256))

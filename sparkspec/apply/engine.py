@@ -280,8 +280,10 @@ class Engine:
                 out += [(c.id, take) for take in self.lock.takes(c.id)]
             elif c.action not in KEEPS_RECORD and not (c.action is Action.PULL and self.pulls_recorded(c)):
                 out.append((c.id, c.take))
-            elif c.action is Action.RESTORE and c.frame_from_video:  # its last frame changes
-                out.append((c.id, c.take))
+            elif c.action is Action.RESTORE and c.frame_from_video:
+                # Withheld by `install` once the cache holds the render with its decoded frame: a
+                # kill before that leaves the record, and the next plan decodes it again, free.
+                continue
             elif c.action is Action.RESTORE:
                 record = self.take_record(c.id, c.take)
                 wanted = output_paths(self.project, c.id, c.take, self.project.scenes[c.id].pick)[0]

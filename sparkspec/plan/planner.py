@@ -177,8 +177,11 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
         cached, damage = cache.probe(key.hex)
         if cached is not None or (problem == moved and _in_place(project, memo, record)):
             # A moved take not cached here (a clone) is adopted from where the lock has it.
+            # What is installed is the cache's render: its last frame may not be the record's (a
+            # frame decoded again from the video by an apply cut short before its lock write).
             return Decision(Change("scene", scene.id, Action.RESTORE, (problem,), key.hex, scene_key=key, take=take),
-                            record.video.sha256, record.last_frame.sha256)
+                            *((cached.video_sha256, cached.last_frame_sha256) if cached is not None
+                              else (record.video.sha256, record.last_frame.sha256)))
         if cached is None and damage is None and _blobs_intact(cache, record):
             # The cache's index lost the entry (moved aside, damaged, rebuilt) but kept the files the
             # lock names, checked by their sha256: apply indexes them again and restores.
@@ -191,13 +194,15 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
         decision = _elsewhere(journalled(Change("scene", scene.id, Action.UPDATE,
                                                 (f"{problem} and {damage or 'not in the cache'}",), key.hex, tokens,
                                                 cost, scene_key=key, take=take), tasks, provider), remote, tasks)
-        if decision.change.action is Action.UPDATE and _only_the_frame_lost(project, memo, record, video_path,
-                                                                             frame_path):
-            # The video is in place as recorded: its last frame is decoded from it again, free,
-            # where rendering it again would pay for a video already paid for. The frame's bytes
-            # are known after apply (the task's own image may not be the decoded one).
+        lost = _frame_lost(project, memo, record) if moved is None else None
+        if decision.change.action is Action.UPDATE and lost is not None:
+            # The video is where the lock records it, as recorded: its last frame is decoded from
+            # it again, free, where rendering it again would pay for a video already paid for. The
+            # frame's bytes are known after apply (the task's own image may not be the decoded one).
+            # (A take a new pick moves is left out: another take's move may overwrite its video.)
+            why = problem if problem == lost else f"{problem}; {lost}"
             return Decision(Change("scene", scene.id, Action.RESTORE,
-                                   (f"{problem} and not in the cache: decoded again from {video_path}",),
+                                   (f"{why} and not in the cache: decoded again from {record.video.path}",),
                                    key.hex, scene_key=key, take=take, frame_from_video=True), record.video.sha256)
         return decision
     cached, damage = cache.probe(key.hex)
@@ -227,11 +232,12 @@ def _in_place(project: Project, memo: DigestMemo, record: SceneRecord) -> bool:
     return all(file_problem(memo, project.root, f, f.path) is None for f in (record.video, record.last_frame))
 
 
-def _only_the_frame_lost(project: Project, memo: DigestMemo, record: SceneRecord, video_path: str,
-                         frame_path: str) -> bool:
-    """The take's video is where the lock records it, as recorded; only its last frame is not."""
-    return (record.video.path, record.last_frame.path) == (video_path, frame_path) and \
-        file_problem(memo, project.root, record.video, video_path) is None
+def _frame_lost(project: Project, memo: DigestMemo, record: SceneRecord) -> str | None:
+    """What is wrong with the take's last frame where the lock records it, when its video there
+    is as recorded; None otherwise (the video too, or nothing)."""
+    if file_problem(memo, project.root, record.video, record.video.path) is not None:
+        return None
+    return file_problem(memo, project.root, record.last_frame, record.last_frame.path)
 
 
 def _elsewhere(change: Change, remote: RemoteView | None, tasks: Tasks | None = None) -> Decision:

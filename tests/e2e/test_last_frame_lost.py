@@ -89,3 +89,17 @@ def test_a_video_changed_as_well_is_rendered_again(spark: Project, fake_api: Fak
     plan = spark.run("plan")
     assert "~ scene.solo (update)" in plan.out and "renders/solo.mp4 was altered" in plan.out, plan.out
     assert "decoded again" not in plan.out
+
+
+@pytest.mark.slow  # two applies
+def test_a_lost_last_frame_is_decoded_again_when_the_output_folder_moves_too(
+        spark: Project, fake_api: FakeSparkAPI) -> None:
+    spark.apply()
+    lose(spark, "solo")
+    text = (spark.root / "project.spark.yaml").read_text()
+    (spark.root / "project.spark.yaml").write_text(text.replace("scenes:", "output_dir: out\nscenes:", 1))
+    plan = spark.run("plan")
+    assert "< scene.solo (restore)" in plan.out and "decoded again from renders/solo.mp4" in plan.out, plan.out
+    spark.apply()
+    assert fake_api.total_creates == 3  # nothing paid again: a and b restored, solo decoded
+    check_truthful(spark)
