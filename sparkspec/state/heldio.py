@@ -197,13 +197,22 @@ class SectorLog:
         self.path = path
         self.calls: type[_Held] | type[_Released] = _Released if _libc is None else _Held
         created = not path.exists()
+        self.mode = mode
         self.direct = _direct
         self.fd = self._open(mode)
         self.size = os.fstat(self.fd).st_size
-        if self.direct and self.size % SECTOR:  # not ours to align (a torn buffered append)
+        if self.size % SECTOR:  # a part of a sector at the end (a torn buffered append): the
+            # next record starts at the next sector, where readers look for it
             self.calls.close(self.fd)
-            self.direct = False
+            fd = self.calls.open(path, _LOG_FLAGS, mode)
+            try:
+                pad = b" " * (SECTOR - 1 - self.size % SECTOR) + b"\n"
+                self.calls.write(fd, pad, path)
+                self.calls.fsync(fd, path)
+            finally:
+                self.calls.close(fd)
             self.fd = self._open(mode)
+            self.size = os.fstat(self.fd).st_size
         if created:
             _sync_folder(self.calls, path.parent)
 
@@ -244,6 +253,14 @@ class SectorLog:
             raise
         self.size += size
         return self.size - size
+
+    def is_at(self, path: Path) -> bool:
+        """This file is still the one at `path` (not deleted or replaced since it was opened)."""
+        try:
+            here, there = os.fstat(self.fd), os.stat(path)
+        except OSError:
+            return False
+        return here.st_nlink > 0 and (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
     def close(self) -> None:
         self.calls.close(self.fd)

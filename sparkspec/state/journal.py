@@ -2,25 +2,29 @@
 
 The entries are records of one append-only log, `.sparkspec/journal/tasks.log`, each fsync'd
 before `put` returns, so an apply killed at any moment leaves every task it created findable
-by the next one, which collects it instead of paying for it again. A record is one 512-byte
-sector (more for a long entry), padded with spaces, written with O_DIRECT where the file
-system takes it (`heldio.SectorLog`): a sector reaches the disk, not a 4 KB page.
+by the next one, which collects it instead of paying for it again. A record is exactly one
+512-byte sector, padded with spaces and ending in a newline, written with O_DIRECT where the
+file system takes it (`heldio.SectorLog`): a sector reaches the disk, not a 4 KB page, and is
+written whole or not at all, so each sector is read on its own and a damaged one damages
+nothing else.
 
-    P <key> <json entry>          a task of the key (a later one of the key replaces it)
-    F <json list of positions>    the tasks recorded at those record positions are done
+    P <key> <json entry>               a task of the key (a later one of the key replaces it)
+    F <position>:<key prefix> ...      the tasks recorded at those positions are done
 
-It was a file an entry, created and deleted again: at 5,000 scenes the thousands of entries
-alive at once (an entry goes when the cache's index commits its render, with the lock's
-writes) cost 0.9 KB a scene of inodes and directory blocks, more than the entries themselves
-(benchmarks/RESULTS.md, session 18). Files of that layout (`<key>.json`, from an older
-sparkspec) are still read, and removed when their task is done.
+An entry too long for a sector (a provider's long locator) is a file of its own,
+`<key>.json`, the layout an older sparkspec used for every entry, which is still read and
+removed when its task is done. The log replaced that layout: at 5,000 scenes the thousands of
+entry files alive at once (an entry goes when the cache's index commits its render, with the
+lock's writes) cost 0.9 KB a scene of inodes and directory blocks, more than the entries
+(benchmarks/RESULTS.md, session 18).
 
-A record is written whole or not at all (one sector; a failed append is cut off again). A
-record that cannot be read is reported, never taken for no entry: under its key when its key
-is readable, else for every key (a task it names may exist and be paid for). The apply that
-appended compacts the log when it ends: the entries still alive are written to a new log that
-replaces it, and no log stays when none is. The system calls of an append keep the GIL
-(`heldio`): no other thread runs between a create's answer and its entry on disk.
+A record that cannot be read is reported, never taken for no entry: under its key when its
+key is readable, else for every key (a task it names may exist and be paid for). The writer
+checks before each append that it still appends to the log the folder holds (a folder or log
+deleted during an apply is made again, with this process's live entries, before the put
+returns). The apply that appended compacts the log when it ends: the entries still alive are
+written to a new log that replaces it, and no log stays when none is. The append's own system
+calls keep the GIL (`heldio`).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from sparkspec.state.heldio import SECTOR, SectorLog, write_new
 UNCONFIRMED = ".unconfirmed"  # beside an entry: a create of that key whose answer was lost
 CREATES = "creates-"  # creates-<pid>-<random>.log: the keys an apply sent creates for
 LOG = "tasks.log"
-POSITIONS = 64  # record positions a forget record lists (it stays one sector)
+PREFIX = 8  # hex digits of a key a forget record names beside each position
 
 
 class DamagedEntry(StatePathError):
@@ -112,9 +116,10 @@ class Journal:
             raise DamagedEntry(f"{self.log_path}: cannot read the journal of submitted tasks ({state.unreadable}); "
                                "a task it holds may exist and be paid for: make it readable")
         if state.unplaced:
-            raise DamagedEntry(f"{self.log_path}: damaged journal entry (record {state.unplaced[0]} names no readable "
-                               "key: the task it held may exist and be paid for; move the file aside once no task "
-                               "of yours is rendering)")
+            raise DamagedEntry(f"{self.log_path}: damaged journal entry (record {state.unplaced[0]}, the line of "
+                               f"bytes {state.unplaced[0] * SECTOR}-{state.unplaced[0] * SECTOR + SECTOR - 1}, names no "
+                               "readable key: the task it held may exist and be paid for; the other lines are the "
+                               "tasks of other renders: delete that line alone once you know it)")
         found = state.live.get(key)
         if isinstance(found, str):
             raise DamagedEntry(f"{self.log_path}: damaged journal entry of key {key[:12]} ({found})")
@@ -126,7 +131,7 @@ class Journal:
                 entry = _decode(load_json(path.read_text(encoding="utf-8")))
             except (FileNotFoundError, NotADirectoryError):  # none; or a file where the folder goes, which
                 return None  # holds no entry (apply's check before its first create names it)
-            except (OSError, ValueError, TypeError, KeyError) as exc:
+            except (OSError, ValueError, TypeError, KeyError, ArithmeticError) as exc:
                 raise DamagedEntry(f"{path}: damaged journal entry ({type(exc).__name__}: {exc})") from None
         if entry.key != key or not entry.task_id:
             raise DamagedEntry(f"{path}: damaged journal entry (it names key {entry.key[:12]}, "
@@ -146,10 +151,24 @@ class Journal:
     def put(self, entry: JournalEntry) -> None:
         """Write `entry` durably (an entry of its key already there is replaced)."""
         data = json.dumps(entry.__dict__, sort_keys=True)
+        line = f"P {entry.key} {data}".encode("utf-8")
         with self._mutex:
-            state = self._appending()
-            position = self._append(_record(f"P {entry.key} {data}".encode("utf-8")))
-            state.put(position, entry)
+            if len(line) >= SECTOR:  # a file of its own (rare: a long locator)
+                path = self._path(entry.key)
+                try:
+                    write_new(path, data.encode("utf-8"), pad=True)
+                except FileNotFoundError:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    write_new(path, data.encode("utf-8"), pad=True)
+                except FileExistsError:
+                    atomic_write_bytes(path, data.encode("utf-8"))
+                state = self._read()
+                if entry.key in state.position:  # an earlier entry of the key in the log: done with
+                    self._forget_logged(state, [entry.key])
+            else:
+                state = self._appending()
+                position = self._append(_record(line))
+                state.put(position, entry)
             self._live[entry.key] = entry
         if self._folder is None:
             self._folder = folder_id(self.directory)
@@ -172,46 +191,61 @@ class Journal:
         return entries
 
     def check_writable(self) -> None:
-        """Raise OSError unless an entry can be written here now: made before an apply's first
-        create, so that a folder that cannot take the paid task's id (read-only, a file in its
-        place, a full disk) stops the apply before it pays, not after."""
+        """Raise OSError unless an entry can be appended to the log now: made before an apply's
+        first create, so that a log or folder that cannot take the paid task's id (read-only,
+        a file in its place, a full disk, the file size limit) stops the apply before it pays,
+        not after. Appends a blank sector, which is no record."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        probe = self.directory / f".probe-{os.getpid()}-{secrets.token_hex(4)}"  # not an entry: no .json
-        try:
-            write_new(probe, b"{}", pad=True)
-        finally:
-            probe.unlink(missing_ok=True)
+        with self._mutex:
+            self._appending()
+            self._append(_record(b""))
 
     def forget(self, key: str) -> None:
         self.forget_many([key])
 
     def forget_many(self, keys: list[str]) -> None:
-        """The tasks of `keys` are done (their renders are in the cache's index): one record."""
+        """The tasks of `keys` are done (their renders are in the cache's index)."""
         with self._mutex:
-            if any(key in self._read().position for key in keys):
-                state = self._appending()  # (read again if the log was not open yet)
-                positions = sorted(state.position[key] for key in keys if key in state.position)
-                chunks = [positions[start:start + POSITIONS] for start in range(0, len(positions), POSITIONS)]
-                self._append(b"".join(_record(f"F {json.dumps(chunk)}".encode()) for chunk in chunks))
-                for chunk in chunks:
-                    state.forget(chunk)
+            state = self._read()
+            if any(key in state.position for key in keys):
+                self._forget_logged(self._appending(), keys)  # (read again if the log was not open yet)
             for key in keys:
                 self._live.pop(key, None)
         gone = False
         for key in keys:
             try:
-                self._path(key).unlink()  # an older sparkspec's entry of the key
-            except FileNotFoundError:
-                continue
+                self._path(key).unlink()  # an entry of its own (long, or an older sparkspec's)
             except OSError:
                 continue
             gone = True
         if gone:
             fsync_dir(self.directory)
 
+    def _forget_logged(self, state: _LogState, keys: list[str]) -> None:
+        pairs = sorted((state.position[key], key) for key in keys if key in state.position)
+        records, line = [], b"F"
+        for position, key in pairs:
+            item = f" {position}:{key[:PREFIX]}".encode()
+            if len(line) + len(item) >= SECTOR:
+                records.append(line)
+                line = b"F"
+            line += item
+        records.append(line)
+        self._appending()
+        self._append(b"".join(_record(r) for r in records))
+        state.forget(pairs)
+
     # -- the log -------------------------------------------------------------------------
     def _appending(self) -> _LogState:
-        """The log open for appending (made on first use), and its state."""
+        """The log open for appending (made on first use), and its state. A writer whose file
+        is no longer the folder's log (the folder or the log deleted meanwhile, the log
+        replaced) is opened afresh, and this process's live entries the new log lacks are
+        appended to it first: what `put` returned for stays on disk."""
+        if self._writer is not None and not self._writer.is_at(self.log_path):
+            self._close_writer()
+            lost = True
+        else:
+            lost = False
         if self._writer is None:
             try:
                 self._writer = SectorLog(self.log_path)
@@ -219,7 +253,18 @@ class Journal:
                 self.directory.mkdir(parents=True, exist_ok=True)
                 self._writer = SectorLog(self.log_path)
             self._state = self._stat = None
-        return self._read()
+        state = self._read()
+        if lost:
+            for entry in list(self._live.values()):
+                if entry.key not in state.live and not self._path(entry.key).exists():
+                    line = f"P {entry.key} {json.dumps(entry.__dict__, sort_keys=True)}".encode("utf-8")
+                    if len(line) < SECTOR:
+                        state.put(self._append(_record(line)), entry)
+                    else:
+                        write_new(self._path(entry.key), json.dumps(entry.__dict__, sort_keys=True).encode(),
+                                  pad=True)
+            self._folder = folder_id(self.directory)
+        return state
 
     def _append(self, records: bytes) -> int:
         """Append `records` (whole sectors), fsync'd: the position of the first."""
@@ -248,25 +293,26 @@ class Journal:
     def compact(self) -> None:
         """The log written again with only the entries alive (none: no log), replacing it
         atomically; by the apply that appended to it, as it ends. A log with a damaged record
-        is left as it is (the record is reported, and stays until the user moves it)."""
+        is left as it is (the record is reported, and stays until the user mends it)."""
         with self._mutex:
             if self._writer is None:
                 return
             self._close_writer()
             state = _LogState.parse(self.log_path)
             self._state = self._stat = None
-        if state.unplaced or state.damaged or not state.forgotten:
-            return
-        live = [found[1] for found in state.live.values() if not isinstance(found, str)]
-        try:
-            if not live:
-                self.log_path.unlink()
-            else:
-                text = b"".join(_record(f"P {e.key} {json.dumps(e.__dict__, sort_keys=True)}".encode()) for e in live)
-                atomic_write_bytes(self.log_path, text)
-            fsync_dir(self.directory)
-        except OSError:
-            pass  # it stays as it was, read the same way
+            if state.unplaced or state.damaged or not (state.forgotten or state.blank):
+                return
+            live = [found[1] for found in state.live.values() if not isinstance(found, str)]
+            try:
+                if not live:
+                    self.log_path.unlink()
+                else:
+                    text = b"".join(_record(f"P {e.key} {json.dumps(e.__dict__, sort_keys=True)}".encode())
+                                    for e in live)
+                    atomic_write_bytes(self.log_path, text)
+                fsync_dir(self.directory)
+            except OSError:
+                pass  # it stays as it was, read the same way
 
     def keys(self) -> set[str]:
         """The keys with an entry (readable or not), from one listing of the folder."""
@@ -393,8 +439,9 @@ def _decode(raw: object) -> JournalEntry:
 
 
 def _record(line: bytes) -> bytes:
-    """`line` padded with spaces to whole sectors, the last byte a newline."""
-    return line + b" " * (-(len(line) + 1) % SECTOR) + b"\n"
+    """`line` (shorter than a sector) padded with spaces to one sector, the last byte a newline."""
+    assert len(line) < SECTOR, len(line)
+    return line.ljust(SECTOR - 1) + b"\n"
 
 
 def _stat_of(path: Path) -> tuple[int, int, int] | None:
@@ -420,6 +467,7 @@ class _LogState:
         self.unreadable: str | None = None  # the file could not be read at all: why
         self.damaged = False
         self.forgotten = False  # a forget record, or a put replaced: compacting drops something
+        self.blank = False  # a blank sector: compacting drops it
 
     @classmethod
     def parse(cls, path: Path) -> _LogState:
@@ -433,16 +481,12 @@ class _LogState:
             state.unplaced.append(0)
             state.damaged = True
             return state
-        position = 0
-        while position * SECTOR < len(data):
-            start = position * SECTOR
-            if not data[start:start + SECTOR].strip(b" \n\0"):  # never written (a crash as the file grew)
-                position += 1
-                continue
-            end = data.find(b"\n", start)
-            end = len(data) if end < 0 else end + 1
-            state._take(position, data[start:end].rstrip(b" \n\0"))
-            position += max(1, -(-(end - start) // SECTOR))
+        for position in range(-(-len(data) // SECTOR)):  # a sector a record, each on its own
+            record = data[position * SECTOR:(position + 1) * SECTOR].strip(b" \n\0")
+            if record:
+                state._take(position, record)
+            else:  # never written (a crash as the file grew), or check_writable's
+                state.blank = True
         return state
 
     def _take(self, position: int, record: bytes) -> None:
@@ -454,21 +498,23 @@ class _LogState:
                 return
             try:
                 entry = _decode(load_json(text[67:]))
-            except (ValueError, TypeError, KeyError) as exc:
+                if entry.key != key:
+                    raise ValueError(f"its entry names key {entry.key[:12]}")
+            except (ValueError, TypeError, KeyError, ArithmeticError) as exc:
                 self.live[key] = f"record {position}: {type(exc).__name__}: {exc}"
                 self.position.pop(key, None)
                 self.damaged = True
                 return
             self.put(position, entry)
         elif text.startswith("F "):
-            try:
-                positions = load_json(text[2:])
-                if not isinstance(positions, list) or not all(isinstance(p, int) for p in positions):
-                    raise ValueError("not a list of positions")
-            except ValueError:
-                self._damage(position)
-                return
-            self.forget(positions)
+            pairs = []
+            for item in text[2:].split():
+                at, _, prefix = item.partition(":")
+                if not at.isdigit() or len(prefix) != PREFIX or not _HEX.issuperset(prefix):
+                    self._damage(position)  # which tasks it said are done is unknown: none is dropped
+                    return
+                pairs.append((int(at), prefix))
+            self.forget(pairs)
         else:
             self._damage(position)
 
@@ -483,9 +529,10 @@ class _LogState:
         self.position[entry.key] = position
         self.at[position] = entry.key
 
-    def forget(self, positions: list[int]) -> None:
+    def forget(self, pairs: list[tuple[int, str]]) -> None:
+        """The puts at these positions, whose keys start so, are done."""
         self.forgotten = True
-        for at in positions:
+        for at, prefix in pairs:
             key = self.at.get(at)
-            if key is not None and self.position.get(key) == at:
+            if key is not None and key.startswith(prefix[:PREFIX]) and self.position.get(key) == at:
                 del self.live[key], self.position[key]

@@ -59,12 +59,91 @@ def test_an_existing_entry_is_replaced_and_what_is_done_goes_when_the_apply_ends
     assert list(tmp_path.iterdir()) == [] and Journal(tmp_path).entries() == []
 
 
-def test_a_long_entry_takes_more_sectors(tmp_path: Path, calls: str) -> None:
+def test_an_entry_too_long_for_a_sector_is_a_file_of_its_own(tmp_path: Path, calls: str) -> None:
     journal = Journal(tmp_path)
-    long = journal.record(KEY, "intro", "spark", "cgt-1", 3600, locator="q" * 1500)
     short = journal.record("cd" * 32, "outro", "spark", "cgt-2", 3600)
-    assert (tmp_path / "tasks.log").stat().st_size == 5 * heldio.SECTOR
-    assert Journal(tmp_path).entries() == [long, short]
+    journal.record(KEY, "intro", "spark", "cgt-0", 3600)
+    long = journal.record(KEY, "intro", "spark", "cgt-1", 3600, locator="q" * 1500)  # replaces cgt-0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{KEY}.json", "tasks.log"])
+    assert Journal(tmp_path).get(KEY) == long and Journal(tmp_path).entries() == [long, short]
+    journal.forget(KEY)
+    assert Journal(tmp_path).entries() == [short] and not (tmp_path / f"{KEY}.json").exists()
+
+
+def _sector(line: bytes) -> bytes:
+    return line.ljust(heldio.SECTOR - 1) + b"\n"
+
+
+def test_a_damaged_sector_damages_nothing_else(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    first = journal.record(KEY, "intro", "spark", "cgt-1", 3600)
+    with (tmp_path / "tasks.log").open("ab") as log:
+        log.write(b"P " + b"e" * 64 + b" {\"key\": \"" + b"\0" * 300)  # torn, and only part of a sector
+    second = Journal(tmp_path).record("cd" * 32, "outro", "spark", "cgt-2", 3600)
+    reader = Journal(tmp_path)
+    assert reader.get(KEY) == first and reader.get("cd" * 32) == second
+    with pytest.raises(DamagedEntry, match=f"damaged journal entry of key {'e' * 12}"):
+        reader.get("e" * 64)
+
+
+def test_a_record_whose_key_and_entry_disagree_is_damaged(tmp_path: Path) -> None:
+    entry = {"key": "cd" * 32, "scene": "a", "provider": "spark", "task_id": "cgt-1", "submitted_at": 1.0,
+             "expires_after": 3600, "locator": None}
+    (tmp_path / "tasks.log").write_bytes(_sector(f"P {KEY} {json.dumps(entry)}".encode()))
+    with pytest.raises(DamagedEntry, match="names key cdcdcdcdcdcd"):
+        Journal(tmp_path).get(KEY)
+    assert Journal(tmp_path).get("cd" * 32) is None
+
+
+def test_a_number_out_of_range_is_a_damaged_entry_not_a_traceback(tmp_path: Path) -> None:
+    text = f'P {KEY} {{"key": "{KEY}", "scene": "a", "provider": "spark", "task_id": "t", "submitted_at": 1.0, ' \
+           '"expires_after": 1e999, "locator": null}'
+    (tmp_path / "tasks.log").write_bytes(_sector(text.encode()))
+    with pytest.raises(DamagedEntry):
+        Journal(tmp_path).get(KEY)
+
+
+def test_a_forget_names_each_task_by_position_and_key(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    first = journal.record(KEY, "intro", "spark", "cgt-1", 3600)
+    journal.record("cd" * 32, "outro", "spark", "cgt-2", 3600)
+    (tmp_path / "tasks.log").open("ab").write(_sector(b"F 0:cdcdcdcd"))  # position 0 is not a cd... key
+    assert Journal(tmp_path).get(KEY) == first
+
+
+def test_a_log_replaced_or_deleted_under_its_writer_gets_the_writers_entries_again(tmp_path: Path) -> None:
+    """A put returns once its entry is on disk, whatever happened to the log meanwhile: another
+    journal's compaction, `rm -rf .sparkspec`, the log alone deleted."""
+    import shutil
+
+    folder = tmp_path / ".sparkspec" / "journal"
+    writer, other = Journal(folder), Journal(folder)
+    keys = [f"{i:064x}" for i in range(6)]
+    writer.record(keys[0], "a", "spark", "cgt-0", 3600)
+    other.record(keys[1], "b", "spark", "cgt-1", 3600)
+    other.forget(keys[1])
+    other.record(keys[2], "c", "spark", "cgt-2", 3600)
+    other.close_log()  # compacted: a new file
+    writer.record(keys[3], "d", "spark", "cgt-3", 3600)
+    assert Journal(folder).keys() == {keys[0], keys[2], keys[3]}
+    shutil.rmtree(tmp_path / ".sparkspec")
+    writer.record(keys[4], "e", "spark", "cgt-4", 3600)
+    assert Journal(folder).keys() == {keys[0], keys[3], keys[4]}  # the writer's own, all on disk
+    (folder / "tasks.log").unlink()
+    writer.record(keys[5], "f", "spark", "cgt-5", 3600)
+    assert Journal(folder).keys() == {keys[0], keys[3], keys[4], keys[5]}
+
+
+def test_the_check_before_paying_appends_to_the_log_itself(tmp_path: Path) -> None:
+    (tmp_path / "tasks.log").mkdir()  # a log that cannot be appended to
+    with pytest.raises(OSError):
+        Journal(tmp_path).check_writable()
+    (tmp_path / "tasks.log").rmdir()
+    journal = Journal(tmp_path)
+    journal.check_writable()  # a blank sector: no record
+    assert (tmp_path / "tasks.log").stat().st_size == heldio.SECTOR and journal.keys() == set()
+    entry = journal.record(KEY, "intro", "spark", "cgt-1", 3600)
+    assert Journal(tmp_path).entries() == [entry]
 
 
 @pytest.mark.parametrize("torn", [b"", b'{"key": "' + KEY.encode() + b'", "task_id": "cgt'])
