@@ -8,6 +8,7 @@ import secrets
 import shutil
 from collections.abc import Iterable, Mapping
 
+from sparkspec.errors import MediaError
 from sparkspec.plan.model import Action, Change
 from sparkspec.state.cache import Cache, CachedRender
 from sparkspec.state.lockfile import FileRecord, SceneRecord
@@ -104,6 +105,13 @@ def adopt_moved(workspace: Workspace, scenes: Mapping[str, SceneRecord], changes
             continue
         entry = scenes.get(change.id)
         own = entry.take_records().get(change.take) if entry is not None else None
+        if change.frame_from_video:  # its video, before another take's move may overwrite it
+            if own is not None:
+                try:
+                    adopt_decoding_frame(cache, workspace, own)
+                except MediaError:
+                    pass  # the scene fails when it is applied, and says why
+            continue
         candidates = ([own] if own is not None else []) + by_key.get(change.key, [])
         for record in candidates:
             if record.key == change.key and adopt(cache, workspace, record) is not None:

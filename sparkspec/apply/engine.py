@@ -280,11 +280,9 @@ class Engine:
                 out += [(c.id, take) for take in self.lock.takes(c.id)]
             elif c.action not in KEEPS_RECORD and not (c.action is Action.PULL and self.pulls_recorded(c)):
                 out.append((c.id, c.take))
-            elif c.action is Action.RESTORE and c.frame_from_video:
-                # Withheld by `install` once the cache holds the render with its decoded frame: a
-                # kill before that leaves the record, and the next plan decodes it again, free.
-                continue
             elif c.action is Action.RESTORE:
+                # (A frame decoded again from its video is in the cache by now, `adopt_moved`: a
+                # kill after this write leaves a render the next plan reuses.)
                 record = self.take_record(c.id, c.take)
                 wanted = output_paths(self.project, c.id, c.take, self.project.scenes[c.id].pick)[0]
                 if record is not None and record.video.path != wanted:  # a new pick moves it
@@ -366,7 +364,8 @@ class Engine:
             record = self.take_record(scene.id, change.take)
             assert record is not None
             try:
-                decoded = await asyncio.to_thread(adopt_decoding_frame, self.workspace.cache, self.workspace, record)
+                decoded = self.runner.cached(key.hex) or \
+                    await asyncio.to_thread(adopt_decoding_frame, self.workspace.cache, self.workspace, record)
             except MediaError as exc:
                 raise SceneFailed(f"its last frame cannot be decoded again from {record.video.path} ({exc}); "
                                   f"`sparkspec apply --replace {change.render}` renders it again") from None

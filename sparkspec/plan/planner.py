@@ -194,12 +194,12 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
         decision = _elsewhere(journalled(Change("scene", scene.id, Action.UPDATE,
                                                 (f"{problem} and {damage or 'not in the cache'}",), key.hex, tokens,
                                                 cost, scene_key=key, take=take), tasks, provider), remote, tasks)
-        lost = _frame_lost(project, memo, record) if moved is None else None
+        lost = _frame_lost(project, memo, record)
         if decision.change.action is Action.UPDATE and lost is not None:
             # The video is where the lock records it, as recorded: its last frame is decoded from
-            # it again, free, where rendering it again would pay for a video already paid for. The
-            # frame's bytes are known after apply (the task's own image may not be the decoded one).
-            # (A take a new pick moves is left out: another take's move may overwrite its video.)
+            # it again, free, where rendering it again would pay for a video already paid for
+            # (before any take moves: apply.adopt.adopt_moved). The frame's bytes are known after
+            # apply (the task's own image may not be the decoded one).
             why = problem if problem == lost else f"{problem}; {lost}"
             return Decision(Change("scene", scene.id, Action.RESTORE,
                                    (f"{why} and not in the cache: decoded again from {record.video.path}",),

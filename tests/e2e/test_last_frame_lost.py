@@ -103,3 +103,22 @@ def test_a_lost_last_frame_is_decoded_again_when_the_output_folder_moves_too(
     spark.apply()
     assert fake_api.total_creates == 3  # nothing paid again: a and b restored, solo decoded
     check_truthful(spark)
+
+
+@pytest.mark.slow  # two applies
+@pytest.mark.parametrize("lost", ["solo.last.png", "solo.take3.last.png"])  # the old pick's, the new pick's
+def test_a_lost_last_frame_is_decoded_again_when_a_new_pick_moves_its_take(
+        spark: Project, fake_api: FakeSparkAPI, lost: str) -> None:
+    spec = spark.root / "project.spark.yaml"
+    spec.write_text(spec.read_text().replace('solo: {prompt: "an origami frog jumps"}',
+                                             'solo: {prompt: "an origami frog jumps", takes: 3, pick: 2}'))
+    spark.apply()
+    assert fake_api.total_creates == 5
+    (spark.root / "renders" / lost).unlink()
+    shutil.rmtree(spark.root / ".sparkspec" / "cache")
+    spec.write_text(spec.read_text().replace("pick: 2", "pick: 3"))
+    plan = spark.run("plan")
+    assert "decoded again from renders/" in plan.out and "0 to render" in plan.out, plan.out
+    spark.apply()
+    assert fake_api.total_creates == 5  # every take's video was paid for once
+    check_truthful(spark)
