@@ -22,6 +22,7 @@ from sparkspec.apply.progress import PlainReporter
 from sparkspec.plan.model import PlanOptions
 from sparkspec.providers import make_provider
 from sparkspec.state.journal import Journal
+from sparkspec.state.lockfile import read_lock
 from sparkspec.state.workspace import open_workspace
 
 SPEC = """\
@@ -417,3 +418,19 @@ def test_a_saved_plan_applies_from_another_folder(tmp_path: Path, monkeypatch: p
     assert (project / "renders/b.mp4").exists()
     code, _, err = run_main(["apply", "other.plan", "-f", "cat.yaml"], project, monkeypatch)
     assert code == 1 and "the plan was made from project.spark.yaml, not cat.yaml" in err, err
+
+
+def test_an_entry_left_for_a_render_the_cache_holds_goes_at_the_next_apply(tmp_path: Path, api: FakeSparkAPI) -> None:
+    """A kill between the cache index's commit and the journal's forget left the entry of a task
+    whose render the cache holds: it was listed as uncollected for good."""
+    (tmp_path / "project.spark.yaml").write_text(SPEC)
+    result, _ = apply(tmp_path, api)
+    assert result.ok and api.total_creates == 2
+    lock, _ = read_lock(tmp_path / "project.spark.lock")
+    journal = Journal(tmp_path / ".sparkspec/journal")
+    journal.record(lock.scenes["a"].key, "a", "spark", lock.scenes["a"].task_id, 172800)  # as a kill left it
+    pending = journal.record("ef" * 32, "gone", "spark", "cgt-elsewhere", 172800)  # no render of it anywhere
+    (tmp_path / "project.spark.yaml").write_text(SPEC.replace("takes flight", "lands"))  # something to apply
+    result, _ = apply(tmp_path, api)
+    assert result.ok and api.total_creates == 3
+    assert Journal(tmp_path / ".sparkspec/journal").entries() == [pending]  # a task not rendered stays

@@ -149,8 +149,7 @@ class Engine:
         self.state_id = folder_id(self.workspace.state_dir)  # a state folder deleted meanwhile is noticed
         for leftover in self.tmp_dir.glob("*.part"):  # downloads of a killed apply (we hold the apply lock)
             leftover.unlink(missing_ok=True)
-        cache = self.workspace.cache
-        await asyncio.to_thread(self.runner.journal.settle_dead_logs, lambda key: cache.lookup(key) is not None)
+        await asyncio.to_thread(self.settle_journal)
         if self.remote is not None:
             await self.remote.start()
             if any(c.action is Action.PULL for c in self.plan.changes):
@@ -212,6 +211,18 @@ class Engine:
         message = f"{state} was deleted while the apply ran; {kept}; run `sparkspec apply` again"
         self.result.failed[str(state)] = message
         self.emit({"event": "failed", "error": message})
+
+    def settle_journal(self) -> None:
+        """With the apply lock held, before any create: the creates logs of killed applies become
+        marks, and entries of tasks whose renders the cache's index holds go (an apply killed
+        between the index's commit and the entries' forget left them; the cache vouches for
+        those renders, and a task the plan collects keeps its entry)."""
+        cache, journal = self.workspace.cache, self.runner.journal
+        journal.settle_dead_logs(lambda key: cache.lookup(key) is not None)
+        collecting = {c.key for c in self.plan.changes if c.action is Action.COLLECT}
+        done = [key for key in sorted(journal.keys()) if key not in collecting and cache.lookup(key) is not None]
+        if done:
+            journal.forget_many(done)
 
     async def start_workers(self) -> FetchWorkers | None:
         """The fetch workers for this apply, when it has some and the provider offers them."""
