@@ -216,11 +216,19 @@ class Engine:
         """With the apply lock held, before any create: the creates logs of killed applies become
         marks, and entries of tasks whose renders the cache's index holds go (an apply killed
         between the index's commit and the entries' forget left them; the cache vouches for
-        those renders, and a task the plan collects keeps its entry)."""
+        those renders, and a task the plan collects keeps its entry). Their files are checked
+        by size, not hashed: after a crash in a big apply's last batch there are thousands, and
+        a render whose file is gone keeps its entry (its task can deliver it again)."""
         cache, journal = self.workspace.cache, self.runner.journal
         journal.settle_dead_logs(lambda key: cache.lookup(key) is not None)
         collecting = {c.key for c in self.plan.changes if c.action is Action.COLLECT}
-        done = [key for key in sorted(journal.keys()) if key not in collecting and cache.lookup(key) is not None]
+
+        def indexed(key: str) -> bool:
+            render = cache.entry(key)
+            return render is not None and cache.has_blob(render.video_sha256, render.video_bytes) and \
+                cache.has_blob(render.last_frame_sha256, render.last_frame_bytes)
+
+        done = [key for key in sorted(journal.keys()) if key not in collecting and indexed(key)]
         if done:
             journal.forget_many(done)
 
