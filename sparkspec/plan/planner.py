@@ -194,8 +194,7 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
         decision = _elsewhere(journalled(Change("scene", scene.id, Action.UPDATE,
                                                 (f"{problem} and {damage or 'not in the cache'}",), key.hex, tokens,
                                                 cost, scene_key=key, take=take), tasks, provider), remote, tasks)
-        lost = _frame_lost(project, memo, record)
-        if decision.change.action is Action.UPDATE and lost is not None:
+        if decision.change.action is Action.UPDATE and (lost := _frame_lost(project, memo, record)) is not None:
             # The video is where the lock records it, as recorded: its last frame is decoded from
             # it again, free, where rendering it again would pay for a video already paid for
             # (before any take moves: apply.adopt.adopt_moved). The frame's bytes are known after

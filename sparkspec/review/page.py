@@ -34,6 +34,10 @@ def _s(count: int) -> str:
     return "s" if count != 1 else ""
 
 
+def _code(full: str, shown: str) -> str:
+    return f'<code title="{_e(full)}">{_e(shown)}</code>'
+
+
 def _video(src: str, poster: str | None, aspect: str) -> str:
     attrs = f'data-src="{_e(src)}"' + (f' data-poster="{_e(poster)}"' if poster is not None else "")
     return f'<video {attrs} muted loop playsinline preload="none" style="aspect-ratio:{_e(aspect)}"></video>'
@@ -102,7 +106,7 @@ def _takes(scene: ReviewScene) -> str:
         new = " · new" if take.number in scene.new_takes and not scene.new else ""
         row.append(f'<figure class="take" data-take="{take.number}">{_video(take.video, take.poster, scene.aspect)}'
                    f"<figcaption>take {take.number}{new} · seed {take.seed} · "
-                   f'<code title="{_e(take.key)}">{_e(take.key[:12])}</code></figcaption></figure>')
+                   f"{_code(take.key, take.key[:12])}</figcaption></figure>")
     return "".join(row) + "</div>\n"
 
 
@@ -116,8 +120,7 @@ def _pairs(scene: ReviewScene) -> str:
     head = "".join(pair(name, _e(value)) for name, value in scene.parameters)
     cost = pair("cost", f"{scene.cost:.2f}") if scene.cost is not None else ""
     return (f"<dl>{head}\n{pair('tokens', f'{scene.tokens:,}')}{cost}"
-            f'{pair("key", f"<code title={chr(34)}{_e(picked.key)}{chr(34)}>{_e(picked.key[:12])}</code>")}\n'
-            f'{pair("task", f"<code title={chr(34)}{_e(picked.task_id)}{chr(34)}>{_e(picked.task_id)}</code>")}\n'
+            f"{pair('key', _code(picked.key, picked.key[:12]))}\n{pair('task', _code(picked.task_id, picked.task_id))}\n"
             "</dl>\n")
 
 

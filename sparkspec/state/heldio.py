@@ -197,7 +197,6 @@ class SectorLog:
         self.path = path
         self.calls: type[_Held] | type[_Released] = _Released if _libc is None else _Held
         created = not path.exists()
-        self.mode = mode
         self.direct = _direct
         self.fd = self._open(mode)
         self.size = os.fstat(self.fd).st_size

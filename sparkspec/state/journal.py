@@ -150,28 +150,29 @@ class Journal:
 
     def put(self, entry: JournalEntry) -> None:
         """Write `entry` durably (an entry of its key already there is replaced)."""
-        data = json.dumps(entry.__dict__, sort_keys=True)
-        line = f"P {entry.key} {data}".encode("utf-8")
         with self._mutex:
-            if len(line) >= SECTOR:  # a file of its own (rare: a long locator)
-                path = self._path(entry.key)
-                try:
-                    write_new(path, data.encode("utf-8"), pad=True)
-                except FileNotFoundError:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    write_new(path, data.encode("utf-8"), pad=True)
-                except FileExistsError:
-                    atomic_write_bytes(path, data.encode("utf-8"))
-                state = self._read()
-                if entry.key in state.position:  # an earlier entry of the key in the log: done with
-                    self._forget_logged(state, [entry.key])
-            else:
-                state = self._appending()
-                position = self._append(_record(line))
-                state.put(position, entry)
+            self._put(entry)
             self._live[entry.key] = entry
         if self._folder is None:
             self._folder = folder_id(self.directory)
+
+    def _put(self, entry: JournalEntry) -> None:
+        """`put` with the mutex held: a record of the log, or a file of its own (rare: a long
+        locator), which makes a record of the key in the log one of the past."""
+        line = _line(entry)
+        if len(line) < SECTOR:
+            state = self._appending()
+            state.put(self._append(_record(line)), entry)
+            return
+        path, data = self._path(entry.key), json.dumps(entry.__dict__, sort_keys=True).encode("utf-8")
+        try:
+            write_new(path, data, pad=True)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_new(path, data, pad=True)
+        except FileExistsError:
+            atomic_write_bytes(path, data)
+        self._forget_logged([entry.key])
 
     def vanished(self) -> bool:
         """The folder this process journalled in is gone or was replaced since."""
@@ -206,9 +207,7 @@ class Journal:
     def forget_many(self, keys: list[str]) -> None:
         """The tasks of `keys` are done (their renders are in the cache's index)."""
         with self._mutex:
-            state = self._read()
-            if any(key in state.position for key in keys):
-                self._forget_logged(self._appending(), keys)  # (read again if the log was not open yet)
+            self._forget_logged(keys)
             for key in keys:
                 self._live.pop(key, None)
         gone = False
@@ -221,7 +220,11 @@ class Journal:
         if gone:
             fsync_dir(self.directory)
 
-    def _forget_logged(self, state: _LogState, keys: list[str]) -> None:
+    def _forget_logged(self, keys: list[str]) -> None:
+        """Forget records for those of `keys` that have a record in the log (none: no write)."""
+        if not any(key in self._read().position for key in keys):
+            return
+        state = self._appending()  # (read again if the log was not open yet)
         pairs = sorted((state.position[key], key) for key in keys if key in state.position)
         records, line = [], b"F"
         for position, key in pairs:
@@ -231,7 +234,6 @@ class Journal:
                 line = b"F"
             line += item
         records.append(line)
-        self._appending()
         self._append(b"".join(_record(r) for r in records))
         state.forget(pairs)
 
@@ -257,12 +259,7 @@ class Journal:
         if lost:
             for entry in list(self._live.values()):
                 if entry.key not in state.live and not self._path(entry.key).exists():
-                    line = f"P {entry.key} {json.dumps(entry.__dict__, sort_keys=True)}".encode("utf-8")
-                    if len(line) < SECTOR:
-                        state.put(self._append(_record(line)), entry)
-                    else:
-                        write_new(self._path(entry.key), json.dumps(entry.__dict__, sort_keys=True).encode(),
-                                  pad=True)
+                    self._put(entry)  # (the writer is the folder's log now: no second round)
             self._folder = folder_id(self.directory)
         return state
 
@@ -307,9 +304,7 @@ class Journal:
                 if not live:
                     self.log_path.unlink()
                 else:
-                    text = b"".join(_record(f"P {e.key} {json.dumps(e.__dict__, sort_keys=True)}".encode())
-                                    for e in live)
-                    atomic_write_bytes(self.log_path, text)
+                    atomic_write_bytes(self.log_path, b"".join(_record(_line(e)) for e in live))
                 fsync_dir(self.directory)
             except OSError:
                 pass  # it stays as it was, read the same way
@@ -418,15 +413,15 @@ class Journal:
         """The readable entries (a damaged one is reported when its scene is applied)."""
         if not self.directory.is_dir():
             return []
-        found = {}
+        found = []
         for key in sorted(self.keys()):
             try:
                 entry = self.get(key)
             except DamagedEntry:
                 continue
             if entry is not None:
-                found[key] = entry
-        return list(found.values())
+                found.append(entry)
+        return found
 
 
 def _decode(raw: object) -> JournalEntry:
@@ -436,6 +431,11 @@ def _decode(raw: object) -> JournalEntry:
                         task_id=str(raw["task_id"]), submitted_at=float(raw["submitted_at"]),
                         expires_after=int(raw["expires_after"]),
                         locator=None if raw.get("locator") is None else str(raw["locator"]))
+
+
+def _line(entry: JournalEntry) -> bytes:
+    """The log's record of `entry`, unpadded."""
+    return f"P {entry.key} {json.dumps(entry.__dict__, sort_keys=True)}".encode("utf-8")
 
 
 def _record(line: bytes) -> bytes:
