@@ -122,3 +122,22 @@ def test_a_lost_last_frame_is_decoded_again_when_a_new_pick_moves_its_take(
     spark.apply()
     assert fake_api.total_creates == 5  # every take's video was paid for once
     check_truthful(spark)
+
+
+@pytest.mark.slow  # two applies
+def test_a_video_that_cannot_be_decoded_fails_its_scene_in_one_line_and_pays_nothing(
+        spark: Project, fake_api: FakeSparkAPI) -> None:
+    import json
+
+    spark.apply()
+    lose(spark, "solo")
+    video = spark.root / "renders" / "solo.mp4"
+    video.write_bytes(b"\x00not a video\x00" * 100)
+    lock = spark.lock()  # the lock records these very bytes: the video is "in place", undecodable
+    lock["scenes"]["solo"]["video"].update(sha256=sha(video.read_bytes()), bytes=video.stat().st_size)
+    (spark.root / "project.spark.lock").write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
+    result = spark.run("apply", "--auto-approve")
+    assert result.code == 1 and "Traceback" not in result.err + result.out
+    [line] = [l for l in (result.out + result.err).splitlines() if "cannot be decoded again from renders/solo.mp4" in l]
+    assert "--replace solo" in line
+    assert fake_api.total_creates == 3  # nothing paid
