@@ -145,6 +145,34 @@ def test_the_exit_flushes_runs_atexit_and_waits_for_a_working_thread(tmp_path: P
     assert proc.stderr == ("a message\n" if status == "a message" else "")
 
 
+# A remote command leaves the store's thread pool idle: its threads wait for work that will not
+# come, and must not send the exit through the interpreter's teardown (which joins them).
+IDLE_STORE = """
+import asyncio, sys, threading
+from pathlib import Path
+from sparkspec import cli
+from sparkspec.remote.store import is_store_thread, open_store
+from sparkspec.remote.settings import RemoteSettings
+marks = Path(sys.argv[1])
+threading._register_atexit(lambda: marks.write_text(marks.read_text() + "teardown "))
+store = open_store(RemoteSettings(url="memory://idle"))
+assert asyncio.run(store.head("nothing/here")) is None
+assert any(is_store_thread(t) and t.is_alive() for t in threading.enumerate())
+cli._exit(0)
+"""
+
+
+def test_idle_store_threads_do_not_hold_the_exit(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    marks = tmp_path / "marks"
+    marks.write_text("")
+    proc = subprocess.run([sys.executable, "-c", IDLE_STORE, str(marks)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert marks.read_text() == ""  # threading's exit hooks never ran: os._exit, not the teardown
+
+
 @pytest.mark.parametrize("command", [("show",), ("plan",), ("graph",)])
 def test_a_command_whose_reader_is_gone_says_so_and_exits_1(tmp_path: Path, command: tuple[str, ...]) -> None:
     """`sparkspec show | head` exited 1 without a word (rich's own handling)."""

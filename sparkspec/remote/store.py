@@ -58,6 +58,7 @@ def _control(options: dict[str, Any], timeout: float) -> tuple[dict[str, Any], d
     return {**options, "timeout": bound, "connect_timeout": connect}, {**RETRY, "retry_timeout": bound}
 _MEMORY: dict[str, Any] = {}  # memory://name -> one MemoryStore per process
 THREADS = 32  # requests in flight at once; pulls and pushes bound themselves below this
+THREAD_NAME = "sparkspec-store"
 _pool: ThreadPoolExecutor | None = None
 _running = 0  # calls on the store's threads not yet returned
 _running_lock = threading.Lock()
@@ -82,7 +83,7 @@ async def _blocking(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     global _pool, _running
     if _pool is None:
         _two_arenas()
-        _pool = ThreadPoolExecutor(THREADS, thread_name_prefix="sparkspec-store")
+        _pool = ThreadPoolExecutor(THREADS, thread_name_prefix=THREAD_NAME)
     with _running_lock:
         _running += 1
     try:
@@ -104,6 +105,10 @@ def _returned() -> None:
     global _running
     with _running_lock:
         _running -= 1
+
+
+def is_store_thread(thread: threading.Thread) -> bool:
+    return thread.name.startswith(THREAD_NAME)
 
 
 def calls_running() -> int:
