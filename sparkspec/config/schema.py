@@ -12,7 +12,7 @@ from typing import Any
 from sparkspec.diagnostics import Diagnostic
 from sparkspec.config.schemacheck import Check, compile_schema
 from sparkspec.config.yamlsource import Document
-from sparkspec.remote.settings import credential_like, url_problem
+from sparkspec.remote.settings import credential_like, not_a_remote_url, url_problem
 
 SCHEMA_NAME = "project.spark.schema.json"
 
@@ -173,8 +173,7 @@ def _diagnose(doc: Document, error: Any) -> list[Diagnostic]:
         if path and path[-1] in ("callback_url", "base_url", "endpoint"):
             return [at(path, f"{instance!r} is not an http or https URL")]
         if path == ("remote", "url"):  # in the words the loader's own check uses: one line, not two
-            return [at(path, url_problem(str(instance)) or f"{instance!r} is not a remote URL; use s3://bucket/prefix, "
-                             "gs://bucket/prefix, az://container/prefix or file:///path/to/folder")]
+            return [at(path, url_problem(str(instance)) or not_a_remote_url(str(instance)))]
         if path[-2:] == ("first_frame", "scene") or (path[:1] == ("sequences",) and "scenes" in path):
             return []  # a reference to a scene: the loader says "no scene 'X'", with a did-you-mean
         return [at(path, f"{instance!r} does not match {error.validator_value}")]

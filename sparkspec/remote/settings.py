@@ -157,12 +157,16 @@ def _endpoint(spec: RemoteConfig | None, environ: Mapping[str, str]) -> str | No
     return endpoint
 
 
+def not_a_remote_url(url: str) -> str:
+    return (f"{url!r} is not a remote URL; use s3://bucket/prefix, gs://bucket/prefix, "
+            "az://container/prefix or file:///path/to/folder")
+
+
 def url_problem(url: str) -> str | None:
     """What is wrong with a remote's URL (credentials aside), or None."""
     match = _URL.match(url)
     if match is None or match["scheme"] not in SCHEMES or not match["rest"].strip("/"):
-        return (f"{url!r} is not a remote URL; use s3://bucket/prefix, gs://bucket/prefix, "
-                "az://container/prefix or file:///path/to/folder")
+        return not_a_remote_url(url)
     if match["scheme"] == "file" and match["rest"].split("/", 1)[0] not in ("", "localhost"):
         return f"{url!r}: a file:// remote names a local folder (file:///path)"
     if match["scheme"] != "file" and not match["rest"].split("/", 1)[0]:
