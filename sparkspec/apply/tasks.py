@@ -365,6 +365,19 @@ class TaskRunner:
             pass  # the journal's own check said it can be written; the create's answer still goes there
         try:
             status = await self.api.submit(request)
+        except asyncio.CancelledError:
+            # Only a second Ctrl-C (or the loop's end) cancels a create: the API may have made a
+            # task whose id never came back. Marked, so that the next plan says so beside the
+            # render, as after a kill (the creates log goes with this apply's end).
+            if self.api.paid:
+                try:
+                    self.journal.mark_unconfirmed(request.key, request.scene, self.api.type, self.wall_clock())
+                except OSError:
+                    pass
+                self.emit({"event": "warning", "scene": request.scene, "message": (
+                    "its create was sent and its answer not awaited: the API may have made a task, paid for, that "
+                    "sparkspec cannot name (the next plan says so beside this render)")})
+            raise
         except (AuthError, AccountError) as exc:
             self.stop_submitting = stop_reason(exc)
             raise self.failure(request.scene, str(exc)) from None

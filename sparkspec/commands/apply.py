@@ -355,8 +355,15 @@ async def _drive(engine: Engine, provider: Provider | None) -> ApplyResult:
     def interrupt() -> None:
         engine.stop_submitting = "interrupted"
         engine.result.interrupted = True
-        loop.remove_signal_handler(signal.SIGINT)  # a second Ctrl-C is the default one
+        loop.add_signal_handler(signal.SIGINT, interrupt_again)
         main.cancel()
+
+    def interrupt_again() -> None:
+        # Through the loop, as the first: the interpreter's own handler raised nothing while
+        # the signal went to another thread and this one slept in select() until the answer.
+        loop.remove_signal_handler(signal.SIGINT)  # a third Ctrl-C is the default one
+        for create in list(engine.runner.creating):  # their answers are no longer awaited
+            create.cancel()
 
     try:
         loop.add_signal_handler(signal.SIGINT, interrupt)
@@ -370,6 +377,11 @@ async def _drive(engine: Engine, provider: Provider | None) -> ApplyResult:
         from sparkspec.apply.cancel import cancel_queued
         from sparkspec.state.journal import Journal
 
+        if engine.runner.creating:  # the wait can be long (a slow API): said, not a silent hang
+            sent = len(engine.runner.creating)
+            engine.emit({"event": "warning", "message": (
+                f"interrupted: waiting for the answer to {sent} create{'s' if sent > 1 else ''} already sent, so that "
+                "its paid task goes in the journal for the next apply to collect; Ctrl-C again stops at once")})
         await engine.runner.settle_creates()  # a create on the wire at Ctrl-C: its task goes in the journal
         engine.journal_vanished()  # before the running tasks are named from it
         if provider is not None:

@@ -302,6 +302,38 @@ def test_ctrl_c_while_a_create_is_on_the_wire_journals_its_task(spark: Project, 
     assert sorted(fake_api.creates_by_key.values()) == [1, 1, 1]  # collected, not paid twice
 
 
+@pytest.mark.slow  # waits for a slow create: kept out of the default run
+def test_ctrl_c_says_it_waits_for_a_create_on_the_wire_and_a_second_one_stops_at_once(
+        spark: Project, fake_api: FakeSparkAPI) -> None:
+    """The wait for a slow create's answer after Ctrl-C looked like a hang (up to the request's
+    timeout): it is said, with how to stop at once; a second Ctrl-C stops then, in one line,
+    and the task the API may have made is named by the next plan (it said nothing)."""
+    fake_api.inject("create", "late", delay=20.0)
+    proc = start_cli("apply", "--auto-approve", cwd=spark.root, env=spark.env, stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    while not fake_api.tasks and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)  # the task is made; its answer is 20 s away
+    proc.send_signal(signal.SIGINT)
+    line = ""
+    while "waiting for the answer" not in line:
+        line = proc.stdout.readline()
+        assert line, "the apply ended without saying what it waits for"
+    assert "1 create already sent" in line and "Ctrl-C again stops at once" in line
+    stopped = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - stopped < 10  # not the create's 20 s
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and len([x for x in err.splitlines() if x.strip()]) <= 3, err
+    assert "a: warning: its create was sent and its answer not awaited: the API may have made a task" in out
+    assert fake_api.total_creates == 1
+    # The task it made never reached the journal: the next plan says so beside the render.
+    assert "a create of this render got no readable answer" in spark.run("plan").out
+
+
 @pytest.mark.slow  # renders through the fake gateway: kept out of the default run
 def test_an_apply_whose_reader_goes_away_finishes_and_says_so(spark: Project, fake_api: FakeSparkAPI) -> None:
     """`apply --json | head -1`: the apply stopped with exit 1 and nothing on stderr, and the
