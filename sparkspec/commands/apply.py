@@ -11,7 +11,7 @@ import posixpath
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
@@ -358,12 +358,14 @@ async def _drive(engine: Engine, provider: Provider | None) -> ApplyResult:
         loop.add_signal_handler(signal.SIGINT, interrupt_again)
         main.cancel()
 
+    hurried: list[asyncio.Future[Any]] = []  # the cancelling of queued tasks, once begun
+
     def interrupt_again() -> None:
         # Through the loop, as the first: the interpreter's own handler raised nothing while
         # the signal went to another thread and this one slept in select() until the answer.
         loop.remove_signal_handler(signal.SIGINT)  # a third Ctrl-C is the default one
-        for create in list(engine.runner.creating):  # their answers are no longer awaited
-            create.cancel()
+        for waited in (*engine.runner.creating, *hurried):  # no longer awaited
+            waited.cancel()
 
     try:
         loop.add_signal_handler(signal.SIGINT, interrupt)
@@ -381,12 +383,16 @@ async def _drive(engine: Engine, provider: Provider | None) -> ApplyResult:
             sent = len(engine.runner.creating)
             engine.emit({"event": "warning", "message": (
                 f"interrupted: waiting for the answer to {sent} create{'s' if sent > 1 else ''} already sent, so that "
-                "its paid task goes in the journal for the next apply to collect; Ctrl-C again stops at once")})
+                f"{'their paid tasks go' if sent > 1 else 'its paid task goes'} in the journal for the next apply "
+                "to collect; Ctrl-C again stops at once")})
         await engine.runner.settle_creates()  # a create on the wire at Ctrl-C: its task goes in the journal
         engine.journal_vanished()  # before the running tasks are named from it
         if provider is not None:
-            engine.result.cancelled = await cancel_queued(provider,
-                                                          Journal(engine.workspace.state_dir / "journal"))
+            cancelling = asyncio.ensure_future(cancel_queued(provider, Journal(engine.workspace.state_dir / "journal")))
+            hurried.append(cancelling)
+            await asyncio.wait({cancelling})  # a second Ctrl-C ends it: what it did not cancel stays journalled
+            if not cancelling.cancelled():
+                engine.result.cancelled = cancelling.result()
         return engine.result
     finally:
         loop.remove_signal_handler(signal.SIGINT)

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from cli_runner import start_cli
-from dialects import Dialect, every_dialect
+from dialects import QUEUE, Dialect, every_dialect
 from fakeapi import FakeSparkAPI
 
 from .conftest import Project
@@ -217,10 +217,9 @@ def test_unreported_usage_is_estimated_from_the_size_actually_rendered(spark: Pr
     assert lock["a"]["tokens"] == 864 * 480 * 29 // 1024
 
 
-@pytest.mark.slow
-@every_dialect(slow=True)
-def test_ctrl_c_cancels_the_tasks_still_queued_where_the_api_can(spark: Project, fake_api: FakeSparkAPI,
-                                                                  dialect: Dialect) -> None:
+def _apply_with_a_task_queued(spark: Project, fake_api: FakeSparkAPI, dialect: Dialect) -> subprocess.Popen[str]:
+    """An apply whose "solo" (the frog) waits in the API's queue for a minute while "a" renders
+    (3 s), both created and journalled: the moment for a Ctrl-C."""
     spark.write(SPEC.replace("{provider}", dialect.spec_provider()).replace("parallelism: 1", "parallelism: 2"))
     fake_api.latency = 3.0
     fake_api.queue_time = lambda key, params: 60.0 if "frog" in params["content"][0]["text"] else 0.0
@@ -230,6 +229,14 @@ def test_ctrl_c_cancels_the_tasks_still_queued_where_the_api_can(spark: Project,
     while fake_api.total_creates < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.3)  # the journal writes follow the creates' replies
+    return proc
+
+
+@pytest.mark.slow
+@every_dialect(slow=True)
+def test_ctrl_c_cancels_the_tasks_still_queued_where_the_api_can(spark: Project, fake_api: FakeSparkAPI,
+                                                                  dialect: Dialect) -> None:
+    proc = _apply_with_a_task_queued(spark, fake_api, dialect)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -332,6 +339,28 @@ def test_ctrl_c_says_it_waits_for_a_create_on_the_wire_and_a_second_one_stops_at
     assert fake_api.total_creates == 1
     # The task it made never reached the journal: the next plan says so beside the render.
     assert "a create of this render got no readable answer" in spark.run("plan").out
+
+
+@pytest.mark.slow  # waits for a slow cancel: kept out of the default run
+@every_dialect(only=(QUEUE,))
+def test_a_second_ctrl_c_stops_the_cancelling_of_queued_tasks_and_they_stay_journalled(
+        spark: Project, fake_api: FakeSparkAPI, dialect: Dialect) -> None:
+    fake_api.inject("cancel", "slow", delay=20.0)
+    proc = _apply_with_a_task_queued(spark, fake_api, dialect)
+    deadline = time.monotonic() + 30
+    proc.send_signal(signal.SIGINT)
+    while not fake_api.requests["cancel"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # the queued task's cancel is asked; its answer is 20 s away
+    stopped = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - stopped < 10  # not the cancel's 20 s
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    queued = next(t for t in fake_api.tasks.values() if "frog" in fake_api.prompt_of_key[t.key])
+    assert queued.id in err.split("Still rendering remotely")[1]  # journalled: the next apply collects it
+    assert "Cancelled while still queued" not in err
 
 
 @pytest.mark.slow  # renders through the fake gateway: kept out of the default run
