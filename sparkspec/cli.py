@@ -379,6 +379,9 @@ def doctor(spec: str, provider: str | None) -> None:
 def run() -> None:
     """The `sparkspec` process (console script, `python -m sparkspec`): `main`, and then an
     exit without the interpreter's teardown (`_exit`)."""
+    from sparkspec.leanimports import skip_unused
+
+    skip_unused()
     try:
         main()
     except SystemExit as exc:

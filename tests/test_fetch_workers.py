@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import os
 import signal
 import subprocess
@@ -22,8 +23,12 @@ import sparkspec.apply.tasks as tasks
 from fakeapi import FakeSparkAPI
 from sparkspec.apply.engine import Engine
 from sparkspec.apply.fetch import FetchJob
+import sparkspec.apply.workers as workers
 from sparkspec.apply.workers import FetchWorkers
-from sparkspec.commands.apply import fetch_worker_count
+from sparkspec.commands.apply import MANY_RENDERS, early_workers, fetch_worker_count, run_apply
+from sparkspec.config.loader import LoadOptions
+from sparkspec.plan.model import PlanOptions
+from sparkspec.state.workspace import Workspace, open_workspace
 from sparkspec.errors import SparkspecError
 from sparkspec.plan.model import Plan
 from sparkspec.providers.retry import RetryPolicy
@@ -118,9 +123,9 @@ def test_workers_start_only_once_fetches_pile_up_on_the_loop(tmp_path: Path, api
     by_workers: list[str] = []
     real_start, real_fetch = FetchWorkers.start, FetchWorkers.fetch
 
-    async def start(self: FetchWorkers) -> None:
+    async def start(self: FetchWorkers, spawned: Any = ()) -> None:
         started.append(self.count)
-        await real_start(self)
+        await real_start(self, spawned)
 
     async def fetch(self: FetchWorkers, job: FetchJob) -> Any:
         by_workers.append(job.scene)
@@ -223,3 +228,79 @@ def test_how_many_workers(tmp_path: Path) -> None:
     for bad in ("two", "-1", "99"):
         with pytest.raises(SparkspecError, match="SPARKSPEC_FETCH_WORKERS"):
             fetch_worker_count(empty, {"SPARKSPEC_FETCH_WORKERS": bad})
+
+
+def many_scenes(count: int, provider: str = "spark") -> str:
+    return (f"version: 1\nprovider: {{type: {provider}, parallelism: 8, poll: {{initial: 0.01, max: 0.05}}}}\n"
+            "defaults: {resolution: 480p, frames: 29}\nscenes:\n"
+            + "".join(f'  s{i}: {{prompt: "a heron, shot {i}"}}\n' for i in range(count)))
+
+
+def run_many(root: Path, api: FakeSparkAPI) -> int:
+    environ = {**os.environ, "SPARK_API_KEY": "sk-workers", "SPARK_BASE_URL": api.base_url}
+    return run_apply(planfile=None, spec=str(root / "project.spark.yaml"), load_options=LoadOptions(),
+                     plan_options=PlanOptions(), auto_approve=True, parallelism=None, as_json=True,
+                     fail_fast=False, environ=environ, stdout=io.StringIO())
+
+
+@pytest.mark.slow  # two applies of MANY_RENDERS scenes: about 3 s
+def test_workers_start_before_the_plan_for_many_new_scenes_and_are_stopped_when_the_plan_needs_none(
+        tmp_path: Path, api: FakeSparkAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An apply of MANY_RENDERS scenes the lock has never recorded starts its worker before it
+    plans, and the engine takes that one (no second start); when the plan turns out to need
+    none (every render in the local cache), the early worker is stopped and reaped."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: no fetch workers")
+    events: list[str] = []
+    spawned: list[subprocess.Popen[bytes]] = []
+    real_spawn, real_plan = workers.spawn, Workspace.plan
+
+    def spawn(count: int) -> list[workers.Spawned]:
+        events.append(f"spawn {count}")
+        started = real_spawn(count)
+        spawned.extend(process for process, _ in started)
+        return started
+
+    def plan(self: Workspace, *args: Any, **kwargs: Any) -> Any:
+        events.append("plan")
+        return real_plan(self, *args, **kwargs)
+
+    monkeypatch.setattr(workers, "spawn", spawn)
+    monkeypatch.setattr(Workspace, "plan", plan)
+    (tmp_path / "project.spark.yaml").write_text(many_scenes(MANY_RENDERS))
+    assert run_many(tmp_path, api) == 0
+    assert events == ["spawn 1", "plan", "spawn 0"]  # the engine took the early one
+    assert api.total_creates == MANY_RENDERS and len(spawned) == 1
+
+    events.clear()
+    (tmp_path / "project.spark.lock").unlink()  # every render is in the cache: nothing to fetch
+    assert run_many(tmp_path, api) == 0
+    assert events == ["spawn 1", "plan"] and api.total_creates == MANY_RENDERS
+    assert len(spawned) == 2 and spawned[1].returncode is not None  # stopped and reaped
+
+
+def test_which_applies_start_workers_before_the_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def spawn(count: int) -> list[workers.Spawned]:
+        raise AssertionError(f"spawned {count}")
+
+    monkeypatch.setattr(workers, "spawn", spawn)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    spec = tmp_path / "project.spark.yaml"
+    cases = [("local", MANY_RENDERS, PlanOptions(), {}),  # the local renderer has no file host
+             ("spark", MANY_RENDERS - 1, PlanOptions(), {}),  # too few
+             ("spark", MANY_RENDERS, PlanOptions(targets=("scene.s0",)), {}),  # targeted
+             ("spark", MANY_RENDERS, PlanOptions(), {"SPARKSPEC_FETCH_WORKERS": "1"})]  # the variable decides
+    for provider, count, options, environ in cases:
+        spec.write_text(many_scenes(count, provider))
+        workspace = open_workspace(spec)
+        try:
+            assert early_workers(workspace, options, environ) is None
+        finally:
+            workspace.close()
+    spec.write_text(many_scenes(MANY_RENDERS))
+    workspace = open_workspace(spec)
+    try:
+        with pytest.raises(AssertionError, match="spawned 1"):
+            early_workers(workspace, PlanOptions(), {})
+    finally:
+        workspace.close()

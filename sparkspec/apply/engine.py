@@ -46,7 +46,7 @@ from sparkspec.graph import topological_order
 from sparkspec.state.workspace import Workspace
 
 if TYPE_CHECKING:
-    from sparkspec.apply.workers import FetchWorkers
+    from sparkspec.apply.workers import Early, FetchWorkers
     from sparkspec.remote.applying import RemoteApply
     from sparkspec.review.sheetid import KnownSheet
 
@@ -91,6 +91,7 @@ class Engine:
     remote_wait: bool = True  # False (--no-wait): skip scenes another machine is rendering
     fetch_workers: int = 0  # processes that fetch and check outputs (apply.workers); 0: on the loop
     fetch_workers_when_busy: bool = True  # started once fetches pile up (TaskRunner.fetch); False: at once
+    early_workers: Early | None = None  # worker processes started before the plan, taken first
 
     def __post_init__(self) -> None:
         ws = self.workspace
@@ -243,7 +244,7 @@ class Engine:
 
         workers = FetchWorkers(settings, self.fetch_workers)
         try:
-            await workers.start()
+            await workers.start(self.early_workers.take(self.fetch_workers) if self.early_workers else ())
         except OSError as exc:
             await workers.close()
             self.emit({"event": "warning", "message": f"could not start the fetch workers ({exc}); "

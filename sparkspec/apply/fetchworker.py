@@ -28,6 +28,10 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
+from sparkspec.leanimports import skip_unused
+
+skip_unused()  # before httpx: this module is the worker's entry point
+
 from sparkspec.apply.fetch import NO_FRAME, FetchJob, Fetched, fetched_with_strip, frame_problem
 from sparkspec.errors import DownloadError
 from sparkspec.media.probe import probe_video
@@ -86,7 +90,21 @@ def _read(stream: IO[bytes]) -> Any:
     return pickle.loads(body)
 
 
+def _warm() -> None:
+    """Import now what the first jobs need (PyAV, Pillow and its PNG plugin, the contact
+    sheet's strips): the worker starts while the apply plans and submits, and its first jobs
+    would otherwise wait on these imports, all at once on the import lock."""
+    import av  # noqa: F401
+    from PIL import Image
+
+    import sparkspec.media.pngcheck  # noqa: F401
+    import sparkspec.review.contact  # noqa: F401
+
+    Image.preinit()
+
+
 def serve(sock: socket.socket) -> None:
+    _warm()
     stream = sock.makefile("rb")
     hello = _read(stream)
     if hello is None:

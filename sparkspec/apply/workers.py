@@ -21,6 +21,7 @@ import pickle
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,28 +80,23 @@ class FetchWorkers:
         self.listeners: list[asyncio.Task[None]] = []
         self.ids = itertools.count()
 
-    async def start(self) -> None:
-        """Start the processes (they import their libraries while the first renders run)."""
-        # The worker imports this very sparkspec, wherever it was imported from here.
-        env = dict(os.environ)
-        root = str(Path(sparkspec.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-        for _ in range(self.count):
-            ours, theirs = socket.socketpair()
-            try:
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "sparkspec.apply.fetchworker", str(theirs.fileno())],
-                    pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
-            except BaseException:
-                ours.close()
-                raise
-            finally:
-                theirs.close()
-            reader, writer = await asyncio.open_unix_connection(sock=ours)
-            worker = _Worker(process, reader, writer)
-            worker.send((self.settings, THREADS))
-            self.workers.append(worker)
-            self.listeners.append(asyncio.create_task(worker.listen(), name="fetch-worker"))
+    async def start(self, spawned: Sequence[Spawned] = ()) -> None:
+        """Start the processes (they import their libraries while the first renders run);
+        `spawned`: ones `spawn` started earlier, taken first."""
+        pending = list(spawned)
+        pending += spawn(self.count - len(pending))
+        try:
+            while pending:
+                process, ours = pending[0]
+                reader, writer = await asyncio.open_unix_connection(sock=ours)
+                pending.pop(0)
+                worker = _Worker(process, reader, writer)
+                worker.send((self.settings, THREADS))
+                self.workers.append(worker)
+                self.listeners.append(asyncio.create_task(worker.listen(), name="fetch-worker"))
+        except BaseException:
+            discard(pending)
+            raise
 
     async def fetch(self, job: FetchJob) -> Fetched | None:
         """The job's outcome from the least busy worker; None when no worker is left."""
@@ -134,6 +130,60 @@ class FetchWorkers:
             listener.cancel()
         await asyncio.gather(*self.listeners, return_exceptions=True)
         await asyncio.to_thread(_reap, [w.process for w in self.workers])
+
+
+Spawned = tuple[subprocess.Popen[bytes], socket.socket]  # a worker process and the apply's end of its socket
+
+
+def spawn(count: int) -> list[Spawned]:
+    """`count` worker processes, started: each imports its libraries, then waits for its
+    settings on the socket (`FetchWorkers.start`). An apply that turns out to need none
+    closes the socket (`discard`): the worker exits."""
+    # The worker imports this very sparkspec, wherever it was imported from here.
+    env = dict(os.environ)
+    root = str(Path(sparkspec.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    spawned: list[Spawned] = []
+    try:
+        for _ in range(count):
+            ours, theirs = socket.socketpair()
+            try:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "sparkspec.apply.fetchworker", str(theirs.fileno())],
+                    pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
+            except BaseException:
+                ours.close()
+                raise
+            finally:
+                theirs.close()
+            spawned.append((process, ours))
+    except BaseException:
+        discard(spawned)
+        raise
+    return spawned
+
+
+class Early:
+    """Workers started before the plan (`commands.apply.early_workers`), for the engine to
+    take; the apply discards what it did not take."""
+
+    def __init__(self, spawned: Sequence[Spawned]) -> None:
+        self._spawned = list(spawned)
+
+    def take(self, count: int) -> list[Spawned]:
+        taken, self._spawned = self._spawned[:count], self._spawned[count:]
+        return taken
+
+    def discard(self) -> None:
+        discard(self.take(len(self._spawned)))
+
+
+def discard(spawned: Sequence[Spawned]) -> None:
+    """Workers `spawn` started that no apply took: stopped at once (they are still importing)."""
+    for process, ours in spawned:
+        ours.close()
+        process.kill()
+        process.wait()
 
 
 def _reap(processes: list[subprocess.Popen[bytes]]) -> None:

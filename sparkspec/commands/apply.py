@@ -30,6 +30,7 @@ from sparkspec.state.workspace import Workspace, open_workspace
 # so a no-op apply costs what a no-op plan costs.
 if TYPE_CHECKING:
     from sparkspec.apply.engine import ApplyResult, Engine
+    from sparkspec.apply.workers import Early
     from sparkspec.review.sheetid import KnownSheet
     from sparkspec.providers.base import Downloaded, Provider, RenderRequest, TaskStatus
 
@@ -39,6 +40,7 @@ RENDERS = (Action.CREATE, Action.UPDATE, Action.REPLACE, Action.WAIT, Action.COL
 FETCH_WORKERS_ENV = "SPARKSPEC_FETCH_WORKERS"
 # Below this many renders, starting worker processes (~0.4 s of CPU each) costs more than it saves.
 MANY_RENDERS = 32
+FILE_HOSTS = ("spark", "ark")  # provider types whose outputs a fetch worker can download
 ROOT_WAIT = 30.0  # seconds for the lock's root after an apply's uploads
 
 
@@ -59,9 +61,11 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
                                remote_mode=remote_mode)
     for warning in sorted(workspace.warnings, key=lambda d: (d.file, d.line, d.column)):
         click.echo(str(warning), err=True)
+    early: Early | None = None
     try:
         workspace.check_writable()
         with apply_lock(workspace.state_dir, cache=workspace.cache.directory):
+            early = early_workers(workspace, plan_options, environ)
             _remove_left_behind(workspace)
             plan = workspace.plan(plan_options)
             for note in workspace.remote_warnings:
@@ -97,8 +101,11 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
             meter = BudgetMeter(budget, workspace.project.provider.price_per_million_tokens,
                                 planned_tokens=plan.estimated_tokens, planned_cost=plan.estimated_cost or 0.0)
             return _execute(workspace, plan, provider, parallelism or workspace.project.provider.parallelism,
-                            as_json, fail_fast, stdout, meter, wait, *fetch_worker_count(plan, environ))
+                            as_json, fail_fast, stdout, meter, wait, *fetch_worker_count(plan, environ),
+                            early=early)
     finally:
+        if early is not None:
+            early.discard()
         workspace.close()
 
 
@@ -198,11 +205,12 @@ class Unavailable:
 def fetch_worker_count(plan: Plan, environ: Mapping[str, str]) -> tuple[int, bool]:
     """How many processes may fetch and check the renders' outputs (`apply.workers`), and
     whether they start only once fetches pile up on the apply's own thread (True) or at
-    once: SPARKSPEC_FETCH_WORKERS when set (0: none), started at once; else one a core but
-    the one the apply's own thread takes, at most 4, for an apply of MANY_RENDERS renders or
-    more on two cores or more, when busy. (On two cores a second worker only competed: 1,000
-    zero-latency scenes took 19.5 ms a scene with two, 18.3 with one; each costs ~0.4 s of
-    CPU to start.)"""
+    once: SPARKSPEC_FETCH_WORKERS when set (0: none); else one a core but the one the apply's
+    own thread takes, at most 4, for an apply of MANY_RENDERS renders or more on two cores or
+    more. (On two cores a second worker only competed: 1,000 zero-latency scenes took 19.5 ms
+    a scene with two, 18.3 with one; each costs ~0.4 s of CPU to start.) They start at once:
+    fetches on the loop until they piled up cost the apply's thread PyAV's and Pillow's
+    imports, and 100 scenes 0.2-0.3 s (benchmarks/RESULTS.md, session 21)."""
     value = environ.get(FETCH_WORKERS_ENV, "").strip()
     if value:
         if not value.isdigit() or int(value) > 16:
@@ -210,13 +218,39 @@ def fetch_worker_count(plan: Plan, environ: Mapping[str, str]) -> tuple[int, boo
                                  f"(0: fetch on the apply's own thread)")
         return int(value), False
     renders = sum(1 for c in plan.changes if c.kind == "scene" and c.action in RENDERS)
+    return (_spare_cores() if renders >= MANY_RENDERS else 0), False
+
+
+def _spare_cores() -> int:
+    """The cores beside the apply's own thread, at most 4; none on one core."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return (min(4, cores - 1) if renders >= MANY_RENDERS and cores >= 2 else 0), True
+    return min(4, cores - 1) if cores >= 2 else 0
+
+
+def early_workers(workspace: Workspace, options: PlanOptions, environ: Mapping[str, str]) -> Early | None:
+    """Fetch workers started before the plan, so that their imports (~0.3 s) run beside it
+    rather than in front of the first renders' outputs: for an apply of MANY_RENDERS scenes
+    or more that the lock has never recorded (an apply that will start them anyway), through
+    an API whose outputs a worker can fetch. The plan decides: workers it does not need are
+    discarded. Not with SPARKSPEC_FETCH_WORKERS set, nor for a targeted apply."""
+    project = workspace.project
+    if environ.get(FETCH_WORKERS_ENV, "").strip() or options.targets or project.provider.type not in FILE_HOSTS:
+        return None
+    recorded = workspace.lock.scenes
+    if sum(1 for scene in project.scenes if scene not in recorded) < MANY_RENDERS or not (count := _spare_cores()):
+        return None
+    from sparkspec.apply.workers import Early, spawn
+
+    try:
+        return Early(spawn(count))
+    except OSError:  # the engine tries again, and says why if it cannot
+        return None
 
 
 def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parallelism: int, as_json: bool,
              fail_fast: bool, stdout: TextIO, meter: BudgetMeter | None = None,
-             wait: bool = True, fetch_workers: int = 0, when_busy: bool = True) -> int:
+             wait: bool = True, fetch_workers: int = 0, when_busy: bool = True,
+             early: Early | None = None) -> int:
     import asyncio
 
     from sparkspec.apply.engine import Engine, running_remotely
@@ -234,7 +268,8 @@ def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parall
     if remote is not None and remote.writable and any(c.kind == "scene" and c.action in RENDERS for c in plan.changes):
         remote.queue.mark_root()  # before the first upload: if this apply is cut short, the next registers it
     engine = Engine(workspace, plan, provider, reporter, parallelism, fail_fast=fail_fast, meter=meter,
-                    remote_wait=wait, fetch_workers=fetch_workers, fetch_workers_when_busy=when_busy)
+                    remote_wait=wait, fetch_workers=fetch_workers, fetch_workers_when_busy=when_busy,
+                    early_workers=early)
     try:
         result = asyncio.run(_drive(engine, provider))
     finally:
