@@ -25,7 +25,7 @@ from sparkspec.apply.engine import Engine
 from sparkspec.apply.fetch import FetchJob
 import sparkspec.apply.workers as workers
 from sparkspec.apply.workers import FetchWorkers
-from sparkspec.commands.apply import MANY_RENDERS, early_workers, fetch_worker_count, run_apply
+from sparkspec.commands.apply import MANY_RENDERS, _spare_cores, early_workers, fetch_worker_count, run_apply
 from sparkspec.config.loader import LoadOptions
 from sparkspec.plan.model import PlanOptions
 from sparkspec.state.workspace import Workspace, open_workspace
@@ -246,9 +246,9 @@ def run_many(root: Path, api: FakeSparkAPI) -> int:
 @pytest.mark.slow  # two applies of MANY_RENDERS scenes: about 3 s
 def test_workers_start_before_the_plan_for_many_new_scenes_and_are_stopped_when_the_plan_needs_none(
         tmp_path: Path, api: FakeSparkAPI, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An apply of MANY_RENDERS scenes the lock has never recorded starts its worker before it
-    plans, and the engine takes that one (no second start); when the plan turns out to need
-    none (every render in the local cache), the early worker is stopped and reaped."""
+    """An apply of MANY_RENDERS scenes the lock has never recorded starts its workers before
+    it plans, and the engine takes those (no second start); when the plan turns out to need
+    none (every render in the local cache), the early workers are stopped and reaped."""
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("one core: no fetch workers")
     events: list[str] = []
@@ -269,14 +269,15 @@ def test_workers_start_before_the_plan_for_many_new_scenes_and_are_stopped_when_
     monkeypatch.setattr(Workspace, "plan", plan)
     (tmp_path / "project.spark.yaml").write_text(many_scenes(MANY_RENDERS))
     assert run_many(tmp_path, api) == 0
-    assert events == ["spawn 1", "plan", "spawn 0"]  # the engine took the early one
-    assert api.total_creates == MANY_RENDERS and len(spawned) == 1
+    count = _spare_cores()
+    assert events == [f"spawn {count}", "plan", "spawn 0"]  # the engine took the early ones
+    assert api.total_creates == MANY_RENDERS and len(spawned) == count
 
     events.clear()
     (tmp_path / "project.spark.lock").unlink()  # every render is in the cache: nothing to fetch
     assert run_many(tmp_path, api) == 0
-    assert events == ["spawn 1", "plan"] and api.total_creates == MANY_RENDERS
-    assert len(spawned) == 2 and spawned[1].returncode is not None  # stopped and reaped
+    assert events == [f"spawn {count}", "plan"] and api.total_creates == MANY_RENDERS
+    assert len(spawned) == 2 * count and all(p.returncode is not None for p in spawned[count:])  # stopped, reaped
 
 
 def test_which_applies_start_workers_before_the_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -300,7 +301,7 @@ def test_which_applies_start_workers_before_the_plan(tmp_path: Path, monkeypatch
     spec.write_text(many_scenes(MANY_RENDERS))
     workspace = open_workspace(spec)
     try:
-        with pytest.raises(AssertionError, match="spawned 1"):
+        with pytest.raises(AssertionError, match="spawned 2"):  # two cores: two workers
             early_workers(workspace, PlanOptions(), {})
     finally:
         workspace.close()

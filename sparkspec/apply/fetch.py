@@ -12,7 +12,6 @@ A damaged video or a lapsed URL is the caller's to retry (`DamagedOutput`, `Medi
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +86,8 @@ def frame_problem(exc: Exception) -> str:
 
 async def fetch_here(provider: Provider, job: FetchJob) -> Fetched:
     """The job on this event loop: the provider's async downloads, the checks in a thread."""
+    import asyncio  # here: a fetch worker process, which imports this module, has no event loop
+
     video = await provider.download(job.video_url, job.video_dest)
     info = await asyncio.to_thread(probe_video, video.path)
     frame, problem = None, NO_FRAME

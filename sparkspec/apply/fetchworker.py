@@ -21,6 +21,7 @@ import os
 import pickle
 import signal
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -90,27 +91,30 @@ def _read(stream: IO[bytes]) -> Any:
     return pickle.loads(body)
 
 
-def _warm() -> None:
+def _warm() -> ssl.SSLContext:
     """Import now what the first jobs need (PyAV, Pillow and its PNG plugin, the contact
-    sheet's strips): the worker starts while the apply plans and submits, and its first jobs
-    would otherwise wait on these imports, all at once on the import lock."""
+    sheet's strips) and load the TLS context the downloads use: the worker starts while
+    the apply plans and submits, and its first jobs would otherwise wait on these, all at
+    once on the import lock."""
     import av  # noqa: F401
+    import httpx
     from PIL import Image
 
     import sparkspec.media.pngcheck  # noqa: F401
     import sparkspec.review.contact  # noqa: F401
 
     Image.preinit()
+    return httpx.create_ssl_context()
 
 
 def serve(sock: socket.socket) -> None:
-    _warm()
+    tls = _warm()
     stream = sock.makefile("rb")
     hello = _read(stream)
     if hello is None:
         return
     settings, threads = hello
-    host = FileHost(settings)
+    host = FileHost(settings, tls=tls)
     sending = threading.Lock()
     abandons: dict[int, Abandon] = {}
 

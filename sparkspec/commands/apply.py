@@ -205,12 +205,10 @@ class Unavailable:
 def fetch_worker_count(plan: Plan, environ: Mapping[str, str]) -> tuple[int, bool]:
     """How many processes may fetch and check the renders' outputs (`apply.workers`), and
     whether they start only once fetches pile up on the apply's own thread (True) or at
-    once: SPARKSPEC_FETCH_WORKERS when set (0: none); else one a core but the one the apply's
-    own thread takes, at most 4, for an apply of MANY_RENDERS renders or more on two cores or
-    more. (On two cores a second worker only competed: 1,000 zero-latency scenes took 19.5 ms
-    a scene with two, 18.3 with one; each costs ~0.4 s of CPU to start.) They start at once:
-    fetches on the loop until they piled up cost the apply's thread PyAV's and Pillow's
-    imports, and 100 scenes 0.2-0.3 s (benchmarks/RESULTS.md, session 21)."""
+    once: SPARKSPEC_FETCH_WORKERS when set (0: none); else, for an apply of MANY_RENDERS
+    renders or more, `_spare_cores()`, started at once. Fetches on the loop until they piled
+    up cost the apply's thread PyAV's and Pillow's imports, and 100 scenes 0.2-0.3 s
+    (benchmarks/RESULTS.md, session 21)."""
     value = environ.get(FETCH_WORKERS_ENV, "").strip()
     if value:
         if not value.isdigit() or int(value) > 16:
@@ -222,9 +220,13 @@ def fetch_worker_count(plan: Plan, environ: Mapping[str, str]) -> tuple[int, boo
 
 
 def _spare_cores() -> int:
-    """The cores beside the apply's own thread, at most 4; none on one core."""
+    """Workers for a machine: one a core but the apply's own, at least two and at most 4;
+    none on one core. The apply's thread keeps about 40 % of a core busy at zero render
+    latency, and a worker checks a scene in about 9 ms of CPU: on two cores one worker left
+    the rest idle, and two took 1,000 scenes in 9.1 s against 10.2-10.7 (session 21; in
+    session 8, when the apply's own thread did twice the work, a second one only competed)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(4, cores - 1) if cores >= 2 else 0
+    return min(4, max(2, cores - 1)) if cores >= 2 else 0
 
 
 def early_workers(workspace: Workspace, options: PlanOptions, environ: Mapping[str, str]) -> Early | None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sparkspec.providers.base import Provider
-from sparkspec.config.model import ProviderConfig
+if TYPE_CHECKING:  # a fetch worker imports this package for `base` alone
+    from sparkspec.config.model import ProviderConfig
+    from sparkspec.providers.base import Provider
 
 DEFAULT_BASE_URL = "https://cloud.vtrix.ai"  # the operator's API host (reference section 5)
 BASE_URL_ENV = "SPARK_BASE_URL"

@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import random
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -119,12 +120,13 @@ class FileHost:
     """`pools` sync httpx clients (no key: a signed file host never sees it), used in turn
     by any number of threads."""
 
-    def __init__(self, settings: FileHostSettings, *, pools: int = 4, connections: int = 8) -> None:
+    def __init__(self, settings: FileHostSettings, *, pools: int = 4, connections: int = 8,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.settings = settings
         self.rng = random.Random()
         hooks: dict[str, list[Callable[..., Any]]] = {"request": [note_request], "response": [note_response]}
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        tls = httpx.create_ssl_context()  # one for every client: loading the CA bundle is ~40 ms
+        tls = tls or httpx.create_ssl_context()  # one for every client: loading the CA bundle is ~40 ms
         # identity: the announced length is then the length on disk, and can be checked.
         self._clients = [httpx.Client(timeout=settings.timeout, follow_redirects=True, verify=tls,
                                       event_hooks=hooks, limits=limits, headers={"Accept-Encoding": "identity"})
