@@ -38,3 +38,28 @@ def test_bands_of_rows_make_the_picture_they_came_from() -> None:
 def test_rows_that_do_not_fill_the_picture_are_refused(bands: list[bytes], problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         write_rgb_rows(io.BytesIO(), 4, 3, bands)
+
+
+def test_many_bands_compressed_apart_join_into_one_stream() -> None:
+    """More bands than are compressed at once, each on its own (pngrows.AHEAD): the zlib
+    stream they join into decodes, checksum and all, to the picture they came from."""
+    import zlib
+
+    from sparkspec.media.pngrows import AHEAD
+
+    picture = noise(29, 3 * AHEAD + 2, 2)
+    data, stride = picture.tobytes(), 3 * picture.width
+    bands = [data[row * stride:(row + 1) * stride] for row in range(picture.height)]
+    out = io.BytesIO()
+    write_rgb_rows(out, picture.width, picture.height, bands)
+    png = out.getvalue()
+    idat, at = b"", 8
+    while at < len(png):  # the chunks' data, as a decoder joins them
+        length = int.from_bytes(png[at:at + 4], "big")
+        if png[at + 4:at + 8] == b"IDAT":
+            idat += png[at + 8:at + 8 + length]
+        at += 12 + length
+    rows = zlib.decompress(idat)  # raises on a bad Adler-32
+    assert rows == b"".join(b"\x00" + band for band in bands)
+    with Image.open(io.BytesIO(png)) as read:
+        assert read.tobytes() == data

@@ -30,10 +30,11 @@ import asyncio
 import hashlib
 import itertools
 import random
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urljoin
+from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 
@@ -84,8 +85,9 @@ class SparkProvider:
         self._timeout = timeout
         self._in_process_only = transport is not None  # an injected transport exists only here
         hooks: dict[str, list[Callable[..., Any]]] = {"request": [log_request], "response": [log_response]}
-        # One TLS context for every client: loading the CA bundle costs ~40 ms of CPU a context.
-        tls = httpx.create_ssl_context() if transport is None else True
+        # One TLS context for every client, built when first needed: loading the CA bundle costs
+        # ~35 ms of CPU a context. An injected transport needs none.
+        self._tls: ssl.SSLContext | bool | None = True if transport is not None else None
         # POOLS small connection pools (httpx clients) of each kind, used in turn: httpcore scans
         # every connection of a pool on each request and each response's close, so that cost
         # grows with the pool. Together they keep httpx's default limit of connections; each
@@ -94,15 +96,34 @@ class SparkProvider:
         count = 1 if transport is not None else POOLS
         each = -(-MAX_CONNECTIONS // count)
         limits = httpx.Limits(max_connections=each, max_keepalive_connections=min(each, MAX_KEEPALIVE))
+        # An http:// API is never spoken TLS to: every call is a path under base_url, and the
+        # API's clients follow no redirect.
+        verify = False if urlsplit(self.base_url).scheme == "http" else self._tls_context()
         self._api = _Clients([httpx.AsyncClient(
-            base_url=self.base_url, transport=transport, timeout=timeout, event_hooks=hooks, verify=tls,
+            base_url=self.base_url, transport=transport, timeout=timeout, event_hooks=hooks, verify=verify,
             limits=limits, headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"})
             for _ in range(count)])
-        # Signed output URLs: no key, no cookies, nothing from the environment's netrc.
-        # identity: the announced length is then the length on disk, and can be checked.
-        self._files = _Clients([httpx.AsyncClient(
-            transport=transport, timeout=timeout, follow_redirects=True, verify=tls, event_hooks=hooks,
-            limits=limits, headers={"Accept-Encoding": "identity"}) for _ in range(count)])
+        self._download_clients: _Clients | None = None
+        self._download_options: dict[str, Any] = dict(transport=transport, timeout=timeout, event_hooks=hooks,
+                                                      limits=limits)
+        self._pools = count
+
+    @property
+    def _files(self) -> _Clients:
+        """The clients that download outputs, made on the first download (an apply whose fetch
+        workers download makes none). Signed output URLs: no key, no cookies, nothing from the
+        environment's netrc; identity: the announced length is then the length on disk, and
+        can be checked."""
+        if self._download_clients is None:
+            self._download_clients = _Clients([httpx.AsyncClient(
+                **self._download_options, follow_redirects=True, verify=self._tls_context(),
+                headers={"Accept-Encoding": "identity"}) for _ in range(self._pools)])
+        return self._download_clients
+
+    def _tls_context(self) -> ssl.SSLContext | bool:
+        if self._tls is None:
+            self._tls = httpx.create_ssl_context()
+        return self._tls
 
     def file_host(self) -> FileHostSettings | None:
         """How a fetch worker in another process downloads this provider's outputs (no key:
@@ -114,7 +135,8 @@ class SparkProvider:
 
     async def aclose(self) -> None:
         await self._api.aclose()
-        await self._files.aclose()
+        if self._download_clients is not None:
+            await self._download_clients.aclose()
 
     # -- the three calls ------------------------------------------------------------------
     async def submit(self, request: RenderRequest) -> TaskStatus:
