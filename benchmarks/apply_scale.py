@@ -27,6 +27,13 @@ Printed per N:
   `write_lock`);
 - CPU: the apply process's user + system time per scene, its fetch workers' included, the
   per-scene cost that does not depend on how busy the machine is.
+
+And across the counts, the marginal cost of a scene: the wall time between two counts over
+the scenes between them. A per-scene overhead that grows with the project (each scene
+rewriting a lock that grows with it: 27-40 ms from 100 to 1,600 scenes before issue 7)
+shows as marginal costs that rise with the count; flat is each within 1.25x of the first.
+The wall per scene at a small count is higher than the marginal cost by the fixed costs
+(start-up, the plan, the workers' start, the review page) spread over few scenes.
 """
 
 from __future__ import annotations
@@ -156,8 +163,10 @@ def main() -> None:
               f"fake gateway in process {server.pid}; load average {os.getloadavg()[0]:.1f} "
               f"on {os.cpu_count()} CPUs")
         mb = 1024 * 1024
+        walls: list[tuple[int, float]] = []
         for count in args.counts:
             m = measure(count, base_url, server.pid)
+            walls.append((count, m["wall"]))
             verdict = "ok" if m["write_bytes"] <= m["bound_allocated"] else "OVER"
             print(f"  {count:>5} scenes: wall {m['wall']:7.1f} s = {m['per_scene_ms']:5.1f} ms/scene, CPU "
                   f"{m['cpu_per_scene_ms']:5.1f} ms/scene, fake gateway's CPU "
@@ -168,6 +177,14 @@ def main() -> None:
                   f"({m['outputs'] / mb:.1f} MB of content) x 2 + 4 x lock {m['lock'] / mb:.2f} MB: {verdict}\n"
                   f"         lock: {m['lock_writes']:.0f} writes, {m['lock_bytes'] / mb:.2f} MB in all = "
                   f"{m['lock_bytes'] / m['lock']:.2f} x the final lock", flush=True)
+        walls.sort()
+        margins = [((b - a) / (n - m) * 1000, m, n) for (m, a), (n, b) in zip(walls, walls[1:]) if n > m]
+        if margins:
+            flat = all(cost <= 1.25 * margins[0][0] for cost, _, _ in margins)
+            print("  marginal cost of a scene: " + ", ".join(f"{m:,} -> {n:,} scenes {cost:.1f} ms"
+                                                           for cost, m, n in margins)
+                  + f" ({'flat' if flat else 'GROWS'}: each within 1.25x of the first; fixed costs "
+                    f"{walls[0][1] - margins[0][0] * walls[0][0] / 1000:.2f} s)")
     finally:
         if server.stdin is not None:
             server.stdin.close()
