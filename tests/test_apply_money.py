@@ -65,7 +65,7 @@ def api(gateway: FakeSparkAPI) -> FakeSparkAPI:
 
 
 def apply(root: Path, api: FakeSparkAPI, *, replace: tuple[str, ...] = (), reporter: Any = None,
-          environ: dict[str, str] | None = None, fetch_workers: int = 0, when_busy: bool = False,
+          environ: dict[str, str] | None = None, fetch_workers: int = 0,
           during: Callable[[Engine], Awaitable[None]] | None = None) -> tuple[ApplyResult, list[dict[str, Any]]]:
     """The engine on the project at `root` (SPEC unless it has one) against `api`; `environ`:
     the provider's environment (the generation protocol's key and URL by default);
@@ -85,8 +85,7 @@ def apply(root: Path, api: FakeSparkAPI, *, replace: tuple[str, ...] = (), repor
             reporter(event)
 
     engine = Engine(workspace, workspace.plan(PlanOptions(replace=replace)), provider, emit, parallelism=2,
-                    sleep=clock.sleep, wall_clock=clock, monotonic=clock, fetch_workers=fetch_workers,
-                    fetch_workers_when_busy=when_busy)
+                    sleep=clock.sleep, wall_clock=clock, monotonic=clock, fetch_workers=fetch_workers)
 
     async def run() -> ApplyResult:
         beside = asyncio.create_task(during(engine)) if during is not None else None

@@ -112,36 +112,6 @@ def test_a_worker_that_dies_fails_its_jobs_and_the_next_apply_collects_them(tmp_
     assert api.total_creates == 6  # collected from the journal, not paid again
 
 
-@pytest.mark.slow  # about 1.5 s each
-@pytest.mark.parametrize("busy", [10.0, 0.5])
-def test_workers_start_only_once_fetches_pile_up_on_the_loop(tmp_path: Path, api: FakeSparkAPI, busy: float,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fetches are made on the loop until BUSY_FETCHES a render slot are under way there at
-    once (10 a slot: never, for 6 scenes on 2 slots); then the workers start and take the rest."""
-    monkeypatch.setattr(tasks, "BUSY_FETCHES", busy)
-    started: list[int] = []
-    by_workers: list[str] = []
-    real_start, real_fetch = FetchWorkers.start, FetchWorkers.fetch
-
-    async def start(self: FetchWorkers, spawned: Any = ()) -> None:
-        started.append(self.count)
-        await real_start(self, spawned)
-
-    async def fetch(self: FetchWorkers, job: FetchJob) -> Any:
-        by_workers.append(job.scene)
-        return await real_fetch(self, job)
-
-    monkeypatch.setattr(FetchWorkers, "start", start)
-    monkeypatch.setattr(FetchWorkers, "fetch", fetch)
-    (tmp_path / "project.spark.yaml").write_text(SPEC)
-    result, _ = apply(tmp_path, api, fetch_workers=1, when_busy=True)
-    assert result.ok and len(result.completed) == 6
-    if busy == 10.0:
-        assert started == [] and by_workers == []
-    else:
-        assert started == [1] and 1 <= len(by_workers) < 6  # the first fetch was on the loop
-
-
 def settings(api: FakeSparkAPI) -> FileHostSettings:
     return FileHostSettings(api.base_url, 10.0, RetryPolicy(0, 0.0))
 
@@ -222,9 +192,9 @@ def _alive(pid: int) -> bool:
 
 def test_how_many_workers(tmp_path: Path) -> None:
     empty = Plan(changes=())
-    assert fetch_worker_count(empty, {"SPARKSPEC_FETCH_WORKERS": "0"}) == (0, False)
-    assert fetch_worker_count(empty, {"SPARKSPEC_FETCH_WORKERS": " 3 "}) == (3, False)  # at once
-    assert fetch_worker_count(empty, {})[0] == 0  # nothing to render: none started
+    assert fetch_worker_count(empty, {"SPARKSPEC_FETCH_WORKERS": "0"}) == 0
+    assert fetch_worker_count(empty, {"SPARKSPEC_FETCH_WORKERS": " 3 "}) == 3
+    assert fetch_worker_count(empty, {}) == 0  # nothing to render: none started
     for bad in ("two", "-1", "99"):
         with pytest.raises(SparkspecError, match="SPARKSPEC_FETCH_WORKERS"):
             fetch_worker_count(empty, {"SPARKSPEC_FETCH_WORKERS": bad})

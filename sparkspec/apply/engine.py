@@ -90,7 +90,6 @@ class Engine:
     monotonic: Callable[[], float] = time.monotonic
     remote_wait: bool = True  # False (--no-wait): skip scenes another machine is rendering
     fetch_workers: int = 0  # processes that fetch and check outputs (apply.workers); 0: on the loop
-    fetch_workers_when_busy: bool = True  # started once fetches pile up (TaskRunner.fetch); False: at once
     early_workers: Early | None = None  # worker processes started before the plan, taken first
 
     def __post_init__(self) -> None:
@@ -161,10 +160,7 @@ class Engine:
                 if digest is not None:
                     self.remote.expect_sheet(digest)
         if self.fetch_workers > 0:
-            if self.fetch_workers_when_busy:
-                self.runner.start_workers = self.start_workers
-            else:
-                self.runner.workers = await self.start_workers()
+            self.runner.workers = await self.start_workers()
         walked: BaseException | None = None
         try:
             await self.walk()

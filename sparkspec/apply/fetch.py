@@ -12,6 +12,7 @@ A damaged video or a lapsed URL is the caller's to retry (`DamagedOutput`, `Medi
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,16 +57,26 @@ def with_frame(job: FetchJob, video: Downloaded, info: VideoInfo, frame: Downloa
     return Fetched(video, info, Downloaded(job.frame_dest, sha256, size), problem)
 
 
+_strips_guard = threading.Lock()
+_strips_making: dict[str, threading.Lock] = {}
+
+
 def make_sheet_strip(job: FetchJob, fetched: Fetched) -> None:
     """The scene's contact-sheet strip, kept by the video's sha256. A video that cannot give
-    one is the review's to report (it tries again): the render itself is sound."""
+    one is the review's to report (it tries again): the render itself is sound. One thread
+    at a time makes the strip of one video: scenes whose renders came out the same (a fast
+    API's one clip for every task in the benchmarks) find it made, rather than decoding and
+    writing it again together."""
     if job.strip_dir is None:
         return
     from sparkspec.review.contact import SheetEntry, make_strip
 
+    with _strips_guard:
+        making = _strips_making.setdefault(fetched.video.sha256, threading.Lock())
     try:
-        make_strip(SheetEntry(job.scene, fetched.video.path, fetched.video.sha256, fetched.frame.path),
-                   job.strip_dir)
+        with making:
+            make_strip(SheetEntry(job.scene, fetched.video.path, fetched.video.sha256, fetched.frame.path),
+                       job.strip_dir)
     except (MediaError, OSError):
         pass
 

@@ -58,9 +58,6 @@ RESUBMIT_CODES = {apifacts.UNAVAILABLE: "the service was busy (003021099)", "exp
 MAX_RESUBMITS = 2  # per scene per apply
 UNKNOWN_TASK_GRACE = 60.0  # seconds after a create during which a 404 means "not visible yet"
 UNREADABLE_POLLS = 8  # answers in a row to a poll that are not the task's status before the scene fails
-# Fetches at once on the loop, per render slot, that start the fetch workers (see `fetch`):
-# more than the slots can finish at once means outputs arrive faster than the loop takes them.
-BUSY_FETCHES = 2.0
 MAX_DOWNLOAD_ATTEMPTS = 4  # of a finished task's outputs: lapsed URLs refreshed, undecodable bodies fetched again
 DEFAULT_EXPIRY = 172800
 CLOCK_SKEW = 3600.0  # a created_at this far ahead of our clock is not unix seconds: count from our own
@@ -104,8 +101,6 @@ class TaskRunner:
     # Wraps each paid render (the team's remote claims the key around it and pushes after).
     around: Around | None = None
     workers: FetchWorkers | None = None  # processes that fetch outputs; None: on the loop
-    # Starts the workers (once, when fetches pile up here); None: none to start.
-    start_workers: Callable[[], Awaitable[FetchWorkers | None]] | None = None
     # The scenes on renders/contact.png: their strips are made as their outputs arrive, here.
     sheet: frozenset[str] = frozenset()
     strip_dir: Path | None = None
@@ -121,7 +116,6 @@ class TaskRunner:
         self.uncommitted: list[CachedRender] = []  # delivered, not yet in the cache's index
         self.uncommitted_paid = False  # one of them came from a task of this apply's (not a pull)
         self.not_indexed: list[list[CachedRender]] = []  # batches the index refused (lock writer's thread)
-        self.fetching = 0  # outputs being fetched on this loop now
         self.journal_check: asyncio.Future[None] | None = None  # the journal takes entries: once an apply
         self.journal_refused = False  # its failure was reported (by the first scene that met it)
         self.creating: set[asyncio.Future[TaskStatus]] = set()  # creates and their entries under way
@@ -551,24 +545,13 @@ class TaskRunner:
                                 f"expiry; its id stays in the journal, so a later apply can collect it")
 
     async def fetch(self, job: FetchJob) -> Fetched:
-        """One attempt at the outputs: in a fetch worker when the apply has them, else here.
-        The workers are started once BUSY_FETCHES per render slot are under way here at once:
-        renders finishing faster than one thread fetches them (a fast API, a journal full of
-        finished tasks). Renders of ordinary length never need them, and the processes would compete for
-        the cores with the path from a create's answer to its journal entry."""
-        if self.workers is None and self.start_workers is not None and \
-                self.fetching >= max(1, BUSY_FETCHES * self.parallelism):
-            start, self.start_workers = self.start_workers, None
-            self.workers = await start()
+        """One attempt at the outputs: in a fetch worker when the apply has them (and one is
+        still alive), else here."""
         if self.workers is not None:
             fetched = await self.workers.fetch(job)
             if fetched is not None:
                 return fetched
-        self.fetching += 1
-        try:
-            return await fetch_here(self.api, job)
-        finally:
-            self.fetching -= 1
+        return await fetch_here(self.api, job)
 
     async def deliver(self, request: RenderRequest, key: SceneKey, status: TaskStatus) -> CachedRender:
         """Download, check and store both outputs in the cache; `commit` indexes them."""

@@ -101,7 +101,7 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
             meter = BudgetMeter(budget, workspace.project.provider.price_per_million_tokens,
                                 planned_tokens=plan.estimated_tokens, planned_cost=plan.estimated_cost or 0.0)
             return _execute(workspace, plan, provider, parallelism or workspace.project.provider.parallelism,
-                            as_json, fail_fast, stdout, meter, wait, *fetch_worker_count(plan, environ),
+                            as_json, fail_fast, stdout, meter, wait, fetch_worker_count(plan, environ),
                             early=early)
     finally:
         if early is not None:
@@ -202,21 +202,20 @@ class Unavailable:
         return None
 
 
-def fetch_worker_count(plan: Plan, environ: Mapping[str, str]) -> tuple[int, bool]:
-    """How many processes may fetch and check the renders' outputs (`apply.workers`), and
-    whether they start only once fetches pile up on the apply's own thread (True) or at
-    once: SPARKSPEC_FETCH_WORKERS when set (0: none); else, for an apply of MANY_RENDERS
-    renders or more, `_spare_cores()`, started at once. Fetches on the loop until they piled
-    up cost the apply's thread PyAV's and Pillow's imports, and 100 scenes 0.2-0.3 s
-    (benchmarks/RESULTS.md, session 21)."""
+def fetch_worker_count(plan: Plan, environ: Mapping[str, str]) -> int:
+    """How many processes fetch and check the renders' outputs (`apply.workers`), started
+    with the apply: SPARKSPEC_FETCH_WORKERS when set (0: none); else, for an apply of
+    MANY_RENDERS renders or more, `_spare_cores()`. (Until session 21 they started only once
+    fetches piled up on the apply's own thread: those fetches cost it PyAV's and Pillow's
+    imports, and 100 scenes 0.2-0.3 s; benchmarks/RESULTS.md.)"""
     value = environ.get(FETCH_WORKERS_ENV, "").strip()
     if value:
         if not value.isdigit() or int(value) > 16:
             raise SparkspecError(f"{FETCH_WORKERS_ENV}={value!r}: expected a number of processes from 0 to 16 "
                                  f"(0: fetch on the apply's own thread)")
-        return int(value), False
+        return int(value)
     renders = sum(1 for c in plan.changes if c.kind == "scene" and c.action in RENDERS)
-    return (_spare_cores() if renders >= MANY_RENDERS else 0), False
+    return _spare_cores() if renders >= MANY_RENDERS else 0
 
 
 def _spare_cores() -> int:
@@ -251,8 +250,7 @@ def early_workers(workspace: Workspace, options: PlanOptions, environ: Mapping[s
 
 def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parallelism: int, as_json: bool,
              fail_fast: bool, stdout: TextIO, meter: BudgetMeter | None = None,
-             wait: bool = True, fetch_workers: int = 0, when_busy: bool = True,
-             early: Early | None = None) -> int:
+             wait: bool = True, fetch_workers: int = 0, early: Early | None = None) -> int:
     import asyncio
 
     from sparkspec.apply.engine import Engine, running_remotely
@@ -270,8 +268,7 @@ def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parall
     if remote is not None and remote.writable and any(c.kind == "scene" and c.action in RENDERS for c in plan.changes):
         remote.queue.mark_root()  # before the first upload: if this apply is cut short, the next registers it
     engine = Engine(workspace, plan, provider, reporter, parallelism, fail_fast=fail_fast, meter=meter,
-                    remote_wait=wait, fetch_workers=fetch_workers, fetch_workers_when_busy=when_busy,
-                    early_workers=early)
+                    remote_wait=wait, fetch_workers=fetch_workers, early_workers=early)
     try:
         result = asyncio.run(_drive(engine, provider))
     finally:
