@@ -2,8 +2,8 @@
 
 Pillow encodes only a whole image, and its encoder picks a filter for every row by trying
 them all: for the contact sheet of 100 scenes (2,000 x 4,700 pixels) that took 0.72 s and
-a 37 MB image; rows with no filter through zlib at level 1 take a third of that for a file
-2% larger. The format is the PNG specification's: signature, IHDR, IDAT chunks holding one
+a 37 MB image; rows with no filter through zlib at a low level take a third of that for a
+file 2% larger. The format is the PNG specification's: signature, IHDR, IDAT chunks holding one
 zlib stream of the rows (each prefixed by its filter type, 0), IEND; each chunk with its CRC.
 
 The bands are compressed on threads (zlib lets go of the GIL), while the caller draws the
@@ -22,7 +22,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
-LEVEL = 1  # zlib's fastest: the sheet is pasted in a chat, not archived
+# The sheet is pasted in a chat, not archived: a fast level. On two threads the sheet of 256
+# scenes took 0.074 s at level 3 (2.30 MB) against 0.082 s at 1 (2.67 MB), 0.10 s at 4 (1.98 MB).
+LEVEL = 3
 THREADS = 2
 AHEAD = 4  # bands being compressed at once: each about a megabyte, with its output
 RAW = -zlib.MAX_WBITS  # deflate blocks without zlib's header and checksum
