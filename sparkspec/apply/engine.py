@@ -161,6 +161,8 @@ class Engine:
                     self.remote.expect_sheet(digest)
         if self.fetch_workers > 0:
             self.runner.workers = await self.start_workers()
+        if self.early_workers is not None:  # those not taken (no file host, few renders): stopped now
+            self.early_workers.discard()
         walked: BaseException | None = None
         try:
             await self.walk()
