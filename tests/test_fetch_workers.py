@@ -275,3 +275,38 @@ def test_which_applies_start_workers_before_the_plan(tmp_path: Path, monkeypatch
             early_workers(workspace, PlanOptions(), {})
     finally:
         workspace.close()
+
+
+def test_one_thread_at_a_time_makes_a_videos_strip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scenes whose renders came out the same video, fetched at once: its contact-sheet strip
+    is decoded and written once; the other threads wait and find it made."""
+    import threading
+
+    from PIL import Image
+
+    import sparkspec.review.contact as contact
+    from sparkspec.apply.fetch import Fetched, make_sheet_strip
+    from sparkspec.media.probe import VideoInfo
+    from sparkspec.providers.base import Downloaded
+
+    decoded: list[str] = []
+
+    def new_strip(entry: contact.SheetEntry, thumbs: Path) -> Image.Image:
+        decoded.append(entry.scene)
+        time.sleep(0.2)  # long enough for every thread to ask meanwhile
+        strip = Image.new("RGB", (30, 10))
+        thumbs.mkdir(parents=True, exist_ok=True)
+        strip.save(thumbs / f"{entry.video_sha256}.png")
+        return strip
+
+    monkeypatch.setattr(contact, "_new_strip", new_strip)
+    video = Downloaded(tmp_path / "v.mp4", "ab" * 32, 1)
+    fetched = Fetched(video, VideoInfo(864, 480, 29, 24.0, 1.2, "h264"), Downloaded(tmp_path / "f.png", "cd" * 32, 1), None)
+    jobs = [FetchJob("v", "f", tmp_path / f"{n}.mp4", tmp_path / f"{n}.png", tmp_path / "strips", f"s{n}")
+            for n in range(4)]
+    threads = [threading.Thread(target=make_sheet_strip, args=(job, fetched)) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(decoded) == 1 and (tmp_path / "strips" / f"{'ab' * 32}.png").is_file()

@@ -633,3 +633,32 @@ def test_the_debug_log_redacts_the_key_and_url_signatures(api: FakeSparkAPI, tmp
     text = caplog.text
     assert "Authorization" in text or "authorization" in text
     assert "<redacted>" in text and api.api_key not in text and "X-Signature" not in text
+
+
+def test_a_ca_bundle_is_loaded_only_for_what_speaks_tls(api: FakeSparkAPI, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading the CA bundle costs ~35 ms of CPU: an http:// API's clients never speak TLS and
+    load none; the download clients are made, with the one context, on the first download."""
+    import httpx
+
+    built: list[object] = []
+    real = httpx.create_ssl_context
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        context = real(*args, **kwargs)
+        built.append(context)
+        return context
+
+    monkeypatch.setattr(httpx, "create_ssl_context", counted)
+    secure = SparkProvider(base_url="https://api.example.invalid", api_key="sk-test")
+    assert len(built) == 1  # an https API: its clients need the bundle from the start
+    asyncio.run(secure.aclose())
+    built.clear()
+
+    async def render_and_download(provider: SparkProvider) -> int:
+        status = await render(provider)
+        assert built == []  # submit and poll against http://: no bundle
+        await provider.download(status.video_url, tmp_path / "v.part")
+        return len(built)
+
+    assert run(api, render_and_download) == 1  # the downloads' clients, once, on the first download
