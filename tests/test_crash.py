@@ -29,6 +29,10 @@ from sparkspec.state.journal import Journal
 
 KILLS = 12
 SEED = 20261125
+# The fake gateway runs in this process: a create the killed apply sent just before its kill can
+# be read and made by the server's thread just after `kills` noted the kill (seen once in CI,
+# under load: an orphan "made after the last kill").
+IN_FLIGHT = 0.5
 KEY = "sk-crash-test"
 
 SPEC = """\
@@ -120,12 +124,13 @@ def check_outputs(root: Path, dialect: Dialect) -> None:
 
 
 def check_creates(api: FakeSparkAPI, kills: list[float]) -> list[tuple[str, str, float]]:
-    """Every key created once, plus one per orphan; every orphan made just before a kill."""
+    """Every key created once, plus one per orphan; every orphan made just before a kill (or
+    within IN_FLIGHT after it: its request was on the wire)."""
     orphans: list[tuple[str, str, float]] = []
     orphans_by_key: dict[str, int] = {}
     for task in api.tasks.values():
         if task.queries == 0 and task.downloads == 0:
-            gaps = [kill - task.created_mono for kill in kills if kill >= task.created_mono]
+            gaps = [kill - task.created_mono for kill in kills if kill >= task.created_mono - IN_FLIGHT]
             assert gaps and min(gaps) < 2.0, f"task {task.id} was never collected and no kill explains it"
             orphans.append((task.id, api.prompt_of_key[task.key], min(gaps)))
             orphans_by_key[task.key] = orphans_by_key.get(task.key, 0) + 1
