@@ -32,6 +32,12 @@ def test_the_command_and_a_worker_import_httpx_without_its_command_line_client()
                           check=True).stdout.strip() == "True"
 
 
+def test_sparkspec_imported_as_a_library_leaves_httpx_whole() -> None:
+    """Only the entry points skip httpx's client: an apply's own modules, the workers' framing
+    among them, imported by another program, change nothing in its httpx."""
+    assert "httpx._main" in imported("sparkspec.apply.workers; import httpx", ("httpx._main",))
+
+
 def test_a_fetch_worker_imports_neither_the_gateway_nor_asyncio() -> None:
     absent = ("asyncio", "sparkspec.providers.spark.queue", "sparkspec.providers.spark.provider")
     assert imported("sparkspec.apply.fetchworker", absent) == []

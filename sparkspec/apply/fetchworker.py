@@ -29,9 +29,10 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
-from sparkspec.leanimports import skip_unused
+if __name__ == "__main__":  # the worker's own process, before httpx (not when workers.py imports this)
+    from sparkspec.leanimports import skip_unused
 
-skip_unused()  # before httpx: this module is the worker's entry point
+    skip_unused()
 
 from sparkspec.apply.fetch import NO_FRAME, FetchJob, Fetched, fetched_with_strip, frame_problem
 from sparkspec.errors import DownloadError
