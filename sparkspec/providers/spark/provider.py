@@ -99,14 +99,13 @@ class SparkProvider:
         # An http:// API is never spoken TLS to: every call is a path under base_url, and the
         # API's clients follow no redirect.
         verify = False if urlsplit(self.base_url).scheme == "http" else self._tls_context()
-        self._api = _Clients([httpx.AsyncClient(
-            base_url=self.base_url, transport=transport, timeout=timeout, event_hooks=hooks, verify=verify,
-            limits=limits, headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"})
-            for _ in range(count)])
-        self._download_clients: _Clients | None = None
-        self._download_options: dict[str, Any] = dict(transport=transport, timeout=timeout, event_hooks=hooks,
-                                                      limits=limits)
         self._pools = count
+        self._client_options: dict[str, Any] = dict(transport=transport, timeout=timeout, event_hooks=hooks,
+                                                    limits=limits)  # the API's clients and the downloads'
+        self._api = _Clients([httpx.AsyncClient(
+            **self._client_options, base_url=self.base_url, verify=verify,
+            headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"}) for _ in range(count)])
+        self._download_clients: _Clients | None = None
 
     @property
     def _files(self) -> _Clients:
@@ -116,7 +115,7 @@ class SparkProvider:
         can be checked."""
         if self._download_clients is None:
             self._download_clients = _Clients([httpx.AsyncClient(
-                **self._download_options, follow_redirects=True, verify=self._tls_context(),
+                **self._client_options, follow_redirects=True, verify=self._tls_context(),
                 headers={"Accept-Encoding": "identity"}) for _ in range(self._pools)])
         return self._download_clients
 
