@@ -61,7 +61,8 @@ SERVER = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
 from fakeapi import FakeSparkAPI, Task
-api = FakeSparkAPI(api_key=sys.argv[2], latency=0.0, render="template", render_workers=1).start()
+api = FakeSparkAPI(api_key=sys.argv[2], latency=0.0, render="template", render_workers=1,
+                   unique=sys.argv[3] == "unique").start()
 params = {"content": [{"type": "text", "text": "warm"}], "resolution": "480p", "ratio": "16:9", "frames": 29}
 api._schedule_render(Task("warm", "warm", params, "m", time.time(), 0.0, 0.0)).result()
 print(api.base_url, flush=True)
@@ -160,11 +161,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="applies of each count: the best wall counts "
                                                              "(this machine's walls swing by a third), every "
                                                              "run's bytes are checked")
+    parser.add_argument("--same-bytes", action="store_true",
+                        help="serve every task of a shape the same bytes (as until session 22): one blob in "
+                             "the cache, one strip for the contact sheet")
     args = parser.parse_args()
     # Byte code compiled first, as an installed package has it: the first apply after an edit
     # of the source would otherwise count the .pyc files it writes as its own writes.
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "sparkspec")], check=True)
-    server = subprocess.Popen([sys.executable, "-c", SERVER, str(ROOT / "tests"), KEY], stdin=subprocess.PIPE,
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(ROOT / "tests"), KEY,
+                               "same" if args.same_bytes else "unique"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None

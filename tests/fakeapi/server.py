@@ -10,6 +10,7 @@ import socket
 import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -216,7 +217,8 @@ class Handler(BaseHTTPRequestHandler):
         video, frame, *_ = task.render.result()
         source = video if which == "video" else frame
         padding = api.video_padding if which == "video" else 0
-        size = source.stat().st_size + (8 + padding if padding else 0)
+        tag = task.id.encode() if api.unique else b""
+        size = source.stat().st_size + (8 + padding if padding else 0) + _tagged(tag, which)
         kind = fault.kind if fault is not None else None
         declared = size + 1000 if kind == "short_length" else size
         self.send_response(200)
@@ -234,13 +236,13 @@ class Handler(BaseHTTPRequestHandler):
         limit = size // 2 if kind == "truncate" else size
         sent = 0
         if kind == "stall":  # half the body, then nothing for `delay` seconds, then the rest
-            body = b"".join(_body(source, padding))
+            body = b"".join(_body(source, padding, tag, which))
             self.wfile.write(body[: size // 2])
             self.wfile.flush()
             time.sleep(fault.delay if fault is not None else 0.0)
             self.wfile.write(body[size // 2:])
             return
-        for chunk in _body(source, padding):
+        for chunk in _body(source, padding, tag, which):
             if sent + len(chunk) > limit:
                 self.wfile.write(chunk[: limit - sent])
                 sent = limit
@@ -255,10 +257,22 @@ class Handler(BaseHTTPRequestHandler):
 Handler.routes = generation.ROUTES + queue.ROUTES + ark.ROUTES
 
 
-def _body(source: Path, padding: int) -> Iterator[bytes]:
+def _tagged(tag: bytes, which: str) -> int:
+    """The bytes a task's tag adds to a file: a `free` box (8 + tag) or a tEXt chunk (17 + tag)."""
+    return 0 if not tag else 8 + len(tag) if which == "video" else 17 + len(tag)
+
+
+def _body(source: Path, padding: int, tag: bytes = b"", which: str = "video") -> Iterator[bytes]:
+    if tag and which != "video":  # a PNG: a tEXt chunk before its IEND
+        data = source.read_bytes()
+        chunk = b"tEXt" + b"task\0" + tag
+        yield data[:-12] + struct.pack(">I", len(chunk) - 4) + chunk + struct.pack(">I", zlib.crc32(chunk)) + data[-12:]
+        return
     with source.open("rb") as stream:
         while chunk := stream.read(CHUNK):
             yield chunk
+    if tag:
+        yield struct.pack(">I", 8 + len(tag)) + b"free" + tag
     if padding:
         yield struct.pack(">I", 8 + padding) + b"free"
         zeros = bytes(CHUNK)

@@ -8,7 +8,9 @@ at the API's pixel size, from the first frame); "template" renders once per outp
 and serves those bytes for every task of that shape (for benchmarks that measure
 orchestration, not the fake's CPU). `video_padding` appends an ISO BMFF `free` box of that
 many bytes to every served video: a valid mp4 of the size wanted, streamed from zeros,
-never held in memory.
+never held in memory. `unique` makes every task's files its own, as real renders are: the
+video ends in a `free` box holding the task id and the last frame carries it in a `tEXt`
+chunk (the pictures are the template's; only the bytes, and so the sha256, differ).
 
 A render's key is the sha256 of the canonical JSON of the generation parameters (the
 same in every dialect), so the same scene submitted twice counts twice under one key
@@ -105,7 +107,7 @@ class Task:
 class FakeSparkAPI:
     def __init__(self, api_key: str = "test-key", *, latency: Latency = 0.0, queue_time: Latency = 0.0,
                  seed: int = 0, render: str = "local", video_padding: int = 0, generation_shape: str = "gateway",
-                 render_workers: int = 2, report_seed: bool = False, keep_bodies: bool = True,
+                 render_workers: int = 2, report_seed: bool = False, unique: bool = False, keep_bodies: bool = True,
                  report_usage: bool = True, last_frame: str = "image", usage: dict[str, Any] | None = None,
                  status_names: dict[str, str] | None = None, ark_model: str = ARK_MODEL,
                  dialect: str | None = None) -> None:
@@ -116,6 +118,7 @@ class FakeSparkAPI:
         self.seed = seed
         self.render_mode = render
         self.video_padding = video_padding
+        self.unique = unique
         # The task objects of the generation protocol: "gateway" (section 5), or "upstream"
         # (the gateway passing upstream's own task object through).
         self.generation_shape = dialect or generation_shape
