@@ -70,7 +70,12 @@ def test_an_apply_through_workers_ends_as_on_the_loop_faults_and_all(tmp_path: P
     (tmp_path / "project.spark.yaml").write_text(SPEC)
     api.inject("video", "truncate")
     api.inject("image", "garbage")
-    result, events = apply(tmp_path, api, fetch_workers=2)
+    engines: list[Engine] = []
+
+    async def note(engine: Engine) -> None:
+        engines.append(engine)
+
+    result, events = apply(tmp_path, api, fetch_workers=2, during=note)
     assert result.ok and len(result.completed) == 6 and api.total_creates == 6
     assert api.requests["download"] == 6 * 2 + 1  # the cut video, once more (as on the loop)
     warnings = [e["message"] for e in events if e["event"] == "warning"]
@@ -80,9 +85,9 @@ def test_an_apply_through_workers_ends_as_on_the_loop_faults_and_all(tmp_path: P
         for output in (record.video, record.last_frame):
             assert hashlib.sha256((tmp_path / output.path).read_bytes()).hexdigest() == output.sha256, sid
     assert not list((tmp_path / ".sparkspec/tmp").glob("*.part"))
-    # Each scene's contact-sheet strip was made as its outputs arrived, not left for the review.
-    strips = {p.stem for p in (tmp_path / ".sparkspec/review").glob("*.png")}
-    assert {record.video.sha256 for record in lock.scenes.values()} <= strips
+    # Each scene's contact-sheet strip was made as its outputs arrived (in a worker), not left
+    # for the review, and kept in memory for it.
+    assert {record.video.sha256 for record in lock.scenes.values()} <= engines[0].runner.strips.keys()
 
 
 @pytest.mark.slow  # about 1.5 s
@@ -277,36 +282,33 @@ def test_which_applies_start_workers_before_the_plan(tmp_path: Path, monkeypatch
         workspace.close()
 
 
-def test_one_thread_at_a_time_makes_a_videos_strip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Scenes whose renders came out the same video, fetched at once: its contact-sheet strip
-    is decoded and written once; the other threads wait and find it made."""
-    import threading
+def test_a_fetch_on_the_sheet_brings_its_strip_back_and_writes_no_file(tmp_path: Path) -> None:
+    """The strip of a scene on the contact sheet travels with the fetch's outcome (from a
+    worker process too: it pickles), nothing is written for it; a scene off the sheet gets
+    none, and a video that cannot give one still fetches (the review page reports it)."""
+    import pickle
 
-    from PIL import Image
-
-    import sparkspec.review.contact as contact
-    from sparkspec.apply.fetch import Fetched, make_sheet_strip
-    from sparkspec.media.probe import VideoInfo
+    from sparkspec.apply.fetch import fetched_with_strip
+    from sparkspec.media.probe import probe_video
     from sparkspec.providers.base import Downloaded
+    from sparkspec.review.contact import GAP, THUMB_WIDTH
 
-    decoded: list[str] = []
+    from review.conftest import clip_bytes
 
-    def new_strip(entry: contact.SheetEntry, thumbs: Path) -> Image.Image:
-        decoded.append(entry.scene)
-        time.sleep(0.2)  # long enough for every thread to ask meanwhile
-        strip = Image.new("RGB", (30, 10))
-        thumbs.mkdir(parents=True, exist_ok=True)
-        strip.save(thumbs / f"{entry.video_sha256}.png")
-        return strip
-
-    monkeypatch.setattr(contact, "_new_strip", new_strip)
-    video = Downloaded(tmp_path / "v.mp4", "ab" * 32, 1)
-    fetched = Fetched(video, VideoInfo(864, 480, 29, 24.0, 1.2, "h264"), Downloaded(tmp_path / "f.png", "cd" * 32, 1), None)
-    jobs = [FetchJob("v", "f", tmp_path / f"{n}.mp4", tmp_path / f"{n}.png", tmp_path / "strips", f"s{n}")
-            for n in range(4)]
-    threads = [threading.Thread(target=make_sheet_strip, args=(job, fetched)) for job in jobs]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(decoded) == 1 and (tmp_path / "strips" / f"{'ab' * 32}.png").is_file()
+    video = tmp_path / "v.mp4"
+    clip_bytes(video, 1)
+    info = probe_video(video)
+    downloaded = Downloaded(video, "ab" * 32, video.stat().st_size)
+    before = sorted(tmp_path.iterdir())
+    on = fetched_with_strip(FetchJob("v", None, video, tmp_path / "f.png", True, "s1"), downloaded, info, None, "none")
+    assert on.strip is not None and on.strip.width == 3 * THUMB_WIDTH + 2 * GAP
+    assert pickle.loads(pickle.dumps(on)).strip.image().size == (on.strip.width, on.strip.height)
+    assert sorted(tmp_path.iterdir()) == sorted([*before, tmp_path / "f.png"])  # the frame it extracted, no more
+    off = fetched_with_strip(FetchJob("v", None, video, tmp_path / "g.png", False, "s2"), downloaded, info, None, "none")
+    assert off.strip is None
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(video.read_bytes()[:2000])
+    frame = on.frame
+    kept = fetched_with_strip(FetchJob("v", "f", broken, tmp_path / "f.png", True, "s3"),
+                              Downloaded(broken, "cd" * 32, 2000), info, frame, "none")
+    assert kept.strip is None and kept.frame_extracted is None

@@ -114,7 +114,7 @@ class Engine:
             emit=self.runner_emit, around=self.remote.render if self.remote else None, sleep=self.sleep, rng=self.rng, wall_clock=self.wall_clock,
             monotonic=self.monotonic, poll=self.project.provider.poll, tmp_dir=self.tmp_dir,
             parallelism=self.parallelism, fail_fast=self.fail_fast, unknown_task_grace=self.unknown_task_grace,
-            meter=self.meter, sheet=sheet_scenes(self.project), strip_dir=ws.state_dir / "review")
+            meter=self.meter, sheet=sheet_scenes(self.project))
         if self.remote is not None:
             self.remote.deliver = self.runner.deliver_pulled
         # The cache indexes what the lock will name before the lock is written.

@@ -12,14 +12,17 @@ A damaged video or a lapsed URL is the caller's to retry (`DamagedOutput`, `Medi
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sparkspec.errors import DamagedOutput, DownloadError, MediaError
 from sparkspec.media.frames import extract_last_frame
 from sparkspec.media.probe import VideoInfo, check_png, probe_video
 from sparkspec.providers.base import Downloaded, Provider
+
+if TYPE_CHECKING:
+    from sparkspec.review.contact import Strip
 
 
 @dataclass(frozen=True)
@@ -28,9 +31,9 @@ class FetchJob:
     frame_url: str | None  # the task's own last-frame image, when it gave one
     video_dest: Path  # temporary files, unique to this task
     frame_dest: Path
-    # The scene's strip of thumbnails for renders/contact.png goes here (review.contact), made
-    # while the apply goes on rather than after it; None: the scene is not on the sheet.
-    strip_dir: Path | None = None
+    # The scene is on renders/contact.png: its strip of thumbnails (review.contact) is made
+    # here, while the apply goes on, rather than after it.
+    on_sheet: bool = False
     scene: str = ""
 
 
@@ -41,6 +44,7 @@ class Fetched:
     frame: Downloaded
     # Why the frame was decoded from the video rather than taken from the task; None: it was not.
     frame_extracted: str | None
+    strip: Strip | None = None  # the scene's contact-sheet strip, when it is on the sheet
 
 
 def with_frame(job: FetchJob, video: Downloaded, info: VideoInfo, frame: Downloaded | None,
@@ -57,35 +61,24 @@ def with_frame(job: FetchJob, video: Downloaded, info: VideoInfo, frame: Downloa
     return Fetched(video, info, Downloaded(job.frame_dest, sha256, size), problem)
 
 
-_strips_guard = threading.Lock()
-_strips_making: dict[str, threading.Lock] = {}
-
-
-def make_sheet_strip(job: FetchJob, fetched: Fetched) -> None:
-    """The scene's contact-sheet strip, kept by the video's sha256. A video that cannot give
-    one is the review's to report (it tries again): the render itself is sound. One thread
-    at a time makes the strip of one video: scenes whose renders came out the same (a fast
-    API's one clip for every task in the benchmarks) find it made, rather than decoding and
-    writing it again together."""
-    if job.strip_dir is None:
-        return
+def sheet_strip(job: FetchJob, fetched: Fetched) -> Strip | None:
+    """The scene's contact-sheet strip. A video that cannot give one is the review's to report
+    (it tries again): the render itself is sound."""
+    if not job.on_sheet:
+        return None
     from sparkspec.review.contact import SheetEntry, make_strip
 
-    with _strips_guard:
-        making = _strips_making.setdefault(fetched.video.sha256, threading.Lock())
     try:
-        with making:
-            make_strip(SheetEntry(job.scene, fetched.video.path, fetched.video.sha256, fetched.frame.path),
-                       job.strip_dir)
+        return make_strip(SheetEntry(job.scene, fetched.video.path, fetched.video.sha256, fetched.frame.path))
     except (MediaError, OSError):
-        pass
+        return None
 
 
 def fetched_with_strip(job: FetchJob, video: Downloaded, info: VideoInfo, frame: Downloaded | None,
                        problem: str) -> Fetched:
     fetched = with_frame(job, video, info, frame, problem)
-    make_sheet_strip(job, fetched)
-    return fetched
+    strip = sheet_strip(job, fetched)
+    return replace(fetched, strip=strip) if strip is not None else fetched
 
 
 NO_FRAME = "it gave no last frame"

@@ -47,6 +47,7 @@ from sparkspec.config.model import PollConfig
 
 if TYPE_CHECKING:
     from sparkspec.apply.workers import FetchWorkers
+    from sparkspec.review.contact import Strip
 
 Emit = Callable[[dict[str, Any]], None]
 # (key, scene, the render) -> the render, or another machine's pulled instead
@@ -101,11 +102,12 @@ class TaskRunner:
     # Wraps each paid render (the team's remote claims the key around it and pushes after).
     around: Around | None = None
     workers: FetchWorkers | None = None  # processes that fetch outputs; None: on the loop
-    # The scenes on renders/contact.png: their strips are made as their outputs arrive, here.
+    # The scenes on renders/contact.png: their strips are made as their outputs arrive, and
+    # kept here (by video sha256) for the review page after the apply.
     sheet: frozenset[str] = frozenset()
-    strip_dir: Path | None = None
 
     def __post_init__(self) -> None:
+        self.strips: dict[str, Strip] = {}
         # Why new submissions stopped (Ctrl-C, a refused key, --fail-fast); None while they go on.
         # The engine reads and sets this same attribute: one flag for the walk and the renders.
         self.stop_submitting: str | None = None
@@ -564,9 +566,10 @@ class TaskRunner:
                                    f"the journal (it is paid for), so `sparkspec apply --replace {request.scene}` "
                                    "renders it afresh")
             try:
-                strips = self.strip_dir if request.scene in self.sheet else None
-                fetched = await self.fetch(FetchJob(status.video_url, status.last_frame_url, *parts, strips,
-                                                    request.scene))
+                fetched = await self.fetch(FetchJob(status.video_url, status.last_frame_url, *parts,
+                                                    request.scene in self.sheet, request.scene))
+                if fetched.strip is not None:
+                    self.strips[fetched.video.sha256] = fetched.strip
                 # Flushed by the lock writer before the cache index names them and the journal drops
                 # the task: until then a power cut costs a download, never a render.
                 await asyncio.to_thread(cache.put_blob, fetched.video.path, fetched.video.sha256, refetchable=True)

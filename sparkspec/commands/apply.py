@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from sparkspec.apply.engine import ApplyResult, Engine
     from sparkspec.apply.workers import Early
     from sparkspec.review.sheetid import KnownSheet
+    from sparkspec.review.contact import Strip
     from sparkspec.providers.base import Downloaded, Provider, RenderRequest, TaskStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
@@ -276,7 +277,9 @@ def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parall
     if getattr(reporter, "closed", False):
         click.echo("warning: the output was closed during the apply (its reader exited); the apply went on to "
                    "the end without printing, and `sparkspec show` or `plan` tells where things stand", err=True)
-    _review(workspace, previous, known=engine.sheet, not_rendered={**result.skipped, **result.failed})
+    strips = {**engine.runner.strips, **(engine.remote.strips if engine.remote is not None else {})}
+    _review(workspace, previous, known=engine.sheet, not_rendered={**result.skipped, **result.failed},
+            strips=strips)
     _left_in_old_folders(workspace, previous)
     if engine.remote is not None and (engine.remote.pushed or engine.remote.remote.queue.root_pending()):
         _register_root(workspace)
@@ -302,10 +305,12 @@ def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parall
 
 
 def _review(workspace: Workspace, previous: Lock | None, refresh: bool = False,
-            known: KnownSheet | None = None, not_rendered: Mapping[str, str] | None = None) -> None:
+            known: KnownSheet | None = None, not_rendered: Mapping[str, str] | None = None,
+            strips: Mapping[str, Strip] | None = None) -> None:
     """renders/index.html and contact.png; a page that cannot be written is a warning, not a
     failed apply: the renders and the lock are in place. `known`: a teammate's contact sheet
-    (used when it is the one this lock shows); one decoded here goes to a writable remote."""
+    (used when it is the one this lock shows); one decoded here goes to a writable remote.
+    `strips`: the contact sheet's strips the apply made as it fetched."""
     from sparkspec.review import write_review
     from sparkspec.review.contact import SHEET
 
@@ -320,7 +325,7 @@ def _review(workspace: Workspace, previous: Lock | None, refresh: bool = False,
             if output / SHEET not in written:
                 return
         else:
-            write_review(workspace, previous, known=known, not_rendered=not_rendered)
+            write_review(workspace, previous, known=known, not_rendered=not_rendered, strips=strips)
     except SparkspecError as exc:
         click.echo(f"warning: {exc}", err=True)
         return

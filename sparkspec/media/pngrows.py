@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
@@ -72,3 +72,49 @@ def write_rgb_rows(out: BinaryIO, width: int, height: int, bands: Iterable[bytes
     final = zlib.compressobj(LEVEL, zlib.DEFLATED, RAW).flush()  # an empty last block
     out.write(_chunk(b"IDAT", final + struct.pack(">I", checksum)))
     out.write(_chunk(b"IEND", b""))
+
+
+def read_rgb_rows(data: bytes) -> tuple[int, int, Iterator[bytes]]:
+    """The width, height and rows (packed RGB, top to bottom) of a PNG as `write_rgb_rows`
+    writes it: 8-bit RGB, not interlaced, every row unfiltered. The rows are inflated as they
+    are read, so the picture is never whole in memory. Raises ValueError for any other PNG
+    (one Pillow or a viewer saved) or a damaged one, also part way through the rows."""
+    if not data.startswith(SIGNATURE):
+        raise ValueError("not a PNG")
+    at, idat = len(SIGNATURE), []
+    header = None
+    while at + 8 <= len(data):
+        (length,), kind = struct.unpack_from(">I", data, at), data[at + 4:at + 8]
+        body = data[at + 8:at + 8 + length]
+        if len(body) != length:
+            raise ValueError("a chunk is cut short")
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        at += 12 + length
+    if header is None or header[2:] != (8, 2, 0, 0, 0):
+        raise ValueError("not an 8-bit RGB PNG without interlace")
+    width, height = header[0], header[1]
+    return width, height, _rows(idat, width, height)
+
+
+def _rows(idat: list[bytes], width: int, height: int) -> Iterator[bytes]:
+    stride = 1 + 3 * width
+    inflate = zlib.decompressobj()
+    pending = b""
+    produced = 0
+    for piece in idat:
+        pending += inflate.decompress(piece)
+        whole = len(pending) // stride
+        for n in range(min(whole, height - produced)):
+            row = pending[n * stride:(n + 1) * stride]
+            if row[0] != 0:
+                raise ValueError("a row is filtered: not a PNG sparkspec wrote")
+            yield row[1:]
+        produced += min(whole, height - produced)
+        pending = pending[whole * stride:]
+    if produced != height:
+        raise ValueError(f"{produced} rows of {height}")

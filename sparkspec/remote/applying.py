@@ -31,6 +31,7 @@ from sparkspec.state.cache import Cache, CachedRender
 from sparkspec.state.journal import DamagedEntry, Journal
 
 if TYPE_CHECKING:
+    from sparkspec.review.contact import Strip
     from sparkspec.review.sheetid import KnownSheet
 
 MAX_WAIT_POLL = 2.0  # seconds between looks at another machine's claim and entry
@@ -63,7 +64,8 @@ class RemoteApply:
         self.queued: list[str] = []
         self._transfers: asyncio.Semaphore | None = None  # made in the apply's own event loop
         self._decoders: asyncio.Semaphore | None = None  # contact-sheet strips decoding at once
-        self._strips: set[asyncio.Task[None]] = set()
+        self._strip_tasks: set[asyncio.Task[None]] = set()
+        self.strips: dict[str, Strip] = {}  # contact-sheet strips of pulled videos, by sha256
         self.sheet: KnownSheet | None = None  # the contact sheet a teammate pushed for this lock
         self._sheet_task: asyncio.Task[None] | None = None
 
@@ -149,13 +151,13 @@ class RemoteApply:
         self.pulled.add(key)
         if thumbnail and self.sheet is None:
             task = asyncio.create_task(self._strip(scene, render))
-            self._strips.add(task)
-            task.add_done_callback(self._strips.discard)
+            self._strip_tasks.add(task)
+            task.add_done_callback(self._strip_tasks.discard)
         return render
 
     async def _strip(self, scene: str, render: CachedRender) -> None:
-        """Decode the strip into `.sparkspec/review/` while other pulls stream, one decoder a
-        core, so the review page after the apply finds it made; not when the sheet fetched for
+        """Decode the strip (kept in `strips`) while other pulls stream, one decoder a core, so
+        the review page after the apply finds it made; not when the sheet fetched for
         this lock answers with a picture. Strips still waiting when the
         apply's loop ends are cancelled and the review page decodes them; one that fails is
         left for the review page to report."""
@@ -173,7 +175,7 @@ class RemoteApply:
         entry = SheetEntry(scene, self.cache.blob_path(render.video_sha256), render.video_sha256, frame)
         async with self._decoders:
             try:
-                await asyncio.to_thread(make_strip, entry, self.remote.state_dir / "review")
+                self.strips[render.video_sha256] = await asyncio.to_thread(make_strip, entry)
             except Exception:  # noqa: BLE001 - nobody awaits this task: the review page decodes it again and reports
                 pass
 
@@ -191,7 +193,7 @@ class RemoteApply:
             return  # a picture: without it the review page decodes the strips, as without a remote
         if png is not None:
             self.sheet = KnownSheet(digest, png)
-            for task in list(self._strips):
+            for task in list(self._strip_tasks):
                 task.cancel()
 
     async def settle_sheet(self) -> KnownSheet | None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from sparkspec.errors import MediaError, StatePathError
 
 if TYPE_CHECKING:
+    from sparkspec.review.contact import Cell, Strip
     from sparkspec.review.sheetid import KnownSheet
     from sparkspec.state.lockfile import Lock
     from sparkspec.state.workspace import Workspace
@@ -20,22 +21,25 @@ PAGE = "index.html"
 
 
 def write_review(workspace: Workspace, previous: Lock | None, contact_sheet: bool = True,
-                 known: KnownSheet | None = None, not_rendered: Mapping[str, str] | None = None) -> list[Path]:
+                 known: KnownSheet | None = None, not_rendered: Mapping[str, str] | None = None,
+                 strips: Mapping[str, Strip] | None = None) -> list[Path]:
     """Write the page (and the contact sheet) for the lock as it stands. `previous` is the lock
     before this apply, for before / after; None, or an apply that changed no scene's picked
     video (it only restored, deleted or reused), keeps what the last apply recorded. `known`:
     a sheet from the team's remote, written as it is when it is the one this lock shows.
     `not_rendered`: the renders this apply failed or skipped, and why (the page says so).
+    `strips`: contact-sheet strips the apply made as it fetched, by video sha256; those of the
+    other scenes come from the sheet being replaced when it holds them, else are decoded.
     An apply that rendered anything (a take beside the pick, a new scene) is the last apply:
     what an earlier one changed is no longer marked.
     Returns the files written. Raises StatePathError or MediaError with a message to show."""
     from sparkspec.fsutil import atomic_write_bytes
     from sparkspec.review.before import (changed_scenes, found_before, load_marks, new_renders, record_before,
                                          save_marks)
-    from sparkspec.review.contact import SHEET, SheetEntry, write_contact_sheet
+    from sparkspec.review.contact import MAX_SCENES, SHEET, SheetEntry, write_contact_sheet
     from sparkspec.review.model import gather, picked_render
     from sparkspec.review.page import write_page
-    from sparkspec.review.sheetid import record_sheet, sheet_digest
+    from sparkspec.review.sheetid import record_sheet, recorded_strips, sheet_digest
 
     project, lock = workspace.project, workspace.lock
     output = project.root / project.output_dir
@@ -63,15 +67,21 @@ def write_review(workspace: Workspace, previous: Lock | None, contact_sheet: boo
         digest = sheet_digest(project, lock) if contact_sheet else None
         if digest is not None:
             thumbs = workspace.state_dir / "review"
+            cells: list[Cell] | None = None
             if known is not None and known.digest == digest:
                 atomic_write_bytes(output / SHEET, known.png)
                 sheet: Path | None = output / SHEET
             else:
                 entries = [SheetEntry(s.id, output / s.picked.video, lock.scenes[s.id].video.sha256,
                                       output / s.picked.poster) for s in review.scenes]
-                sheet = write_contact_sheet(output / SHEET, entries, thumbs)
+                made = dict(strips or {})
+                wanted = {e.video_sha256 for e in entries[:MAX_SCENES]} - made.keys()
+                if wanted:
+                    made.update(recorded_strips(thumbs, output / SHEET, wanted))
+                drawn = write_contact_sheet(output / SHEET, entries, made)
+                sheet, cells = drawn if drawn is not None else (None, None)
             if sheet is not None:
-                record_sheet(thumbs, digest, sheet)
+                record_sheet(thumbs, digest, sheet, cells)
                 written.append(sheet)
     except OSError as exc:
         where = exc.filename or output

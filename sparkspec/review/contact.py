@@ -1,19 +1,22 @@
 """renders/contact.png: per scene its first, middle and last frame and its id, in one picture
 to paste in a chat or a pull request.
 
-Each picked video's three thumbnails (its strip) are kept in `.sparkspec/review/` by the
-video's sha256, so a later apply decodes only the scenes it changed; an apply that pulls from
-the team's remote makes each pulled scene's strip as soon as its pull lands (`make_strip`),
-while the other pulls stream. The sheet is written a band of rows at a time: neither the
-strips nor the whole picture are ever in memory together.
+Each picked video's three thumbnails side by side are its strip. The apply makes a scene's
+strip where it fetched the render (in a fetch worker, or as a pull from the team's remote
+lands) and keeps it in memory, packed; the sheet itself is the strips' cache on disk: its
+record (`sheetid`) says where each video's strip lies in it, so a later apply crops the
+strips of the scenes it did not change out of the sheet it replaces and decodes only the
+rest. No file is written per strip: an apply's writes stay its outputs, the lock and the
+state it needs (one thumbnail file a scene was a fifth of a 480p clip). The sheet is written
+a band of rows at a time, and read back the same way: the whole picture is never in memory.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import threading
-from collections.abc import Iterator, Sequence
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +41,6 @@ MAX_COLUMNS = 4
 MAX_SCENES = 256
 BACKGROUND = (20, 22, 26)
 TEXT = (230, 230, 230)
-DAMAGED = (OSError, SyntaxError, ValueError)  # what Pillow raises for a cut or corrupt PNG
 FORWARD_SECONDS = 2  # a middle frame this close to the first is decoded on to, not sought
 
 
@@ -117,54 +119,75 @@ def _strip(entry: SheetEntry) -> Image.Image:
     return strip
 
 
-def make_strip(entry: SheetEntry, thumbs: Path) -> tuple[int, int]:
-    """Decode `entry`'s strip into `thumbs` unless it is there: its size."""
-    from PIL import Image
+@dataclass(frozen=True)
+class Strip:
+    """A strip's pixels, packed: zlib at its fastest level holds one in about a third of its
+    raw RGB, so the 256 a sheet shows stay small in memory and cheap to send from a worker."""
 
-    try:
-        with Image.open(_strip_path(entry, thumbs)) as image:
-            return image.size
-    except DAMAGED:
-        pass
-    return _new_strip(entry, thumbs).size
+    width: int
+    height: int
+    packed: bytes
 
+    @classmethod
+    def of(cls, image: Image.Image) -> Strip:
+        return cls(image.width, image.height, zlib.compress(image.tobytes(), 1))
 
-def _new_strip(entry: SheetEntry, thumbs: Path) -> Image.Image:
-    """Decode the strip and keep it. The file is a cache (a damaged or missing one is decoded
-    again), so it is renamed into place without an fsync."""
-    from sparkspec.media.pngrows import write_rgb_rows
+    @classmethod
+    def of_rows(cls, width: int, rows: Sequence[bytes]) -> Strip:
+        return cls(width, len(rows), zlib.compress(b"".join(rows), 1))
 
-    strip = _strip(entry)
-    path = _strip_path(entry, thumbs)
-    thumbs.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with tmp.open("wb") as out:
-            write_rgb_rows(out, strip.width, strip.height, [strip.tobytes()])
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return strip
+    def image(self) -> Image.Image:
+        from PIL import Image
+
+        return Image.frombytes("RGB", (self.width, self.height), zlib.decompress(self.packed))
 
 
-def _strip_path(entry: SheetEntry, thumbs: Path) -> Path:
-    return thumbs / f"{entry.video_sha256}.png"
+# Where a video's strip lies on a sheet: its sha256 and the strip's box (x, y, width, height).
+Cell = tuple[str, int, int, int, int]
 
 
-def _load_strip(entry: SheetEntry, thumbs: Path) -> Image.Image:
-    from PIL import Image
-
-    try:
-        with Image.open(_strip_path(entry, thumbs)) as image:
-            return image.convert("RGB")
-    except DAMAGED:  # only its header was sound, or it went: decode it again
-        return _new_strip(entry, thumbs)
+def make_strip(entry: SheetEntry) -> Strip:
+    """Decode `entry`'s strip. Raises MediaError when the video gives no frame."""
+    return Strip.of(_strip(entry))
 
 
-def write_contact_sheet(dest: Path, entries: Sequence[SheetEntry], thumbs: Path,
-                        workers: int | None = None) -> Path | None:
-    """Write the sheet (None when there is no scene). Strips missing from `thumbs` are decoded
-    in parallel first; then the sheet is drawn and encoded a row of cells at a time."""
+def strips_on_sheet(data: bytes, cells: Sequence[Cell], wanted: set[str]) -> dict[str, Strip]:
+    """The strips of the `wanted` videos, cropped from a sheet this module wrote (`data`, its
+    PNG) whose strips lie at `cells`; read a row at a time. Raises ValueError for a picture
+    that is not such a sheet, or boxes that do not fit in it."""
+    from sparkspec.media.pngrows import read_rgb_rows
+
+    width, height, rows = read_rgb_rows(data)
+    boxes: dict[str, Cell] = {}
+    for cell in cells:
+        sha, x, y, w, h = cell
+        if sha in wanted and sha not in boxes:
+            if x < 0 or y < 0 or w <= 0 or h <= 0 or x + w > width or y + h > height:
+                raise ValueError(f"a strip's box {cell[1:]} is not inside the sheet")
+            boxes[sha] = cell
+    growing: dict[str, list[bytes]] = {sha: [] for sha in boxes}
+    by_top = sorted(boxes.values(), key=lambda c: c[2])
+    open_cells: list[Cell] = []
+    found: dict[str, Strip] = {}
+    for row_at, row in enumerate(rows):
+        while by_top and by_top[0][2] == row_at:
+            open_cells.append(by_top.pop(0))
+        if not open_cells and not by_top:
+            break
+        for cell in open_cells:
+            sha, x, _, w, _ = cell
+            growing[sha].append(row[3 * x:3 * (x + w)])
+        for cell in [c for c in open_cells if c[2] + c[4] == row_at + 1]:
+            open_cells.remove(cell)
+            found[cell[0]] = Strip.of_rows(cell[3], growing.pop(cell[0]))
+    return found
+
+
+def write_contact_sheet(dest: Path, entries: Sequence[SheetEntry], strips: Mapping[str, Strip] | None = None,
+                        workers: int | None = None) -> tuple[Path, list[Cell]] | None:
+    """Write the sheet (None when there is no scene) and say where each strip lies on it.
+    `strips`: those made already, by video sha256; the others are decoded first, in
+    parallel. Then the sheet is drawn and encoded a row of cells at a time."""
     from PIL import Image, ImageDraw, ImageFont
 
     from sparkspec.media.pngrows import write_rgb_rows
@@ -173,14 +196,19 @@ def write_contact_sheet(dest: Path, entries: Sequence[SheetEntry], thumbs: Path,
         return None
     left_out = len(entries) - MAX_SCENES
     entries = entries[:MAX_SCENES]
+    made = dict(strips or {})
+    missing = list({e.video_sha256: e for e in entries if e.video_sha256 not in made}.values())
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        sizes = list(pool.map(lambda e: make_strip(e, thumbs), entries))
+        for entry, strip in zip(missing, pool.map(make_strip, missing)):
+            made[entry.video_sha256] = strip
+    sizes = [(made[e.video_sha256].width, made[e.video_sha256].height) for e in entries]
     cell_w = max(w for w, _ in sizes)
     cell_h = LABEL + max(h for _, h in sizes)
     columns = max(1, min(MAX_COLUMNS, len(sizes), round(math.sqrt(len(sizes) * cell_h / cell_w * 1.6)) or 1))
     rows = math.ceil((len(sizes) + (left_out > 0)) / columns)
     width, height = GAP + columns * (cell_w + GAP), GAP + rows * (cell_h + GAP)
     font = ImageFont.load_default(size=14)
+    cells: list[Cell] = []
 
     def bands() -> Iterator[bytes]:
         """Each row of cells with the gap above it, then the gap below the last."""
@@ -194,10 +222,13 @@ def write_contact_sheet(dest: Path, entries: Sequence[SheetEntry], thumbs: Path,
                               "see index.html", fill=TEXT, font=font)
                     continue
                 draw.text((x, GAP + 2), entries[n].scene, fill=TEXT, font=font)
-                band.paste(_load_strip(entries[n], thumbs), (x, GAP + LABEL))
+                strip = made[entries[n].video_sha256]
+                band.paste(strip.image(), (x, GAP + LABEL))
+                cells.append((entries[n].video_sha256, x, row * (GAP + cell_h) + GAP + LABEL,
+                              strip.width, strip.height))
             yield band.tobytes()
         yield Image.new("RGB", (width, GAP), BACKGROUND).tobytes()
 
     with atomic_target(dest) as tmp, tmp.open("wb") as out:
         write_rgb_rows(out, width, height, bands())
-    return dest
+    return dest, cells

@@ -7,20 +7,23 @@ that made it pushes it: a clone applying the same lock fetches that one picture 
 decoding three frames of every video it pulled.
 
 `.sparkspec/review/sheet.json` records which sheet renders/contact.png is (its digest and the
-file's sha256), so `push` uploads the file only while it is still that sheet.
+file's sha256), so `push` uploads the file only while it is still that sheet, and where each
+video's strip lies on it (`cells`), so the next apply crops the strips it did not change out of
+it instead of decoding those videos again (`recorded_strips`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sparkspec.fsutil import atomic_write_text
 from sparkspec.jsontext import load_json
-from sparkspec.review.contact import MAX_COLUMNS, MAX_SCENES, THUMB_WIDTH
+from sparkspec.review.contact import MAX_COLUMNS, MAX_SCENES, THUMB_WIDTH, Cell, Strip, strips_on_sheet
 from sparkspec.review.model import scene_order
 
 if TYPE_CHECKING:
@@ -49,11 +52,37 @@ def sheet_digest(project: Project, lock: Lock) -> str | None:
     return hashlib.sha256(json.dumps(named, separators=(",", ":")).encode()).hexdigest()
 
 
-def record_sheet(thumbs: Path, digest: str, sheet: Path) -> None:
-    """Note that `sheet` (just written) is the sheet `digest` names."""
+def record_sheet(thumbs: Path, digest: str, sheet: Path, cells: list[Cell] | None = None) -> None:
+    """Note that `sheet` (just written) is the sheet `digest` names, with its strips at `cells`
+    (None: a sheet not drawn here, a teammate's). The strip files earlier sparkspecs kept
+    beside the record (one PNG a video) are removed: the sheet holds them now."""
     thumbs.mkdir(parents=True, exist_ok=True)
     sha = hashlib.sha256(sheet.read_bytes()).hexdigest()
-    atomic_write_text(thumbs / RECORD, json.dumps({"digest": digest, "sha256": sha}) + "\n")
+    record: dict[str, object] = {"digest": digest, "sha256": sha}
+    if cells:
+        record["cells"] = [list(cell) for cell in cells]
+    atomic_write_text(thumbs / RECORD, json.dumps(record, separators=(",", ":")) + "\n")
+    for old in thumbs.glob("*.png"):
+        if len(old.stem) == 64 and all(c in "0123456789abcdef" for c in old.stem):
+            old.unlink(missing_ok=True)
+
+
+def recorded_strips(thumbs: Path, sheet: Path, wanted: set[str]) -> dict[str, Strip]:
+    """The strips of the `wanted` videos that the recorded sheet holds, cropped from it; none
+    when the sheet is not the one recorded (changed, replaced, gone) or was not drawn here."""
+    try:
+        record = load_json((thumbs / RECORD).read_text(encoding="utf-8"))
+        data = sheet.read_bytes()
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(record, dict) or record.get("sha256") != hashlib.sha256(data).hexdigest():
+        return {}
+    cells = record.get("cells")
+    try:
+        boxes: list[Cell] = [(str(c[0]), int(c[1]), int(c[2]), int(c[3]), int(c[4])) for c in cells or []]
+        return strips_on_sheet(data, boxes, wanted)
+    except (TypeError, ValueError, IndexError, zlib.error):
+        return {}
 
 
 def recorded_sheet(thumbs: Path, sheet: Path, digest: str) -> bytes | None:

@@ -1,5 +1,6 @@
 """An apply that pulls from the team's remote makes each picked take's contact-sheet strip as
-soon as its pull lands, while other pulls stream, and the review page after it decodes none."""
+soon as its pull lands, while other pulls stream, and keeps it for the review page after it,
+which decodes none."""
 
 from __future__ import annotations
 
@@ -43,22 +44,20 @@ def test_a_pulled_picked_take_has_its_strip_made_while_the_apply_runs(tmp_path: 
     remote, renders = pushed(tmp_path, videos)
     applying = RemoteApply(remote, Cache(tmp_path / "there"), Journal(tmp_path / "journal"),  # type: ignore[arg-type]
                            tmp_path / "tmp", lambda event: None, hits={r.key: r for r in renders})
-    thumbs = tmp_path / "state" / "review"
-    strip = {r.key: thumbs / f"{r.video_sha256}.png" for r in renders}
 
     async def apply() -> None:
         # scene a and b are picked takes; b.take2 is another take (its strip is not shown)
         await asyncio.gather(applying.pull("a", renders[0].key, thumbnail=True),
                              applying.pull("b", renders[1].key, thumbnail=True),
                              applying.pull("b.take2", renders[2].key))
-        await until(lambda: strip[renders[0].key].exists() and strip[renders[1].key].exists())
+        await until(lambda: {renders[0].video_sha256, renders[1].video_sha256} <= applying.strips.keys())
         await asyncio.sleep(0.1)
 
     asyncio.run(apply())
-    assert not strip[renders[2].key].exists()
+    assert renders[2].video_sha256 not in applying.strips
+    assert not (tmp_path / "state" / "review").exists()  # kept in memory, for the review page: no file
     for n, render in enumerate(renders[:2]):
-        with Image.open(strip[render.key]) as made:
-            image = made.convert("RGB")
+        image = applying.strips[render.video_sha256].image()
         height = round(THUMB_WIDTH * 90 / 160)
         assert image.size == (3 * THUMB_WIDTH + 2 * GAP, height)
         for at, index in enumerate((0, FRAMES // 2)):  # the first and middle frame of its own video
@@ -79,11 +78,11 @@ def test_a_pulled_video_that_cannot_be_decoded_still_pulls(tmp_path: Path) -> No
     async def apply() -> CachedRender:
         asyncio.get_running_loop().set_exception_handler(lambda loop, context: unhandled.append(context))
         got = await applying.pull("a", renders[0].key, thumbnail=True)
-        await until(lambda: not applying._strips)
+        await until(lambda: not applying._strip_tasks)
         return got
 
     assert asyncio.run(apply()) == renders[0]
     gc.collect()
     assert unhandled == []
     assert there.lookup(renders[0].key) == renders[0]
-    assert not (tmp_path / "state" / "review" / f"{renders[0].video_sha256}.png").exists()
+    assert applying.strips == {}

@@ -54,8 +54,11 @@ def sheets_on(remote: Path) -> list[Path]:
     return sorted((remote / "v1" / "sheets").glob("*/*.png"))
 
 
-def strips(root: Path) -> list[Path]:
-    return sorted((root / ".sparkspec" / "review").glob("*.png"))
+def strips(root: Path) -> list[object]:
+    """The strips the machine drew its sheet from (the record's cells); none for a sheet it
+    installed from the team's remote as it was."""
+    record = json.loads((root / ".sparkspec" / "review" / "sheet.json").read_text())
+    return list(record.get("cells", []))
 
 
 def png(width: int = 40, color: tuple[int, int, int] = (10, 20, 30)) -> bytes:

@@ -192,31 +192,40 @@ def test_contact_sheet_has_first_middle_and_last_frame_per_scene(root: Path, tmp
         assert label.tobytes() == written.tobytes(), scene
 
 
-def test_contact_sheet_thumbnails_are_kept_by_digest(root: Path, tmp_path: Path) -> None:
+def test_the_sheet_is_its_strips_cache_no_file_a_strip(root: Path, tmp_path: Path) -> None:
+    """The next review crops the strips of the videos it did not change out of the sheet it
+    replaces (the record says where each lies): a video that would no longer decode is not
+    decoded. No thumbnail file is kept beside the record."""
     settle(root, tmp_path / "clips", {"logo": 1, "intro": 2, "pour": 3})
     review(root)
     first = (root / "renders/contact.png").read_bytes()
-    thumbs = sorted(p.name for p in (root / ".sparkspec/review").glob("*.png"))
-    assert len(thumbs) == 3  # beside them, sheet.json says which sheet renders/contact.png is
-    (root / "renders/contact.png").unlink()
-    (root / "renders/logo.mp4").write_bytes(b"not a video any more")  # a cached thumbnail is not decoded again
+    assert sorted(p.name for p in (root / ".sparkspec/review").glob("*.png")) == []
+    (root / "renders/logo.mp4").write_bytes(b"not a video any more")
     review(root)
     assert (root / "renders/contact.png").read_bytes() == first
 
 
-def test_a_damaged_cached_thumbnail_is_decoded_again(root: Path, tmp_path: Path) -> None:
+def test_a_sheet_changed_by_hand_is_not_cropped_from(root: Path, tmp_path: Path) -> None:
+    """A sheet other than the one recorded (saved again by an editor, replaced, damaged) or a
+    record that does not fit it: its strips are decoded from the videos again."""
     settle(root, tmp_path / "clips", {"logo": 1, "intro": 2, "pour": 3})
     review(root)
-    first = (root / "renders/contact.png").read_bytes()
-    strips = sorted((root / ".sparkspec/review").iterdir())
-    kept = [strip.read_bytes() for strip in strips]
-    strips[0].write_bytes(kept[0][:100])  # cut, as a crash could leave it: the header is sound
-    strips[1].write_bytes(kept[1][:60] + bytes(40) + kept[1][100:])  # corrupt inside
-    strips[2].write_bytes(b"")
-    (root / "renders/contact.png").unlink()
+    sheet = root / "renders/contact.png"
+    first = sheet.read_bytes()
+    with Image.open(sheet) as image:
+        image.save(sheet, optimize=True)  # the same pixels, other bytes: not the recorded file
+    assert sheet.read_bytes() != first
     review(root)
-    assert (root / "renders/contact.png").read_bytes() == first
-    assert [strip.read_bytes() for strip in strips] == kept  # and kept again
+    assert sheet.read_bytes() == first
+    record = root / ".sparkspec/review/sheet.json"
+    data = json.loads(record.read_text())
+    data["cells"] = [[sha, 10_000, 10_000, 5, 5] for sha, *_ in data["cells"]]  # boxes off the picture
+    record.write_text(json.dumps(data))
+    review(root)
+    assert sheet.read_bytes() == first
+    record.write_text(json.dumps({"sha256": data["sha256"], "cells": "nonsense"}))
+    review(root)
+    assert sheet.read_bytes() == first
 
 
 def test_the_middle_frame_is_the_same_decoded_on_or_sought(root: Path, tmp_path: Path,
