@@ -10,6 +10,9 @@ The bands are compressed on threads (zlib lets go of the GIL), while the caller 
 next ones, as pigz does: each band on its own into raw deflate blocks that end on a byte
 boundary (a sync flush), so that they join into one stream; the stream's header, its final
 empty block and the Adler-32 of all the rows are written around them.
+
+`read_rgb_rows` reads such a PNG back a row at a time (the contact sheet is the cache of its
+own thumbnails: review.contact crops them out of it).
 """
 
 from __future__ import annotations
@@ -107,7 +110,10 @@ def _rows(idat: list[bytes], width: int, height: int) -> Iterator[bytes]:
     pending = b""
     produced = 0
     for piece in idat:
-        pending += inflate.decompress(piece)
+        try:
+            pending += inflate.decompress(piece)
+        except zlib.error as exc:
+            raise ValueError(f"the rows do not inflate ({exc})") from None
         whole = len(pending) // stride
         for n in range(min(whole, height - produced)):
             row = pending[n * stride:(n + 1) * stride]

@@ -63,3 +63,27 @@ def test_many_bands_compressed_apart_join_into_one_stream() -> None:
     assert rows == b"".join(b"\x00" + band for band in bands)
     with Image.open(io.BytesIO(png)) as read:
         assert read.tobytes() == data
+
+
+def test_rows_read_back_a_row_at_a_time_and_other_pngs_are_refused() -> None:
+    from sparkspec.media.pngrows import read_rgb_rows
+
+    width, height = 41, 67
+    pixels = bytes(random.Random(3).randrange(256) for _ in range(width * height * 3))
+    out = io.BytesIO()
+    write_rgb_rows(out, width, height, [pixels[: width * 3 * 30], pixels[width * 3 * 30:]])
+    data = out.getvalue()
+    got_w, got_h, rows = read_rgb_rows(data)
+    assert (got_w, got_h) == (width, height) and b"".join(rows) == pixels
+    saved = io.BytesIO()
+    Image.frombytes("RGB", (width, height), pixels).save(saved, format="PNG")  # Pillow filters its rows
+    with pytest.raises(ValueError):
+        list(read_rgb_rows(saved.getvalue())[2])
+    with pytest.raises(ValueError):  # cut short: fewer rows than the header says
+        list(read_rgb_rows(data[: len(data) // 2])[2])
+    with pytest.raises(ValueError):
+        read_rgb_rows(b"GIF89a" + data[6:])
+    damaged = bytearray(data)
+    damaged[len(data) // 2] ^= 0xFF  # inside the deflate stream
+    with pytest.raises(ValueError):
+        list(read_rgb_rows(bytes(damaged))[2])
