@@ -62,16 +62,21 @@ def verify_lines(spec: Path, options: LoadOptions, remote: str | None, mode: str
                  deep: bool) -> tuple[list[str], bool]:
     """The report, and whether the remote is sound for this lock."""
     from sparkspec.remote.audit import verify
+    from sparkspec.remote.sync import lock_root_path
 
     with remote_workspace(spec, options, remote, mode) as (workspace, session):
         assert session is not None
-        report = asyncio.run(verify(session, workspace.lock, workspace.cache, workspace.state_dir / "tmp", deep))
+        report = asyncio.run(verify(session, workspace.lock, workspace.cache, workspace.state_dir / "tmp", deep,
+                                    root=lock_root_path(workspace)))
     lines = [f"{key[:12]}: {problem}" for key, problem in sorted(report.problems.items())]
     how = f"re-hashed {report.rehashed} of {report.blobs} blob(s), {size_text(report.blob_bytes)}" if deep else (
         f"{report.blobs} blob(s) present at their sizes" if not report.problems else f"{report.blobs} blob(s) checked")
     lines.append(f"Verified {report.checked} entr{'y' if report.checked == 1 else 'ies'} ({how}); "
                  f"{len(report.problems)} problem(s); {len(report.missing)} of the lock's render(s) not on "
                  "the remote" + ("; `sparkspec push` uploads them" if report.missing else ""))
+    if report.root_registered is False:
+        lines.append("warning: the lock's root is not on the remote, so `remote gc` would not keep these renders "
+                     "once past its grace period; `sparkspec push` registers it")
     return lines, not report.problems
 
 

@@ -86,16 +86,21 @@ class Verification:
     missing: list[str] = field(default_factory=list)  # keys with no entry on the remote
     problems: dict[str, str] = field(default_factory=dict)  # key -> what is wrong ("; " between several)
     rehashed: int = 0  # --deep: blobs downloaded and hashed again
+    root_registered: bool | None = None  # the lock's root is on the remote (None: not asked)
 
     def add(self, key: str, problem: str) -> None:
         """One more thing wrong with `key`'s render: kept beside what was found before."""
         self.problems[key] = f"{self.problems[key]}; {problem}" if key in self.problems else problem
 
 
-async def verify(remote: Remote, lock: Lock, cache: Cache, tmp_dir: Path, deep: bool = False) -> Verification:
+async def verify(remote: Remote, lock: Lock, cache: Cache, tmp_dir: Path, deep: bool = False,
+                 root: str | None = None) -> Verification:
+    """`root`: the path of the lock's root, looked for (what `remote gc` keeps)."""
     queued = await asyncio.to_thread(remote.queue.keys)
     keys = list(await asyncio.to_thread(_wanted, lock, queued, cache))
     report = Verification()
+    if root is not None:
+        report.root_registered = await remote.store.head(root) is not None
     present = await present_entries(remote.store, keys, remote.signer)
     report.missing = [k for k in keys if k not in present]
     found = await remote.lookup(list(present), with_claims=False, skip_bad=False)

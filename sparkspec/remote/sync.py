@@ -137,6 +137,17 @@ async def register_lock_root(remote: Remote, workspace: Workspace) -> str:
     return await _register_root(remote, workspace.project.name, keys, sheet_digest(workspace.project, workspace.lock))
 
 
+def lock_root_path(workspace: Workspace) -> str | None:
+    """Where the root of the lock as it stands lives on the remote (None: it records no render):
+    `remote verify` looks whether it is there."""
+    from sparkspec.review.sheetid import sheet_digest
+
+    keys = sorted({record.key for _, _, record in _takes(workspace)})
+    if not keys:
+        return None
+    return _root(workspace.project.name, keys, sheet_digest(workspace.project, workspace.lock))[0]
+
+
 async def _repair(remote: Remote, workspace: Workspace, listed: dict[str, int], report: PushReport) -> None:
     """Entries already on the remote (`listed`: their sizes) whose blobs are gone, cut short
     (listed at another size), or were found damaged here (`remote verify --deep`, a pull), and
@@ -174,14 +185,19 @@ async def _repair(remote: Remote, workspace: Workspace, listed: dict[str, int], 
                           or listed[k] != len(encode_entry(r, key))], TRANSFERS)
 
 
-async def _register_root(remote: Remote, project: str, keys: list[str], sheet: str | None) -> str:
-    """`sheet`: the digest of the lock's contact sheet, which gc keeps with the renders."""
+def _root(project: str, keys: list[str], sheet: str | None) -> tuple[str, bytes]:
+    """A root's path and body: named by the digest of what it says."""
     slug = project_slug(project)
     named: dict[str, object] = {"format": ROOT_FORMAT, "project": slug, "keys": keys}
     if sheet is not None:
         named["sheet"] = sheet
     body = json.dumps(named, sort_keys=True, separators=(",", ":")).encode()
-    path = root_path(slug, hashlib.sha256(body).hexdigest())
+    return root_path(slug, hashlib.sha256(body).hexdigest()), body
+
+
+async def _register_root(remote: Remote, project: str, keys: list[str], sheet: str | None) -> str:
+    """`sheet`: the digest of the lock's contact sheet, which gc keeps with the renders."""
+    path, body = _root(project, keys, sheet)
     await ensure_format(remote.store)
     await remote.store.create(path, body)  # None: the same root is there already
     return path

@@ -214,10 +214,12 @@ def test_verify_finds_missing_and_damaged_blobs(team: Team) -> None:
     first = team.machine("first", with_renders=True)
     code, out, _ = team.run(first, "remote", "verify")
     assert code == 0 and "2 of the lock's render(s) not on the remote" in out
+    assert "the lock's root is not on the remote" in out  # remote gc would not keep them
     assert team.run(first, "push")[0] == 0
     code, out, err = team.run(first, "remote", "verify", "--deep")
     assert code == 0, out + err
     assert "Verified 2 entries (re-hashed 4 of 4 blob(s)" in out and "0 problem(s)" in out
+    assert "root" not in out
 
     record = lock_of(first)["scenes"]["intro"]
     team.damage(record["video"])  # same size: only --deep sees it
