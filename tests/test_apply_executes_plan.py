@@ -208,3 +208,33 @@ def test_show_counts_a_shared_render_once(tmp_path: Path, monkeypatch: Any) -> N
     code, out, err = run_main(["show"], tmp_path, monkeypatch)
     assert code == 0, err
     assert out.rstrip().endswith(f"{len(lock.scenes)} scene(s), {sum(paid.values()):,} tokens in all."), out
+
+
+@pytest.mark.slow  # two applies of a chain and a sequence
+def test_a_planned_render_that_turns_out_unchanged_is_said_not_left_out(tmp_path: Path) -> None:
+    """--replace of an upstream whose render comes out the same (the local renderer's same
+    key gives the same bytes): the downstream planned `update` and the sequence's planned
+    stitch turn out to have nothing to do, and apply says so rather than saying nothing."""
+    from sparkspec.apply.progress import describe
+    from sparkspec.plan.model import PlanOptions
+
+    spec = SPEC.replace("scenes:\n", "sequences:\n  film: {scenes: [a, b]}\nscenes:\n")
+    assert apply_all_of(tmp_path, spec)[0].ok
+    workspace = opened(tmp_path, spec)
+    plan = workspace.plan(PlanOptions(replace=("a",)))
+    planned = plan.scene("b")
+    assert planned is not None and planned.action is Action.UPDATE
+    provider = CountingProvider(workspace.state_dir / "local")
+    result, events = execute(workspace, plan, provider)
+    assert result.ok and provider.submitted == ["a"] and result.stitched == []
+    notes = [describe(e) for e in events if e.get("state") == "unchanged"]
+    assert notes == ["b: unchanged: a's new last frame is the one it had, so its key is unchanged: nothing to render",
+                     "sequence film: unchanged: its members' videos are the ones it was stitched from: "
+                     "nothing to stitch"]
+
+
+def apply_all_of(root: Path, spec: str) -> tuple[ApplyResult, CountingProvider]:
+    workspace = opened(root, spec)
+    provider = CountingProvider(workspace.state_dir / "local")
+    result, _ = execute(workspace, workspace.plan(), provider)
+    return result, provider

@@ -365,10 +365,16 @@ class Engine:
             # planner's rule decides this scene as it would have with that frame in the lock.
             assert upstream is not None
             key = scene_key(self.project, scene, first_frame_input(sha256=upstream.last_frame.sha256), change.take)
+            planned = change
             change = decide(self.project, scene, key, self.take_record(scene.id, change.take), self.workspace.cache,
                             self.workspace.memo, forced=change.action is Action.REPLACE, same_as=change.same_as,
                             estimate=(change.estimated_tokens, change.estimated_cost), take=change.take,
                             tasks=Tasks(self.runner.journal, self.wall_clock())).change
+            if change.action is Action.NOOP and planned.action is not Action.NOOP:
+                # The plan could not know: say why a planned render did not happen.
+                self.emit({"event": "progress", "scene": change.render, "state": "unchanged",
+                           "reason": f"{picked}'s new last frame is the one it had, so its key is unchanged: "
+                                     "nothing to render"})
         return await self.execute(scene, change, upstream)
 
     async def execute(self, scene: Scene, change: Change, upstream: SceneRecord | None) -> SceneRecord | None:
@@ -606,7 +612,10 @@ class Engine:
         old = self.sequences.get(change.id)
         if old is not None and old.members == digests and change.id not in self.plan.options.replace \
                 and file_problem(memo, root, old.video, rel) is None:
-            return  # its members re-rendered to the very same videos
+            # Its members re-rendered to the very same videos (or were not rendered after all).
+            self.emit({"event": "progress", "sequence": change.id, "state": "unchanged",
+                       "reason": "its members' videos are the ones it was stitched from: nothing to stitch"})
+            return
         from sparkspec.media.stitch import stitch
 
         dest = root / rel

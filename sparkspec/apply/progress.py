@@ -79,6 +79,8 @@ def describe(event: dict[str, Any]) -> str | None:
         return f"{subject}: waiting: {event['reason']}"
     if kind == "progress" and event.get("state") == "taken over":
         return f"{subject}: taken over: {event['reason']}"
+    if kind == "progress" and event.get("state") == "unchanged":
+        return f"{subject}: unchanged: {event['reason']}"
     if kind == "progress" and event.get("state") == "collecting":
         return f"{subject}: collecting task {event['task_id']} (already submitted, paid once)"
     if kind == "done":
@@ -139,7 +141,7 @@ class LiveReporter:
             self.finished += 1
             self.progress.update(self.overall, advance=1, state=self.counts())
         line = describe(event)
-        if line is not None and kind not in ("submitted", "progress"):
+        if line is not None and (kind not in ("submitted", "progress") or event.get("state") == "unchanged"):
             self.progress.console.print(line)
 
     def counts(self) -> str:
