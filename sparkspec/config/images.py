@@ -113,6 +113,17 @@ def decode_data_url(url: str) -> bytes:
         raise ImageProblem("the data URL's base64 does not decode") from None
 
 
+_LABELS = {"jpg": "jpeg", "tif": "tiff"}
+
+
 def inspect_data_url(url: str) -> ImageInfo:
+    """As `inspect_stream`; and the format the URL names must be the bytes' own (the API
+    reads the label, and a PNG sent as image/jpeg may be refused there)."""
     data = decode_data_url(url)
-    return inspect_stream(io.BytesIO(data), len(data))
+    info = inspect_stream(io.BytesIO(data), len(data))
+    match = _DATA_URL.match(url)
+    label = match.group(1) if match else info.format
+    if _LABELS.get(label, label) != info.format:
+        raise ImageProblem(f"it says image/{label}, but its bytes are a {info.format.upper()} image; "
+                           f"label it data:image/{info.format}")
+    return info

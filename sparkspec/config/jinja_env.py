@@ -258,10 +258,20 @@ def _render_parts(parts: Parts) -> Renderer:
                     raise TemplateProblem(no_value(text), None, line)
                 out.append(str(context[text]))
             else:
-                raise TemplateProblem(f"undefined variable: '{text}' is undefined", None, line)
+                raise TemplateProblem(_undefined(parts, context), None, line)
         return "".join(out)
 
     return render
+
+
+def _undefined(parts: Parts, context: Mapping[str, Any]) -> str:
+    """Every name the template uses that `context` lacks, in one message: all of them at once,
+    not one per run."""
+    missing = list(dict.fromkeys(text for is_name, text, _ in parts if is_name and text not in context))
+    if len(missing) == 1:
+        return f"undefined variable: '{missing[0]}' is undefined"
+    names = ", ".join(f"'{name}'" for name in missing[:-1]) + f" and '{missing[-1]}'"
+    return f"undefined variables: {names} are undefined"
 
 
 def _names_only(text: str) -> Parts | None:

@@ -168,6 +168,9 @@ class TemplatedFields:
         return known
 
     def check_image(self, text: str) -> ImageRef | str:
+        scheme, colon, rest = text.partition(":")
+        if colon and scheme.lower() in ("https", "http", "data"):
+            text = f"{scheme.lower()}:{rest}"  # a scheme is case-blind (RFC 3986): HTTPS:// is a URL, not a file
         if text.startswith("https://"):
             host = text[len("https://"):].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
             if not host or any(c.isspace() for c in text) or host.startswith((":", "@")):

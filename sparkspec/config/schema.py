@@ -176,6 +176,9 @@ def _diagnose(doc: Document, error: Any) -> list[Diagnostic]:
             return [at(path, url_problem(str(instance)) or not_a_remote_url(str(instance)))]
         if path[-2:] == ("first_frame", "scene") or (path[:1] == ("sequences",) and "scenes" in path):
             return []  # a reference to a scene: the loader says "no scene 'X'", with a did-you-mean
+        if path and path[-1] == "api_key_env":
+            return [at(path, f"{instance!r} is not an environment variable's name (letters, digits and _, "
+                             "not starting with a digit), such as SPARK_API_KEY")]
         return [at(path, f"{instance!r} does not match {error.validator_value}")]
     return [at(path, error.message)]
 

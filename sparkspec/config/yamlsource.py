@@ -112,16 +112,27 @@ def _lookup(node: yaml.MappingNode, key: str | int) -> tuple[yaml.Node, yaml.Nod
 _NUL_ESCAPE = re.compile(r"\\(?:0|x00|u0000|U00000000)")
 
 
+_UNCLOSED = (("quoted scalar", "a quoted string"), ("flow mapping", "a { } mapping"),
+             ("flow sequence", "a [ ] list"))
+
+
 def load_yaml(text: str, file: str) -> Document:
     """Parse `text`; problems become diagnostics on the returned document."""
     try:
         root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         said = exc.problem or exc.context or "invalid YAML"
         if exc.problem and exc.context:  # "expected a single document in the stream" / "but found another"
             said = f"{exc.context}, {exc.problem}"
+        ended = exc.problem_mark is not None and exc.problem_mark.index >= len(text.rstrip())
+        if ended and exc.context_mark is not None:
+            # A quote, bracket or brace never closed: the parser notices at the end of the file;
+            # where it opened is where the user must look.
+            mark = exc.context_mark
+            opened = next((what for word, what in _UNCLOSED if word in (exc.context or "")), exc.context)
+            said = f"{opened} that is never closed (the file ends first)"
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = f"YAML syntax: {said}"
         if _char_at(text, line, col) == "\t":
             problem = "YAML syntax: a tab character; YAML indents with spaces only"
