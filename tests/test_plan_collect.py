@@ -99,6 +99,12 @@ def test_plan_says_a_journalled_task_is_collected_at_no_new_cost(cli: Cli, proje
     assert {"event": "progress", "scene": "a", "task_id": task, "state": "collecting"} in events
     assert fake_api.creates_by_prompt() == {"a heron stands in reeds": 1, "a heron takes flight": 1}
     assert journal(project) == {}
+    # The summary tells what this apply paid from what it only collected.
+    lock = json.loads((project / "project.spark.lock").read_text())
+    last = events[-1]
+    assert last["event"] == "done" and last["completed"] == 2 and last["collected"] == 1
+    assert last["collected_tokens"] == lock["scenes"]["a"]["tokens"]
+    assert last["tokens"] == lock["scenes"]["a"]["tokens"] + lock["scenes"]["b"]["tokens"]
     assert "No changes" in cli("plan", cwd=project).out
 
 

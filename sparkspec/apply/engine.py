@@ -66,6 +66,8 @@ class ApplyResult:
     deleted: list[str] = field(default_factory=list)
     stitched: list[str] = field(default_factory=list)
     tokens: int = 0
+    collected: int = 0  # of `completed`: tasks an earlier apply submitted, collected by this one
+    collected_tokens: int = 0  # of `tokens`: theirs, paid when they were submitted
     interrupted: bool = False
     cancelled: list[str] = field(default_factory=list)  # queued tasks cancelled after Ctrl-C
 
@@ -189,7 +191,9 @@ class Engine:
                    "failed": len(self.result.failed), "skipped": len(self.result.skipped),
                    "reused": len(self.result.reused), "restored": len(self.result.restored),
                    "pulled": len(self.result.pulled), "deleted": len(self.result.deleted), "stitched": len(self.result.stitched),
-                   "tokens": self.result.tokens})
+                   "tokens": self.result.tokens,
+                   **({"collected": self.result.collected, "collected_tokens": self.result.collected_tokens}
+                      if self.result.collected else {})})
         return self.result
 
     def journal_vanished(self) -> None:
@@ -430,6 +434,9 @@ class Engine:
         if shared:
             return await self.installed(scene, change, cached, "reused")
         self.result.tokens += cached.tokens  # paid, whether or not it can be put in place
+        if key.hex in self.runner.paid_before:
+            self.result.collected += 1
+            self.result.collected_tokens += cached.tokens
         try:
             record = await self.install(scene, change.take, cached)
         except (SparkspecError, OSError) as exc:

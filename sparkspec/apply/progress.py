@@ -88,7 +88,9 @@ def describe(event: dict[str, Any]) -> str | None:
         return (f"Apply {'complete' if event['ok'] else 'finished with problems'}: "
                 f"{event['completed']} rendered, {event['reused']} reused, {event['restored']} restored, {pulled}"
                 f"{event['deleted']} deleted, {event['stitched']} stitched, {event['failed']} failed, "
-                f"{event['skipped']} skipped; {event['tokens']:,} tokens.")
+                f"{event['skipped']} skipped; {event['tokens']:,} tokens"
+                + (f" ({event['collected']} of the renders, {event['collected_tokens']:,} tokens, submitted and "
+                   "paid by an earlier apply, collected now)." if event.get("collected") else "."))
     return None
 
 

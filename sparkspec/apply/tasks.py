@@ -108,6 +108,7 @@ class TaskRunner:
 
     def __post_init__(self) -> None:
         self.strips: dict[str, Strip] = {}
+        self.paid_before: set[str] = set()  # keys whose render an earlier apply submitted (and paid)
         # Why new submissions stopped (Ctrl-C, a refused key, --fail-fast); None while they go on.
         # The engine reads and sets this same attribute: one flag for the walk and the renders.
         self.stop_submitting: str | None = None
@@ -263,6 +264,8 @@ class TaskRunner:
                         self.record_unrecorded(key.hex)
                         raise
                     self.unrecorded.pop(key.hex, None)  # collected: in the cache
+                    if not paid_here:
+                        self.paid_before.add(key.hex)
                     if status.tokens is None and paid_here:
                         self.charge(cached.tokens, cached.cost, request.service_tier)
                     return cached
