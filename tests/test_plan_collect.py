@@ -339,3 +339,19 @@ def test_plan_says_when_an_apply_is_running_on_the_project(cli: Cli, project: Pa
     assert err.startswith("warning: another sparkspec apply (pid ") and "plan again once it is done" in err
     code, out, err = run_main(["plan"], project, monkeypatch)
     assert code == 0 and "another sparkspec" not in err, err
+
+
+def test_a_chained_scene_whose_task_is_journalled_says_so_though_its_key_waits(cli: Cli, project: Path,
+                                                                              fake_api: FakeSparkAPI) -> None:
+    """A killed apply journalled a task for a scene chained after one it had not collected:
+    the scene's key waits for its upstream, so the plan cannot know it will be collected (and
+    counts its cost), but it says the task is there and is collected if the key comes out the
+    same."""
+    (project / "project.spark.yaml").write_text(SPEC + '  c: {prompt: "the heron lands", first_frame: {scene: a}}\n')
+    failed_after_create(cli, project, fake_api)
+    Journal(project / ".sparkspec/journal").record("cc" * 32, "c", "spark", "cgt-earlier-c", 86400)
+    plan = json.loads(cli("plan", "--json", cwd=project).out)
+    c = next(change for change in plan["changes"] if change["id"] == "c")
+    assert c["action"] == "create" and c["key"] is None and c["estimated_tokens"] > 0
+    assert c["reasons"][-1] == ("task cgt-earlier-c of an earlier apply for it is in the journal: collected at "
+                                "no new cost if its key is unchanged")

@@ -265,6 +265,7 @@ class _Planner:
                  options: PlanOptions, remote: RemoteView | None = None, tasks: Tasks | None = None) -> None:
         self.project = project
         self.tasks = tasks
+        self._journal_by_scene: dict[str, str] | None = None  # read once, when a key is unknown
         self.remote = remote
         self.lock = lock
         self.cache = cache
@@ -374,7 +375,21 @@ class _Planner:
             # The upstream explains the new key; list only what else changed.
             reasons += [r for r in why_changed(record, partial, skip=("first_frame",)) if r != "key changed"]
         action = Action.REPLACE if forced else Action.UPDATE if record else Action.CREATE
+        task = self.journalled_for(change.render) if not forced else None
+        if task is not None:
+            # Its key waits for the upstream: if it comes out as the journalled task's, apply
+            # collects that task (paid then) instead of paying; counted here as if it did not.
+            reasons.append(f"task {task} of an earlier apply for it is in the journal: collected at no new "
+                           "cost if its key is unchanged")
         return replace(change, action=action, reasons=tuple(reasons))
+
+    def journalled_for(self, render: str) -> str | None:
+        """The task id an earlier apply journalled for `render` (a scene or scene.takeK), if any."""
+        if self.tasks is None:
+            return None
+        if self._journal_by_scene is None:
+            self._journal_by_scene = {e.scene: e.task_id for e in self.tasks.journal.entries()}
+        return self._journal_by_scene.get(render)
 
     def how_made(self, scene: str) -> str:
         """How a scene whose video this apply makes gets it: 'upstream X re-renders' or 'member X
