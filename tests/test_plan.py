@@ -285,7 +285,8 @@ def test_reuse_from_the_cache(root: Path) -> None:
     assert [plan.scene(s).key for s in ("intro", "pour")] == [first.scenes["intro"].key,  # type: ignore[union-attr]
                                                                first.scenes["pour"].key]
     assert plan.estimated_tokens == 0
-    assert reasons(plan, "sequence.final") == ["its members changed"]
+    assert reasons(plan, "sequence.final") == ["member intro is reused from the cache",
+                                               "member pour is reused from the cache"]
     assert summary_line(plan) == ("Plan: 0 to render (~0 tokens), 2 to reuse, 0 to delete, 1 unchanged. "
                                   "Also 1 to stitch.")
     assert "    = scene.intro (reuse)" in render_text(plan)

@@ -391,6 +391,16 @@ class _Planner:
             self._journal_by_scene = {e.scene: e.task_id for e in self.tasks.journal.entries()}
         return self._journal_by_scene.get(render)
 
+    def how_placed(self, scene: str) -> str:
+        """How a member whose video is known at plan time comes to be another than the last
+        stitch's."""
+        action = self.actions.get(scene, Action.NOOP)
+        if action is Action.REUSE:
+            return "is reused from the cache"
+        if action is Action.NOOP:
+            return "changed since the last stitch"
+        return self.how_made(scene)
+
     def how_made(self, scene: str) -> str:
         """How a scene whose video this apply makes gets it: 'upstream X re-renders' or 'member X
         re-renders' would read as a payment where the render was paid for already."""
@@ -404,14 +414,20 @@ class _Planner:
             return Change("sequence", name, Action.STITCH, ("forced by --replace",))
         picked = tuple(f"member {m} {self.pick_changes[m]}" for m in dict.fromkeys(members) if m in self.pick_changes)
         changed = [m for m in dict.fromkeys(members) if self.videos.get(m) is None]
+        # Members whose video is known and is in no place of the last stitch: reused from the
+        # cache, pulled, or rendered by an apply that did not stitch (a --target one).
+        stitched = set(record.members) if record is not None else set()
+        since = tuple(f"member {m} {self.how_placed(m)}" for m in dict.fromkeys(members)
+                      if record is not None and m not in changed and m not in self.pick_changes
+                      and str(self.videos.get(m)) not in stitched)
         if changed:
             return Change("sequence", name, Action.STITCH,
-                          picked + tuple(f"member {m} {self.how_made(m)}" for m in changed))
+                          picked + since + tuple(f"member {m} {self.how_made(m)}" for m in changed))
         digests = tuple(str(self.videos[m]) for m in members)
         if record is None:
             return Change("sequence", name, Action.STITCH, ("new sequence",))
         if record.members != digests:
-            return Change("sequence", name, Action.STITCH, picked or ("its members changed",))
+            return Change("sequence", name, Action.STITCH, picked + since or ("its members changed",))
         problem = file_problem(self.memo, self.project.root, record.video, sequence_path(self.project, name))
         if problem is not None:
             return Change("sequence", name, Action.STITCH, (problem,))

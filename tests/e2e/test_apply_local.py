@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import time
@@ -338,3 +339,28 @@ def test_a_saved_plan_stale_from_a_changed_image_says_which_scene_and_why(projec
     stale = project.run("apply", "tfplan")
     assert stale.code == 1
     assert "the plan is stale: scene.im would render another key now (an input it reads changed" in stale.err, stale.err
+
+
+@pytest.mark.slow  # three applies
+def test_a_stitch_names_every_member_changed_since_the_last_one(project: Project) -> None:
+    """A --target apply renders a member without stitching: the next plan's stitch says so,
+    beside the member it renders now, instead of naming only the latter."""
+    spec = """\
+version: 1
+provider: {type: local}
+defaults: {resolution: 480p, ratio: "16:9", frames: 29, seed: 3}
+scenes:
+  intro: {prompt: "a heron"}
+  pour: {prompt: "coffee pours", first_frame: {scene: intro}}
+  logo: {prompt: "the logo"}
+sequences:
+  final: {scenes: [intro, pour, logo]}
+"""
+    project.write(spec)
+    project.apply()
+    project.write(spec.replace("a heron", "a grey heron").replace("the logo", "the new logo"))
+    project.apply("--target", "logo")
+    plan = json.loads(project.run("plan", "--json").out)
+    final = next(c for c in plan["changes"] if c["address"] == "sequence.final")
+    assert final["reasons"] == ["member logo changed since the last stitch", "member intro re-renders",
+                                "member pour re-renders"]
