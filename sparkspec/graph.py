@@ -90,14 +90,17 @@ def render(upstreams: Upstreams, sequences: Mapping[str, Iterable[str]], fmt: st
     children = dependents(upstreams)
     lines = []
 
-    def walk(scene: str, depth: int) -> None:
-        lines.append(("  " * (depth - 1) + "└─ " if depth else "") + scene)
-        for child in children[scene]:
-            walk(child, depth + 1)
+    def walk(scene: str, prefix: str, branch: str) -> None:
+        """A tree as `tree` draws one: ├─ for a child with siblings after it, └─ for the last."""
+        lines.append(prefix + branch + scene)
+        below = prefix + ("" if not branch else "│  " if branch == "├─ " else "   ")
+        kids = children[scene]
+        for n, child in enumerate(kids):
+            walk(child, below, "└─ " if n == len(kids) - 1 else "├─ ")
 
     for scene in order:
         if upstreams[scene] is None:
-            walk(scene, 0)
+            walk(scene, "", "")
     for name, members in sequences.items():
         lines.append(f"sequence {name}: {' + '.join(members)}")
     return "\n".join(lines)

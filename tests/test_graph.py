@@ -85,9 +85,9 @@ SEQUENCES = {"final": ["intro", "pour", "logo", "intro"]}
 def test_render_text() -> None:
     assert graph.render(CHAINS, SEQUENCES, "text") == "\n".join([
         "intro",
-        "└─ pour",
-        "  └─ steam",
-        "└─ close",
+        "├─ pour",  # a child with a sibling after it
+        "│  └─ steam",
+        "└─ close",  # the last child
         "logo",
         "sequence final: intro + pour + logo + intro",
     ])
@@ -159,7 +159,7 @@ def test_graph_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "project.spark.yaml").write_text(SPEC)
     code, text = _run(["graph"], tmp_path, monkeypatch)
     assert code == 0
-    assert text.splitlines() == ["intro", "└─ pour", "  └─ flavor-vanilla-bean", "  └─ flavor-caramel",
+    assert text.splitlines() == ["intro", "└─ pour", "   ├─ flavor-vanilla-bean", "   └─ flavor-caramel",
                                  "sequence final: intro + pour + flavor-caramel"]
     code, dot = _run(["graph", "--format", "dot"], tmp_path, monkeypatch)
     assert code == 0 and '  "pour" -> "flavor-vanilla-bean";' in dot.splitlines()
