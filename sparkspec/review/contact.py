@@ -121,7 +121,7 @@ def _strip(entry: SheetEntry) -> Image.Image:
 
 @dataclass(frozen=True)
 class Strip:
-    """A strip's pixels, packed: zlib at its fastest level holds one in about a third of its
+    """A strip's pixels, packed: zlib at its fastest level holds one in a fifth to a third of its
     raw RGB, so the 256 a sheet shows stay small in memory and cheap to send from a worker."""
 
     width: int
