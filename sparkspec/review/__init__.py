@@ -78,6 +78,11 @@ def write_review(workspace: Workspace, previous: Lock | None, contact_sheet: boo
                 wanted = {e.video_sha256 for e in entries[:MAX_SCENES]} - made.keys()
                 if wanted:
                     made.update(recorded_strips(thumbs, output / SHEET, wanted))
+                absent = [e for e in entries[:MAX_SCENES] if e.video_sha256 not in made and not e.video.is_file()]
+                if absent:  # a targeted apply on a fresh clone: the others are not in renders/ yet
+                    more = f" and {len(absent) - 1} more" if len(absent) > 1 else ""
+                    raise MediaError(f"{absent[0].video}{more} not in {project.output_dir}/ yet; an apply "
+                                     "of every scene writes it")
                 drawn = write_contact_sheet(output / SHEET, entries, made)
                 sheet, cells = drawn if drawn is not None else (None, None)
             if sheet is not None:

@@ -427,3 +427,17 @@ scenes:
     mtime = page.stat().st_mtime_ns
     assert run_here("apply", "--auto-approve", cwd=project, monkeypatch=monkeypatch).code == 0
     assert page.stat().st_mtime_ns == mtime  # nothing new: the page is not written again
+
+
+def test_a_sheet_with_videos_not_in_renders_yet_says_so(root: Path, tmp_path: Path) -> None:
+    """A targeted apply on a fresh clone: other scenes' videos are not in renders/ yet and no
+    earlier sheet holds their strips. The sheet is not written, and the warning says why in
+    those words (not 'cannot decode a frame'); the page is written."""
+    from sparkspec.errors import MediaError
+
+    settle(root, tmp_path / "clips", {"logo": 1, "intro": 2, "pour": 3})
+    (root / "renders/logo.mp4").unlink()
+    (root / "renders/pour.mp4").unlink()
+    with pytest.raises(MediaError, match=r"logo.mp4 and 1 more not in renders/ yet; an apply of every scene"):
+        review(root)
+    assert (root / "renders/index.html").is_file() and not (root / "renders/contact.png").exists()
