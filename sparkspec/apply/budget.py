@@ -31,7 +31,11 @@ def check_plan(budget: Budget, plan: Plan) -> None:
         return
     tokens = plan.estimated_tokens
     scenes = len({c.id for c in renders})
-    what = f"{scenes} scene(s)" + (f" ({len(renders)} takes)" if scenes != len(renders) else "")
+    takes = len(renders)
+    # Takes counted as well whenever one is not a scene's first: one new take of a rendered
+    # scene is not a whole scene's render.
+    what = f"{scenes} scene(s)" + (f" ({takes} take{'s' if takes != 1 else ''})"
+                                   if takes != scenes or any(c.take != 1 for c in renders) else "")
     if budget.max_tokens is not None and tokens > budget.max_tokens:
         raise BudgetError(f"the plan renders {what} for an estimated {tokens:,} tokens, over "
                           f"the budget of {budget.max_tokens:,} (max_tokens); nothing was submitted. Raise "

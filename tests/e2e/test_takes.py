@@ -195,6 +195,10 @@ def test_the_budget_counts_every_take(project: Project, fake_api: FakeSparkAPI) 
     assert len(tokens) == 5 and [e for e in done.events() if e["event"] == "done"][0]["tokens"] == sum(tokens)
     lock = project.lock()["scenes"]
     assert sum(t["tokens"] for t in lock["hero"]["takes"]) + lock["pour"]["tokens"] == sum(tokens)
+    # One more take of a rendered scene is counted as the take it is, not as a whole scene.
+    setup.write(SPEC.replace("    takes: 3\n", "    takes: 5\n"))
+    refused = project.run("apply", "--auto-approve", "--max-tokens", "1000")
+    assert refused.code == 1 and "the plan renders 1 scene(s) (1 take) for an estimated" in refused.err
 
 
 @pytest.mark.slow  # over a second and a half: the default run stays under 90 s
