@@ -144,9 +144,9 @@ def _remove_left_behind(workspace: Workspace) -> None:
 
 def _confirm(stdin: TextIO) -> None:
     if not stdin.isatty():
-        raise SparkspecError("apply asks before rendering and there is no terminal to ask on; "
+        raise SparkspecError("apply asks before it changes anything and there is no terminal to ask on; "
                              "pass --auto-approve, or apply a saved plan (`sparkspec plan --out FILE`)")
-    click.echo("\nDo you want to render these changes? Only 'yes' is accepted.")
+    click.echo("\nDo you want to apply these changes? Only 'yes' is accepted.")
     click.echo("  Enter a value: ", nl=False)
     answer = stdin.readline()  # "" at end of input (Ctrl-D): a "no", not an interrupt; Ctrl-C is one
     if not answer:
