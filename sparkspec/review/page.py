@@ -106,7 +106,9 @@ def _takes(scene: ReviewScene) -> str:
         new = " · new" if take.number in scene.new_takes and not scene.new else ""
         row.append(f'<figure class="take" data-take="{take.number}">{_video(take.video, take.poster, scene.aspect)}'
                    f"<figcaption>take {take.number}{new} · seed {take.seed} · "
-                   f"{_code(take.key, take.key[:12])}</figcaption></figure>")
+                   f"{_code(take.key, take.key[:12])} · {take.tokens:,} tokens"
+                   f"{f' · cost {take.cost:,.2f}' if take.cost is not None else ''}"
+                   f" · task {_code(take.task_id, take.task_id)}</figcaption></figure>")
     return "".join(row) + "</div>\n"
 
 

@@ -355,6 +355,10 @@ scenes:
     text = (project / "renders/index.html").read_text()
     assert f"<dt>cost</dt><dd>{cost}</dd>" in text
     assert f"{tokens:,} tokens, {cost}" in text  # the header's total
+    # Each take beside the picked one says its own tokens, cost and task.
+    other = record["takes"][1]
+    assert (f"{other['tokens']:,} tokens · cost {other['tokens'] / 1e6 * 40:.2f} · task "
+            f'<code title="{other["task_id"]}">{other["task_id"]}</code>') in text
 
 
 def test_every_value_from_the_spec_or_the_lock_is_shown_as_text() -> None:
@@ -370,9 +374,9 @@ def test_every_value_from_the_spec_or_the_lock_is_shown_as_text() -> None:
                         not_rendered=bad)
     page = render_page(Review(title=bad, scenes=(scene,), sequences=(ReviewSequence(bad, bad, ((bad, 5.0),)),)))
     assert "<i>" not in page and "</i>" not in page
-    # title 2, the sequence 6, the scene 26 (ids 3, links 4, description, prompt, videos 8,
-    # not rendered, parameter 2, keys 4, task 2)
-    assert page.count("&lt;i&gt;x&lt;/i&gt;&amp;&#34;&#39;") == 34
+    # title 2, the sequence 6, the scene 28 (ids 3, links 4, description, prompt, videos 8,
+    # not rendered, parameter 2, keys 4, task 4: the picked take's and take 2's)
+    assert page.count("&lt;i&gt;x&lt;/i&gt;&amp;&#34;&#39;") == 36
 
 
 def test_writing_the_page_does_not_import_jinja(tmp_path: Path) -> None:
