@@ -79,32 +79,19 @@ def write_rgb_rows(out: BinaryIO, width: int, height: int, bands: Iterable[bytes
 
 def read_rgb_rows(data: bytes) -> tuple[int, int, Iterator[bytes]]:
     """The width, height and rows (packed RGB, top to bottom) of a PNG as `write_rgb_rows`
-    writes it: 8-bit RGB, not interlaced, every row unfiltered. The rows are inflated as they
-    are read, so the picture is never whole in memory. Raises ValueError for any other PNG
-    (one Pillow or a viewer saved) or a damaged one, also part way through the rows."""
-    if not data.startswith(SIGNATURE):
-        raise ValueError("not a PNG")
-    at, idat = len(SIGNATURE), []
-    header = None
-    while at + 8 <= len(data):
-        (length,), kind = struct.unpack_from(">I", data, at), data[at + 4:at + 8]
-        body = data[at + 8:at + 8 + length]
-        if len(body) != length:
-            raise ValueError("a chunk is cut short")
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"IEND":
-            break
-        at += 12 + length
-    if header is None or header[2:] != (8, 2, 0, 0, 0):
+    writes it: 8-bit RGB, not interlaced, every row unfiltered. Its chunks are walked and their
+    CRCs checked by `pngcheck.walk`; the rows are inflated as they are read, so the picture is
+    never whole in memory. Raises ValueError for any other PNG (one Pillow or a viewer saved)
+    or a damaged one, also part way through the rows."""
+    from sparkspec.media.pngcheck import walk
+
+    header, idat = walk(data)  # NotPng is a ValueError
+    if (header.depth, header.colour, header.interlaced) != (8, 2, False):
         raise ValueError("not an 8-bit RGB PNG without interlace")
-    width, height = header[0], header[1]
-    return width, height, _rows(idat, width, height)
+    return header.width, header.height, _rows(idat, header.width, header.height)
 
 
-def _rows(idat: list[bytes], width: int, height: int) -> Iterator[bytes]:
+def _rows(idat: list[memoryview], width: int, height: int) -> Iterator[bytes]:
     stride = 1 + 3 * width
     inflate = zlib.decompressobj()
     pending = b""
