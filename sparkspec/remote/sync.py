@@ -131,21 +131,31 @@ async def register_lock_root(remote: Remote, workspace: Workspace) -> str:
     """The root naming every key the lock records (and its contact sheet), which `remote gc`
     keeps: written by `push`, and by an apply that uploaded renders, so a team that only ever
     applies does not see its renders swept once past the grace period."""
-    from sparkspec.review.sheetid import sheet_digest
-
-    keys = sorted({record.key for _, _, record in _takes(workspace)})
-    return await _register_root(remote, workspace.project.name, keys, sheet_digest(workspace.project, workspace.lock))
+    path, body, _ = _lock_root(workspace)
+    await ensure_format(remote.store)
+    await remote.store.create(path, body)  # None: the same root is there already
+    return path
 
 
 def lock_root_path(workspace: Workspace) -> str | None:
     """Where the root of the lock as it stands lives on the remote (None: it records no render):
     `remote verify` looks whether it is there."""
+    path, _, keys = _lock_root(workspace)
+    return path if keys else None
+
+
+def _lock_root(workspace: Workspace) -> tuple[str, bytes, list[str]]:
+    """The lock's root: its path and body (named by the digest of what it says), and its keys."""
     from sparkspec.review.sheetid import sheet_digest
 
     keys = sorted({record.key for _, _, record in _takes(workspace)})
-    if not keys:
-        return None
-    return _root(workspace.project.name, keys, sheet_digest(workspace.project, workspace.lock))[0]
+    slug = project_slug(workspace.project.name)
+    named: dict[str, object] = {"format": ROOT_FORMAT, "project": slug, "keys": keys}
+    sheet = sheet_digest(workspace.project, workspace.lock)
+    if sheet is not None:
+        named["sheet"] = sheet
+    body = json.dumps(named, sort_keys=True, separators=(",", ":")).encode()
+    return root_path(slug, hashlib.sha256(body).hexdigest()), body, keys
 
 
 async def _repair(remote: Remote, workspace: Workspace, listed: dict[str, int], report: PushReport) -> None:
@@ -183,24 +193,6 @@ async def _repair(remote: Remote, workspace: Workspace, listed: dict[str, int], 
     await gather_bounded([mend(k) for k, r in local.items()
                           if k in bad or not {r.video_sha256, r.last_frame_sha256} <= intact
                           or listed[k] != len(encode_entry(r, key))], TRANSFERS)
-
-
-def _root(project: str, keys: list[str], sheet: str | None) -> tuple[str, bytes]:
-    """A root's path and body: named by the digest of what it says."""
-    slug = project_slug(project)
-    named: dict[str, object] = {"format": ROOT_FORMAT, "project": slug, "keys": keys}
-    if sheet is not None:
-        named["sheet"] = sheet
-    body = json.dumps(named, sort_keys=True, separators=(",", ":")).encode()
-    return root_path(slug, hashlib.sha256(body).hexdigest()), body
-
-
-async def _register_root(remote: Remote, project: str, keys: list[str], sheet: str | None) -> str:
-    """`sheet`: the digest of the lock's contact sheet, which gc keeps with the renders."""
-    path, body = _root(project, keys, sheet)
-    await ensure_format(remote.store)
-    await remote.store.create(path, body)  # None: the same root is there already
-    return path
 
 
 async def pull_lock(remote: Remote | None, workspace: Workspace) -> PullReport:
