@@ -104,11 +104,16 @@ def inspect_file(path: Path) -> ImageInfo:
 
 
 def decode_data_url(url: str) -> bytes:
+    return _data_url_parts(url)[1]
+
+
+def _data_url_parts(url: str) -> tuple[str, bytes]:
+    """A data URL's format label and its decoded bytes: the URL (up to 40 MB) is read once."""
     match = _DATA_URL.match(url)
     if match is None:
         raise ImageProblem("a data URL must read data:image/<format>;base64,<data> with a lower-case format")
     try:
-        return base64.b64decode(match.group(2), validate=True)
+        return match.group(1), base64.b64decode(match.group(2), validate=True)
     except (binascii.Error, ValueError):
         raise ImageProblem("the data URL's base64 does not decode") from None
 
@@ -119,10 +124,8 @@ _LABELS = {"jpg": "jpeg", "tif": "tiff"}
 def inspect_data_url(url: str) -> ImageInfo:
     """As `inspect_stream`; and the format the URL names must be the bytes' own (the API
     reads the label, and a PNG sent as image/jpeg may be refused there)."""
-    data = decode_data_url(url)
+    label, data = _data_url_parts(url)
     info = inspect_stream(io.BytesIO(data), len(data))
-    match = _DATA_URL.match(url)
-    label = match.group(1) if match else info.format
     if _LABELS.get(label, label) != info.format:
         raise ImageProblem(f"it says image/{label}, but its bytes are a {info.format.upper()} image; "
                            f"label it data:image/{info.format}")
