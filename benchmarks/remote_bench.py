@@ -192,7 +192,10 @@ def second_machine(work: Path, server: SeaweedServer, scenes: int, video_mb: flo
             got = hashlib.sha256((root / record["video"]["path"]).read_bytes()).hexdigest()
             assert got == record["video"]["sha256"], f"{name}: {record['video']['path']} differs"
         assert (root / "project.spark.lock").read_text() == (first / "project.spark.lock").read_text()
+        # Gone before the next run, as the baseline's files are: left, their pages would be
+        # written back (30 s on) during whichever run comes then.
         shutil.rmtree(root)
+        shutil.rmtree(work / f"home-{name}")
         return wall, rss, out
 
     def baseline(i: int) -> float:
@@ -226,6 +229,7 @@ def second_machine(work: Path, server: SeaweedServer, scenes: int, video_mb: flo
     finally:
         proxy.stop()
     requests = sum(proxy.requests.values())
+    print("  walls", [round(w, 2) for w in walls], "plains", [round(p, 2) for p in plains])
     best = walls.index(min(walls))
     return {"scenes": scenes, "objects": len(blobs), "mb": total / MB, "wall": min(walls), "plain": min(plains),
             "ratio": min(walls) / min(plains), "peak_rss_mb": rss_max / MB, "renders": renders,
