@@ -122,6 +122,39 @@ class Templates:
                 continue  # reported where it was rendered
         return used
 
+    def names_read(self, source: str | None = None, file: str | None = None) -> set[str] | None:
+        """The variable names one template reads (an inline `source`, or the template `file`),
+        with the files it includes or imports; None when that cannot be told (an include
+        named by a variable, a file that does not parse: reported where it is rendered)."""
+        import jinja2
+        from jinja2 import meta
+
+        names: set[str] = set()
+        pending: list[tuple[str | None, str | None]] = [(source, file)]
+        seen: set[str] = set()
+        while pending:
+            text, name = pending.pop()
+            if name is not None:
+                if name in seen:
+                    continue
+                seen.add(name)
+                try:
+                    text = self.env.loader.get_source(self.env, name)[0]
+                except jinja2.TemplateNotFound:
+                    continue  # reported where it is rendered
+            if text is None or not any(d in text for d in _DELIMITERS):
+                continue
+            try:
+                tree = self.env.parse(text)
+            except jinja2.TemplateSyntaxError:
+                return None
+            names |= meta.find_undeclared_variables(tree)
+            for ref in meta.find_referenced_templates(tree):
+                if ref is None:
+                    return None
+                pending.append((None, ref))
+        return names
+
     def render_inline(self, source: str, context: Mapping[str, Any]) -> str:
         renderer = self._inline.get(source)
         if renderer is None:

@@ -122,15 +122,6 @@ def load_project(spec_path: Path, options: LoadOptions = LoadOptions(),
 STATE_FOLDER = ".sparkspec"  # sparkspec's state beside the spec (state.workspace): never an output folder
 
 
-def _set_by_every_scene(scenes: Any) -> frozenset[str]:
-    """The variables every scene sets itself, in its `vars` or its `matrix`."""
-    if not isinstance(scenes, dict) or not scenes:
-        return frozenset()
-    own = [set(as_mapping(raw.get("vars"))) | set(as_mapping(raw.get("matrix")))
-           for raw in scenes.values() if isinstance(raw, dict)]
-    return frozenset(set.intersection(*own)) if own and len(own) == len(scenes) else frozenset()
-
-
 class _Resolver:
     def __init__(self, spec_path: Path, doc: Document, digest: str, options: LoadOptions) -> None:
         self.spec_path = spec_path.resolve()
@@ -415,13 +406,13 @@ class _Resolver:
 
     def check_variables_used(self, given: list[Diagnostic], scenes: Any = None) -> None:
         """A `--var` or a var file's variable no template reads is most likely misspelt: warn
-        (as terraform does) rather than plan "No changes". So is one that every scene sets
-        itself (its `vars` or `matrix`), which reaches no template. `given`: where each was set;
-        `scenes`: the spec's, as written."""
+        (as terraform does) rather than plan "No changes". So is one that every scene whose
+        templates read it sets itself (its `vars` or `matrix`): the value reaches no template.
+        `given`: where each was set; `scenes`: the spec's, as written."""
         if not given:
             return
         used = self.templates.variables_used()
-        shadowed = _set_by_every_scene(scenes)
+        reached = self.variables_reached(scenes)
         warned: set[tuple[str, str]] = set()
         for where in given:
             name = where.path
@@ -430,12 +421,31 @@ class _Resolver:
             if name not in used:
                 hint = did_you_mean(name, dict.fromkeys(sorted(used)))
                 message = f"{name!r} is used by no template{hint}"
-            elif name in shadowed:
-                message = f"{name!r} is set by every scene's own vars or matrix, so this value reaches no template"
+            elif reached is not None and name not in reached:
+                message = (f"{name!r} is set in the vars or matrix of every scene whose template reads it, "
+                           "so this value reaches no template")
             else:
                 continue
             warned.add((where.file, name))
             self.diagnostics.append(Diagnostic(where.file, where.line, where.column, "warning", "", message))
+
+    def variables_reached(self, scenes: Any) -> set[str] | None:
+        """The names some scene's templates read without setting them itself (in its `vars` or
+        `matrix`): where a project-wide value shows. None when a template's names cannot be told."""
+        reached: set[str] = set()
+        for raw in as_mapping(scenes).values():
+            raw = as_mapping(raw)
+            own = set(as_mapping(raw.get("vars"))) | set(as_mapping(raw.get("matrix")))
+            image = as_mapping(raw.get("first_frame")).get("image")
+            for source, file in ((raw.get("prompt"), None), (None, raw.get("prompt_file")), (image, None)):
+                if not isinstance(source, str) and not (isinstance(file, str) and inside(self.root, file)):
+                    continue
+                names = self.templates.names_read(source if isinstance(source, str) else None,
+                                                  file if isinstance(file, str) else None)
+                if names is None:
+                    return None
+                reached |= names - own
+        return reached
 
     def check_no_nul(self, node: Any, path: KeyPath) -> None:
         """A NUL character (YAML's "\\0") fits in no file name, prompt or URL: reported where it

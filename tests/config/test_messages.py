@@ -114,4 +114,21 @@ def test_a_var_every_scene_sets_itself_is_a_warning(cli: Cli, tmp_path: Path) ->
     result = cli("validate", "--var", "product=mug", cwd=tmp_path)
     assert result.code == 0, result.err
     assert result.err.splitlines() == [
-        "--var:1:1: warning: 'product' is set by every scene's own vars or matrix, so this value reaches no template"]
+        "--var:1:1: warning: 'product' is set in the vars or matrix of every scene whose template reads it, "
+        "so this value reaches no template"]
+
+
+def test_a_var_shadowed_wherever_it_is_read_is_a_warning_though_other_scenes_set_nothing(
+        cli: Cli, tmp_path: Path) -> None:
+    """Scene t reads no variable and sets none: that does not let a shadowed value through. A
+    prompt file and what it includes count as the scene's templates."""
+    (tmp_path / "project.spark.yaml").write_text(
+        'version: 1\nprovider: {type: local}\nscenes:\n  s: {prompt: "a {{ who }} cup", matrix: {who: [b, c]}}\n'
+        '  t: {prompt: "hello"}\n  v: {prompt_file: p.txt}\n')
+    (tmp_path / "p.txt").write_text('{% include "inc.txt" %} and {{ thing }}')
+    (tmp_path / "inc.txt").write_text("deep {{ deep }}")
+    result = cli("validate", "--var", "who=z", "--var", "deep=1", "--var", "thing=2", cwd=tmp_path)
+    assert result.code == 0, result.err
+    assert result.err.splitlines() == [
+        "--var:1:1: warning: 'who' is set in the vars or matrix of every scene whose template reads it, "
+        "so this value reaches no template"]
