@@ -247,9 +247,13 @@ class _Resolver:
                 continue
             path: KeyPath = ("scenes", sid)
             collided: set[str] = set()  # the scenes this one was reported against: once each
+            alike = self.values_alike(sid, raw)
             for eid, combo in self.expand(sid, raw):
                 if eid in origin:
                     other, other_combo = origin[eid]
+                    if other == sid and any(other_combo and combo and other_combo[k] != combo[k]
+                                            for k in alike):
+                        continue  # reported with every value of its kind
                     if other not in collided:
                         collided.add(other)
                         self.report(path, _collision(eid, sid, combo, other, other_combo), at_key=True)
@@ -261,6 +265,27 @@ class _Resolver:
                 if scene is not None:
                     scenes[eid] = scene
         return scenes, variants
+
+    def values_alike(self, sid: str, raw: dict[str, Any]) -> set[str]:
+        """Report each set of one matrix key's values that slugify alike (they would give one id),
+        all of its values at once; the keys that have such a set."""
+        keys: set[str] = set()
+        for name, values in as_mapping(raw.get("matrix")).items():
+            if not isinstance(values, list):
+                continue
+            by_slug: dict[str, list[Any]] = {}
+            for value in values:
+                if is_scalar(value) and value not in by_slug.setdefault(slugify(value), []):
+                    by_slug[slugify(value)].append(value)
+            for slug, same in by_slug.items():
+                if len(same) > 1:
+                    keys.add(name)
+                    listed = ", ".join(f"{v!r}" for v in same[:-1]) + f" and {same[-1]!r}"
+                    self.report(("scenes", sid, "matrix", name),
+                                f"values {listed} {'both' if len(same) == 2 else 'all'} give id part {slug!r} (values are slugified: lower "
+                                f"case, other characters to -), so {sid}'s ids would collide; make them differ",
+                                at_key=True)
+        return keys
 
     def expand(self, sid: str, raw: dict[str, Any]) -> list[tuple[str, dict[str, Any] | None]]:
         matrix = raw.get("matrix")
