@@ -60,6 +60,14 @@ def merge_variables(spec_vars: Any, var_files: Sequence[str], assignments: Seque
     return merged, problems
 
 
+def _blank(text: str) -> bool:
+    """No words for the API: white space and invisible format characters (a zero-width space,
+    a byte-order mark, a joiner: Unicode's Cf) only."""
+    import unicodedata
+
+    return all(ch.isspace() or unicodedata.category(ch) == "Cf" for ch in text)
+
+
 def scene_variables(variables: dict[str, Any], scene_vars: Any, combo: dict[str, Any] | None
                     ) -> dict[str, Any]:
     """What one scene's templates see: its own vars, then its matrix values, shadow the project's."""
@@ -108,7 +116,7 @@ class TemplatedFields:
         except TemplateProblem as problem:
             self.template_problem(problem, field)
             return None
-        if not text.strip() and (inline or file):  # an empty string is the schema's to report
+        if _blank(text) and (inline or file):  # an empty string is the schema's to report
             what = "the prompt" if isinstance(inline, str) else f"the prompt file {file!r}"
             which = "" if variant is None else \
                 f" for {variant[0]} ({', '.join(f'{k}={v!r}' for k, v in variant[1].items())})"

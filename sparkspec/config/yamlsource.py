@@ -126,12 +126,17 @@ def load_yaml(text: str, file: str) -> Document:
         if exc.problem and exc.context:  # "expected a single document in the stream" / "but found another"
             said = f"{exc.context}, {exc.problem}"
         ended = exc.problem_mark is not None and exc.problem_mark.index >= len(text.rstrip())
+        opened = next((what for word, what in _UNCLOSED if word in (exc.context or "")), None)
         if ended and exc.context_mark is not None:
             # A quote, bracket or brace never closed: the parser notices at the end of the file;
             # where it opened is where the user must look.
             mark = exc.context_mark
-            opened = next((what for word, what in _UNCLOSED if word in (exc.context or "")), exc.context)
-            said = f"{opened} that is never closed (the file ends first)"
+            said = f"{opened or exc.context} that is never closed (the file ends first)"
+        elif opened is not None and exc.context_mark is not None and exc.problem_mark is not None \
+                and exc.problem_mark.line > exc.context_mark.line:
+            # Not closed on its line, and what follows cannot be in it: point where it opened too.
+            said = (f"{opened} opened at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1} "
+                    f"is not closed: {exc.problem}")
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = f"YAML syntax: {said}"
         if _char_at(text, line, col) == "\t":
