@@ -567,7 +567,7 @@ class Engine:
             resolution=scene.resolution, ratio=scene.ratio, duration=scene.duration, frames=scene.frames,
             seed=key.seed, camera_fixed=scene.camera_fixed, watermark=scene.watermark, first_frame=first,
             service_tier=scene.service_tier, execution_expires_after=scene.execution_expires_after,
-            callback_url=scene.callback_url)
+            callback_url=scene.callback_url, seed_derived=key.seed_derived and key.seed != -1)
 
     # -- deletes and sequences ------------------------------------------------------------
     def delete_scene(self, change: Change) -> None:

@@ -48,6 +48,9 @@ class RenderRequest:
     service_tier: str | None = None
     execution_expires_after: int | None = None
     callback_url: str | None = None
+    # The seed was derived from the render's own inputs (its key's), not given by the spec:
+    # no other render asks for it, so a task that reports it is this render's.
+    seed_derived: bool = False
 
 
 class TaskState(enum.Enum):

@@ -178,7 +178,7 @@ def test_ark_codes_not_its_own_follow_the_shared_rules(api: FakeSparkAPI) -> Non
 
 def test_ark_adopts_the_one_task_a_lost_create_made(api: FakeSparkAPI) -> None:
     api.inject("create", "reset", create_task=True)
-    status = run(api, ARK, render)
+    status = run(api, ARK, lambda p: render(p, request(seed_derived=True)))
     made, = api.tasks.values()
     assert status.state is TaskState.COMPLETED and status.task_id == made.id
     assert api.total_creates == 1 and api.requests["list"] == 1
@@ -188,7 +188,7 @@ def test_ark_adopts_nothing_when_several_tasks_could_be_it(api: FakeSparkAPI) ->
     async def body(p: Any) -> None:
         api.create(dict(api_params(), seed=1234), "seedance-1-0-pro-fast-251015", "ark")  # another client's twin
         api.inject("create", "reset", create_task=True)
-        await p.submit(request())
+        await p.submit(request(seed_derived=True))
 
     with pytest.raises(ProviderError, match="2 tasks of seedance-1-0-pro-fast-251015 .* none was adopted"):
         run(api, ARK, body)
@@ -199,7 +199,7 @@ def test_ark_adopts_nothing_when_no_task_fits(api: FakeSparkAPI) -> None:
     async def body(p: Any) -> None:
         api.create(dict(api_params(), seed=99), "seedance-1-0-pro-fast-251015", "ark")  # other parameters
         api.inject("create", "reset")  # lost before any task was made
-        await p.submit(request())
+        await p.submit(request(seed_derived=True))
 
     with pytest.raises(ProviderError, match="no task of .* was created then"):
         run(api, ARK, body)
@@ -216,10 +216,25 @@ def test_ark_adopts_nothing_while_a_create_of_the_same_parameters_waits_for_its_
         while not api.tasks:
             await asyncio.sleep(0.01)
         with pytest.raises(ProviderError, match="another create of these parameters in this apply is still waiting"):
-            await p.submit(request())
+            await p.submit(request(seed_derived=True))
         assert (await other).task_id == next(iter(api.tasks))
 
     run(api, ARK, body)
+
+
+def test_ark_looks_up_no_task_for_a_seed_the_spec_gives(api: FakeSparkAPI) -> None:
+    """A teammate on the same account made a task with the spec's seed just before the lost
+    create: the list shows its parameters, not its prompt, so it was adopted and its video
+    locked as this scene's. A seed the spec gives tells no task apart: nothing is looked up."""
+    async def body(p: Any) -> None:
+        teammate = dict(api_params(), seed=1234, content=[{"type": "text", "text": "A red car"}])
+        api.create(teammate, "seedance-1-0-pro-fast-251015", "ark")
+        api.inject("create", "reset")  # lost before any task was made
+        await p.submit(request())
+
+    with pytest.raises(ProviderError, match="not looked up: its seed is the spec's own"):
+        run(api, ARK, body)
+    assert api.total_creates == 1 and api.requests["list"] == 0
 
 
 def api_params() -> dict[str, Any]:

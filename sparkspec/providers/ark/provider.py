@@ -13,7 +13,8 @@ timeout, a connection dropped after the body went out) is looked up before the s
 failed: the tasks of the model created in the window of the lost call, with the
 parameters it sent. Exactly one such task, not already known to this apply, is adopted
 (journalled and collected like any other); none or several fail the scene as before, with
-no second create. A task still queued can be cancelled (`DELETE`), which Ctrl-C does.
+no second create. Only a render whose seed sparkspec derived from its inputs is looked up:
+the list shows no prompt, and a seed the spec gives may be another render's too. A task still queued can be cancelled (`DELETE`), which Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -108,7 +109,13 @@ class ArkProvider(SparkProvider):
 
     async def lookup(self, request: RenderRequest, model: str, started: float,
                      ended: float) -> tuple[TaskStatus | None, str]:
-        """The task a lost create made, if the list shows exactly one that fits; else why not."""
+        """The task a lost create made, if the list shows exactly one that fits; else why not.
+        A listed task shows its parameters, not its prompt or image: only a seed derived from
+        the render's own inputs tells it apart from a task of the same account (a teammate's,
+        another scene's) made with the spec's seed at the same moment."""
+        if not request.seed_derived:
+            return None, ("not looked up: its seed is the spec's own, which other renders may share, and a listed "
+                          "task does not show its prompt, so none could be told to be this one")
         query = urlencode({"page_num": 1, "page_size": LOOKUP_PAGE, "filter.model": model})
         try:
             listing = json_object(await self._call("GET", f"{TASKS_PATH}?{query}",
