@@ -167,20 +167,22 @@ def _journal_a(tmp_path: Path, task_id: str, submitted_at: float) -> None:
 
 
 @pytest.mark.slow  # a whole apply or two; the default run keeps its siblings
-def test_a_journalled_task_past_its_expiry_is_submitted_again(tmp_path: Path) -> None:
+def test_a_journalled_task_past_its_expiry_is_asked_about_not_submitted_again(tmp_path: Path) -> None:
+    """It may have finished, paid for, before it expired: the API is asked. This one it does
+    not know, so the scene fails and the id stays, as for any unknown task."""
     import time
 
     _journal_a(tmp_path, "local-long-gone", submitted_at=time.time() - 7200)
     result, provider, events = run(tmp_path, set())
-    assert result.ok and "a" in provider.submitted
-    assert not any(e.get("state") == "collecting" for e in events)
-    assert {"event": "resubmitted", "scene": "a", "task_id": "local-long-gone", "count": 1, "limit": 2,
-            "reason": "it expired before it was collected"} in events
+    assert "a" not in provider.submitted and "paid task local-long-gone is unknown" in result.failed["a"]
+    assert {"event": "progress", "scene": "a", "task_id": "local-long-gone", "state": "collecting"} in events
+    assert not any(e["event"] == "resubmitted" for e in events)
+    assert [e.task_id for e in Journal(tmp_path / ".sparkspec/journal").entries()] == ["local-long-gone"]
 
 
 def test_the_count_of_submissions_says_what_this_apply_sent(tmp_path: Path) -> None:
-    """An expired task of an earlier apply, then the service busy twice: this apply sent two
-    creates; the message said three."""
+    """A task of an earlier apply that the API says did not render, then the service busy
+    twice: this apply sent two creates; the message said three."""
     import time
 
     class Busy(FailingProvider):
@@ -189,7 +191,10 @@ def test_the_count_of_submissions_says_what_this_apply_sent(tmp_path: Path) -> N
             return TaskStatus(f"t-{len(self.submitted)}", TaskState.FAILED, error_code="003021099",
                               error_message="service unavailable")
 
-    _journal_a(tmp_path, "local-long-gone", submitted_at=time.time() - 7200)
+        async def poll(self, task_id: str, locator: str | None = None) -> TaskStatus:
+            return TaskStatus(task_id, TaskState.FAILED, error_code="003021099", error_message="service unavailable")
+
+    _journal_a(tmp_path, "local-earlier", submitted_at=time.time() - 600)
     ws = open_workspace(tmp_path / "project.spark.yaml")
     busy = Busy(ws.state_dir / "local", set())
     ws.close()

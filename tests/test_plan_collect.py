@@ -1,7 +1,8 @@
 """A task an earlier apply submitted and did not collect (it failed or was killed after the
 create) is in the journal: `plan` says apply collects it, at no new cost, in text, JSON and
-markdown alike, and apply does just that. An expired task is planned as a render with its
-cost (apply submits it again); a damaged entry is named by the plan (apply fails the scene).
+markdown alike, and apply does just that, past the task's expiry too (it may have finished,
+paid for, before it expired: the API says); a damaged entry is named by the plan (apply fails
+the scene).
 A saved plan and the journal must agree when it is applied. Against the fake gateway."""
 
 from __future__ import annotations
@@ -109,21 +110,45 @@ def test_plan_says_a_journalled_task_is_collected_at_no_new_cost(cli: Cli, proje
 
 
 @pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
-def test_an_expired_journalled_task_is_planned_as_a_render_with_its_cost(cli: Cli, project: Path,
-                                                                        fake_api: FakeSparkAPI) -> None:
+@pytest.mark.parametrize("age_days", [3, 8])
+def test_a_journalled_task_past_its_expiry_is_collected_not_paid_again(cli: Cli, project: Path,
+                                                                      fake_api: FakeSparkAPI, age_days: int) -> None:
+    """Its task finished before it expired: submitting again blind paid for it twice. Past the
+    7 days the API answers about a task, the plan says what happens if it is unknown there."""
     task = failed_after_create(cli, project, fake_api)
     folder = Journal(project / ".sparkspec" / "journal")
     [entry] = folder.entries()
-    folder.put(replace(entry, submitted_at=time.time() - entry.expires_after - 1))  # its expiry has passed
+    folder.put(replace(entry, submitted_at=time.time() - age_days * 86400))  # past its 48 h expiry
 
     text = cli("plan", cwd=project)
-    assert "+ scene.a (create)" in text.out and "(collect)" not in text.out
-    assert f"task {task} of an earlier apply expired before it was collected: submitted again" in text.out
+    assert "< scene.a (collect)" in text.out and "+ scene.a" not in text.out
+    assert f"task {task} of an earlier apply is in the journal: collected at no new cost" in text.out
+    assert ("older than the 7 days the API answers about tasks" in text.out) == (age_days > 7)
     summary = json.loads(cli("plan", "--json", cwd=project).out)["summary"]
-    assert summary["render"] == 2 and summary["collect"] == 0
+    assert summary["render"] == 1 and summary["collect"] == 1
     done = cli("apply", "--auto-approve", "--json", cwd=project)
     assert done.code == 0, done.out + done.err
-    assert [e["task_id"] for e in done.events() if e["event"] == "resubmitted"] == [task]
+    assert not [e for e in done.events() if e["event"] == "resubmitted"]
+    assert fake_api.creates_by_prompt()["a heron stands in reeds"] == 1
+    assert json.loads((project / "project.spark.lock").read_text())["scenes"]["a"]["task_id"] == task
+
+
+def test_a_journalled_task_past_its_expiry_that_the_api_no_longer_knows_is_not_submitted_again(
+        cli: Cli, project: Path, fake_api: FakeSparkAPI) -> None:
+    """Older than the API keeps tasks: unknown there, it may still have been paid for."""
+    task = failed_after_create(cli, project, fake_api)
+    folder = Journal(project / ".sparkspec" / "journal")
+    [entry] = folder.entries()
+    folder.put(replace(entry, submitted_at=time.time() - 9 * 86400))
+    del fake_api.tasks[task]  # the API forgot it
+
+    done = cli("apply", "--auto-approve", cwd=project)
+    assert done.code == 1
+    assert f"task {task} is unknown to the API" in done.err and "--replace a" in done.err
+    assert fake_api.creates_by_prompt()["a heron stands in reeds"] == 1
+    assert [e.task_id for e in folder.entries()] == [task]
+    again = cli("apply", "--auto-approve", "--replace", "a", cwd=project)
+    assert again.code == 0, again.err
     assert fake_api.creates_by_prompt()["a heron stands in reeds"] == 2
 
 

@@ -217,16 +217,13 @@ class TaskRunner:
         while True:
             try:
                 async with self.semaphore:
+                    # A task past its expiry is asked about like any other: it may have finished,
+                    # paid for, before it expired; the API says whether it did (`expired`: submitted
+                    # again, as below; unknown: never).
                     entry = self.journalled(request)
-                    if collect and resubmits == 0 and (entry is None or entry.expired(self.wall_clock())):
-                        why = "expired" if entry is not None else "is no longer in the journal"
-                        raise SceneFailed(f"the plan is stale: run plan again (the task it was to collect {why})")
-                    if entry is not None and entry.expired(self.wall_clock()):
-                        await asyncio.to_thread(self.journal.forget, key.hex)
-                        resubmits += 1
-                        self.resubmitted(request.scene, entry.task_id, "it expired before it was collected",
-                                         resubmits)
-                        entry = None
+                    if collect and resubmits == 0 and entry is None:
+                        raise SceneFailed("the plan is stale: run plan again (the task it was to collect is no "
+                                          "longer in the journal)")
                     if entry is None:
                         if self.stop_submitting is not None:
                             raise SceneSkipped(self.stop_submitting)

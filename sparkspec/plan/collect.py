@@ -1,8 +1,8 @@
 """Tasks earlier applies submitted and did not collect (the journal), as a plan sees them.
 
 apply's runner collects a journalled task of the scene's key and provider instead of
-submitting one (tasks.py `journalled`); one that expired is submitted again, and a damaged
-entry fails the scene. The plan says the same: `collect` at no new cost, or the render with
+submitting one (tasks.py `journalled`), expired or not (the API says whether it rendered),
+and a damaged entry fails the scene. The plan says the same: `collect` at no new cost, or the render with
 its cost and a reason, so what it shows and what apply does agree.
 """
 
@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 
 from sparkspec.plan.model import Action, Change
 from sparkspec.state.journal import DamagedEntry, Journal, JournalEntry
+
+QUERYABLE_FOR = 7 * 86400  # seconds the API answers about a task (reference section 6)
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,9 @@ class Tasks:
 
 def journalled(change: Change, tasks: Tasks | None, provider: str) -> Change:
     """A render as apply's runner will carry it out given the journal: a task of this key and
-    provider that has not expired is collected, at no new cost; an expired one is submitted
-    again; a damaged entry fails the scene (its task may exist). --replace submits afresh."""
+    provider is collected, at no new cost, even past its expiry (it may have finished, paid for,
+    before it expired: the API says); a damaged entry fails the scene (its task may exist).
+    --replace submits afresh."""
     if tasks is None or change.key is None or not change.action.renders:
         return change
     try:
@@ -74,24 +77,25 @@ def journalled(change: Change, tasks: Tasks | None, provider: str) -> Change:
     if change.action is Action.REPLACE:
         return replace(change, reasons=change.reasons + (
             f"task {entry.task_id} of an earlier apply is not collected",))
-    if entry.expired(tasks.now):
-        return replace(change, reasons=change.reasons + (
-            f"task {entry.task_id} of an earlier apply expired before it was collected: submitted again",))
+    old = ""
+    if tasks.now - entry.submitted_at > QUERYABLE_FOR:
+        old = (f" (it is older than the {QUERYABLE_FOR // 86400} days the API answers about tasks: if it is "
+               f"unknown there, the scene fails, and `sparkspec apply --replace {change.id}` renders it afresh)")
     # Paid by that apply: nothing to pay now, unless the task did not render (003021099, expired)
     # and is submitted again, which apply checks against the budget with this estimate.
     return replace(change, action=Action.COLLECT, estimated_tokens=0, estimated_cost=None,
                    unplanned_tokens=change.estimated_tokens, unplanned_cost=change.estimated_cost,
                    reasons=change.reasons + (
-        f"task {entry.task_id} of an earlier apply is in the journal: collected at no new cost",))
+        f"task {entry.task_id} of an earlier apply is in the journal: collected at no new cost{old}",))
 
 
 def taken_over(change: Change, who: str, task: JournalEntry | None, tasks: Tasks | None) -> Change:
     """A render whose key a crashed apply on this machine (`who`) claimed on the team's remote:
     apply takes the claim over at once and collects the task it names, at no new cost, unless
-    that task is another provider's or has expired (then it renders, at its cost)."""
+    that task is another provider's (then it renders, at its cost)."""
     provider = change.scene_key.inputs.get("provider") if change.scene_key is not None else None
     note = f"a claim left on the team's remote by a crashed apply on this machine ({who}) is taken over"
-    if task is None or tasks is None or task.provider != provider or task.expired(tasks.now):
+    if task is None or tasks is None or task.provider != provider:
         return replace(change, reasons=change.reasons + (note,))
     # Paid by that apply: nothing to pay now, unless the task did not render (003021099, expired)
     # and is submitted again, which apply checks against the budget with this estimate.

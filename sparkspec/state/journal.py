@@ -64,10 +64,6 @@ class JournalEntry:
     expires_after: int  # seconds
     locator: str | None = None  # what the provider needs besides the id to find the task (queue URLs)
 
-    def expired(self, now: float) -> bool:
-        """Past its expiry: the API no longer renders it, so apply submits it again."""
-        return now >= self.submitted_at + self.expires_after
-
 
 def _alive(pid: int) -> bool:
     try:
