@@ -383,18 +383,21 @@ def _register_root(workspace: Workspace) -> None:
 
 
 async def _drive(engine: Engine, provider: Provider | None) -> ApplyResult:
-    """Run the engine; Ctrl-C stops new submissions and leaves running tasks in the journal."""
+    """Run the engine; Ctrl-C stops new submissions and leaves running tasks in the journal.
+    SIGTERM (a CI job cancelled, `kill`) is a Ctrl-C: CI runners send it, then SIGKILL."""
     import asyncio
     import signal
 
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
+    signals = (signal.SIGINT, signal.SIGTERM)
 
     def interrupt() -> None:
         engine.stop_submitting = "interrupted"
         engine.result.interrupted = True
-        loop.add_signal_handler(signal.SIGINT, interrupt_again)
+        for number in signals:
+            loop.add_signal_handler(number, interrupt_again)
         main.cancel()
 
     hurried: list[asyncio.Future[Any]] = []  # the cancelling of queued tasks, once begun
@@ -402,12 +405,14 @@ async def _drive(engine: Engine, provider: Provider | None) -> ApplyResult:
     def interrupt_again() -> None:
         # Through the loop, as the first: the interpreter's own handler raised nothing while
         # the signal went to another thread and this one slept in select() until the answer.
-        loop.remove_signal_handler(signal.SIGINT)  # a third Ctrl-C is the default one
+        for number in signals:  # a third is the default one
+            loop.remove_signal_handler(number)
         for waited in (*engine.runner.creating, *hurried):  # no longer awaited
             waited.cancel()
 
     try:
-        loop.add_signal_handler(signal.SIGINT, interrupt)
+        for number in signals:
+            loop.add_signal_handler(number, interrupt)
     except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
         pass
     try:
@@ -434,7 +439,8 @@ async def _drive(engine: Engine, provider: Provider | None) -> ApplyResult:
                 engine.result.cancelled = cancelling.result()
         return engine.result
     finally:
-        loop.remove_signal_handler(signal.SIGINT)
+        for number in signals:
+            loop.remove_signal_handler(number)
         await engine.runner.settle_creates()  # not under them: the clients close after
         if provider is not None:
             await provider.aclose()

@@ -22,7 +22,9 @@ scenes:
 
 
 @pytest.mark.slow  # waits for real renders to be under way, then for the running ones
-def test_ctrl_c_stops_new_submissions_and_exits_130(project: Project) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_new_submissions_and_exits_130(project: Project, stop: signal.Signals) -> None:
+    """SIGTERM (a cancelled CI job, `kill`) is handled as a Ctrl-C."""
     project.write(SPEC)
     proc = start_cli("apply", "--auto-approve", "--json", cwd=project.root, env=project.env,
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -31,7 +33,7 @@ def test_ctrl_c_stops_new_submissions_and_exits_130(project: Project) -> None:
     for line in proc.stdout:  # wait for the first finished render, then interrupt
         events.append(json.loads(line))
         if events[-1]["event"] == "completed":
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(stop)
             break
     started = time.monotonic()
     out, err = proc.communicate(timeout=60)
