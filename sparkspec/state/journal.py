@@ -111,12 +111,14 @@ class Journal:
         if state.unreadable is not None:
             raise DamagedEntry(f"{self.log_path}: cannot read the journal of submitted tasks ({state.unreadable}); "
                                "a task it holds may exist and be paid for: make it readable")
-        if state.unplaced:
+        found = state.live.get(key)
+        if state.unplaced and not isinstance(found, tuple):
+            # A readable entry of `key` is still collected (its task is paid for either way);
+            # any other key may be the damaged line's, so nothing is submitted for it.
             raise DamagedEntry(f"{self.log_path}: damaged journal entry (record {state.unplaced[0]}, the line of "
                                f"bytes {state.unplaced[0] * SECTOR}-{state.unplaced[0] * SECTOR + SECTOR - 1}, names no "
                                "readable key: the task it held may exist and be paid for; the other lines are the "
                                "tasks of other renders: delete that line alone once you know it)")
-        found = state.live.get(key)
         if isinstance(found, str):
             raise DamagedEntry(f"{self.log_path}: damaged journal entry of key {key[:12]} ({found})")
         if found is not None:
