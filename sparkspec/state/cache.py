@@ -133,9 +133,13 @@ class Cache:
 
         from diskcache import Timeout
 
+        from sparkspec.state.cacheindex import ForeignEntry
+
         index = self.directory / "index"
         try:
             yield
+        except ForeignEntry:
+            raise  # one entry, not the index: its reader decides
         except Timeout:
             raise DiskError(f"{index}: the cache index stayed locked by another process for over a "
                             "minute; run the command again when it has finished") from None
@@ -205,8 +209,13 @@ class Cache:
         """The index entry for `key`, whether or not its files are intact."""
         if self._index is None and not self.exists():
             return None
-        with self._index_errors():
-            raw = self.index.get(key)
+        from sparkspec.state.cacheindex import ForeignEntry
+
+        try:
+            with self._index_errors():
+                raw = self.index.get(key)
+        except ForeignEntry:  # not a plain entry (a newer sparkspec's class, or planted): as good as absent
+            return None
         try:
             return CachedRender.from_json(raw) if isinstance(raw, Mapping) else None
         except (TypeError, ValueError):  # an entry from no sparkspec: as good as absent
@@ -368,9 +377,9 @@ class _ReadOnlyIndex:
     def __init__(self, folder: Path, refusal: int = errno.EROFS) -> None:
         import sqlite3
 
-        import diskcache
+        from sparkspec.state.cacheindex import PlainDisk
 
-        self._disk = diskcache.Disk(str(folder))
+        self._disk = PlainDisk(str(folder))
         self._refusal = refusal
         self._db = sqlite3.connect(f"{(folder / 'cache.db').as_uri()}?mode=ro&immutable=1", uri=True,
                                    check_same_thread=False)

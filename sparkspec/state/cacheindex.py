@@ -15,6 +15,9 @@ keeps diskcache below 6, and tests/state/test_cacheindex.py checks the bytes and
 
 from __future__ import annotations
 
+import io
+import os
+import pickle
 import sqlite3
 from collections.abc import Callable
 from typing import Any
@@ -22,9 +25,36 @@ from typing import Any
 import diskcache
 
 
+class ForeignEntry(pickle.UnpicklingError):
+    """An index value that names a class or a function: not one sparkspec wrote (its entries
+    are plain dicts of strings and numbers)."""
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        # Unpickling runs what a value names: a cache folder someone else can write (a shared
+        # one) must not be a way to run code here, and a class this sparkspec lacks is not an
+        # internal error either.
+        raise ForeignEntry(f"a value naming {module}.{name}, not a plain entry")
+
+
+class PlainDisk(diskcache.Disk):  # type: ignore[misc]
+    """diskcache's Disk, with values decoded as plain data only (dicts, lists, strings,
+    numbers): ForeignEntry for one that names anything else."""
+
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+        if mode != diskcache.core.MODE_PICKLE:
+            return super().fetch(mode, filename, value, read)
+        if value is None:
+            with open(os.path.join(self._directory, filename or ""), "rb") as reader:
+                return _PlainUnpickler(reader).load()
+        return _PlainUnpickler(io.BytesIO(value)).load()
+
+
 class Index(diskcache.Cache):  # type: ignore[misc]  # diskcache has no type hints
     def __init__(self, directory: str, **settings: Any) -> None:
         self._opening = True
+        settings.setdefault("disk", PlainDisk)
         try:
             super().__init__(directory, **settings)
         except BaseException:

@@ -91,3 +91,48 @@ def test_sqlites_disk_io_error_under_a_file_size_limit_says_to_raise_the_limit(
         with cache._index_errors():
             raise sqlite3.OperationalError("disk I/O error")
     assert "the cache index failed (disk I/O error)" in str(failed.value) and says in str(failed.value)
+
+
+class _Planted:
+    """A value that runs a command when unpickled, as a planted index entry would."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_an_index_value_naming_a_class_is_absent_and_never_run(tmp_path: Path, read_only: bool) -> None:
+    """A cache folder another user or a newer sparkspec wrote: a value that names a class or a
+    function (an unknown one was an internal error; os.system ran) reads as no entry."""
+    import sqlite3
+
+    cache = Cache(tmp_path / "cache")
+    cache.record(render("a" * 64))
+    cache.close()
+    marker = tmp_path / "ran"
+    import diskcache
+
+    raw = diskcache.Cache(str(tmp_path / "cache" / "index"))  # the stock Disk pickles anything
+    raw.set("b" * 64, _Planted(marker))
+    raw.set("c" * 64, {"key": "c" * 64, "future": __import__("fractions").Fraction(1, 3)})
+    raw.close()
+    if read_only:
+        db = tmp_path / "cache" / "index" / "cache.db"
+        assert sqlite3.connect(db).execute("SELECT count(*) FROM Cache").fetchone()[0] == 3
+        (tmp_path / "cache" / "index").chmod(0o555)
+    try:
+        again = Cache(tmp_path / "cache")
+        if read_only:
+            again._index = __import__("sparkspec.state.cache", fromlist=["_ReadOnlyIndex"])._ReadOnlyIndex(
+                tmp_path / "cache" / "index")
+        assert again.entry("b" * 64) is None and again.entry("c" * 64) is None
+        assert again.entry("a" * 64) == render("a" * 64)
+        again.close()
+    finally:
+        (tmp_path / "cache" / "index").chmod(0o755)
+    assert not marker.exists()
