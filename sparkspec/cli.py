@@ -8,6 +8,7 @@ anything else writes a log and exits 3.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -490,12 +491,28 @@ def main() -> None:
 
         click.echo(f"error: {DiskError.from_os(exc)}", err=True)
         sys.exit(EXIT_ERROR)
+    except RuntimeError as exc:
+        # Python 3.11's Path.resolve() reports a symlink that leads back to itself this way
+        # (3.13: OSError ELOOP): the world's, wherever a path met it.
+        loop = re.match(r"Symlink loop from '(.*)'$", str(exc))
+        if loop is None:
+            _internal_error()
+        else:
+            click.echo(f"error: {loop[1]}: a symlink loop (a link that leads back to itself); remove it or "
+                       "point it at a file, and run the command again", err=True)
+        sys.exit(EXIT_ERROR if loop is not None else EXIT_INTERNAL)
     except Exception:  # noqa: BLE001 - the boundary for bugs: log, don't dump on the user
-        import tempfile
-        import traceback
-
-        fd, log = tempfile.mkstemp(prefix="sparkspec-crash-", suffix=".log")
-        with os.fdopen(fd, "w") as stream:
-            traceback.print_exc(file=stream)
-        click.echo(f"sparkspec: internal error; details in {log}. Please report it.", err=True)
+        _internal_error()
         sys.exit(EXIT_INTERNAL)
+
+
+def _internal_error() -> None:
+    """The exception being handled, a bug of sparkspec's: its traceback to a log file, one
+    line to the user."""
+    import tempfile
+    import traceback
+
+    fd, log = tempfile.mkstemp(prefix="sparkspec-crash-", suffix=".log")
+    with os.fdopen(fd, "w") as stream:
+        traceback.print_exc(file=stream)
+    click.echo(f"sparkspec: internal error; details in {log}. Please report it.", err=True)

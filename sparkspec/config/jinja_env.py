@@ -12,6 +12,7 @@ text and `{{ name }}` prompts never do.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import keyword
@@ -64,12 +65,31 @@ class TemplateProblem(Exception):
         self.line = line
 
 
+def symlink_loop(root: Path, relative: str) -> bool:
+    """`relative` under `root` is (or passes through) a symlink that leads back to itself."""
+    if not relative or "\0" in relative:
+        return False
+    try:
+        (root / relative).resolve()
+    except RuntimeError:  # Python 3.11's word for it (3.13: OSError ELOOP)
+        return True
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
+LOOP = " (it is a symlink loop: a link that leads back to itself)"
+
+
 def inside(root: Path, relative: str) -> Path | None:
     """`relative` resolved under `root`, or None when it leaves it (symlinks included), or
     names no file at all (a NUL character, from a variable: the spec's own are reported)."""
     if not relative or "\0" in relative or Path(relative).is_absolute():
         return None
-    candidate = (root / relative).resolve()
+    try:
+        candidate = (root / relative).resolve()
+    except (RuntimeError, OSError):  # a symlink loop (Python 3.11 raises RuntimeError): no file
+        return None
     if candidate != root and root not in candidate.parents:
         return None
     return candidate

@@ -29,7 +29,7 @@ from sparkspec.config.model import (
     Scene,
     SequenceSpec,
 )
-from sparkspec.config.jinja_env import Templates, inside
+from sparkspec.config.jinja_env import LOOP, Templates, inside, symlink_loop
 from sparkspec.config.scene_templates import TemplatedFields, merge_variables, scene_variables
 from sparkspec.config.values import (
     SCENE_ID,
@@ -172,7 +172,8 @@ class _Resolver:
         output_dir = typed(data, "output_dir", str, "renders")
         if inside(self.root, output_dir) is None:
             what = f"{output_dir!r}" if "output_dir" in data else f"the output folder {output_dir!r} (output_dir's default)"
-            link = " (it is a symlink that leads outside)" if (self.root / output_dir).is_symlink() else ""
+            link = LOOP if symlink_loop(self.root, output_dir) else \
+                " (it is a symlink that leads outside)" if (self.root / output_dir).is_symlink() else ""
             self.report(("output_dir",), f"{what} must be a folder inside the project{link}")
         else:  # one spelling of the folder, so the lock's paths compare as strings
             output_dir = posixpath.normpath(output_dir)

@@ -16,7 +16,7 @@ from typing import Any
 from sparkspec.diagnostics import Diagnostic
 from sparkspec.config import images
 from sparkspec.config.model import ImageRef
-from sparkspec.config.jinja_env import Templates, TemplateProblem, inside
+from sparkspec.config.jinja_env import LOOP, Templates, TemplateProblem, inside, symlink_loop
 from sparkspec.config.values import as_mapping
 from sparkspec.config.yamlsource import Document, Path as KeyPath, dotted, load_yaml
 
@@ -108,7 +108,8 @@ class TemplatedFields:
             elif isinstance(file, str):
                 if inside(self.root, file) is None:
                     self.report(path + ("prompt_file",), f"{file!r} must be a file inside the project folder"
-                                + (", given relative to the spec's folder" if file.startswith("/") else ""))
+                                + (", given relative to the spec's folder" if file.startswith("/") else
+                                   LOOP if symlink_loop(self.root, file) else ""))
                     return None
                 text = self.templates.render_file(file, context)
             else:
@@ -193,7 +194,8 @@ class TemplatedFields:
             path = inside(self.root, text)
             if path is None:
                 return f"{text!r} must be a file inside the project folder" + (
-                    ", given relative to the spec's folder" if text.startswith("/") else "")
+                    ", given relative to the spec's folder" if text.startswith("/") else
+                    LOOP if symlink_loop(self.root, text) else "")
             info = images.inspect_file(path)
             return ImageRef(text, path=path, width=info.width, height=info.height)
         except images.ImageProblem as problem:

@@ -26,7 +26,8 @@ from sparkspec.state.lockfile import FileRecord, Lock
 RESTORE_OR_DELETE = "restore it from git, or delete it to plan afresh (the cache keeps what was rendered)"
 LEAVES_PROJECT = "leaves the project folder (through a symlink)"
 LEAVES_FOLDER = "is a symlink leaving its folder"
-ON_DISK = (LEAVES_PROJECT, LEAVES_FOLDER)  # problems of what stands on disk, not of the lock's text
+SYMLINK_LOOP = "is a symlink loop (a link that leads back to itself)"
+ON_DISK = (LEAVES_PROJECT, LEAVES_FOLDER, SYMLINK_LOOP)  # problems of what stands on disk, not of the lock's text
 
 
 def check_lock_paths(lock: Lock, lock_name: str, root: Path) -> None:
@@ -88,15 +89,18 @@ def _problem(path: str, file_names: tuple[str, ...], root: Path, real_root: Path
         return f"is not the output sparkspec writes there (expected .../{' or '.join(file_names)})"
     name = "/".join(parts[:-1])
     folder = folders.get(name)
-    if folder is None:
-        folder = folders[name] = (root / name).resolve() if name else real_root
-    if folder != real_root and real_root not in folder.parents:
-        return LEAVES_PROJECT
-    target = root / path
-    if os.path.islink(target):
-        resolved = target.resolve()
-        if folder not in resolved.parents:
-            return LEAVES_FOLDER
+    try:
+        if folder is None:
+            folder = folders[name] = (root / name).resolve() if name else real_root
+        if folder != real_root and real_root not in folder.parents:
+            return LEAVES_PROJECT
+        target = root / path
+        if os.path.islink(target):
+            resolved = target.resolve()
+            if folder not in resolved.parents:
+                return LEAVES_FOLDER
+    except RuntimeError:  # Python 3.11's word for a symlink loop
+        return SYMLINK_LOOP
     return None
 
 

@@ -132,3 +132,23 @@ def test_a_var_shadowed_wherever_it_is_read_is_a_warning_though_other_scenes_set
     assert result.err.splitlines() == [
         "--var:1:1: warning: 'who' is set in the vars or matrix of every scene whose template reads it, "
         "so this value reaches no template"]
+
+
+@pytest.mark.parametrize("where", ["output_dir", "prompt_file", "include", "lock_path"])
+def test_a_symlink_loop_is_the_worlds_error_in_one_line(cli: Cli, tmp_path: Path, where: str) -> None:
+    """Python 3.11 reports a link that leads back to itself as a RuntimeError: it was exit 3."""
+    (tmp_path / "p.txt").write_text('a cup {% include "inc.txt" %}' if where == "include" else "a cup")
+    (tmp_path / "project.spark.yaml").write_text(
+        "version: 1\nprovider: {type: local}\ndefaults: {resolution: 480p, frames: 29}\n"
+        "scenes:\n  a: {prompt_file: p.txt}\n")
+    if where == "lock_path":
+        assert cli("apply", "--auto-approve", cwd=tmp_path).code == 0
+        (tmp_path / "renders" / "a.mp4").unlink()
+    link = {"output_dir": "renders", "prompt_file": "p.txt", "include": "inc.txt", "lock_path": "renders/a.mp4"}[where]
+    if where == "prompt_file":
+        (tmp_path / "p.txt").unlink()
+    (tmp_path / link).symlink_to(Path(link).name)
+    result = cli("plan", cwd=tmp_path)
+    assert result.code == 1, result.out + result.err
+    [line] = result.err.splitlines()
+    assert "symlink loop" in line and "internal error" not in line, line
