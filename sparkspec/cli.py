@@ -383,11 +383,34 @@ def run() -> None:
     from sparkspec.leanimports import skip_unused
 
     skip_unused()
+    closed = _stand_in_for_closed_streams()
     try:
         main()
     except SystemExit as exc:
-        _exit(exc.code)
-    _exit(0)
+        _exit(_closed_output(exc.code) if closed else exc.code)
+    _exit(_closed_output(0) if closed else 0)
+
+
+def _stand_in_for_closed_streams() -> bool:
+    """A standard stream closed before sparkspec started (`sparkspec plan >&-`) is None in
+    Python: /dev/null stands in, so the command runs (an apply's renders are recorded) instead
+    of failing on its first line of output. Whether standard output was closed."""
+    closed = sys.stdout is None
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115 - for the process's life
+    return closed
+
+
+def _closed_output(status: str | int | None) -> str | int | None:
+    """The exit status of a command whose standard output was closed from the start: an error,
+    said once, as when its reader goes away midway."""
+    try:
+        click.echo("error: standard output is closed, so nothing sparkspec printed was seen (the command "
+                   "itself ran)", err=True)
+    except OSError:
+        pass
+    return status if status not in (None, 0) else EXIT_ERROR
 
 
 def _output_closed() -> None:
@@ -400,6 +423,36 @@ def _output_closed() -> None:
         click.echo("error: the output was closed before sparkspec finished (its reader exited)", err=True)
     except OSError:
         pass
+
+
+def _output_fails() -> bool:
+    """Standard output cannot take what is waiting for it; if so it points at /dev/null from
+    here on, so that the way out does not fail on it again."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        from sparkspec.apply.progress import silence
+
+        silence(sys.stdout)
+        return True
+    return False
+
+
+def _raised_writing_output(exc: BaseException) -> bool:
+    """`exc` came from printing (click's echo, rich, a progress line): unbuffered output
+    (PYTHONUNBUFFERED) fails as it is written, and leaves nothing for `_output_fails` to find."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    module = str(tb.tb_frame.f_globals.get("__name__", ""))
+    if module.startswith(("click.", "rich.")) or module == "sparkspec.apply.progress":
+        from sparkspec.apply.progress import silence
+
+        silence(sys.stdout)
+        return True
+    return False
 
 
 def _exit(status: str | int | None) -> NoReturn:
@@ -431,9 +484,15 @@ def _exit(status: str | int | None) -> NoReturn:
     except BrokenPipeError:  # `sparkspec plan | head`: what was printed last never reached its reader
         _output_closed()
         status = EXIT_ERROR
-    except (OSError, ValueError):  # another failure: the interpreter's exit reports it, as before
-        if not abandoned:
-            raise SystemExit(status) from None
+    except (OSError, ValueError) as exc:  # a full disk, a file size limit: said in one line
+        from sparkspec.apply.progress import silence
+
+        silence(sys.stdout)
+        try:
+            click.echo(f"error: cannot write the output: {getattr(exc, 'strerror', None) or exc}", err=True)
+        except (OSError, ValueError):
+            pass
+        status = EXIT_ERROR
     if status is not None and not isinstance(status, int):
         print(status, file=sys.stderr)  # as the interpreter does with sys.exit("message")
     atexit._run_exitfuncs()
@@ -489,7 +548,11 @@ def main() -> None:
     except OSError as exc:  # the world's fault (a full disk, a read-only folder), not a bug
         from sparkspec.errors import DiskError
 
-        click.echo(f"error: {DiskError.from_os(exc)}", err=True)
+        if exc.filename is None and (_output_fails() or _raised_writing_output(exc)):
+            # Standard output on a full disk, or past `ulimit -f`.
+            click.echo(f"error: cannot write the output: {exc.strerror or exc}", err=True)
+        else:
+            click.echo(f"error: {DiskError.from_os(exc)}", err=True)
         sys.exit(EXIT_ERROR)
     except RuntimeError as exc:
         # Python 3.11's Path.resolve() reports a symlink that leads back to itself this way

@@ -194,6 +194,35 @@ def test_a_command_whose_reader_is_gone_says_so_and_exits_1(tmp_path: Path, comm
     assert proc.stderr.strip() == "error: the output was closed before sparkspec finished (its reader exited)"
 
 
+@pytest.mark.parametrize("command", [("show",), ("plan",), ("validate",), ("apply", "--auto-approve")])
+@pytest.mark.parametrize("output", ["closed", "/dev/full"])
+def test_standard_output_closed_or_on_a_full_disk_is_one_line_and_exit_1(tmp_path: Path, command: tuple[str, ...],
+                                                                        output: str) -> None:
+    """`sparkspec plan >&-` printed a traceback (sys.stdout is None), and `>/dev/full` Python's
+    "Exception ignored" lines and exit 120."""
+    import subprocess
+
+    from cli_runner import cli_command
+
+    (tmp_path / "project.spark.yaml").write_text(
+        'version: 1\nprovider: {type: local}\ndefaults: {resolution: 480p, frames: 29}\nscenes:\n  a: {prompt: "x"}\n')
+    if output == "closed":
+        proc = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", *cli_command(*command)], cwd=tmp_path,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+        said = "error: standard output is closed, so nothing sparkspec printed was seen (the command itself ran)"
+    else:
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run(cli_command(*command), cwd=tmp_path, stdout=full, stderr=subprocess.PIPE,
+                                  text=True, timeout=120)
+        said = "error: cannot write the output: No space left on device"
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1:] == [said], proc.stderr
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+    if command[0] == "apply" and output == "closed":  # the command itself ran: its render is recorded
+        assert (tmp_path / "renders" / "a.mp4").exists() and "a" in json.loads(
+            (tmp_path / "project.spark.lock").read_text())["scenes"]
+
+
 @pytest.mark.parametrize("args, message", [
     (("validate", "somedir"), "error: Invalid value for '[FILES]...': File 'somedir' is a directory. "
                               "(see `sparkspec validate --help`)"),
