@@ -441,8 +441,9 @@ class Engine:
             record = await self.install(scene, change.take, cached)
         except (SparkspecError, OSError) as exc:
             message = str(DiskError.from_os(exc, self.project.root) if isinstance(exc, OSError) else exc)
-            raise SceneFailed(f"{message} (the render, {cached.tokens:,} tokens, is paid for and kept in the "
-                              "cache: the next apply puts it in place at no new cost)") from None
+            raise SceneFailed(f"{message} (the render, {cached.tokens:,} tokens, is paid for: the next apply "
+                              "puts it in place at no new cost, from the cache, or from its task again if the "
+                              "cache lost it)") from None
         self.result.completed.append(change.render)
         self.emit({"event": "completed", "scene": change.render, "key": key.hex, "task_id": cached.task_id,
                    "tokens": cached.tokens})

@@ -153,13 +153,19 @@ class TaskRunner:
         paid, self.uncommitted_paid = self.uncommitted_paid, False
 
         def commit() -> None:
-            if batch:
+            # A render whose blob has gone since it was delivered (the cache folder deleted
+            # during the apply) is not indexed, and its task stays journalled: the next apply
+            # collects it again at no new cost, where an index entry naming nothing would have
+            # dropped the task and left the render to be paid for again.
+            kept = [r for r in batch if self.cache.has_blob(r.video_sha256, r.video_bytes)
+                    and self.cache.has_blob(r.last_frame_sha256, r.last_frame_bytes)]
+            if kept:
                 try:
-                    self.cache.record_many(batch)
+                    self.cache.record_many(kept)
                 except BaseException:
-                    self.not_indexed.append(batch)  # their tasks stay in the journal meanwhile
+                    self.not_indexed.append(kept)  # their tasks stay in the journal meanwhile
                     raise
-                self.journal.forget_many([r.key for r in batch])
+                self.journal.forget_many([r.key for r in kept])
         return commit, paid
 
     @property

@@ -136,3 +136,46 @@ def test_an_index_value_naming_a_class_is_absent_and_never_run(tmp_path: Path, r
     finally:
         (tmp_path / "cache" / "index").chmod(0o755)
     assert not marker.exists()
+
+
+def test_a_render_whose_blob_went_before_the_index_commit_keeps_its_task_journalled(tmp_path: Path) -> None:
+    """The cache folder deleted while the apply ran: indexing the render dropped its task from
+    the journal, the index named files that were gone, and the next apply paid for it again."""
+    import hashlib
+    import random
+    import time
+
+    from sparkspec.apply.tasks import TaskRunner
+    from sparkspec.config.model import PollConfig
+    from sparkspec.state.journal import Journal
+
+    cache, journal = Cache(tmp_path / "cache"), Journal(tmp_path / "journal")
+    renders = []
+    for name in ("kept", "gone"):
+        blobs = {}
+        for part in ("video", "frame"):
+            data = f"{name} {part}".encode()
+            sha = hashlib.sha256(data).hexdigest()
+            (tmp_path / "part").write_bytes(data)
+            cache.put_blob(tmp_path / "part", sha)
+            blobs[part] = (sha, len(data))
+        key = hashlib.sha256(name.encode()).hexdigest()
+        renders.append(CachedRender(key=key, provider="spark", model="m", task_id=f"t-{name}", seed=1, tokens=1,
+                                    video_sha256=blobs["video"][0], video_bytes=blobs["video"][1],
+                                    last_frame_sha256=blobs["frame"][0], last_frame_bytes=blobs["frame"][1],
+                                    inputs={}))
+        journal.record(key, name, "spark", f"t-{name}", 3600)
+
+    async def no_sleep(seconds: float) -> None:
+        pass
+
+    runner = TaskRunner(None, journal, cache, lambda event: None, no_sleep, random.Random(0), time.time,
+                        time.monotonic, PollConfig(1.0, 2.0), tmp_path / "tmp", 1)
+    runner.uncommitted = list(renders)
+    cache.blob_path(renders[1].video_sha256).unlink()
+    commit, _ = runner.take_commit()
+    commit()
+    assert cache.entry(renders[0].key) == renders[0] and journal.get(renders[0].key) is None
+    assert cache.entry(renders[1].key) is None
+    gone = journal.get(renders[1].key)
+    assert gone is not None and gone.task_id == "t-gone"
