@@ -119,10 +119,11 @@ def test_fail_fast_stops_submitting_after_any_failure_not_only_the_providers(tmp
         + "".join(f"  {name}: {{prompt: scene {name}}}\n" for name in "abcde"))
     (tmp_path / "renders/a.mp4").mkdir(parents=True)
     result, provider, _ = run(tmp_path, set(), fail_fast=True)
-    assert provider.submitted[0] == "a" and len(provider.submitted) <= 2
+    # b's render may finish, and c be submitted, before a's install fails on a loaded machine.
+    assert provider.submitted[0] == "a" and len(provider.submitted) <= 3
     assert set(result.failed) == {"a"} and "is paid for" in result.failed["a"]
     skipped = [name for name, reason in result.skipped.items() if reason == "--fail-fast: a failed"]
-    assert len(skipped) >= 3 and not set(skipped) & set(provider.submitted)
+    assert len(skipped) >= 2 and not set(skipped) & set(provider.submitted)
 
 
 @pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
