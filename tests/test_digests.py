@@ -1,11 +1,12 @@
 """The digest memo: an unchanged file is hashed once, across processes' worth of instances;
-any change of size, mtime or inode makes it read the file again."""
+any change of size, ctime or inode makes it read the file again, an mtime put back too."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,22 @@ def test_a_changed_size_mtime_or_inode_is_read_again(tmp_path: Path, reads: list
     os.replace(replacement, image)  # same size and mtime, another inode
     assert m.sha256(image) == hashlib.sha256(b"three").hexdigest()
     assert len(reads) == 4
+
+
+def test_an_edit_whose_mtime_was_put_back_is_read_again(tmp_path: Path, reads: list[Path]) -> None:
+    """`touch -r` (or a tool that keeps timestamps) after an edit of the same size: the mtime
+    says nothing changed; the inode's ctime, which only the kernel sets, does."""
+    video = tmp_path / "intro.mp4"
+    video.write_bytes(b"sparkspec's bytes")
+    m = memo(tmp_path)
+    assert m.sha256(video) == hashlib.sha256(b"sparkspec's bytes").hexdigest()
+    before = video.stat()
+    time.sleep(0.01)  # a ctime tick apart
+    video.write_bytes(b"the user's bytes!")
+    os.utime(video, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert video.stat().st_mtime_ns == before.st_mtime_ns and video.stat().st_size == before.st_size
+    assert m.sha256(video) == hashlib.sha256(b"the user's bytes!").hexdigest()
+    assert reads == [video, video]
 
 
 def test_a_missing_file_has_no_digest(tmp_path: Path) -> None:

@@ -1,4 +1,8 @@
-"""File digests remembered by (size, mtime_ns, inode), so unchanged files are not read again.
+"""File digests remembered by (size, ctime_ns, inode), so unchanged files are not read again.
+
+The inode's change time, not the modification time: a write sets both, but `touch -r` or a
+tool that keeps timestamps can put the mtime back, while nothing but the kernel sets the
+ctime. A file edited so was vouched for, and `delete` removed a user's edit as sparkspec's.
 
 Used for first-frame images and for the outputs in renders/, whose bytes plan
 must vouch for on every run. The memo lives in the project's .sparkspec/.
@@ -65,7 +69,7 @@ class DigestMemo:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             return None
-        stamp: list[int | str] = [st.st_size, st.st_mtime_ns, st.st_ino]
+        stamp: list[int | str] = [st.st_size, st.st_ctime_ns, st.st_ino]
         entry = self.entries.get(name)
         if entry is not None and entry[:3] == stamp:
             return str(entry[3])
@@ -77,7 +81,7 @@ class DigestMemo:
     def remember(self, path: Path, digest: str) -> None:
         """Record a digest the caller just computed while writing the file."""
         st = os.stat(path)
-        self.entries[self._name(path)] = [st.st_size, st.st_mtime_ns, st.st_ino, digest]
+        self.entries[self._name(path)] = [st.st_size, st.st_ctime_ns, st.st_ino, digest]
         self.dirty = True
 
     def save(self) -> None:
