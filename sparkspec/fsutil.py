@@ -14,8 +14,10 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
+from typing import BinaryIO
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -155,9 +157,36 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+NOT_A_FILE = "not a regular file (a FIFO, a socket or a device)"
+
+
+def open_regular(path: Path | str) -> BinaryIO:
+    """`path` opened for reading, if it is a regular file: a FIFO, a socket or a device where
+    sparkspec expects a file (a spec, a lock, an output) is an OSError (ENXIO), not a read that
+    waits for a writer that never comes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:  # ENXIO: a FIFO nobody writes to, a device without its driver
+            raise
+        fd = -1
+    if fd < 0 or not stat.S_ISREG(os.fstat(fd).st_mode):
+        if fd >= 0:
+            os.close(fd)
+        raise OSError(errno.ENXIO, NOT_A_FILE, str(path))
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_regular(path: Path | str) -> bytes:
+    """The bytes of the regular file `path` (see `open_regular`)."""
+    with open_regular(path) as stream:
+        return stream.read()
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as stream:
+    with open_regular(path) as stream:
         while chunk := stream.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()

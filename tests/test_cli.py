@@ -298,3 +298,30 @@ def test_a_file_on_the_way_to_a_nested_output_dir_stops_apply_before_it_renders(
         f"error: {tmp_path / 'out'}: a file stands where sparkspec keeps the outputs (output_dir); move it away "
         "and run apply again\n"), result.stderr
     assert not (tmp_path / ".sparkspec" / "local").exists()  # nothing rendered
+
+
+@pytest.mark.parametrize("where", ["renders/a.mp4", "recorded", "project.spark.lock", ".sparkspec/digests.json",
+                                   "p.txt"])
+def test_a_fifo_where_a_file_goes_is_an_error_not_a_hang(tmp_path: Path, where: str) -> None:
+    """Reading a FIFO waits for a writer: plan and apply hung (and Ctrl-C could not stop a
+    worker thread stuck in its open)."""
+    import os
+
+    (tmp_path / "p.txt").write_text("a cup")
+    (tmp_path / "project.spark.yaml").write_text(
+        "version: 1\nprovider: {type: local}\ndefaults: {resolution: 480p, frames: 29}\nscenes:\n  a: {prompt_file: p.txt}\n")
+    if where in ("recorded", ".sparkspec/digests.json"):
+        assert run_cli("apply", "--auto-approve", cwd=tmp_path, timeout=120).code == 0
+    path = tmp_path / ("renders/a.mp4" if where == "recorded" else where)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+    for command in (("plan",), ("apply", "--auto-approve")):
+        result = run_cli(*command, cwd=tmp_path, timeout=60)
+        # A memo it cannot read is rebuilt; a plan does not look where a new render goes.
+        if where == ".sparkspec/digests.json" or (where == "renders/a.mp4" and command == ("plan",)):
+            assert result.code == 0, result.err
+            continue
+        assert result.code == 1, (command, result.out, result.err)
+        assert "not a regular file" in result.err or "a FIFO, a socket or a device" in result.err, result.err
+    assert not (tmp_path / "renders" / "a.mp4").is_file() or where == ".sparkspec/digests.json"

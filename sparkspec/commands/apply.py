@@ -124,9 +124,13 @@ def _check_outputs(workspace: Workspace, plan: Plan) -> None:
         scene = project.scenes.get(change.id)
         paths = output_paths(project, change.id, change.take, scene.pick) if scene is not None else ()
         for rel in paths:
-            if (project.root / rel).is_dir():
-                raise DiskError(f"{project.root / rel}: a folder stands where {change.address}'s output goes; "
+            target = project.root / rel
+            if target.is_dir():
+                raise DiskError(f"{target}: a folder stands where {change.address}'s output goes; "
                                 "move it away and run apply again")
+            if target.exists() and not target.is_file():
+                raise DiskError(f"{target}: a FIFO, a socket or a device stands where {change.address}'s output "
+                                "goes; remove it and run apply again")
 
 
 def _remove_left_behind(workspace: Workspace) -> None:

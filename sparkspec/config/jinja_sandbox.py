@@ -16,6 +16,7 @@ from jinja2.compiler import CodeGenerator, Frame
 from jinja2.sandbox import SandboxedEnvironment
 
 from sparkspec.config.jinja_env import LOOP, NoValue, inside, symlink_loop
+from sparkspec.fsutil import read_regular
 
 
 def environment(root: Path) -> BoundedEnvironment:
@@ -103,7 +104,7 @@ class ProjectLoader(jinja2.BaseLoader):
             shown = template.replace("\0", "\\0")
             raise jinja2.TemplateNotFound(f"{shown} ({where})")
         try:
-            source = path.read_text(encoding="utf-8-sig")  # a BOM (Notepad) is no part of the prompt
+            source = read_regular(path).decode("utf-8-sig")  # a BOM (Notepad) is no part of the prompt
         except (OSError, UnicodeDecodeError) as exc:
             raise jinja2.TemplateNotFound(f"{template} ({_reason(exc)})") from None
         mtime = path.stat().st_mtime_ns

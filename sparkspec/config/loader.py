@@ -15,6 +15,7 @@ from typing import Any
 
 from sparkspec import apifacts, graph
 from sparkspec.diagnostics import Diagnostic, Severity, has_errors
+from sparkspec.fsutil import read_regular
 from sparkspec.errors import SparkspecError, SpecError
 from sparkspec.config import schema
 from sparkspec.config.model import (
@@ -103,7 +104,7 @@ def load_project(spec_path: Path, options: LoadOptions = LoadOptions(),
     """Load, validate and resolve a spec. Raises SpecError with every diagnostic."""
     display = display or str(spec_path)
     try:
-        raw = spec_path.read_bytes()
+        raw = read_regular(spec_path)
     except FileNotFoundError:
         raise SparkspecError(missing_spec(spec_path, display)) from None
     except OSError as exc:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sparkspec.diagnostics import Diagnostic
+from sparkspec.fsutil import read_regular
 from sparkspec.config import images
 from sparkspec.config.model import ImageRef
 from sparkspec.config.jinja_env import LOOP, Templates, TemplateProblem, inside, symlink_loop
@@ -32,7 +33,7 @@ def merge_variables(spec_vars: Any, var_files: Sequence[str], assignments: Seque
     for name in var_files:
         path = Path(name)
         try:
-            text = path.read_text(encoding="utf-8-sig")
+            text = read_regular(path).decode("utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             reason = "no such file" if isinstance(exc, FileNotFoundError) else "cannot read it"
             problems.append(Diagnostic(name, 1, 1, "error", "", f"--var-file: {reason}"))

@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from sparkspec.fsutil import atomic_write_text, sha256_file
+from sparkspec.fsutil import atomic_write_text, read_regular, sha256_file
 from sparkspec.jsontext import load_json
 
 MEMO_NAME = "digests.json"
@@ -35,7 +35,7 @@ class DigestMemo:
     def entries(self) -> dict[str, list[int | str]]:
         if self._entries is None:
             try:
-                loaded = load_json(self.path.read_text(encoding="utf-8"))
+                loaded = load_json(read_regular(self.path).decode("utf-8"))
             except (OSError, ValueError):
                 loaded = None
             # A damaged memo (cut short, hand-edited, from another version) is rebuilt: entries

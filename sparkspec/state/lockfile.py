@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from sparkspec.diagnostics import conflict_marker_line
 from sparkspec.errors import StatePathError
-from sparkspec.fsutil import atomic_write_text
+from sparkspec.fsutil import atomic_write_text, read_regular
 from sparkspec.jsontext import load_json
 
 LOCK_VERSION = 1
@@ -164,7 +164,7 @@ def lock_path(spec_path: Path) -> Path:
 def read_lock(path: Path) -> tuple[Lock, str]:
     """The lock and its text (empty when there is no lock yet)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path).decode("utf-8")
     except FileNotFoundError:
         return Lock(), ""
     except (OSError, UnicodeDecodeError) as exc:
