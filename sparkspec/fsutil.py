@@ -170,9 +170,12 @@ def open_regular(path: Path | str) -> BinaryIO:
         if exc.errno != errno.ENXIO:  # ENXIO: a FIFO nobody writes to, a device without its driver
             raise
         fd = -1
-    if fd < 0 or not stat.S_ISREG(os.fstat(fd).st_mode):
+    mode = os.fstat(fd).st_mode if fd >= 0 else 0
+    if not stat.S_ISREG(mode):
         if fd >= 0:
             os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
         raise OSError(errno.ENXIO, NOT_A_FILE, str(path))
     os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
