@@ -325,3 +325,18 @@ def test_a_fifo_where_a_file_goes_is_an_error_not_a_hang(tmp_path: Path, where: 
         assert result.code == 1, (command, result.out, result.err)
         assert "not a regular file" in result.err or "a FIFO, a socket or a device" in result.err, result.err
     assert not (tmp_path / "renders" / "a.mp4").is_file() or where == ".sparkspec/digests.json"
+
+
+def test_a_review_page_that_cannot_be_written_fails_the_apply_and_the_next_one_writes_it(tmp_path: Path) -> None:
+    """A folder where renders/index.html goes (or a full disk) was a warning and exit 0."""
+    (tmp_path / "project.spark.yaml").write_text(
+        'version: 1\nprovider: {type: local}\ndefaults: {resolution: 480p, frames: 29}\nscenes:\n  a: {prompt: "x"}\n')
+    (tmp_path / "renders" / "index.html").mkdir(parents=True)
+    failed = run_cli("apply", "--auto-approve", cwd=tmp_path, timeout=120)
+    assert failed.code == 1, failed.err
+    assert "cannot write the review page" in failed.err and "the renders and the lock are fine" in failed.err
+    assert "a" in json.loads((tmp_path / "project.spark.lock").read_text())["scenes"]
+    (tmp_path / "renders" / "index.html").rmdir()
+    again = run_cli("apply", "--auto-approve", cwd=tmp_path, timeout=120)
+    assert again.code == 0, again.err
+    assert (tmp_path / "renders" / "index.html").is_file()

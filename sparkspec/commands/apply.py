@@ -79,7 +79,7 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
             check_plan(budget, plan)
             _check_outputs(workspace, plan)
             if not plan.has_changes:
-                _review(workspace, None, refresh=True)
+                page = _review(workspace, None, refresh=True)
                 if workspace.remote is not None:  # uploads an earlier apply could not make
                     from sparkspec.remote.applying import RemoteApply
 
@@ -88,10 +88,10 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
                     if workspace.remote.writable and workspace.remote.queue.root_pending():
                         _register_root(workspace)  # an earlier apply uploaded, then was cut short
                 if as_json:
-                    JsonReporter(stdout)({"event": "done", "ok": True, "completed": 0, "failed": 0,
+                    JsonReporter(stdout)({"event": "done", "ok": page, "completed": 0, "failed": 0,
                                           "skipped": 0, "reused": 0, "restored": 0, "pulled": 0,
                                           "deleted": 0, "stitched": 0, "tokens": 0})
-                return EXIT_OK
+                return EXIT_OK if page else EXIT_FAILED
             # A saved plan was reviewed when it was made, as in terraform.
             if saved is None and not auto_approve:
                 _confirm(stdin)
@@ -282,8 +282,8 @@ def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parall
         click.echo("warning: the output was closed during the apply (its reader exited); the apply went on to "
                    "the end without printing, and `sparkspec show` or `plan` tells where things stand", err=True)
     strips = {**engine.runner.strips, **(engine.remote.strips if engine.remote is not None else {})}
-    _review(workspace, previous, known=engine.sheet, not_rendered={**result.skipped, **result.failed},
-            strips=strips)
+    page = _review(workspace, previous, known=engine.sheet, not_rendered={**result.skipped, **result.failed},
+                   strips=strips)
     _left_in_old_folders(workspace, previous)
     if engine.remote is not None and (engine.remote.pushed or engine.remote.remote.queue.root_pending()):
         _register_root(workspace)
@@ -305,16 +305,19 @@ def _execute(workspace: Workspace, plan: Plan, provider: Provider | None, parall
                            "at no new cost): " + ", ".join(running), err=True)
         return EXIT_INTERRUPTED
     # Failures were reported as they happened, once each.
-    return EXIT_OK if result.ok else EXIT_FAILED
+    return EXIT_OK if result.ok and page else EXIT_FAILED
 
 
 def _review(workspace: Workspace, previous: Lock | None, refresh: bool = False,
             known: KnownSheet | None = None, not_rendered: Mapping[str, str] | None = None,
-            strips: Mapping[str, Strip] | None = None) -> None:
-    """renders/index.html and contact.png; a page that cannot be written is a warning, not a
-    failed apply: the renders and the lock are in place. `known`: a teammate's contact sheet
-    (used when it is the one this lock shows); one decoded here goes to a writable remote.
-    `strips`: the contact sheet's strips the apply made as it fetched."""
+            strips: Mapping[str, Strip] | None = None) -> bool:
+    """renders/index.html and contact.png; False when the page could not be written (said
+    here, on stderr): the apply then exits 1, though its renders and the lock are in place
+    (a full disk, a folder where the page goes: the world's errors fail the command).
+    `known`: a teammate's contact sheet (used when it is the one this lock shows); one decoded
+    here goes to a writable remote. `strips`: the contact sheet's strips the apply made as it
+    fetched."""
+    from sparkspec.errors import MediaError
     from sparkspec.review import write_review
     from sparkspec.review.contact import SHEET
 
@@ -327,18 +330,22 @@ def _review(workspace: Workspace, previous: Lock | None, refresh: bool = False,
             # contact sheet only when it is not the one recorded for this lock.
             written = write_review(workspace, None, contact_sheet=not _sheet_is_current(workspace))
             if output / SHEET not in written:
-                return
+                return True
         else:
             write_review(workspace, previous, known=known, not_rendered=not_rendered, strips=strips)
-    except SparkspecError as exc:
+    except MediaError as exc:  # a clip not there yet (a targeted apply on a clone), one that does not decode
         click.echo(f"warning: {exc}", err=True)
-        return
+        return True
+    except SparkspecError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return False
     if workspace.remote is not None and workspace.remote.writable:
         from sparkspec.commands.push import NOT_PUSHED, push_sheet
 
         note = push_sheet(workspace, workspace.remote, fetched=known)
         if note is not None and note.startswith(NOT_PUSHED):
             click.echo(f"warning: {note}", err=True)
+    return True
 
 
 def _left_in_old_folders(workspace: Workspace, previous: Lock) -> None:
