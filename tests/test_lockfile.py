@@ -113,3 +113,12 @@ def test_a_malformed_entry_is_named_in_words(tmp_path: Path, entry: object, said
     with pytest.raises(StatePathError) as raised:
         read_lock(path)
     assert f"the lock is malformed ({said}); restore it from git" in str(raised.value)
+
+
+def test_a_lock_an_editor_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Notepad and some Windows tools put one at the start: it was "not valid JSON"."""
+    path = tmp_path / "project.spark.lock"
+    lock = Lock()
+    write_lock(path, lock)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert read_lock(path)[0] == lock

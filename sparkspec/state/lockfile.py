@@ -164,7 +164,7 @@ def lock_path(spec_path: Path) -> Path:
 def read_lock(path: Path) -> tuple[Lock, str]:
     """The lock and its text (empty when there is no lock yet)."""
     try:
-        text = read_regular(path).decode("utf-8")
+        text = read_regular(path).decode("utf-8-sig")  # an editor's byte-order mark is no part of it
     except FileNotFoundError:
         return Lock(), ""
     except (OSError, UnicodeDecodeError) as exc:
