@@ -22,7 +22,7 @@ from sparkspec.state.lockfile import (
 )
 
 names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12)
-digests = st.text("0123456789abcdef", min_size=4, max_size=8)
+digests = st.text("0123456789abcdef", min_size=64, max_size=64)
 files = st.builds(FileRecord, path=names, sha256=digests, bytes=st.integers(0, 10**9))
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), names)
 scenes = st.builds(
@@ -122,3 +122,22 @@ def test_a_lock_an_editor_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -
     write_lock(path, lock)
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     assert read_lock(path)[0] == lock
+
+
+@pytest.mark.parametrize("field, value", [("bytes", "398428"), ("bytes", -5), ("bytes", 1e308), ("bytes", True),
+                                          ("sha256", "abc"), ("sha256", 7), ("path", 3)])
+def test_a_file_record_of_the_wrong_kind_makes_a_malformed_lock(tmp_path: Path, field: str, value: object) -> None:
+    """A size "398428" or 1e308 was taken as given: plan said No changes, and the lock no
+    longer described renders/."""
+    from sparkspec.errors import StatePathError
+
+    sha = "ab" * 32
+    record = {"path": "renders/a.mp4", "sha256": sha, "bytes": 10}
+    entry = {"key": sha, "provider": "local", "model": "m", "task_id": "t", "seed": 1, "tokens": 1, "inputs": {},
+             "video": dict(record, **{field: value}), "last_frame": dict(record, path="renders/a.last.png")}
+    path = tmp_path / "project.spark.lock"
+    path.write_text(json.dumps({"version": 1, "scenes": {"a": entry}}))
+    with pytest.raises(StatePathError, match="scenes.a has a field of the wrong type"):
+        read_lock(path)
+    path.write_text(json.dumps({"version": 1, "scenes": {"a": dict(entry, video=record)}}))
+    assert read_lock(path)[0].scenes["a"].video.bytes == 10

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -14,14 +15,19 @@ from sparkspec.state.lockfile import FileRecord, Lock, SceneRecord, SequenceReco
 from sparkspec.state.lockmerge import merge_locks
 
 
+def _hex(text: str) -> str:
+    """A sha256 of 64 hex digits, as a lock records one, standing for `text`."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def scene(key: str, name: str = "s") -> SceneRecord:
     return SceneRecord(key=key, provider="local", model="m", task_id=f"t-{key}", seed=1, tokens=10,
-                       video=FileRecord(f"renders/{name}.mp4", f"v{key}", 100),
-                       last_frame=FileRecord(f"renders/{name}.last.png", f"p{key}", 10))
+                       video=FileRecord(f"renders/{name}.mp4", _hex(f"v{key}"), 100),
+                       last_frame=FileRecord(f"renders/{name}.last.png", _hex(f"p{key}"), 10))
 
 
 def sequence(*members: str) -> SequenceRecord:
-    return SequenceRecord(tuple(members), FileRecord("renders/film.mp4", "f" + "".join(members), 5))
+    return SequenceRecord(tuple(members), FileRecord("renders/film.mp4", _hex("f" + "".join(members)), 5))
 
 
 def lock(**scenes: SceneRecord) -> Lock:

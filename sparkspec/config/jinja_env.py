@@ -166,9 +166,9 @@ class Templates:
                 continue
             try:
                 tree = self.env.parse(text)
-            except jinja2.TemplateSyntaxError:
+                names |= meta.find_undeclared_variables(tree)  # compiles: an unknown filter fails here
+            except jinja2.TemplateError:
                 return None
-            names |= meta.find_undeclared_variables(tree)
             for ref in meta.find_referenced_templates(tree):
                 if ref is None:
                     return None

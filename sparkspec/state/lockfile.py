@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,6 +39,9 @@ class _Fragment:
         return _dumps(self.to_json()).replace("\n", "\n    ")
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
 @dataclass(frozen=True)
 class FileRecord:
     path: str  # relative to the project folder, with forward slashes
@@ -49,7 +53,14 @@ class FileRecord:
 
     @staticmethod
     def from_json(raw: dict[str, Any]) -> FileRecord:
-        return FileRecord(str(raw["path"]), str(raw["sha256"]), int(raw["bytes"]))
+        """A file's record as the lock has it: a path, a sha256 of 64 hex digits, a size that is
+        a whole number of bytes (a size "398428", -5 or 1e308 was taken as given, and the lock
+        then no longer described renders/). ValueError otherwise."""
+        path, sha, size = raw["path"], raw["sha256"], raw["bytes"]
+        if not (isinstance(path, str) and isinstance(sha, str) and _SHA256.fullmatch(sha)
+                and type(size) is int and size >= 0):
+            raise ValueError("a file's path, sha256 or bytes is not of its kind")
+        return FileRecord(path, sha, size)
 
 
 @dataclass(frozen=True)

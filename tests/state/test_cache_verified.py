@@ -4,7 +4,6 @@ planned as `reuse` or `restore`; the scene renders instead."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -38,14 +37,20 @@ def lock(root: Path) -> dict[str, dict[str, dict[str, dict[str, str]]]]:
     return dict(json.loads((root / "project.spark.lock").read_text()))
 
 
-def damage(path: Path, keep_stamp: bool = False) -> None:
-    """Flip a byte in place; with `keep_stamp`, as bit rot would, leave size and mtime as they were."""
-    st = path.stat()
+def damage(path: Path, vouched_by: Path | None = None) -> None:
+    """Flip a byte in place. With `vouched_by` (the project), as bit rot would: no stamp of the
+    file tells (the digest memo, which stamps size, ctime and inode, still vouches for its old
+    digest; a write from user space always moves the ctime, so the memo is told here)."""
+    sha = __import__("hashlib").sha256(path.read_bytes()).hexdigest()
     data = bytearray(path.read_bytes())
     data[0] ^= 0xFF
     path.write_bytes(bytes(data))
-    if keep_stamp:
-        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    if vouched_by is not None:
+        memo = vouched_by / ".sparkspec" / "digests.json"
+        entries = json.loads(memo.read_text())
+        st = path.stat()
+        entries[str(path.relative_to(vouched_by))] = [st.st_size, st.st_ctime_ns, st.st_ino, sha]
+        memo.write_text(json.dumps(entries))
 
 
 @pytest.mark.parametrize("how", ["flipped", "truncated"])
@@ -78,7 +83,7 @@ def test_apply_checks_the_bytes_it_copies_even_when_the_memo_vouched(cli: Cli, t
     first = lock(tmp_path)["scenes"]["kite"]
     (tmp_path / "renders/kite.mp4").unlink()
     assert cli("plan", cwd=tmp_path).code == 0  # the memo now vouches for the blobs
-    damage(blob(tmp_path, first["video"]["sha256"]), keep_stamp=True)  # bit rot: no stamp changes
+    damage(blob(tmp_path, first["video"]["sha256"]), vouched_by=tmp_path)  # bit rot: no stamp changes
     failed = cli("apply", "--auto-approve", cwd=tmp_path)
     assert failed.code == 1
     assert "the cached copy of kite.mp4 is damaged and was dropped" in failed.err
