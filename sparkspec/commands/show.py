@@ -49,7 +49,7 @@ def show_lock(spec: Path, environ: Mapping[str, str] = os.environ) -> None:
             rows.append((*("" if row else sid, f"{number}{picked}")[:len(columns)],
                          record.provider, record.model, seed, f"{record.tokens:,}", record.video.path,
                          record.key[:12], record.task_id))
-    table = Table(title=str(path), title_justify="left")
+    table = Table()  # the title is a line of its own: rich pads a table's title to the table's width
     for column in names:
         table.add_column(column, justify="right" if column in ("seed", "tokens") else "left", no_wrap=True)
     for cells in rows:
@@ -60,6 +60,7 @@ def show_lock(spec: Path, environ: Mapping[str, str] = os.environ) -> None:
     console = Quiet(highlight=False, width=None if sys.stdout.isatty() else max(width, 80),
                     color_system=None if environ.get("NO_COLOR") else "auto")
     if width <= console.width:
+        console.print(str(path), markup=False)
         console.print(table)
     else:
         # Too wide for the window: a squeezed table cuts a token count to "19,8…" (read as another

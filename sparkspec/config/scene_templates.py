@@ -36,6 +36,8 @@ def merge_variables(spec_vars: Any, var_files: Sequence[str], assignments: Seque
             text = read_regular(path).decode("utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             reason = "no such file" if isinstance(exc, FileNotFoundError) else "cannot read it"
+            if not path.is_absolute():  # relative to the folder sparkspec runs in (-C moves it)
+                reason += f" (looked for {path.absolute()})"
             problems.append(Diagnostic(name, 1, 1, "error", "", f"--var-file: {reason}"))
             continue
         var_doc = load_yaml(text, name)
