@@ -104,6 +104,11 @@ def gc_lines(spec: Path, options: LoadOptions, remote: str | None, mode: str | N
     if report.broken_kept:
         lines.append(f"{report.broken_kept} broken entr{'y' if report.broken_kept == 1 else 'ies'} younger than the "
                      "grace period kept; a later gc removes them")
+    if report.unreadable_rooted:
+        shown = ", ".join(k[:12] for k in report.unreadable_rooted)
+        lines.append(f"note: the entry of rooted key {shown} did not read, so which blobs it named cannot be told: "
+                     "no unnamed blob was swept; `sparkspec push` from a machine that has the render writes the entry "
+                     "again, and a later gc sweeps what is left")
     return lines
 
 

@@ -50,6 +50,9 @@ class Sweep:
     broken: dict[str, str] = field(default_factory=dict)  # path swept (entry or blob) -> what is wrong
     broken_kept: int = 0  # broken entries younger than the grace period
     partials: list[str] = field(default_factory=list)  # a folder remote's uploads cut short (`<name>#<n>`)
+    # Rooted keys whose entry did not read: which blobs it named cannot be told, so no blob
+    # that no readable entry names was swept (a push of the render writes the entry again).
+    unreadable_rooted: list[str] = field(default_factory=list)
 
 
 CLAIM_ALIVE = timedelta(days=1)
@@ -105,12 +108,15 @@ async def collect(remote: Remote, now: datetime, grace: timedelta = DEFAULT_GRAC
             keep.remove(name)
             sweep.append((*name, listing.entries[name].size))
             report.broken[entry_path(*name)] = problem
+            if named is None and name[0] in rooted:
+                report.unreadable_rooted.append(name[0])
         else:
             report.broken_kept += 1
             kept_blobs.update(sha for sha, _ in named or ())
     report.kept_entries = len(keep)
     doomed_blobs = [(sha, info.size) for sha, info in sorted(listing.blobs.items())
-                    if (sha not in kept_blobs or sha in damaged) and _old(info.modified, cutoff)]
+                    if (sha in damaged or (sha not in kept_blobs and not report.unreadable_rooted))
+                    and _old(info.modified, cutoff)]
     for sha, _ in doomed_blobs:
         if sha in damaged:
             report.broken[f"{BLOBS}/{sha[:2]}/{sha}"] = damaged[sha]

@@ -287,6 +287,26 @@ def test_bad_grace_is_one_line() -> None:
 
 
 @pytest.mark.slow  # a real render once per module, then S3 round trips
+def test_gc_sweeps_no_blob_a_rooted_but_unreadable_entry_may_name(team: Team) -> None:
+    """The entry of a rooted key turned to junk: gc removed it and then the render's intact
+    blobs, which no readable entry named, and the team had to pay for it again."""
+    first = team.machine("first", with_renders=True)
+    assert team.run(first, "push")[0] == 0
+    intro = lock_of(first)["scenes"]["intro"]
+    intro_entry = f"renders/{intro['key'][:2]}/{intro['key']}.unsigned.json"
+    asyncio.run(team.store().put(intro_entry, b'{"provider": "local", broken'))
+    code, out, err = team.run(first, "remote", "gc", "--grace", "0s")
+    assert code == 0, err
+    assert f"deleted {intro_entry} (broken: not a readable entry)" in out
+    assert f"the entry of rooted key {intro['key'][:12]} did not read" in out
+    left = team.listing()
+    assert all(layout.blob_path(intro[f]["sha256"]) in left for f in ("video", "last_frame"))
+    assert team.run(first, "push")[0] == 0  # the entry is written again, and names its blobs
+    code, out, _ = team.run(first, "remote", "verify", "--deep")
+    assert code == 0 and "0 problem(s)" in out, out
+
+
+@pytest.mark.slow  # a real render once per module, then S3 round trips
 def test_gc_removes_broken_entries_past_the_grace_period(team: Team) -> None:
     """A write-once entry whose blob is missing or damaged would stay a miss for the whole
     team forever (every push of its key finds it present): gc removes it, rooted or not."""
