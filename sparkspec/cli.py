@@ -426,14 +426,10 @@ def _output_closed() -> None:
 
 
 def _output_fails() -> bool:
-    """Standard output cannot take what is waiting for it; if so it points at /dev/null from
-    here on, so that the way out does not fail on it again."""
+    """Standard output cannot take what is waiting for it."""
     try:
         sys.stdout.flush()
     except (OSError, ValueError):
-        from sparkspec.apply.progress import silence
-
-        silence(sys.stdout)
         return True
     return False
 
@@ -447,12 +443,19 @@ def _raised_writing_output(exc: BaseException) -> bool:
     if tb is None:
         return False
     module = str(tb.tb_frame.f_globals.get("__name__", ""))
-    if module.startswith(("click.", "rich.")) or module == "sparkspec.apply.progress":
-        from sparkspec.apply.progress import silence
+    return module.startswith(("click.", "rich.")) or module == "sparkspec.apply.progress"
 
-        silence(sys.stdout)
-        return True
-    return False
+
+def _output_failed(exc: BaseException) -> None:
+    """Standard output failed (a full disk, `ulimit -f`): said in one line on stderr, and
+    pointed at /dev/null, so that the way out does not fail on it again."""
+    from sparkspec.apply.progress import silence
+
+    silence(sys.stdout)
+    try:
+        click.echo(f"error: cannot write the output: {getattr(exc, 'strerror', None) or exc}", err=True)
+    except (OSError, ValueError):
+        pass
 
 
 def _exit(status: str | int | None) -> NoReturn:
@@ -485,13 +488,7 @@ def _exit(status: str | int | None) -> NoReturn:
         _output_closed()
         status = EXIT_ERROR
     except (OSError, ValueError) as exc:  # a full disk, a file size limit: said in one line
-        from sparkspec.apply.progress import silence
-
-        silence(sys.stdout)
-        try:
-            click.echo(f"error: cannot write the output: {getattr(exc, 'strerror', None) or exc}", err=True)
-        except (OSError, ValueError):
-            pass
+        _output_failed(exc)
         status = EXIT_ERROR
     if status is not None and not isinstance(status, int):
         print(status, file=sys.stderr)  # as the interpreter does with sys.exit("message")
@@ -549,8 +546,7 @@ def main() -> None:
         from sparkspec.errors import DiskError
 
         if exc.filename is None and (_output_fails() or _raised_writing_output(exc)):
-            # Standard output on a full disk, or past `ulimit -f`.
-            click.echo(f"error: cannot write the output: {exc.strerror or exc}", err=True)
+            _output_failed(exc)  # standard output on a full disk, or past `ulimit -f`
         else:
             click.echo(f"error: {DiskError.from_os(exc)}", err=True)
         sys.exit(EXIT_ERROR)

@@ -78,7 +78,8 @@ def symlink_loop(root: Path, relative: str) -> bool:
     return False
 
 
-LOOP = " (it is a symlink loop: a link that leads back to itself)"
+LOOP_WORDS = "it is a symlink loop: a link that leads back to itself"
+LOOP = f" ({LOOP_WORDS})"
 
 
 def inside(root: Path, relative: str) -> Path | None:

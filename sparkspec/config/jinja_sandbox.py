@@ -15,7 +15,7 @@ from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.sandbox import SandboxedEnvironment
 
-from sparkspec.config.jinja_env import LOOP, NoValue, inside, symlink_loop
+from sparkspec.config.jinja_env import LOOP_WORDS, NoValue, inside, symlink_loop
 from sparkspec.fsutil import read_regular
 
 
@@ -100,7 +100,7 @@ class ProjectLoader(jinja2.BaseLoader):
         if path is None:
             where = "an absolute path; give it relative to the spec's folder" if template.startswith("/") \
                 else "a NUL character is in its name" if "\0" in template \
-                else LOOP.strip()[1:-1] if symlink_loop(self.root, template) else "outside the project folder"
+                else LOOP_WORDS if symlink_loop(self.root, template) else "outside the project folder"
             shown = template.replace("\0", "\\0")
             raise jinja2.TemplateNotFound(f"{shown} ({where})")
         try:

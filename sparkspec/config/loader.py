@@ -277,16 +277,18 @@ class _Resolver:
                 continue
             by_slug: dict[str, list[Any]] = {}
             for value in values:
-                if is_scalar(value) and value not in by_slug.setdefault(slugify(value), []):
-                    by_slug[slugify(value)].append(value)
+                if is_scalar(value):
+                    same = by_slug.setdefault(slugify(value), [])
+                    if value not in same:
+                        same.append(value)
             for slug, same in by_slug.items():
                 if len(same) > 1:
                     keys.add(name)
                     listed = ", ".join(f"{v!r}" for v in same[:-1]) + f" and {same[-1]!r}"
                     self.report(("scenes", sid, "matrix", name),
-                                f"values {listed} {'both' if len(same) == 2 else 'all'} give id part {slug!r} (values are slugified: lower "
-                                f"case, other characters to -), so {sid}'s ids would collide; make them differ",
-                                at_key=True)
+                                f"values {listed} {'both' if len(same) == 2 else 'all'} give id part {slug!r} "
+                                f"(values are slugified: lower case, other characters to -), so {sid}'s ids "
+                                "would collide; make them differ", at_key=True)
         return keys
 
     def expand(self, sid: str, raw: dict[str, Any]) -> list[tuple[str, dict[str, Any] | None]]:

@@ -2,8 +2,8 @@
 
 apply's runner collects a journalled task of the scene's key and provider instead of
 submitting one (tasks.py `journalled`), expired or not (the API says whether it rendered),
-and a damaged entry fails the scene. The plan says the same: `collect` at no new cost, or the render with
-its cost and a reason, so what it shows and what apply does agree.
+and a damaged entry fails the scene. The plan says the same: `collect` at no new cost, or
+the render with its cost and a reason, so what it shows and what apply does agree.
 """
 
 from __future__ import annotations

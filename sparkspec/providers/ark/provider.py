@@ -14,7 +14,8 @@ failed: the tasks of the model created in the window of the lost call, with the
 parameters it sent. Exactly one such task, not already known to this apply, is adopted
 (journalled and collected like any other); none or several fail the scene as before, with
 no second create. Only a render whose seed sparkspec derived from its inputs is looked up:
-the list shows no prompt, and a seed the spec gives may be another render's too. A task still queued can be cancelled (`DELETE`), which Ctrl-C does.
+the list shows no prompt, and a seed the spec gives may be another render's too. A task
+still queued can be cancelled (`DELETE`), which Ctrl-C does.
 """
 
 from __future__ import annotations
