@@ -26,6 +26,7 @@ from sparkspec.apply.tasks import Emit, SceneFailed, SceneSkipped, Sleep
 from sparkspec.errors import RemoteError
 from sparkspec.remote.claims import Claim, ClaimTask, ClaimWatch, Held, Seen
 from sparkspec.remote.session import Remote
+from sparkspec.remote.index import blobs_there
 from sparkspec.remote.transfer import BlobProblem, check_format
 from sparkspec.state.cache import Cache, CachedRender
 from sparkspec.state.journal import DamagedEntry, Journal
@@ -128,7 +129,10 @@ class RemoteApply:
             return found
         if key in await self.remote.still_bad([key]):
             return None  # its blobs failed a pull before and are as they were: a miss, already reported
-        return await self.remote.read_entry(key)
+        render = await self.remote.read_entry(key)
+        if render is not None and not await blobs_there(self.remote.store, render):
+            return None  # an entry whose blobs are gone or cut short (the plan said so): rendered here
+        return render
 
     async def pull(self, scene: str, key: str, *, thumbnail: bool = False) -> CachedRender:
         """The plan's `pull`: into the local cache, verified. Fails the scene (no unplanned

@@ -13,19 +13,28 @@ when pulled, and `Lookup.unread` names it so a pull that finds those blobs gone 
 entry after all. A known key with no usable entry (none under this machine's signer, or one
 it cannot read) is a hit too when HEADs find both its blobs at their sizes. Claims are listed once for the whole remote (they are few: the renders in
 flight), and read only for keys that missed.
+
+With `check_blobs` (a plan), a hit is also checked against the blobs the store lists: an
+entry whose video or last frame is missing, or listed at another size (an upload cut short,
+a blob evicted), is a miss with its reason in `ignored`, so the plan renders the scene instead
+of promising a pull that would fail. A render the lock records whose own blobs are gone is
+checked against its entry first (another machine's render may have won the write-once entry).
+Blobs are listed the way entries are: all at once while that is a few pages, else a shard at
+a time, a lone blob by HEAD. A blob damaged at its right size shows only when pulled (its
+sha256 is checked then, and the key marked bad).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Awaitable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sparkspec.remote.claims import Claim, Claims
 from sparkspec.remote.entries import decode_entry
-from sparkspec.remote.layout import RENDERS, blob_path, entry_path, entry_prefix, parse_entry_path
+from sparkspec.remote.layout import BLOBS, RENDERS, blob_path, entry_path, entry_prefix, parse_entry_path
 from sparkspec.remote.store import Store
 from sparkspec.state.cache import CachedRender
 
@@ -45,7 +54,7 @@ class Lookup:
 
 async def lookup(store: Store, keys: Collection[str], signing_key: bytes | None, signer: str, *,
                  with_claims: bool = True, owner: str | None = None,
-                 known: Mapping[str, CachedRender] | None = None) -> Lookup:
+                 known: Mapping[str, CachedRender] | None = None, check_blobs: bool = False) -> Lookup:
     """The entries (and, for misses, live claims) of `keys`. Raises RemoteError."""
     known = known or {}
     found = Lookup()
@@ -92,11 +101,15 @@ async def lookup(store: Store, keys: Collection[str], signing_key: bytes | None,
     # that is damaged) is still the team's render when its blobs are there: the lock names them
     # by sha256, and a pull checks every byte against it (as `sparkspec pull` does).
     by_lock = [k for k in dict.fromkeys(keys) if k not in found.hits and k in known]
-    for key, there in zip(by_lock, await asyncio.gather(*(bounded(_blobs_there(store, known[k]))
+    for key, there in zip(by_lock, await asyncio.gather(*(bounded(blobs_there(store, known[k]))
                                                           for k in by_lock))):
         if there:
             found.hits[key] = known[key]
             found.unread.add(key)
+    if check_blobs:
+        headed = set(by_lock)
+        await _drop_missing_blobs(store, found, {k: r for k, r in found.hits.items() if k not in headed},
+                                  signing_key, signer)
     misses = [k for k in dict.fromkeys(keys) if k not in found.hits]
     if with_claims and misses:
         claims = Claims(store)
@@ -112,9 +125,92 @@ async def lookup(store: Store, keys: Collection[str], signing_key: bytes | None,
     return found
 
 
-async def _blobs_there(store: Store, render: CachedRender) -> bool:
+def _blobs(render: CachedRender) -> tuple[tuple[str, str, int], ...]:
+    return (("video", render.video_sha256, render.video_bytes),
+            ("last frame", render.last_frame_sha256, render.last_frame_bytes))
+
+
+def _blob_problem(render: CachedRender, sizes: Mapping[str, int]) -> str | None:
+    """Why `render` cannot be pulled, by the sizes the store lists; None when it can."""
+    for what, sha, size in _blobs(render):
+        if sha not in sizes:
+            return f"its {what} (blob {sha[:12]}) is missing on the remote"
+        if sizes[sha] != size:
+            return f"its {what} (blob {sha[:12]}) has {sizes[sha]} bytes on the remote, the entry says {size}"
+    return None
+
+
+async def _drop_missing_blobs(store: Store, found: Lookup, hits: Mapping[str, CachedRender],
+                              signing_key: bytes | None, signer: str) -> None:
+    """Turn the `hits` whose blobs the store does not hold at their sizes into misses."""
+    sizes = await blob_sizes(store, {sha for r in hits.values() for _, sha, _ in _blobs(r)})
+    broken = {k: why for k, r in hits.items() if (why := _blob_problem(r, sizes)) is not None}
+    for key in broken:
+        del found.hits[key]
+
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def entry_instead(key: str) -> CachedRender | None:
+        """A lock's render whose blobs are gone: the entry's render, when it differs and is whole."""
+        async with gate:
+            got = await store.get(entry_path(key, signer))
+        entry = decode_entry(got[0], key, signing_key) if got is not None else None
+        if not isinstance(entry, CachedRender) or _blobs(entry) == _blobs(hits[key]):
+            return None
+        return entry if await blobs_there(store, entry) else None
+
+    from_lock = [k for k in broken if k in found.unread]
+    for key, entry in zip(from_lock, await asyncio.gather(*(entry_instead(k) for k in from_lock))):
+        found.unread.discard(key)
+        if entry is not None:
+            found.hits[key] = entry
+            del broken[key]
+    found.ignored.update(broken)
+
+
+async def blob_sizes(store: Store, digests: Collection[str]) -> dict[str, int]:
+    """The sizes of the blobs among `digests` that the store holds: one listing of every blob
+    while that takes at most a page per WHOLE_FROM shards asked about, else a listing per
+    shard (a HEAD for a shard asked about one blob)."""
+    shards: dict[str, list[str]] = defaultdict(list)
+    for sha in dict.fromkeys(digests):
+        shards[sha[:2]].append(sha)
+    if not shards:
+        return {}
+    if len(shards) >= WHOLE_FROM:
+        every = await _listed_sizes(store, f"{BLOBS}/", pages=len(shards) // WHOLE_FROM)
+        if every is not None:
+            return {sha: every[sha] for shas in shards.values() for sha in shas if sha in every}
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def shard(prefix: str, wanted: list[str]) -> dict[str, int]:
+        async with gate:
+            if len(wanted) == 1:
+                info = await store.head(blob_path(wanted[0]))
+                return {} if info is None else {wanted[0]: info.size}
+            listed = await _listed_sizes(store, f"{BLOBS}/{prefix}/")
+            assert listed is not None
+            return {sha: listed[sha] for sha in wanted if sha in listed}
+
+    sizes: dict[str, int] = {}
+    for part in await asyncio.gather(*(shard(p, w) for p, w in shards.items())):
+        sizes.update(part)
+    return sizes
+
+
+async def _listed_sizes(store: Store, prefix: str, pages: int | None = None) -> dict[str, int] | None:
+    """Digest -> size of the blobs listed under `prefix`; None past `pages` pages."""
+
+    def digest(path: str) -> str | None:
+        name = path.rsplit("/", 1)[-1]
+        return name if path == f"{BLOBS}/{name[:2]}/{name}" else None
+
+    return await _listed(store, prefix, digest, pages)
+
+
+async def blobs_there(store: Store, render: CachedRender) -> bool:
     """Both of `render`'s blobs are on the remote at their sizes (two HEADs)."""
-    for sha, size in ((render.video_sha256, render.video_bytes), (render.last_frame_sha256, render.last_frame_bytes)):
+    for _, sha, size in _blobs(render):
         info = await store.head(blob_path(sha))
         if info is None or info.size != size:
             return False
@@ -124,14 +220,26 @@ async def _blobs_there(store: Store, render: CachedRender) -> bool:
 async def _signed_names(store: Store, prefix: str, signer: str, pages: int | None = None) -> set[str] | None:
     """The keys of `signer`'s entries listed under `prefix`; None when the listing runs past
     `pages` pages (the caller then asks shard by shard)."""
-    names: set[str] = set()
+
+    def key(path: str) -> str | None:
+        parsed = parse_entry_path(path)
+        return parsed[0] if parsed is not None and parsed[1] == signer else None
+
+    found = await _listed(store, prefix, key, pages)
+    return None if found is None else set(found)
+
+
+async def _listed(store: Store, prefix: str, name_of: Callable[[str], str | None],
+                  pages: int | None) -> dict[str, int] | None:
+    """Name -> size of what is listed under `prefix` (named by `name_of` its path, None: not
+    ours); None when the listing runs past `pages` pages."""
+    found: dict[str, int] = {}
     seen = 0
     async for page in store.list_pages(prefix):
         seen += 1
         if pages is not None and seen > pages:
             return None
         for info in page:
-            parsed = parse_entry_path(info.path)
-            if parsed is not None and parsed[1] == signer:
-                names.add(parsed[0])
-    return names
+            if (name := name_of(info.path)) is not None:
+                found[name] = info.size
+    return found

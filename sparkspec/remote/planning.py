@@ -82,7 +82,7 @@ def plan_with_remote(make_plan: Callable[[RemoteView | None], Plan], remote: Rem
         nonlocal plan
         while new := [k for k in findings.asked if k not in looked]:
             looked.update(new)
-            found = await remote.lookup(new, known=known)
+            found = await remote.lookup(new, known=known, check_blobs=True)
             for key, reason in sorted(found.ignored.items()):
                 warnings.append(f"remote {remote.display}: entry for key {key[:12]} ignored: {reason}")
             findings.hits.update(found.hits)

@@ -69,16 +69,19 @@ class Remote:
 
     # -- reading -------------------------------------------------------------------------
     async def lookup(self, keys: Collection[str], *, with_claims: bool = True,
-                     known: Mapping[str, CachedRender] | None = None, skip_bad: bool = True) -> index.Lookup:
+                     known: Mapping[str, CachedRender] | None = None, skip_bad: bool = True,
+                     check_blobs: bool = False) -> index.Lookup:
         """`known`: renders the lock records by key; a listed entry of one is not read.
-        `skip_bad`: keys whose blobs failed here before are misses, not asked again."""
+        `skip_bad`: keys whose blobs failed here before are misses, not asked again.
+        `check_blobs`: a hit whose blobs the store does not list at their sizes is a miss."""
         bad = await self.still_bad([k for k in keys]) if skip_bad else set()
         wanted = [k for k in keys if k not in bad]
         if not wanted:
             return index.Lookup()
         await transfer.check_format(self.store)
         found = await index.lookup(self.store, wanted, self.settings.signing_key, self.signer,
-                                   with_claims=with_claims, owner=self.owner, known=known)
+                                   with_claims=with_claims, owner=self.owner, known=known,
+                                   check_blobs=check_blobs)
         self.unread.update(found.unread)
         self._read.update(k for k in found.hits if k not in found.unread)
         return found

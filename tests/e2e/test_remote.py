@@ -168,6 +168,38 @@ def test_a_damaged_remote_blob_is_never_installed(tmp_path: Path, fake_api: Fake
 
 
 @pytest.mark.slow
+def test_a_plan_renders_what_the_remote_holds_cut_short_or_without_its_blob(tmp_path: Path,
+                                                                              fake_api: FakeSparkAPI) -> None:
+    """The listing tells a blob missing or at another size: the plan says `update` (with the
+    reason, once) rather than promising a pull the apply could not make."""
+    remote_dir = tmp_path / "team-remote"
+    first = machine(tmp_path, "first", fake_api, f"file://{remote_dir}")
+    first.write(SPEC)
+    first.apply()
+    scenes = first.lock()["scenes"]
+
+    def blob(sha: str) -> Path:
+        return remote_dir / "v1" / "blobs" / "sha256" / sha[:2] / sha
+
+    video = blob(scenes["logo"]["video"]["sha256"])
+    video.write_bytes(video.read_bytes()[:1000])
+    blob(scenes["intro"]["last_frame"]["sha256"]).unlink()
+
+    second = machine(tmp_path, "second", fake_api, f"file://{remote_dir}")
+    clone(first, second)
+    planned = second.run("plan")
+    assert planned.code == 0, planned.err
+    assert "~ scene.logo (update)" in planned.out and "~ scene.intro (update)" in planned.out, planned.out
+    assert "has 1000 bytes on the remote" in planned.err and "is missing on the remote" in planned.err, planned.err
+    assert planned.err.count(scenes["logo"]["key"][:12]) == 1
+    applied = second.apply()
+    # intro and logo rendered again; the fake renders alike, so next's key is the team's: pulled.
+    assert fake_api.total_creates == 3 + 2, applied.out
+    assert [e["scene"] for e in applied.events() if e["event"] == "pulled"] == ["next"]
+    assert "No changes" in second.run("plan").out
+
+
+@pytest.mark.slow
 def test_failed_uploads_are_queued_and_pushed_by_the_next_apply(tmp_path: Path, fake_api: FakeSparkAPI,
                                                                 moto_server: MotoServer) -> None:
     bucket = "later-" + tmp_path.name.lower().replace("_", "-")[-20:]
