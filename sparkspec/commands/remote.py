@@ -38,10 +38,11 @@ def remote_workspace(spec: Path, options: LoadOptions, remote: str | None, mode:
 def status_lines(spec: Path, options: LoadOptions, remote: str | None, mode: str | None,
                  as_json: bool) -> list[str]:
     from sparkspec.remote.audit import status
+    from sparkspec.remote.sync import keys_in_renders
 
     with remote_workspace(spec, options, remote, mode) as (workspace, session):
         assert session is not None
-        report = asyncio.run(status(session, workspace.lock, workspace.cache))
+        report = asyncio.run(status(session, workspace.lock, workspace.cache, keys_in_renders(workspace)))
     if as_json:
         return [json.dumps(report.to_json(), sort_keys=True)]
     labels = {"both": "local and remote", "local_only": "local only", "remote_only": "remote only",

@@ -10,6 +10,7 @@ key a miss on this machine, and `remote gc` removes its entry once past the grac
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,10 +54,11 @@ def _wanted(lock: Lock, queued: list[str], cache: Cache) -> dict[str, int]:
     return sizes
 
 
-async def status(remote: Remote, lock: Lock, cache: Cache) -> Status:
-    """Where each of the lock's renders is. On the remote means what a pull can get: both of the
-    lock's files there at their sizes (as plan and pull judge it, entry or not); a queued
-    upload the lock does not record is there when its entry is."""
+async def status(remote: Remote, lock: Lock, cache: Cache, in_renders: Collection[str] = ()) -> Status:
+    """Where each of the lock's renders is. On this machine means in its cache, or (keys in
+    `in_renders`) in renders/ as the lock records it, which push takes from. On the remote
+    means what a pull can get: both of the lock's files there at their sizes (as plan and pull
+    judge it, entry or not); a queued upload the lock does not record is there when its entry is."""
     from sparkspec.remote.transfer import check_format
 
     await check_format(remote.store)  # a remote of another layout is refused, as verify and push do
@@ -69,7 +71,7 @@ async def status(remote: Remote, lock: Lock, cache: Cache) -> Status:
     report = Status(remote.display, queued=len(queued), root_pending=await asyncio.to_thread(remote.queue.root_pending))
     bad = await asyncio.to_thread(remote.bad_keys)  # found damaged by a pull here: a miss, as plan says
     for key, size in sizes.items():
-        here = await asyncio.to_thread(cache.lookup, key) is not None
+        here = key in in_renders or await asyncio.to_thread(cache.lookup, key) is not None
         there = key not in bad and (all(sha in blobs and blobs[sha].size == n for sha, n in files[key])
                                     if key in files else key in on_remote)
         place = "both" if here and there else "local_only" if here else "remote_only" if there else "neither"

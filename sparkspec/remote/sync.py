@@ -73,6 +73,22 @@ def _wanted_files(workspace: Workspace, scene: str, record: SceneRecord) -> tupl
     return workspace.project.root / video, workspace.project.root / frame
 
 
+def keys_in_renders(workspace: Workspace) -> set[str]:
+    """The keys of the lock's takes whose two files in renders/ are what the lock records
+    (hashed, or vouched for by the digest memo): what push can take from renders/."""
+    found = set()
+    for _, scene, record in _takes(workspace):
+        files = _wanted_files(workspace, scene, record)
+        if files is not None and _intact(workspace, record, files):
+            found.add(record.key)
+    return found
+
+
+def _intact(workspace: Workspace, record: SceneRecord, files: tuple[Path, Path]) -> bool:
+    """Both of the take's files are what the lock records."""
+    return all(workspace.memo.sha256(p) == f.sha256 for p, f in zip(files, (record.video, record.last_frame)))
+
+
 def _adopt_from_renders(workspace: Workspace, scene: str, record: SceneRecord) -> CachedRender | None:
     """Rebuild the cache entry of `record` from renders/, if both files are what the lock says."""
     if _wanted_files(workspace, scene, record) is None:
@@ -205,7 +221,7 @@ async def pull_lock(remote: Remote | None, workspace: Workspace) -> PullReport:
             report.problems[f"scene {sid}"] = ("the spec no longer gives it the paths the lock names; "
                                                "`sparkspec apply` settles it")
             continue
-        if all(memo.sha256(p) == f.sha256 for p, f in zip(files, (record.video, record.last_frame))):
+        if _intact(workspace, record, files):
             report.in_place += 1
             continue
         by_key.setdefault(record.key, []).append((sid, record, files))

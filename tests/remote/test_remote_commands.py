@@ -354,6 +354,19 @@ def test_gc_removes_broken_entries_past_the_grace_period(team: Team) -> None:
 
 
 @pytest.mark.slow  # a real render once per module, then S3 round trips
+def test_status_counts_renders_intact_in_renders_as_on_this_machine(team: Team) -> None:
+    # A checkout with its renders/ but a cleared cache: push can take them from renders/, so
+    # they are not "in neither (render again)".
+    first = team.machine("first", with_renders=True)
+    shutil.rmtree(first / ".sparkspec")
+    assert status(team, first)["renders"]["local_only"] == {"count": 2, "bytes": _bytes(first)}
+    intro = lock_of(first)["scenes"]["intro"]
+    (first / intro["video"]["path"]).write_bytes(b"edited by hand")
+    counts = status(team, first)["renders"]
+    assert counts["local_only"]["count"] == 1 and counts["neither"]["count"] == 1
+
+
+@pytest.mark.slow  # a real render once per module, then S3 round trips
 def test_push_puts_back_the_blobs_the_remote_lost(team: Team) -> None:
     # An entry whose blob was deleted or damaged is a miss for every teammate, who would pay
     # for the render again: a push from a machine that has the very render mends it.
