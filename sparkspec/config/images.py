@@ -60,17 +60,19 @@ def _inspect(stream: BinaryIO, size: int) -> ImageInfo:
             if _quarter_turned(image):
                 width, height = height, width
     except Image.DecompressionBombError:
-        raise ImageProblem(f"image is larger than the API takes (width and height must be between {low} and "
-                           f"{high} px)") from None
+        raise ImageProblem(f"image is larger than the API takes (width and height must each be more than {low} "
+                           f"and less than {high} px)") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageProblem(f"not a readable image ({exc.__class__.__name__})") from None
     if fmt not in IMAGE_FORMATS:
         raise ImageProblem(f"image format {fmt or 'unknown'} is not one of {', '.join(IMAGE_FORMATS)}")
     if not (low < width < high and low < height < high):
-        raise ImageProblem(f"image is {width}x{height}; width and height must be between {low} and {high} px")
+        raise ImageProblem(f"image is {width}x{height}; width and height must each be more than {low} and less "
+                           f"than {high} px ({low + 1} to {high - 1})")
     aspect = width / height
     if not IMAGE_ASPECT_EXCLUSIVE[0] < aspect < IMAGE_ASPECT_EXCLUSIVE[1]:
-        raise ImageProblem(f"image aspect {aspect:.2f} ({width}x{height}) must be between 0.4 and 2.5")
+        raise ImageProblem(f"image aspect {aspect:.2f} ({width}x{height}) must be more than 0.4 and less than 2.5 "
+                           "(width / height)")
     # Its pixels decoded, not only its header: a file cut short or damaged would pass as valid,
     # then fail the render, or be sent to the API in a paid request. Within the bounds above it
     # is at most 36 megapixels.

@@ -213,6 +213,10 @@ class _Resolver:
         if kind != "ark" and model != apifacts.MODEL:
             self.report(("provider", "model"), f"must be {apifacts.MODEL!r}, not {model!r} for type {kind} "
                         f"(a ModelArk model id needs `type: ark`)")
+        if kind == "ark" and model == apifacts.MODEL:
+            self.report(("provider", "model"), f"{model!r} is the gateway's model id, which ModelArk does not know; "
+                        f"use {apifacts.ARK_MODEL!r} (or the doubao- id on Volcengine, or an endpoint id ep-...), "
+                        "or `type: spark` for the gateway")
         if "protocol" in own and kind != "spark":
             self.report(("provider", "protocol"), f"protocol is an option of type spark only, not {kind}",
                         at_key=True)

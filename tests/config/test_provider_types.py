@@ -52,6 +52,7 @@ def test_provider_flag_switches_type_and_leaves_the_specs_model_behind(tmp_path:
     ("{type: spark, protocol: sse}", "provider.protocol"),
     ("{type: ark, protocol: queue}", "protocol is an option of type spark only"),
     ("{type: spark, model: seedance-1-0-pro-fast-251015}", "needs `type: ark`"),
+    ("{type: ark, model: spark_dance_v1_0_pro_fast}", "the gateway's model id, which ModelArk does not know"),
     ("{type: modelark}", "provider.type"),
 ])
 def test_bad_provider_settings_are_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, provider: str,
