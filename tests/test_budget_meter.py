@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sparkspec.apply.budget import BudgetMeter
+import pytest
+
+from sparkspec.apply.budget import BudgetMeter, amounts
 from sparkspec.config.model import Budget
 
 
@@ -18,3 +20,14 @@ def test_a_reported_cost_is_taken_as_it_is_whatever_the_tier() -> None:
     meter = BudgetMeter(Budget(max_cost=1.0), price_per_million_tokens=4.2)
     meter.charge(19_845, 0.3, "flex")
     assert meter.cost == 0.3
+
+
+@pytest.mark.parametrize("spent, limit, expected", [
+    (0.1250235, 0.125, ("0.12502", "0.12500")),
+    (0.1250235, 0.1250234, ("0.125024", "0.125023")),
+    (3.5, 2.0, ("3.50", "2.00")),
+    (1234.5, 1000, ("1,234.50", "1,000.00")),
+])
+def test_money_in_a_budget_message_tells_the_two_figures_apart(spent: float, limit: float,
+                                                               expected: tuple[str, str]) -> None:
+    assert amounts(spent, limit) == expected

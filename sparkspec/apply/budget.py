@@ -24,6 +24,16 @@ def effective(spec: Budget, max_tokens: int | None, max_cost: float | None) -> B
     return budget
 
 
+def amounts(spent: float, limit: float) -> tuple[str, str]:
+    """Two sums of money for one message, with as many decimals (2 to 6) as it takes to write
+    the limit as given and to tell the two apart: "0.12502 over the budget of 0.12500", never
+    "0.13 over the budget of 0.13"."""
+    digits = 2
+    while digits < 6 and (f"{spent:.{digits}f}" == f"{limit:.{digits}f}" or float(f"{limit:.{digits}f}") != limit):
+        digits += 1
+    return f"{spent:,.{digits}f}", f"{limit:,.{digits}f}"
+
+
 def check_plan(budget: Budget, plan: Plan) -> None:
     """Refuse a plan whose estimate is over the budget, with the figures."""
     renders = [c for c in plan.changes if c.action.renders]
@@ -46,8 +56,9 @@ def check_plan(budget: Budget, plan: Plan) -> None:
             raise BudgetError("a cost budget (max_cost) needs provider.price_per_million_tokens to estimate "
                               "the plan's cost; nothing was submitted")
         if cost > budget.max_cost:
-            raise BudgetError(f"the plan renders {what} for an estimated cost of {cost:,.2f}, "
-                              f"over the budget of {budget.max_cost:,.2f} (max_cost); nothing was submitted. "
+            spent, limit = amounts(cost, budget.max_cost)
+            raise BudgetError(f"the plan renders {what} for an estimated cost of {spent}, "
+                              f"over the budget of {limit} (max_cost); nothing was submitted. "
                               "Raise --max-cost or budget.max_cost, or apply part of it with --target")
 
 
@@ -76,8 +87,9 @@ class BudgetMeter:
             if cost is None:
                 return f"{what}, and without provider.price_per_million_tokens its cost is unknown; nothing was submitted"
             if self.planned_cost + cost > self.budget.max_cost:
-                return (f"{what}; with the plan's {self.planned_cost:,.2f} its cost is over the budget of "
-                        f"{self.budget.max_cost:,.2f} (max_cost), so nothing was submitted")
+                planned, limit = amounts(self.planned_cost, self.budget.max_cost)
+                return (f"{what}; with the plan's {planned} its cost is over the budget of "
+                        f"{limit} (max_cost), so nothing was submitted")
         self.planned_tokens = spent
         self.planned_cost += cost or 0.0
         return None
@@ -95,6 +107,6 @@ class BudgetMeter:
             return (f"budget reached: renders reported {self.tokens:,} tokens of the "
                     f"{self.budget.max_tokens:,} allowed (max_tokens)")
         if self.budget.max_cost is not None and self.cost >= self.budget.max_cost:
-            return (f"budget reached: renders cost {self.cost:,.2f} of the "
-                    f"{self.budget.max_cost:,.2f} allowed (max_cost)")
+            spent, limit = amounts(self.cost, self.budget.max_cost)
+            return f"budget reached: renders cost {spent} of the {limit} allowed (max_cost)"
         return None
