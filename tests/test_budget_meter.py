@@ -26,6 +26,7 @@ def test_a_reported_cost_is_taken_as_it_is_whatever_the_tier() -> None:
     (0.1250235, 0.125, ("0.12502", "0.12500")),
     (0.1250235, 0.1250234, ("0.125024", "0.125023")),
     (3.5, 2.0, ("3.50", "2.00")),
+    (0.53, 0.53, ("0.53", "0.53")),
     (1234.5, 1000, ("1,234.50", "1,000.00")),
 ])
 def test_money_in_a_budget_message_tells_the_two_figures_apart(spent: float, limit: float,

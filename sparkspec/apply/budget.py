@@ -29,7 +29,8 @@ def amounts(spent: float, limit: float) -> tuple[str, str]:
     the limit as given and to tell the two apart: "0.12502 over the budget of 0.12500", never
     "0.13 over the budget of 0.13"."""
     digits = 2
-    while digits < 6 and (f"{spent:.{digits}f}" == f"{limit:.{digits}f}" or float(f"{limit:.{digits}f}") != limit):
+    while digits < 6 and ((spent != limit and f"{spent:.{digits}f}" == f"{limit:.{digits}f}")
+                          or float(f"{limit:.{digits}f}") != limit):
         digits += 1
     return f"{spent:,.{digits}f}", f"{limit:,.{digits}f}"
 
@@ -87,9 +88,9 @@ class BudgetMeter:
             if cost is None:
                 return f"{what}, and without provider.price_per_million_tokens its cost is unknown; nothing was submitted"
             if self.planned_cost + cost > self.budget.max_cost:
-                planned, limit = amounts(self.planned_cost, self.budget.max_cost)
+                planned, allowed = amounts(self.planned_cost, self.budget.max_cost)
                 return (f"{what}; with the plan's {planned} its cost is over the budget of "
-                        f"{limit} (max_cost), so nothing was submitted")
+                        f"{allowed} (max_cost), so nothing was submitted")
         self.planned_tokens = spent
         self.planned_cost += cost or 0.0
         return None
