@@ -271,6 +271,18 @@ def test_replace(root: Path) -> None:
     assert fresh.count(Action.REPLACE) == 1 and fresh.count(Action.UPDATE) == 0
 
 
+def test_replace_still_says_what_changed(root: Path) -> None:
+    fake_apply(root)
+    edit(root, "A cup on", "A mug on")
+    fake_apply(root)  # the lock holds the mug; the cache has both
+    edit(root, "A mug on", "A cup on")
+    assert reasons(plan_of(root), "scene.intro") == ["prompt: A [-mug-] {+cup+} on a marble counter",
+                                                     "already rendered: in the cache"]
+    assert reasons(plan_of(root, PlanOptions(replace=("intro",))), "scene.intro") == [
+        "forced by --replace", "prompt: A [-mug-] {+cup+} on a marble counter",
+        "its render is in the cache (without --replace it would be reused, free)"]
+
+
 def test_reuse_from_the_cache(root: Path) -> None:
     first = fake_apply(root)
     edit(root, "A cup on", "A mug on")

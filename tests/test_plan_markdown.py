@@ -95,11 +95,40 @@ def test_a_whitespace_change_is_shown_and_lines_are_kept() -> None:
     spaced = word_diff("line one\nline two", "line  one\nline two")
     assert spaced == "line[-·-]{+··+}one\nline two"
     lines = word_diff("a kite\nover the dunes", "a kite\nover the sea")
-    plan = Plan((Change("scene", "s", Action.UPDATE, (f"prompt: {spaced}",), "k", 10, None),
+    plan = Plan((Change("scene", "s", Action.UPDATE, (f"prompt: {spaced}",), "k", 10, None,
+                        prompts=("line one\nline two", "line  one\nline two")),
                  Change("scene", "t", Action.UPDATE, (f"prompt: {lines}",), "k2", 10, None)))
     out = render_markdown(plan)
-    assert "- line·one\n- line two\n+ line··one\n+ line two" in out
+    assert "- line one\n- line two\n+ line  one\n+ line two" in out  # the prompts as they are
     assert "- a kite\n- over the dunes\n+ a kite\n+ over the sea" in out
+
+
+@pytest.mark.parametrize("old, new, diff", [
+    ("plain text to video", "plain text to  video now", "plain text to[-·-]{+··+}video {+now+}"),
+    ("the cat sat", "the cat  sat on", "the cat[-·-]{+··+}sat {+on+}"),
+    ("a b", "b", "[-a-] b"),
+    ("b", "a b", "{+a+} b"),
+    ("a b c", "a c", "a [-b-] c"),
+    ("a b", "a\tb c", "a[-·-]{+→+}b {+c+}"),
+    ("  lead", "lead", "[-··-]lead"),
+    ("", "new words", "{+new words+}"),
+])
+def test_the_word_diff_marks_each_change_once_and_every_changed_gap(old: str, new: str, diff: str) -> None:
+    """A space added beside a new word printed `to  {+video+} [-video-] {+now+}`: a word said
+    added and removed, and the spacing that changed the key unmarked."""
+    from sparkspec.plan.prompt_diff import word_diff
+
+    assert word_diff(old, new) == diff
+
+
+def test_the_markdown_shows_the_prompts_themselves_not_read_back_from_the_diff(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (root / SPEC).write_text(BASE.replace("The logo", "array [-1-] and {+x+} literal"))
+    fake_apply(root)
+    edit(root, "array [-1-] and", "array [-2-] and")
+    code, out, err = run_main(["plan", "--format", "markdown"], root, monkeypatch)
+    assert code == 0, err
+    assert "- array [-1-] and {+x+} literal\n+ array [-2-] and {+x+} literal" in out
 
 
 def test_takes_on_a_colour_terminal_one_diff_a_scene_and_no_ansi(root: Path) -> None:

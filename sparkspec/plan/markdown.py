@@ -28,20 +28,21 @@ def render_markdown(plan: Plan, title: str | None = None) -> str:
         return "\n".join(lines) + "\n"
     lines += ["| | action | scene | reasons | tokens | cost |",
               "| --- | --- | --- | --- | ---: | ---: |"]
-    diffs: dict[tuple[str, str], list[str]] = {}  # (scene, diff) -> the takes it is the diff of
+    # (scene, diff) -> the prompts before and after, and the takes it is the diff of
+    diffs: dict[tuple[str, str], tuple[tuple[str, str], list[str]]] = {}
     for change in shown:
         reasons = []
         for reason in change.reasons:
             if reason.startswith(_PROMPT):
-                diffs.setdefault((f"{change.kind}.{change.id}", reason[len(_PROMPT):]), []).append(
+                diff = reason[len(_PROMPT):]
+                diffs.setdefault((f"{change.kind}.{change.id}", diff), (change.prompts or _sides(diff), []))[1].append(
                     change.address)
                 reasons.append("prompt changed (diff below)")
             else:
                 reasons.append(reason)
         lines.append(f"| `{change.action.symbol}` | {change.action.value} | `{change.address}` | "
                      f"{'<br>'.join(_cell(r) for r in reasons)} | {_tokens(change)} | {_cost(change)} |")
-    for (address, diff), takes in diffs.items():  # the takes of a scene share its prompt: one diff
-        old, new = _sides(diff)
+    for (address, diff), ((old, new), takes) in diffs.items():  # the takes of a scene share its prompt: one diff
         which = f" ({len(takes)} takes)" if len(takes) > 1 else ""
         lines += ["", f"<details><summary>Prompt diff: <code>{html.escape(address)}</code>{which}</summary>", "",
                   _fenced("diff", "\n".join([*(f"- {line}" for line in old.split("\n")),
@@ -71,7 +72,8 @@ def _cell(text: str) -> str:
 
 
 def _sides(word_diff: str) -> tuple[str, str]:
-    """The old and the new prompt back out of git's --word-diff=plain notation."""
+    """The old and the new prompt back out of git's --word-diff=plain notation, for a change
+    that does not carry them (the notation is ambiguous when a prompt holds `[-` or `{+`)."""
     old = _ADDED.sub("", word_diff)
     old = _REMOVED.sub(r"\1", old)
     new = _REMOVED.sub("", word_diff)

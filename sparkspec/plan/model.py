@@ -62,6 +62,8 @@ class Change:
     # the frame from the video again (its bytes, and the keys of scenes chained after it, are
     # known after apply).
     frame_from_video: bool = False
+    # The rendered prompt before and after, when it changed (the markdown shows both whole).
+    prompts: tuple[str, str] | None = field(default=None, compare=False, repr=False)
 
     @property
     def address(self) -> str:

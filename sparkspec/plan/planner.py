@@ -171,7 +171,14 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
         return Decision(Change("scene", scene.id, Action.REUSE, tuple(reasons + [f"same render as scene.{same_as}"]),
                                key.hex, same_as=same_as, scene_key=key, take=take))
     if forced:
-        return Decision(journalled(Change("scene", scene.id, Action.REPLACE, ("forced by --replace",), key.hex,
+        # What would have changed anyway is said too, as terraform shows the diff beside
+        # "forces replacement"; and that the render it replaces is one --replace pays for again.
+        reasons = ["forced by --replace"]
+        if record is None or record.key != key.hex:
+            reasons += why_changed(record, key) if record is not None else []
+            if cache.lookup(key.hex) is not None:
+                reasons.append("its render is in the cache (without --replace it would be reused, free)")
+        return Decision(journalled(Change("scene", scene.id, Action.REPLACE, tuple(reasons), key.hex,
                                           tokens, cost, scene_key=key, take=take), tasks, provider))
     if record is not None and problem is not None:
         cached, damage = cache.probe(key.hex)
@@ -340,6 +347,10 @@ class _Planner:
                                   take=take, moved=self.pick_changes.get(scene.id), remote=self.remote,
                                   placed=self.placed, tasks=self.tasks)
                 change = decision.change
+                before = recorded.get(take)
+                if before is not None and before.inputs.get("prompt") != key.inputs.get("prompt"):
+                    change = replace(change, prompts=(str(before.inputs.get("prompt", "")),
+                                                      str(key.inputs.get("prompt", ""))))
                 if change.action.renders or change.action is Action.COLLECT:
                     self.rendering[key.hex] = change.render
                 if upstream in self.pick_changes:
