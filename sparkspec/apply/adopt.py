@@ -23,7 +23,8 @@ def render_of(record: SceneRecord) -> CachedRender:
                         video_bytes=record.video.bytes, last_frame_sha256=record.last_frame.sha256,
                         last_frame_bytes=record.last_frame.bytes, inputs=record.inputs,
                         seed_derived=record.seed_derived, cost=record.cost,
-                        last_frame_extracted=record.last_frame_extracted)
+                        last_frame_extracted=record.last_frame_extracted,
+                        rendered_frame_sha256=record.rendered_frame_sha256)
 
 
 def adopt(cache: Cache, workspace: Workspace, record: SceneRecord) -> CachedRender | None:
@@ -51,8 +52,11 @@ def adopt_decoding_frame(cache: Cache, workspace: Workspace, record: SceneRecord
         cache.put_blob(frame, sha)
     finally:
         frame.unlink(missing_ok=True)
+    # Scenes chained after it stay keyed by the render's own last frame: the stand-in is what
+    # renders/ holds and what a scene rendered after it starts from, not a new render of the key.
     render = dataclasses.replace(render_of(record), last_frame_sha256=sha, last_frame_bytes=size,
-                                 last_frame_extracted=True)
+                                 last_frame_extracted=True,
+                                 rendered_frame_sha256=None if sha == record.frame_identity else record.frame_identity)
     cache.record(render)
     return render
 

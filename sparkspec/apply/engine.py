@@ -368,7 +368,7 @@ class Engine:
             # Known only after apply: the upstream's real last frame exists now, so the
             # planner's rule decides this scene as it would have with that frame in the lock.
             assert upstream is not None
-            key = scene_key(self.project, scene, first_frame_input(sha256=upstream.last_frame.sha256), change.take)
+            key = scene_key(self.project, scene, first_frame_input(sha256=upstream.frame_identity), change.take)
             planned = change
             change = decide(self.project, scene, key, self.take_record(scene.id, change.take), self.workspace.cache,
                             self.workspace.memo, forced=change.action is Action.REPLACE, same_as=change.same_as,
@@ -455,9 +455,10 @@ class Engine:
         self.emit({"event": verb, "scene": change.render, "key": cached.key})
         return record
 
-    def first_frame(self, scene: Scene, key: SceneKey, upstream: SceneRecord | None) -> Path | None:
-        """The upstream's last frame to start from, as the key says; the plan is stale if the
-        file no longer holds what the key was made of. None: not a chained scene."""
+    def first_frame(self, scene: Scene, key: SceneKey, upstream: SceneRecord | None) -> tuple[Path, str] | None:
+        """The upstream's last frame to start from, as the key says, and the sha256 of its bytes;
+        the plan is stale if the file no longer holds what the key was made of. None: not a
+        chained scene."""
         memo = self.workspace.memo
         wanted = (key.inputs.get("first_frame") or {}).get("sha256")
         if upstream is None:
@@ -465,13 +466,14 @@ class Engine:
             if image is not None and image.path is not None and memo.sha256(image.path) != wanted:
                 raise SceneFailed(f"the plan is stale: run plan again ({image.path} changed since the plan)")
             return None
+        # The key names the render's own last frame; the file may be a stand-in decoded from the
+        # upstream's video again (`rendered_frame_sha256`), which is what is sent.
         frame = upstream.last_frame
         local = self.project.root / frame.path
-        if frame.sha256 == wanted and file_problem(memo, self.project.root, frame, frame.path) is None:
-            return local
-        blob = self.workspace.cache.blob_path(str(wanted))
-        if frame.sha256 == wanted and self.workspace.cache.has_blob(frame.sha256, frame.bytes):
-            return blob
+        if upstream.frame_identity == wanted and file_problem(memo, self.project.root, frame, frame.path) is None:
+            return local, frame.sha256
+        if upstream.frame_identity == wanted and self.workspace.cache.has_blob(frame.sha256, frame.bytes):
+            return self.workspace.cache.blob_path(frame.sha256), frame.sha256
         raise SceneFailed(f"the plan is stale: run plan again ({frame.path} changed since the plan)")
 
     async def install(self, scene: Scene, take: int, cached: CachedRender) -> SceneRecord:
@@ -541,7 +543,8 @@ class Engine:
             video=FileRecord(video, cached.video_sha256, cached.video_bytes),
             last_frame=FileRecord(frame, cached.last_frame_sha256, cached.last_frame_bytes),
             inputs=cached.inputs, seed_derived=cached.seed_derived, cost=cached.cost,
-            last_frame_extracted=cached.last_frame_extracted, take=take)
+            last_frame_extracted=cached.last_frame_extracted, take=take,
+            rendered_frame_sha256=cached.rendered_frame_sha256)
 
     def remove_moved(self, scene_id: str, old: SceneRecord) -> list[str]:
         """A take's outputs left where they were (a new pick moved it): removed, unless a take
@@ -554,12 +557,13 @@ class Engine:
                                      and in_output_folder(f.path, self.project.output_dir)))
 
     # -- what a render asks for -----------------------------------------------------------
-    def request(self, scene: Scene, key: SceneKey, upstream_frame: Path | None,
+    def request(self, scene: Scene, key: SceneKey, upstream_frame: tuple[Path, str] | None,
                 name: str | None = None) -> RenderRequest:
+        """`upstream_frame`: the file a chained scene starts from, and its bytes' sha256."""
         first: FirstFrame | None = None
         wanted = (key.inputs.get("first_frame") or {}).get("sha256")
         if upstream_frame is not None:
-            first = FirstFrame(path=upstream_frame, sha256=wanted)
+            first = FirstFrame(path=upstream_frame[0], sha256=upstream_frame[1])
         elif scene.image is not None:
             first = FirstFrame(path=scene.image.path, url=scene.image.url,
                                sha256=wanted if scene.image.path is not None else None)

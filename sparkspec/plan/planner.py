@@ -130,7 +130,9 @@ def file_problem(memo: DigestMemo, root: Path, record: FileRecord, wanted_path: 
 
 @dataclass(frozen=True)
 class Decision:
-    """A scene's change, and its outputs' digests when they are known before apply runs."""
+    """A scene's change, and its outputs' digests when they are known before apply runs: the
+    video's, and the render's own last frame's (`frame_identity`: what chained scenes are keyed
+    by, whether renders/ holds that frame or a stand-in decoded from the video)."""
 
     change: Change
     video: str | None = None
@@ -165,7 +167,7 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
             problem = moved
         if problem is None and not forced:
             return Decision(Change("scene", scene.id, Action.NOOP, (), key.hex, scene_key=key, take=take),
-                            record.video.sha256, record.last_frame.sha256)
+                            record.video.sha256, record.frame_identity)
     if same_as is not None:
         reasons = why_changed(record, key) if record is not None and record.key != key.hex else []
         return Decision(Change("scene", scene.id, Action.REUSE, tuple(reasons + [f"same render as scene.{same_as}"]),
@@ -187,17 +189,17 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
             # What is installed is the cache's render: its last frame may not be the record's (a
             # frame decoded again from the video by an apply cut short before its lock write).
             return Decision(Change("scene", scene.id, Action.RESTORE, (problem,), key.hex, scene_key=key, take=take),
-                            *((cached.video_sha256, cached.last_frame_sha256) if cached is not None
-                              else (record.video.sha256, record.last_frame.sha256)))
+                            *((cached.video_sha256, cached.frame_identity) if cached is not None
+                              else (record.video.sha256, record.frame_identity)))
         if cached is None and damage is None and _blobs_intact(cache, record):
             # The cache's index lost the entry (moved aside, damaged, rebuilt) but kept the files the
             # lock names, checked by their sha256: apply indexes them again and restores.
             return Decision(Change("scene", scene.id, Action.RESTORE, (f"{problem}; its files are in the cache",),
-                                   key.hex, scene_key=key, take=take), record.video.sha256, record.last_frame.sha256)
+                                   key.hex, scene_key=key, take=take), record.video.sha256, record.frame_identity)
         found = placed(key.hex) if placed is not None else None
         if found is not None:  # the same render, in place for another scene: adopted by apply
             return Decision(Change("scene", scene.id, Action.RESTORE, (f"{problem}; the same render is {found.video.path}",),
-                                   key.hex, scene_key=key, take=take), found.video.sha256, found.last_frame.sha256)
+                                   key.hex, scene_key=key, take=take), found.video.sha256, found.frame_identity)
         decision = _elsewhere(journalled(Change("scene", scene.id, Action.UPDATE,
                                                 (f"{problem} and {damage or 'not in the cache'}",), key.hex, tokens,
                                                 cost, scene_key=key, take=take), tasks, provider), remote, tasks)
@@ -209,14 +211,15 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
             why = problem if problem == lost else f"{problem}; {lost}"
             return Decision(Change("scene", scene.id, Action.RESTORE,
                                    (f"{why} and not in the cache: decoded again from {record.video.path}",),
-                                   key.hex, scene_key=key, take=take, frame_from_video=True), record.video.sha256)
+                                   key.hex, scene_key=key, take=take, frame_from_video=True),
+                            record.video.sha256, record.frame_identity)
         return decision
     cached, damage = cache.probe(key.hex)
     found = placed(key.hex) if cached is None and placed is not None else None
     if found is not None:  # not cached here, but in place for another scene: adopted by apply
         reasons = why_changed(record, key) if record else []
         return Decision(Change("scene", scene.id, Action.REUSE, tuple(reasons + [f"already rendered: {found.video.path}"]),
-                               key.hex, scene_key=key, take=take), found.video.sha256, found.last_frame.sha256)
+                               key.hex, scene_key=key, take=take), found.video.sha256, found.frame_identity)
     if damage is not None:  # a damaged blob was dropped: render it afresh
         reasons = (why_changed(record, key) if record else []) + [damage]
         return Decision(journalled(Change("scene", scene.id, Action.UPDATE if record else Action.CREATE,
@@ -225,7 +228,7 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
     if cached is not None:
         reasons = why_changed(record, key) if record else []
         return Decision(Change("scene", scene.id, Action.REUSE, tuple(reasons + ["already rendered: in the cache"]),
-                               key.hex, scene_key=key, take=take), cached.video_sha256, cached.last_frame_sha256)
+                               key.hex, scene_key=key, take=take), cached.video_sha256, cached.frame_identity)
     if record is not None:
         return _elsewhere(journalled(Change("scene", scene.id, Action.UPDATE, tuple(why_changed(record, key)),
                                             key.hex, tokens, cost, scene_key=key, take=take), tasks, provider),
@@ -255,7 +258,7 @@ def _elsewhere(change: Change, remote: RemoteView | None, tasks: Tasks | None = 
     hit = remote.entry(change.key)
     if hit is not None:
         return Decision(replace(change, action=Action.PULL, reasons=change.reasons + ("on the team's remote",),
-                                estimated_tokens=0, estimated_cost=None), hit.video_sha256, hit.last_frame_sha256)
+                                estimated_tokens=0, estimated_cost=None), hit.video_sha256, hit.frame_identity)
     claim = remote.claim(change.key)
     if claim is not None:
         return Decision(replace(change, action=Action.WAIT, reasons=change.reasons + (claim,),

@@ -75,6 +75,8 @@ def _render(raw: dict[str, Any], key: str) -> CachedRender | str:
     for name in ("video_sha256", "last_frame_sha256"):
         if not is_digest(raw.get(name)):
             return f"{name} is not a sha256"
+    if raw.get("rendered_frame_sha256") is not None and not is_digest(raw["rendered_frame_sha256"]):
+        return "rendered_frame_sha256 is not a sha256"
     for name in ("video_bytes", "last_frame_bytes", "tokens", "seed"):
         value = raw.get(name)
         if not isinstance(value, int) or isinstance(value, bool) or (name != "seed" and value < 0):

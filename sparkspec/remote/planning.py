@@ -66,7 +66,7 @@ def lock_renders(lock: Lock) -> dict[str, CachedRender]:
                 tokens=take.tokens, video_sha256=take.video.sha256, video_bytes=take.video.bytes,
                 last_frame_sha256=take.last_frame.sha256, last_frame_bytes=take.last_frame.bytes,
                 inputs=take.inputs, seed_derived=take.seed_derived, cost=take.cost,
-                last_frame_extracted=take.last_frame_extracted))
+                last_frame_extracted=take.last_frame_extracted, rendered_frame_sha256=take.rendered_frame_sha256))
     return found
 
 

@@ -44,6 +44,14 @@ class CachedRender:
     seed_derived: bool = False
     cost: float | None = None
     last_frame_extracted: bool = False  # decoded from the video: the task gave no last frame
+    # The last frame is a stand-in decoded from the video again (the render's own was lost
+    # everywhere): the sha256 of the render's own, which scenes chained after it are keyed by.
+    rendered_frame_sha256: str | None = None
+
+    @property
+    def frame_identity(self) -> str:
+        """What a scene chained after this render is keyed by: the render's own last frame."""
+        return self.rendered_frame_sha256 or self.last_frame_sha256
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -42,6 +42,15 @@ class _Fragment:
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
+def _digest_or_none(value: Any) -> str | None:
+    """An optional sha256 of the lock: absent, or 64 hex digits (ValueError otherwise)."""
+    if value is None:
+        return None
+    if not (isinstance(value, str) and _SHA256.fullmatch(value)):
+        raise ValueError("a sha256 is not 64 hex digits")
+    return value
+
+
 @dataclass(frozen=True)
 class FileRecord:
     path: str  # relative to the project folder, with forward slashes
@@ -83,6 +92,14 @@ class SceneRecord(_Fragment):
     takes: tuple[SceneRecord, ...] = ()  # every recorded take, by number; () for a lone take 1
     pick: int = 1
     last_frame_extracted: bool = False  # the task gave no last frame: it was decoded from the video
+    # `last_frame` is a stand-in decoded from the video again (the render's own was lost here
+    # and in every cache): the sha256 of the render's own, which chained scenes are keyed by.
+    rendered_frame_sha256: str | None = None
+
+    @property
+    def frame_identity(self) -> str:
+        """What a scene chained after this take is keyed by: the render's own last frame."""
+        return self.rendered_frame_sha256 or self.last_frame.sha256
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -98,6 +115,8 @@ class SceneRecord(_Fragment):
             out["pick"] = self.pick
         if self.last_frame_extracted:
             out["last_frame_extracted"] = True
+        if self.rendered_frame_sha256 is not None:
+            out["rendered_last_frame_sha256"] = self.rendered_frame_sha256
         return out
 
     @staticmethod
@@ -111,7 +130,8 @@ class SceneRecord(_Fragment):
             cost=float(raw["cost"]) if raw.get("cost") is not None else None,
             take=take if not takes else next((t.take for t in takes if t.key == str(raw["key"])), take),
             takes=takes, pick=int(raw.get("pick", 1)),
-            last_frame_extracted=bool(raw.get("last_frame_extracted", False)))
+            last_frame_extracted=bool(raw.get("last_frame_extracted", False)),
+            rendered_frame_sha256=_digest_or_none(raw.get("rendered_last_frame_sha256")))
 
     def take_records(self) -> dict[int, SceneRecord]:
         """Every recorded take by number, each without the others."""

@@ -1,12 +1,17 @@
 """A scene whose video is in place as the lock records it, but whose last frame is gone from
 renders/ and from every cache, is not paid for again: its last frame is decoded from the video
-once more. Scenes chained after it then start from that frame: their keys are known after
-apply, and they render again only when the frame decoded is not the one they started from."""
+once more, a stand-in for the render's own. Scenes chained after it stay keyed by the render's
+own last frame (the lock keeps its sha256 beside the stand-in's), so they are not paid for
+again either: a clone that lacks the stills (a team that commits only the videos) pays nothing."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
+import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -37,7 +42,7 @@ def check_truthful(spark: Project) -> None:
 
 
 @pytest.mark.slow  # three applies
-def test_a_lost_last_frame_is_decoded_from_the_video_and_only_the_scene_chained_after_it_renders(
+def test_a_lost_last_frame_is_decoded_from_the_video_and_nothing_chained_after_it_renders(
         spark: Project, fake_api: FakeSparkAPI) -> None:
     spark.apply()
     assert fake_api.total_creates == 3
@@ -48,19 +53,49 @@ def test_a_lost_last_frame_is_decoded_from_the_video_and_only_the_scene_chained_
     assert plan.code == 0, plan.err
     assert "< scene.a (restore)" in plan.out and "decoded again from renders/a.mp4" in plan.out, plan.out
     assert "< scene.solo (restore)" in plan.out
-    assert "~ scene.b (update)" in plan.out and "upstream a has its last frame decoded again" in plan.out
-    assert "1 to render" in plan.out  # b, whose first frame is a's last: a's own image is not the decoded one
+    assert "scene.b" not in plan.out and "0 to render" in plan.out, plan.out  # b is keyed by a's own frame
 
     result = spark.apply()
-    assert fake_api.total_creates == 4  # b only: a's and solo's videos were paid for once
+    assert fake_api.total_creates == 3  # nothing paid again
     assert sorted(e["scene"] for e in result.events() if e["event"] == "restored") == ["a", "solo"]
     after = spark.lock()["scenes"]
     for name in ("a", "solo"):
         assert after[name]["video"] == before[name]["video"] and after[name]["task_id"] == before[name]["task_id"]
-        assert after[name]["last_frame"]["sha256"] != before[name]["last_frame"]["sha256"]
+        assert after[name]["last_frame"]["sha256"] != before[name]["last_frame"]["sha256"]  # the stand-in
+        assert after[name]["rendered_last_frame_sha256"] == before[name]["last_frame"]["sha256"]
         assert after[name]["last_frame_extracted"] is True
-    assert after["b"]["inputs"]["first_frame"]["sha256"] == after["a"]["last_frame"]["sha256"]
+    assert after["b"] == before["b"]
     check_truthful(spark)
+
+    # b rendered again (its prompt changed) starts from the stand-in, the only frame there is,
+    # and stays keyed by a's own frame.
+    spec = spark.root / "project.spark.yaml"
+    spec.write_text(spec.read_text().replace("takes off", "takes off slowly", 1))
+    spark.apply()
+    assert fake_api.total_creates == 4
+    [image] = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", json.dumps(fake_api.create_bodies[-1]))
+    assert sha(base64.b64decode(image)) == after["a"]["last_frame"]["sha256"]
+    assert spark.lock()["scenes"]["b"]["inputs"]["first_frame"]["sha256"] == before["a"]["last_frame"]["sha256"]
+    check_truthful(spark)
+
+
+def test_a_clone_with_its_videos_but_not_their_stills_pays_for_nothing(
+        spark: Project, fake_api: FakeSparkAPI, tmp_path: Path) -> None:
+    """A team that commits renders/*.mp4 and not the *.last.png: a teammate's clone, no cache."""
+    spark.apply()
+    clone = tmp_path / "clone"
+    (clone / "renders").mkdir(parents=True)
+    for name in ("project.spark.yaml", "project.spark.lock"):
+        shutil.copy(spark.root / name, clone / name)
+    for video in (spark.root / "renders").glob("*.mp4"):
+        shutil.copy(video, clone / "renders" / video.name)
+    teammate = Project(clone)
+    teammate.env.update(spark.env, SPARKSPEC_CACHE_DIR=str(tmp_path / "clone-cache"))
+    plan = teammate.run("plan")
+    assert "0 to render" in plan.out, plan.out
+    teammate.apply()
+    assert fake_api.total_creates == 3
+    assert "No changes" in teammate.run("plan").out
 
 
 @pytest.mark.slow  # two applies
@@ -127,8 +162,6 @@ def test_a_lost_last_frame_is_decoded_again_when_a_new_pick_moves_its_take(
 @pytest.mark.slow  # two applies
 def test_a_video_that_cannot_be_decoded_fails_its_scene_in_one_line_and_pays_nothing(
         spark: Project, fake_api: FakeSparkAPI) -> None:
-    import json
-
     spark.apply()
     lose(spark, "solo")
     video = spark.root / "renders" / "solo.mp4"
