@@ -36,7 +36,7 @@ from sparkspec.state.cache import CachedRender
 from sparkspec.keys import SceneKey, first_frame_input, scene_key
 from sparkspec.apply.lockwriter import LockWriter
 from sparkspec.state.lockfile import FileRecord, SceneRecord, SequenceRecord
-from sparkspec.apply.adopt import adopt_decoding_frame, adopt_moved
+from sparkspec.apply.adopt import adopt_decoding_frame, adopt_moved, render_of
 from sparkspec.plan.collect import Tasks
 from sparkspec.plan.model import Action, Change, Plan
 from sparkspec.plan.planner import decide, file_problem, output_paths, sequence_path
@@ -402,7 +402,7 @@ class Engine:
             return await self.installed(scene, change, decoded, "restored")
         if change.action in (Action.REUSE, Action.RESTORE):
             first = await self.done[change.same_as] if change.same_as is not None else None
-            cached = self.runner.cached(key.hex)  # (after the scene it shares renders it)
+            cached = self.own_render(scene.id, change) or self.runner.cached(key.hex)  # (after the scene it shares renders it)
             if cached is None and change.same_as is not None and first is None:
                 raise SceneSkipped(f"scene {change.same_as}, whose render it shares, did not render")
             if cached is None:
@@ -448,6 +448,18 @@ class Engine:
         self.emit({"event": "completed", "scene": change.render, "key": key.hex, "task_id": cached.task_id,
                    "tokens": cached.tokens})
         return record
+
+    def own_render(self, scene_id: str, change: Change) -> CachedRender | None:
+        """A restore's render as the lock records it, when both its files are in the cache's
+        store (the plan restores that one, not whatever else the index holds for the key)."""
+        entry = self.workspace.lock.scenes.get(scene_id) if change.action is Action.RESTORE else None
+        own = entry.take_records().get(change.take) if entry is not None else None
+        if own is None or own.key != change.key:
+            return None
+        cache = self.workspace.cache
+        if not all(cache.has_blob(f.sha256, f.bytes) for f in (own.video, own.last_frame)):
+            return None
+        return render_of(own)
 
     async def installed(self, scene: Scene, change: Change, cached: CachedRender, verb: str) -> SceneRecord:
         record = await self.install(scene, change.take, cached)

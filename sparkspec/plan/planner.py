@@ -139,9 +139,10 @@ class Decision:
     last_frame: str | None = None
 
 
-def _blobs_intact(cache: Cache, record: SceneRecord) -> bool:
-    """Both files `record` names are in the cache's store, at their size and sha256."""
-    return all(cache.verify_blob(f.sha256, f.bytes) == "ok" for f in (record.video, record.last_frame))
+def _own_blobs(cache: Cache, record: SceneRecord) -> set[str]:
+    """What the cache's store holds of the files `record` names: {"ok"} when both are there at
+    their size and sha256; "missing" or "damaged" (dropped) for the others."""
+    return {cache.verify_blob(f.sha256, f.bytes) for f in (record.video, record.last_frame)}
 
 
 def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | None, cache: Cache,
@@ -182,8 +183,20 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
                 reasons.append("its render is in the cache (without --replace it would be reused, free)")
         return Decision(journalled(Change("scene", scene.id, Action.REPLACE, tuple(reasons), key.hex,
                                           tokens, cost, scene_key=key, take=take), tasks, provider))
+    own = _own_blobs(cache, record) if record is not None and problem is not None else set()
+    if record is not None and problem is not None and own == {"ok"}:
+        # The lock's own render is in the cache's store: that one comes back, whatever the
+        # cache's index holds for the key now (a re-roll by --replace in a checkout sharing the
+        # cache, or by a twin scene of the same inputs): a restore never swaps in another render,
+        # which would change the first frame of the scenes chained after it. Apply indexes the
+        # files again if the index lost them.
+        indexed = cache.lookup(key.hex) is not None
+        return Decision(Change("scene", scene.id, Action.RESTORE,
+                               (problem if indexed else f"{problem}; its files are in the cache",),
+                               key.hex, scene_key=key, take=take), record.video.sha256, record.frame_identity)
     if record is not None and problem is not None:
         cached, damage = cache.probe(key.hex)
+        damage = damage or ("cached copy damaged" if "damaged" in own else None)
         if cached is not None or (problem == moved and _in_place(project, memo, record)):
             # A moved take not cached here (a clone) is adopted from where the lock has it.
             # What is installed is the cache's render: its last frame may not be the record's (a
@@ -191,11 +204,6 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
             return Decision(Change("scene", scene.id, Action.RESTORE, (problem,), key.hex, scene_key=key, take=take),
                             *((cached.video_sha256, cached.frame_identity) if cached is not None
                               else (record.video.sha256, record.frame_identity)))
-        if cached is None and damage is None and _blobs_intact(cache, record):
-            # The cache's index lost the entry (moved aside, damaged, rebuilt) but kept the files the
-            # lock names, checked by their sha256: apply indexes them again and restores.
-            return Decision(Change("scene", scene.id, Action.RESTORE, (f"{problem}; its files are in the cache",),
-                                   key.hex, scene_key=key, take=take), record.video.sha256, record.frame_identity)
         found = placed(key.hex) if placed is not None else None
         if found is not None:  # the same render, in place for another scene: adopted by apply
             return Decision(Change("scene", scene.id, Action.RESTORE, (f"{problem}; the same render is {found.video.path}",),

@@ -152,3 +152,28 @@ def test_what_apply_overwrites_or_deletes_on_a_machine_without_the_cache_is_kept
     assert fake_api.total_creates == paid
     assert {p.name: sha(p) for p in (tmp_path / "renders").glob("*.mp4")} == original
     assert "No changes" in cli("plan", cwd=tmp_path).out
+
+
+def test_a_restore_brings_back_the_lock_s_render_not_another_render_of_its_key(
+        cli: Cli, tmp_path: Path, fake_api: FakeSparkAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twin scenes of one key, one re-rolled by --replace (a real API's re-roll is other bytes):
+    the cache's index then names the re-roll, yet a restore of the other twin must bring back
+    its own recorded render (its files are in the cache), or the scene chained after it would
+    see another first frame and be paid for again."""
+    fake_api.unique = True
+    monkeypatch.setenv("SPARK_API_KEY", fake_api.api_key)
+    monkeypatch.setenv("SPARK_BASE_URL", fake_api.base_url)
+    (tmp_path / "project.spark.yaml").write_text(
+        SPEC + '  after: {first_frame: {scene: b}, prompt: "the kite dives"}\n')
+    assert cli("apply", "--auto-approve", cwd=tmp_path).code == 0
+    assert cli("apply", "--auto-approve", "--replace", "a", "--target", "a", cwd=tmp_path).code == 0
+    assert fake_api.total_creates == 3
+    recorded = sha(tmp_path / "renders/b.mp4")
+    assert sha(tmp_path / "renders/a.mp4") != recorded  # the re-roll
+    (tmp_path / "renders/b.mp4").unlink()
+    plan = cli("plan", cwd=tmp_path)
+    assert "< scene.b (restore)" in plan.out and "0 to render" in plan.out, plan.out
+    assert cli("apply", "--auto-approve", cwd=tmp_path).code == 0
+    assert fake_api.total_creates == 3
+    assert sha(tmp_path / "renders/b.mp4") == recorded
+    assert "No changes" in cli("plan", cwd=tmp_path).out
