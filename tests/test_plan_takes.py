@@ -192,15 +192,22 @@ def test_takes_and_pick_in_defaults_reach_every_scene_a_scene_overrides_them(
     assert [n for n in lock.scenes["pour"].take_records()] == [1, 2]
 
 
-def test_a_target_brings_every_take_of_what_it_needs_and_no_other(root: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_target_brings_what_it_needs_and_no_other(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every take of the target; of an upstream it needs, the picked take (what it starts
+    from) and a take --replace names: its other takes would be paid for and not needed."""
     edit(root, '    prompt: "Coffee pours"\n', '    prompt: "Coffee pours"\n    takes: 2\n')
+    edit(root, "    takes: 3\n", "    takes: 3\n    pick: 2\n")
     code, out, err = run_main(["plan", "--json", "--target", "pour"], root, monkeypatch)
     assert code == 0, err
     planned = {c["address"]: c["action"] for c in json.loads(out)["changes"]}
-    assert {a for a, x in planned.items() if x == "create"} == {
-        "scene.hero", "scene.hero.take2", "scene.hero.take3", "scene.pour", "scene.pour.take2"}
+    assert {a for a, x in planned.items() if x == "create"} == {"scene.hero.take2", "scene.pour", "scene.pour.take2"}
     assert "scene.logo" not in planned
+    code, out, err = run_main(["plan", "--json", "--target", "pour", "--replace", "hero.take3"], root, monkeypatch)
+    assert code == 0, err
+    assert {c["address"] for c in json.loads(out)["changes"] if c["id"] == "hero"} == {
+        "scene.hero.take2", "scene.hero.take3"}
+    code, out, err = run_main(["plan", "--json", "--target", "pour", "--target", "hero"], root, monkeypatch)
+    assert len([c for c in json.loads(out)["changes"] if c["id"] == "hero"]) == 3
     code, out, err = run_main(["plan", "--json", "--target", "logo"], root, monkeypatch)
     assert code == 0, err
     assert [c["address"] for c in json.loads(out)["changes"] if c["kind"] == "scene"] == ["scene.logo"]

@@ -329,8 +329,10 @@ class _Planner:
             return tokens, None
         return tokens, apifacts.tokens_cost(tokens, price, scene.service_tier)
 
-    def plan_scene(self, scene: Scene) -> list[Change]:
-        """One change per take (take 1 first), and a delete for each recorded take dropped."""
+    def plan_scene(self, scene: Scene, only: Collection[int] | None = None) -> list[Change]:
+        """One change per take (take 1 first), and a delete for each recorded take dropped.
+        `only`: these takes and no others (a scene --target selects only as an upstream)."""
+        numbers = [t for t in range(1, scene.takes + 1) if only is None or t in only]
         record = self.lock.scenes.get(scene.id)
         recorded = record.take_records() if record is not None else {}
         if record is not None and record.pick != scene.pick:
@@ -342,14 +344,14 @@ class _Planner:
             self.last_frames[scene.id] = self.videos[scene.id] = None
             changes = [self.plan_unknown(scene, take, recorded.get(take),
                                          forced or f"{scene.id}.take{take}" in self.options.replace, estimate)
-                       for take in range(1, scene.takes + 1)]
+                       for take in numbers]
         else:
             if upstream is not None:
                 first = first_frame_input(sha256=self.last_frames[upstream])
             else:
                 first = image_identity(scene, self.memo)
             changes = []
-            for take in range(1, scene.takes + 1):
+            for take in numbers:
                 key = scene_key(self.project, scene, first, take)
                 if take == scene.pick:  # what chained scenes start from
                     self.render_ids[scene.id] = key.hex
@@ -374,7 +376,7 @@ class _Planner:
                 changes.append(change)
         changes += [Change("scene", scene.id, Action.DELETE, (f"takes lowered to {scene.takes}",),
                            recorded[take].key, take=take)
-                    for take in sorted(recorded) if take > scene.takes]
+                    for take in sorted(recorded) if take > scene.takes and only is None]
         return changes
 
     def plan_unknown(self, scene: Scene, take: int, record: SceneRecord | None, forced: bool,
@@ -456,6 +458,17 @@ class _Planner:
         return Change("sequence", name, Action.NOOP)
 
 
+def _takes_needed(project: Project, sid: str, options: PlanOptions) -> set[int] | None:
+    """The takes of scene `sid` a targeted plan covers: every take of a scene it selects (as a
+    target or a sequence's member); of one it selects only as an upstream, the picked take (what
+    the scenes chained after it start from) and any take --replace names. None: every take."""
+    if not options.targets or sid in options.targets or sid in options.replace or any(
+            sid in project.sequences[name].scenes for name in options.targets if name in project.sequences):
+        return None
+    named = {take[1] for wanted in options.replace if (take := take_of(project, wanted)) is not None and take[0] == sid}
+    return {project.scenes[sid].pick} | named
+
+
 def plan_changes(project: Project, lock: Lock, cache: Cache, memo: DigestMemo,
                  options: PlanOptions = PlanOptions(), fingerprint: Mapping[str, str] | None = None,
                  remote: RemoteView | None = None, tasks: Tasks | None = None) -> Plan:
@@ -476,7 +489,7 @@ def plan_changes(project: Project, lock: Lock, cache: Cache, memo: DigestMemo,
         selected = project.scenes
     planner = _Planner(project, lock, cache, memo, options, remote, tasks)
     changes = [change for sid in graph.topological_order(upstreams) if sid in selected
-               for change in planner.plan_scene(project.scenes[sid])]
+               for change in planner.plan_scene(project.scenes[sid], _takes_needed(project, sid, options))]
     if not options.targets:
         changes += [Change("scene", sid, Action.DELETE, ("not in the spec",), lock.scenes[sid].key)
                     for sid in lock.scenes if sid not in project.scenes]
