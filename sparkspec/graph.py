@@ -90,17 +90,21 @@ def render(upstreams: Upstreams, sequences: Mapping[str, Iterable[str]], fmt: st
     children = dependents(upstreams)
     lines = []
 
-    def walk(scene: str, prefix: str, branch: str) -> None:
-        """A tree as `tree` draws one: ├─ for a child with siblings after it, └─ for the last."""
-        lines.append(prefix + branch + scene)
-        below = prefix + ("" if not branch else "│  " if branch == "├─ " else "   ")
-        kids = children[scene]
-        for n, child in enumerate(kids):
-            walk(child, below, "└─ " if n == len(kids) - 1 else "├─ ")
+    def walk(root: str) -> None:
+        """A tree as `tree` draws one: ├─ for a child with siblings after it, └─ for the last.
+        With a stack, not recursion: a chain thousands of scenes deep is a valid spec."""
+        stack = [(root, "", "")]
+        while stack:
+            scene, prefix, branch = stack.pop()
+            lines.append(prefix + branch + scene)
+            below = prefix + ("" if not branch else "│  " if branch == "├─ " else "   ")
+            kids = children[scene]
+            stack.extend((child, below, "└─ " if n == len(kids) - 1 else "├─ ")
+                         for n, child in reversed(list(enumerate(kids))))
 
     for scene in order:
         if upstreams[scene] is None:
-            walk(scene, "", "")
+            walk(scene)
     for name, members in sequences.items():
         lines.append(f"sequence {name}: {' + '.join(members)}")
     return "\n".join(lines)

@@ -93,6 +93,17 @@ def test_render_text() -> None:
     ])
 
 
+@pytest.mark.parametrize("fmt", ["text", "dot", "mermaid"])
+def test_a_chain_thousands_deep_is_drawn(fmt: str) -> None:
+    """The text tree was drawn by recursion: a 1,000-scene chain, a valid spec, was exit 3."""
+    depth = 3000
+    chain: Up = {f"s{n}": f"s{n - 1}" if n else None for n in range(depth)}
+    drawn = graph.render(chain, {}, fmt)
+    assert f"s{depth - 1}" in drawn
+    if fmt == "text":
+        assert drawn.splitlines()[-1].endswith(f"└─ s{depth - 1}")
+
+
 def test_render_dot() -> None:
     assert graph.render(CHAINS, SEQUENCES, "dot") == "\n".join([
         "digraph sparkspec {",
