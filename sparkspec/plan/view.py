@@ -32,8 +32,11 @@ def _money(cost: float | None) -> float | None:
 
 
 def change_json(change: Change) -> dict[str, Any]:
+    """A change as `--json` lists it; a scene's says which take it is (`scene.hero` is take 1;
+    the lock's top-level record of a scene is its picked take's, which may be another)."""
     return {
         "address": change.address, "kind": change.kind, "id": change.id,
+        **({"take": change.take} if change.kind == "scene" else {}),
         "action": change.action.value, "reasons": list(change.reasons), "key": change.key,
         "estimated_tokens": change.estimated_tokens, "estimated_cost": _money(change.estimated_cost),
     }
