@@ -71,6 +71,7 @@ class ReviewSequence:
     id: str
     video: str
     members: tuple[tuple[str, float], ...]  # (scene id, seconds) in order
+    stale: bool = False  # the film holds other clips than the spec's members now (not stitched since)
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,22 @@ def gather(project: Project, lock: Lock, before: Mapping[str, str],
     by_id = {s.id: s for s in scenes}
     sequences = []
     for name, seq in sorted(lock.sequences.items()):
-        members = project.sequences[name].scenes if name in project.sequences else ()
-        sequences.append(ReviewSequence(name, relative(seq.video.path, out), tuple(
-            (m, by_id[m].seconds if m in by_id else 0.0) for m in members)))
+        wanted = project.sequences[name].scenes if name in project.sequences else ()
+        picked = [lock.scenes[m].video.sha256 if m in lock.scenes else None for m in wanted]
+        if picked == list(seq.members):
+            members = tuple((m, by_id[m].seconds if m in by_id else 0.0) for m in wanted)
+        else:  # the film as it was stitched (a targeted apply left it), told by its clips' digests
+            members = tuple(_clips(lock).get(sha, ("a clip no longer in the lock", 0.0)) for sha in seq.members)
+        sequences.append(ReviewSequence(name, relative(seq.video.path, out), members,
+                                        stale=picked != list(seq.members)))
     return Review(project.name, tuple(scenes), tuple(sequences))
+
+
+def _clips(lock: Lock) -> dict[str, tuple[str, float]]:
+    """Each recorded take's video digest -> its name (`intro`, `intro.take2`) and seconds."""
+    found: dict[str, tuple[str, float]] = {}
+    for sid, record in sorted(lock.scenes.items()):
+        for number, take in sorted(record.take_records().items()):
+            name = sid if number == record.pick else f"{sid}.take{number}"
+            found.setdefault(take.video.sha256, (name, seconds(take.inputs)))
+    return found

@@ -65,6 +65,8 @@ def _sequence(seq: ReviewSequence) -> str:
         start += seconds
     return (f'<section class="card film" id="sequence-{_e(seq.id)}" data-sequence="{_e(seq.id)}">\n'
             f'<h3>{_e(seq.id)} <span class="chain">{len(seq.members)} scene{_s(len(seq.members))}</span></h3>\n'
+            + ('<p class="gone">stitched before the spec changed its scenes: the next apply stitches it '
+               'again</p>\n' if seq.stale else '') +
             f'<video data-src="{_e(seq.video)}" controls playsinline preload="none"></video>\n'
             f'<div class="timeline">{"".join(buttons)}</div>\n'
             '</section>\n')

@@ -102,6 +102,23 @@ def test_one_card_per_scene_in_graph_order_with_what_made_it(root: Path, tmp_pat
     assert [float(b["data-start"]) for b in timeline] == [0.0, round(121 / 24, 3)]
 
 
+def test_a_film_not_stitched_since_its_scenes_changed_is_drawn_as_it_is(root: Path, tmp_path: Path) -> None:
+    """A targeted apply leaves the film as it was stitched: its timeline is the clips the lock
+    records it holds (not the spec's new member list, whose points lie past its end), and the
+    card says the next apply stitches it again."""
+    settle(root, tmp_path / "clips", {"logo": 1, "intro": 2, "pour": 3})
+    spec = root / SPEC
+    spec.write_text(spec.read_text().replace("film: {scenes: [intro, pour]}", "film: {scenes: [intro, logo, pour, intro]}"))
+    review(root)
+    page = Page((root / "renders/index.html").read_text())
+    timeline = [a for t, a in page.tags if t == "button" and "data-start" in a]
+    assert [b["title"].split(":")[0] for b in timeline] == ["intro", "pour"]
+    assert "stitched before the spec changed its scenes" in "".join(page.text)
+    spec.write_text(SPEC_TEXT)
+    review(root)
+    assert "stitched before" not in (root / "renders/index.html").read_text()
+
+
 def test_self_contained_no_network(root: Path, tmp_path: Path) -> None:
     settle(root, tmp_path / "clips", {"logo": 1, "intro": 2, "pour": 3})
     review(root)
