@@ -504,6 +504,20 @@ def test_target_plans_the_upstream_closure_only(root: Path) -> None:
                              "sequence.final": "stitch"}
 
 
+def test_a_targeted_plan_with_nothing_to_do_does_not_vouch_for_the_rest(root: Path) -> None:
+    """`--target a` with `a` up to date said "The renders match the spec" while others were not."""
+    from sparkspec.plan.markdown import render_markdown
+    from sparkspec.plan.view import render_text
+
+    fake_apply(root)
+    edit(root, '"The logo"', '"The new logo"')
+    targeted = plan_of(root, PlanOptions(targets=("pour",)))
+    for text in (render_text(targeted), render_markdown(targeted)):
+        assert "No changes for pour (and what they need upstream)" in text
+        assert "the rest of the spec may still differ" in text and "The renders match the spec" not in text
+    assert "No changes. The renders match the spec." not in render_text(plan_of(root))
+
+
 def test_target_never_deletes(root: Path) -> None:
     fake_apply(root)
     edit(root, '  logo:\n    prompt: "The logo"\n', "")

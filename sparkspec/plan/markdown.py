@@ -12,7 +12,7 @@ import html
 import re
 
 from sparkspec.plan.model import Action, Change, Plan
-from sparkspec.plan.view import summary_line
+from sparkspec.plan.view import no_changes, summary_line
 
 _PROMPT = "prompt: "
 _REMOVED = re.compile(r"\[-(.*?)-\]", re.S)
@@ -24,7 +24,7 @@ def render_markdown(plan: Plan, title: str | None = None) -> str:
     lines = [f"### {_cell(title)}" if title else "### sparkspec plan", "",
              f"**{summary_line(plan)}**", ""]
     if not shown:
-        lines.append("No changes. The renders match the spec.")
+        lines.append(no_changes(plan))
         return "\n".join(lines) + "\n"
     lines += ["| | action | scene | reasons | tokens | cost |",
               "| --- | --- | --- | --- | ---: | ---: |"]

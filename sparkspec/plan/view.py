@@ -73,11 +73,20 @@ def summary_line(plan: Plan) -> str:
     return f"{line} Also " + "; ".join(part for part in (", ".join(also), money) if part) + "."
 
 
+def no_changes(plan: Plan) -> str:
+    """A plan with nothing to do says so; a targeted one only of what its targets select (the
+    rest of the spec may be out of date, as terraform warns of -target)."""
+    if plan.options.targets:
+        return (f"No changes for {', '.join(plan.options.targets)} (and what they need upstream): their renders "
+                "match the spec. Only the targets were planned; the rest of the spec may still differ.")
+    return "No changes. The renders match the spec."
+
+
 def render_text(plan: Plan) -> str:
     lines = []
     shown = [c for c in plan.changes if c.action is not Action.NOOP]
     if not shown:
-        lines.append("No changes. The renders match the spec.")
+        lines.append(no_changes(plan))
     else:
         lines.append("sparkspec will:")
         lines.append("")
