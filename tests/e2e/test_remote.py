@@ -200,6 +200,36 @@ def test_a_plan_renders_what_the_remote_holds_cut_short_or_without_its_blob(tmp_
 
 
 @pytest.mark.slow
+def test_a_stand_in_last_frame_in_the_lock_is_pulled_as_the_team_s_render(tmp_path: Path,
+                                                                            fake_api: FakeSparkAPI) -> None:
+    """A machine that lost intro's still decodes a stand-in from the video (the lock keeps the
+    render's own frame's sha256 beside it); a teammate cloning that lock, cache empty, pulls
+    the team's render of the key (its own frame) and what is chained after it, paying nothing."""
+    fake_api.unique = True
+    remote_dir = tmp_path / "team-remote"
+    first = machine(tmp_path, "first", fake_api, f"file://{remote_dir}")
+    first.write(SPEC)
+    first.apply()
+    own = first.lock()["scenes"]["intro"]["last_frame"]["sha256"]
+    (first.root / "renders" / "intro.last.png").unlink()
+    shutil.rmtree(tmp_path / "first" / "cache")
+    first.apply("--remote", "off")
+    stand_in = first.lock()["scenes"]["intro"]
+    assert stand_in["rendered_last_frame_sha256"] == own != stand_in["last_frame"]["sha256"]
+    assert fake_api.total_creates == 3
+
+    second = machine(tmp_path, "second", fake_api, f"file://{remote_dir}")
+    clone(first, second)
+    planned = second.run("plan")
+    assert "0 to render" in planned.out and "3 to pull" in planned.out, planned.out + planned.err
+    second.apply()
+    assert fake_api.total_creates == 3
+    assert second.lock()["scenes"]["intro"]["last_frame"]["sha256"] == own  # the render's own frame
+    assert second.lock()["scenes"]["next"] == first.lock()["scenes"]["next"]
+    assert "No changes" in second.run("plan").out
+
+
+@pytest.mark.slow
 def test_failed_uploads_are_queued_and_pushed_by_the_next_apply(tmp_path: Path, fake_api: FakeSparkAPI,
                                                                 moto_server: MotoServer) -> None:
     bucket = "later-" + tmp_path.name.lower().replace("_", "-")[-20:]
