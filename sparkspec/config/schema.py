@@ -66,10 +66,17 @@ def validate(doc: Document) -> list[Diagnostic]:
     errors = list(_validator().iter_errors(doc.data))
     if _restore_text(doc, errors):
         errors = list(_validator().iter_errors(doc.data))
+    # A value not of its kind (`seed: .inf`) is said to be so once, not also out of its range.
+    mistyped = {tuple(e.absolute_path) for e in errors if e.validator == "type"}
     diagnostics: list[Diagnostic] = []
     for error in errors:
+        if error.validator in _KIND_BOUND and tuple(error.absolute_path) in mistyped:
+            continue
         diagnostics.extend(_diagnose(doc, error))
     return diagnostics
+
+
+_KIND_BOUND = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
 
 
 def _names_a_scene(path: tuple[Any, ...]) -> bool:
