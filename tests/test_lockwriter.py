@@ -132,7 +132,21 @@ def test_a_withheld_record_whose_render_failed_comes_back(tmp_path: Path, api: F
     assert set(result.failed) == {"s01"}
     after, _ = read_lock(tmp_path / "project.spark.lock")
     assert after == before and all(not lies for _, lies in writes)
-    assert writes[0][0] < len(before.to_text())  # s01 was withheld while it rendered
+    # Nothing of s01 was touched, so it never left the file: an apply killed while a render runs
+    # leaves the lock as it was (a teammate or CI with the lock and renders/ pays nothing).
+    assert all(size == len(before.to_text()) for size, _ in writes)
+
+
+def test_records_leave_the_file_only_when_the_first_output_is_about_to_change(
+        tmp_path: Path, api: FakeSparkAPI, writes: list[tuple[int, list[str]]]) -> None:
+    (tmp_path / "project.spark.yaml").write_text(spec("take 1", 3, "spark"))
+    assert apply(tmp_path, api).ok
+    before, _ = read_lock(tmp_path / "project.spark.lock")
+    (tmp_path / "project.spark.yaml").write_text(spec("take 1", 3, "spark").replace("take 1", "take 2"))
+    writes.clear()
+    result = apply(tmp_path, api)
+    assert result.ok and all(not lies for _, lies in writes)
+    assert writes and writes[0][0] < len(before.to_text())  # withheld once the first render arrived
 
 
 @pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone

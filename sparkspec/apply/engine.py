@@ -267,6 +267,8 @@ class Engine:
             self.installing.setdefault(change.id, asyncio.Lock())
         # Deletes first, right after their records left the file: a kill later in the apply
         # left a removed sequence's video in renders/, recorded nowhere, for good.
+        if any(change.action is Action.DELETE for change in changes):
+            await self.before_touching()
         for change in changes:
             if change.action is Action.DELETE:
                 if change.kind == "scene":
@@ -279,9 +281,18 @@ class Engine:
         finally:
             for task in tasks:
                 task.cancel()
+        if any(change.kind == "sequence" and change.action is Action.STITCH for change in changes):
+            await self.before_touching()
         for change in changes:
             if change.kind == "sequence" and change.action is not Action.DELETE:
                 self.sequence_step(change, lambda _: self.sequence(change))
+
+    async def before_touching(self) -> None:
+        """Before the first output changes: the records this apply may change leave the lock file
+        (an apply killed while its first renders run leaves the lock as it was)."""
+        written = self.lock.before_touching()
+        if written is not None:
+            await asyncio.wrap_future(written)
 
     def sequence_step(self, change: Change, step: Callable[[str], None]) -> None:
         """Stitch or delete one sequence; a failure fails it alone, the others go on."""
@@ -492,6 +503,7 @@ class Engine:
         """Cache -> renders/ (copied off the event loop) -> the lock's record; the takes of a
         scene one at a time, as they share the scene's top-level files."""
         async with self.installing[scene.id]:
+            await self.before_touching()
             current = self.take_record(scene.id, take)
             if current is not None and not self.lock.withholds(scene.id, take) and \
                     not self.installs_as_recorded(scene, take, current, cached):

@@ -11,8 +11,9 @@ lock and the cache index, which a write commits, at a cost that only shows next 
 that small (an apply of zero-latency renders ends first). Between writes the lock on disk may lag
 behind renders/ (a finished scene not listed yet: the cache has it, the next plan calls
 it `reuse`), but it never names a file that is not as it says: records of outputs this
-apply may overwrite, move or delete are withheld from the file, in one write before any of
-them is touched, until their new record replaces them. A withheld record whose files
+apply may overwrite, move or delete are withheld from the file, in one write made when the
+first output is about to change (not at the start: an apply killed while its first renders
+are still running leaves the lock as it was), until their new record replaces them. A withheld record whose files
 were never touched (its render failed) goes back in at the end. A scene's takes are
 withheld and put one by one: the file lists the takes that are as it says.
 
@@ -66,6 +67,7 @@ class LockWriter:
         self.scenes: dict[str, SceneRecord] = dict(workspace.lock.scenes)
         self.sequences: dict[str, SequenceRecord] = dict(workspace.lock.sequences)
         self.withheld: set[Item] = set()
+        self.withheld_written: Future[None] | None = None  # the write that took them out of the file
         self.touched: set[Item] = set()  # withheld, and its files were written or deleted
         self.changed = 0  # records changed since the last write
         self.written = 0  # records in the last write
@@ -73,12 +75,19 @@ class LockWriter:
         self.index_failure: Exception | None = None  # the cache index's first failure in a write
 
     def withhold(self, takes: Iterable[tuple[str, int]], sequences: Iterable[str]) -> None:
-        """Before any of these outputs is overwritten, moved or deleted: the file stops naming them."""
+        """These outputs may be overwritten, moved or deleted: the file stops naming them before
+        the first output is touched (`before_touching`)."""
         self.withheld = {("scene", s, t) for s, t in takes if t in self.takes(s)} | \
             {("sequence", s, 0) for s in sequences if s in self.sequences}
-        if self.withheld:
+
+    def before_touching(self) -> Future[None] | None:
+        """An output is about to be written, moved or deleted: the withheld records leave the
+        file, in one write taken the first time; the caller waits for the future returned (None:
+        nothing to wait for) before it touches the file."""
+        if self.withheld and self.withheld_written is None:
             self.write()
-            self.settle()  # on disk before any of those outputs is touched
+            self.withheld_written = self.pending
+        return self.withheld_written
 
     def takes(self, scene_id: str) -> dict[int, SceneRecord]:
         entry = self.scenes.get(scene_id)
