@@ -360,15 +360,14 @@ def merge_lock(base: str, ours: str, theirs: str) -> None:
 
 
 @cli.command()
-@click.option("-f", "--file", "spec", default=DEFAULT_SPEC, show_default=True, help="The spec file.")
-@click.option("--provider", type=click.Choice(["spark", "ark", "local"]), help="Check this provider instead of the spec's.")
-def doctor(spec: str, provider: str | None) -> None:
+@spec_options
+def doctor(spec: str, variables: tuple[str, ...], var_files: tuple[str, ...], provider: str | None) -> None:
     """Check the API key and the API's answer, and the team's remote, without paying for anything."""
     from sparkspec.commands.doctor import diagnose, diagnose_remote, doctor_config
     from sparkspec.state.workspace import STATE_DIR
 
     given = click.get_current_context().get_parameter_source("spec") is not ParameterSource.DEFAULT
-    config, remote = doctor_config(_path(spec), provider, spec, given)
+    config, remote = doctor_config(_path(spec), _load_options(variables, var_files, provider), spec, given)
     report = diagnose(config)
     diagnose_remote(report, remote, _path(spec).parent / STATE_DIR)
     for line in report.lines:

@@ -93,6 +93,19 @@ def test_local_needs_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert "per minute" not in out  # the API's request limit means nothing to renders made here
 
 
+def test_a_spec_that_needs_a_var_is_checked_with_it_and_a_subfolder_names_its_project(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "project.spark.yaml").write_text(
+        'version: 1\nprovider: {type: local}\nscenes:\n  a: {prompt: "a {{ x }}"}\n')
+    code, out, err = doctor(tmp_path, monkeypatch)
+    assert code == 1 and "undefined variable" in err + out
+    code, out, err = doctor(tmp_path, monkeypatch, "--var", "x=kite")
+    assert code == 0 and "provider     local" in out, err
+    (tmp_path / "prompts").mkdir()
+    code, out, err = doctor(tmp_path / "prompts", monkeypatch)
+    assert code == 1 and "this folder is inside the project at" in err and "SPARK_API_KEY" not in out
+
+
 def test_ark_without_a_spec_checks_arks_own_key_and_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                         fake_api: FakeSparkAPI) -> None:
     monkeypatch.setenv("SPARK_API_KEY", "wrong")  # spark's variables must not be what is checked

@@ -19,13 +19,16 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from sparkspec.config.model import ProviderConfig, RemoteConfig
 from sparkspec.errors import AccountError, AuthError, ProviderError, TaskNotFound
+
+if TYPE_CHECKING:
+    from sparkspec.config.loader import LoadOptions
 
 
 @dataclass
@@ -39,18 +42,20 @@ class Report:
         return passed
 
 
-def doctor_config(spec: Path, provider: str | None, display: str,
+def doctor_config(spec: Path, options: LoadOptions, display: str,
                   given: bool = False) -> tuple[ProviderConfig, RemoteConfig | None]:
-    """The spec's provider and remote, read once; with no spec yet, the defaults of the
-    provider type asked for and no remote (the environment may still name one). A spec named
-    with -f (`given`) must be there: checking the defaults instead would check what it does not use."""
-    from sparkspec.config.loader import LoadOptions, load_project, require_spec
+    """The spec's provider and remote, read once (with the --var and --var-file its templates
+    may need); with no spec yet, the defaults of the provider type asked for and no remote (the
+    environment may still name one). A spec named with -f (`given`) must be there, and so must
+    the project's when run from a folder inside it: checking the defaults instead would check
+    what it does not use."""
+    from sparkspec.config.loader import load_project, project_above, require_spec
 
-    if given:
+    if given or project_above(spec) is not None:
         require_spec(spec, display)
     if not spec.exists():
-        return default_config(provider or "spark"), None
-    project = load_project(spec, LoadOptions(provider=provider), display).project
+        return default_config(options.provider or "spark"), None
+    project = load_project(spec, options, display).project
     return project.provider, project.remote
 
 

@@ -79,14 +79,23 @@ def local_parallelism() -> int:
     return os.cpu_count() or 1
 
 
-def missing_spec(spec_path: Path, display: str) -> str:
-    """What to say of a spec that is not there: the project above, when this is a folder
-    inside one (run from there: `init` here would start a second project inside it), else `init`."""
+def project_above(spec_path: Path) -> Path | None:
+    """The spec of the project this folder is inside, when `spec_path` is a bare name that
+    is not here but is in a folder above."""
     if not spec_path.is_absolute() and len(spec_path.parts) == 1:
         for parent in Path.cwd().parents:
             if (parent / spec_path.name).is_file():
-                return (f"{display}: no such file here; this folder is inside the project at "
-                        f"{parent / spec_path.name}: run sparkspec there, or pass -C {parent}")
+                return parent / spec_path.name
+    return None
+
+
+def missing_spec(spec_path: Path, display: str) -> str:
+    """What to say of a spec that is not there: the project above, when this is a folder
+    inside one (run from there: `init` here would start a second project inside it), else `init`."""
+    above = project_above(spec_path)
+    if above is not None:
+        return (f"{display}: no such file here; this folder is inside the project at "
+                f"{above}: run sparkspec there, or pass -C {above.parent}")
     return f"{display}: no such file; run `sparkspec init` to start a project, or pass -f FILE"
 
 

@@ -267,6 +267,10 @@ def test_the_shipped_schema_with_an_unknown_keyword_compiles_to_none() -> None:
     {"scenes": {"a": {"prompt": "x", "ratio": "adaptive"}}},
     {"output_dir": "/tmp/x", "scenes": {"a": {"prompt": "x"}}},
     {"provider": {"type": "local", "protocol": "queue"}, "scenes": {"a": {"prompt": "x"}}},
+    {"provider": {"type": "ark", "protocol": "queue"}, "scenes": {"a": {"prompt": "x"}}},
+    {"output_dir": "../x", "scenes": {"a": {"prompt": "x"}}},
+    {"output_dir": "out/../../x", "scenes": {"a": {"prompt": "x"}}},
+    {"scenes": {"a": {"prompt": "x", "first_frame": {"image": "http://example.com/a.png"}}}},
 ])
 def test_the_shipped_schema_tells_editors_what_validate_refuses(bad: dict[str, Any]) -> None:
     # An editor validating against `sparkspec schema` sees these; validate reports them itself.
