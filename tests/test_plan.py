@@ -527,6 +527,21 @@ def test_target_never_deletes(root: Path) -> None:
     assert actions(plan) == {"scene.intro": "update"}
 
 
+def test_a_target_removed_from_the_spec_is_deleted_alone(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As terraform's -target destroys a resource removed from its configuration."""
+    fake_apply(root)
+    edit(root, '  logo:\n    prompt: "The logo"\n', "")
+    edit(root, "[intro, pour, logo]", "[intro, pour]")
+    edit(root, "A cup on", "A mug on")
+    assert actions(plan_of(root, PlanOptions(targets=("logo",)))) == {"scene.logo": "delete"}
+    code, out, err = run(["plan", "--target", "scene.logo"], root, monkeypatch)
+    assert code == 0 and "- scene.logo (delete)" in out and "intro" not in out, out + err
+    code, _, err = run(["plan", "--target", "nothere"], root, monkeypatch)
+    assert code == 1 and "no scene or sequence of that id" in err
+    code, _, err = run(["plan", "--replace", "logo"], root, monkeypatch)
+    assert code == 1 and "no scene or sequence of that id" in err  # nothing to render again
+
+
 # -- saved plans ---------------------------------------------------------------------------------
 
 

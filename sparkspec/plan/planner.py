@@ -70,12 +70,14 @@ def take_of(project: Project, wanted: str) -> tuple[str, int] | None:
     return match["scene"], int(match["take"])
 
 
-def check_ids(project: Project, options: PlanOptions) -> None:
+def check_ids(project: Project, options: PlanOptions, removed: Collection[str] = ()) -> None:
+    """`removed`: ids the lock records that the spec no longer has, which --target may name
+    (to delete that one, as terraform destroys a resource removed from its configuration)."""
     known = set(project.scenes) | set(project.sequences)
     kinds = {(flag, name): kind for flag, kind, name in options.addressed}
     for flag, ids in (("--target", options.targets), ("--replace", options.replace)):
         for wanted in ids:
-            if wanted in known:
+            if wanted in known or (flag == "--target" and wanted in removed):
                 continue
             shown = f"{kinds[flag, wanted]}.{wanted}" if (flag, wanted) in kinds else wanted  # as typed
             take = take_of(project, wanted)
@@ -97,7 +99,7 @@ def check_ids(project: Project, options: PlanOptions) -> None:
             raise SparkspecError(f"{flag} {shown}: no scene or sequence of that id in "
                                  f"{project.display_path}; see `sparkspec graph`")
     for flag, kind, wanted in options.addressed:
-        if kind == "scene" and take_of(project, wanted) is not None:
+        if (kind == "scene" and take_of(project, wanted) is not None) or (flag == "--target" and wanted in removed):
             continue
         if wanted not in (project.scenes if kind == "scene" else project.sequences):
             other = "sequence" if kind == "scene" else "scene"
@@ -473,7 +475,9 @@ def plan_changes(project: Project, lock: Lock, cache: Cache, memo: DigestMemo,
                  options: PlanOptions = PlanOptions(), fingerprint: Mapping[str, str] | None = None,
                  remote: RemoteView | None = None, tasks: Tasks | None = None) -> Plan:
     """`tasks`: the journal, whose tasks apply collects (None: as if it were empty)."""
-    check_ids(project, options)
+    gone = [sid for sid in lock.scenes if sid not in project.scenes]
+    gone_sequences = [name for name in lock.sequences if name not in project.sequences]
+    check_ids(project, options, [*gone, *gone_sequences])
     upstreams = {sid: s.upstream for sid, s in project.scenes.items()}
     sequences = project.sequences
     if options.targets:
@@ -490,12 +494,11 @@ def plan_changes(project: Project, lock: Lock, cache: Cache, memo: DigestMemo,
     planner = _Planner(project, lock, cache, memo, options, remote, tasks)
     changes = [change for sid in graph.topological_order(upstreams) if sid in selected
                for change in planner.plan_scene(project.scenes[sid], _takes_needed(project, sid, options))]
-    if not options.targets:
-        changes += [Change("scene", sid, Action.DELETE, ("not in the spec",), lock.scenes[sid].key)
-                    for sid in lock.scenes if sid not in project.scenes]
+    # A targeted plan deletes only what it names among the ids the spec no longer has.
+    changes += [Change("scene", sid, Action.DELETE, ("not in the spec",), lock.scenes[sid].key)
+                for sid in gone if not options.targets or sid in options.targets]
     changes += [planner.plan_sequence(name, seq.scenes) for name, seq in sequences.items()]
-    if not options.targets:
-        changes += [Change("sequence", name, Action.DELETE, ("not in the spec",))
-                    for name in lock.sequences if name not in project.sequences]
+    changes += [Change("sequence", name, Action.DELETE, ("not in the spec",))
+                for name in gone_sequences if not options.targets or name in options.targets]
     return Plan(tuple(changes), options, dict(fingerprint or {}),
                 priced=project.provider.price_per_million_tokens is not None)
