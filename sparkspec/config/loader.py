@@ -79,6 +79,21 @@ def local_parallelism() -> int:
     return os.cpu_count() or 1
 
 
+def no_scene_hint(name: str, declared: Mapping[str, Any], data: Mapping[str, Any]) -> str:
+    """What a reference to a scene that is not one may have meant: a take (`hero.take2`), a
+    sequence (sequences list scenes), else the nearest id."""
+    take = re.fullmatch(r"(?P<scene>.+)\.take(?P<n>[0-9]+)", name)
+    if take is not None and take["scene"] in declared:
+        return (f"; a take is not a scene: what is chained after {take['scene']} starts from its picked "
+                f"take, so set `pick: {take['n']}` on {take['scene']}")
+    sequences = as_mapping(data.get("sequences"))
+    if name in sequences and name not in declared:
+        members = as_mapping(sequences[name]).get("scenes")
+        listed = ", ".join(str(m) for m in members) if isinstance(members, list) else ""
+        return f"; {name!r} is a sequence, and sequences list scenes" + (f": list its scenes ({listed})" if listed else "")
+    return did_you_mean(name, declared)
+
+
 def project_above(spec_path: Path) -> Path | None:
     """The spec of the project this folder is inside, when `spec_path` is a bare name that
     is not here but is in a folder above."""
@@ -425,7 +440,7 @@ class _Resolver:
                 upstreams[eid] = up  # that scene has errors of its own; a cycle through it is still one
                 continue
             else:
-                self.report(where, f"no scene {up!r}{did_you_mean(up, declared)}")
+                self.report(where, f"no scene {up!r}{no_scene_hint(up, declared, data)}")
             upstreams[eid] = None
         # A plain scene that did not resolve (its prompt failed, say) still names its upstream:
         # a reference to nothing, or a cycle through it, is reported in the same run.
@@ -438,7 +453,7 @@ class _Resolver:
             if up in declared or up in scenes:
                 upstreams[sid] = up
             elif up not in variants:
-                self.report(("scenes", sid, "first_frame", "scene"), f"no scene {up!r}{did_you_mean(up, declared)}")
+                self.report(("scenes", sid, "first_frame", "scene"), f"no scene {up!r}{no_scene_hint(up, declared, data)}")
         order = [*declared, *scenes]  # spec order: a cycle is named from its first scene
         for cycle in graph.find_cycles({k: upstreams[k] for k in dict.fromkeys(order) if k in upstreams}):
             scene_id = cycle[0]
@@ -554,7 +569,7 @@ class _Resolver:
                     self.report(where, f"{member!r} is a matrix scene; list its expansions: "
                                 f"{', '.join(variants[member])}")
                 elif member not in declared:
-                    self.report(where, f"no scene {member!r}{did_you_mean(member, declared)}")
+                    self.report(where, f"no scene {member!r}{no_scene_hint(member, declared, data)}")
             if ok and all(isinstance(m, str) for m in members):
                 out[name] = SequenceSpec(name, tuple(members))
         return out
