@@ -58,7 +58,7 @@ def spec_options(func: F) -> F:
 
 def plan_options(func: F) -> F:
     func = click.option("--replace", "replace", multiple=True, metavar="ID",
-                        help="Render this scene again even if nothing changed.")(func)
+                        help="Render this scene (or take: hero.take2) again even if nothing changed; a sequence: stitch it again.")(func)
     return click.option("--target", "targets", multiple=True, metavar="ID",
                         help="Only this scene or sequence, with what it needs upstream.")(func)
 
