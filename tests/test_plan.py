@@ -222,6 +222,18 @@ def test_image_estimate_uses_the_ratio_nearest_the_first_frame(root: Path) -> No
     assert logo is not None and logo.estimated_tokens == 832 * 1120 * 121 // 1024
 
 
+def test_an_image_only_the_api_sees_is_estimated_at_the_largest_frame(root: Path) -> None:
+    """`adaptive` from an https URL: the ratio is the API's to find; the estimate never falls
+    below the bill (it took 16:9, 9 % under 21:9 at 720p)."""
+    from sparkspec.apifacts import PIXEL_SIZES
+
+    edit(root, '    prompt: "The logo"',
+         '    prompt: "The logo"\n    ratio: adaptive\n    first_frame: {image: "https://example.com/logo.png"}')
+    logo = plan_of(root).scene("logo")
+    largest = max(w * h for w, h in PIXEL_SIZES["720p"].values())
+    assert logo is not None and logo.estimated_tokens == largest * 121 // 1024
+
+
 def test_image_estimate_follows_the_photos_exif_orientation(root: Path) -> None:
     """A photo stored 2000x900 with orientation 6 (turned a quarter) is shown, and rendered by
     the local renderer, 900x2000 (nearest ratio 9:16): the plan estimated it as the 21:9

@@ -318,7 +318,10 @@ class _Planner:
                 w, h = self.ratios[scene.upstream]
                 ratio = apifacts.nearest_ratio(w, h)
             else:
-                ratio = "16:9"
+                # An image only the API sees (an https URL): its ratio is not known here, so the
+                # estimate takes the largest frame of the resolution, never one below the bill.
+                ratio = max(apifacts.PIXEL_SIZES[scene.resolution],
+                            key=lambda r: apifacts.pixel_size(scene.resolution, r)[0] * apifacts.pixel_size(scene.resolution, r)[1])
         size = apifacts.pixel_size(scene.resolution, ratio)
         self.ratios[scene.id] = size
         return size
