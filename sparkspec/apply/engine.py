@@ -287,6 +287,11 @@ class Engine:
             if change.kind == "sequence" and change.action is not Action.DELETE:
                 self.sequence_step(change, lambda _: self.sequence(change))
 
+    def forced(self, change: Change) -> bool:
+        """--replace names the scene or this take of it."""
+        replace = self.plan.options.replace
+        return change.id in replace or change.render in replace
+
     async def before_touching(self) -> None:
         """Before the first output changes: the records this apply may change leave the lock file
         (an apply killed while its first renders run leaves the lock as it was)."""
@@ -438,7 +443,10 @@ class Engine:
                                   "it starts from a seeded scene instead (the API would start from the image)"})
         unplanned = (change.unplanned_tokens, change.unplanned_cost) \
             if change.action in (Action.WAIT, Action.COLLECT) else None
-        cached, shared = await self.runner.obtain(key, request, fresh=change.action is Action.REPLACE,
+        # --replace skips the cache: a render of the key not seen yet, afresh or (collect) the task
+        # an interrupted --replace paid for.
+        forced = change.action is Action.REPLACE or (collect and self.forced(change))
+        cached, shared = await self.runner.obtain(key, request, fresh=forced,
                                                   collect=collect, unplanned=unplanned)
         if self.remote is not None and self.remote.took(key.hex):
             return await self.installed(scene, change, cached, "pulled")  # another machine rendered it meanwhile

@@ -13,6 +13,7 @@ submissions too. Scenes with one key share one render (`obtain`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import random
 import secrets
@@ -79,6 +80,10 @@ class SceneFailed(Exception):
 
 class SceneSkipped(Exception):
     pass
+
+
+class TaskUnknown(SceneFailed):
+    """The API does not know a task past the grace after its create: it may exist, paid for."""
 
 
 @dataclass
@@ -218,7 +223,7 @@ class TaskRunner:
         `collect` the journal must hold the task the plan saw: else the plan is stale."""
         resubmits = 0
         created = 0  # creates this apply sent for it (an expired task of an earlier apply is not one)
-        if fresh:  # --replace: whatever an earlier apply submitted is not collected
+        if fresh and not collect:  # --replace, with no task of the key to collect (the plan's choice)
             await asyncio.to_thread(self.journal.forget, key.hex)
         while True:
             try:
@@ -252,6 +257,10 @@ class TaskRunner:
                     try:
                         status = await self.wait(request.scene, status, since,
                                                  request.execution_expires_after or DEFAULT_EXPIRY)
+                    except TaskUnknown:
+                        # Said in its entry: --replace then submits afresh rather than collect it.
+                        await asyncio.to_thread(self.mark_unknown, key.hex, status.task_id)
+                        raise
                     except TransientError as exc:  # the API was not answering: the task is still there
                         raise self.failure(request.scene, (
                             f"{exc}; task {status.task_id} is paid for and its id stays in the journal, so "
@@ -297,6 +306,15 @@ class TaskRunner:
             except ProviderError as exc:
                 # The task id stays in the journal: a later apply can still collect it.
                 raise self.failure(request.scene, str(exc)) from None
+
+    def mark_unknown(self, key: str, task_id: str) -> None:
+        """The API does not know `key`'s journalled task: its entry says so (and stays)."""
+        try:
+            known = self.journal.get(key)
+        except DamagedEntry:
+            return
+        if known is not None and known.task_id == task_id and known.unknown_at is None:
+            self.journal.put(dataclasses.replace(known, unknown_at=self.wall_clock()))
 
     def journalled(self, request: RenderRequest) -> JournalEntry | None:
         """This key's task from an earlier apply, if it is this provider's. A damaged entry
@@ -518,7 +536,8 @@ class TaskRunner:
                     # 99%) would otherwise have it asked every poll.initial/4 for the whole grace.
                     stalled += 1
                     continue
-                raise self.failure(scene_id, (
+                self.failure(scene_id, "")  # --fail-fast stops submissions, as for any failure
+                raise TaskUnknown((
                     f"{self.api.type} task {status.task_id} is unknown to the API {waited:.0f} s after it was "
                     "created; it may exist and be paid for, so it was not submitted again. Its id stays in "
                     f"the journal for the next apply to ask again; `sparkspec apply --replace {scene_id}` "

@@ -69,7 +69,7 @@ def run_apply(*, planfile: str | None, spec: str, load_options: LoadOptions, pla
             early = early_workers(workspace, plan_options, environ)
             _remove_left_behind(workspace)
             plan = workspace.plan(plan_options)
-            for note in workspace.remote_warnings:
+            for note in workspace.plan_warnings:
                 click.echo(f"warning: {note}", err=True)
             if saved is not None and planfile is not None:
                 check_fresh(saved, plan, Path(planfile))

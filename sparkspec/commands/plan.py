@@ -24,7 +24,7 @@ def run_plan(spec: str, options: LoadOptions, plan_options: PlanOptions, *, fmt:
         the_plan = workspace.plan(plan_options)
     finally:
         workspace.close()
-    for warning in workspace.remote_warnings:
+    for warning in workspace.plan_warnings:
         warn(f"warning: {warning}")
     from sparkspec.state.applylock import running
 

@@ -9,6 +9,7 @@ the render with its cost and a reason, so what it shows and what apply does agre
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from sparkspec.plan.model import Action, Change
@@ -50,7 +51,9 @@ def journalled(change: Change, tasks: Tasks | None, provider: str) -> Change:
     """A render as apply's runner will carry it out given the journal: a task of this key and
     provider is collected, at no new cost, even past its expiry (it may have finished, paid for,
     before it expired: the API says); a damaged entry fails the scene (its task may exist).
-    --replace submits afresh."""
+    --replace collects such a task too (an interrupted `--replace` paid for the new render it
+    asked for, which nobody has seen yet), unless an apply found the API does not know it:
+    then, and for a damaged entry, it submits afresh."""
     if tasks is None or change.key is None or not change.action.renders:
         return change
     try:
@@ -74,9 +77,9 @@ def journalled(change: Change, tasks: Tasks | None, provider: str) -> Change:
                 "paid for, that sparkspec cannot name; applying submits a new one (look in the provider's "
                 "console first)",))
         return change
-    if change.action is Action.REPLACE:
+    if change.action is Action.REPLACE and entry.unknown_at is not None:
         return replace(change, reasons=change.reasons + (
-            f"task {entry.task_id} of an earlier apply is not collected",))
+            f"task {entry.task_id} of an earlier apply is unknown to the API: not collected, a new one is submitted",))
     old = ""
     if tasks.now - entry.submitted_at > QUERYABLE_FOR:
         old = (f" (it is older than the {QUERYABLE_FOR // 86400} days the API answers about tasks: if it is "
@@ -87,6 +90,27 @@ def journalled(change: Change, tasks: Tasks | None, provider: str) -> Change:
                    unplanned_tokens=change.estimated_tokens, unplanned_cost=change.estimated_cost,
                    reasons=change.reasons + (
         f"task {entry.task_id} of an earlier apply is in the journal: collected at no new cost{old}",))
+
+
+def uncollected(changes: Iterable[Change], tasks: Tasks | None, provider: str) -> list[str]:
+    """Tasks the journal holds for renders that are in place (an apply --replace interrupted
+    after its create): paid for, and collected by `--replace`, not by a plain apply (which
+    would install a re-roll nobody asked it for, and re-render what is chained after it)."""
+    if tasks is None or provider == "local":
+        return []
+    notes = []
+    for change in changes:
+        if change.kind != "scene" or change.action is not Action.NOOP or change.key is None:
+            continue
+        try:
+            entry = tasks.entry(change.key, provider)
+        except DamagedEntry:
+            continue
+        if entry is not None and entry.unknown_at is None:
+            notes.append(f"task {entry.task_id} of {change.render} (submitted by an apply that was stopped, "
+                         f"paid for) is in the journal: `sparkspec apply --replace {change.render}` collects it "
+                         "at no new cost")
+    return notes
 
 
 def taken_over(change: Change, who: str, task: JournalEntry | None, tasks: Tasks | None) -> Change:

@@ -63,6 +63,9 @@ class JournalEntry:
     submitted_at: float  # unix seconds, to judge expiry
     expires_after: int  # seconds
     locator: str | None = None  # what the provider needs besides the id to find the task (queue URLs)
+    # When an apply found the API does not know the task (a 404 past the grace after its
+    # create): `--replace` then submits afresh instead of collecting it.
+    unknown_at: float | None = None
 
 
 def _alive(pid: int) -> bool:
@@ -428,7 +431,8 @@ def _decode(raw: object) -> JournalEntry:
     return JournalEntry(key=str(raw["key"]), scene=str(raw["scene"]), provider=str(raw["provider"]),
                         task_id=str(raw["task_id"]), submitted_at=float(raw["submitted_at"]),
                         expires_after=int(raw["expires_after"]),
-                        locator=None if raw.get("locator") is None else str(raw["locator"]))
+                        locator=None if raw.get("locator") is None else str(raw["locator"]),
+                        unknown_at=None if raw.get("unknown_at") is None else float(raw["unknown_at"]))
 
 
 def _line(entry: JournalEntry) -> bytes:

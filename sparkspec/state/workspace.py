@@ -19,7 +19,7 @@ from sparkspec.state.digests import DigestMemo
 from sparkspec.state.journal import Journal
 from sparkspec.state.lockfile import Lock, lock_path, read_lock
 from sparkspec.state.lockpaths import check_lock_paths
-from sparkspec.plan.collect import Tasks
+from sparkspec.plan.collect import Tasks, uncollected
 from sparkspec.plan.model import Plan, PlanOptions
 from sparkspec.plan.planner import plan_changes
 from sparkspec.config.loader import STATE_FOLDER, LoadOptions, load_project
@@ -60,7 +60,7 @@ class Workspace:
     memo: DigestMemo
     remote: Remote | None = None  # the team's render cache, when one is configured and on
     remote_findings: RemoteFindings | None = None  # what the last plan learnt from it
-    remote_warnings: list[str] = field(default_factory=list)  # for the command to print, once
+    plan_warnings: list[str] = field(default_factory=list)  # for the command to print, once
 
     def fingerprint(self, options: PlanOptions) -> dict[str, str]:
         """What a saved plan was made from; apply refuses it when any of this changed."""
@@ -76,13 +76,16 @@ class Workspace:
         fingerprint = self.fingerprint(options)
         tasks = Tasks.listing(Journal(self.state_dir / "journal"), time.time())  # what apply collects
         if self.remote is None:
-            return plan_changes(self.project, self.lock, self.cache, self.memo, options, fingerprint, tasks=tasks)
-        from sparkspec.remote.planning import plan_with_remote
+            plan = plan_changes(self.project, self.lock, self.cache, self.memo, options, fingerprint, tasks=tasks)
+        else:
+            from sparkspec.remote.planning import plan_with_remote
 
-        plan, self.remote_findings = plan_with_remote(
-            lambda view: plan_changes(self.project, self.lock, self.cache, self.memo, options, fingerprint, view,
-                                      tasks),
-            self.remote, self.remote_warnings, lock=self.lock)
+            plan, self.remote_findings = plan_with_remote(
+                lambda view: plan_changes(self.project, self.lock, self.cache, self.memo, options, fingerprint,
+                                          view, tasks),
+                self.remote, self.plan_warnings, lock=self.lock)
+        self.plan_warnings += [n for n in uncollected(plan.changes, tasks, self.project.provider.type)
+                               if n not in self.plan_warnings]
         return plan
 
     def check_writable(self) -> None:
@@ -133,5 +136,5 @@ def open_workspace(spec: Path, options: LoadOptions = LoadOptions(), display: st
         try:
             workspace.remote = Remote.connect(settings, state_dir, environ)
         except RemoteError as exc:  # the store's client refused its settings (no account, say)
-            workspace.remote_warnings.append(f"{exc}; going on without it (`sparkspec push` uploads later)")
+            workspace.plan_warnings.append(f"{exc}; going on without it (`sparkspec push` uploads later)")
     return workspace

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from cli_runner import start_cli
+from fakeapi import FakeSparkAPI
 
 from .conftest import Project
 
@@ -56,3 +57,49 @@ def test_ctrl_c_stops_new_submissions_and_exits_130(project: Project, stop: sign
     # The next apply renders only what was left, and nothing already rendered.
     rest = project.apply()
     assert set(rest.rendered()) == {f"s{i}" for i in range(8)} - set(finished)
+
+
+REPLACED = """\
+version: 1
+provider: {type: spark, parallelism: 2, poll: {initial: 0.05, max: 0.2}}
+defaults: {resolution: 480p, ratio: "16:9", frames: 29}
+scenes:
+  dune: {prompt: "a dune at dusk"}
+  owl: {first_frame: {scene: dune}, prompt: "an owl lands on the dune"}
+"""
+
+
+@pytest.mark.slow  # a render, then one interrupted while the API renders it
+def test_a_replace_interrupted_after_its_create_is_collected_by_the_next_replace(
+        project: Project, fake_api: FakeSparkAPI) -> None:
+    """Ctrl-C on `apply --replace dune` once its task was created (paid for): a plain plan says
+    the task waits in the journal, and `apply --replace dune` run again collects it instead of
+    paying for another."""
+    fake_api.unique = True
+    project.write(REPLACED)
+    project.env.update(SPARK_API_KEY=fake_api.api_key, SPARK_BASE_URL=fake_api.base_url)
+    project.apply()
+    assert fake_api.total_creates == 2
+    fake_api.latency = 3.0
+    proc = start_cli("apply", "--auto-approve", "--json", "--replace", "dune", cwd=project.root, env=project.env,
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if json.loads(line)["event"] == "submitted":
+            proc.send_signal(signal.SIGINT)
+            break
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130 and fake_api.total_creates == 3
+    fake_api.latency = 0.0
+
+    plan = project.run("plan")
+    assert "No changes" in plan.out, plan.out
+    assert "`sparkspec apply --replace dune` collects it at no new cost" in plan.err, plan.err
+    replaced = project.run("plan", "--replace", "dune")
+    assert "< scene.dune (collect)" in replaced.out and "0 to render" not in replaced.out.split("Plan:")[0], \
+        replaced.out
+    applied = project.apply("--replace", "dune")
+    assert [e["task_id"] for e in applied.events() if e.get("state") == "collecting"], applied.out
+    assert fake_api.creates_by_prompt()["a dune at dusk"] == 2  # the interrupted replace's task, collected
+    assert fake_api.total_creates == 4  # and owl, chained after the new dune, rendered once
+    assert "No changes" in project.run("plan").out
