@@ -208,6 +208,18 @@ def test_a_target_brings_what_it_needs_and_no_other(root: Path, monkeypatch: pyt
         "scene.hero.take2", "scene.hero.take3"}
     code, out, err = run_main(["plan", "--json", "--target", "pour", "--target", "hero"], root, monkeypatch)
     assert len([c for c in json.loads(out)["changes"] if c["id"] == "hero"]) == 3
+
+
+def test_a_target_downstream_of_a_new_pick_moves_the_take_picked_before(root: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The new pick takes renders/hero.mp4 from the old one, whose record must move with its
+    files: a plan with the new pick alone left the old take's record naming renders/hero.mp4."""
+    fake_apply(root)
+    edit(root, "    takes: 3\n", "    takes: 3\n    pick: 2\n")
+    code, out, err = run_main(["plan", "--json", "--target", "pour"], root, monkeypatch)
+    assert code == 0, err
+    assert {c["address"]: c["action"] for c in json.loads(out)["changes"] if c["id"] == "hero"} == {
+        "scene.hero": "restore", "scene.hero.take2": "restore"}
     code, out, err = run_main(["plan", "--json", "--target", "logo"], root, monkeypatch)
     assert code == 0, err
     assert [c["address"] for c in json.loads(out)["changes"] if c["kind"] == "scene"] == ["scene.logo"]

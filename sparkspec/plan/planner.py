@@ -463,15 +463,19 @@ class _Planner:
         return Change("sequence", name, Action.NOOP)
 
 
-def _takes_needed(project: Project, sid: str, options: PlanOptions) -> set[int] | None:
+def _takes_needed(project: Project, lock: Lock, sid: str, options: PlanOptions) -> set[int] | None:
     """The takes of scene `sid` a targeted plan covers: every take of a scene it selects (as a
     target or a sequence's member); of one it selects only as an upstream, the picked take (what
-    the scenes chained after it start from) and any take --replace names. None: every take."""
+    the scenes chained after it start from), the take picked before (a new pick moves its files
+    away from renders/<scene>.mp4, and its record with them) and any take --replace names.
+    None: every take."""
     if not options.targets or sid in options.targets or sid in options.replace or any(
             sid in project.sequences[name].scenes for name in options.targets if name in project.sequences):
         return None
     named = {take[1] for wanted in options.replace if (take := take_of(project, wanted)) is not None and take[0] == sid}
-    return {project.scenes[sid].pick} | named
+    recorded = lock.scenes.get(sid)
+    before = {recorded.pick} if recorded is not None else set()
+    return {project.scenes[sid].pick} | before | named
 
 
 def plan_changes(project: Project, lock: Lock, cache: Cache, memo: DigestMemo,
@@ -496,7 +500,7 @@ def plan_changes(project: Project, lock: Lock, cache: Cache, memo: DigestMemo,
         selected = project.scenes
     planner = _Planner(project, lock, cache, memo, options, remote, tasks)
     changes = [change for sid in graph.topological_order(upstreams) if sid in selected
-               for change in planner.plan_scene(project.scenes[sid], _takes_needed(project, sid, options))]
+               for change in planner.plan_scene(project.scenes[sid], _takes_needed(project, lock, sid, options))]
     # A targeted plan deletes only what it names among the ids the spec no longer has.
     changes += [Change("scene", sid, Action.DELETE, ("not in the spec",), lock.scenes[sid].key)
                 for sid in gone if not options.targets or sid in options.targets]
