@@ -195,3 +195,30 @@ def test_a_failed_lock_write_stops_the_writes_after_it_and_fails_the_apply(
     assert api.total_creates - creates == paid == 20
     lock, _ = read_lock(tmp_path / "project.spark.lock")
     assert len(lock.scenes) == 20
+
+
+def test_a_take_whose_path_a_new_pick_overwrote_never_comes_back(tmp_path: Path, api: FakeSparkAPI,
+                                                                 writes: list[tuple[int, list[str]]],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pick 2 -> 1: take 1 goes to renders/s.mp4, where take 2's record points until take 2
+    moves. Ctrl-C while take 1 was being copied (the copy, on its thread, still lands) put take
+    2's record back at the apply's end, naming a file that now holds take 1."""
+    lantern = ("version: 1\nprovider: {type: spark, parallelism: 1, poll: {initial: 0.01, max: 0.05}}\n"
+               "defaults: {resolution: 480p, frames: 29}\nscenes:\n"
+               '  s: {prompt: "a lantern at dusk", takes: 2, pick: PICK}\n')
+    monkeypatch.setattr(api, "unique", True)  # two takes, two clips
+    (tmp_path / "project.spark.yaml").write_text(lantern.replace("PICK", "2"))
+    assert apply(tmp_path, api).ok
+    (tmp_path / "project.spark.yaml").write_text(lantern.replace("PICK", "1"))
+    real = Engine._materialize
+
+    def interrupted_while_copying(self: Engine, scene: Any, take: int, cached: Any) -> None:
+        real(self, scene, take, cached)
+        if take == 1:
+            raise asyncio.CancelledError  # as Ctrl-C reaches the apply while the copy finishes
+
+    monkeypatch.setattr(Engine, "_materialize", interrupted_while_copying)
+    writes.clear()
+    with pytest.raises(asyncio.CancelledError):
+        apply(tmp_path, api)
+    assert writes and all(not lies for _, lies in writes), writes

@@ -518,6 +518,7 @@ class Engine:
                 self.lock.withhold_take(scene.id, take)  # not foreseen: before the files change
                 await asyncio.to_thread(self.lock.settle)
             self.lock.touch("scene", scene.id, take)
+            self.lock.touch_paths(scene.id, output_paths(self.project, scene.id, take, scene.pick))
             await asyncio.to_thread(self._materialize, scene, take, cached)
             record = self.record(scene, take, cached)
             old = self.lock.put_take(scene.id, take, record, scene.pick)

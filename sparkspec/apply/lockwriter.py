@@ -109,6 +109,15 @@ class LockWriter:
         if (kind, name, take) in self.withheld:
             self.touched.add((kind, name, take))
 
+    def touch_paths(self, scene_id: str, paths: Iterable[str]) -> None:
+        """`paths` are about to be written: every withheld take of the scene whose record names
+        one of them may no longer come back either (a new pick overwrites renders/<scene>.mp4,
+        which the take picked before still names until it moves)."""
+        wanted = set(paths)
+        for take, record in self.takes(scene_id).items():
+            if wanted & {record.video.path, record.last_frame.path}:
+                self.touch("scene", scene_id, take)
+
     def put_take(self, scene_id: str, take: int, record: SceneRecord, pick: int) -> SceneRecord | None:
         """Record one take of a scene picked as `pick`; returns the record it replaces."""
         takes = self.takes(scene_id)
