@@ -220,6 +220,12 @@ def test_a_target_downstream_of_a_new_pick_moves_the_take_picked_before(root: Pa
     assert code == 0, err
     assert {c["address"]: c["action"] for c in json.loads(out)["changes"] if c["id"] == "hero"} == {
         "scene.hero": "restore", "scene.hero.take2": "restore"}
+    fake_apply(root)
+    edit(root, "    takes: 3\n    pick: 2\n", "")  # one take now: take 2, the pick before, is dropped
+    code, out, err = run_main(["plan", "--json", "--target", "pour"], root, monkeypatch)
+    assert code == 0, err
+    assert {c["address"]: c["action"] for c in json.loads(out)["changes"] if c["id"] == "hero"} == {
+        "scene.hero": "restore", "scene.hero.take2": "delete"}
     code, out, err = run_main(["plan", "--json", "--target", "logo"], root, monkeypatch)
     assert code == 0, err
     assert [c["address"] for c in json.loads(out)["changes"] if c["kind"] == "scene"] == ["scene.logo"]

@@ -381,7 +381,7 @@ class _Planner:
                 changes.append(change)
         changes += [Change("scene", scene.id, Action.DELETE, (f"takes lowered to {scene.takes}",),
                            recorded[take].key, take=take)
-                    for take in sorted(recorded) if take > scene.takes and only is None]
+                    for take in sorted(recorded) if take > scene.takes and (only is None or take in only)]
         return changes
 
     def plan_unknown(self, scene: Scene, take: int, record: SceneRecord | None, forced: bool,
@@ -467,7 +467,8 @@ def _takes_needed(project: Project, lock: Lock, sid: str, options: PlanOptions) 
     """The takes of scene `sid` a targeted plan covers: every take of a scene it selects (as a
     target or a sequence's member); of one it selects only as an upstream, the picked take (what
     the scenes chained after it start from), the take picked before (a new pick moves its files
-    away from renders/<scene>.mp4, and its record with them) and any take --replace names.
+    away from renders/<scene>.mp4, and its record with them; or deletes them, when `takes` fell
+    below it) and any take --replace names.
     None: every take."""
     if not options.targets or sid in options.targets or sid in options.replace or any(
             sid in project.sequences[name].scenes for name in options.targets if name in project.sequences):
