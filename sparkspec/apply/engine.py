@@ -37,6 +37,7 @@ from sparkspec.keys import SceneKey, first_frame_input, scene_key
 from sparkspec.apply.lockwriter import LockWriter
 from sparkspec.state.lockfile import FileRecord, SceneRecord, SequenceRecord
 from sparkspec.apply.adopt import adopt_decoding_frame, adopt_moved, render_of
+from sparkspec.state.stitched import remember as remember_stitch, stitched
 from sparkspec.plan.collect import Tasks
 from sparkspec.plan.model import Action, Change, Plan
 from sparkspec.plan.planner import decide, file_problem, output_paths, sequence_path
@@ -554,6 +555,8 @@ class Engine:
         in a warning, never overwritten. sparkspec touches only its own outputs."""
         if (rel, sha) in self.recorded or self.workspace.cache.has_blob(sha, dest.stat().st_size):
             return
+        if "sequence" in subject and sha in stitched(self.workspace.state_dir, rel):
+            return  # sparkspec's own earlier stitch, whose record a killed apply had withheld
         kept = self.workspace.state_dir / "displaced" / f"{rel}.{sha[:12]}"
         kept.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -671,6 +674,7 @@ class Engine:
         stitch([root / r.video.path for r in present], dest)
         digest = memo.sha256(dest)
         assert digest is not None
+        remember_stitch(self.workspace.state_dir, rel, digest)
         self.lock.put_sequence(change.id, SequenceRecord(digests, FileRecord(rel, digest, dest.stat().st_size)))
         self.result.stitched.append(change.id)
         self.emit({"event": "stitched", "sequence": change.id})

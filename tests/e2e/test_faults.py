@@ -354,6 +354,20 @@ def test_a_file_where_a_sequence_goes_that_is_not_sparkspecs_is_moved_aside_not_
     assert sorted(lock_of(project)["sequences"]) == ["film", "short", "z"]
 
 
+@pytest.mark.slow  # over 0.7 s: the default run stays under 90 s on a fresh clone
+def test_sparkspecs_own_earlier_stitch_is_not_taken_for_a_users_file(project: Path) -> None:
+    """An apply re-stitching film killed after the lock left its record out and before the
+    stitch: the next apply moved sparkspec's own earlier film.mp4 aside as "not sparkspec's"."""
+    lock = lock_of(project)
+    del lock["sequences"]["film"]  # as the killed apply left it
+    (project / "project.spark.lock").write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
+    done = apply(project, "--replace", "sequence.film")
+    assert done.code == 0, done.err
+    assert "not sparkspec's" not in done.out + done.err
+    assert not (project / ".sparkspec/displaced").exists()
+    assert_lock_matches_renders(project)
+
+
 @pytest.mark.slow  # over a second and a half: the default run stays under 90 s
 def test_a_file_in_the_way_that_is_not_sparkspecs_is_moved_aside_not_overwritten(tmp_path: Path) -> None:
     """A user's own renders/x.mp4 (no lock recorded it) was overwritten for good."""
