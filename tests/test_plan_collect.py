@@ -167,12 +167,18 @@ def test_a_damaged_journal_entry_is_named_by_the_plan(cli: Cli, project: Path, f
 
 
 def test_a_journalled_task_of_another_key_is_not_collected(cli: Cli, project: Path, fake_api: FakeSparkAPI) -> None:
-    failed_after_create(cli, project, fake_api)
+    task = failed_after_create(cli, project, fake_api)
     (project / "project.spark.yaml").write_text(SPEC.replace("stands in reeds", "stands in the rain"))
-    as_json = json.loads(cli("plan", "--json", cwd=project).out)
+    planned = cli("plan", "--json", cwd=project)
+    as_json = json.loads(planned.out)
     assert {c["id"]: c["action"] for c in as_json["changes"] if c["kind"] == "scene"} == {"a": "create",
                                                                                           "b": "create"}
     assert as_json["summary"]["collect"] == 0
+    # Said, though: the task was paid for, and putting the spec back collects it.
+    assert f"task {task} (a, a render the spec no longer asks for, paid for) is in the journal" in planned.err
+    assert "task" not in cli("plan", "--target", "b", cwd=project).err  # a targeted plan does not judge it
+    (project / "project.spark.yaml").write_text(SPEC)
+    assert "< scene.a (collect)" in cli("plan", cwd=project).out
 
 
 def test_an_entry_of_another_provider_under_a_key_is_damaged_reported_and_kept(cli: Cli, project: Path,

@@ -92,12 +92,14 @@ def journalled(change: Change, tasks: Tasks | None, provider: str) -> Change:
         f"task {entry.task_id} of an earlier apply is in the journal: collected at no new cost{old}",))
 
 
-def uncollected(changes: Iterable[Change], tasks: Tasks | None, provider: str) -> list[str]:
+def uncollected(changes: Iterable[Change], tasks: Tasks | None, provider: str, whole: bool = True) -> list[str]:
     """Tasks the journal holds for renders that are in place (an apply --replace interrupted
     after its create): paid for, and collected by `--replace`, not by a plain apply (which
-    would install a re-roll nobody asked it for, and re-render what is chained after it)."""
+    would install a re-roll nobody asked it for, and re-render what is chained after it); and,
+    for a `whole` plan (not --target), tasks of keys no scene wants any more."""
     if tasks is None or provider == "local":
         return []
+    changes = list(changes)
     notes = []
     for change in changes:
         if change.kind != "scene" or change.action is not Action.NOOP or change.key is None:
@@ -110,6 +112,25 @@ def uncollected(changes: Iterable[Change], tasks: Tasks | None, provider: str) -
             notes.append(f"task {entry.task_id} of {change.render} (submitted by an apply that was stopped, "
                          f"paid for) is in the journal: `sparkspec apply --replace {change.render}` collects it "
                          "at no new cost")
+    return notes + (_unwanted(changes, tasks, provider) if whole else [])
+
+
+def _unwanted(changes: list[Change], tasks: Tasks, provider: str) -> list[str]:
+    """Tasks the journal holds for keys no scene of a whole plan wants now (the spec changed
+    after an apply that submitted them was stopped): paid for, collected if the spec goes back."""
+    if tasks.listed is None or any(c.kind == "scene" and c.key is None and c.action is not Action.DELETE
+                                   for c in changes):
+        return []  # a damaged journal (every key asks), or keys known only after apply: not judged
+    wanted = {c.key for c in changes if c.key is not None}
+    notes = []
+    for key in sorted(tasks.listed - wanted):
+        try:
+            entry = tasks.entry(key, provider)
+        except DamagedEntry:
+            continue
+        if entry is not None:
+            notes.append(f"task {entry.task_id} ({entry.scene}, a render the spec no longer asks for, paid for) is "
+                         "in the journal: putting the spec back as it was collects it at no new cost")
     return notes
 
 

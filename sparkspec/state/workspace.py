@@ -84,7 +84,8 @@ class Workspace:
                 lambda view: plan_changes(self.project, self.lock, self.cache, self.memo, options, fingerprint,
                                           view, tasks),
                 self.remote, self.plan_warnings, lock=self.lock)
-        self.plan_warnings += [n for n in uncollected(plan.changes, tasks, self.project.provider.type)
+        self.plan_warnings += [n for n in uncollected(plan.changes, tasks, self.project.provider.type,
+                                                      whole=not options.targets)
                                if n not in self.plan_warnings]
         return plan
 
