@@ -48,6 +48,12 @@ PIXEL_SIZES: dict[str, dict[str, tuple[int, int]]] = {
 }
 
 
+def largest_ratio(resolution: str) -> str:
+    """The ratio of the most pixels at `resolution` (21:9 at 720p): an estimate's upper bound."""
+    return max(PIXEL_SIZES[resolution], key=lambda ratio: PIXEL_SIZES[resolution][ratio][0] *
+               PIXEL_SIZES[resolution][ratio][1])
+
+
 def valid_frames(frames: int) -> bool:
     return FRAMES_RANGE[0] <= frames <= FRAMES_RANGE[1] and (frames - 25) % 4 == 0
 

@@ -320,8 +320,7 @@ class _Planner:
             else:
                 # An image only the API sees (an https URL): its ratio is not known here, so the
                 # estimate takes the largest frame of the resolution, never one below the bill.
-                ratio = max(apifacts.PIXEL_SIZES[scene.resolution],
-                            key=lambda r: apifacts.pixel_size(scene.resolution, r)[0] * apifacts.pixel_size(scene.resolution, r)[1])
+                ratio = apifacts.largest_ratio(scene.resolution)
         size = apifacts.pixel_size(scene.resolution, ratio)
         self.ratios[scene.id] = size
         return size
