@@ -467,6 +467,11 @@ class Engine:
         self.result.completed.append(change.render)
         self.emit({"event": "completed", "scene": change.render, "key": key.hex, "task_id": cached.task_id,
                    "tokens": cached.tokens})
+        if forced and self.remote is not None and self.remote.remote.writable:
+            # A --replace render skipped the claims; its files are shared all the same (the
+            # remote's write-once entry keeps naming the first render of the key), so a
+            # teammate pulling the lock this apply writes gets this render, not the old one.
+            await self.remote.push(change.render, cached)
         return record
 
     def own_render(self, scene_id: str, change: Change) -> CachedRender | None:

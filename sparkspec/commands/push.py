@@ -33,6 +33,9 @@ def push(spec: Path, options: LoadOptions, remote: str | None, mode: str | None,
     lines = [f"pushed {key[:12]} ({size_text(size)})" for key, size in sorted(report.pushed.items())]
     lines += [f"repaired {key[:12]}: uploaded its blobs again ({size_text(size)})"
               for key, size in sorted(report.repaired.items())]
+    lines += [f"shared {key[:12]}: the remote's entry of the key names another render (write-once); this "
+              f"render's files were uploaded ({size_text(size)}), so a lock that names it pulls them"
+              for key, size in sorted(report.shared.items())]
     lines += [f"{key[:12]}: {why}" for key, why in sorted(report.broken.items())]
     lines += [f"{name}: {why}" for name, why in sorted(report.unavailable.items())]
     lines += [f"{key[:12]}: upload failed, queued for the next apply or push: {why}"

@@ -199,6 +199,17 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
     if record is not None and problem is not None:
         cached, damage = cache.probe(key.hex)
         damage = damage or ("cached copy damaged" if "damaged" in own else None)
+        if cached is not None and cached.video_sha256 != record.video.sha256 and remote is not None:
+            # This cache holds another render of the key than the lock's (a teammate's --replace
+            # re-roll, committed): the lock's own comes from the team's remote when its files are
+            # there, rather than the other render being installed and the lock rewritten to it.
+            hit = remote.entry(key.hex)
+            if hit is not None and (hit.video_sha256, hit.last_frame_sha256) == \
+                    (record.video.sha256, record.last_frame.sha256):
+                return Decision(Change("scene", scene.id, Action.PULL,
+                                       (problem, "the lock's render is on the team's remote; this cache holds "
+                                                 "another render of the key"), key.hex, scene_key=key, take=take),
+                                hit.video_sha256, hit.frame_identity)
         if cached is not None or (problem == moved and _in_place(project, memo, record)):
             # A moved take not cached here (a clone) is adopted from where the lock has it.
             # What is installed is the cache's render: its last frame may not be the record's (a

@@ -111,12 +111,17 @@ class RemoteApply:
             self.queued.append(render.key)
             self.emit({"event": "push_queued", "key": render.key, "error": str(exc), **({"scene": scene} if scene else {})})
             return False
-        if outcome in ("broken", "other"):
-            why = detail if outcome == "broken" else (
-                "the team's remote has another render of this key (a teammate's); this one stays on this machine")
+        if outcome == "broken":
             self.emit({"event": "remote_warning", "key": render.key,
-                       "message": f"{scene or render.key[:12]}: not pushed: {why}",
+                       "message": f"{scene or render.key[:12]}: not pushed: {detail}",
                        **({"scene": scene} if scene else {})})
+            return True
+        if outcome == "other":  # its files went up; the write-once entry keeps naming the other render
+            self.emit({"event": "remote_warning", "key": render.key,
+                       "message": f"{scene or render.key[:12]}: the team's remote has another render of this key "
+                                  "(write-once); this render's files were uploaded, so a teammate whose lock names "
+                                  "it pulls it", **({"scene": scene} if scene else {})})
+            self.pushed.append(render.key)
             return True
         self.pushed.append(render.key)
         self.emit({"event": "pushed", "key": render.key, **({"scene": scene} if scene else {})})

@@ -99,7 +99,14 @@ async def lookup(store: Store, keys: Collection[str], signing_key: bytes | None,
     # A render the lock records whose entry this machine cannot use (none under its signer: a
     # teammate's signed entries read without the key, a push cut short after its blobs; or one
     # that is damaged) is still the team's render when its blobs are there: the lock names them
-    # by sha256, and a pull checks every byte against it (as `sparkspec pull` does).
+    # by sha256, and a pull checks every byte against it (as `sparkspec pull` does). So is one
+    # whose entry names another render of the key (write-once: the first; the lock's is a
+    # --replace re-roll whose files a push shared): the lock's, when its blobs are there.
+    others = [k for k, r in found.hits.items() if k in known and k not in found.unread and _blobs(r) != _blobs(known[k])]
+    for key, there in zip(others, await asyncio.gather(*(bounded(blobs_there(store, known[k])) for k in others))):
+        if there:
+            found.hits[key] = known[key]
+            found.unread.add(key)
     by_lock = [k for k in dict.fromkeys(keys) if k not in found.hits and k in known]
     for key, there in zip(by_lock, await asyncio.gather(*(bounded(blobs_there(store, known[k]))
                                                           for k in by_lock))):

@@ -165,8 +165,11 @@ class Remote:
         ("repaired", bytes sent) or ("sound", 0). An entry naming another render whose blobs
         are gone or damaged is ("broken", what to do): entries are write-once, so `remote gc`
         removes it once past its grace period; so is one this machine cannot read or trust (cut
-        short, a signature that does not match). ("other", "") for a sound entry of another
-        render, ("unreadable", "") for one gone since it was listed."""
+        short, a signature that does not match). A sound entry of another render (a teammate's
+        render of the key, or the one this machine's `--replace` re-rolled) is ("other", bytes
+        sent): this render's files go up all the same, unnamed by any entry, so a lock that
+        names this render (committed after the --replace) is pulled by its files' digests.
+        ("unreadable", "") for an entry gone since it was listed."""
         entry = await self._entry(render.key)
         if entry is None:
             return "unreadable", ""  # gone since it was found (a gc): the next push writes it
@@ -182,7 +185,7 @@ class Remote:
                 return "broken", (f"the team's remote has another render of this key, and {why}; "
                                   "`sparkspec remote gc` removes that broken entry once past its grace period, "
                                   "then `sparkspec push` uploads this machine's render")
-            return "other", ""
+            return "other", await transfer.upload_blobs(self.store, render, cache)
         if render.key in bad:  # found damaged here: a listing cannot tell, so both go up again
             gone = [render.video_sha256, render.last_frame_sha256]
         if not gone:

@@ -43,6 +43,9 @@ class PushReport:
     failed: dict[str, str] = field(default_factory=dict)  # key -> the store's words (queued again)
     repaired: dict[str, int] = field(default_factory=dict)  # key -> bytes of blobs uploaded again
     broken: dict[str, str] = field(default_factory=dict)  # key -> what is wrong with its entry, and what to do
+    # key -> bytes of this machine's render's files uploaded beside an entry naming another render
+    # of the key (a --replace re-roll): a lock naming this render pulls them by their digests
+    shared: dict[str, int] = field(default_factory=dict)
     root: str | None = None
 
 
@@ -202,6 +205,8 @@ async def _repair(remote: Remote, workspace: Workspace, listed: dict[str, int], 
             return
         if outcome == "repaired":
             report.repaired[key] = int(detail)
+        elif outcome == "other" and detail:
+            report.shared[key] = int(detail)
         elif outcome == "broken":
             report.broken[key] = str(detail)
 

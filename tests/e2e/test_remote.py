@@ -230,6 +230,35 @@ def test_a_stand_in_last_frame_in_the_lock_is_pulled_as_the_team_s_render(tmp_pa
 
 
 @pytest.mark.slow
+def test_a_replace_re_roll_reaches_the_teammate_who_pulls_the_lock(tmp_path: Path, fake_api: FakeSparkAPI) -> None:
+    """The remote's entry of a key is write-once (the first render); a --replace re-roll's files
+    go up beside it, and a teammate whose lock (from git) names the re-roll pulls it instead of
+    restoring the old render from their cache and rewriting the lock back to it."""
+    fake_api.unique = True
+    remote_dir = tmp_path / "team-remote"
+    first = machine(tmp_path, "first", fake_api, f"file://{remote_dir}")
+    first.write(SPEC)
+    first.apply()
+    second = machine(tmp_path, "second", fake_api, f"file://{remote_dir}")
+    clone(first, second)
+    second.apply()  # pulls the three renders into its cache
+    assert fake_api.total_creates == 3
+
+    replaced = first.apply("--replace", "logo")
+    assert fake_api.total_creates == 4
+    assert "this render's files were uploaded" in replaced.out, replaced.out
+    clone(first, second)  # git pull: the lock names the re-roll
+    planned = second.run("plan")
+    assert "< scene.logo (pull)" in planned.out and "the lock's render is on the team's remote" in planned.out, \
+        planned.out
+    second.apply()
+    assert second.lock_bytes() == first.lock_bytes()
+    logo = first.lock()["scenes"]["logo"]["video"]["path"]
+    assert (second.root / logo).read_bytes() == (first.root / logo).read_bytes()
+    assert fake_api.total_creates == 4
+
+
+@pytest.mark.slow
 def test_failed_uploads_are_queued_and_pushed_by_the_next_apply(tmp_path: Path, fake_api: FakeSparkAPI,
                                                                 moto_server: MotoServer) -> None:
     bucket = "later-" + tmp_path.name.lower().replace("_", "-")[-20:]
