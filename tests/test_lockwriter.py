@@ -16,6 +16,7 @@ import pytest
 from fakeapi import FakeSparkAPI
 from sparkspec.apply import lockwriter
 from sparkspec.apply.engine import ApplyResult, Engine
+from sparkspec.plan.model import PlanOptions
 from sparkspec.providers import make_provider
 from sparkspec.providers.local import LocalProvider
 from sparkspec.state.lockfile import Lock, read_lock
@@ -28,13 +29,14 @@ def spec(take: str, count: int, provider: str = "local") -> str:
     return "\n".join(lines) + "\n"
 
 
-def apply(root: Path, api: FakeSparkAPI | None = None, provider: Any = None) -> ApplyResult:
+def apply(root: Path, api: FakeSparkAPI | None = None, provider: Any = None,
+          options: PlanOptions = PlanOptions()) -> ApplyResult:
     workspace = open_workspace(root / "project.spark.yaml")
     if provider is None and api is not None:
         provider = make_provider(workspace.project.provider, workspace.state_dir,
                                  {"SPARK_API_KEY": api.api_key, "SPARK_BASE_URL": api.base_url})
     provider = provider or LocalProvider(workspace.state_dir / "local")
-    engine = Engine(workspace, workspace.plan(), provider, lambda event: None, parallelism=4)
+    engine = Engine(workspace, workspace.plan(options), provider, lambda event: None, parallelism=4)
 
     async def run() -> ApplyResult:
         try:
@@ -222,3 +224,31 @@ def test_a_take_whose_path_a_new_pick_overwrote_never_comes_back(tmp_path: Path,
     with pytest.raises(asyncio.CancelledError):
         apply(tmp_path, api)
     assert writes and all(not lies for _, lies in writes), writes
+
+
+def test_a_replace_stopped_while_its_re_roll_is_put_in_place_is_installed_by_the_next_replace(
+        tmp_path: Path, api: FakeSparkAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The re-roll was downloaded and indexed, and Ctrl-C came while it was copied into renders/:
+    the lock named neither render (withheld), and the next `--replace` paid for a third."""
+    monkeypatch.setattr(api, "unique", True)
+    (tmp_path / "project.spark.yaml").write_text(spec("take 1", 1, "spark"))
+    assert apply(tmp_path, api).ok
+    creates = api.total_creates
+    real = Engine._materialize
+    calls = []
+
+    def stopped_while_copying(self: Engine, scene: Any, take: int, cached: Any) -> None:
+        calls.append(cached.task_id)
+        real(self, scene, take, cached)
+        if len(calls) == 1:
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr(Engine, "_materialize", stopped_while_copying)
+    with pytest.raises(asyncio.CancelledError):
+        apply(tmp_path, api, options=PlanOptions(replace=("s00",)))
+    assert api.total_creates == creates + 1
+    monkeypatch.setattr(Engine, "_materialize", real)
+    result = apply(tmp_path, api, options=PlanOptions(replace=("s00",)))
+    assert result.ok and result.reused == ["s00"] and api.total_creates == creates + 1
+    lock, _ = read_lock(tmp_path / "project.spark.lock")
+    assert lock.scenes["s00"].task_id == calls[0]  # the re-roll, put in place

@@ -37,6 +37,7 @@ from sparkspec.keys import SceneKey, first_frame_input, scene_key
 from sparkspec.apply.lockwriter import LockWriter
 from sparkspec.state.lockfile import FileRecord, SceneRecord, SequenceRecord
 from sparkspec.apply.adopt import adopt_decoding_frame, adopt_moved, render_of
+from sparkspec.state import rerolls
 from sparkspec.state.stitched import remember as remember_stitch, stitched
 from sparkspec.plan.collect import Tasks
 from sparkspec.plan.model import Action, Change, Plan
@@ -177,6 +178,7 @@ class Engine:
             self.journal_vanished()
             try:
                 self.lock.close()
+                await asyncio.to_thread(rerolls.settle, self.runner.journal.directory, self.recorded_tasks())
             except (SparkspecError, OSError) as exc:  # the lock or the cache index: a full disk, say
                 if exc is walked:  # a lock write the walk waited for failed: it is reported from there
                     raise
@@ -288,10 +290,18 @@ class Engine:
             if change.kind == "sequence" and change.action is not Action.DELETE:
                 self.sequence_step(change, lambda _: self.sequence(change))
 
+    def recorded_tasks(self) -> dict[str, set[str]]:
+        """Key -> the task ids the lock records for it (every take)."""
+        found: dict[str, set[str]] = {}
+        for entry in self.lock.scenes.values():
+            for take in entry.take_records().values():
+                found.setdefault(take.key, set()).add(take.task_id)
+        return found
+
     def forced(self, change: Change) -> bool:
         """--replace names the scene or this take of it."""
         replace = self.plan.options.replace
-        return change.id in replace or change.render in replace
+        return change.id in replace or change.render in replace or f"{change.id}.take{change.take}" in replace
 
     async def before_touching(self) -> None:
         """Before the first output changes: the records this apply may change leave the lock file
@@ -454,6 +464,8 @@ class Engine:
         if shared:
             return await self.installed(scene, change, cached, "reused")
         self.result.tokens += cached.tokens  # paid, whether or not it can be put in place
+        if forced:  # named until the lock records it: a --replace stopped before then installs it
+            await asyncio.to_thread(rerolls.note, self.runner.journal.directory, key.hex, cached.task_id)
         if key.hex in self.runner.paid_before:
             self.result.collected += 1
             self.result.collected_tokens += cached.tokens

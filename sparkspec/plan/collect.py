@@ -9,8 +9,8 @@ the render with its cost and a reason, so what it shows and what apply does agre
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 from sparkspec.plan.model import Action, Change
 from sparkspec.state.journal import DamagedEntry, Journal, JournalEntry
@@ -26,12 +26,16 @@ class Tasks:
     now: float
     listed: frozenset[str] | None = None  # the keys journalled (one listing for a plan); None: ask
     unconfirmed: frozenset[str] | None = None  # keys whose create went unanswered; None: ask
+    rerolls: Mapping[str, str] = field(default_factory=dict)  # key -> task id of a re-roll not yet in the lock
 
     @classmethod
     def listing(cls, journal: Journal, now: float) -> Tasks:
+        from sparkspec.state import rerolls
+
         entries, unconfirmed = journal.listing()
         # A damaged record naming no readable key may be any key's: every key asks (and is told).
-        return cls(journal, now, None if journal.keyless_damage() else frozenset(entries), frozenset(unconfirmed))
+        return cls(journal, now, None if journal.keyless_damage() else frozenset(entries), frozenset(unconfirmed),
+                   rerolls.read(journal.directory))
 
     def lost_create(self, key: str) -> float | None:
         """When an earlier apply's create of `key` went unanswered (see Journal.mark_unconfirmed)."""
@@ -100,6 +104,7 @@ def uncollected(changes: Iterable[Change], tasks: Tasks | None, provider: str, w
     if tasks is None or provider == "local":
         return []
     changes = list(changes)
+    several = {c.id for c in changes if c.kind == "scene" and c.take != 1}  # scenes of more than one take
     notes = []
     for change in changes:
         if change.kind != "scene" or change.action is not Action.NOOP or change.key is None:
@@ -109,8 +114,10 @@ def uncollected(changes: Iterable[Change], tasks: Tasks | None, provider: str, w
         except DamagedEntry:
             continue
         if entry is not None and entry.unknown_at is None:
-            notes.append(f"task {entry.task_id} of {change.render} (submitted by an apply that was stopped, "
-                         f"paid for) is in the journal: `sparkspec apply --replace {change.render}` collects it "
+            # `--replace hero` would render every take: name the one this task is of.
+            named = f"{change.id}.take{change.take}" if change.id in several else change.render
+            notes.append(f"task {entry.task_id} of {named} (submitted by an apply that was stopped, "
+                         f"paid for) is in the journal: `sparkspec apply --replace {named}` collects it "
                          "at no new cost")
     return notes + (_unwanted(changes, tasks, provider) if whole else [])
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sparkspec import apifacts, graph
-from sparkspec.state.cache import Cache
+from sparkspec.state.cache import Cache, CachedRender
 from sparkspec.state.digests import DigestMemo
 from sparkspec.errors import SparkspecError
 from sparkspec.keys import SceneKey, first_frame_input, scene_key
@@ -179,6 +179,12 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
         # What would have changed anyway is said too, as terraform shows the diff beside
         # "forces replacement"; and that the render it replaces is one --replace pays for again.
         reasons = ["forced by --replace"]
+        rerolled = _reroll(cache, record, key, tasks)
+        if rerolled is not None:
+            return Decision(Change("scene", scene.id, Action.REUSE, tuple(reasons + [
+                "a render of this key that is not the lock's is in the cache (an earlier --replace, stopped "
+                "before it was put in place): installed at no new cost"]), key.hex, scene_key=key, take=take),
+                rerolled.video_sha256, rerolled.frame_identity)
         if record is None or record.key != key.hex:
             reasons += why_changed(record, key) if record is not None else []
             if cache.lookup(key.hex) is not None:
@@ -256,6 +262,21 @@ def decide(project: Project, scene: Scene, key: SceneKey, record: SceneRecord | 
                           remote, tasks)
     return _elsewhere(journalled(Change("scene", scene.id, Action.CREATE, (), key.hex, tokens, cost, scene_key=key,
                                         take=take), tasks, provider), remote, tasks)
+
+def _reroll(cache: Cache, record: SceneRecord | None, key: SceneKey, tasks: Tasks | None) -> CachedRender | None:
+    """A render of the key in the cache that the lock does not record and that is new: the
+    re-roll an earlier --replace paid for and was stopped before it put in place (named in
+    `tasks.rerolls`, even when the stopped apply had withheld the scene's record), or another
+    render of the lock's key (a twin scene's). What a --replace asks for, at no new cost."""
+    cached = cache.lookup(key.hex)
+    if cached is None:
+        return None
+    if tasks is not None and tasks.rerolls.get(key.hex) == cached.task_id:
+        return cached if record is None or record.task_id != cached.task_id else None
+    if record is None or record.key != key.hex:
+        return None
+    return cached if cached.video_sha256 != record.video.sha256 else None
+
 
 def _in_place(project: Project, memo: DigestMemo, record: SceneRecord) -> bool:
     """Both of a record's files are where and as the lock says."""

@@ -70,18 +70,22 @@ scenes:
 
 
 @pytest.mark.slow  # a render, then one interrupted while the API renders it
+@pytest.mark.parametrize("target", ["dune", "dune.take1"])
 def test_a_replace_interrupted_after_its_create_is_collected_by_the_next_replace(
-        project: Project, fake_api: FakeSparkAPI) -> None:
+        project: Project, fake_api: FakeSparkAPI, target: str) -> None:
     """Ctrl-C on `apply --replace dune` once its task was created (paid for): a plain plan says
     the task waits in the journal, and `apply --replace dune` run again collects it instead of
-    paying for another."""
+    paying for another. Take 1 of a scene of two takes, named as `dune.take1`, too (its collect
+    took the cache's old render: the take's name was not matched)."""
     fake_api.unique = True
-    project.write(REPLACED)
+    takes = 2 if target.endswith("take1") else 1
+    project.write(REPLACED.replace('dune: {prompt: "a dune at dusk"}',
+                                   f'dune: {{prompt: "a dune at dusk", takes: {takes}}}'))
     project.env.update(SPARK_API_KEY=fake_api.api_key, SPARK_BASE_URL=fake_api.base_url)
     project.apply()
-    assert fake_api.total_creates == 2
+    assert fake_api.total_creates == 1 + takes
     fake_api.latency = 3.0
-    proc = start_cli("apply", "--auto-approve", "--json", "--replace", "dune", cwd=project.root, env=project.env,
+    proc = start_cli("apply", "--auto-approve", "--json", "--replace", target, cwd=project.root, env=project.env,
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -89,17 +93,17 @@ def test_a_replace_interrupted_after_its_create_is_collected_by_the_next_replace
             proc.send_signal(signal.SIGINT)
             break
     proc.communicate(timeout=60)
-    assert proc.returncode == 130 and fake_api.total_creates == 3
+    assert proc.returncode == 130 and fake_api.total_creates == 2 + takes
     fake_api.latency = 0.0
 
     plan = project.run("plan")
     assert "No changes" in plan.out, plan.out
-    assert "`sparkspec apply --replace dune` collects it at no new cost" in plan.err, plan.err
-    replaced = project.run("plan", "--replace", "dune")
+    assert f"`sparkspec apply --replace {target}` collects it at no new cost" in plan.err, plan.err
+    replaced = project.run("plan", "--replace", target)
     assert "< scene.dune (collect)" in replaced.out and "0 to render" not in replaced.out.split("Plan:")[0], \
         replaced.out
-    applied = project.apply("--replace", "dune")
+    applied = project.apply("--replace", target)
     assert [e["task_id"] for e in applied.events() if e.get("state") == "collecting"], applied.out
-    assert fake_api.creates_by_prompt()["a dune at dusk"] == 2  # the interrupted replace's task, collected
-    assert fake_api.total_creates == 4  # and owl, chained after the new dune, rendered once
+    # The interrupted replace's task collected, and owl, chained after the new dune, rendered once.
+    assert fake_api.total_creates == takes + 3
     assert "No changes" in project.run("plan").out
