@@ -178,7 +178,7 @@ class Engine:
             self.journal_vanished()
             try:
                 self.lock.close()
-                await asyncio.to_thread(rerolls.settle, self.runner.journal.directory, self.recorded_tasks())
+                await asyncio.to_thread(rerolls.settle, self.workspace.state_dir, self.recorded_tasks())
             except (SparkspecError, OSError) as exc:  # the lock or the cache index: a full disk, say
                 if exc is walked:  # a lock write the walk waited for failed: it is reported from there
                     raise
@@ -465,7 +465,7 @@ class Engine:
             return await self.installed(scene, change, cached, "reused")
         self.result.tokens += cached.tokens  # paid, whether or not it can be put in place
         if forced:  # named until the lock records it: a --replace stopped before then installs it
-            await asyncio.to_thread(rerolls.note, self.runner.journal.directory, key.hex, cached.task_id)
+            await asyncio.to_thread(rerolls.note, self.workspace.state_dir, key.hex, cached.task_id)
         if key.hex in self.runner.paid_before:
             self.result.collected += 1
             self.result.collected_tokens += cached.tokens

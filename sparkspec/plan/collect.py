@@ -35,7 +35,7 @@ class Tasks:
         entries, unconfirmed = journal.listing()
         # A damaged record naming no readable key may be any key's: every key asks (and is told).
         return cls(journal, now, None if journal.keyless_damage() else frozenset(entries), frozenset(unconfirmed),
-                   rerolls.read(journal.directory))
+                   rerolls.read(journal.directory.parent))
 
     def lost_create(self, key: str) -> float | None:
         """When an earlier apply's create of `key` went unanswered (see Journal.mark_unconfirmed)."""
