@@ -298,11 +298,6 @@ class Engine:
                 found.setdefault(take.key, set()).add(take.task_id)
         return found
 
-    def forced(self, change: Change) -> bool:
-        """--replace names the scene or this take of it."""
-        replace = self.plan.options.replace
-        return change.id in replace or change.render in replace or f"{change.id}.take{change.take}" in replace
-
     async def before_touching(self) -> None:
         """Before the first output changes: the records this apply may change leave the lock file
         (an apply killed while its first renders run leaves the lock as it was)."""
@@ -456,7 +451,7 @@ class Engine:
             if change.action in (Action.WAIT, Action.COLLECT) else None
         # --replace skips the cache: a render of the key not seen yet, afresh or (collect) the task
         # an interrupted --replace paid for.
-        forced = change.action is Action.REPLACE or (collect and self.forced(change))
+        forced = change.action is Action.REPLACE or (collect and self.plan.options.replaces(change.id, change.take))
         cached, shared = await self.runner.obtain(key, request, fresh=forced,
                                                   collect=collect, unplanned=unplanned)
         if self.remote is not None and self.remote.took(key.hex):

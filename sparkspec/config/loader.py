@@ -34,6 +34,7 @@ from sparkspec.config.jinja_env import LOOP, Templates, inside, symlink_loop
 from sparkspec.config.scene_templates import TemplatedFields, merge_variables, scene_variables
 from sparkspec.config.values import (
     SCENE_ID,
+    TAKE_ID,
     as_mapping,
     canonical_json,
     declared_ids,
@@ -82,10 +83,10 @@ def local_parallelism() -> int:
 def no_scene_hint(name: str, declared: Mapping[str, Any], data: Mapping[str, Any]) -> str:
     """What a reference to a scene that is not one may have meant: a take (`hero.take2`), a
     sequence (sequences list scenes), else the nearest id."""
-    take = re.fullmatch(r"(?P<scene>.+)\.take(?P<n>[0-9]+)", name)
+    take = TAKE_ID.fullmatch(name)
     if take is not None and take["scene"] in declared:
         return (f"; a take is not a scene: what is chained after {take['scene']} starts from its picked "
-                f"take, so set `pick: {take['n']}` on {take['scene']}")
+                f"take, so set `pick: {take['take']}` on {take['scene']}")
     sequences = as_mapping(data.get("sequences"))
     if name in sequences and name not in declared:
         members = as_mapping(sequences[name]).get("scenes")

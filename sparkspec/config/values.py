@@ -17,6 +17,7 @@ from typing import Any
 from sparkspec.diagnostics import Diagnostic
 
 SCENE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # used with fullmatch: no trailing newline
+TAKE_ID = re.compile(r"(?P<scene>.+)\.take(?P<take>[0-9]+)")  # one take of a scene, as the plan prints it
 _SLUG_RUNS = re.compile(r"[^a-z0-9]+")
 _INTEGER_FIELDS = ("duration", "frames", "seed", "execution_expires_after", "parallelism",
                    "requests_per_minute", "takes", "pick")

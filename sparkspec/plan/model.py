@@ -96,6 +96,10 @@ class PlanOptions:
     # against the spec. Not part of what a saved plan was made with: the ids are.
     addressed: tuple[tuple[str, str, str], ...] = field(default=(), compare=False)
 
+    def replaces(self, scene_id: str, take: int) -> bool:
+        """--replace names the scene (every take) or this take of it (`hero.take2`)."""
+        return scene_id in self.replace or f"{scene_id}.take{take}" in self.replace
+
 
 @dataclass(frozen=True)
 class Plan:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,6 +28,7 @@ from sparkspec.plan.collect import Tasks, journalled, taken_over
 from sparkspec.plan.model import Action, Change, Plan, PlanOptions, RemoteView
 from sparkspec.plan.reasons import why_changed
 from sparkspec.config.model import Project, Scene
+from sparkspec.config.values import TAKE_ID
 
 
 def output_paths(project: Project, scene_id: str, take: int = 1, pick: int = 1) -> tuple[str, str]:
@@ -59,7 +59,6 @@ def image_identity(scene: Scene, memo: DigestMemo) -> dict[str, str] | None:
     return first_frame_input(url=image.url)
 
 
-TAKE_ID = re.compile(r"(?P<scene>.+)\.take(?P<take>[0-9]+)")  # one take of a scene, as the plan prints it
 
 
 def take_of(project: Project, wanted: str) -> tuple[str, int] | None:
@@ -375,11 +374,10 @@ class _Planner:
             self.pick_changes[scene.id] = f"pick: {record.pick} -> {scene.pick}"
         upstream = scene.upstream
         estimate = self.estimate(scene)
-        forced = scene.id in self.options.replace
         if upstream is not None and self.last_frames.get(upstream) is None:
             self.last_frames[scene.id] = self.videos[scene.id] = None
             changes = [self.plan_unknown(scene, take, recorded.get(take),
-                                         forced or f"{scene.id}.take{take}" in self.options.replace, estimate)
+                                         self.options.replaces(scene.id, take), estimate)
                        for take in numbers]
         else:
             if upstream is not None:
@@ -392,7 +390,7 @@ class _Planner:
                 if take == scene.pick:  # what chained scenes start from
                     self.render_ids[scene.id] = key.hex
                 decision = decide(self.project, scene, key, recorded.get(take), self.cache, self.memo,
-                                  forced=forced or f"{scene.id}.take{take}" in self.options.replace, same_as=self.rendering.get(key.hex), estimate=estimate,
+                                  forced=self.options.replaces(scene.id, take), same_as=self.rendering.get(key.hex), estimate=estimate,
                                   take=take, moved=self.pick_changes.get(scene.id), remote=self.remote,
                                   placed=self.placed, tasks=self.tasks)
                 change = decision.change

@@ -36,6 +36,7 @@ from sparkspec.remote.claims import Claim, Claims
 from sparkspec.remote.entries import decode_entry
 from sparkspec.remote.layout import BLOBS, RENDERS, blob_path, entry_path, entry_prefix, parse_entry_path
 from sparkspec.remote.store import Store
+from sparkspec.remote.transfer import same_blobs
 from sparkspec.state.cache import CachedRender
 
 CONCURRENCY = 32
@@ -102,7 +103,7 @@ async def lookup(store: Store, keys: Collection[str], signing_key: bytes | None,
     # by sha256, and a pull checks every byte against it (as `sparkspec pull` does). So is one
     # whose entry names another render of the key (write-once: the first; the lock's is a
     # --replace re-roll whose files a push shared): the lock's, when its blobs are there.
-    others = [k for k, r in found.hits.items() if k in known and k not in found.unread and _blobs(r) != _blobs(known[k])]
+    others = [k for k, r in found.hits.items() if k in known and k not in found.unread and not same_blobs(r, known[k])]
     for key, there in zip(others, await asyncio.gather(*(bounded(blobs_there(store, known[k])) for k in others))):
         if there:
             found.hits[key] = known[key]
@@ -162,7 +163,7 @@ async def _drop_missing_blobs(store: Store, found: Lookup, hits: Mapping[str, Ca
         async with gate:
             got = await store.get(entry_path(key, signer))
         entry = decode_entry(got[0], key, signing_key) if got is not None else None
-        if not isinstance(entry, CachedRender) or _blobs(entry) == _blobs(hits[key]):
+        if not isinstance(entry, CachedRender) or same_blobs(entry, hits[key]):
             return None
         return entry if await blobs_there(store, entry) else None
 
